@@ -90,9 +90,14 @@ def _load_image(name: str, split: str, data_dir: str):
         f'Data set {name!r} is not prepared under {data_dir!r} and could not be prepared '
         f'here ({type(e).__name__}: {str(e)[:300]}). To get it: {_INSTALL_HINT[name]}.'
     ) from e
-  data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1,
-                                          as_supervised=True))
-  images, labels = data
+  # Read in batches and concatenate (batch_size=-1 aborts TF on datasets of unknown
+  # cardinality, e.g. under tfds.testing.mock_data).
+  ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+  images, labels = [], []
+  for xb, yb in tfds.as_numpy(ds.batch(8192)):
+    images.append(xb)
+    labels.append(yb)
+  images, labels = np.concatenate(images), np.concatenate(labels)
   x = np.asarray(images, np.float32) / np.float32(255.0)
   y = np.asarray(labels, np.int32)
   return x, y

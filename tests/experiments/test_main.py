@@ -1,0 +1,31 @@
+import json
+import os
+
+from experiments import main as main_exp
+from tests.conftest import requires_fashion_mnist
+
+
+@requires_fashion_mnist
+def test_main_smoke(tmp_path):
+  cfg = main_exp.get_config('smoke')
+  r = main_exp.run(cfg, str(tmp_path))
+  for f in ('results.json', 'report.md', 'accuracy_vs_eps.png', 'adversarial_examples.png'):
+    assert os.path.exists(tmp_path / f), f
+  saved = json.load(open(tmp_path / 'results.json'))
+  assert saved['eps'] == list(cfg.eps)
+  fg, pg = saved['fgsm_accuracy'], saved['pgd_accuracy']
+  assert fg[0] == pg[0]  # eps = 0: both attacks leave the input unchanged
+  # PGD (iterative, random start) is never weaker than FGSM by more than noise, and
+  # accuracy does not grow with eps.
+  assert all(p <= f + 0.05 for p, f in zip(pg, fg))
+  assert pg[-1] <= pg[0]
+  assert '| eps | FGSM | PGD |' in open(tmp_path / 'report.md').read()
+  assert 0.0 <= r['clean_accuracy'] <= 1.0
+
+
+def test_config_variants():
+  import pytest
+  assert main_exp.get_config('mnist').dataset == 'mnist'
+  assert main_exp.get_config('cifar10').model == 'resnet'
+  with pytest.raises(ValueError, match="variant='big'"):
+    main_exp.get_config('big')
