@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import common
 from jaxsec import attacks
 from jaxsec import data
 from jaxsec import io as jio
@@ -192,12 +193,13 @@ def render_markdown(r: dict) -> str:
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'workdir/main', 'Where results, report and checkpoints go.')
 flags.DEFINE_string('variant', 'full', "Config variant: 'full', 'smoke', 'mnist', 'cifar10'.")
+flags.DEFINE_multi_string('set', [], 'Config overrides key=value (used by launch/ sweeps).')
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  run(get_config(FLAGS.variant), FLAGS.workdir)
+  run(common.apply_overrides(get_config(FLAGS.variant), FLAGS.set), FLAGS.workdir)
 
 
 if __name__ == '__main__':

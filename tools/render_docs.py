@@ -1,0 +1,78 @@
+"""Renders docs/RESULTS.md from the committed JSON results under docs/results/.
+
+    python tools/render_docs.py
+
+Each ``docs/results/<name>.json`` carries ``"name"``; the experiment module that wrote it
+(``experiments.<name>`` or ``experiments.benchmarks.<name>``, or the module named in the
+JSON's ``"module"`` field) renders its section with ``render_markdown(results)``. The main
+job's report lives in its workdir; its committed copy is ``docs/results/main/results.json``.
+No number in the docs is typed by hand.
+"""
+from __future__ import annotations
+
+import glob
+import importlib
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from jaxsec import io as jio  # noqa: E402
+
+
+def _module_for(path: str, results: dict):
+  candidates = []
+  if isinstance(results, dict) and results.get('module'):
+    candidates.append(results['module'])
+  stem = os.path.splitext(os.path.basename(path))[0]
+  if stem == 'results':  # a workdir-style results.json: use its folder's name
+    stem = os.path.basename(os.path.dirname(path))
+  name = results.get('name', stem) if isinstance(results, dict) else stem
+  for n in dict.fromkeys([name, stem]):
+    candidates += [f'experiments.{n}', f'experiments.benchmarks.{n}']
+  for c in candidates:
+    try:
+      mod = importlib.import_module(c)
+    except ImportError:
+      continue
+    if hasattr(mod, 'render_markdown'):
+      return mod
+  return None
+
+
+def render(results_dir: str) -> str:
+  parts = ['# jaxsec results', '',
+           'Rendered by `python tools/render_docs.py` from the JSON files under '
+           '`docs/results/`; each section names the command that wrote its file.', '']
+  files = sorted(glob.glob(os.path.join(results_dir, '**', '*.json'), recursive=True))
+  missing = []
+  for path in files:
+    with open(path) as f:
+      results = json.load(f)
+    mod = _module_for(path, results)
+    rel = os.path.relpath(path, ROOT)
+    if mod is None:
+      missing.append(rel)
+      continue
+    parts.append(f'<!-- from {rel} via {mod.__name__}.render_markdown -->')
+    section = mod.render_markdown(results).rstrip()
+    if not section.lstrip().startswith('#'):
+      section = f'## {mod.__name__} (`{rel}`)\n\n' + section
+    parts += [section, '']
+  if missing:
+    parts += ['## Results without a renderer', ''] + [f'- `{m}`' for m in missing] + ['']
+  return '\n'.join(parts)
+
+
+def main() -> int:
+  results_dir = os.path.join(ROOT, 'docs', 'results')
+  text = render(results_dir)
+  jio.write_text_atomic(os.path.join(ROOT, 'docs', 'RESULTS.md'), text)
+  print(f'wrote docs/RESULTS.md ({len(text.splitlines())} lines)')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
