@@ -138,3 +138,13 @@ def test_bad_input_is_named():
   with pytest.raises(ValueError, match='masks has shape'):
     train.fit_many(m.apply, p, x, y, masks=np.ones((2, 5), bool), optimizer=optax.sgd(.1),
                    keys=jax.random.split(jax.random.key(0), 2), num_steps=1)
+
+
+def test_scan_and_host_loops_agree():
+  x, y, m, p = _digits_mlp()
+  kw = dict(optimizer=optax.adam(1e-3), batch_size=64, num_epochs=2, key=jax.random.key(4))
+  a = train.fit(m.apply, p, x, y, loop='scan', **kw)
+  b = train.fit(m.apply, p, x, y, loop='host', **kw)
+  assert _max_diff(a.params, b.params) < 1e-5
+  with pytest.raises(ValueError, match="loop='gpu'"):
+    train.fit(m.apply, p, x, y, loop='gpu', **kw)

@@ -1,0 +1,401 @@
+r"""Attack speed and strength: jaxsec vs torchattacks (PyTorch CPU) vs Foolbox 3 (JAX).
+
+    python -m experiments.benchmarks.attack_speed                       # full
+    python -m experiments.benchmarks.attack_speed --variant=smoke --workdir=/tmp/s
+
+1. Compute limit. For the reference CNN (``models.get('cnn')``) on a batch of images, the
+   wall time of jaxsec's PGD-k divided by k x the time of one jitted input-gradient pass
+   (forward + backward of the cross-entropy w.r.t. the input). 1.0 means PGD costs exactly
+   its k gradients; the target is <= 1.0 (the projection and bookkeeping hidden in the
+   fused program).
+2. Peers. The same architecture with the very same weights in PyTorch (torchattacks, CPU)
+   and the same JAX model function in Foolbox 3 (its JAX backend): FGSM, PGD, C&W-L2 and
+   DeepFool-L2 at equal budgets (same eps, steps, step size / learning rate, binary-search
+   rounds, overshoot). Reported: best-of-repeats wall time (JAX compile time separate),
+   and strength: robust accuracy for the eps-bounded attacks, success rate and median L2
+   of the successful examples for the minimal-perturbation ones. A peer that fails to
+   install, import or run is recorded with its error instead of a number.
+
+The model is trained briefly on Fashion-MNIST first (a few hundred steps) so that strength
+numbers mean something. Timings are on whatever machine runs this (recorded in the JSON).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+import traceback
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxsec import attacks
+from jaxsec import data
+from jaxsec import io as jio
+from jaxsec import models
+from jaxsec import train
+from jaxsec.attacks.evasion import common
+
+NAME = 'attack_speed'
+
+
+def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.seed = 0
+  c.dataset = 'fashion_mnist'
+  c.model_kwargs = ml_collections.ConfigDict({})    # the reference CNN (models.CNN defaults)
+  c.train_subset = 10000
+  c.train_epochs = 1
+  c.train_batch = 128
+  c.batch = 256
+  c.eps = 0.1
+  c.pgd_steps = 10
+  c.pgd_rel_step = 2.5
+  c.cw_binary_steps = 3
+  c.cw_steps = 50
+  c.cw_lr = 0.01
+  c.cw_initial_const = 1.0
+  c.deepfool_steps = 50
+  c.overshoot = 0.02
+  c.repeats = 3
+  c.slow_repeats = 1          # for C&W and DeepFool (minutes per call on CPU for the peers)
+  c.peers = ('torchattacks', 'foolbox')
+  c.attacks = ('fgsm', 'pgd', 'cw', 'deepfool')
+  if variant == 'smoke':
+    c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
+    c.train_subset = 512
+    c.batch = 8
+    c.pgd_steps = 2
+    c.cw_binary_steps = 1
+    c.cw_steps = 3
+    c.deepfool_steps = 3
+    c.repeats = 1
+    c.slow_repeats = 1
+    c.peers = ()
+  elif variant != 'full':
+    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
+  return c
+
+
+def _repeats(cfg, name):
+  return cfg.slow_repeats if name in ('cw', 'deepfool') else cfg.repeats
+
+
+def _time(fn, repeats):
+  """Best-of-``repeats`` wall time of ``fn()`` (which must block until its result is
+  ready); the minimum is the least disturbed run on a shared machine (as ``timeit``)."""
+  ts = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    ts.append(time.perf_counter() - t0)
+  return min(ts)
+
+
+def _block(x):
+  return jax.block_until_ready(x)
+
+
+def _strength(logits_fn, x, y, x_adv, minimal: bool):
+  x_adv = jnp.asarray(np.asarray(x_adv), jnp.float32)
+  pred = np.asarray(common.predict(logits_fn(x_adv)))
+  y = np.asarray(y)
+  out = {'robust_accuracy': float(np.mean(pred == y))}
+  if minimal:
+    correct = np.asarray(common.predict(logits_fn(x))) == y
+    fooled = correct & (pred != y)
+    l2 = np.sqrt(np.sum((np.asarray(x_adv) - np.asarray(x)).reshape(len(y), -1) ** 2, 1))
+    out['success_rate'] = float(fooled.sum() / max(correct.sum(), 1))
+    out['median_l2'] = float(np.median(l2[fooled])) if fooled.any() else float('nan')
+    out['mean_l2'] = float(np.mean(l2[fooled])) if fooled.any() else float('nan')
+  return out
+
+
+def _train(cfg, key):
+  x, y = data.load(cfg.dataset, 'train')
+  if cfg.train_subset:
+    x, y = x[:cfg.train_subset], y[:cfg.train_subset]
+  model = models.get('cnn', num_classes=10, **cfg.model_kwargs)
+  params = models.init(model, key, (1,) + x.shape[1:])
+  res = train.fit(model.apply, params, x, y, optimizer=optax.adam(1e-3), key=key,
+                  batch_size=cfg.train_batch, num_epochs=cfg.train_epochs)
+  return model, res.params
+
+
+# ----------------------------------------------------------------------------- jaxsec
+
+
+def _jaxsec_attacks(cfg):
+  eps = cfg.eps
+  out = {
+      'fgsm': (attacks.fgsm(eps=eps), False),
+      'pgd': (attacks.pgd(eps=eps, step_size=cfg.pgd_rel_step * eps / cfg.pgd_steps,
+                          num_steps=cfg.pgd_steps), False),
+  }
+  if hasattr(attacks, 'carlini_wagner_l2'):
+    out['cw'] = (attacks.carlini_wagner_l2(num_binary_steps=cfg.cw_binary_steps,
+                                           num_steps=cfg.cw_steps,
+                                           learning_rate=cfg.cw_lr,
+                                           initial_const=cfg.cw_initial_const), True)
+  if hasattr(attacks, 'deepfool'):
+    out['deepfool'] = (attacks.deepfool(norm='l2', num_classes=10, overshoot=cfg.overshoot,
+                                        max_iter=cfg.deepfool_steps), True)
+  return {k: v for k, v in out.items() if k in cfg.attacks}
+
+
+def _run_jaxsec(cfg, logits_fn, x, y, key):
+  res = {}
+  for name, (atk, minimal) in _jaxsec_attacks(cfg).items():
+    f = jax.jit(atk, static_argnums=0)
+    t0 = time.perf_counter()
+    xa = _block(f(logits_fn, x, y, key))
+    compile_s = time.perf_counter() - t0
+    t = _time(lambda: _block(f(logits_fn, x, y, key)), _repeats(cfg, name))
+    res[name] = {'seconds': t, 'compile_seconds': compile_s,
+                 **_strength(logits_fn, x, y, xa, minimal)}
+  for name in cfg.attacks:
+    res.setdefault(name, {'error': f'jaxsec has no {name} attack in this checkout'})
+  return res
+
+
+# ----------------------------------------------------------------------------- torch
+
+
+def _torch_model(params, cfg, torch):
+  """The same CNN in PyTorch, read off the Flax parameter shapes, weights copied."""
+  del cfg
+  nn = torch.nn
+  p = params['params']
+  layers, cin, side, i = [], 1, 28, 0
+  while f'conv{i}' in p:
+    kern = np.asarray(p[f'conv{i}']['kernel'])          # HWIO
+    ks, f = kern.shape[0], kern.shape[-1]
+    conv = nn.Conv2d(cin, f, ks, padding=ks // 2)       # 'SAME' for odd kernels
+    conv.weight.data = torch.tensor(kern.transpose(3, 2, 0, 1).copy())
+    conv.bias.data = torch.tensor(np.asarray(p[f'conv{i}']['bias']).copy())
+    layers += [conv, nn.ReLU(), nn.MaxPool2d(2)]
+    cin, side, i = f, side // 2, i + 1
+  dk = np.asarray(p['dense']['kernel'])
+  dense = dk.shape[1]
+  fc = nn.Linear(side * side * cin, dense)
+  # Flax flattens NHWC (h, w, c); torch flattens NCHW (c, h, w): permute the rows.
+  k = dk.reshape(side, side, cin, dense).transpose(2, 0, 1, 3)
+  fc.weight.data = torch.tensor(k.reshape(-1, dense).T.copy())
+  fc.bias.data = torch.tensor(np.asarray(p['dense']['bias']).copy())
+  hk = np.asarray(p['head']['kernel'])
+  head = nn.Linear(dense, hk.shape[1])
+  head.weight.data = torch.tensor(hk.T.copy())
+  head.bias.data = torch.tensor(np.asarray(p['head']['bias']).copy())
+  return nn.Sequential(*layers, nn.Flatten(), fc, nn.ReLU(), head).eval()
+
+
+def _run_torchattacks(cfg, params, logits_fn, x, y):
+  try:
+    import torch
+    import torchattacks
+  except Exception as e:  # noqa: BLE001 -- record any install / import failure
+    return {'error': f'import failed: {type(e).__name__}: {e}'}
+  model = _torch_model(params, cfg, torch)
+  xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
+  yt = torch.tensor(np.asarray(y).astype(np.int64))
+  with torch.no_grad():
+    diff = float(np.abs(model(xt).numpy() - np.asarray(logits_fn(x))).max())
+  eps = cfg.eps
+  makers = {
+      'fgsm': (lambda: torchattacks.FGSM(model, eps=eps), False),
+      'pgd': (lambda: torchattacks.PGD(model, eps=eps,
+                                       alpha=cfg.pgd_rel_step * eps / cfg.pgd_steps,
+                                       steps=cfg.pgd_steps, random_start=True), False),
+      # torchattacks' CW has no binary search over c: it gets the same number of Adam
+      # steps in total (rounds x steps) at the fixed c = cw_initial_const.
+      'cw': (lambda: torchattacks.CW(model, c=cfg.cw_initial_const, kappa=0,
+                                     steps=cfg.cw_binary_steps * cfg.cw_steps,
+                                     lr=cfg.cw_lr), True),
+      'deepfool': (lambda: torchattacks.DeepFool(model, steps=cfg.deepfool_steps,
+                                                 overshoot=cfg.overshoot), True),
+  }
+  res = {'version': torchattacks.__version__, 'torch_version': torch.__version__,
+         'torch_threads': torch.get_num_threads(), 'max_logit_diff_vs_jax': diff}
+  for name in cfg.attacks:
+    try:
+      make, minimal = makers[name]
+      atk = make()
+      out = {}
+
+      def run():
+        out['x'] = atk(xt, yt)
+      t = _time(run, _repeats(cfg, name))
+      xa = out['x'].detach().numpy().transpose(0, 2, 3, 1)
+      res[name] = {'seconds': t, **_strength(logits_fn, x, y, xa, minimal)}
+    except Exception as e:  # noqa: BLE001
+      res[name] = {'error': f'{type(e).__name__}: {e}',
+                   'trace': traceback.format_exc(limit=3)}
+  return res
+
+
+# ----------------------------------------------------------------------------- foolbox
+
+
+def _run_foolbox(cfg, logits_fn, x, y):
+  try:
+    import foolbox as fb
+  except Exception as e:  # noqa: BLE001
+    return {'error': f'import failed: {type(e).__name__}: {e}'}
+  res = {'version': getattr(fb, '__version__', '?')}
+  try:
+    fmodel = fb.JAXModel(logits_fn, bounds=(0.0, 1.0))
+  except Exception as e:  # noqa: BLE001
+    return {**res, 'error': f'JAXModel failed: {type(e).__name__}: {e}'}
+  eps = cfg.eps
+  makers = {
+      'fgsm': (lambda: fb.attacks.FGSM(), eps, False),
+      'pgd': (lambda: fb.attacks.LinfPGD(abs_stepsize=cfg.pgd_rel_step * eps / cfg.pgd_steps,
+                                         steps=cfg.pgd_steps, random_start=True), eps, False),
+      'cw': (lambda: fb.attacks.L2CarliniWagnerAttack(
+          binary_search_steps=cfg.cw_binary_steps, steps=cfg.cw_steps, stepsize=cfg.cw_lr,
+          confidence=0.0, initial_const=cfg.cw_initial_const, abort_early=True), None, True),
+      'deepfool': (lambda: fb.attacks.L2DeepFoolAttack(
+          steps=cfg.deepfool_steps, candidates=10, overshoot=cfg.overshoot), None, True),
+  }
+  xj, yj = jnp.asarray(x), jnp.asarray(y)
+  for name in cfg.attacks:
+    try:
+      make, e, minimal = makers[name]
+      atk = make()
+      out = {}
+
+      def run():
+        _, clipped, _ = atk(fmodel, xj, yj, epsilons=e)
+        out['x'] = _block(clipped)
+      t0 = time.perf_counter()
+      run()
+      first = time.perf_counter() - t0
+      t = _time(run, _repeats(cfg, name))
+      res[name] = {'seconds': t, 'first_call_seconds': first,
+                   **_strength(logits_fn, x, y, out['x'], minimal)}
+    except Exception as e:  # noqa: BLE001
+      res[name] = {'error': f'{type(e).__name__}: {e}',
+                   'trace': traceback.format_exc(limit=3)}
+  return res
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def run(cfg, workdir: str) -> dict:
+  key = jax.random.key(cfg.seed)
+  t0 = time.time()
+  model, params = _train(cfg, key)
+  train_s = time.time() - t0
+  x_test, y_test = data.load(cfg.dataset, 'test')
+  x = jnp.asarray(x_test[:cfg.batch])
+  y = jnp.asarray(y_test[:cfg.batch])
+  logits_fn = models.logits_fn(model, params)
+  clean = float(np.mean(np.asarray(common.predict(logits_fn(x))) == np.asarray(y)))
+  print(f'[attack_speed] trained in {train_s:.1f}s, clean accuracy on the batch {clean:.3f}')
+
+  # 1. compute-limit ratio.
+  grad_fn = jax.jit(jax.grad(lambda xx: jnp.sum(common.cross_entropy(logits_fn(xx), y))))
+  _block(grad_fn(x))
+  t_grad = _time(lambda: _block(grad_fn(x)), max(cfg.repeats, 3))
+  k = cfg.pgd_steps
+  limit = {'pgd_steps': k, 'grad_seconds': t_grad, 'target': 1.0}
+  # Default PGD keeps the best iterate (one extra forward pass to score the last one);
+  # keep_best=False is Madry et al.'s last iterate, the adversarial-training setting.
+  for label, kb in (('', True), ('_last_iterate', False)):
+    pgd = jax.jit(attacks.pgd(eps=cfg.eps, step_size=cfg.pgd_rel_step * cfg.eps / k,
+                              num_steps=k, keep_best=kb), static_argnums=0)
+    _block(pgd(logits_fn, x, y, key))
+    t_pgd = _time(lambda: _block(pgd(logits_fn, x, y, key)), cfg.repeats)
+    limit[f'pgd_seconds{label}'] = t_pgd
+    limit[f'ratio{label}'] = t_pgd / (k * t_grad)
+    print(f'[attack_speed] PGD-{k} (keep_best={kb}): {t_pgd:.3f}s; one gradient pass '
+          f'{t_grad:.4f}s; ratio {t_pgd / (k * t_grad):.3f}')
+
+  ours = _run_jaxsec(cfg, logits_fn, x, y, key)
+  peers = {}
+  if 'torchattacks' in cfg.peers:
+    peers['torchattacks'] = _run_torchattacks(cfg, params, logits_fn, x, y)
+  if 'foolbox' in cfg.peers:
+    peers['foolbox'] = _run_foolbox(cfg, logits_fn, x, y)
+  ratios = {}
+  for peer, r in peers.items():
+    for name in cfg.attacks:
+      if 'seconds' in ours.get(name, {}) and 'seconds' in r.get(name, {}):
+        ratios[f'{peer}/{name}'] = r[name]['seconds'] / ours[name]['seconds']
+  for kk, v in ratios.items():
+    print(f'[attack_speed] {kk}: peer time / jaxsec time = {v:.2f}')
+
+  results = {
+      'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
+      'machine': {'platform': platform.platform(), 'jax_backend': jax.default_backend(),
+                  'devices': [str(d) for d in jax.devices()],
+                  'cpu_count': os.cpu_count(),
+                  'load_average': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
+                  'jax_version': jax.__version__},
+      'clean_accuracy_batch': clean, 'train_seconds': train_s,
+      'compute_limit': limit,
+      'jaxsec': ours, 'peers': peers, 'speedup_vs_peer': ratios,
+  }
+  jio.write_json_atomic(os.path.join(workdir, f'{NAME}.json'), results)
+  return results
+
+
+def _fmt(v, spec='.3f'):
+  return format(v, spec) if isinstance(v, (int, float)) and v == v else '-'
+
+
+def render_markdown(results: dict) -> str:
+  cfg = results['config']
+  cl = results['compute_limit']
+  lines = [
+      f"### Attack speed ({results['machine']['jax_backend']}, batch {cfg['batch']}, "
+      f"reference CNN, eps={cfg['eps']})", '',
+      f"PGD-{cl['pgd_steps']}: {_fmt(cl['pgd_seconds'])} s; one jitted input-gradient pass "
+      f"{_fmt(cl['grad_seconds'], '.4f')} s; compute-limit ratio "
+      f"**{_fmt(cl['ratio'])}** (target <= 1.0; best-iterate tracking included), "
+      f"{_fmt(cl.get('ratio_last_iterate'))} returning the last iterate "
+      f"({_fmt(cl.get('pgd_seconds_last_iterate'))} s).", '',
+      '| attack | library | time (s) | robust acc | success | median L2 | note |',
+      '|---|---|---|---|---|---|---|']
+  libs = [('jaxsec', results['jaxsec'])] + list(results['peers'].items())
+  for name in cfg['attacks']:
+    for lib, r in libs:
+      row = r.get(name) if 'error' not in r or name in r else None
+      if row is None:
+        lines.append(f"| {name} | {lib} | - | - | - | - | {r.get('error', 'n/a')[:80]} |")
+        continue
+      if 'error' in row:
+        lines.append(f"| {name} | {lib} | - | - | - | - | {row['error'][:80]} |")
+        continue
+      note = ''
+      if 'compile_seconds' in row:
+        note = f"compile {row['compile_seconds']:.1f}s"
+      sp = results['speedup_vs_peer'].get(f'{lib}/{name}')
+      if sp is not None:
+        note = f'jaxsec {sp:.2f}x faster'
+      lines.append(f"| {name} | {lib} | {_fmt(row['seconds'])} | "
+                   f"{_fmt(row.get('robust_accuracy'))} | {_fmt(row.get('success_rate'))} | "
+                   f"{_fmt(row.get('median_l2'))} | {note} |")
+  return '\n'.join(lines) + '\n'
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('variant', 'full', "'full' or 'smoke'.")
+flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
+
+
+def main(argv):
+  del argv
+  res = run(get_config(FLAGS.variant), FLAGS.workdir)
+  print(render_markdown(res))
+
+
+if __name__ == '__main__':
+  app.run(main)

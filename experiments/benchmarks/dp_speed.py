@@ -1,0 +1,243 @@
+r"""DP-SGD step time over non-private step time: jaxsec (vmap, ghost) vs Opacus.
+
+    python -m experiments.benchmarks.dp_speed                      # full
+    python -m experiments.benchmarks.dp_speed --variant=smoke --workdir=/tmp/s
+
+The reference CNN (``jaxsec.models.CNN`` defaults: 5x5 conv 32 / 64, 2x2 max-pool, dense
+1024, 3.3M parameters) on a batch of 28x28x1 inputs, and the same architecture in PyTorch.
+One *step* is forward, backward, (per-example clipping + Gaussian noise for DP) and an
+SGD update. Reported per framework: best-of-``repeats`` wall time per step (JAX compile
+time excluded, measured separately), and the ratio DP / non-private of the same framework.
+jaxsec: ``dpsgd.make_step`` with ``method='vmap'`` (per-example gradients materialised)
+and ``method='ghost'`` (ghost clipping / book-keeping); Opacus: ``grad_sample_mode='hooks'``
+(per-sample gradients) and ``'ghost'`` (Opacus' ghost clipping). A peer that fails to
+import or run is recorded with its error. Timings are for whatever machine runs this (the
+JSON records it); on a shared machine they are noisy, so the ratios are the figure.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+import traceback
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxsec import io as jio
+from jaxsec import losses
+from jaxsec import models
+from jaxsec.privacy import clipping
+from jaxsec.privacy import dpsgd
+
+NAME = 'dp_speed'
+
+
+def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.features = (32, 64)
+  c.dense = 1024
+  c.batch = 128
+  c.repeats = 5
+  c.noise_multiplier = 1.0
+  c.l2_norm_clip = 1.0
+  c.learning_rate = 0.05
+  c.torch_threads = 0            # 0 = torch default
+  c.opacus_modes = ('hooks', 'ghost')
+  if variant == 'smoke':
+    c.features = (4, 8)
+    c.dense = 16
+    c.batch = 8
+    c.repeats = 1
+    c.opacus_modes = ('ghost',)
+  elif variant != 'full':
+    raise ValueError(f'variant={variant!r}; expected smoke or full.')
+  return c
+
+
+def _best_time(fn, repeats):
+  best = float('inf')
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t)
+  return best
+
+
+def jax_times(c, x, y):
+  model = models.get('cnn', features=tuple(c.features), dense=c.dense)
+  params = models.init(model, jax.random.key(0), (1, 28, 28, 1))
+  lf = clipping.from_model(model.apply, losses.cross_entropy)
+  opt = optax.sgd(c.learning_rate)
+  st = opt.init(params)
+  out = {'num_params': int(sum(l.size for l in jax.tree_util.tree_leaves(params)))}
+
+  @jax.jit
+  def nonprivate(p, s, x, y):
+    g = jax.grad(lambda p: jnp.mean(lf(p, x, y)))(p)
+    u, s = opt.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  mask = jnp.ones((x.shape[0],), bool)
+  fns = {'nonprivate': lambda: jax.block_until_ready(nonprivate(params, st, x, y))}
+  for method in ('vmap', 'ghost'):
+    step = jax.jit(dpsgd.make_step(lf, opt, noise_multiplier=c.noise_multiplier,
+                                   normalizer=float(x.shape[0]), method=method))
+    fns[method] = (lambda step=step: jax.block_until_ready(
+        step(params, st, c.l2_norm_clip, (x, y), mask, jax.random.key(1))))
+  for k, f in fns.items():
+    t0 = time.perf_counter()
+    f()
+    out[k + '_compile_and_first_s'] = time.perf_counter() - t0
+    out[k + '_s'] = _best_time(f, c.repeats)
+  for k in ('vmap', 'ghost'):
+    out[k + '_ratio'] = out[k + '_s'] / out['nonprivate_s']
+  return out
+
+
+def torch_times(c, x_np, y_np):
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+  if c.torch_threads:
+    torch.set_num_threads(c.torch_threads)
+  f1, f2 = c.features
+
+  def make():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, f1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(f1, f2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(7 * 7 * f2, c.dense), nn.ReLU(), nn.Linear(c.dense, 10))
+
+  x = torch.from_numpy(np.ascontiguousarray(np.transpose(x_np, (0, 3, 1, 2))))
+  y = torch.from_numpy(y_np.astype(np.int64))
+  out = {'torch_version': torch.__version__, 'torch_threads': torch.get_num_threads()}
+  model = make()
+  opt = torch.optim.SGD(model.parameters(), lr=c.learning_rate)
+  crit = nn.CrossEntropyLoss()
+
+  def nonprivate():
+    opt.zero_grad()
+    crit(model(x), y).backward()
+    opt.step()
+  nonprivate()
+  out['nonprivate_s'] = _best_time(nonprivate, c.repeats)
+  try:
+    import opacus  # pylint: disable=g-import-not-at-top
+    from opacus import PrivacyEngine  # pylint: disable=g-import-not-at-top
+    out['opacus_version'] = opacus.__version__
+  except Exception as e:  # pylint: disable=broad-except
+    out['opacus_error'] = f'{type(e).__name__}: {e}'
+    return out
+  ds = torch.utils.data.TensorDataset(x, y)
+  for mode in c.opacus_modes:
+    try:
+      m = make()
+      o = torch.optim.SGD(m.parameters(), lr=c.learning_rate)
+      dl = torch.utils.data.DataLoader(ds, batch_size=x.shape[0])
+      pe = PrivacyEngine(accountant='rdp')
+      if mode == 'ghost':
+        m, o, cr, dl = pe.make_private(module=m, optimizer=o, data_loader=dl,
+                                       criterion=nn.CrossEntropyLoss(),
+                                       noise_multiplier=c.noise_multiplier,
+                                       max_grad_norm=c.l2_norm_clip, poisson_sampling=False,
+                                       grad_sample_mode='ghost')
+      else:
+        m, o, dl = pe.make_private(module=m, optimizer=o, data_loader=dl,
+                                   noise_multiplier=c.noise_multiplier,
+                                   max_grad_norm=c.l2_norm_clip, poisson_sampling=False,
+                                   grad_sample_mode=mode)
+        cr = nn.CrossEntropyLoss()
+
+      def dp_step(m=m, o=o, cr=cr):
+        o.zero_grad()
+        loss = cr(m(x), y)
+        loss.backward()
+        o.step()
+      dp_step()
+      t = _best_time(dp_step, c.repeats)
+      out[f'opacus_{mode}_s'] = t
+      out[f'opacus_{mode}_ratio'] = t / out['nonprivate_s']
+    except Exception as e:  # pylint: disable=broad-except
+      out[f'opacus_{mode}_error'] = f'{type(e).__name__}: {e}'[:500]
+      traceback.print_exc()
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  c = config
+  rng = np.random.default_rng(0)
+  x = rng.random((c.batch, 28, 28, 1), dtype=np.float32)
+  y = rng.integers(0, 10, c.batch).astype(np.int32)
+  res = {'name': NAME, 'variant': c.variant, 'batch': c.batch, 'repeats': c.repeats,
+         'machine': {'platform': platform.platform(), 'processor': platform.processor(),
+                     'cpu_count': os.cpu_count(), 'jax_backend': jax.default_backend(),
+                     'load_average': list(os.getloadavg())},
+         'config': c.to_dict()}
+  res['jaxsec'] = jax_times(c, jnp.asarray(x), jnp.asarray(y))
+  try:
+    res['torch'] = torch_times(c, x, y)
+  except Exception as e:  # pylint: disable=broad-except
+    res['torch'] = {'error': f'{type(e).__name__}: {e}'}
+  j, t = res['jaxsec'], res['torch']
+  for mode in c.opacus_modes:
+    if f'opacus_{mode}_s' in t:
+      res[f'jaxsec_ghost_speedup_vs_opacus_{mode}'] = t[f'opacus_{mode}_s'] / j['ghost_s']
+  res['machine']['load_average_after'] = list(os.getloadavg())
+  jio.write_json_atomic(os.path.join(workdir, NAME + '.json'), res)
+  return res
+
+
+def render_markdown(r: dict) -> str:
+  """The docs table, rendered from the results JSON."""
+  j, t = r['jaxsec'], r['torch']
+  lines = [f"## DP-SGD step cost, reference CNN ({j['num_params']} parameters), batch "
+           f"{r['batch']}", '',
+           f"{r['machine']['cpu_count']} CPUs, JAX backend {r['machine']['jax_backend']}, "
+           f"load average {r['machine']['load_average'][0]:.1f} at start; best of "
+           f"{r['repeats']} steps.", '',
+           '| framework | path | step time (s) | DP / non-private |', '|---|---|---|---|',
+           f"| jaxsec | non-private | {j['nonprivate_s']:.3f} | 1.00 |",
+           f"| jaxsec | DP-SGD, vmap per-example | {j['vmap_s']:.3f} | {j['vmap_ratio']:.2f} |",
+           f"| jaxsec | DP-SGD, ghost clipping | {j['ghost_s']:.3f} | {j['ghost_ratio']:.2f} |"]
+  if 'nonprivate_s' in t:
+    lines.append(f"| PyTorch {t.get('torch_version', '')} | non-private | "
+                 f"{t['nonprivate_s']:.3f} | 1.00 |")
+    for mode in r['config']['opacus_modes']:
+      if f'opacus_{mode}_s' in t:
+        lines.append(f"| Opacus {t.get('opacus_version', '')} | DP-SGD, {mode} | "
+                     f"{t[f'opacus_{mode}_s']:.3f} | {t[f'opacus_{mode}_ratio']:.2f} |")
+      else:
+        err = t.get(f'opacus_{mode}_error', t.get('opacus_error', 'not run'))
+        lines.append(f'| Opacus | DP-SGD, {mode} | failed: {err[:80]} | - |')
+  else:
+    lines.append(f"| PyTorch | - | failed: {t.get('error', '')[:80]} | - |")
+  for mode in r['config']['opacus_modes']:
+    k = f'jaxsec_ghost_speedup_vs_opacus_{mode}'
+    if k in r:
+      lines.append(f'\njaxsec ghost DP step is {r[k]:.2f}x faster than Opacus {mode}.')
+  return '\n'.join(lines) + '\n'
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  flags.DEFINE_string('variant', 'full', 'smoke or full')
+  flags.DEFINE_string('workdir', 'docs/results', 'where the JSON goes')
+
+
+def main(argv):
+  del argv
+  print(render_markdown(run(get_config(FLAGS.variant), FLAGS.workdir)))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,188 @@
+"""Helpers shared by the defense experiments (``experiments/defense_*.py``).
+
+Data subsets, training with checkpoint / resume and wall-time, batched evaluation of an
+attack against a ``logits_fn`` (jitted once per attack, params passed as arguments so
+they are not baked into the program), and a per-stage result cache so that a run cut off
+resumes without redoing finished stages.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsec import data
+from jaxsec import io as jio
+from jaxsec import train
+from jaxsec.attacks.evasion import common
+
+
+def log(msg: str) -> None:
+  print(f'[{time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
+
+
+def load_fmnist(n_train: int, n_test: int, seed: int = 0):
+  """Deterministic random subsets of FMNIST train / test (the whole split if n <= 0)."""
+  x, y = data.load('fashion_mnist', 'train')
+  xt, yt = data.load('fashion_mnist', 'test')
+  rng = np.random.default_rng(seed)
+  if 0 < n_train < x.shape[0]:
+    idx = np.sort(rng.permutation(x.shape[0])[:n_train])
+    x, y = x[idx], y[idx]
+  if 0 < n_test < xt.shape[0]:
+    idx = np.sort(rng.permutation(xt.shape[0])[:n_test])
+    xt, yt = xt[idx], yt[idx]
+  return (np.asarray(x, np.float32), np.asarray(y, np.int32),
+          np.asarray(xt, np.float32), np.asarray(yt, np.int32))
+
+
+def tag_of(*configs) -> str:
+  """A short hash of the configs that determine a stage's result."""
+  return hashlib.sha1(json.dumps([_jsonable(c) for c in configs], sort_keys=True).encode()
+                      ).hexdigest()[:12]
+
+
+class Cache:
+  """Stage results stored in ``<scratch>/cache/<name>.json``, each under the key
+  ``<stage>-<tag>`` (``tag`` a hash of the stage's config): a changed config re-runs
+  only the stages it affects."""
+
+  def __init__(self, scratch: str, name: str):
+    self.path = os.path.join(scratch, 'cache', f'{name}.json')
+    self.data = {}
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.data = json.load(f)
+
+  def get(self, key: str):
+    return self.data.get(key)
+
+  def put(self, key: str, value):
+    self.data[key] = _jsonable(value)
+    jio.write_json_atomic(self.path, self.data)
+
+
+def _default(o):
+  if hasattr(o, 'to_dict'):
+    return o.to_dict()
+  return jio._default(o)  # pylint: disable=protected-access
+
+
+def _jsonable(o):
+  return json.loads(json.dumps(o, default=_default))
+
+
+def scratch_dir(workdir: str) -> str:
+  """Checkpoints and stage caches: ``$JAXSEC_SCRATCH`` or ``workdir/defenses`` (git-ignored)
+  for runs into docs/results, else ``<workdir>/.scratch``."""
+  env = os.environ.get('JAXSEC_SCRATCH')
+  if env:
+    return env
+  if os.path.abspath(workdir).rstrip('/').endswith(os.path.join('docs', 'results')):
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(workdir))),
+                        'workdir', 'defenses')
+  return os.path.join(workdir, '.scratch')
+
+
+def ckpt_dir(scratch: str, exp: str, stage: str, tag: str) -> str:
+  return os.path.join(scratch, 'ckpt', exp, f'{stage}-{tag}')
+
+
+def train_timed(apply_fn, params, x, y, *, optimizer, key, num_epochs, batch_size,
+                objective=None, checkpoint_dir=None, label='fit', train_apply_fn=None):
+  """``train.fit`` with wall-clock seconds per epoch measured on this call's epochs.
+
+  Returns ``(params, info)`` with ``info = {'seconds': ..., 'epochs_timed': ...,
+  'seconds_per_epoch': ..., 'final_loss': ...}``; a resumed run times only the epochs it
+  ran (None when it ran none).
+  """
+  start = 0
+  if checkpoint_dir is not None and os.path.isdir(checkpoint_dir):
+    steps = [int(d) for d in os.listdir(checkpoint_dir) if d.isdigit()]
+    start = max(steps) if steps else 0
+  t0 = time.time()
+  res = train.fit(apply_fn, params, x, y, optimizer=optimizer, key=key,
+                  num_epochs=num_epochs, batch_size=batch_size, objective=objective,
+                  checkpoint_dir=checkpoint_dir, progress=True, label=label,
+                  train_apply_fn=train_apply_fn)
+  jax.block_until_ready(res.params)
+  sec = time.time() - t0
+  ran = num_epochs - start
+  loss = np.asarray(res.history['loss'])
+  return res.params, {'seconds': sec, 'epochs_timed': ran,
+                      'seconds_per_epoch': sec / ran if ran > 0 else None,
+                      'final_loss': float(loss[-1]) if loss.size else None}
+
+
+def jit_attack(apply_fn, attack):
+  """``(params, x, y, key) -> attack output`` jitted once, params an argument."""
+  return jax.jit(lambda p, xx, yy, kk: attack(lambda z: apply_fn(p, z), xx, yy, kk))
+
+
+def _x_adv(out):
+  return out.x_adv if hasattr(out, 'x_adv') else out
+
+
+def run_attack(apply_fn, params, attack, x, y, key, *, batch_size=250,
+               logits_fn_of: Callable | None = None, jitted=None):
+  """Runs ``attack`` in batches; returns ``x_adv`` (np) of the whole set.
+
+  ``logits_fn_of(p)`` builds the attacked ``x -> logits`` from params (default
+  ``apply_fn(p, .)``); the last batch is padded to ``batch_size`` (one compilation).
+  """
+  if jitted is None:
+    make = logits_fn_of or (lambda p: (lambda z: apply_fn(p, z)))
+    jitted = jax.jit(lambda p, xx, yy, kk: _x_adv(attack(make(p), xx, yy, kk)))
+  n = x.shape[0]
+  outs = []
+  for i in range(0, n, batch_size):
+    xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+    m = xb.shape[0]
+    if m < batch_size and n > batch_size:
+      xb = np.concatenate([xb, np.repeat(xb[:1], batch_size - m, 0)])
+      yb = np.concatenate([yb, np.repeat(yb[:1], batch_size - m, 0)])
+    out = np.asarray(jitted(params, jnp.asarray(xb), jnp.asarray(yb),
+                            jax.random.fold_in(key, i)))
+    outs.append(out[:m])
+  return np.concatenate(outs)
+
+
+def predictions(logits_fn, x, batch_size=1000):
+  f = jax.jit(logits_fn)
+  return np.concatenate([np.asarray(common.predict(f(jnp.asarray(x[i:i + batch_size]))))
+                         for i in range(0, x.shape[0], batch_size)])
+
+
+def attack_summary(logits_fn, x, y, x_adv, *, eps=None, norm='linf') -> dict:
+  """Clean / robust accuracy, success rate among clean-correct points, and a check that
+  ``x_adv`` stayed inside the threat model."""
+  clean = predictions(logits_fn, x) == y
+  adv = predictions(logits_fn, x_adv) == y
+  fooled = clean & ~adv
+  d = (x_adv - x).reshape(x.shape[0], -1)
+  out = {'clean_accuracy': float(clean.mean()), 'robust_accuracy': float(adv.mean()),
+         'error_rate': float(1.0 - adv.mean()),
+         'success_rate': float(fooled.sum() / max(clean.sum(), 1)),
+         'n': int(x.shape[0])}
+  if fooled.any():
+    out['mean_l2_success'] = float(np.sqrt((d[fooled] ** 2).sum(1)).mean())
+    out['mean_linf_success'] = float(np.abs(d[fooled]).max(1).mean())
+  if eps is not None:
+    linf = float(np.abs(d).max()) if d.size else 0.0
+    out['max_linf'] = linf
+    if norm == 'linf' and linf > eps + 1e-5:
+      raise RuntimeError(f'attack left the eps-ball: max |x_adv - x| = {linf} > eps={eps}')
+  return out
+
+
+def fmt(v, pct=True, digits=1):
+  if v is None or (isinstance(v, float) and not np.isfinite(v)):
+    return '-'
+  return f'{100 * v:.{digits}f}%' if pct else f'{v:.{digits}f}'

@@ -1,0 +1,442 @@
+r"""White-box evasion suite on FMNIST: FGSM, JSMA, DeepFool, C&W against published figures.
+
+    python -m experiments.evasion_suite                       # full (~15 min on 2 CPU cores)
+    python -m experiments.evasion_suite --variant=smoke --workdir=/tmp/s
+
+Trains the reference CNN (the lead's main-job configuration: 5x5 conv 32 / 64, dense 128)
+with ``jaxsec.train.fit``, then reproduces in shape, on Fashion-MNIST:
+
+* FGSM error vs eps (Goodfellow et al. 2015: 89.4% error at eps = 0.25 on an MNIST maxout
+  net): error on ``fgsm_examples`` test images for each eps.
+* JSMA (Papernot et al. 2016: 97% success modifying 4.02% of the features on MNIST LeNet,
+  gamma = 14.5%, theta = +1): targeted, one random target != label per image, on correctly
+  classified test images; success rate and mean % of features changed (over the
+  successful ones, as in the paper's table).
+* DeepFool vs FGSM average robustness (Moosavi-Dezfooli et al. 2016: rho_adv 0.20 for
+  DeepFool vs 1.0 for FGSM on MNIST LeNet, ~5x): ``rho = mean ||r||_2 / ||x||_2`` over the
+  correctly classified images. For FGSM, ``r`` is the smallest FGSM perturbation that flips
+  the label, found per image by a line search over eps along the fixed direction
+  ``sign(grad)`` (a geometric grid, then bisection), as in the DeepFool paper.
+* C&W L2 (Carlini & Wagner 2017: 100% success, mean L2 1.76 on MNIST): success rate and
+  mean L2 on a subset, with DeepFool's and the FGSM line search's mean L2 on the same
+  images (C&W should be the smallest).
+
+Every attack runs jitted in fixed-size batches (the last one padded). Results go to
+``<workdir>/evasion_suite.json``; a run that is cut off resumes from the training
+checkpoint and from the stages already finished (``--ckpt_dir``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxsec import data
+from jaxsec import io as jio
+from jaxsec import models
+from jaxsec import train
+from jaxsec.attacks.evasion import common
+from jaxsec.attacks.evasion.cw import carlini_wagner_l2
+from jaxsec.attacks.evasion.deepfool import deepfool
+from jaxsec.attacks.evasion.gradient import fgsm
+from jaxsec.attacks.evasion.jsma import jsma
+
+NAME = 'evasion_suite'
+
+# Published figures (REFERENCES.md); the experiment's own numbers all come from the run.
+PUBLISHED = {
+    'fgsm': {'eps': 0.25, 'error': 0.894, 'setting': 'MNIST maxout (Goodfellow 2015)'},
+    'jsma': {'success_rate': 0.97, 'features_changed_pct': 4.02,
+             'setting': 'MNIST LeNet, gamma 14.5% (Papernot 2016)'},
+    'deepfool': {'rho_deepfool': 0.20, 'rho_fgsm': 1.0, 'ratio': 5.0,
+                 'setting': 'MNIST LeNet (Moosavi-Dezfooli 2016)'},
+    'cw_l2': {'success_rate': 1.0, 'mean_l2': 1.76,
+              'setting': 'MNIST, average-case target (Carlini & Wagner 2017)'},
+}
+
+
+def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.dataset = 'fashion_mnist'
+  c.model = 'cnn'
+  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
+  c.seed = 0
+  c.bounds = (0.0, 1.0)
+  c.batch_size = 128
+  c.num_epochs = 2
+  c.learning_rate = 1e-3
+  c.train_subset = 0             # 0 = the whole training split
+  c.test_subset = 0              # 0 = the whole test split (clean accuracy, image pool)
+  c.attack_batch = 100
+  c.fgsm_eps = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+  c.fgsm_examples = 1000
+  c.rho_examples = 500           # DeepFool vs FGSM line search
+  c.line_search_grid = 60        # geometric eps grid in [1e-3, 1] ...
+  c.line_search_bisect = 12      # ... then bisection
+  c.deepfool = ml_collections.ConfigDict({'num_classes': 10, 'overshoot': 0.02,
+                                          'max_iter': 50})
+  c.jsma_examples = 100
+  c.jsma = ml_collections.ConfigDict({'theta': 1.0, 'gamma': 0.145})
+  c.cw_examples = 100
+  c.cw = ml_collections.ConfigDict({'num_binary_steps': 7, 'num_steps': 120,
+                                    'initial_const': 0.1, 'learning_rate': 0.01,
+                                    'confidence': 0.0})
+  if variant == 'smoke':
+    c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
+    c.num_epochs = 1
+    c.train_subset = 2048
+    c.test_subset = 500
+    c.attack_batch = 8
+    c.fgsm_eps = (0.0, 0.1, 0.3)
+    c.fgsm_examples = 16
+    c.rho_examples = 16
+    c.line_search_grid = 10
+    c.line_search_bisect = 4
+    c.deepfool.max_iter = 10
+    c.jsma_examples = 4
+    c.jsma.gamma = 0.05
+    c.cw_examples = 8
+    c.cw.num_binary_steps = 2
+    c.cw.num_steps = 10
+  elif variant == 'mnist':
+    c.dataset = 'mnist'
+  elif variant == 'cifar10':
+    c.dataset = 'cifar10'
+    c.model = 'resnet'
+    c.model_kwargs = ml_collections.ConfigDict({'widths': (16, 32, 64),
+                                                'blocks_per_stage': 2})
+    c.num_epochs = 30
+    c.fgsm_eps = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
+    c.attack_batch = 50
+  elif variant != 'full':
+    raise ValueError(f"Unknown variant={variant!r}; expected 'full', 'smoke', 'mnist' or "
+                     "'cifar10'.")
+  return c
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _batched(fn, arrays, batch):
+  """Applies a jitted ``fn(*arrays_batch)`` in fixed-size batches (last one padded)."""
+  n = arrays[0].shape[0]
+  outs = []
+  for i in range(0, n, batch):
+    parts = [np.asarray(a[i:i + batch]) for a in arrays]
+    m = parts[0].shape[0]
+    if m < batch:
+      parts = [np.concatenate([p, np.repeat(p[-1:], batch - m, axis=0)]) for p in parts]
+    out = fn(*[jnp.asarray(p) for p in parts])
+    outs.append(jax.tree.map(lambda o: np.asarray(o)[:m] if np.ndim(o) else o, out))
+  return jax.tree.map(lambda *o: np.concatenate(o) if np.ndim(o[0]) else o[0], *outs)
+
+
+def _l2(a):
+  a = np.asarray(a).reshape(a.shape[0], -1)
+  return np.sqrt(np.sum(a * a, axis=1))
+
+
+def fgsm_line_search(logits_fn, x, y, *, bounds, grid, bisect):
+  """Per example, the smallest eps with ``pred(clip(x + eps sign(g))) != y`` (g the
+  cross-entropy gradient at x): first flip on a geometric grid of ``grid`` eps in
+  [1e-3, hi - lo], then ``bisect`` bisection steps in the bracketing interval.
+
+  Returns (eps [B] (inf where nothing up to hi - lo flips), r = x_adv - x).
+  """
+  lo, hi = bounds
+  _, _, g = common.value_and_grad(logits_fn, common.cross_entropy)(x, y)
+  s = jnp.sign(g)
+  eps_grid = jnp.geomspace(1e-3, hi - lo, grid).astype(x.dtype)
+
+  def flips(e):
+    xa = jnp.clip(x + e.reshape((-1,) + (1,) * (x.ndim - 1)) * s, lo, hi)
+    return jnp.argmax(logits_fn(xa), axis=-1) != y
+
+  fl = jax.lax.map(lambda e: flips(jnp.full((x.shape[0],), e)), eps_grid)   # [G, B]
+  any_flip = jnp.any(fl, axis=0)
+  k = jnp.argmax(fl, axis=0)
+  hi_e = eps_grid[k]
+  lo_e = jnp.where(k > 0, eps_grid[jnp.maximum(k - 1, 0)], 0.0)
+
+  def step(_, lh):
+    a, b = lh
+    mid = 0.5 * (a + b)
+    f = flips(mid)
+    return jnp.where(f, a, mid), jnp.where(f, mid, b)
+
+  _, hi_e = jax.lax.fori_loop(0, bisect, step, (lo_e, hi_e))
+  eps = jnp.where(any_flip, hi_e, jnp.inf)
+  xa = jnp.clip(x + jnp.where(any_flip, hi_e, 0.0).reshape((-1,) + (1,) * (x.ndim - 1)) * s, lo, hi)
+  return eps, xa - x
+
+
+class _Stages:
+  """Results of finished stages, saved after each one so that a cut-off run resumes."""
+
+  def __init__(self, ckpt_dir, cfg):
+    self.path = None if ckpt_dir is None else os.path.join(ckpt_dir, 'stages.json')
+    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    self.tag = digest.hexdigest()
+    self.done = {}
+    if self.path and os.path.exists(self.path):
+      saved = jio.read_json(self.path)
+      if saved.get('tag') == self.tag:
+        self.done = saved['stages']
+
+  def get(self, name):
+    return self.done.get(name)
+
+  def put(self, name, value):
+    self.done[name] = value
+    if self.path:
+      jio.write_json_atomic(self.path, {'tag': self.tag, 'stages': self.done})
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = None) -> dict:
+  """Runs the suite; writes and returns the results dict."""
+  os.makedirs(workdir, exist_ok=True)
+  bounds = tuple(cfg.bounds)
+  stages = _Stages(ckpt_dir, cfg)
+  key = jax.random.key(cfg.seed)
+  k_init, k_train, k_sel, k_tgt = jax.random.split(key, 4)
+  ds = data.info(cfg.dataset)
+  x_train, y_train = data.load(cfg.dataset, 'train')
+  x_test, y_test = data.load(cfg.dataset, 'test')
+  if cfg.train_subset:
+    x_train, y_train = x_train[:cfg.train_subset], y_train[:cfg.train_subset]
+  if cfg.test_subset:
+    x_test, y_test = x_test[:cfg.test_subset], y_test[:cfg.test_subset]
+
+  model = models.get(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs.to_dict())
+  params = models.init(model, k_init, (1,) + ds.input_shape)
+  steps_per_epoch = x_train.shape[0] // cfg.batch_size
+  schedule = optax.cosine_decay_schedule(cfg.learning_rate, steps_per_epoch * cfg.num_epochs)
+  t0 = time.time()
+  result = train.fit(model.apply, params, x_train, y_train, optimizer=optax.adam(schedule),
+                     key=k_train, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
+                     num_classes=ds.num_classes,
+                     checkpoint_dir=None if ckpt_dir is None else os.path.join(ckpt_dir,
+                                                                               'train'),
+                     progress=True, label=f'{NAME}/train')
+  params = result.params
+  timing = {'train': time.time() - t0}
+  logits_fn = models.logits_fn(model, params)
+  test_logits = train.predict_logits(model.apply, params, x_test)
+  clean_acc = float(np.mean(np.argmax(test_logits, -1) == y_test))
+  print(f'clean test accuracy {clean_acc:.4f}', flush=True)
+
+  # A fixed random order of the test set; minimal-perturbation statistics use the correctly
+  # classified images among them.
+  order = np.asarray(jax.random.permutation(k_sel, x_test.shape[0]))
+  correct_idx = order[np.argmax(test_logits[order], -1) == y_test[order]]
+  bs = cfg.attack_batch
+
+  # ---- FGSM error vs eps (all images, as in Goodfellow et al.).
+  res_fgsm = stages.get('fgsm')
+  if res_fgsm is None:
+    t = time.time()
+    idx = order[:cfg.fgsm_examples]
+
+    @jax.jit
+    def fgsm_err(xb, yb):
+      def one(e):
+        xa = fgsm(eps=e, bounds=bounds)(logits_fn, xb, yb, None)
+        return jnp.argmax(logits_fn(xa), -1) != yb
+      return jax.lax.map(one, jnp.asarray(cfg.fgsm_eps, jnp.float32)).T   # [B, E]
+
+    wrong = _batched(fgsm_err, (x_test[idx], y_test[idx]), bs)
+    res_fgsm = {'eps': list(cfg.fgsm_eps), 'error': wrong.mean(0).tolist(),
+                'n': int(idx.shape[0]), 'seconds': time.time() - t}
+    stages.put('fgsm', res_fgsm)
+  print('FGSM error vs eps:', dict(zip(res_fgsm['eps'], np.round(res_fgsm['error'], 4))),
+        flush=True)
+
+  # ---- DeepFool vs FGSM (line search) average robustness.
+  res_rho = stages.get('rho')
+  idx = correct_idx[:cfg.rho_examples]
+  xr, yr = x_test[idx], y_test[idx]
+  if res_rho is None:
+    t = time.time()
+    df = jax.jit(lambda xb, yb: deepfool(norm='l2', bounds=bounds, return_info=True,
+                                         **cfg.deepfool.to_dict())(logits_fn, xb, yb))
+    out = _batched(lambda a, b: tuple(df(a, b)), (xr, yr), bs)
+    x_df, info_df = out
+    r_df = _l2(x_df - xr)
+    t_df = time.time() - t
+    t = time.time()
+    ls = jax.jit(lambda xb, yb: fgsm_line_search(
+        logits_fn, xb, yb, bounds=bounds, grid=cfg.line_search_grid,
+        bisect=cfg.line_search_bisect))
+    eps_f, r_f = _batched(ls, (xr, yr), bs)
+    t_ls = time.time() - t
+    xn = _l2(xr)
+    ok_f = np.isfinite(eps_f)
+    ok_d = np.asarray(info_df['success'])
+    both = ok_f & ok_d
+    res_rho = {
+        'n': int(idx.shape[0]),
+        'deepfool_success_rate': float(ok_d.mean()),
+        'fgsm_flip_rate': float(ok_f.mean()),
+        'rho_deepfool': float(np.mean(r_df[both] / xn[both])),
+        'rho_fgsm': float(np.mean(_l2(r_f)[both] / xn[both])),
+        'n_both': int(both.sum()),
+        'deepfool_mean_steps': float(np.mean(info_df['steps'])),
+        'deepfool_mean_l2': float(np.mean(r_df[ok_d])),
+        'fgsm_mean_min_eps': float(np.mean(eps_f[ok_f])),
+        'deepfool_seconds': t_df, 'fgsm_line_search_seconds': t_ls,
+        'per_example_deepfool_l2': r_df.tolist(),
+        'per_example_fgsm_l2': np.where(ok_f, _l2(r_f), np.inf).tolist(),
+    }
+    res_rho['ratio'] = res_rho['rho_fgsm'] / max(res_rho['rho_deepfool'], 1e-12)
+    stages.put('rho', res_rho)
+  print(f"rho DeepFool {res_rho['rho_deepfool']:.4f}  FGSM {res_rho['rho_fgsm']:.4f}  "
+        f"ratio {res_rho['ratio']:.2f}", flush=True)
+
+  # ---- JSMA, targeted, one random target per image.
+  res_jsma = stages.get('jsma')
+  if res_jsma is None:
+    t = time.time()
+    idx = correct_idx[:cfg.jsma_examples]
+    off = np.asarray(jax.random.randint(k_tgt, (idx.shape[0],), 1, ds.num_classes))
+    tgt = ((y_test[idx] + off) % ds.num_classes).astype(np.int32)
+    js = jax.jit(lambda xb, tb: tuple(jsma(bounds=bounds, return_info=True,
+                                           **cfg.jsma.to_dict())(logits_fn, xb, tb)))
+    _, info = _batched(js, (x_test[idx], tgt), min(bs, 50))
+    succ = np.asarray(info['success'])
+    pct = 100 * np.asarray(info['features_changed_frac'])
+    res_jsma = {'n': int(idx.shape[0]), 'success_rate': float(succ.mean()),
+                'features_changed_pct_successful': float(pct[succ].mean()) if succ.any()
+                else float('nan'),
+                'features_changed_pct_all': float(pct.mean()),
+                'mean_iterations': float(np.mean(info['steps'])),
+                'seconds': time.time() - t}
+    stages.put('jsma', res_jsma)
+  print(f"JSMA success {res_jsma['success_rate']:.3f}, "
+        f"{res_jsma['features_changed_pct_successful']:.2f}% features", flush=True)
+
+  # ---- C&W L2 on the first cw_examples of the DeepFool / FGSM images.
+  res_cw = stages.get('cw_l2')
+  if res_cw is None:
+    t = time.time()
+    m = min(cfg.cw_examples, xr.shape[0])
+    cw = jax.jit(lambda xb, yb: tuple(carlini_wagner_l2(bounds=bounds, return_info=True,
+                                                        **cfg.cw.to_dict())(logits_fn, xb, yb)))
+    x_cw, info = _batched(cw, (xr[:m], yr[:m]), bs)
+    succ = np.asarray(info['success'])
+    l2_cw = _l2(x_cw - xr[:m])
+    df_l2 = np.asarray(res_rho['per_example_deepfool_l2'])[:m]
+    fg_l2 = np.asarray(res_rho['per_example_fgsm_l2'])[:m]
+    sel = succ & np.isfinite(fg_l2)
+    res_cw = {'n': int(m), 'success_rate': float(succ.mean()),
+              'mean_l2': float(l2_cw[succ].mean()) if succ.any() else float('nan'),
+              'median_l2': float(np.median(l2_cw[succ])) if succ.any() else float('nan'),
+              'mean_linf': float(np.max(np.abs(x_cw - xr[:m]).reshape(m, -1), 1)[succ].mean())
+              if succ.any() else float('nan'),
+              'same_images_n': int(sel.sum()),
+              'same_images_mean_l2_cw': float(l2_cw[sel].mean()) if sel.any() else None,
+              'same_images_mean_l2_deepfool': float(df_l2[sel].mean()) if sel.any() else None,
+              'same_images_mean_l2_fgsm': float(fg_l2[sel].mean()) if sel.any() else None,
+              'mean_gradients': float(np.mean(info['gradients'])),
+              'seconds': time.time() - t}
+    stages.put('cw_l2', res_cw)
+  print(f"C&W L2 success {res_cw['success_rate']:.3f} mean L2 {res_cw['mean_l2']:.4f}",
+        flush=True)
+
+  rho_public = {k: v for k, v in res_rho.items() if not k.startswith('per_example')}
+  results = {
+      'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
+      'dataset': cfg.dataset, 'model': cfg.model, 'clean_accuracy': clean_acc,
+      'num_test': int(x_test.shape[0]), 'train_seconds': timing['train'],
+      'fgsm': res_fgsm, 'deepfool_vs_fgsm': rho_public, 'jsma': res_jsma, 'cw_l2': res_cw,
+      'published': PUBLISHED, 'backend': jax.default_backend(),
+  }
+  jio.write_json_atomic(os.path.join(workdir, f'{NAME}.json'), results)
+  return results
+
+
+def _pct(v):
+  return 'n/a' if v is None or not np.isfinite(v) else f'{100 * v:.1f}%'
+
+
+def _num(v, d=3):
+  return 'n/a' if v is None or not np.isfinite(v) else f'{v:.{d}f}'
+
+
+def render_markdown(r: dict) -> str:
+  """The docs table, rendered from the results JSON."""
+  p = r['published']
+  f, d, j, c = r['fgsm'], r['deepfool_vs_fgsm'], r['jsma'], r['cw_l2']
+  eps = f['eps']
+  i25 = int(np.argmin(np.abs(np.asarray(eps) - p['fgsm']['eps'])))
+  lines = [
+      f"## White-box evasion suite: {r['model']} on {r['dataset']}",
+      '',
+      f"Clean test accuracy {100 * r['clean_accuracy']:.2f}% ({r['num_test']} test images). "
+      'Published figures are on MNIST; on FMNIST the *shape* (ordering, order of '
+      'magnitude) is what should match.',
+      '',
+      '| measure | jaxsec (this run) | published | setting of the published figure |',
+      '|---|---|---|---|',
+      f"| FGSM error at eps={eps[i25]:g} ({f['n']} images) | {_pct(f['error'][i25])} | "
+      f"{_pct(p['fgsm']['error'])} at eps={p['fgsm']['eps']:g} | {p['fgsm']['setting']} |",
+      f"| JSMA success rate ({j['n']} targeted) | {_pct(j['success_rate'])} | "
+      f"{_pct(p['jsma']['success_rate'])} | {p['jsma']['setting']} |",
+      f"| JSMA mean % features changed (successful) | "
+      f"{_num(j['features_changed_pct_successful'], 2)}% | "
+      f"{p['jsma']['features_changed_pct']:.2f}% | |",
+      f"| DeepFool rho_adv (L2, {d['n_both']} images) | {_num(d['rho_deepfool'])} | "
+      f"{p['deepfool']['rho_deepfool']:.2f} | {p['deepfool']['setting']} |",
+      f"| FGSM rho_adv (minimal eps by line search) | {_num(d['rho_fgsm'])} | "
+      f"{p['deepfool']['rho_fgsm']:.2f} | |",
+      f"| rho FGSM / rho DeepFool | {_num(d['ratio'], 2)}x | "
+      f"{p['deepfool']['ratio']:.0f}x | |",
+      f"| C&W L2 success rate ({c['n']} images) | {_pct(c['success_rate'])} | "
+      f"{_pct(p['cw_l2']['success_rate'])} | {p['cw_l2']['setting']} |",
+      f"| C&W L2 mean L2 (successful) | {_num(c['mean_l2'])} | "
+      f"{p['cw_l2']['mean_l2']:.2f} | |",
+  ]
+  if c.get('same_images_n'):
+    lines.append(
+        f"| mean L2 on the same {c['same_images_n']} images: C&W / DeepFool / FGSM | "
+        f"{_num(c['same_images_mean_l2_cw'])} / {_num(c['same_images_mean_l2_deepfool'])} / "
+        f"{_num(c['same_images_mean_l2_fgsm'])} | C&W < DeepFool < FGSM | |")
+  lines += ['', 'FGSM error vs eps:', '',
+            '| eps | ' + ' | '.join(f'{e:g}' for e in eps) + ' |',
+            '|---|' + '---|' * len(eps),
+            '| error | ' + ' | '.join(_pct(e) for e in f['error']) + ' |', '']
+  return '\n'.join(lines)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', 'docs/results', 'Where evasion_suite.json goes.')
+flags.DEFINE_string('variant', 'full', "Config variant: 'full', 'smoke', 'mnist', 'cifar10'.")
+flags.DEFINE_string('ckpt_dir', None, 'Checkpoints and finished stages (default: a folder '
+                    'under the system temp dir, per variant).')
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  ckpt = FLAGS.ckpt_dir or os.path.join(tempfile.gettempdir(), 'jaxsec_evasion_suite',
+                                        FLAGS.variant)
+  results = run(get_config(FLAGS.variant), FLAGS.workdir, ckpt)
+  print(render_markdown(results))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,823 @@
+r"""Training-data poisoning and sanitisation studies (survey sections 2.3 and 3.1(1)).
+
+    python -m experiments.poisoning --workdir=docs/results            # full, ~15 min CPU
+    python -m experiments.poisoning --variant=smoke --workdir=/tmp/p  # seconds, for tests
+
+Sub-studies (each writes its block of ``<workdir>/poisoning.json`` as soon as it finishes;
+a rerun with the same config skips the finished ones):
+
+* ``label_flip`` -- linear SVM on digits (two classes) and breast cancer: test accuracy
+  vs. flip fraction, random flips vs. ALFA; regularised training (smaller C, noise
+  augmentation) under ALFA; each sanitiser's precision / recall and restored accuracy;
+  the Kearns-Li bound.
+* ``biggio`` -- Biggio et al. (2012) on digit pairs (8x8 pixels in [0, 1]): test error vs.
+  number of injected poison points, against flipped copies without optimisation.
+* ``bilevel`` -- bilevel poisoning of multinomial logistic regression (implicit gradient)
+  and of an MLP (unrolled gradient) at 1-10% budget, beside random label noise.
+* ``backdoor`` -- BadNets on Fashion-MNIST (MLP trained with ``jaxsec.train.fit``):
+  attack success and clean accuracy, then each sanitiser's recall and what retraining on
+  its kept set restores.
+* ``centroid`` -- Kloft-Laskov greedy poisoning of an online centroid detector and the
+  empirical-mean drift test; ``signature`` -- Perdisci-style noise injection.
+
+Writes ``poisoning.json`` and ``poisoning.png`` (rendered from the JSON by
+:func:`render_plots`); :func:`render_markdown` renders the tables.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from sklearn import datasets as skd
+
+from jaxsec import data
+from jaxsec import io as jio
+from jaxsec import models
+from jaxsec import train
+from jaxsec.attacks import poisoning
+from jaxsec.attacks.poisoning import learners
+from jaxsec.defenses import sanitize
+
+NAME = 'poisoning'
+STUDIES = ('label_flip', 'biggio', 'bilevel', 'backdoor', 'centroid', 'signature')
+
+
+def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.seed = 0
+  c.studies = STUDIES
+  # label flipping
+  c.flip_datasets = ('digits', 'breast_cancer')
+  c.flip_digit_pair = (7, 1)
+  c.flip_fractions = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)
+  c.flip_C = 1.0
+  c.flip_random_seeds = 3
+  c.flip_subset = 0             # 0 = whole training split
+  c.alfa_iters = 10
+  c.reg_C = 0.01                # regularised SVM (stronger L2) under the same flips
+  c.noise_sigma = 0.5           # noise-injection augmentation (standardised features)
+  c.noise_copies = 2
+  c.sanitize_flip_fraction = 0.2
+  c.knn_k = 10
+  c.knn_eta = 0.5
+  c.roni_base = 20
+  c.roni_trials = 5
+  c.trusted_fraction = 0.2      # of the training split: the defender's clean validation
+  # Biggio
+  c.biggio_pairs = ((7, 1), (9, 8), (4, 0))
+  c.biggio_train = 100
+  c.biggio_val = 130
+  c.biggio_points = 10
+  c.biggio_C = (1.0, 10.0)
+  c.biggio_steps = 50
+  c.biggio_step_size = 0.5
+  # bilevel
+  c.bilevel_train = 300
+  c.bilevel_val = 300
+  c.bilevel_budgets = (0.01, 0.02, 0.05, 0.1)
+  c.bilevel_steps = 20
+  c.bilevel_step_size = 0.5
+  c.logreg_l2 = 1e-2
+  c.logreg_newton_steps = 10
+  c.mlp_hidden = 32
+  c.mlp_steps = 100
+  c.mlp_lr = 0.5
+  c.mlp_momentum = 0.5
+  c.mlp_eval_seeds = 3
+  c.bilevel_learners = ('logreg', 'mlp')
+  # backdoor
+  c.backdoor_dataset = 'fashion_mnist'
+  c.backdoor_train = 6000
+  c.backdoor_test = 2000
+  c.backdoor_fractions = (0.01, 0.05)
+  c.backdoor_sanitize_fraction = 0.05
+  c.backdoor_target = 0
+  c.backdoor_size = 3
+  c.backdoor_hidden = 128
+  c.backdoor_epochs = 5
+  c.backdoor_lr = 1e-3
+  c.backdoor_batch = 128
+  c.backdoor_pca_rank = 10
+  c.backdoor_retrain = True     # retrain on each sanitiser's kept set
+  # centroid
+  c.centroid_dim = 5
+  c.centroid_window = 100
+  c.centroid_points = 300
+  c.centroid_target_radii = 3.0
+  c.centroid_mix = (0.1, 0.3, 1.0)
+  c.centroid_stream = 400
+  c.mean_test_window = 20
+  c.mean_test_alpha = 0.01
+  # signature
+  c.sig_vocab = 200
+  c.sig_innocuous = 1000
+  c.sig_worms = 100
+  c.sig_background = 0.05
+  c.sig_coverage = 0.9
+  c.sig_fractions = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+  if variant == 'smoke':
+    c.flip_datasets = ('breast_cancer',)
+    c.flip_fractions = (0.0, 0.2)
+    c.flip_random_seeds = 1
+    c.flip_subset = 80
+    c.alfa_iters = 2
+    c.roni_base = 10
+    c.roni_trials = 1
+    c.biggio_pairs = ((7, 1),)
+    c.biggio_train = 40
+    c.biggio_val = 40
+    c.biggio_points = 1
+    c.biggio_C = (10.0,)
+    c.biggio_steps = 3
+    c.bilevel_train = 60
+    c.bilevel_val = 40
+    c.bilevel_budgets = (0.05,)
+    c.bilevel_steps = 2
+    c.mlp_steps = 5
+    c.mlp_eval_seeds = 1
+    c.bilevel_learners = ('mlp',)
+    c.backdoor_dataset = 'digits_images'
+    c.backdoor_train = 300
+    c.backdoor_test = 200
+    c.backdoor_fractions = (0.1,)
+    c.backdoor_sanitize_fraction = 0.1
+    c.backdoor_size = 2
+    c.backdoor_hidden = 16
+    c.backdoor_epochs = 1
+    c.backdoor_batch = 64
+    c.backdoor_pca_rank = 3
+    c.backdoor_retrain = False
+    c.backdoor_fractions = ()
+    c.centroid_window = 20
+    c.centroid_points = 30
+    c.centroid_mix = (0.5,)
+    c.centroid_stream = 60
+    c.mean_test_window = 5
+    c.sig_innocuous = 100
+    c.sig_worms = 20
+    c.sig_fractions = (0.0, 0.2)
+  elif variant != 'full':
+    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
+  return c
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _digits_pixels():
+  x, y = skd.load_digits(return_X_y=True)
+  return (x / 16.0).astype(np.float32), y.astype(np.int32)
+
+
+def _pair(x, y, pair):
+  m = (y == pair[0]) | (y == pair[1])
+  return x[m], (y[m] == pair[0]).astype(np.int32)
+
+
+def _svm_accuracy_fn(C):
+  @jax.jit
+  def acc(x, y, xt, yt, weight):
+    s = learners.svm_dual(x, y, C=C, tol=1e-4, sample_weight=weight)
+    return jnp.mean(((xt @ s.w + s.b) > 0).astype(jnp.int32) == yt)
+  return lambda x, y, xt, yt, weight=None: float(acc(
+      jnp.asarray(x), jnp.asarray(y), jnp.asarray(xt), jnp.asarray(yt),
+      jnp.ones(len(y), jnp.float32) if weight is None else jnp.asarray(weight, jnp.float32)))
+
+
+def kearns_li_error(beta):
+  """Kearns-Li (1993): with a malicious fraction ``beta`` no learner can guarantee error
+  below ``beta / (1 - beta)`` (equivalently, error ``eps`` needs ``beta < eps/(1+eps)``)."""
+  beta = np.asarray(beta, float)
+  return np.where(beta < 1, beta / np.maximum(1 - beta, 1e-12), np.inf)
+
+
+def _log(msg):
+  print(f'[poisoning] {msg}', flush=True)
+
+
+# -------------------------------------------------------------------------- label flips
+
+
+def _flip_dataset(name, cfg):
+  if name == 'digits':
+    xtr, ytr = data.load('digits', 'train')
+    xte, yte = data.load('digits', 'test')
+    xtr, ytr = _pair(np.asarray(xtr), np.asarray(ytr), cfg.flip_digit_pair)
+    xte, yte = _pair(np.asarray(xte), np.asarray(yte), cfg.flip_digit_pair)
+  else:
+    xtr, ytr = (np.asarray(a) for a in data.load(name, 'train'))
+    xte, yte = (np.asarray(a) for a in data.load(name, 'test'))
+  return xtr.astype(np.float32), ytr.astype(np.int32), xte.astype(np.float32), yte
+
+
+def study_label_flip(cfg, key):
+  out = {'datasets': {}}
+  acc_c = _svm_accuracy_fn(cfg.flip_C)
+  acc_reg = _svm_accuracy_fn(cfg.reg_C)
+  for name in cfg.flip_datasets:
+    t0 = time.time()
+    xtr, ytr, xte, yte = _flip_dataset(name, cfg)
+    k_split, k_rand, k_noise, k_roni = jax.random.split(jax.random.fold_in(key, len(name)), 4)
+    perm = np.asarray(jax.random.permutation(k_split, len(ytr)))
+    if cfg.flip_subset:
+      perm = perm[:cfg.flip_subset]
+    n_trust = int(round(cfg.trusted_fraction * len(perm)))
+    xv, yv = xtr[perm[:n_trust]], ytr[perm[:n_trust]]    # defender's trusted validation
+    x, y = xtr[perm[n_trust:]], ytr[perm[n_trust:]]
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    rows = []
+    for f in cfg.flip_fractions:
+      alfa = poisoning.alfa(fraction=f, C=cfg.flip_C, num_iters=cfg.alfa_iters)
+      _, y_alfa = alfa(xj, yj)
+      rand = [acc_c(x, poisoning.random_label_flip(fraction=f)(xj, yj, k)[1], xte, yte)
+              for k in jax.random.split(jax.random.fold_in(k_rand, int(1000 * f)),
+                                        cfg.flip_random_seeds)]
+      xa, ya = sanitize.noise_augment(xj, y_alfa, k_noise, sigma=cfg.noise_sigma,
+                                      copies=cfg.noise_copies)
+      rows.append({
+          'fraction': f,
+          'random_accuracy': float(np.mean(rand)), 'random_accuracy_std': float(np.std(rand)),
+          'alfa_accuracy': acc_c(x, y_alfa, xte, yte),
+          'alfa_accuracy_reg_C': acc_reg(x, y_alfa, xte, yte),
+          'random_accuracy_reg_C': acc_reg(
+              x, poisoning.random_label_flip(fraction=f)(xj, yj, k_rand)[1], xte, yte),
+          'alfa_accuracy_noise_aug': acc_c(xa, ya, xte, yte),
+          'kearns_li_error_bound': float(kearns_li_error(f)),
+      })
+      _log(f'label_flip {name} f={f}: random {rows[-1]["random_accuracy"]:.3f} '
+           f'ALFA {rows[-1]["alfa_accuracy"]:.3f}')
+    # sanitisers against ALFA at one budget
+    f = cfg.sanitize_flip_fraction
+    po = poisoning.alfa(fraction=f, C=cfg.flip_C, num_iters=cfg.alfa_iters,
+                        return_info=True)(xj, yj)
+    poison = np.asarray(po.info['poison_mask'])
+    yp = po.y
+    svm_fn = learners.svm_train_fn(C=cfg.flip_C, tol=1e-3)
+
+    def score_fn(p, xx, yy):
+      return jnp.mean(((xx @ p['params']['linear']['kernel'][:, 0] +
+                        p['params']['linear']['bias'][0]) > 0).astype(jnp.int32) == yy)
+    masks = {
+        'sphere': sanitize.sphere(xj, yp, num_classes=2, fraction=f),
+        'slab': sanitize.slab(xj, yp, num_classes=2, fraction=f),
+        'knn': sanitize.knn_label_sanitize(xj, yp, num_classes=2, k=cfg.knn_k,
+                                           eta=cfg.knn_eta),
+        'roni': sanitize.roni(xj, yp, train_fn=svm_fn, score_fn=score_fn,
+                              x_val=jnp.asarray(xv), y_val=jnp.asarray(yv), key=k_roni,
+                              base_size=cfg.roni_base, num_trials=cfg.roni_trials),
+        'spectral': sanitize.spectral_signatures(xj, yp, num_classes=2, fraction=f),
+    }
+    san = {'fraction': f, 'poisoned_accuracy': acc_c(x, yp, xte, yte), 'defenses': {}}
+    for dname, keep in masks.items():
+      keep = np.asarray(keep)
+      pr = sanitize.precision_recall(keep, poison)
+      pr['restored_accuracy'] = acc_c(x, yp, xte, yte, weight=keep.astype(np.float32))
+      san['defenses'][dname] = pr
+    relabel = sanitize.knn_relabel(xj, yp, num_classes=2, k=cfg.knn_k, eta=cfg.knn_eta)
+    san['defenses']['knn_relabel'] = {
+        'restored_accuracy': acc_c(x, relabel, xte, yte),
+        'labels_fixed': int(np.sum(np.asarray(relabel == yj) & poison)),
+        'labels_broken': int(np.sum(np.asarray(relabel != yj) & ~poison)),
+        'num_poison': int(poison.sum())}
+    out['datasets'][name] = {'n_train': int(len(y)), 'n_test': int(len(yte)), 'n_trusted': n_trust,
+                 'C': cfg.flip_C, 'reg_C': cfg.reg_C, 'curve': rows, 'sanitize': san,
+                 'seconds': time.time() - t0}
+  return out
+
+
+# ------------------------------------------------------------------------------ Biggio
+
+
+def study_biggio(cfg, key):
+  xall, yall = _digits_pixels()
+  out = {'pairs': [], 'n_train': cfg.biggio_train, 'n_val': cfg.biggio_val,
+         'steps': cfg.biggio_steps, 'step_size': cfg.biggio_step_size}
+  for C in cfg.biggio_C:
+    atk = poisoning.svm_poisoning(num_points=cfg.biggio_points, C=C,
+                                  step_size=cfg.biggio_step_size, num_steps=cfg.biggio_steps,
+                                  bounds=(0.0, 1.0), return_info=True)
+    base = poisoning.flipped_copies(fraction=cfg.biggio_points / cfg.biggio_train)
+    acc = _svm_accuracy_fn(C)
+    for pair in cfg.biggio_pairs:
+      t0 = time.time()
+      x, y = _pair(xall, yall, pair)
+      k = jax.random.fold_in(key, pair[0] * 10 + pair[1])
+      perm = np.asarray(jax.random.permutation(k, len(y)))
+      tr = perm[:cfg.biggio_train]
+      va = perm[cfg.biggio_train:cfg.biggio_train + cfg.biggio_val]
+      te = perm[cfg.biggio_train + cfg.biggio_val:]
+      out_p = atk(jnp.asarray(x[tr]), jnp.asarray(y[tr]), k, x_val=jnp.asarray(x[va]),
+                  y_val=jnp.asarray(y[va]))
+      n = cfg.biggio_train
+      errors = [1.0 - acc(out_p.x[:n + i], out_p.y[:n + i], x[te], y[te])
+                for i in range(cfg.biggio_points + 1)]
+      xb, yb = base(jnp.asarray(x[tr]), jnp.asarray(y[tr]), k)
+      base_err = [1.0 - acc(xb[:n + i], yb[:n + i], x[te], y[te])
+                  for i in range(cfg.biggio_points + 1)]
+      out['pairs'].append({
+          'pair': list(pair), 'C': C, 'n_test': int(len(te)), 'test_error': errors,
+          'flipped_copies_test_error': base_err,
+          'val_hinge_first_point': np.asarray(out_p.info['val_loss'][0]).tolist(),
+          'seconds': time.time() - t0})
+      _log(f'biggio {pair} C={C}: error {errors[0]:.3f} -> 1 pt {errors[min(1, len(errors)-1)]:.3f}'
+           f' -> {cfg.biggio_points} pts {errors[-1]:.3f} (copies {base_err[-1]:.3f})')
+  return out
+
+
+# ----------------------------------------------------------------------------- bilevel
+
+
+def _mlp(cfg):
+  model = models.get('mlp', num_classes=10, hidden=(cfg.mlp_hidden,))
+  init_fn = lambda k: models.init(model, k, (1, 64))
+  train_fn = learners.unrolled_gd(model.apply, init_fn, num_steps=cfg.mlp_steps,
+                                  learning_rate=cfg.mlp_lr, momentum=cfg.mlp_momentum)
+  return model.apply, train_fn
+
+
+def study_bilevel(cfg, key):
+  x, y = _digits_pixels()
+  perm = np.asarray(jax.random.permutation(key, len(y)))
+  tr = perm[:cfg.bilevel_train]
+  va = perm[cfg.bilevel_train:cfg.bilevel_train + cfg.bilevel_val]
+  te = perm[cfg.bilevel_train + cfg.bilevel_val:]
+  xtr, ytr = jnp.asarray(x[tr]), jnp.asarray(y[tr])
+  xv, yv = jnp.asarray(x[va]), jnp.asarray(y[va])
+  xte, yte = jnp.asarray(x[te]), jnp.asarray(y[te])
+  mlp_apply, mlp_train = _mlp(cfg)
+  learners_ = {
+      'logreg': (learners.linear_apply,
+                 learners.logreg_train_fn(num_classes=10, l2=cfg.logreg_l2,
+                                          num_steps=cfg.logreg_newton_steps, implicit=True),
+                 1),
+      'mlp': (mlp_apply, mlp_train, cfg.mlp_eval_seeds),
+  }
+  out = {'n_train': len(tr), 'n_val': len(va), 'n_test': len(te), 'steps': cfg.bilevel_steps,
+         'step_size': cfg.bilevel_step_size, 'learners': {}}
+  for lname in cfg.bilevel_learners:
+    apply_fn, train_fn, seeds = learners_[lname]
+    @jax.jit
+    def test_acc(xx, yy, k):
+      p = train_fn(xx, yy, k)
+      return jnp.mean(jnp.argmax(apply_fn(p, xte), -1) == yte)
+
+    def evaluate(xx, yy):
+      ks = jax.random.split(jax.random.key(cfg.seed + 123), seeds)   # not the attack's key
+      return float(np.mean([float(test_acc(xx, yy, k)) for k in ks]))
+
+    rows = []
+    clean = evaluate(xtr, ytr)
+    for b in cfg.bilevel_budgets:
+      t0 = time.time()
+      k = jax.random.fold_in(key, int(1000 * b))
+      atk = poisoning.bilevel_poisoning(
+          train_fn=train_fn, apply_fn=apply_fn, fraction=b, num_classes=10,
+          num_steps=cfg.bilevel_steps, step_size=cfg.bilevel_step_size, bounds=(0.0, 1.0),
+          return_info=True)
+      po = atk(xtr, ytr, k, x_val=xv, y_val=yv)
+      xc, yc = poisoning.flipped_copies(fraction=b, num_classes=10)(
+          xtr, ytr, jax.random.split(k)[0])
+      _, yr = poisoning.random_label_flip(fraction=b, num_classes=10)(xtr, ytr, k)
+      rows.append({
+          'budget': b, 'num_poison': poisoning.num_poison(b, len(tr)),
+          'bilevel_accuracy': evaluate(po.x, po.y),
+          'flipped_copies_accuracy': evaluate(xc, yc),
+          'random_flip_accuracy': evaluate(xtr, yr),
+          'val_loss_start': float(po.info['objective'][0]),
+          'val_loss_best': float(np.max(np.asarray(po.info['objective']))),
+          'kearns_li_error_bound': float(kearns_li_error(
+              poisoning.num_poison(b, len(tr)) / (len(tr) + poisoning.num_poison(b, len(tr))))),
+          'seconds': time.time() - t0})
+      _log(f'bilevel {lname} budget {b}: bilevel {rows[-1]["bilevel_accuracy"]:.3f} '
+           f'copies {rows[-1]["flipped_copies_accuracy"]:.3f} '
+           f'random {rows[-1]["random_flip_accuracy"]:.3f} (clean {clean:.3f})')
+    out['learners'][lname] = {'clean_accuracy': clean, 'rows': rows,
+                              'gradient': 'implicit' if lname == 'logreg' else 'unrolled'}
+  return out
+
+
+# ---------------------------------------------------------------------------- backdoor
+
+
+def _backdoor_data(cfg, key):
+  if cfg.backdoor_dataset == 'digits_images':
+    x, y = _digits_pixels()
+    x = x.reshape((-1, 8, 8, 1))
+    perm = np.asarray(jax.random.permutation(key, len(y)))
+    tr, te = perm[:cfg.backdoor_train], perm[cfg.backdoor_train:
+                                             cfg.backdoor_train + cfg.backdoor_test]
+    return x[tr], y[tr], x[te], y[te]
+  xtr, ytr = data.load(cfg.backdoor_dataset, 'train')
+  xte, yte = data.load(cfg.backdoor_dataset, 'test')
+  k1, k2 = jax.random.split(key)
+  a = np.asarray(jax.random.permutation(k1, len(ytr)))[:cfg.backdoor_train]
+  b = np.asarray(jax.random.permutation(k2, len(yte)))[:cfg.backdoor_test]
+  return (np.asarray(xtr)[a], np.asarray(ytr)[a].astype(np.int32), np.asarray(xte)[b],
+          np.asarray(yte)[b].astype(np.int32))
+
+
+def study_backdoor(cfg, key):
+  xtr, ytr, xte, yte = _backdoor_data(cfg, key)
+  model = models.get('mlp', num_classes=10, hidden=(cfg.backdoor_hidden,))
+  k_init, k_fit, k_atk = jax.random.split(jax.random.fold_in(key, 7), 3)
+  params0 = models.init(model, k_init, (1,) + xtr.shape[1:])
+  tgt = cfg.backdoor_target
+  other = yte != tgt
+
+  def fit(x, y, keep=None):
+    idx = None if keep is None else np.flatnonzero(np.asarray(keep))
+    return train.fit(model.apply, params0, np.asarray(x), np.asarray(y),
+                     optimizer=optax.adam(cfg.backdoor_lr), key=k_fit,
+                     batch_size=cfg.backdoor_batch, num_epochs=cfg.backdoor_epochs,
+                     indices=idx, num_classes=10).params
+
+  def measure(params, trigger):
+    clean = train.evaluate(model.apply, params, xte, yte)
+    xt = np.asarray(trigger(jnp.asarray(xte[other])))
+    pred = np.argmax(np.asarray(train.predict_logits(model.apply, params, xt)), -1)
+    return clean, float(np.mean(pred == tgt))
+
+  def features(params, x):
+    _, st = model.apply(params, jnp.asarray(x), capture_intermediates=True,
+                        mutable=['intermediates'])
+    return jax.nn.relu(st['intermediates']['dense0']['__call__'][0])
+
+  t0 = time.time()
+  atk0 = poisoning.badnets(fraction=0.0, target_label=tgt, num_classes=10,
+                           size=cfg.backdoor_size)
+  p_clean = fit(xtr, ytr)
+  clean_acc, clean_succ = measure(p_clean, atk0.trigger)
+  out = {'dataset': cfg.backdoor_dataset, 'n_train': int(len(ytr)), 'n_test': int(len(yte)),
+         'model': f'mlp({cfg.backdoor_hidden})', 'epochs': cfg.backdoor_epochs,
+         'target': tgt, 'trigger': f'{cfg.backdoor_size}x{cfg.backdoor_size} white patch, '
+         'bottom right', 'clean_model': {'clean_accuracy': clean_acc,
+                                         'attack_success': clean_succ}, 'rows': []}
+  _log(f'backdoor clean model: acc {clean_acc:.3f}, trigger->target {clean_succ:.3f}')
+  for f in cfg.backdoor_fractions:
+    atk = poisoning.badnets(fraction=f, target_label=tgt, num_classes=10,
+                            size=cfg.backdoor_size, return_info=True)
+    po = atk(jnp.asarray(xtr), jnp.asarray(ytr), k_atk)
+    p = fit(po.x, po.y)
+    acc, succ = measure(p, atk.trigger)
+    out['rows'].append({'fraction': f, 'clean_accuracy': acc, 'attack_success': succ})
+    _log(f'backdoor f={f}: clean acc {acc:.3f}, success {succ:.3f}')
+  # sanitisers at one poison rate
+  f = cfg.backdoor_sanitize_fraction
+  atk = poisoning.badnets(fraction=f, target_label=tgt, num_classes=10,
+                          size=cfg.backdoor_size, return_info=True)
+  po = atk(jnp.asarray(xtr), jnp.asarray(ytr), k_atk)
+  poison = np.asarray(po.info['poison_mask'])
+  p = fit(po.x, po.y)
+  acc, succ = measure(p, atk.trigger)
+  feats = features(p, po.x)
+  remove = min(0.95, 1.5 * f)    # Tran et al. remove 1.5 eps per class
+  masks = {
+      'sphere': sanitize.sphere(po.x, po.y, num_classes=10, fraction=remove),
+      'slab': sanitize.slab(po.x, po.y, num_classes=10, fraction=remove),
+      'knn': sanitize.knn_label_sanitize(po.x, po.y, num_classes=10, k=10, eta=0.5),
+      'spectral_signatures': sanitize.spectral_signatures(feats, po.y, num_classes=10,
+                                                          fraction=remove),
+      'robust_pca': sanitize.robust_pca(feats, po.y, num_classes=10, fraction=remove,
+                                        rank=cfg.backdoor_pca_rank),
+  }
+  san = {'fraction': f, 'removal_fraction': remove, 'poisoned_clean_accuracy': acc,
+         'poisoned_attack_success': succ, 'defenses': {}}
+  for dname, keep in masks.items():
+    keep = np.asarray(keep)
+    pr = sanitize.precision_recall(keep, poison)
+    pr['clean_accuracy'] = pr['attack_success'] = None
+    if cfg.backdoor_retrain:
+      pk = fit(po.x, po.y, keep=keep)
+      pr['clean_accuracy'], pr['attack_success'] = measure(pk, atk.trigger)
+    san['defenses'][dname] = pr
+    _log(f'backdoor sanitiser {dname}: recall {pr["recall"]:.3f} precision '
+         f'{pr["precision"]:.3f} -> acc {pr["clean_accuracy"]} success '
+         f'{pr["attack_success"]}')
+  out['sanitize'] = san
+  out['seconds'] = time.time() - t0
+  return out
+
+
+# ---------------------------------------------------------------------------- centroid
+
+
+def study_centroid(cfg, key):
+  d, n = cfg.centroid_dim, cfg.centroid_window
+  k_tr, k_in, k_mix, k_run = jax.random.split(key, 4)
+  xtr = jax.random.normal(k_tr, (n, d))
+  st = poisoning.centroid_init(xtr)
+  radius = float(np.quantile(np.linalg.norm(np.asarray(xtr - st.center), axis=1), 0.95))
+  target = st.center + cfg.centroid_target_radii * radius * jnp.eye(d)[0]
+  t = cfg.centroid_points
+  out = {'dim': d, 'window': n, 'radius': radius,
+         'target_distance_radii': cfg.centroid_target_radii, 'rules': {}}
+  checkpoints = sorted({int(i) for i in np.linspace(1, t, 7)})
+  for rule in poisoning.centroid.RULES:
+    _, info = poisoning.centroid_stream(st, jnp.zeros((t, d)), k_run, radius=radius,
+                                        rule=rule, is_attack=jnp.ones((t,), bool),
+                                        target=target)
+    dist = np.asarray(info['target_distance'])
+    disp = (cfg.centroid_target_radii * radius - dist) / radius
+    reached = np.flatnonzero(dist <= radius)
+    out['rules'][rule] = {
+        'points': checkpoints, 'displacement_radii': [float(disp[i - 1]) for i in checkpoints],
+        'bound_i_over_n': [i / n for i in checkpoints],
+        'points_to_accept_target': int(reached[0]) + 1 if reached.size else None,
+        'all_accepted': bool(np.asarray(info['accepted']).all())}
+  # mixed traffic, then the empirical-mean test on the stream
+  m = cfg.centroid_stream
+  mix = []
+  for nu in cfg.centroid_mix:
+    innocent = jax.random.normal(jax.random.fold_in(k_in, int(100 * nu)), (m, d))
+    is_att = jax.random.uniform(jax.random.fold_in(k_mix, int(100 * nu)), (m,)) < nu
+    _, info = poisoning.centroid_stream(st, innocent, k_run, radius=radius, rule='average',
+                                        is_attack=is_att, target=target)
+    stream = jnp.concatenate([xtr, info['sent']])
+    keep = np.asarray(sanitize.empirical_mean_test(
+        stream, reference_size=n, window=cfg.mean_test_window,
+        alpha=cfg.mean_test_alpha))[n:]
+    att = np.asarray(is_att)
+    dist = np.asarray(info['target_distance'])
+    mix.append({'attack_fraction': nu, 'final_displacement_radii':
+                float((cfg.centroid_target_radii * radius - dist[-1]) / radius),
+                'innocent_false_alarm_rate_end': float(np.mean(
+                    np.linalg.norm(np.asarray(innocent[-50:] - info['center'][-1]), axis=1)
+                    > radius)),
+                'mean_test_recall': float(np.mean(~keep[att])) if att.any() else None,
+                'mean_test_false_positive_rate': float(np.mean(~keep[~att]))
+                if (~att).any() else None})
+  out['mixed'] = mix
+  return out
+
+
+# --------------------------------------------------------------------------- signature
+
+
+def study_signature(cfg, key):
+  v = cfg.sig_vocab
+  inv, fake = [0, 1, 2, 3], [4, 5, 6, 7]
+  ks = jax.random.split(key, 5)
+
+  def background(k, n):
+    x = np.asarray(jax.random.bernoulli(k, cfg.sig_background, (n, v))).astype(np.float32)
+    x[:, :8] = 0
+    return x
+  innoc = background(ks[0], cfg.sig_innocuous)
+  worms = background(ks[1], cfg.sig_worms)
+  worms[:, inv] = 1
+  variants = background(ks[2], 200)          # fresh worm instances (the invariants)
+  variants[:, inv] = 1
+  fresh = background(ks[3], 500)
+  rows = []
+  for f in cfg.sig_fractions:
+    atk = poisoning.signature_noise_poisoning(fraction=f, invariant_tokens=inv,
+                                              fake_tokens=fake)
+    xs, _ = atk(jnp.asarray(worms), jnp.ones(len(worms), jnp.int32), ks[4])
+    sig = poisoning.conjunction_signature(xs, jnp.asarray(innoc), coverage=cfg.sig_coverage)
+    tokens = np.flatnonzero(np.asarray(sig)).tolist()
+    rows.append({'noise_fraction': f, 'signature_tokens': tokens,
+                 'keeps_true_invariants': set(inv) <= set(tokens),
+                 'signature_generated': bool(tokens),
+                 'variant_detection_rate': float(np.mean(np.asarray(
+                     poisoning.signature_matches(sig, jnp.asarray(variants))))),
+                 'false_positive_rate': float(np.mean(np.asarray(
+                     poisoning.signature_matches(sig, jnp.asarray(fresh)))))})
+  return {'vocab': v, 'coverage': cfg.sig_coverage, 'invariants': inv, 'fake': fake,
+          'critical_fraction': 1.0 / cfg.sig_coverage - 1.0, 'rows': rows}
+
+
+# -------------------------------------------------------------------------------- run
+
+_FUNCS = {'label_flip': study_label_flip, 'biggio': study_biggio, 'bilevel': study_bilevel,
+          'backdoor': study_backdoor, 'centroid': study_centroid,
+          'signature': study_signature}
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, f'{NAME}.json')
+  results = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(), 'studies': {}}
+  if os.path.exists(path):
+    old = jio.read_json(path)
+    if old.get('variant') == cfg.variant and old.get('config') == jio_roundtrip(cfg.to_dict()):
+      results['studies'] = old.get('studies', {})
+  key = jax.random.key(cfg.seed)
+  for i, name in enumerate(cfg.studies):
+    if name not in _FUNCS:
+      raise ValueError(f'Unknown study {name!r}; expected one of {STUDIES}.')
+    if name in results['studies']:
+      _log(f'{name}: done already, skipped')
+      continue
+    t0 = time.time()
+    res = _FUNCS[name](cfg, jax.random.fold_in(key, i))
+    res['seconds'] = time.time() - t0
+    results['studies'][name] = res
+    results['backend'] = jax.default_backend()
+    jio.write_json_atomic(path, results)
+    _log(f'{name}: {res["seconds"]:.0f}s')
+  results = jio.read_json(path)
+  try:
+    render_plots(results, os.path.join(workdir, f'{NAME}.png'))
+  except Exception as e:  # plotting must never lose the numbers  pylint: disable=broad-except
+    _log(f'plot failed: {e!r}')
+  return results
+
+
+def jio_roundtrip(obj):
+  """The JSON round trip of a config (tuples become lists) for resume comparisons."""
+  return json.loads(json.dumps(obj, default=list))
+
+
+# ------------------------------------------------------------------------------ render
+
+
+def _pct(v):
+  return '-' if v is None else f'{100 * v:.1f}%'
+
+
+def render_markdown(results: dict) -> str:
+  s = results.get('studies', {})
+  lines = ['## Training-data poisoning (survey 2.3) and sanitisation (3.1(1))', '',
+           f"Variant `{results.get('variant')}`; `python -m experiments.poisoning`. "
+           'Figure: `poisoning.png`.', '']
+  if 'label_flip' in s:
+    lines += ['### Label flipping vs a linear SVM (test accuracy)', '',
+              '| data | flipped | random | ALFA | ALFA, SVM C=reg | ALFA + noise aug. | '
+              'Kearns-Li error floor |', '|---|---|---|---|---|---|---|']
+    for name, r in s['label_flip']['datasets'].items():
+      for row in r['curve']:
+        lines.append(f"| {name} (n={r['n_train']}) | {_pct(row['fraction'])} | "
+                     f"{_pct(row['random_accuracy'])} | {_pct(row['alfa_accuracy'])} | "
+                     f"{_pct(row['alfa_accuracy_reg_C'])} | "
+                     f"{_pct(row['alfa_accuracy_noise_aug'])} | "
+                     f"{_pct(min(1.0, row['kearns_li_error_bound']))} |")
+    lines += ['', 'Sanitisers against ALFA (precision / recall of the removed set, '
+              'accuracy of the SVM retrained on the kept set):', '',
+              '| data | flipped | poisoned acc. | defense | precision | recall | removed | '
+              'restored acc. |', '|---|---|---|---|---|---|---|---|']
+    for name, r in s['label_flip']['datasets'].items():
+      san = r['sanitize']
+      for dn, d in san['defenses'].items():
+        if dn == 'knn_relabel':
+          lines.append(f"| {name} | {_pct(san['fraction'])} | {_pct(san['poisoned_accuracy'])}"
+                       f" | k-NN relabel (fixed {d['labels_fixed']}/{d['num_poison']}, broke "
+                       f"{d['labels_broken']}) | - | - | - | {_pct(d['restored_accuracy'])} |")
+        else:
+          lines.append(f"| {name} | {_pct(san['fraction'])} | {_pct(san['poisoned_accuracy'])}"
+                       f" | {dn} | {_pct(d['precision'])} | {_pct(d['recall'])} | "
+                       f"{d['removed']} | {_pct(d['restored_accuracy'])} |")
+    lines.append('')
+  if 'biggio' in s:
+    b = s['biggio']
+    lines += [f"### Biggio et al. (2012) SVM poisoning: test error vs injected points "
+              f"(n_train={b['n_train']}, {b['steps']} steps of {b['step_size']})", '',
+              '| pair | C | 0 pts | 1 pt | 2 pts | 5 pts | max pts | flipped copies, max pts |',
+              '|---|---|---|---|---|---|---|---|']
+    for r in b['pairs']:
+      e = r['test_error']
+      get = lambda i: _pct(e[i]) if i < len(e) else '-'
+      lines.append(f"| {r['pair'][0]} vs {r['pair'][1]} | {r['C']:g} | {get(0)} | {get(1)} | "
+                   f"{get(2)} | {get(5)} | {_pct(e[-1])} ({len(e) - 1}) | "
+                   f"{_pct(r['flipped_copies_test_error'][-1])} |")
+    lines.append('')
+  if 'bilevel' in s:
+    b = s['bilevel']
+    lines += ['### Bilevel poisoning on digits (10 classes, pixels in [0, 1]): test accuracy',
+              '', '| learner (gradient) | clean | budget | bilevel | flipped copies | '
+              'random flips | Kearns-Li error floor |', '|---|---|---|---|---|---|---|']
+    for ln, r in b['learners'].items():
+      for row in r['rows']:
+        lines.append(f"| {ln} ({r['gradient']}) | {_pct(r['clean_accuracy'])} | "
+                     f"{_pct(row['budget'])} ({row['num_poison']}) | "
+                     f"{_pct(row['bilevel_accuracy'])} | {_pct(row['flipped_copies_accuracy'])}"
+                     f" | {_pct(row['random_flip_accuracy'])} | "
+                     f"{_pct(row['kearns_li_error_bound'])} |")
+    lines.append('')
+  if 'backdoor' in s:
+    b = s['backdoor']
+    lines += [f"### BadNets on {b['dataset']} ({b['model']}, {b['epochs']} epochs, "
+              f"{b['n_train']} training images, target class {b['target']}, trigger "
+              f"{b['trigger']})", '', '| poisoned | clean accuracy | attack success |',
+              '|---|---|---|',
+              f"| 0 | {_pct(b['clean_model']['clean_accuracy'])} | "
+              f"{_pct(b['clean_model']['attack_success'])} |"]
+    for row in b['rows']:
+      lines.append(f"| {_pct(row['fraction'])} | {_pct(row['clean_accuracy'])} | "
+                   f"{_pct(row['attack_success'])} |")
+    san = b['sanitize']
+    lines += ['', f"Sanitisers at {_pct(san['fraction'])} poison (removal "
+              f"{_pct(san['removal_fraction'])} per class where applicable; poisoned model: "
+              f"{_pct(san['poisoned_clean_accuracy'])} clean, "
+              f"{_pct(san['poisoned_attack_success'])} success):", '',
+              '| defense | precision | recall | removed | clean acc. after | success after |',
+              '|---|---|---|---|---|---|']
+    for dn, d in san['defenses'].items():
+      lines.append(f"| {dn} | {_pct(d['precision'])} | {_pct(d['recall'])} | {d['removed']} | "
+                   f"{_pct(d['clean_accuracy'])} | {_pct(d['attack_success'])} |")
+    lines.append('')
+  if 'centroid' in s:
+    c = s['centroid']
+    lines += [f"### Kloft-Laskov greedy poisoning of a centroid detector (d={c['dim']}, "
+              f"n={c['window']}, target {c['target_distance_radii']:g} radii away)", '',
+              '| rule | displacement (radii) after points | bound i/n | points until the '
+              'target is accepted |', '|---|---|---|---|']
+    for rule, r in c['rules'].items():
+      disp = ', '.join(f"{i}: {v:.2f}" for i, v in zip(r['points'], r['displacement_radii']))
+      bound = ', '.join(f'{v:.2f}' for v in r['bound_i_over_n'])
+      lines.append(f"| {rule}-out | {disp} | {bound} | {r['points_to_accept_target']} |")
+    lines += ['', '| attack share of stream | displacement (radii) | innocent false alarms '
+              'at end | mean-test recall | mean-test false positives |', '|---|---|---|---|---|']
+    for r in c['mixed']:
+      lines.append(f"| {_pct(r['attack_fraction'])} | {r['final_displacement_radii']:.2f} | "
+                   f"{_pct(r['innocent_false_alarm_rate_end'])} | {_pct(r['mean_test_recall'])}"
+                   f" | {_pct(r['mean_test_false_positive_rate'])} |")
+    lines.append('')
+  if 'signature' in s:
+    g = s['signature']
+    lines += [f"### Noise injection vs a conjunction signature (coverage {g['coverage']}, "
+              f"critical noise fraction {g['critical_fraction']:.3f})", '',
+              '| noise flows | signature tokens | keeps true invariants | worm detection | '
+              'false positives |', '|---|---|---|---|---|']
+    for r in g['rows']:
+      lines.append(f"| {_pct(r['noise_fraction'])} | {r['signature_tokens']} | "
+                   f"{r['keeps_true_invariants']} | {_pct(r['variant_detection_rate'])} | "
+                   f"{_pct(r['false_positive_rate'])} |")
+    lines.append('')
+  return '\n'.join(lines)
+
+
+def render_plots(results: dict, path: str) -> None:
+  """Draws the label-flip, Biggio and bilevel curves with the Kearns-Li floor."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  s = results.get('studies', {})
+  panels = [k for k in ('label_flip', 'biggio', 'bilevel') if k in s]
+  if not panels:
+    return
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+  for ax, name in zip(axes[0], panels):
+    if name == 'label_flip':
+      for dn, r in s[name]['datasets'].items():
+        f = [row['fraction'] for row in r['curve']]
+        ax.plot(f, [1 - row['random_accuracy'] for row in r['curve']], 'o--',
+                label=f'{dn} random')
+        ax.plot(f, [1 - row['alfa_accuracy'] for row in r['curve']], 's-', label=f'{dn} ALFA')
+      beta = np.linspace(0, max(max(row['fraction'] for row in r['curve']), 0.01), 50)
+      ax.plot(beta, np.minimum(kearns_li_error(beta), 1), 'k:',
+              label='Kearns-Li floor b/(1-b)')
+      ax.set_xlabel('fraction of labels flipped')
+      ax.set_ylabel('SVM test error')
+      ax.set_title('label flipping')
+    elif name == 'biggio':
+      for r in s[name]['pairs']:
+        ax.plot(range(len(r['test_error'])), r['test_error'], 'o-',
+                label=f"{r['pair'][0]} vs {r['pair'][1]}, C={r['C']:g}")
+      n = s[name]['n_train']
+      k = np.arange(len(s[name]['pairs'][0]['test_error']))
+      ax.plot(k, np.minimum(kearns_li_error(k / (n + k)), 1), 'k:', label='Kearns-Li floor')
+      ax.set_xlabel('poison points injected')
+      ax.set_ylabel('test error')
+      ax.set_title(f'Biggio SVM poisoning (n={n})')
+    else:
+      for ln, r in s[name]['learners'].items():
+        b = [row['budget'] for row in r['rows']]
+        ax.plot(b, [1 - row['bilevel_accuracy'] for row in r['rows']], 's-',
+                label=f'{ln} bilevel')
+        ax.plot(b, [1 - row['random_flip_accuracy'] for row in r['rows']], 'o--',
+                label=f'{ln} random flips')
+      bb = np.linspace(0, max(b), 50)
+      ax.plot(bb, kearns_li_error(bb / (1 + bb)), 'k:', label='Kearns-Li floor')
+      ax.set_xlabel('poison budget (fraction of n)')
+      ax.set_ylabel('test error')
+      ax.set_title('bilevel poisoning, digits')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path + '.tmp.png', dpi=110)
+  plt.close(fig)
+  os.replace(path + '.tmp.png', path)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', 'docs/results', 'Where poisoning.json / .png go.')
+flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
+
+
+def main(argv):
+  del argv
+  run(get_config(FLAGS.variant), FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,372 @@
+r"""Membership inference on Fashion-MNIST: threshold attacks, Shokri's shadow models, LiRA
+(online / offline, >= 64 shadow models in one vmapped program) and label-only attacks
+against the SAME target, one table and a log-log ROC; plus the overfitting sweep
+(membership advantage vs generalisation gap, Shokri 2017 / Yeom 2018).
+
+    python -m experiments.privacy_membership --variant=full   # ~10-20 min on 2 CPU cores
+    python -m experiments.privacy_membership --variant=smoke --workdir=/tmp/s
+
+Set-up (as the LiRA demo, scaled to CPU): a pool of ``pool_size`` FMNIST training images;
+the target trains on a random half of it (members; the other half are the non-members);
+``num_shadow`` shadow models of the same architecture and recipe train on halves of the same
+pool where every example is IN for exactly half of them (``data.balanced_membership``), all
+in ONE ``train.fit_many`` program. Shokri's ``shokri_num_shadow`` shadow models train on
+disjoint partitions of the rest of the training split (each with a disjoint held-out half).
+LiRA here is augmentation-free (one query per example; the models train without
+augmentation). Every stage is cached under ``--cache_dir`` (default ``workdir/cache``, git-
+ignored) so a run cut off resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxsec import data
+from jaxsec import io as jio
+from jaxsec import metrics
+from jaxsec import models
+from jaxsec import plots
+from jaxsec import train
+from jaxsec.attacks import privacy as priv
+
+NAME = 'privacy_membership'
+
+
+def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.dataset = 'fashion_mnist'
+  c.model = 'mlp'
+  c.model_kwargs = ml_collections.ConfigDict({'hidden': (256,)})
+  c.seed = 0
+  c.pool_size = 10000          # candidate examples; the target trains on half
+  c.num_shadow = 64            # LiRA shadow models (balanced membership over the pool)
+  c.num_epochs = 30
+  c.batch_size = 64
+  c.learning_rate = 1e-3
+  c.shokri_num_shadow = 4      # Shokri shadow models on disjoint partitions
+  c.shokri_attack_epochs = 30
+  c.shokri_hidden = (64,)
+  c.shokri_transform = 'prob'
+  c.label_only_max_shift = 1
+  c.noise_sigma = 0.15
+  c.noise_samples = 16
+  c.sweep_sizes = (250, 500, 1000, 2000, 4000)
+  c.sweep_steps = 2000
+  c.sweep_eval = 2000          # non-members (test images) per sweep model
+  c.fprs = (0.001, 0.01)
+  if variant == 'smoke':
+    c.model_kwargs = ml_collections.ConfigDict({'hidden': (16,)})
+    c.pool_size = 256
+    c.num_shadow = 4
+    c.num_epochs = 2
+    c.batch_size = 32
+    c.shokri_num_shadow = 2
+    c.shokri_attack_epochs = 2
+    c.shokri_hidden = (8,)
+    c.noise_samples = 2
+    c.sweep_sizes = (64, 128)
+    c.sweep_steps = 8
+    c.sweep_eval = 128
+  elif variant != 'full':
+    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
+  return c
+
+
+class _Cache:
+  """npz files keyed by a hash of the config: a cut-off run resumes stage by stage."""
+
+  def __init__(self, cache_dir, cfg):
+    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()
+                          ).hexdigest()[:10]
+    self.dir = os.path.join(cache_dir, NAME, digest)
+    os.makedirs(self.dir, exist_ok=True)
+
+  def get(self, name, fn):
+    path = os.path.join(self.dir, name + '.npz')
+    if os.path.exists(path):
+      with np.load(path) as f:
+        print(f'[{NAME}] {name}: cached', flush=True)
+        return dict(f)
+    t = time.time()
+    out = fn()
+    tmp = path + '.tmp.npz'
+    np.savez(tmp, **out)
+    os.replace(tmp, path)
+    print(f'[{NAME}] {name}: {time.time() - t:.0f}s', flush=True)
+    return out
+
+
+def _roc_points(scores, labels, num=60):
+  """ROC sampled on a log grid of FPRs ('le' convention), for the JSON and the plot."""
+  c = metrics.roc_curve(scores, labels)
+  grid = np.unique(np.r_[0.0, np.logspace(-4, 0, num)])
+  tpr = [metrics._tpr_at(c, float(f), 'le') for f in grid]  # pylint: disable=protected-access
+  return grid.tolist(), tpr
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = None) -> dict:
+  """Runs every stage (cached under ``cache_dir``, default ``<workdir>/.cache``)."""
+  os.makedirs(workdir, exist_ok=True)
+  cache = _Cache(cache_dir or os.path.join(workdir, '.cache'), cfg)
+  t_start = time.time()
+  key = jax.random.key(cfg.seed)
+  (k_part, k_target_split, k_target, k_shadow_mem, k_shadow, k_shokri_part, k_shokri,
+   k_attack, k_noise, k_sweep) = jax.random.split(key, 10)
+  x_all, y_all = data.load(cfg.dataset, 'train')
+  x_test, y_test = data.load(cfg.dataset, 'test')
+  ds = data.info(cfg.dataset)
+  shokri_size = cfg.pool_size // 2
+  pool_idx, shokri_idx = data.partition(
+      k_part, x_all.shape[0], [cfg.pool_size, 2 * cfg.shokri_num_shadow * shokri_size])
+  x, y = x_all[pool_idx], y_all[pool_idx]
+  n = x.shape[0]
+  model = models.get(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs.to_dict())
+  init_fn = lambda k: models.init(model, k, (1,) + ds.input_shape)
+  opt = optax.adam(cfg.learning_rate)
+  fit_kw = dict(optimizer=opt, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs)
+
+  # 1. The target: a random half of the pool.
+  (target_members,) = data.partition(k_target_split, n, [n // 2])
+  target_in = data.masks_from_indices([target_members], n)[0]
+
+  def train_target():
+    r = train.fit(model.apply, init_fn(jax.random.fold_in(k_target, 0)), x, y,
+                  indices=target_members, key=k_target, progress=True,
+                  label='target', **fit_kw)
+    out = {'logits': train.predict_logits(model.apply, r.params, x),
+           'test_logits': train.predict_logits(model.apply, r.params, x_test)}
+    # Label-only attacks (Choquette-Choo 2021) query the target's labels.
+    fn = jax.jit(lambda v: jnp.argmax(model.apply(r.params, v), -1))
+    aug, noi = [], []
+    for i in range(0, n, 1000):
+      xb, yb = jnp.asarray(x[i:i + 1000]), jnp.asarray(y[i:i + 1000])
+      aug.append(np.asarray(priv.augmentation_robustness_scores(
+          fn, xb, yb, max_shift=cfg.label_only_max_shift)))
+      noi.append(np.asarray(priv.noise_robustness_scores(
+          fn, xb, yb, jax.random.fold_in(k_noise, i), sigma=cfg.noise_sigma,
+          num_samples=cfg.noise_samples)))
+    out['augment'], out['noise'] = np.concatenate(aug), np.concatenate(noi)
+    return out
+  tgt = cache.get('target', train_target)
+  logits = tgt['logits']
+  train_acc = float(np.mean(np.argmax(logits[target_in], -1) == y[target_in]))
+  test_acc = float(np.mean(np.argmax(tgt['test_logits'], -1) == y_test))
+  print(f'[{NAME}] target train acc {train_acc:.4f} test acc {test_acc:.4f}', flush=True)
+
+  # 2. LiRA shadow models: every pool example IN for exactly half, one fit_many program.
+  shadow_in = data.balanced_membership(k_shadow_mem, cfg.num_shadow, n)
+
+  def train_lira_shadows():
+    t = time.time()
+    r = priv.train_shadow_models(model.apply, init_fn, x, y, shadow_in, key=k_shadow,
+                                 progress=True, label='lira-shadows', **fit_kw)
+    jax.block_until_ready(r.params)
+    sec = time.time() - t
+    lg = train.predict_logits_many(model.apply, r.params, x)
+    return {'phi': priv.shadow_confidences(lg, y),
+            'train_acc': np.mean(np.argmax(lg, -1) == y[None], axis=1),
+            'seconds': np.asarray(sec)}
+  sh = cache.get('lira_shadows', train_lira_shadows)
+
+  # 3. Shokri shadow models on disjoint partitions of the rest of the training split.
+  x_sh, y_sh = x_all[shokri_idx], y_all[shokri_idx]
+  sh_in, sh_out = priv.shokri_masks(k_shokri_part, x_sh.shape[0],
+                                    num_shadow=cfg.shokri_num_shadow, shadow_size=shokri_size)
+
+  def train_shokri_shadows():
+    r = priv.train_shadow_models(model.apply, init_fn, x_sh, y_sh, sh_in, key=k_shokri,
+                                 progress=True, label='shokri-shadows', **fit_kw)
+    return {'logits': train.predict_logits_many(model.apply, r.params, x_sh)}
+  shk = cache.get('shokri_shadows', train_shokri_shadows)
+  rec_logits, rec_y, rec_member = priv.shokri_records(shk['logits'], y_sh, sh_in, sh_out)
+  attack = priv.fit_shokri_attack(
+      rec_logits, rec_y, rec_member, num_classes=ds.num_classes, key=k_attack,
+      hidden=tuple(cfg.shokri_hidden), transform=cfg.shokri_transform,
+      num_epochs=cfg.shokri_attack_epochs, batch_size=min(64, cfg.batch_size))
+
+  # 4. Scores of every attack on the same target and candidates.
+  lj, yj = jnp.asarray(logits), jnp.asarray(y)
+  phi_target = np.asarray(priv.logit_confidence(lj, yj), np.float64)
+  scores = {
+      'loss threshold (Yeom)': np.asarray(priv.loss_score(lj, yj)),
+      'confidence threshold': np.asarray(priv.confidence_score(lj, yj)),
+      'entropy threshold': np.asarray(priv.entropy_score(lj, yj)),
+      'modified entropy (Song-Mittal)': np.asarray(priv.modified_entropy_score(lj, yj)),
+      'Shokri shadow models': np.asarray(priv.shokri_scores(attack, lj, yj)),
+      'LiRA online': priv.lira_scores(sh['phi'], shadow_in, phi_target),
+      'LiRA online, fixed variance': priv.lira_scores(sh['phi'], shadow_in, phi_target,
+                                                      fix_variance=True),
+      'LiRA offline': priv.lira_scores(sh['phi'], shadow_in, phi_target, online=False),
+      'LiRA offline, fixed variance': priv.lira_scores(sh['phi'], shadow_in, phi_target,
+                                                       online=False, fix_variance=True),
+      'LiRA global (one Gaussian pair)': priv.lira_scores(
+          sh['phi'], shadow_in, phi_target, per_example=False, fix_variance=True),
+  }
+
+  scores['label-only: augmentation (Choquette-Choo)'] = tgt['augment']
+  scores['label-only: noise robustness'] = tgt['noise']
+  scores['gap attack (correct or not)'] = np.asarray(np.argmax(logits, -1) == y, np.float32)
+
+  attacks_out = {}
+  for name, s in scores.items():
+    rep = metrics.membership_report(s, target_in, fprs=cfg.fprs)
+    rep['roc_fpr'], rep['roc_tpr'] = _roc_points(s, target_in)
+    attacks_out[name] = rep
+    print(f'[{NAME}] {name:42s} AUC {rep["auc"]:.4f} '
+          + ' '.join(f'TPR@{f:g} {rep[f"tpr_at_{f:g}_fpr"]:.4f}' for f in cfg.fprs),
+          flush=True)
+
+  # Yeom's decision rule with the threshold estimated from Shokri shadows' training loss.
+  shadow_losses = np.asarray(priv.cross_entropy_loss(
+      jnp.asarray(shk['logits'][sh_in]), jnp.asarray(np.broadcast_to(y_sh, sh_in.shape)[sh_in])))
+  tau = priv.yeom_threshold(shadow_losses)
+  yeom = metrics.threshold_metrics(
+      np.asarray(priv.threshold_predict(scores['loss threshold (Yeom)'], -tau)), target_in)
+  yeom['tau'] = tau
+
+  # ROC plot.
+  plot_names = ['loss threshold (Yeom)', 'modified entropy (Song-Mittal)',
+                'Shokri shadow models', 'LiRA online', 'LiRA online, fixed variance',
+                'LiRA offline', 'label-only: augmentation (Choquette-Choo)']
+  curves = {}
+  for nm in plot_names:
+    c = metrics.roc_curve(scores[nm], target_in)
+    curves[f'{nm} (AUC {attacks_out[nm]["auc"]:.3f})'] = (c.fpr, c.tpr)
+  plots.roc_loglog(os.path.join(workdir, f'{NAME}_roc.png'), curves,
+                   title=f'{cfg.model} on {cfg.dataset}: {cfg.num_shadow} shadow models')
+
+  # 5. Overfitting sweep: one fit_many program over training-set sizes, fixed steps.
+  sweep = _overfitting_sweep(cfg, model, init_fn, x_all, y_all, x_test, y_test, shokri_idx,
+                             pool_idx, k_sweep, cache)
+
+  results = {
+      'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
+      'dataset': cfg.dataset, 'model': cfg.model,
+      'num_params': int(sum(np.size(l) for l in jax.tree.leaves(init_fn(key)))),
+      'pool_size': int(n), 'num_members': int(target_in.sum()),
+      'num_nonmembers': int((~target_in).sum()),
+      'target_train_accuracy': train_acc, 'target_test_accuracy': test_acc,
+      'num_shadow': cfg.num_shadow,
+      'shadow_train_seconds': float(sh['seconds']),
+      'shadow_mean_train_accuracy': float(np.mean(sh['train_acc'])),
+      'attacks': attacks_out, 'yeom_decision': yeom, 'sweep': sweep,
+      'total_seconds': time.time() - t_start,
+      'backend': jax.default_backend(),
+  }
+  jio.write_json_atomic(os.path.join(workdir, f'{NAME}.json'), results)
+  return results
+
+
+def _overfitting_sweep(cfg, model, init_fn, x_all, y_all, x_test, y_test, shokri_idx,
+                       pool_idx, key, cache):
+  used = np.zeros(x_all.shape[0], bool)
+  used[pool_idx] = True
+  free = np.nonzero(~used)[0]
+  sizes = list(cfg.sweep_sizes)
+  k_sets, k_train, k_eval = jax.random.split(key, 3)
+  perm = np.asarray(jax.random.permutation(k_sets, free.size))
+  sets = [free[perm[:s]] for s in sizes]           # nested, from data no target saw
+  masks = data.masks_from_indices(sets, x_all.shape[0])
+
+  def train_sweep():
+    r = priv.train_shadow_models(model.apply, init_fn, x_all, y_all, masks, key=k_train,
+                                 optimizer=optax.adam(cfg.learning_rate),
+                                 batch_size=min(cfg.batch_size, min(sizes)),
+                                 num_steps=cfg.sweep_steps)
+    ev = np.asarray(jax.random.permutation(k_eval, x_test.shape[0]))[:cfg.sweep_eval]
+    tr_logits = train.predict_logits_many(model.apply, r.params, x_all[sets[-1]])
+    te_logits = train.predict_logits_many(model.apply, r.params, x_test[ev])
+    test_full = train.predict_logits_many(model.apply, r.params, x_test)
+    return {'tr_logits': tr_logits, 'te_logits': te_logits, 'ev': ev,
+            'test_acc': np.mean(np.argmax(test_full, -1) == y_test[None], 1)}
+  sw = cache.get('sweep', train_sweep)
+  out = []
+  for m, s in enumerate(sizes):
+    tl = jnp.asarray(sw['tr_logits'][m, :s])
+    ty = jnp.asarray(y_all[sets[-1]][:s])
+    # sets are nested prefixes of one permutation: model m's members are sets[-1][:s].
+    el, ey = jnp.asarray(sw['te_logits'][m]), jnp.asarray(y_test[sw['ev']])
+    k = min(s, el.shape[0])  # equal numbers of members and non-members
+    sc = np.r_[np.asarray(priv.loss_score(tl, ty))[:k], np.asarray(priv.loss_score(el, ey))[:k]]
+    lab = np.r_[np.ones(k, bool), np.zeros(k, bool)]
+    train_losses = np.asarray(priv.cross_entropy_loss(tl, ty))
+    tau = priv.yeom_threshold(train_losses)
+    dec = metrics.threshold_metrics(np.asarray(priv.threshold_predict(sc, -tau)), lab)
+    train_acc = float(np.mean(np.argmax(tl, -1) == ty))
+    test_acc = float(sw['test_acc'][m])
+    rep = metrics.membership_report(sc, lab, fprs=cfg.fprs)
+    out.append({'train_size': s, 'train_accuracy': train_acc, 'test_accuracy': test_acc,
+                'generalization_gap': train_acc - test_acc,
+                'mean_train_loss': tau,
+                'yeom_advantage': dec['advantage'], 'best_advantage': rep['advantage'],
+                'auc': rep['auc'],
+                **{f'tpr_at_{f:g}_fpr': rep[f'tpr_at_{f:g}_fpr'] for f in cfg.fprs}})
+    print(f'[{NAME}] sweep n={s}: gap {train_acc - test_acc:.3f} Yeom adv '
+          f'{dec["advantage"]:.3f} AUC {rep["auc"]:.3f}', flush=True)
+  return out
+
+
+def render_markdown(r: dict) -> str:
+  fprs = r['config']['fprs']
+  lines = [
+      f"## Membership inference on {r['dataset']} ({r['model']}, {r['num_params']:,} "
+      'parameters)', '',
+      f"Target: trained on {r['num_members']} of {r['pool_size']} pool images "
+      f"(train accuracy {100 * r['target_train_accuracy']:.1f}%, test accuracy "
+      f"{100 * r['target_test_accuracy']:.1f}%); {r['num_nonmembers']} non-members. "
+      f"LiRA: {r['num_shadow']} shadow models (every example IN for half), trained as one "
+      f"`fit_many` program in {r['shadow_train_seconds']:.0f} s "
+      f"({r['backend']}); augmentation-free (one query per example). TPR at FPR uses the "
+      'lowest threshold whose FPR <= the target (`jaxsec.metrics`).', '',
+      '| attack | AUC | balanced acc. | ' + ' | '.join(
+          f'TPR @ {100 * f:g}% FPR' for f in fprs) + ' |',
+      '|---|---|---|' + '---|' * len(fprs),
+  ]
+  for name, a in r['attacks'].items():
+    lines.append(f"| {name} | {a['auc']:.4f} | {100 * a['balanced_accuracy']:.2f}% | "
+                 + ' | '.join(f"{100 * a[f'tpr_at_{f:g}_fpr']:.2f}%" for f in fprs) + ' |')
+  y = r['yeom_decision']
+  lines += [
+      '', f"Yeom's decision rule (member iff loss <= tau = {y['tau']:.4f}, the Shokri shadow "
+      f"models' mean training loss): TPR {100 * y['tpr']:.1f}%, FPR {100 * y['fpr']:.1f}%, "
+      f"advantage {y['advantage']:.3f}.", '',
+      f"![log-log ROC]({NAME}_roc.png)", '',
+      'Overfitting sweep (one `fit_many` program over training-set sizes, '
+      f"{r['config']['sweep_steps']} steps each; members vs as many unseen test images):", '',
+      '| train size | train acc. | test acc. | gap | Yeom advantage | best advantage | AUC |',
+      '|---|---|---|---|---|---|---|',
+  ]
+  for s in r['sweep']:
+    lines.append(f"| {s['train_size']} | {100 * s['train_accuracy']:.1f}% | "
+                 f"{100 * s['test_accuracy']:.1f}% | {s['generalization_gap']:.3f} | "
+                 f"{s['yeom_advantage']:.3f} | {s['best_advantage']:.3f} | {s['auc']:.3f} |")
+  lines.append('')
+  return '\n'.join(lines)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON, plot and cache go.')
+flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
+flags.DEFINE_string('cache_dir', 'workdir/cache', 'Stage cache (resume after a cut-off).')
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  run(get_config(FLAGS.variant), FLAGS.workdir, FLAGS.cache_dir)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,277 @@
+"""Auto-PGD (Croce & Hein, ICML 2020): step-size-free PGD with momentum, APGD-CE / -DLR / -T.
+
+Written from the paper's Algorithm 1 and Section 3; details that the paper leaves open were
+checked against the authors' public code (facts only, the code here is our own):
+
+* start: ``x^(0) = clip(x + eps * t / ||t||_p)`` with ``t ~ U[-1, 1]^d`` (L_inf) or
+  ``t ~ N(0, I)`` (L2), i.e. a random point on the *sphere* of radius eps, clipped to the box;
+* initial step ``eta^(0) = 2 eps`` (per example); ``x^(1) = P(x^(0) + eta grad)`` (no
+  momentum on the first step); afterwards, with ``alpha = 0.75``,
+  ``z = P(x^(k) + eta^(k) d(grad f(x^(k))))`` and
+  ``x^(k+1) = P(x^(k) + alpha (z - x^(k)) + (1 - alpha)(x^(k) - x^(k-1)))``, ``d`` the sign
+  (L_inf) or the L2-normalised gradient, ``P`` the projection onto ball ∩ box;
+* checkpoints ``w_j = ceil(p_j N)`` with ``p_0 = 0, p_1 = 0.22,
+  p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``;
+* at a checkpoint ``w_j`` the step is halved, and the iterate *and its gradient* are reset to
+  the best point so far ``x_max``, when
+  (1) ``#{i in [w_{j-1}, w_j): f(x^(i+1)) > f(x^(i))} < rho (w_j - w_{j-1})`` or
+  (2) the step was not reduced at ``w_{j-1}`` and ``f_max`` did not change since then;
+  after a reset the momentum term is ``x_max - x^(w_j - 1)`` (as in the official code).
+
+Two deliberate differences from the official PyTorch code, both following the paper's text:
+condition (1) uses a strict ``<`` (the code uses ``<=``), and condition (2) may fire at the
+first checkpoint (the code disables it there; the paper defines ``w_0 = 0`` as a checkpoint
+with ``f_max^(0) = f(x^(0))``).
+
+Cost: ``N + 1`` forward-backward passes per restart (and per target class for APGD-T).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxsec import _checks
+from jaxsec.attacks.base import AttackOutput
+from jaxsec.attacks.evasion import common
+
+
+def checkpoints(num_steps: int) -> list[int]:
+  """The iterations ``w_j = ceil(p_j N)`` (``1 <= w_j <= N``) where APGD checks the step."""
+  p_prev, p = 0.0, 0.22
+  out = []
+  while p <= 1.0 + 1e-12:
+    w = int(math.ceil(p * num_steps - 1e-9))
+    if 1 <= w <= num_steps and (not out or w > out[-1]):
+      out.append(w)
+    p_prev, p = p, p + max(p - p_prev - 0.03, 0.06)
+  return out
+
+
+def checkpoint_reduce(count, seg_len, rho, reduced_last, f_max_last, f_max):
+  """APGD's step-size test at a checkpoint ``w_j`` (per example, bool).
+
+  ``count``: the number of steps ``i in [w_{j-1}, w_j)`` with ``f(x^(i+1)) > f(x^(i))``;
+  ``seg_len = w_j - w_{j-1}``; ``reduced_last``: the step was halved at ``w_{j-1}``;
+  ``f_max_last``: the best objective at ``w_{j-1}``. Halve when condition (1)
+  ``count < rho * seg_len`` or condition (2) ``not reduced_last and f_max == f_max_last``.
+  """
+  cond1 = count < rho * seg_len
+  cond2 = (~reduced_last) & (f_max_last >= f_max)
+  return cond1 | cond2
+
+
+def _apgd_start(key, x, eps, p, bounds):
+  lo, hi = bounds
+  if p == 'linf':
+    t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
+    t = t / common._bcast(jnp.maximum(common.norm(t, 'linf'), 1e-12), t)
+  else:
+    t = common.normalize(jax.random.normal(key, x.shape, x.dtype), 'l2')
+  return jnp.clip(x + common._bcast(eps, x) * t, lo, hi)
+
+
+def apgd_run(logits_fn, x, y, key, *, eps, p, num_steps, obj, success_fn, bounds, rho,
+             alpha, random_start=True, return_state=False):
+  """One APGD run. ``obj(logits, y) -> [B]`` is maximised, ``success_fn(logits) -> [B]``.
+
+  Returns ``(x_out, success, objective_at_x_out)``: ``x_out`` is a successful iterate where
+  one was found (the one with the highest objective), otherwise the highest-objective one.
+  With ``return_state`` a fourth element, the final loop state (``eta``, ``f_max``, ...).
+  """
+  b = x.shape[0]
+  eps_b = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (b,))
+  vg = common.value_and_grad(logits_fn, obj)
+  proj = lambda z: common.project(z, x, eps_b, p, bounds)
+  direction = (lambda g: jnp.sign(g)) if p == 'linf' else (lambda g: common.normalize(g, 'l2'))
+
+  ck = checkpoints(num_steps)
+  is_ck = [False] * (num_steps + 1)
+  seg = [0] * (num_steps + 1)
+  prev = 0
+  for w in ck:
+    is_ck[w] = True
+    seg[w] = w - prev
+    prev = w
+  is_ck = jnp.asarray(is_ck)
+  seg = jnp.asarray(seg, x.dtype)
+
+  x0 = _apgd_start(key, x, eps_b, p, bounds) if random_start else x
+  f0, logits0, g0 = vg(x0, y)
+  s0 = success_fn(logits0)
+
+  state = dict(
+      x_cur=x0, x_prev=x0, g=g0, f_cur=f0, eta=2.0 * eps_b,
+      x_max=x0, f_max=f0, g_max=g0,
+      count=jnp.zeros((b,), x.dtype), f_max_last=f0,
+      reduced_last=jnp.zeros((b,), bool),
+      x_out=x0, s_out=s0, v_out=f0)
+
+  def body(i, st):
+    a = jnp.where(i == 0, 1.0, alpha).astype(x.dtype)
+    xk, xkm1 = st['x_cur'], st['x_prev']
+    z = proj(xk + common._bcast(st['eta'], xk) * direction(st['g']))
+    x_new = proj(xk + a * (z - xk) + (1.0 - a) * (xk - xkm1))
+    f_new, logits, g_new = vg(x_new, y)
+    s_new = success_fn(logits)
+    # Best adversarial output (success first, then objective).
+    imp = common.better(s_new, f_new, st['s_out'], st['v_out'])
+    x_out = common.select(imp, x_new, st['x_out'])
+    v_out = jnp.where(imp, f_new, st['v_out'])
+    s_out = st['s_out'] | s_new
+    # Best-objective point for the step-size control.
+    up = f_new > st['f_max']
+    x_max = common.select(up, x_new, st['x_max'])
+    g_max = common.select(up, g_new, st['g_max'])
+    f_max = jnp.where(up, f_new, st['f_max'])
+    count = st['count'] + (f_new > st['f_cur']).astype(x.dtype)
+    # Checkpoint at w_j = i + 1.
+    at_ck = is_ck[i + 1]
+    reduce = at_ck & checkpoint_reduce(count, seg[i + 1], rho, st['reduced_last'],
+                                       st['f_max_last'], f_max)
+    eta = jnp.where(reduce, 0.5 * st['eta'], st['eta'])
+    x_next = common.select(reduce, x_max, x_new)
+    g_next = common.select(reduce, g_max, g_new)
+    f_next = jnp.where(reduce, f_max, f_new)
+    return dict(
+        x_cur=x_next, x_prev=xk, g=g_next, f_cur=f_next, eta=eta,
+        x_max=x_max, f_max=f_max, g_max=g_max,
+        count=jnp.where(at_ck, 0.0, count).astype(x.dtype),
+        f_max_last=jnp.where(at_ck, f_max, st['f_max_last']),
+        reduced_last=jnp.where(at_ck, reduce, st['reduced_last']),
+        x_out=x_out, s_out=s_out, v_out=v_out)
+
+  st = lax.fori_loop(0, num_steps, body, state)
+  if return_state:
+    return st['x_out'], st['s_out'], st['v_out'], st
+  return st['x_out'], st['s_out'], st['v_out']
+
+
+def _check_apgd(eps, norm, num_steps, restarts, rho, alpha, bounds):
+  bounds = common.check_common(eps=eps, norm_=norm, bounds=bounds, norms=('linf', 'l2'))
+  num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
+  restarts = _checks.check_int('restarts', restarts, minimum=1)
+  _checks.check_float('rho', rho, minimum=0.0, maximum=1.0)
+  _checks.check_float('alpha', alpha, minimum=0.0, maximum=1.0, strict_min=True)
+  return bounds, num_steps, restarts
+
+
+def _restarts(run, key, restarts, b):
+  x_b, s_b, v_b = run(jax.random.fold_in(key, 0))
+
+  def body(i, c):
+    x_r, s_r, v_r = run(jax.random.fold_in(key, i))
+    imp = common.better(s_r, v_r, c[1], c[2])
+    return common.select(imp, x_r, c[0]), c[1] | s_r, jnp.where(imp, v_r, c[2])
+
+  if restarts > 1:
+    x_b, s_b, v_b = lax.fori_loop(1, restarts, body, (x_b, s_b, v_b))
+  return x_b, s_b, v_b
+
+
+def apgd(*, eps, norm: str = 'linf', num_steps: int = 100, loss: str = 'ce',
+         targeted: bool = False, restarts: int = 1, rho: float = 0.75, alpha: float = 0.75,
+         bounds=(0.0, 1.0), return_info: bool = False):
+  """APGD-CE / APGD-DLR (Croce & Hein, ICML 2020); see the module docstring for the exact
+  algorithm.
+
+  Guarantee: ``||x_adv - x||_p <= eps`` (p = linf or l2) and ``lo <= x_adv <= hi``.
+
+  Args:
+    eps: radius (may be traced, so ``jax.vmap`` over eps works).
+    norm: 'linf' or 'l2'.
+    num_steps: iterations N (static); N + 1 gradients per restart.
+    loss: 'ce' (APGD-CE), 'dlr' (APGD-DLR, needs >= 3 classes) or 'cw' (margin).
+    targeted: ``y`` are target labels; the objective is ``-CE(x, t)`` for 'ce' and the
+      DLR-normalised target margin for 'dlr' (see :func:`common.objective`); success means
+      predicting ``t``. For AutoAttack's APGD-T (targeted DLR over the top-k classes,
+      untargeted success) use :func:`apgd_t`.
+    restarts: independent random starts; per example the best result is kept.
+    rho: the fraction in checkpoint condition (1).
+    alpha: the momentum weight (0.75; 1 = no momentum).
+    bounds: the input box.
+    return_info: return ``AttackOutput`` with ``success`` [B], ``loss`` [B] (objective at
+      x_adv) and ``gradients`` [B].
+  """
+  bounds, num_steps, restarts = _check_apgd(eps, norm, num_steps, restarts, rho, alpha,
+                                            bounds)
+  _checks.check_choice('loss', loss, common.LOSSES)
+  common.check_bool(targeted=targeted, return_info=return_info)
+  obj = common.objective(loss, targeted)
+
+  def attack(logits_fn, x, y, key):
+    common.check_call(x, y, bounds)
+    succ = lambda logits: common.success(logits, y, targeted)
+    run = lambda k: apgd_run(logits_fn, x, y, k, eps=eps, p=norm, num_steps=num_steps,
+                             obj=obj, success_fn=succ, bounds=bounds, rho=rho, alpha=alpha)
+    x_adv, s, v = _restarts(run, key, restarts, x.shape[0])
+    if not return_info:
+      return x_adv
+    return AttackOutput(x_adv, {'success': s, 'loss': v, 'gradients': jnp.full(
+        (x.shape[0],), restarts * (num_steps + 1), jnp.int32)})
+  return attack
+
+
+def top_other_classes(logits: jax.Array, y: jax.Array, k: int) -> jax.Array:
+  """The ``k`` classes with the largest logits other than ``y``, by rank: [B, k]."""
+  z = common.as_multiclass(logits)
+  z = jnp.where(jax.nn.one_hot(y, z.shape[-1], dtype=bool), -jnp.inf, z)
+  return lax.top_k(z, k)[1].astype(jnp.int32)
+
+
+def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes: int = 9,
+           restarts: int = 1, rho: float = 0.75, alpha: float = 0.75, bounds=(0.0, 1.0),
+           return_info: bool = False):
+  """APGD-T of AutoAttack (Croce & Hein, ICML 2020): APGD on the targeted DLR loss
+  ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` for each of the ``num_target_classes``
+  classes ranked highest (other than ``y``) at the clean input, ``restarts`` runs each.
+
+  ``y`` are the *true* labels and success is misclassification (an untargeted attack
+  that uses targets as a search device). Per example the best result over all targets and
+  restarts is kept. Needs >= 4 classes and ``num_target_classes <= num_classes - 1``
+  (checked when the attack is called, once the number of classes is known).
+  Cost: ``num_target_classes * restarts * (num_steps + 1)`` gradients.
+  """
+  bounds, num_steps, restarts = _check_apgd(eps, norm, num_steps, restarts, rho, alpha,
+                                            bounds)
+  num_target_classes = _checks.check_int('num_target_classes', num_target_classes,
+                                         minimum=1)
+  common.check_bool(return_info=return_info)
+
+  def attack(logits_fn, x, y, key):
+    common.check_call(x, y, bounds)
+    logits = common.as_multiclass(logits_fn(x))
+    c = logits.shape[-1]
+    if c < 4:
+      raise ValueError(f'APGD-T needs at least 4 classes (targeted DLR); the model has {c}.')
+    if num_target_classes > c - 1:
+      raise ValueError(f'num_target_classes={num_target_classes} must be <= num_classes - 1 '
+                       f'= {c - 1}.')
+    targets = top_other_classes(logits, y, num_target_classes)
+    succ = lambda lg: common.success(lg, y, False)
+
+    def per_target(j):
+      t = targets[:, j]
+      obj = lambda lg, yy: common.targeted_dlr_loss(lg, yy, t)
+      run = lambda k: apgd_run(logits_fn, x, y, k, eps=eps, p=norm, num_steps=num_steps,
+                               obj=obj, success_fn=succ, bounds=bounds, rho=rho,
+                               alpha=alpha)
+      return _restarts(run, jax.random.fold_in(key, j), restarts, x.shape[0])
+
+    x_b, s_b, v_b = per_target(0)
+
+    def body(j, carry):
+      x_r, s_r, v_r = per_target(j)
+      imp = common.better(s_r, v_r, carry[1], carry[2])
+      return common.select(imp, x_r, carry[0]), carry[1] | s_r, jnp.where(imp, v_r, carry[2])
+
+    if num_target_classes > 1:
+      x_b, s_b, v_b = lax.fori_loop(1, num_target_classes, body, (x_b, s_b, v_b))
+    if not return_info:
+      return x_b
+    return AttackOutput(x_b, {'success': s_b, 'loss': v_b, 'gradients': jnp.full(
+        (x.shape[0],), num_target_classes * restarts * (num_steps + 1), jnp.int32),
+                              'targets': targets})
+  return attack

@@ -1,0 +1,483 @@
+"""Carlini & Wagner attacks (IEEE S&P 2017): L2, L_inf and L0.
+
+All three optimise in the tanh change of variables of the paper (Sec. V.A, "change of
+variables"), generalised to any box: ``x' = lo + (hi - lo) (tanh(w) + 1) / 2``, so that the
+box constraint always holds and Adam works unconstrained on ``w``. The misclassification
+term is the paper's f_6 with confidence ``kappa``:
+
+* untargeted: ``max(z_y - max_{j != y} z_j, -kappa)``
+* targeted:   ``max(max_{j != t} z_j - z_t, -kappa)``
+
+and an example counts as adversarial (the official code's ``compare``) when
+``z_y + kappa < max_{j != y} z_j`` (untargeted) or ``z_t - kappa > max_{j != t} z_j``
+(targeted). Distances are measured in the input's own units (for bounds ``(0, 1)`` these are
+the paper's units; the official code's [-0.5, 0.5] box has the same scale).
+
+All the per-example searches (binary search over c, the tau schedule of L_inf, the pixel
+fixing of L0) are vectorised over the batch: each example keeps its own state, and the
+whole attack is one ``lax`` loop program, jittable with ``jax.jit(attack,
+static_argnums=0)``. Adam is elementwise, so optimising the batch at once with per-example
+constants and masks is exactly the per-example optimisation of the official code.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxsec import _checks
+from jaxsec.attacks.base import AttackOutput
+from jaxsec.attacks.evasion import common
+
+_B1, _B2, _EPS = 0.9, 0.999, 1e-8
+_ATANH_SCALE = 0.999999   # the official code's factor, keeps arctanh finite at the bounds
+
+
+def to_box(w, lo, hi):
+  """``lo + (hi - lo) (tanh(w) + 1) / 2``: R^d -> the open box."""
+  return lo + (hi - lo) * (jnp.tanh(w) + 1.0) * 0.5
+
+
+def from_box(x, lo, hi):
+  """Inverse of :func:`to_box` (with the official 0.999999 shrink at the bounds)."""
+  u = jnp.clip(2.0 * (x - lo) / (hi - lo) - 1.0, -1.0, 1.0)
+  return jnp.arctanh(u * _ATANH_SCALE)
+
+
+def cw_margin(z, y, targeted: bool):
+  """``z_y - max_{j != y} z_j`` (untargeted) or ``max_{j != t} z_j - z_t`` (targeted): the
+  attack succeeds (with confidence kappa) when this is < -kappa."""
+  m = common.margin(z, y)
+  return -m if targeted else m
+
+
+def _bc(v, x):
+  return v.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def _adam(g, m, v, t, lr, active):
+  """One masked Adam step per example (``t`` [B] is the per-example step count)."""
+  a = _bc(active, g)
+  t1 = t + 1.0
+  m1 = _B1 * m + (1 - _B1) * g
+  v1 = _B2 * v + (1 - _B2) * g * g
+  mh = m1 / _bc(1 - _B1 ** t1, g)
+  vh = v1 / _bc(1 - _B2 ** t1, g)
+  step = lr * mh / (jnp.sqrt(vh) + _EPS)
+  return (jnp.where(a, -step, 0.0), jnp.where(a, m1, m), jnp.where(a, v1, v),
+          jnp.where(active, t1, t))
+
+
+def _sqdist(d):
+  f = d.reshape((d.shape[0], -1))
+  return jnp.sum(f * f, axis=-1)
+
+
+def _check_cw(targeted, confidence, learning_rate, num_steps, abort_early, return_info,
+              bounds):
+  common.check_bool(targeted=targeted, abort_early=abort_early, return_info=return_info)
+  _checks.check_float('confidence', confidence, minimum=0.0)
+  _checks.check_float('learning_rate', learning_rate, minimum=0.0, strict_min=True)
+  _checks.check_int('num_steps', num_steps, minimum=1)
+  return _checks.check_bounds(bounds)
+
+
+# =========================================================================== L2
+
+
+def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1e-3,
+                      num_binary_steps: int = 9, num_steps: int = 1000,
+                      learning_rate=1e-2, abort_early: bool = True, bounds=(0.0, 1.0),
+                      return_info: bool = False):
+  """C&W L2 attack (Carlini & Wagner, S&P 2017, Sec. V.A).
+
+  Minimises ``||x' - x||_2^2 + c * f_6(x')`` over ``w`` with Adam, ``x' = box(w)``, and for
+  each example runs a binary search over ``c`` (``num_binary_steps`` rounds, starting at
+  ``initial_const``): on success ``c`` is halved towards the lower bound, on failure it is
+  multiplied by 10 until an upper bound is known, then bisected (the official code,
+  including its rule that with >= 10 binary steps the last round uses the upper bound).
+  Each round restarts Adam from ``x``. With ``abort_early`` an example's round stops when
+  its loss has not decreased by 0.01% over ``num_steps // 10`` steps. The attack keeps, per
+  example, the adversarial point of smallest L2 found in any round.
+
+  Guarantee: ``lo <= x_adv <= hi``; where ``success`` is True, ``x_adv`` is adversarial with
+  confidence ``kappa``; elsewhere ``x_adv = x``.
+
+  Args:
+    targeted: ``y`` are target labels.
+    confidence: kappa >= 0.
+    initial_const: initial c > 0 (may be traced).
+    num_binary_steps: binary search rounds over c, >= 1.
+    num_steps: Adam iterations per round (official default 10000; 1000 here).
+    learning_rate: Adam step size on ``w``.
+    abort_early: stop a round when the loss stalls.
+    bounds: input box ``(lo, hi)``.
+    return_info: also return ``success`` [B], ``l2`` [B] (``||x_adv - x||_2``; 0 where it
+      failed), ``const`` [B] (the final c), ``steps`` [B] and ``gradients`` [B] (Adam steps
+      = gradient evaluations, all rounds).
+  """
+  bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
+                     return_info, bounds)
+  _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
+  _checks.check_int('num_binary_steps', num_binary_steps, minimum=1)
+  lo, hi = bounds
+  repeat = num_binary_steps >= 10
+  every = max(num_steps // 10, 1)
+
+  def attack(logits_fn, x, y, key=None):
+    del key
+    common.check_call(x, y, bounds)
+    if x.shape[0] == 0:   # empty batch: nothing to attack
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+    b = x.shape[0]
+    dt = x.dtype
+    kappa = jnp.asarray(confidence, dt)
+    w0 = from_box(x, lo, hi)
+
+    def per_example_loss(w, const):
+      xa = to_box(w, lo, hi)
+      l2 = _sqdist(xa - x)
+      z = common.as_multiclass(logits_fn(xa))
+      m = cw_margin(z, y, targeted)
+      loss = l2 + const * jnp.maximum(m, -kappa)
+      return jnp.sum(loss), (loss, l2, m, xa)
+
+    vg = jax.value_and_grad(per_example_loss, has_aux=True)
+
+    def one_round(const):
+      def cond(s):
+        return (s[0] < num_steps) & jnp.any(s[5])
+
+      def body(s):
+        i, w, m1, v1, prev, active, best_l2, best_adv, steps = s
+        (_, (loss, l2, marg, xa)), g = vg(w, const)
+        succ = marg + kappa < 0
+        imp = active & succ & (l2 < best_l2)
+        best_l2 = jnp.where(imp, l2, best_l2)
+        best_adv = common.select(imp, xa, best_adv)
+        steps = steps + active.astype(jnp.int32)
+        if abort_early:
+          check = (i % every) == 0
+          stall = check & (loss > prev * 0.9999)
+          prev = jnp.where(check, loss, prev)
+          still = active & ~stall
+        else:
+          still = active
+        upd, m1, v1, _ = _adam(g, m1, v1, jnp.full((b,), i, dt), learning_rate, still)
+        return i + 1, w + upd, m1, v1, prev, still, best_l2, best_adv, steps
+
+      init = (jnp.asarray(0), w0, jnp.zeros_like(x), jnp.zeros_like(x),
+              jnp.full((b,), jnp.inf, dt), jnp.ones((b,), bool), jnp.full((b,), jnp.inf, dt),
+              x, jnp.zeros((b,), jnp.int32))
+      out = lax.while_loop(cond, body, init)
+      return out[6], out[7], out[8]
+
+    def outer(j, s):
+      const, lower, upper, o_l2, o_adv, steps = s
+      if repeat:
+        const = jnp.where(j == num_binary_steps - 1, upper, const)
+      l2, adv, st = one_round(const)
+      found = jnp.isfinite(l2)
+      imp = found & (l2 < o_l2)
+      o_l2 = jnp.where(imp, l2, o_l2)
+      o_adv = common.select(imp, adv, o_adv)
+      upper = jnp.where(found, jnp.minimum(upper, const), upper)
+      lower = jnp.where(found, lower, jnp.maximum(lower, const))
+      known = upper < 1e9
+      const = jnp.where(known, 0.5 * (lower + upper), jnp.where(found, const, const * 10))
+      return const, lower, upper, o_l2, o_adv, steps + st
+
+    init = (jnp.full((b,), initial_const, dt), jnp.zeros((b,), dt), jnp.full((b,), 1e10, dt),
+            jnp.full((b,), jnp.inf, dt), x, jnp.zeros((b,), jnp.int32))
+    const, _, _, o_l2, x_adv, steps = lax.fori_loop(0, num_binary_steps, outer, init)
+    if not return_info:
+      return x_adv
+    success = jnp.isfinite(o_l2)
+    info = {'success': success, 'l2': common.norm(x_adv - x, 'l2'), 'const': const,
+            'steps': steps, 'gradients': steps}
+    return AttackOutput(x_adv, info)
+  return attack
+
+
+# =========================================================================== L_inf
+
+
+def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const=1e-5,
+                        largest_const=20.0, const_factor=2.0, decrease_factor=0.9,
+                        initial_tau=1.0, min_tau=1.0 / 256, num_steps: int = 1000,
+                        learning_rate=5e-3, abort_early: bool = True, bounds=(0.0, 1.0),
+                        return_info: bool = False):
+  """C&W L_inf attack (Carlini & Wagner, S&P 2017, Sec. V.C), the official tau iteration.
+
+  For a threshold ``tau`` (in units of the box width ``hi - lo``) it minimises
+  ``c * max(m + kappa, 0) + sum_i max(|x'_i - x_i| - tau, 0)`` with Adam (``m`` the margin
+  above), doubling ``c`` (``const_factor``) after every ``num_steps`` iterations without a
+  solution, up to ``largest_const``. A solution is accepted as soon as the point is
+  adversarial and the loss is below ``1e-4 c`` (the official ``works`` test, i.e. the
+  tau-penalty is ~0). Then ``tau <- min(tau, ||x' - x||_inf) * decrease_factor``, the
+  search warm-starts from the solution with the same ``c`` (official ``REDUCE_CONST =
+  False``), and it stops when ``tau < min_tau`` or when ``c`` reaches ``largest_const``
+  without a solution; the last solution is returned.
+
+  The official code runs this per image with nested Python loops. Here it is one flat
+  per-example state machine in a ``lax.while_loop`` (each iteration: one gradient
+  evaluation for the batch; each example advances its own phase), which is the same
+  algorithm; the loop ends when every example is done. ``abort_early=False`` would keep
+  optimising after the ``works`` test; the official attack always aborts, so the flag only
+  exists for interface symmetry and must stay True.
+
+  Guarantee: ``lo <= x_adv <= hi``; where ``success``, ``x_adv`` is adversarial (with kappa);
+  elsewhere ``x_adv = x``.
+
+  Args:
+    targeted, confidence, bounds, return_info: as for :func:`carlini_wagner_l2`.
+    initial_const: first c (official 1e-5).
+    largest_const: give up once c reaches this (official 20).
+    const_factor: c multiplier on failure (official 2).
+    decrease_factor: tau multiplier after a success (official 0.9).
+    initial_tau, min_tau: start and stop thresholds as fractions of ``hi - lo``
+      (official 1 and 1/256).
+    num_steps: Adam iterations per value of c (official 1000).
+    learning_rate: Adam step size (official 5e-3).
+
+  ``info``: ``success``, ``linf`` (``||x_adv - x||_inf``, 0 where it failed), ``const``,
+  ``tau``, ``steps`` and ``gradients`` (gradient evaluations while the example was active).
+  """
+  bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
+                     return_info, bounds)
+  if not abort_early:
+    raise ValueError('abort_early=False is not supported by carlini_wagner_linf: the '
+                     'official algorithm accepts a solution as soon as it works.')
+  _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
+  _checks.check_float('largest_const', largest_const, minimum=0.0, strict_min=True)
+  _checks.check_float('const_factor', const_factor, minimum=1.0, strict_min=True)
+  _checks.check_float('decrease_factor', decrease_factor, minimum=0.0, maximum=1.0,
+                      strict_min=True, strict_max=True)
+  _checks.check_float('initial_tau', initial_tau, minimum=0.0, maximum=1.0, strict_min=True)
+  _checks.check_float('min_tau', min_tau, minimum=0.0, strict_min=True)
+  if _checks.is_concrete(min_tau) and _checks.is_concrete(initial_tau) and (
+      float(min_tau) > float(initial_tau)):
+    raise ValueError(f'min_tau={min_tau} must be <= initial_tau={initial_tau}.')
+  lo, hi = bounds
+  width = hi - lo
+
+  def attack(logits_fn, x, y, key=None):
+    del key
+    common.check_call(x, y, bounds)
+    if x.shape[0] == 0:   # empty batch: nothing to attack
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+    b = x.shape[0]
+    dt = x.dtype
+    kappa = jnp.asarray(confidence, dt)
+
+    def per_example_loss(w, const, tau):
+      xa = to_box(w, lo, hi)
+      pen = jnp.sum(jax.nn.relu(jnp.abs(xa - x) - _bc(tau, x)).reshape((b, -1)), axis=-1)
+      z = common.as_multiclass(logits_fn(xa))
+      m = cw_margin(z, y, targeted)
+      loss = const * jax.nn.relu(m + kappa) + pen
+      return jnp.sum(loss), (loss, m, xa)
+
+    vg = jax.value_and_grad(per_example_loss, has_aux=True)
+
+    def cond(s):
+      return jnp.any(~s[9])
+
+    def body(s):
+      w, m1, v1, t, const, tau, step, prev, found, done, steps = s
+      active = ~done
+      (_, (loss, marg, xa)), g = vg(w, const, tau)
+      steps = steps + active.astype(jnp.int32)
+      works = active & (marg + kappa < 0) & (loss < 1e-4 * const)
+      # --- accepted solution: shrink tau, restart the optimiser from here.
+      actual = jnp.max(jnp.abs(xa - x).reshape((b, -1)), axis=-1)
+      new_tau = jnp.minimum(tau, actual) * decrease_factor
+      prev = common.select(works, xa, prev)
+      found = found | works
+      tau = jnp.where(works, new_tau, tau)
+      done = done | (works & (new_tau < min_tau * width))
+      # --- otherwise one Adam step; after num_steps steps, c *= const_factor.
+      moving = active & ~works
+      upd, m1n, v1n, tn = _adam(g, m1, v1, t, learning_rate, moving)
+      w = w + upd
+      reset = _bc(works, x)
+      m1 = jnp.where(reset, 0.0, m1n)
+      v1 = jnp.where(reset, 0.0, v1n)
+      t = jnp.where(works, 0.0, tn)
+      step = jnp.where(works, 0, step + moving.astype(jnp.int32))
+      bump = moving & (step >= num_steps)
+      const = jnp.where(bump, const * const_factor, const)
+      step = jnp.where(bump, 0, step)
+      done = done | (bump & (const >= largest_const))
+      return w, m1, v1, t, const, tau, step, prev, found, done, steps
+
+    z0 = jnp.zeros_like(x)
+    init = (from_box(x, lo, hi), z0, z0, jnp.zeros((b,), dt),
+            jnp.full((b,), initial_const, dt), jnp.full((b,), initial_tau * width, dt),
+            jnp.zeros((b,), jnp.int32), x, jnp.zeros((b,), bool), jnp.zeros((b,), bool),
+            jnp.zeros((b,), jnp.int32))
+    out = lax.while_loop(cond, body, init)
+    _, _, _, _, const, tau, _, x_adv, found, _, steps = out
+    if not return_info:
+      return x_adv
+    info = {'success': found, 'linf': common.norm(x_adv - x, 'linf'), 'const': const,
+            'tau': tau, 'steps': steps, 'gradients': steps}
+    return AttackOutput(x_adv, info)
+  return attack
+
+
+# =========================================================================== L0
+
+
+def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1e-3,
+                      largest_const=2e6, const_factor=2.0, num_steps: int = 1000,
+                      learning_rate=1e-2, max_rounds: int | None = None,
+                      abort_early: bool = True, bounds=(0.0, 1.0),
+                      return_info: bool = False):
+  """C&W L0 attack (Carlini & Wagner, S&P 2017, Sec. V.B), official pixel-fixing loop.
+
+  Repeatedly: solve the L2 problem ``c * max(m + kappa, 0) + ||x' - x||_2^2`` restricted
+  to the still-modifiable ("valid") pixels (the others are fixed to ``x``), with Adam in the
+  tanh variables, doubling ``c`` after every ``num_steps`` iterations without success up to
+  ``largest_const`` and accepting the first adversarial iterate (official ``works`` test).
+  Then, with ``g`` the gradient of the loss at that solution, rank the valid pixels by
+  ``sum_channels |x'_i - x_i| * |g_i|`` and fix the least important ones: pixels are fixed in
+  increasing order until one whose score exceeds 0.01 has been fixed or
+  ``0.3 * sqrt(#unchanged pixels)`` have been fixed (the official rule). The search
+  warm-starts from the solution with the same c. It stops when the restricted problem has
+  no solution (c reached ``largest_const``), when no valid pixel is left, or after
+  ``max_rounds`` rounds (the jittable cap; default: the number of pixels, which the
+  official loop can never exceed since each round fixes >= 1 pixel), and returns the last
+  solution.
+
+  A "pixel" is one spatial location across channels for rank-4 NHWC inputs (as in the
+  paper), and one feature otherwise. A pixel counts as unchanged when all its channels moved
+  by less than ``1e-4 (hi - lo)``.
+
+  Guarantee: ``lo <= x_adv <= hi``; where ``success``, ``x_adv`` is adversarial (with kappa)
+  and differs from ``x`` only on the pixels still valid in its round; elsewhere
+  ``x_adv = x``.
+
+  Args:
+    targeted, confidence, bounds, return_info: as for :func:`carlini_wagner_l2`.
+    initial_const, largest_const, const_factor: the c schedule (official 1e-3, 2e6, 2).
+    num_steps: Adam iterations per value of c (official 1000).
+    learning_rate: Adam step size (official 1e-2).
+    max_rounds: cap on pixel-fixing rounds (None: number of pixels).
+    abort_early: must be True (the official attack accepts the first working iterate).
+
+  ``info``: ``success``, ``l0`` (changed pixels), ``features_changed`` (changed scalar
+  features), ``rounds``, ``steps``/``gradients`` (gradient evaluations), ``const``.
+  """
+  bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
+                     return_info, bounds)
+  if not abort_early:
+    raise ValueError('abort_early=False is not supported by carlini_wagner_l0: the '
+                     'official algorithm accepts a solution as soon as it works.')
+  _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
+  _checks.check_float('largest_const', largest_const, minimum=0.0, strict_min=True)
+  _checks.check_float('const_factor', const_factor, minimum=1.0, strict_min=True)
+  if max_rounds is not None:
+    _checks.check_int('max_rounds', max_rounds, minimum=1)
+  lo, hi = bounds
+  width = hi - lo
+
+  def attack(logits_fn, x, y, key=None):
+    del key
+    common.check_call(x, y, bounds)
+    if x.shape[0] == 0:   # empty batch: nothing to attack
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+    b = x.shape[0]
+    dt = x.dtype
+    kappa = jnp.asarray(confidence, dt)
+    image = x.ndim == 4
+    pix_shape = (b,) + (x.shape[1:3] + (1,) if image else x.shape[1:])
+    npix = math.prod(pix_shape[1:])
+    rounds_cap = npix if max_rounds is None else max_rounds
+
+    def pixel_sum(a):   # [B, ...] -> [B, P]
+      if image:
+        a = jnp.sum(a, axis=-1, keepdims=True)
+      return a.reshape((b, -1))
+
+    def pixel_all(a):
+      if image:
+        a = jnp.all(a, axis=-1, keepdims=True)
+      return a.reshape((b, -1))
+
+    def newimg(w, valid):
+      vm = valid.reshape(pix_shape)
+      return jnp.where(vm, to_box(w, lo, hi), x)
+
+    def per_example_loss(xn, const):
+      z = common.as_multiclass(logits_fn(xn))
+      m = cw_margin(z, y, targeted)
+      loss = const * jax.nn.relu(m + kappa) + _sqdist(xn - x)
+      return jnp.sum(loss), (loss, m)
+
+    vg = jax.value_and_grad(per_example_loss, has_aux=True)
+
+    def cond(s):
+      return jnp.any(~s[8])
+
+    def body(s):
+      w, m1, v1, t, const, step, valid, prev, done, found, rounds, steps = s
+      active = ~done
+      xn = newimg(w, valid)
+      (_, (_, marg)), g_img = vg(xn, const)
+      steps = steps + active.astype(jnp.int32)
+      works = active & (marg + kappa < 0)
+      # --- accepted: fix the least important valid pixels.
+      delta = jnp.abs(xn - x)
+      equal = jnp.sum(pixel_all(delta < 1e-4 * width), axis=-1)
+      change = pixel_sum(delta * jnp.abs(g_img))
+      score = jnp.where(valid, change, jnp.inf)
+      order = jnp.argsort(score, axis=-1)
+      srt = jnp.take_along_axis(score, order, axis=-1)
+      j = jnp.arange(1, npix + 1, dtype=dt)[None]
+      stop = (srt > 0.01) | (j >= 0.3 * jnp.sqrt(equal.astype(dt))[:, None])
+      n_valid = jnp.sum(valid, axis=-1)
+      first = jnp.where(jnp.any(stop, axis=-1), jnp.argmax(stop, axis=-1) + 1, npix)
+      nfix = jnp.minimum(first, n_valid)
+      rank = jnp.argsort(order, axis=-1)
+      fix = valid & (rank < nfix[:, None]) & works[:, None]
+      valid = valid & ~fix
+      prev = common.select(works, xn, prev)
+      found = found | works
+      rounds = rounds + works.astype(jnp.int32)
+      done = done | (works & ((jnp.sum(valid, axis=-1) == 0) | (rounds >= rounds_cap)))
+      # --- otherwise one Adam step (chain rule through the tanh box and the mask).
+      moving = active & ~works
+      th = jnp.tanh(w)
+      g_w = g_img * 0.5 * width * (1.0 - th * th)
+      g_w = jnp.where(valid.reshape(pix_shape), g_w, 0.0)
+      upd, m1n, v1n, tn = _adam(g_w, m1, v1, t, learning_rate, moving)
+      w = w + upd
+      reset = _bc(works, x)
+      m1 = jnp.where(reset, 0.0, m1n)
+      v1 = jnp.where(reset, 0.0, v1n)
+      t = jnp.where(works, 0.0, tn)
+      step = jnp.where(works, 0, step + moving.astype(jnp.int32))
+      bump = moving & (step >= num_steps)
+      const = jnp.where(bump, const * const_factor, const)
+      step = jnp.where(bump, 0, step)
+      done = done | (bump & (const >= largest_const))
+      return w, m1, v1, t, const, step, valid, prev, done, found, rounds, steps
+
+    z0 = jnp.zeros_like(x)
+    init = (from_box(x, lo, hi), z0, z0, jnp.zeros((b,), dt),
+            jnp.full((b,), initial_const, dt), jnp.zeros((b,), jnp.int32),
+            jnp.ones((b, npix), bool), x, jnp.zeros((b,), bool), jnp.zeros((b,), bool),
+            jnp.zeros((b,), jnp.int32), jnp.zeros((b,), jnp.int32))
+    out = lax.while_loop(cond, body, init)
+    const, x_adv, found, rounds, steps = out[4], out[7], out[9], out[10], out[11]
+    if not return_info:
+      return x_adv
+    changed = jnp.abs(x_adv - x) >= 1e-4 * width
+    info = {'success': found, 'l0': jnp.sum(~pixel_all(~changed), axis=-1),
+            'features_changed': jnp.sum(changed.reshape((b, -1)), axis=-1),
+            'rounds': rounds, 'steps': steps, 'gradients': steps, 'const': const}
+    return AttackOutput(x_adv, info)
+  return attack

@@ -1,0 +1,155 @@
+"""Universal adversarial perturbations (Moosavi-Dezfooli, Fawzi, Fawzi & Frossard, CVPR 2017).
+
+One perturbation ``v`` with ``||v||_p <= xi`` that fools the classifier on most inputs of a
+distribution. The paper's Algorithm 1:
+
+    v = 0
+    while fooling_rate(X, v) < 1 - delta and passes < max_passes:
+      for x_i in X (shuffled each pass):
+        if k(x_i + v) == k(x_i):
+          dv = minimal perturbation sending x_i + v across the boundary (DeepFool)
+          v = P_{p, xi}(v + dv)
+
+where ``k`` is the model's predicted label (the fooling rate compares predictions on
+``x + v`` with predictions on ``x``, not with true labels) and ``P_{p, xi}`` projects onto the
+L_p ball of radius ``xi`` (L_inf: clipping; L2: radial scaling). As in the official code,
+the inner minimal perturbation is L2 DeepFool (``num_classes`` candidates, ``overshoot``,
+``max_iter_df`` steps) for both norms, and ``v`` is only updated with DeepFool steps that
+actually fooled the model (the official code's ``iter < max_iter_df - 1`` test). Here the
+points are kept inside the box: DeepFool runs on ``clip(x_i + v)`` and ``dv`` is the clipped
+displacement, and the adversarial inputs are ``clip(x + v, lo, hi)``.
+
+The loop over data points is sequential by nature (each update depends on the current v);
+it is one ``lax.scan`` per pass inside a ``lax.while_loop`` over passes, so the whole fit
+is one jitted program.
+
+Interface. The universal perturbation is fitted on a set of inputs, not per example, so the
+factory returns an attack with the standard signature that fits ``v`` on the batch it is
+given and applies it to that same batch, plus two attributes:
+
+* ``attack.fit(logits_fn, x, key) -> (v, info)``: fit ``v`` (shape ``x.shape[1:]``) on the
+  data ``x``; ``info`` has ``fooling_rate`` (on ``x``), ``passes`` and ``updates``;
+* ``attack.apply(x, v) -> clip(x + v, lo, hi)``: apply a fitted ``v`` to any inputs (the
+  transfer-to-unseen-data setting of the paper: fit on a training set, apply to a test
+  set).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxsec import _checks
+from jaxsec.attacks.base import AttackOutput
+from jaxsec.attacks.evasion import common
+from jaxsec.attacks.evasion.deepfool import run_deepfool
+
+
+def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int = 10,
+                           overshoot=0.02, max_iter_df: int = 10, num_classes: int = 10,
+                           bounds=(0.0, 1.0), eval_batch: int = 256,
+                           return_info: bool = False):
+  """Universal adversarial perturbation (Moosavi-Dezfooli et al., CVPR 2017).
+
+  Guarantee: ``||v||_p <= xi`` and ``lo <= x_adv <= hi`` (``x_adv = clip(x + v)``, so
+  ``||x_adv - x||_p <= xi`` too).
+
+  Args:
+    xi: radius of the perturbation ball (paper: L2 2000 / L_inf 10 on [0, 255] ImageNet).
+    norm: 'linf' or 'l2'.
+    delta: the fit stops once the fooling rate on the data reaches ``1 - delta`` (paper:
+      delta = 0.2, i.e. 80%).
+    max_passes: maximum passes over the data.
+    overshoot: DeepFool overshoot (0.02).
+    max_iter_df: DeepFool steps per point (official 10).
+    num_classes: DeepFool candidate classes (official 10).
+    bounds: input box ``(lo, hi)``.
+    eval_batch: chunk size for evaluating the fooling rate on the whole data.
+    return_info: the standard attack also returns ``success`` [B] (prediction on
+      ``x_adv`` != ``y``), ``fooled`` [B] (prediction changed), ``fooling_rate``,
+      ``passes``, ``updates`` and ``perturbation`` (``v``).
+
+  Returns:
+    ``attack(logits_fn, x, y, key) -> x_adv`` with attributes ``fit`` and ``apply``.
+  """
+  _checks.check_float('xi', xi, minimum=0.0, strict_min=True)
+  _checks.check_choice('norm', norm, ('linf', 'l2'))
+  _checks.check_float('delta', delta, minimum=0.0, maximum=1.0, strict_max=True)
+  _checks.check_int('max_passes', max_passes, minimum=1)
+  _checks.check_float('overshoot', overshoot, minimum=0.0)
+  _checks.check_int('max_iter_df', max_iter_df, minimum=1)
+  _checks.check_int('num_classes', num_classes, minimum=2)
+  _checks.check_int('eval_batch', eval_batch, minimum=1)
+  common.check_bool(return_info=return_info)
+  bounds = _checks.check_bounds(bounds)
+  lo, hi = bounds
+
+  def project(v):
+    vb = v[None]
+    vb = common.project_linf(vb, xi) if norm == 'linf' else common.project_l2(vb, xi)
+    return vb[0]
+
+  def apply(x, v):
+    return jnp.clip(x + v[None], lo, hi)
+
+  def _predict(f, x):
+    fn = lambda xi_: jnp.argmax(f(xi_[None])[0], axis=-1)
+    return lax.map(fn, x, batch_size=min(eval_batch, max(x.shape[0], 1)))
+
+  def fit(logits_fn, x, key):
+    _checks.check_array('x', x, dtype_kind='f')
+    _checks.check_in_bounds('x', x, bounds, tol=1e-5)
+    f = lambda v: common.as_multiclass(logits_fn(v))
+    n = x.shape[0]
+    k0 = _predict(f, x)
+
+    def point(v, i):
+      xi_ = x[i][None]
+      cur = jnp.clip(xi_ + v[None], lo, hi)
+      lab = k0[i][None]
+      fooled = jnp.argmax(f(cur), axis=-1)[0] != k0[i]
+
+      def update(_):
+        x_df, _, z, _, _ = run_deepfool(f, cur, lab, norm='l2', num_classes=num_classes,
+                                        overshoot=overshoot, max_iter=max_iter_df,
+                                        bounds=bounds)
+        ok = jnp.argmax(z, axis=-1)[0] != k0[i]
+        return jnp.where(ok, project(v + (x_df - cur)[0]), v), ok
+
+      v, upd = lax.cond(fooled, lambda _: (v, jnp.asarray(False)), update, None)
+      return v, upd
+
+    def rate(v):
+      return jnp.mean((_predict(f, apply(x, v)) != k0).astype(jnp.float32))
+
+    def cond(s):
+      v, passes, fr, _, _ = s
+      return (passes < max_passes) & (fr < 1.0 - delta)
+
+    def body(s):
+      v, passes, _, updates, k = s
+      k, sub = jax.random.split(k)
+      order = jax.random.permutation(sub, n)
+      v, upd = lax.scan(point, v, order)
+      return v, passes + 1, rate(v), updates + jnp.sum(upd), k
+
+    v0 = jnp.zeros(x.shape[1:], x.dtype)
+    init = (v0, jnp.asarray(0), jnp.asarray(0.0, jnp.float32), jnp.asarray(0), key)
+    v, passes, fr, updates, _ = lax.while_loop(cond, body, init)
+    return v, {'fooling_rate': fr, 'passes': passes, 'updates': updates}
+
+  def attack(logits_fn, x, y, key):
+    common.check_call(x, y, bounds)
+    v, finfo = fit(logits_fn, x, key)
+    x_adv = apply(x, v)
+    if not return_info:
+      return x_adv
+    f = lambda u: common.as_multiclass(logits_fn(u))
+    pred = jnp.argmax(f(x_adv), axis=-1)
+    pred0 = jnp.argmax(f(x), axis=-1)
+    info = {'success': pred != y, 'fooled': pred != pred0, 'perturbation': v, **finfo}
+    return AttackOutput(x_adv, info)
+
+  attack.fit = fit
+  attack.apply = apply
+  return attack

@@ -1,0 +1,55 @@
+"""Training-data poisoning: attacks map a dataset to a dataset, ``(x, y, key) -> (x', y')``.
+
+Label flips keep the size ``n``; injection attacks append ``round(fraction * n)`` poison
+rows (see each factory). ``learners`` holds the exact, differentiable SVM / logistic
+regression / unrolled-GD learners the gradient attacks go through.
+"""
+from jaxsec.attacks.poisoning import learners
+from jaxsec.attacks.poisoning.backdoor import apply_trigger
+from jaxsec.attacks.poisoning.backdoor import badnets
+from jaxsec.attacks.poisoning.backdoor import feature_collision
+from jaxsec.attacks.poisoning.backdoor import feature_collision_point
+from jaxsec.attacks.poisoning.base import PoisonOutput
+from jaxsec.attacks.poisoning.base import num_poison
+from jaxsec.attacks.poisoning.bilevel import bilevel_poisoning
+from jaxsec.attacks.poisoning.bilevel import flipped_copies
+from jaxsec.attacks.poisoning.centroid import CentroidState
+from jaxsec.attacks.poisoning.centroid import centroid_init
+from jaxsec.attacks.poisoning.centroid import centroid_poisoning
+from jaxsec.attacks.poisoning.centroid import centroid_stream
+from jaxsec.attacks.poisoning.centroid import centroid_update
+from jaxsec.attacks.poisoning.centroid import greedy_attack_point
+from jaxsec.attacks.poisoning.label_flip import alfa
+from jaxsec.attacks.poisoning.label_flip import random_label_flip
+from jaxsec.attacks.poisoning.signature import conjunction_signature
+from jaxsec.attacks.poisoning.signature import signature_matches
+from jaxsec.attacks.poisoning.signature import signature_noise_poisoning
+from jaxsec.attacks.poisoning.svm_gradient import svm_poisoning
+from jaxsec.attacks.poisoning.svm_gradient import svm_poisoning_gradient
+from jaxsec.attacks.poisoning.svm_gradient import validation_hinge
+
+__all__ = [
+    'CentroidState',
+    'PoisonOutput',
+    'alfa',
+    'apply_trigger',
+    'badnets',
+    'bilevel_poisoning',
+    'centroid_init',
+    'centroid_poisoning',
+    'centroid_stream',
+    'centroid_update',
+    'conjunction_signature',
+    'feature_collision',
+    'feature_collision_point',
+    'flipped_copies',
+    'greedy_attack_point',
+    'learners',
+    'num_poison',
+    'random_label_flip',
+    'signature_matches',
+    'signature_noise_poisoning',
+    'svm_poisoning',
+    'svm_poisoning_gradient',
+    'validation_hinge',
+]

@@ -1,0 +1,48 @@
+"""Shared types and checks for poisoning attacks (dataset -> dataset).
+
+A poisoning attack built by a factory is ``attack(x, y, key) -> (x', y')``. Each attack
+documents whether the poisoned set keeps the size ``n`` (label flips, feature edits,
+BadNets in ``'replace'`` mode) or grows to ``n + n_poison`` (injection: Biggio, bilevel,
+clean-label collision, BadNets ``'inject'``; the poison rows are appended at the end).
+The budget is ``n_poison = round(fraction * n)`` of the *clean* training set size ``n``
+(:func:`num_poison`). With ``return_info=True`` the attack returns
+:class:`PoisonOutput` whose ``info['poison_mask']`` (bool ``[n']``) marks the poisoned
+rows, which sanitisers are scored against (``jaxsec.defenses.sanitize.precision_recall``).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from jaxsec import _checks
+
+
+class PoisonOutput(NamedTuple):
+  """``(x, y, info)``: the poisoned set and per-attack extras (``poison_mask`` [n'] always)."""
+  x: jax.Array
+  y: jax.Array
+  info: dict
+
+
+def check_fraction(name: str, fraction) -> float:
+  """A poison budget: a concrete fraction in [0, 1]."""
+  return float(_checks.check_float(name, fraction, minimum=0.0, maximum=1.0,
+                                   allow_traced=False))
+
+
+def num_poison(fraction: float, n: int) -> int:
+  """``round(fraction * n)`` poison points for a clean set of ``n`` (half rounds to even)."""
+  return int(np.round(fraction * n))
+
+
+def check_dataset(x, y, *, num_classes: int | None = None, min_size: int = 1):
+  """Float inputs ``[n, ...]``, int labels ``[n]`` (in ``[0, num_classes)`` if given)."""
+  _checks.check_array('x', x, dtype_kind='f', finite=True)
+  if x.ndim < 2:
+    raise ValueError(f'x has shape {tuple(x.shape)}; expected [n, features...] (rank >= 2).')
+  _checks.check_labels('y', y, num_classes=num_classes, batch=x.shape[0])
+  if x.shape[0] < min_size:
+    raise ValueError(f'x has {x.shape[0]} examples; expected at least {min_size}.')
+  return x, y

@@ -1,0 +1,131 @@
+"""Label-flipping poisoning: random flips and ALFA (Xiao, Xiao, Eckert, ECAI 2012).
+
+Both keep the data set's size and inputs and change exactly ``round(fraction * n)`` labels.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxsec import _checks
+from jaxsec.attacks.poisoning import learners
+from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, num_poison
+
+
+def random_label_flip(*, fraction: float, num_classes: int = 2, return_info: bool = False
+                      ) -> Callable:
+  """Flips the labels of ``round(fraction * n)`` uniformly chosen training points.
+
+  A flipped binary label becomes ``1 - y``; with ``num_classes > 2`` it becomes a uniformly
+  drawn *different* class. Inputs are unchanged; the set keeps size ``n``.
+
+  Returns:
+    ``attack(x, y, key) -> (x, y')`` (or :class:`PoisonOutput` with ``poison_mask``, the
+    flipped rows, when ``return_info``). Deterministic for a key.
+  """
+  fraction = check_fraction('fraction', fraction)
+  num_classes = _checks.check_int('num_classes', num_classes, minimum=2)
+
+  def attack(x, y, key):
+    check_dataset(x, y, num_classes=num_classes)
+    n = x.shape[0]
+    k = num_poison(fraction, n)
+    k_idx, k_lab = jax.random.split(key)
+    idx = jax.random.permutation(k_idx, n)[:k]
+    mask = jnp.zeros((n,), bool).at[idx].set(True)
+    shift = jax.random.randint(k_lab, (n,), 1, num_classes)
+    y_new = jnp.where(mask, (y + shift) % num_classes, y).astype(y.dtype)
+    if return_info:
+      return PoisonOutput(x, y_new, {'poison_mask': mask})
+    return x, y_new
+  return attack
+
+
+def _margin_loss(learner: str):
+  if learner == 'svm':
+    return lambda s, f: jax.nn.relu(1.0 - s * f)
+  return lambda s, f: jax.nn.softplus(-s * f)
+
+
+@functools.partial(jax.jit, static_argnames=('learner', 'C', 'l2', 'num_iters', 'tol'))
+def _alfa_mask(x, y, budget, *, learner, C, l2, num_iters, tol):
+  """ALFA's flip mask (see :func:`alfa`); ``budget`` is traced so budgets share a program."""
+  vloss = _margin_loss(learner)
+
+  def fit_scores(labels):
+    if learner == 'svm':
+      sol = learners.svm_dual(x, labels, C=C, tol=tol)
+      return x.reshape((x.shape[0], -1)) @ sol.w + sol.b
+    p = learners.logreg_newton(x, labels, num_classes=2, l2=l2)
+    return learners.linear_apply(p, x)[:, 0]
+
+  n = x.shape[0]
+  s = 2.0 * y.astype(x.dtype) - 1.0
+  f_s = fit_scores(y)
+  eps_keep, eps_flip = vloss(s, f_s), vloss(-s, f_s)
+
+  def lp(xi_keep, xi_flip):
+    d = (xi_flip - eps_flip) - (xi_keep - eps_keep)
+    order = jnp.argsort(d)
+    rank = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+    return rank, (rank < budget) & (d < 0)
+
+  def body(_, carry):
+    _, flip = lp(*carry)
+    f = fit_scores(jnp.where(flip, 1 - y, y))
+    return vloss(s, f), vloss(-s, f)
+
+  zero = jnp.zeros((n,), x.dtype)
+  xi = jax.lax.fori_loop(0, num_iters, body, (zero, zero))
+  rank, _ = lp(*xi)
+  return rank < budget
+
+
+def alfa(*, fraction: float, learner: str = 'svm', C: float = 1.0, l2: float = 1e-2,
+         num_iters: int = 10, tol: float = 1e-3, return_info: bool = False) -> Callable:
+  """Adversarial Label Flip Attack (ALFA) on a binary linear SVM or logistic regression.
+
+  Xiao, Xiao, Eckert (2012) pick the flips ``q`` that solve
+  ``min_{q, f} gamma ||f||^2 + sum_{i=1}^{2n} q_i [V(y_i, f(x_i)) - V(y_i, f_S(x_i))]``
+  over the doubled set ``U`` = every point with its label and with the flipped label,
+  ``q_i + q_{n+i} = 1``, ``sum q_{n+i} <= L``; ``f_S`` is the clean classifier and ``V`` the
+  learner's loss (hinge for the SVM, as in the paper; logistic loss for logistic
+  regression, our extension). They alternate an LP in ``q`` (relaxed to ``[0, 1]``) with the
+  learner's QP in ``f``, starting from ``xi = 0``, then flip the top-``L`` points by
+  ``q_{n+i}``. With unit flip costs (the case implemented) the relaxed LP is a fractional
+  knapsack with unit weights, so its solution is integral and exact in closed form: flip the
+  (at most ``L``) points with the most negative ``d_i = (xi_{n+i} - eps_{n+i}) - (xi_i -
+  eps_i)``; the QP is then the learner trained on those flips. After ``num_iters``
+  alternations the final ranking by ``d`` flips exactly ``L = round(fraction * n)`` labels.
+
+  Args:
+    fraction: flip budget, a fraction of the training set.
+    learner: 'svm' (linear SVM with constant ``C``) or 'logreg' (L2 strength ``l2``).
+    num_iters: LP/QP alternations.
+    tol: SMO tolerance of the SVM fits.
+
+  Returns:
+    ``attack(x, y, key) -> (x, y')`` for labels in {0, 1}; same size, same inputs. The key is
+    unused (ALFA is deterministic). ``return_info`` adds ``poison_mask`` and ``iterations``.
+  """
+  fraction = check_fraction('fraction', fraction)
+  _checks.check_choice('learner', learner, ('svm', 'logreg'))
+  C = _checks.check_positive('C', C)
+  l2 = _checks.check_positive('l2', l2)
+  num_iters = _checks.check_int('num_iters', num_iters, minimum=1)
+  tol = _checks.check_positive('tol', tol)
+
+  def attack(x, y, key=None):
+    del key
+    check_dataset(x, y, num_classes=2)
+    mask = _alfa_mask(x, y, jnp.asarray(num_poison(fraction, x.shape[0]), jnp.int32),
+                      learner=learner, C=float(C), l2=float(l2), num_iters=num_iters,
+                      tol=float(tol))
+    y_new = jnp.where(mask, 1 - y, y).astype(y.dtype)
+    if return_info:
+      return PoisonOutput(x, y_new, {'poison_mask': mask})
+    return x, y_new
+  return attack

@@ -1,0 +1,196 @@
+"""The Likelihood Ratio Attack (LiRA), Carlini, Chien, Nasr, Song, Terzis, Tramer 2022
+(IEEE S&P), "Membership inference attacks from first principles".
+
+For every candidate example ``(x, y)`` LiRA compares the target model's logit-scaled
+confidence ``phi = log(p_y / (1 - p_y))`` (:func:`logit_confidence`, computed from logits as
+``z_y - logsumexp_{j != y} z_j``) with its distribution over shadow models that did (IN) and
+did not (OUT) train on ``(x, y)``, each fit by a per-example Gaussian:
+
+* online:  ``log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)`` (the log likelihood
+  ratio; a monotone function of it is all an ROC needs);
+* offline (no IN models): the paper's one-sided test ``log Pr[Z <= phi]``,
+  ``Z ~ N(mu_out, s_out^2)`` (Algorithm 1, offline line); ``offline_test='two_sided'``
+  gives the official code's ``-log N(phi; mu_out, s_out^2)`` instead.
+* With several queries per example (augmentations, shape ``[..., A]``), each query gets its
+  own Gaussian and the per-query scores are averaged (the official code's
+  ``score.mean(1)``; a diagonal-covariance Gaussian up to the factor ``1/A``).
+
+Options (as in the paper and code): ``location='median'`` (official code) or ``'mean'``
+(paper); ``fix_variance=True`` replaces the per-example standard deviations by one global
+one (``fixed_std=s`` uses a given value instead). NOTE: the global standard deviation here is the pooled residual spread around each
+example's own location, ``sqrt(mean_{m,i} (phi_mi - mu_i)^2)`` over IN (resp. OUT)
+observations, i.e. the paper's "global variance" of the per-example distributions; the
+official code's ``np.std(dat_in)`` also adds the spread of the per-example locations and uses
+the IN value for OUT too. ``per_example=False`` fits ONE Gaussian pair to all examples
+(a global test; with ``fix_variance`` it ranks examples exactly like the global threshold
+on ``phi``, i.e. like the loss threshold attack).
+
+The implementation here is augmentation-free unless the caller passes several queries per
+example; shadow models for the online attack should have every example IN for half of them
+(``jaxsec.data.balanced_membership``), as in the official code. Statistics are computed on
+the host in float64 (they are cheap; the shadow models are the cost).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import numpy as np
+from scipy import stats as sps
+
+from jaxsec import _checks
+from jaxsec.attacks.privacy.membership import logit_confidence
+
+LOCATIONS = ('median', 'mean')
+OFFLINE_TESTS = ('one_sided', 'two_sided')
+
+
+class LiraStats(NamedTuple):
+  """Per-example (``[N, A]``) or global Gaussian parameters of IN / OUT confidences.
+
+  ``mean_in`` / ``std_in`` are NaN when fitted with ``online=False``.
+  """
+  mean_in: np.ndarray
+  std_in: np.ndarray
+  mean_out: np.ndarray
+  std_out: np.ndarray
+
+
+def _as_3d(phi, name):
+  phi = np.asarray(phi, np.float64)
+  if phi.ndim == 2:
+    phi = phi[..., None]
+  if phi.ndim != 3:
+    raise ValueError(f'{name} has shape {phi.shape}; expected [M, N] or [M, N, A].')
+  if not np.all(np.isfinite(phi)):
+    raise ValueError(f'{name} contains non-finite values; compute it with '
+                     'logit_confidence(logits, y) from logits, not from probabilities.')
+  return phi
+
+
+def _location(vals, location, axis):
+  f = np.nanmedian if location == 'median' else np.nanmean
+  return f(vals, axis=axis)
+
+
+def _fit_side(phi, mask, location, fix_variance, per_example, name, fixed_std=None):
+  """Location and scale of ``phi[m, i]`` over models with ``mask[m, i]``, per example."""
+  vals = np.where(mask[..., None], phi, np.nan)            # [M, N, A]
+  counts = mask.sum(0)
+  if per_example:
+    if (counts == 0).any():
+      raise ValueError(f'example {int(np.argmin(counts))} is {name} for no shadow model; '
+                       f'every example needs >= 1 {name} model (use balanced_membership).')
+    mu = _location(vals, location, axis=0)                 # [N, A]
+  else:
+    mu = np.broadcast_to(_location(vals.reshape(-1, vals.shape[-1]), location, 0),
+                         vals.shape[1:])
+  if fixed_std is not None:
+    sd = np.full(mu.shape, float(fixed_std))
+  elif fix_variance or not per_example:
+    resid = vals - mu[None]
+    sd = np.sqrt(np.nanmean(resid.reshape(-1, vals.shape[-1]) ** 2, axis=0))
+    sd = np.broadcast_to(sd, mu.shape)
+  else:
+    sd = np.nanstd(vals, axis=0)                           # ddof=0, as np.std in the code
+  return np.asarray(mu, np.float64), np.asarray(sd, np.float64)
+
+
+def lira_fit(shadow_phi, in_mask, *, online: bool = True, location: str = 'median',
+             fix_variance: bool = False, per_example: bool = True,
+             fixed_std: float | None = None) -> LiraStats:
+  """Fits LiRA's Gaussians from shadow-model confidences.
+
+  Args:
+    shadow_phi: ``[M, N]`` (or ``[M, N, A]`` with ``A`` queries per example) logit-scaled
+      confidences of ``M`` shadow models on the ``N`` candidate examples.
+    in_mask: bool ``[M, N]``: ``in_mask[m, i]`` iff shadow ``m`` trained on example ``i``.
+    online: fit IN Gaussians too (each example needs >= 1 IN and >= 1 OUT model; with one
+      observation a per-example standard deviation is 0: use ``fix_variance``).
+    location, fix_variance, per_example: see the module doc.
+    fixed_std: a GIVEN standard deviation for every Gaussian (instead of estimating one;
+      with a single shadow model the pooled estimate around each example's own value is 0).
+  """
+  _checks.check_choice('location', location, LOCATIONS)
+  if fixed_std is not None:
+    _checks.check_positive('fixed_std', fixed_std)
+  phi = _as_3d(shadow_phi, 'shadow_phi')
+  in_mask = np.asarray(in_mask)
+  if in_mask.dtype != bool or in_mask.shape != phi.shape[:2]:
+    raise ValueError(f'in_mask has shape {in_mask.shape} and dtype {in_mask.dtype}; '
+                     f'expected bool {phi.shape[:2]}.')
+  mu_out, sd_out = _fit_side(phi, ~in_mask, location, fix_variance, per_example, 'OUT',
+                             fixed_std)
+  if online:
+    mu_in, sd_in = _fit_side(phi, in_mask, location, fix_variance, per_example, 'IN',
+                             fixed_std)
+  else:
+    mu_in = np.full_like(mu_out, np.nan)
+    sd_in = np.full_like(sd_out, np.nan)
+  return LiraStats(mu_in, sd_in, mu_out, sd_out)
+
+
+def _target(target_phi, stats):
+  t = np.asarray(target_phi, np.float64)
+  if t.ndim == 1:
+    t = t[:, None]
+  if t.shape != stats.mean_out.shape:
+    raise ValueError(f'target_phi has shape {np.asarray(target_phi).shape}; expected '
+                     f'[N] or [N, A] = {stats.mean_out.shape}.')
+  return t
+
+
+def lira_online_scores(target_phi, stats: LiraStats, *, min_std: float = 1e-30
+                       ) -> np.ndarray:
+  """``mean_A [log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)]`` per example."""
+  t = _target(target_phi, stats)
+  if np.isnan(stats.mean_in).any():
+    raise ValueError('stats has no IN Gaussians; fit with lira_fit(..., online=True).')
+  lin = sps.norm.logpdf(t, stats.mean_in, stats.std_in + min_std)
+  lout = sps.norm.logpdf(t, stats.mean_out, stats.std_out + min_std)
+  return np.mean(lin - lout, axis=1)
+
+
+def lira_offline_scores(target_phi, stats: LiraStats, *, offline_test: str = 'one_sided',
+                        min_std: float = 1e-30) -> np.ndarray:
+  """Offline LiRA score per example (larger = member).
+
+  ``'one_sided'`` (paper): ``log Pr[Z <= phi]``, ``Z ~ N(mu_out, s_out^2)``; monotone
+  increasing in ``phi`` for every example. ``'two_sided'`` (official code):
+  ``-log N(phi; mu_out, s_out^2)``.
+  """
+  _checks.check_choice('offline_test', offline_test, OFFLINE_TESTS)
+  t = _target(target_phi, stats)
+  sd = stats.std_out + min_std
+  if offline_test == 'one_sided':
+    s = sps.norm.logcdf(t, stats.mean_out, sd)
+  else:
+    s = -sps.norm.logpdf(t, stats.mean_out, sd)
+  return np.mean(s, axis=1)
+
+
+def lira_scores(shadow_phi, in_mask, target_phi, *, online: bool = True,
+                location: str = 'median', fix_variance: bool = False,
+                per_example: bool = True, offline_test: str = 'one_sided',
+                fixed_std: float | None = None) -> np.ndarray:
+  """Fits :func:`lira_fit` and scores the target's confidences in one call."""
+  st = lira_fit(shadow_phi, in_mask, online=online, location=location,
+                fix_variance=fix_variance, per_example=per_example, fixed_std=fixed_std)
+  if online:
+    return lira_online_scores(target_phi, st)
+  return lira_offline_scores(target_phi, st, offline_test=offline_test)
+
+
+def shadow_confidences(logits_many, y) -> np.ndarray:
+  """``[M, N, C]`` logits of ``M`` models (``train.predict_logits_many``) -> ``phi [M, N]``."""
+  logits_many = np.asarray(logits_many)
+  if logits_many.ndim != 3:
+    raise ValueError(f'logits_many has shape {logits_many.shape}; expected [M, N, C].')
+  _checks.check_labels('y', np.asarray(y), num_classes=logits_many.shape[-1],
+                       batch=logits_many.shape[1])
+  return np.asarray(jax.jit(logit_confidence)(logits_many, np.asarray(y)[None]),
+                    np.float64)
+
+
+__all__ = ('LiraStats', 'lira_fit', 'lira_online_scores', 'lira_offline_scores',
+           'lira_scores', 'shadow_confidences', 'logit_confidence')

@@ -1,0 +1,232 @@
+"""Robustness evaluation: eps sweeps, perturbation statistics, and automatic sanity checks.
+
+:func:`robustness_report` is the entry point: for a model ``logits_fn`` and labelled data it
+sweeps an untargeted attack over a grid of eps (one ``jax.vmap`` over eps, one compilation,
+when the attack allows traced eps), and reports per eps
+
+* robust accuracy (correct at ``x_adv``) and attack success rate (fraction of the clean-
+  correct points that the attack misclassifies);
+* minimal-perturbation statistics of the successful examples: mean / median L0, L2, L_inf
+  of ``x_adv - x`` (for minimum-norm attacks these are the quantities of their papers);
+* gradient (or query) counts reported by the attack;
+
+and runs the sanity checks of Carlini et al., "On Evaluating Adversarial Robustness"
+(arXiv:1902.06705, 2019): success grows with eps; it reaches ~100% for an unbounded
+budget (the whole input box); an iterative attack is at least as strong as a single-step
+one; more random restarts never hurt. Each check returns ``{'pass': bool, ...details}``.
+A failed check means the evaluation (not the model) is suspect: gradient masking, a bug,
+too few steps.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsec import _checks
+from jaxsec.attacks import evasion
+from jaxsec.attacks.evasion import common
+
+AttackMaker = Callable[[Any], Callable]
+
+
+def perturbation_stats(x, x_adv, mask=None) -> dict:
+  """Mean and median L0 / L2 / L_inf of ``x_adv - x`` over the examples where ``mask``.
+
+  L0 counts coordinates that changed at all (exact inequality). Returns NaN statistics
+  when no example is selected.
+  """
+  x = np.asarray(x, np.float64)
+  x_adv = np.asarray(x_adv, np.float64)
+  d = (x_adv - x).reshape((x.shape[0], -1))
+  if mask is None:
+    mask = np.ones(x.shape[0], bool)
+  mask = np.asarray(mask, bool)
+  norms = {'l0': np.sum(d != 0, axis=1).astype(np.float64),
+           'l2': np.sqrt(np.sum(d * d, axis=1)),
+           'linf': np.max(np.abs(d), axis=1) if d.shape[1] else np.zeros(d.shape[0])}
+  out = {}
+  for k, v in norms.items():
+    sel = v[mask]
+    out[k] = {'mean': float(sel.mean()) if sel.size else float('nan'),
+              'median': float(np.median(sel)) if sel.size else float('nan')}
+  out['count'] = int(mask.sum())
+  return out
+
+
+def attack_metrics(logits_fn, x, y, x_adv, info: dict | None = None,
+                   clean_correct=None) -> dict:
+  """Robust accuracy, success rate (among clean-correct points), perturbation stats."""
+  y = np.asarray(y)
+  if clean_correct is None:
+    clean_correct = np.asarray(common.predict(logits_fn(x))) == y
+  adv_pred = np.asarray(common.predict(logits_fn(jnp.asarray(x_adv))))
+  fooled = clean_correct & (adv_pred != y)
+  n_correct = int(clean_correct.sum())
+  out = {'robust_accuracy': float(np.mean(adv_pred == y)),
+         'success_rate': float(fooled.sum() / n_correct) if n_correct else float('nan'),
+         'perturbation': perturbation_stats(x, x_adv, fooled)}
+  if info:
+    for k in ('gradients', 'queries'):
+      if k in info:
+        out[k] = float(np.mean(np.asarray(info[k])))
+  return out, fooled
+
+
+def _unpack(res):
+  if isinstance(res, tuple) and hasattr(res, 'x_adv'):
+    return res.x_adv, dict(res.info)
+  return res, {}
+
+
+def sweep(logits_fn, x, y, key, make_attack: AttackMaker, eps: Sequence[float], *,
+          use_vmap: bool = True):
+  """Runs ``make_attack(eps_i)(logits_fn, x, y, key)`` for every eps.
+
+  With ``use_vmap`` the whole grid is one ``jax.jit(jax.vmap(...))`` over eps (one
+  compilation); if the attack cannot take a traced eps this falls back to a loop of jitted
+  calls. Returns ``(x_adv [E, B, ...], infos (list of dicts of np arrays), vmapped: bool)``.
+  """
+  eps_arr = jnp.asarray(np.asarray(eps, np.float32))
+
+  def one(e):
+    return _unpack(make_attack(e)(logits_fn, x, y, key))
+
+  if use_vmap:
+    try:
+      xs, info = jax.jit(jax.vmap(one))(eps_arr)
+      infos = [{k: np.asarray(v[i]) for k, v in info.items()} for i in range(len(eps))]
+      return np.asarray(xs), infos, True
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+            jax.errors.TracerArrayConversionError, jax.errors.TracerIntegerConversionError,
+            TypeError, ValueError):
+      pass
+  xs, infos = [], []
+  for e in eps:
+    xa, info = _unpack(jax.jit(make_attack(float(e)), static_argnums=0)(logits_fn, x, y, key))
+    xs.append(np.asarray(xa))
+    infos.append({k: np.asarray(v) for k, v in info.items()})
+  return np.stack(xs), infos, False
+
+
+def _max_eps(norm: str, bounds, dim: int) -> float:
+  """An eps whose ball contains the whole box around any point of it."""
+  w = bounds[1] - bounds[0]
+  return {'linf': w, 'l2': w * math.sqrt(dim), 'l1': w * dim}[norm]
+
+
+def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str = 'linf',
+                      bounds=(0.0, 1.0), make_attack: AttackMaker | None = None,
+                      num_steps: int = 20, restarts: int = 3, run_checks: bool = True,
+                      unbounded_success_threshold: float = 0.99, tolerance: float = 0.02,
+                      use_vmap: bool = True) -> dict:
+  """Sweeps an untargeted attack over ``eps`` and runs the Carlini et al. 2019 checks.
+
+  Args:
+    logits_fn: the model ``x -> logits``.
+    x, y: a batch and its true labels (evaluate a test set in batches and average).
+    key: PRNG key.
+    eps: the grid of budgets (non-negative, increasing).
+    norm: 'linf', 'l2' or 'l1' (the threat model of the default attacks and the checks).
+    bounds: the input box.
+    make_attack: ``eps -> attack``; default ``pgd(eps=eps, norm=norm, num_steps=num_steps,
+      bounds=bounds, return_info=True)`` (step 2.5 eps / num_steps, random start).
+    num_steps: steps of the default PGD and of the PGD used by the checks.
+    restarts: restarts for the "more restarts never hurt" check (compared with 1).
+    run_checks: run the sanity checks (each costs one more sweep).
+    unbounded_success_threshold: success needed at the unbounded eps (~100%).
+    tolerance: slack, as a fraction of the clean-correct examples, allowed in the
+      monotonicity and iterative-vs-single-step checks (default 2%: an attack from a random
+      start can miss an example that FGSM from the clean point gets, and the eps points of
+      the sweep use independent random starts). The restart check is exact per example
+      (restart i uses the same key for any number of restarts), so it needs none.
+    use_vmap: sweep the grid with one vmap (falls back to a loop when impossible).
+
+  Returns:
+    A JSON-ready dict: ``eps``, ``clean_accuracy``, ``robust_accuracy`` [E],
+    ``success_rate`` [E], ``perturbation`` (per eps: l0 / l2 / linf mean and median of the
+    successful examples), ``gradients`` [E] (mean per example, where reported),
+    ``vmapped``, ``checks`` (name -> ``{'pass': bool, ...}``) and ``all_checks_pass``.
+  """
+  _checks.check_choice('norm', norm, common.NORMS)
+  bounds = _checks.check_bounds(bounds)
+  eps = [float(_checks.check_float('eps', e, minimum=0.0, allow_traced=False)) for e in eps]
+  if not eps:
+    raise ValueError('eps=[] must contain at least one budget.')
+  if any(b < a for a, b in zip(eps, eps[1:])):
+    raise ValueError(f'eps={eps} must be non-decreasing.')
+  num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
+  restarts = _checks.check_int('restarts', restarts, minimum=1)
+  _checks.check_probability('unbounded_success_threshold', unbounded_success_threshold)
+  _checks.check_probability('tolerance', tolerance)
+  common.check_call(x, y, bounds)
+
+  def default_pgd(e, r=1):
+    return evasion.pgd(eps=e, norm=norm, num_steps=num_steps, restarts=r, bounds=bounds,
+                       return_info=True)
+  make = make_attack if make_attack is not None else default_pgd
+
+  y_np = np.asarray(y)
+  clean_correct = np.asarray(common.predict(logits_fn(x))) == y_np
+  keys = jax.random.split(key, 4)
+
+  def evaluate_grid(maker, grid, k):
+    xs, infos, vm = sweep(logits_fn, x, y, k, maker, grid, use_vmap=use_vmap)
+    rows = [attack_metrics(logits_fn, x, y, xs[i], infos[i], clean_correct)
+            for i in range(len(grid))]
+    return [r[0] for r in rows], [r[1] for r in rows], vm
+
+  rows, fooled, vm = evaluate_grid(make, eps, keys[0])
+  report = {
+      'eps': eps, 'norm': norm, 'num_examples': int(len(y_np)),
+      'clean_accuracy': float(clean_correct.mean()),
+      'robust_accuracy': [r['robust_accuracy'] for r in rows],
+      'success_rate': [r['success_rate'] for r in rows],
+      'perturbation': [r['perturbation'] for r in rows],
+      'vmapped': vm,
+  }
+  for k in ('gradients', 'queries'):
+    if all(k in r for r in rows):
+      report[k] = [r[k] for r in rows]
+  if not run_checks:
+    return report
+
+  tol = tolerance + 1e-9
+  checks = {}
+  sr = report['success_rate']
+  drops = [sr[i] - sr[i + 1] for i in range(len(sr) - 1)]
+  checks['success_monotone_in_eps'] = {
+      'pass': bool(all(d <= tol for d in drops)), 'success_rate': sr,
+      'largest_drop': float(max(drops)) if drops else 0.0}
+
+  big = _max_eps(norm, bounds, int(np.prod(x.shape[1:])))
+  big_rows, _, _ = evaluate_grid(make, [big], keys[1])
+  checks['unbounded_eps_success'] = {
+      'pass': bool(big_rows[0]['success_rate'] >= unbounded_success_threshold),
+      'eps': big, 'success_rate': big_rows[0]['success_rate'],
+      'threshold': unbounded_success_threshold}
+
+  # The attack under evaluation (iterative) against the single-step FGM of the same norm.
+  single = lambda e: evasion.fgm(eps=e, norm=norm, bounds=bounds, return_info=True)
+  s_rows, _, _ = evaluate_grid(single, eps, keys[2])
+  it_sr = sr
+  ss_sr = [r['success_rate'] for r in s_rows]
+  checks['iterative_at_least_single_step'] = {
+      'pass': bool(all(a >= b - tol for a, b in zip(it_sr, ss_sr))),
+      'iterative_success_rate': it_sr, 'single_step_success_rate': ss_sr}
+
+  r1, f1, _ = evaluate_grid(lambda e: default_pgd(e, 1), eps, keys[3])
+  rr, fr, _ = evaluate_grid(lambda e: default_pgd(e, restarts), eps, keys[3])
+  lost = [int(np.sum(a & ~b)) for a, b in zip(f1, fr)]
+  checks['restarts_never_hurt'] = {
+      'pass': bool(all(l == 0 for l in lost) and all(
+          b['success_rate'] >= a['success_rate'] - 1e-12 for a, b in zip(r1, rr))),
+      'restarts': restarts, 'success_rate_1': [r['success_rate'] for r in r1],
+      f'success_rate_{restarts}': [r['success_rate'] for r in rr],
+      'examples_lost': lost}
+  report['checks'] = checks
+  report['all_checks_pass'] = bool(all(c['pass'] for c in checks.values()))
+  return report

@@ -1,0 +1,42 @@
+"""jaxsec.privacy: differential privacy by perturbation, and its audit.
+
+* Per-example clipped gradients as a function transformation (vmap and ghost clipping):
+  :func:`clipped_grad`.
+* DP-SGD (Abadi et al. 2016) as an optax-compatible path whose batch sampler is its own
+  accountant: :mod:`~jaxsec.privacy.sampling`, :func:`dpsgd_train`,
+  :func:`gaussian_privatizer`, :class:`AdaptiveClipping`.
+* Accounting and calibration with ``dp_accounting`` (RDP / PLD): :mod:`accounting`.
+* Input, objective and output perturbation (CMS 2011): :mod:`perturbation`.
+* PATE (2017, 2018): :mod:`pate`.
+* DP-FedAvg hooks: :mod:`fedavg`.
+* Auditing (Jagielski 2020, Nasr 2021, Steinke 2023): :mod:`audit`.
+"""
+from jaxsec.privacy import accounting
+from jaxsec.privacy import audit
+from jaxsec.privacy import clipping
+from jaxsec.privacy import dpsgd
+from jaxsec.privacy import fedavg
+from jaxsec.privacy import pate
+from jaxsec.privacy import perturbation
+from jaxsec.privacy import sampling
+from jaxsec.privacy.accounting import calibrate
+from jaxsec.privacy.accounting import epsilon
+from jaxsec.privacy.accounting import gaussian_sigma
+from jaxsec.privacy.clipping import ClipInfo
+from jaxsec.privacy.clipping import clipped_grad
+from jaxsec.privacy.clipping import per_example_grads
+from jaxsec.privacy.dpsgd import AdaptiveClipping
+from jaxsec.privacy.dpsgd import DPResult
+from jaxsec.privacy.dpsgd import gaussian_privatizer
+from jaxsec.privacy.dpsgd import make_step as dpsgd_step
+from jaxsec.privacy.dpsgd import train as dpsgd_train
+from jaxsec.privacy.sampling import FixedSizeSampler
+from jaxsec.privacy.sampling import PoissonSampler
+from jaxsec.privacy.sampling import ShuffleSampler
+
+__all__ = [
+    'accounting', 'audit', 'clipping', 'dpsgd', 'fedavg', 'pate', 'perturbation',
+    'sampling', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo', 'clipped_grad',
+    'per_example_grads', 'AdaptiveClipping', 'DPResult', 'gaussian_privatizer',
+    'dpsgd_step', 'dpsgd_train', 'FixedSizeSampler', 'PoissonSampler', 'ShuffleSampler',
+]

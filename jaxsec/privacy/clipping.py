@@ -1,0 +1,322 @@
+"""Per-example clipped gradients as a function transformation, like ``jax.grad``.
+
+``clipped_grad(loss_fn, l2_norm_clip)(params, *batch)`` returns the *sum* over examples of
+each example's gradient clipped to l2 norm ``C`` (Abadi et al. 2016):
+
+    sum_i  g_i * min(1, C / ||g_i||_2),    g_i = grad_params loss_fn(params, *example_i)
+
+with the per-example norms ``||g_i||`` as auxiliary output. The sum has l2 sensitivity
+``C`` under adding or removing one example, which is what the Gaussian noise of DP-SGD is
+calibrated to.
+
+Conventions. ``loss_fn(params, *batch) -> [B]`` returns per-example losses (the jaxsec
+"objective" convention); every positional argument after ``params`` is batched along its
+leading axis. Examples must not interact inside ``loss_fn`` (no BatchNorm, no
+batch-mean losses): otherwise "the gradient of one example" is not defined and no DP
+guarantee follows. An optional ``mask`` ([B], 0/1) marks real examples of a padded batch
+(Poisson sampling); masked examples contribute exactly zero.
+
+Two implementations, equal up to float rounding (tested):
+
+* ``method='vmap'``: ``jax.vmap`` of ``jax.grad`` over examples (any model), optionally in
+  micro-batches of ``microbatch_size`` examples (``lax.scan``) to bound memory.
+* ``method='ghost'``: ghost clipping / book-keeping (Goodfellow 2015; Li et al. 2021;
+  Bu et al. 2022 "mixed ghost clipping", 2023 "book-keeping") for Flax models built from
+  ``flax.linen.Dense`` and ``flax.linen.Conv`` layers. One forward pass records each
+  layer's input ``a`` and (through a zero perturbation ``z`` added to the layer's output,
+  whose cotangent is the output gradient) each layer's per-example output gradient ``g``.
+  The per-example gradient of a kernel is ``U_i^T G_i`` with ``U_i`` the layer input
+  (Dense) or its unfolded patches (Conv), ``T`` rows per example; its squared norm is
+  computed either as ``<U_i U_i^T, G_i G_i^T>`` (ghost norm, cost ``T^2 (K + D)``) or by
+  forming ``U_i^T G_i`` for that layer only (cost ``T K D``), whichever is cheaper. The
+  bias' per-example gradient is ``sum_t G_i[t]``. The clipped sum is then a second
+  backward pass through the *same* forward residuals (``jax.vjp``) with cotangent the
+  clipping factors. Per-example gradients of the whole model are never materialised.
+  Supported: ``nn.Dense`` (any number of leading axes) and ``nn.Conv`` (any spatial rank,
+  strides, 'SAME' / 'VALID' / explicit padding, input and kernel dilation,
+  ``feature_group_count=1``), each called once per forward pass, with or without bias.
+  Any other parameter (normalisation scales, embeddings, convolutions with groups or
+  circular padding, shared layers) raises ``ValueError``; use ``method='vmap'`` there.
+
+>>> import jax, jax.numpy as jnp
+>>> loss = lambda w, x, y: (x @ w - y) ** 2
+>>> g, info = clipped_grad(loss, 1.0)(jnp.ones(3), jnp.eye(3), jnp.zeros(3))
+>>> info.norms.shape
+(3,)
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsec import _checks
+
+METHODS = ('vmap', 'ghost')
+_TINY = 1e-12
+
+
+class ClipInfo(NamedTuple):
+  """Auxiliary output of a clipped gradient."""
+  norms: jax.Array       # [B] per-example gradient l2 norms before clipping (0 if masked)
+  factors: jax.Array     # [B] applied scale min(1, C / norm) * mask
+
+
+def tree_norm(tree: Any) -> jax.Array:
+  """Global l2 norm of a pytree."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(l.astype(jnp.float32))) for l in leaves))
+
+
+def clip_tree(tree: Any, l2_norm_clip: Any) -> tuple[Any, jax.Array]:
+  """Scales ``tree`` by ``min(1, C / ||tree||)``; returns ``(clipped, norm)``."""
+  norm = tree_norm(tree)
+  factor = clip_factor(norm, l2_norm_clip)
+  return jax.tree_util.tree_map(lambda l: (l * factor).astype(l.dtype), tree), norm
+
+
+def clip_factor(norms: jax.Array, l2_norm_clip: Any) -> jax.Array:
+  """``min(1, C / norm)``, equal to 1 for a zero norm."""
+  return jnp.minimum(1.0, l2_norm_clip / jnp.maximum(norms, _TINY))
+
+
+def _check_clip(l2_norm_clip):
+  _checks.check_float('l2_norm_clip', l2_norm_clip, minimum=0.0, strict_min=True)
+
+
+def _batch_size(batch):
+  if not batch:
+    raise ValueError('clipped_grad needs at least one batched argument after params.')
+  sizes = {int(b.shape[0]) for b in jax.tree_util.tree_leaves(batch)}
+  if len(sizes) != 1:
+    raise ValueError(f'batched arguments have different leading sizes {sorted(sizes)}.')
+  return sizes.pop()
+
+
+def per_example_grads(loss_fn: Callable[..., jax.Array]) -> Callable[..., Any]:
+  """``(params, *batch) -> grads`` with a leading example axis on every leaf (vmap)."""
+  def single(params, *example):
+    ex = jax.tree_util.tree_map(lambda e: e[None], example)
+    return loss_fn(params, *ex)[0]
+  grad_one = jax.grad(single)
+
+  def fn(params, *batch):
+    return jax.vmap(grad_one, in_axes=(None,) + (0,) * len(batch))(params, *batch)
+  return fn
+
+
+def _vmap_clipped(loss_fn, params, batch, mask, c):
+  grads = per_example_grads(loss_fn)(params, *batch)
+  leaves = jax.tree_util.tree_leaves(grads)
+  sq = sum(jnp.sum(jnp.square(l.reshape(l.shape[0], -1).astype(jnp.float32)), axis=1)
+           for l in leaves)
+  norms = jnp.sqrt(sq) * mask
+  factors = clip_factor(norms, c) * mask
+  summed = jax.tree_util.tree_map(
+      lambda l: jnp.tensordot(factors.astype(l.dtype), l, axes=(0, 0)), grads)
+  return summed, ClipInfo(norms, factors)
+
+
+# ----------------------------------------------------------------------------------------
+# Ghost clipping for flax.linen Dense / Conv
+# ----------------------------------------------------------------------------------------
+
+_SUPPORTED = (nn.Dense, nn.Conv)
+
+
+def _conv_geometry(m: nn.Conv, nd: int):
+  def tup(v, default):
+    if v is None:
+      return (default,) * nd
+    if isinstance(v, int):
+      return (v,) * nd
+    return tuple(v)
+  if m.feature_group_count != 1:
+    raise ValueError(f'ghost clipping: Conv {m.path} has feature_group_count='
+                     f'{m.feature_group_count}; only 1 is supported (use method="vmap").')
+  pad = m.padding
+  if isinstance(pad, str):
+    if pad not in ('SAME', 'VALID', 'SAME_LOWER'):
+      raise ValueError(f'ghost clipping: Conv {m.path} has padding={pad!r}; supported: '
+                       "'SAME', 'VALID', explicit pads (use method='vmap').")
+  elif isinstance(pad, int):
+    pad = [(pad, pad)] * nd
+  else:
+    pad = [(p, p) if isinstance(p, int) else tuple(p) for p in pad]
+  return (tuple(m.kernel_size), tup(m.strides, 1), pad, tup(m.input_dilation, 1),
+          tup(m.kernel_dilation, 1))
+
+
+def _unfold(m: nn.Conv, a: jax.Array) -> jax.Array:
+  """Patches of the conv input: [B, T, K] with T output positions, K = prod(k) * C_in."""
+  nd = a.ndim - 2
+  if nd < 1 or len(m.kernel_size) != nd:
+    raise ValueError(f'ghost clipping: Conv {m.path} got input of shape {a.shape}; '
+                     'expected [batch, *spatial, channels] with one batch axis.')
+  ks, strides, pad, in_dil, k_dil = _conv_geometry(m, nd)
+  sp = 'DHW'[-nd:] if nd <= 3 else None
+  if sp is None:
+    raise ValueError(f'ghost clipping: Conv {m.path}: spatial rank {nd} > 3 unsupported.')
+  dn = ('N' + sp + 'C', sp + 'IO', 'N' + sp + 'C')
+  patches = jax.lax.conv_general_dilated_patches(
+      a, filter_shape=ks, window_strides=strides, padding=pad, lhs_dilation=in_dil,
+      rhs_dilation=k_dil, dimension_numbers=dn)
+  return patches.reshape(a.shape[0], -1, patches.shape[-1])
+
+
+def _sq_norm_outer(u: jax.Array, g: jax.Array) -> jax.Array:
+  """Per-example ||U_i^T G_i||_F^2 for U [B, T, K], G [B, T, D], by the cheaper route."""
+  b, t, k = u.shape
+  d = g.shape[-1]
+  if t == 1:
+    return jnp.sum(u[:, 0] ** 2, -1) * jnp.sum(g[:, 0] ** 2, -1)
+  if t * t * (k + d) < t * k * d:   # ghost norm
+    uu = jnp.einsum('btk,bsk->bts', u, u)
+    gg = jnp.einsum('btd,bsd->bts', g, g)
+    return jnp.sum(uu * gg, axis=(1, 2))
+  pg = jnp.einsum('btk,btd->bkd', u, g)  # this layer's per-example kernel grads only
+  return jnp.sum(pg ** 2, axis=(1, 2))
+
+
+def _traced_model(loss_fn, batch):
+  """Returns f(params, zs) -> (losses, acts) with zs added to supported layer outputs."""
+  def f(params, zs, record=None):
+    acts = {}
+    def interceptor(next_fun, args, kwargs, ctx):
+      m = ctx.module
+      if ctx.method_name != '__call__' or type(m) not in _SUPPORTED:
+        return next_fun(*args, **kwargs)
+      path = tuple(m.path)
+      if path in acts:
+        raise ValueError(f'ghost clipping: layer {"/".join(path)} is called more than '
+                         'once per forward pass (shared weights); use method="vmap".')
+      out = next_fun(*args, **kwargs)
+      acts[path] = args[0] if args else kwargs['inputs']
+      if record is not None:
+        record[path] = (m, jax.ShapeDtypeStruct(out.shape, out.dtype))
+        return out
+      return out + zs[path].astype(out.dtype)
+    with nn.intercept_methods(interceptor):
+      losses = loss_fn(params, *batch)
+    return losses, acts
+  return f
+
+
+def _ghost_clipped(loss_fn, params, batch, mask, c):
+  bsz = _batch_size(batch)
+  f = _traced_model(loss_fn, batch)
+  record: dict = {}
+  jax.eval_shape(lambda p: f(p, None, record), params)
+  if not record:
+    raise ValueError('ghost clipping found no flax.linen Dense / Conv layer in loss_fn; '
+                     'use method="vmap".')
+  _check_coverage(params, record)
+  zs = {p: jnp.zeros(s.shape, s.dtype) for p, (_, s) in record.items()}
+  for p, (_, s) in record.items():
+    if s.shape[0] != bsz:
+      raise ValueError(f'ghost clipping: layer {"/".join(p)} output {s.shape} has no '
+                       f'leading batch axis of size {bsz}.')
+  losses, vjp_fn, acts = jax.vjp(lambda p, z: f(p, z), params, zs, has_aux=True)
+  if losses.shape != (bsz,):
+    raise ValueError(f'loss_fn must return per-example losses of shape ({bsz},); got '
+                     f'{losses.shape}.')
+  cot = mask.astype(losses.dtype)
+  _, gz = vjp_fn(cot)   # per-example output gradients (param grads are dead code)
+  sq = jnp.zeros((bsz,), jnp.float32)
+  for path, (m, s) in record.items():
+    a, g = acts[path].astype(jnp.float32), gz[path].astype(jnp.float32)
+    if isinstance(m, nn.Conv):
+      u = _unfold(m, a)
+      gg = g.reshape(bsz, -1, g.shape[-1])
+    else:
+      u = a.reshape(bsz, -1, a.shape[-1])
+      gg = g.reshape(bsz, -1, g.shape[-1])
+    sq = sq + _sq_norm_outer(u, gg)
+    if m.use_bias:
+      sq = sq + jnp.sum(jnp.sum(gg, axis=1) ** 2, axis=-1)
+  norms = jnp.sqrt(sq) * mask
+  factors = clip_factor(norms, c) * mask
+  summed, _ = vjp_fn(factors.astype(losses.dtype))
+  return summed, ClipInfo(norms, factors)
+
+
+def _check_coverage(params, record):
+  covered = set()
+  for path, (m, _) in record.items():
+    covered.add(('params',) + path + ('kernel',))
+    if m.use_bias:
+      covered.add(('params',) + path + ('bias',))
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  for kp, _ in flat:
+    names = tuple(getattr(k, 'key', getattr(k, 'name', str(k))) for k in kp)
+    if names not in covered:
+      raise ValueError(f'ghost clipping: parameter {"/".join(map(str, names))} does not '
+                       'belong to a supported flax.linen Dense / Conv layer (or params are '
+                       'not a flax variable dict); use method="vmap".')
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def clipped_grad(loss_fn: Callable[..., jax.Array], l2_norm_clip: Any = None, *,
+                 method: str = 'vmap', microbatch_size: int | None = None
+                 ) -> Callable[..., tuple[Any, ClipInfo]]:
+  """Transforms a per-example loss into its summed per-example-clipped gradient.
+
+  Args:
+    loss_fn: ``loss_fn(params, *batch) -> [B]`` per-example losses.
+    l2_norm_clip: clipping norm C > 0 (may be overridden per call, e.g. by adaptive
+      clipping, with the ``l2_norm_clip=`` keyword of the returned function).
+    method: 'vmap' (any model) or 'ghost' (flax Dense / Conv models; see module doc).
+    microbatch_size: process this many examples at a time (both methods); the batch is
+      padded with masked examples to a multiple of it.
+
+  Returns:
+    ``fn(params, *batch, mask=None, l2_norm_clip=None) -> (sum_i clip(g_i), ClipInfo)``.
+  """
+  if l2_norm_clip is not None:
+    _check_clip(l2_norm_clip)
+  _checks.check_choice('method', method, METHODS)
+  if microbatch_size is not None:
+    _checks.check_int('microbatch_size', microbatch_size, minimum=1)
+  impl = _vmap_clipped if method == 'vmap' else _ghost_clipped
+
+  def fn(params, *batch, mask=None, l2_norm_clip=l2_norm_clip):
+    if l2_norm_clip is None:
+      raise ValueError('l2_norm_clip must be given (to clipped_grad or to the call).')
+    _check_clip(l2_norm_clip)
+    bsz = _batch_size(batch)
+    mask_arr = (jnp.ones((bsz,), jnp.float32) if mask is None
+                else jnp.asarray(mask).astype(jnp.float32))
+    if mask_arr.shape != (bsz,):
+      raise ValueError(f'mask has shape {mask_arr.shape}; expected ({bsz},).')
+    if microbatch_size is None or microbatch_size >= bsz:
+      return impl(loss_fn, params, batch, mask_arr, l2_norm_clip)
+    m = microbatch_size
+    nb = -(-bsz // m)
+    pad = nb * m - bsz
+    def chunk(a):
+      if pad:
+        a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)], axis=0)
+      return a.reshape((nb, m) + a.shape[1:])
+    cb = jax.tree_util.tree_map(chunk, batch)
+    cm = chunk(mask_arr) if not pad else jnp.concatenate(
+        [mask_arr, jnp.zeros((pad,), jnp.float32)]).reshape(nb, m)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+    def body(acc, xs):
+      b, mk = xs
+      g, info = impl(loss_fn, params, b, mk, l2_norm_clip)
+      return jax.tree_util.tree_map(jnp.add, acc, g), info
+    summed, infos = jax.lax.scan(body, zero, (cb, cm))
+    info = jax.tree_util.tree_map(lambda v: v.reshape(-1)[:bsz], infos)
+    return summed, info
+  return fn
+
+
+def from_model(apply_fn: Callable[[Any, jax.Array], jax.Array],
+               loss: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable[..., jax.Array]:
+  """Per-example ``loss_fn(params, x, y)`` from ``apply_fn`` and a logits loss."""
+  return lambda params, x, y: loss(apply_fn(params, x), y)

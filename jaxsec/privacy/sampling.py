@@ -1,0 +1,346 @@
+"""Batch samplers that are also their own privacy accountants.
+
+DP-SGD's guarantee depends on *how* batches are drawn. Libraries that draw batches one way
+and account another way (TF Privacy #483, jax_privacy #84: shuffled fixed-size batches
+accounted as Poisson sampling) report an epsilon that does not hold. Here a sampler is one
+object that both draws the batches and names the ``dp_accounting`` event of the mechanism
+it implements, so the two cannot disagree:
+
+* :class:`PoissonSampler` (default; Abadi et al. 2016, Mironov et al. 2019): every example
+  is in each step's batch independently with probability ``q``; accounted with
+  ``PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`` under add/remove-one adjacency
+  (RDP or PLD). Batches have variable size; see below for how that is made jittable.
+* :class:`FixedSizeSampler`: each step draws ``b`` distinct examples uniformly at random,
+  independently across steps; accounted with ``SampledWithoutReplacementDpEvent``
+  (Wang, Balle, Kasiviswanathan 2019, Thm 27) under *replace-one* adjacency (RDP only;
+  ``dp_accounting``'s PLD has no such event).
+* :class:`ShuffleSampler`: the common "shuffle then iterate" loop (each example at most
+  once per epoch). No tight analysis is known (TF Privacy #483); we account it
+  conservatively as one full Gaussian mechanism per epoch without any amplification
+  (replace-one adjacency), which is a valid upper bound.
+
+**Variable-size Poisson batches under jit.** Poisson sampling is drawn in two stages that
+give exactly the same distribution over subsets as independent Bernoulli(q) trials: the
+batch size ``n_t ~ Binomial(N, q)``, then a uniformly random subset of that size (the
+first ``n_t`` entries of a random permutation). (For any subset ``S``, the probability is
+``P[n = |S|] / C(N, |S|) = q^|S| (1-q)^(N-|S|)``, the Bernoulli product, so inclusions are
+independent with probability ``q``.) Each step works on a padded batch of static size
+``max_batch_size`` with a 0/1 mask. All batch sizes of the run are drawn *before training*
+(:meth:`PoissonSampler.schedule`); when one exceeds ``max_batch_size``:
+
+* ``overflow='raise'`` (default): ``schedule`` raises ``ValueError`` before any data are
+  touched; nothing was trained and the sizes do not depend on the data's content. The
+  default ``max_batch_size`` is the smallest size whose overflow probability over the
+  whole run is below ``overflow_tolerance`` (default 1e-9, far below any useful delta).
+  Re-running with another key conditions the sampler on "no overflow", an event of
+  probability >= 1 - overflow_tolerance; the output distribution then moves by at most
+  that much in total variation, which adds at most ``(1 + e^eps) * overflow_tolerance``
+  to delta (negligible, and reported as :attr:`PoissonSampler.overflow_probability`).
+* ``overflow='truncate'``: a uniformly random ``max_batch_size``-subset of the Poisson
+  sample is kept, and this is *accounted* with ``TruncatedSubsampledGaussianDpEvent``
+  (PLD only), the event of exactly this mechanism. Nothing is dropped silently.
+
+We never resample an oversized batch inside training: conditioning the sample on its size
+is a different mechanism from the one ``PoissonSampledDpEvent`` describes.
+
+The noisy sum is divided by the *expected* batch size ``q N`` (dividing by the realised
+size would make the normaliser data-dependent and is not covered by the analysis).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import dp_accounting
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from jaxsec import _checks
+from jaxsec.privacy import accounting
+
+NR = dp_accounting.NeighboringRelation
+
+
+class BatchSchedule(NamedTuple):
+  """Per-step randomness and batch sizes of a whole run (drawn before training)."""
+  keys: jax.Array      # [T] typed PRNG keys, one per step
+  sizes: jax.Array     # [T] int32 number of real (unmasked) examples per step
+  perms: jax.Array | None = None  # [epochs, N] permutations (ShuffleSampler only)
+
+
+class _Sampler:
+  """Shared interface: ``schedule`` / ``indices`` draw batches, ``dp_event`` accounts them."""
+
+  #: adjacency the reported epsilon refers to
+  neighboring_relation: NR = NR.ADD_OR_REMOVE_ONE
+  #: accountants that support this sampler's event
+  accountants: tuple[str, ...] = ('pld', 'rdp')
+  #: relation passed to dp_accounting (may differ from the semantic one, see subclasses)
+  _accountant_relation: NR = NR.ADD_OR_REMOVE_ONE
+  dataset_size: int
+  num_steps: int
+  batch_size: int          # static (padded) batch size of one step
+  normalizer: float        # the noisy sum is divided by this
+
+  def dp_event(self, noise_multiplier: float, num_steps: int | None = None
+               ) -> dp_accounting.DpEvent:
+    raise NotImplementedError
+
+  def _steps(self, num_steps):
+    if num_steps is None:
+      return self.num_steps
+    return _checks.check_int('num_steps', num_steps, minimum=0)
+
+  def default_accountant(self) -> str:
+    return self.accountants[0]
+
+  def epsilon(self, noise_multiplier: float, delta: float, *, num_steps: int | None = None,
+              accountant: str | None = None) -> float:
+    """Epsilon at ``delta`` after ``num_steps`` (default: the whole run)."""
+    accountant = accountant or self.default_accountant()
+    if accountant not in self.accountants:
+      raise ValueError(f'accountant={accountant!r} cannot account {type(self).__name__}; '
+                       f'expected one of {self.accountants}.')
+    _checks.check_float('noise_multiplier', noise_multiplier, minimum=0.0)
+    if noise_multiplier == 0:
+      return math.inf
+    return accounting.epsilon(self.dp_event(noise_multiplier, num_steps), delta,
+                              accountant=accountant,
+                              neighboring_relation=self._accountant_relation)
+
+  def calibrate(self, target_epsilon: float, delta: float, *, accountant: str | None = None,
+                tol: float = 1e-3) -> float:
+    """Smallest noise multiplier with ``epsilon(sigma, delta) <= target_epsilon``."""
+    accountant = accountant or self.default_accountant()
+    if accountant not in self.accountants:
+      raise ValueError(f'accountant={accountant!r} cannot account {type(self).__name__}; '
+                       f'expected one of {self.accountants}.')
+    return accounting.calibrate(lambda s: self.dp_event(s), target_epsilon, delta,
+                                accountant=accountant,
+                                neighboring_relation=self._accountant_relation, tol=tol,
+                                lower=1e-3)
+
+  def schedule(self, key: jax.Array) -> BatchSchedule:
+    raise NotImplementedError
+
+  def indices(self, schedule: BatchSchedule, step: jax.Array
+              ) -> tuple[jax.Array, jax.Array]:
+    """Jittable: ``(indices [batch_size] int32, mask [batch_size] bool)`` of ``step``."""
+    raise NotImplementedError
+
+  def schedules(self, keys: jax.Array) -> BatchSchedule:
+    """Schedules of several independent runs, stacked on a leading axis (for vmap)."""
+    many = [self.schedule(k) for k in keys]
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *many)
+
+
+def _check_common(dataset_size, num_steps):
+  _checks.check_int('dataset_size', dataset_size, minimum=1)
+  _checks.check_int('num_steps', num_steps, minimum=1)
+
+
+class PoissonSampler(_Sampler):
+  """Poisson subsampling: each example joins each step's batch independently w.p. ``q``.
+
+  Args:
+    dataset_size: N, number of training examples.
+    num_steps: T, number of DP-SGD steps of the run (accounting and the overflow bound
+      use it).
+    expected_batch_size: q N; give this or ``sampling_probability``.
+    sampling_probability: q in (0, 1].
+    max_batch_size: static padded batch size; default: the smallest size whose
+      probability of being exceeded in any of the T steps is <= ``overflow_tolerance``.
+    overflow: 'raise' (default) or 'truncate' (accounted, PLD only). See module doc.
+    overflow_tolerance: target run-wide overflow probability for the default size.
+    normalizer: what the noisy sum is divided by; default the expected batch size q N.
+      Like every DP library, the default treats N as public; under strict add/remove
+      adjacency pass a public constant (the audit experiment does).
+  """
+
+  def __init__(self, *, dataset_size: int, num_steps: int,
+               expected_batch_size: float | None = None,
+               sampling_probability: float | None = None,
+               max_batch_size: int | None = None, overflow: str = 'raise',
+               overflow_tolerance: float = 1e-9, normalizer: float | None = None):
+    _check_common(dataset_size, num_steps)
+    if (expected_batch_size is None) == (sampling_probability is None):
+      raise ValueError('Give exactly one of expected_batch_size and sampling_probability; '
+                       f'got expected_batch_size={expected_batch_size}, '
+                       f'sampling_probability={sampling_probability}.')
+    if sampling_probability is None:
+      _checks.check_float('expected_batch_size', expected_batch_size, minimum=0.0,
+                          maximum=dataset_size, strict_min=True)
+      sampling_probability = float(expected_batch_size) / dataset_size
+    _checks.check_float('sampling_probability', sampling_probability, minimum=0.0,
+                        maximum=1.0, strict_min=True)
+    _checks.check_choice('overflow', overflow, ('raise', 'truncate'))
+    _checks.check_float('overflow_tolerance', overflow_tolerance, minimum=0.0, maximum=1.0,
+                        strict_min=True)
+    self.dataset_size = int(dataset_size)
+    self.num_steps = int(num_steps)
+    self.q = float(sampling_probability)
+    self.overflow = overflow
+    binom = stats.binom(self.dataset_size, self.q)
+    if max_batch_size is None:
+      # smallest m with T * P[Bin(N, q) > m] <= tol  (union bound over steps)
+      max_batch_size = int(binom.isf(overflow_tolerance / self.num_steps))
+      max_batch_size = max(1, min(max_batch_size, self.dataset_size))
+    _checks.check_int('max_batch_size', max_batch_size, minimum=1, maximum=self.dataset_size)
+    self.batch_size = int(max_batch_size)
+    if normalizer is not None:
+      _checks.check_float('normalizer', normalizer, minimum=0.0, strict_min=True)
+    self.normalizer = float(normalizer) if normalizer is not None else (
+        self.q * self.dataset_size)
+    # P[some step overflows] <= T * P[Bin(N,q) > m]
+    self.overflow_probability = float(min(1.0, self.num_steps * binom.sf(self.batch_size)))
+    self.accountants = ('pld',) if overflow == 'truncate' else ('pld', 'rdp')
+
+  def __repr__(self):
+    return (f'PoissonSampler(N={self.dataset_size}, q={self.q:.6g}, T={self.num_steps}, '
+            f'max_batch_size={self.batch_size}, overflow={self.overflow!r})')
+
+  def dp_event(self, noise_multiplier, num_steps=None):
+    steps = self._steps(num_steps)
+    if self.overflow == 'truncate':
+      step_event = dp_accounting.TruncatedSubsampledGaussianDpEvent(
+          dataset_size=self.dataset_size, sampling_probability=self.q,
+          truncated_batch_size=self.batch_size, noise_multiplier=float(noise_multiplier))
+    else:
+      step_event = dp_accounting.PoissonSampledDpEvent(
+          self.q, dp_accounting.GaussianDpEvent(float(noise_multiplier)))
+    return dp_accounting.SelfComposedDpEvent(step_event, steps)
+
+  def _draw(self, key):
+    k_size, k_steps = jax.random.split(key)
+    sizes = jax.random.binomial(k_size, self.dataset_size, self.q, shape=(self.num_steps,))
+    return jax.random.split(k_steps, self.num_steps), sizes
+
+  def _checked(self, sizes):
+    sizes = np.asarray(sizes).astype(np.int64)
+    big = int(sizes.max())
+    if big > self.batch_size:
+      if self.overflow == 'raise':
+        raise ValueError(
+            f'Poisson batch size {big} exceeds max_batch_size={self.batch_size} '
+            f'(P[overflow] <= {self.overflow_probability:.2e}). Nothing was trained. Use a '
+            'larger max_batch_size, or overflow="truncate" (accounted with '
+            'TruncatedSubsampledGaussianDpEvent).')
+      sizes = np.minimum(sizes, self.batch_size)
+    return jnp.asarray(sizes, jnp.int32)
+
+  def schedule(self, key: jax.Array) -> BatchSchedule:
+    """Draws all T batch sizes and step keys; checks overflow before training starts."""
+    keys, sizes = self._draw(key)
+    return BatchSchedule(keys, self._checked(sizes))
+
+  def schedules(self, keys: jax.Array) -> BatchSchedule:
+    ks, sizes = jax.vmap(self._draw)(keys)
+    return BatchSchedule(ks, self._checked(sizes))
+
+  def indices(self, schedule, step):
+    perm = jax.random.permutation(schedule.keys[step], self.dataset_size)[:self.batch_size]
+    mask = jnp.arange(self.batch_size) < schedule.sizes[step]
+    return perm.astype(jnp.int32), mask
+
+
+class FixedSizeSampler(_Sampler):
+  """``batch_size`` distinct examples drawn uniformly, independently at every step.
+
+  Accounted with ``SampledWithoutReplacementDpEvent`` under replace-one adjacency
+  (the only adjacency under which a fixed batch size is meaningful) with the RDP
+  accountant. Under replace-one the clipped sum moves by up to ``2 C``, so the Gaussian
+  event's noise multiplier (noise std / replace-one sensitivity, Wang et al. 2019 Thm 27)
+  is ``sigma / 2``. (Replace-one epsilons are not comparable to add/remove-one ones.)
+  """
+
+  neighboring_relation = NR.REPLACE_ONE
+  _accountant_relation = NR.REPLACE_ONE
+  accountants = ('rdp',)
+
+  def __init__(self, *, dataset_size: int, num_steps: int, batch_size: int):
+    _check_common(dataset_size, num_steps)
+    _checks.check_int('batch_size', batch_size, minimum=1, maximum=dataset_size)
+    self.dataset_size, self.num_steps = int(dataset_size), int(num_steps)
+    self.batch_size = int(batch_size)
+    self.normalizer = float(batch_size)
+    self.q = self.batch_size / self.dataset_size
+
+  def __repr__(self):
+    return (f'FixedSizeSampler(N={self.dataset_size}, b={self.batch_size}, '
+            f'T={self.num_steps})')
+
+  def dp_event(self, noise_multiplier, num_steps=None):
+    steps = self._steps(num_steps)
+    return dp_accounting.SelfComposedDpEvent(
+        dp_accounting.SampledWithoutReplacementDpEvent(
+            self.dataset_size, self.batch_size,
+            dp_accounting.GaussianDpEvent(float(noise_multiplier) / 2.0)), steps)
+
+  def schedule(self, key):
+    return BatchSchedule(jax.random.split(key, self.num_steps),
+                         jnp.full((self.num_steps,), self.batch_size, jnp.int32))
+
+  def indices(self, schedule, step):
+    perm = jax.random.permutation(schedule.keys[step], self.dataset_size)[:self.batch_size]
+    return perm.astype(jnp.int32), jnp.ones((self.batch_size,), bool)
+
+
+class ShuffleSampler(_Sampler):
+  """Shuffle once per epoch, then iterate over fixed-size disjoint batches (drop last).
+
+  No tight accounting of this common loop is known (TF Privacy #483). Each example is in
+  at most one batch per epoch, so replacing it changes one step's clipped sum by at most
+  ``2 C`` per epoch; composing one Gaussian mechanism with noise multiplier ``sigma / 2``
+  (std over replace-one sensitivity) per epoch, *with no amplification by sampling*, is a
+  valid, conservative upper bound under replace-one adjacency. For an unsubsampled
+  Gaussian the privacy loss depends only on shift/std, so the event
+  ``GaussianDpEvent(sigma / 2)`` is evaluated with dp_accounting's add/remove relation
+  (whose Gaussian shift is one sensitivity), which is exact for this event.
+  """
+
+  neighboring_relation = NR.REPLACE_ONE
+  _accountant_relation = NR.ADD_OR_REMOVE_ONE
+  accountants = ('pld', 'rdp')
+
+  def __init__(self, *, dataset_size: int, num_steps: int, batch_size: int):
+    _check_common(dataset_size, num_steps)
+    _checks.check_int('batch_size', batch_size, minimum=1, maximum=dataset_size)
+    self.dataset_size, self.num_steps = int(dataset_size), int(num_steps)
+    self.batch_size = int(batch_size)
+    self.normalizer = float(batch_size)
+    self.steps_per_epoch = self.dataset_size // self.batch_size
+
+  def __repr__(self):
+    return (f'ShuffleSampler(N={self.dataset_size}, b={self.batch_size}, '
+            f'T={self.num_steps})')
+
+  def dp_event(self, noise_multiplier, num_steps=None):
+    steps = self._steps(num_steps)
+    epochs = -(-steps // self.steps_per_epoch)
+    return dp_accounting.SelfComposedDpEvent(
+        dp_accounting.GaussianDpEvent(float(noise_multiplier) / 2.0), epochs)
+
+  def schedule(self, key):
+    epochs = -(-self.num_steps // self.steps_per_epoch)
+    k_perm, k_steps = jax.random.split(key)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, self.dataset_size))(
+        jax.random.split(k_perm, epochs))
+    return BatchSchedule(jax.random.split(k_steps, self.num_steps),
+                         jnp.full((self.num_steps,), self.batch_size, jnp.int32),
+                         perms.astype(jnp.int32))
+
+  def indices(self, schedule, step):
+    epoch = step // self.steps_per_epoch
+    j = step % self.steps_per_epoch
+    idx = jax.lax.dynamic_slice(schedule.perms[epoch], (j * self.batch_size,),
+                                (self.batch_size,))
+    return idx, jnp.ones((self.batch_size,), bool)
+
+
+def get(name: str, **kwargs) -> _Sampler:
+  """Sampler by name: 'poisson', 'fixed' (uniform without replacement), 'shuffle'."""
+  table = {'poisson': PoissonSampler, 'fixed': FixedSizeSampler, 'shuffle': ShuffleSampler}
+  _checks.check_choice('sampler', name, tuple(table))
+  return table[name](**kwargs)

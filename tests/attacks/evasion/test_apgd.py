@@ -1,0 +1,202 @@
+"""APGD (Croce & Hein 2020), APGD-T and the AutoAttack-style ensemble."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from sklearn.datasets import load_digits
+
+from jaxsec import attacks
+from jaxsec.attacks.evasion import autopgd as apgd_lib
+from jaxsec.attacks.evasion import common
+
+KEY = jax.random.key(0)
+
+
+@pytest.fixture(scope='module')
+def digits_mlp():
+  """A 64-32-10 ReLU MLP fitted on sklearn digits in [0, 1] (about 90% test accuracy)."""
+  d = load_digits()
+  x = jnp.asarray(d.data / 16.0, jnp.float32)
+  y = jnp.asarray(d.target, jnp.int32)
+  ks = jax.random.split(jax.random.key(0), 2)
+  params = [(jax.random.normal(ks[0], (64, 32)) / 8.0, jnp.zeros(32)),
+            (jax.random.normal(ks[1], (32, 10)) / np.sqrt(32), jnp.zeros(10))]
+
+  def apply(p, x):
+    h = jax.nn.relu(x.reshape((x.shape[0], -1)) @ p[0][0] + p[0][1])
+    return h @ p[1][0] + p[1][1]
+
+  opt = optax.adam(1e-2)
+
+  def step(c, _):
+    p, s = c
+    g = jax.grad(lambda p: common.cross_entropy(apply(p, x[:1500]), y[:1500]).mean())(p)
+    u, s = opt.update(g, s)
+    return (optax.apply_updates(p, u), s), None
+
+  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=300)
+  f = lambda x: apply(params, x)
+  xt, yt = x[1500:1628], y[1500:1628]
+  assert float(jnp.mean(common.predict(f(xt)) == yt)) > 0.8
+  return f, xt, yt
+
+
+def _robust_acc(f, xa, y):
+  return float(jnp.mean(common.predict(f(xa)) == y))
+
+
+def test_checkpoints_follow_the_paper():
+  # p = 0, .22, .41, .57, .70, .80, .87, .93, .99 -> w_j = ceil(p_j * 100).
+  assert apgd_lib.checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+  assert apgd_lib.checkpoints(10) == [3, 5, 6, 7, 8, 9, 10]
+  assert apgd_lib.checkpoints(1) == [1]
+
+
+def test_checkpoint_conditions_by_hand():
+  red = apgd_lib.checkpoint_reduce
+  f = jnp.array
+  # condition 1: 16 increases of 22 steps is < 0.75 * 22 = 16.5 -> halve; 17 is not.
+  assert bool(red(f(16.0), 22.0, 0.75, f(True), f(0.0), f(1.0)))
+  assert not bool(red(f(17.0), 22.0, 0.75, f(True), f(0.0), f(1.0)))
+  # condition 2: many increases but f_max unchanged and no halving last time -> halve.
+  assert bool(red(f(20.0), 22.0, 0.75, f(False), f(1.0), f(1.0)))
+  # ... unless the step was halved at the previous checkpoint.
+  assert not bool(red(f(20.0), 22.0, 0.75, f(True), f(1.0), f(1.0)))
+  # ... or f_max improved.
+  assert not bool(red(f(20.0), 22.0, 0.75, f(False), f(1.0), f(1.5)))
+
+
+def test_step_halves_at_every_checkpoint_once_optimum_is_reached():
+  # Linear binary model: the first step of size 2 eps lands on the optimal corner
+  # x - eps sign(w); afterwards the objective is constant, so condition (1) halves the
+  # step at each of the 7 checkpoints of N = 10, and the iterate is the exact optimum.
+  w = jnp.array([1.0, -2.0, 0.5, 3.0])
+  f = lambda x: x @ w[:, None]
+  x = jnp.full((3, 4), 0.5)
+  y = jnp.ones(3, jnp.int32)
+  eps = 0.1
+  obj = common.objective('ce', False)
+  x_out, s, v, st = apgd_lib.apgd_run(
+      f, x, y, KEY, eps=eps, p='linf', num_steps=10, obj=obj,
+      success_fn=lambda lg: common.success(lg, y, False), bounds=(0.0, 1.0), rho=0.75,
+      alpha=0.75, return_state=True)
+  np.testing.assert_allclose(x_out, x - eps * np.sign(w)[None], atol=1e-6)
+  np.testing.assert_allclose(st['eta'], 2 * eps / 2 ** 7, rtol=1e-6)
+
+
+def test_dlr_targeted_formula():
+  z = jnp.array([[1.0, 4.0, 2.0, 0.5, 3.0]])
+  # sorted: 4, 3, 2, 1, .5 -> z_pi1 - (z_pi3 + z_pi4)/2 = 4 - 1.5 = 2.5
+  np.testing.assert_allclose(common.targeted_dlr_loss(z, jnp.array([1]), jnp.array([4])),
+                             [-(4.0 - 3.0) / 2.5], rtol=1e-6)
+  np.testing.assert_allclose(common.dlr_loss(z, jnp.array([2])), [-(2.0 - 4.0) / 2.0],
+                             rtol=1e-6)
+  # top other classes by rank, excluding the label
+  np.testing.assert_array_equal(apgd_lib.top_other_classes(z, jnp.array([1]), 3),
+                                [[4, 2, 0]])
+
+
+@pytest.mark.parametrize('norm,eps', [('linf', 0.1), ('l2', 1.0)])
+def test_apgd_at_least_as_strong_as_pgd(digits_mlp, norm, eps):
+  f, x, y = digits_mlp
+  n = 20
+  pgd = attacks.pgd(eps=eps, num_steps=n, norm=norm)
+  ap = attacks.apgd(eps=eps, num_steps=n, norm=norm, return_info=True)
+  xa_p = jax.jit(pgd, static_argnums=0)(f, x, y, KEY)
+  out = jax.jit(ap, static_argnums=0)(f, x, y, KEY)
+  ra_p, ra_a = _robust_acc(f, xa_p, y), _robust_acc(f, out.x_adv, y)
+  clean = _robust_acc(f, x, y)
+  assert ra_a <= ra_p + 1.0 / len(y), (ra_a, ra_p)
+  assert ra_a < clean
+  assert float(common.norm(out.x_adv - x, norm).max()) <= eps * (1 + 1e-5)
+  assert 0.0 <= float(out.x_adv.min()) and float(out.x_adv.max()) <= 1.0
+  np.testing.assert_array_equal(out.info['success'], common.predict(f(out.x_adv)) != y)
+  np.testing.assert_array_equal(out.info['gradients'], n + 1)
+
+
+def test_apgd_targeted_reaches_target_and_odd_bounds():
+  k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
+  W1 = jax.random.normal(k1, (8, 16))
+  W2 = jax.random.normal(k2, (16, 5))
+  f = lambda x: jnp.tanh(x @ W1) @ W2
+  x = jax.random.uniform(k3, (12, 8), minval=-2.0, maxval=3.0)
+  t = common.predict(f(jax.random.uniform(jax.random.key(4), (12, 8), minval=-2, maxval=3)))
+  for loss in ('ce', 'dlr'):
+    atk = attacks.apgd(eps=5.0, num_steps=30, loss=loss, targeted=True, bounds=(-2, 3),
+                       return_info=True)
+    out = atk(f, x, t, KEY)
+    assert float(out.x_adv.min()) >= -2 and float(out.x_adv.max()) <= 3
+    assert float(jnp.mean(common.predict(f(out.x_adv)) == t)) == 1.0, loss
+    assert bool(out.info['success'].all())
+
+
+def test_apgd_vmap_over_eps(digits_mlp):
+  f, x, y = digits_mlp
+  x, y = x[:32], y[:32]
+  eps = jnp.array([0.0, 0.05, 0.1])
+  xa = jax.jit(jax.vmap(lambda e: attacks.apgd(eps=e, num_steps=5)(f, x, y, KEY)))(eps)
+  for i, e in enumerate(np.asarray(eps)):
+    assert float(jnp.abs(xa[i] - x).max()) <= e + 1e-6
+  single = attacks.apgd(eps=0.05, num_steps=5)(f, x, y, KEY)
+  np.testing.assert_allclose(xa[1], single, atol=1e-5)
+
+
+def test_apgd_t_and_auto_attack_stages(digits_mlp):
+  f, x, y = digits_mlp
+  eps = 0.1
+  aa = attacks.auto_attack(eps=eps, version='fast', return_info=True)
+  out = jax.jit(aa, static_argnums=0)(f, x, y, KEY)
+  assert aa.stage_names(10) == ['apgd-ce', 'apgd-t']
+  rob = np.asarray(out.info['robust_per_stage']).mean(1)
+  final = _robust_acc(f, out.x_adv, y)
+  np.testing.assert_allclose(final, rob[-1], atol=1e-7)
+  # Ensemble robust accuracy is <= the robust accuracy of every single stage.
+  clean = np.asarray(out.info['clean_correct'])
+  for s in np.asarray(out.info['stage_success']):
+    assert final <= float(np.mean(clean & ~s)) + 1e-7
+  assert np.all(np.diff(rob) <= 0)
+  assert float(jnp.abs(out.x_adv - x).max()) <= eps + 1e-6
+  # The ensemble is at least as strong as APGD-CE alone with the same key schedule.
+  ce = attacks.apgd(eps=eps, num_steps=50)(f, x, y, jax.random.fold_in(KEY, 0))
+  assert final <= _robust_acc(f, ce, y)
+
+
+def test_run_auto_attack_host_driver(digits_mlp):
+  f, x, y = digits_mlp
+  x, y = x[:40], y[:40]
+  res = attacks.run_auto_attack(f, x, y, KEY, eps=0.1, version='fast', batch_size=32)
+  names = [s['name'] for s in res['stages']]
+  assert names == ['apgd-ce', 'apgd-t']
+  accs = [s['robust_accuracy'] for s in res['stages']]
+  assert accs[0] <= res['clean_accuracy'] and accs[1] <= accs[0]
+  assert res['robust_accuracy'] == pytest.approx(accs[-1])
+  # The second stage only attacked the points the first one left robust.
+  assert res['stages'][1]['attacked'] == round(accs[0] * len(y))
+  assert float(np.abs(res['x_adv'] - np.asarray(x)).max()) <= 0.1 + 1e-6
+  np.testing.assert_array_equal(res['success'], np.asarray(common.predict(
+      f(jnp.asarray(res['x_adv'])))) != np.asarray(y))
+
+
+@pytest.mark.parametrize('factory,kw,name', [
+    (attacks.apgd, dict(eps=0.1, norm='l1'), 'norm'),
+    (attacks.apgd, dict(eps=0.1, rho=1.5), 'rho'),
+    (attacks.apgd, dict(eps=0.1, alpha=0.0), 'alpha'),
+    (attacks.apgd, dict(eps=0.1, loss='hinge'), 'loss'),
+    (attacks.apgd, dict(eps=-1.0), 'eps'),
+    (attacks.apgd, dict(eps=0.1, restarts=0), 'restarts'),
+    (attacks.apgd_t, dict(eps=0.1, num_target_classes=0), 'num_target_classes'),
+    (attacks.auto_attack, dict(eps=0.1, version='plus'), 'version'),
+    (attacks.auto_attack, dict(eps=0.1, norm='l0'), 'norm'),
+])
+def test_bad_hyperparameters(factory, kw, name):
+  with pytest.raises(ValueError, match=name):
+    factory(**kw)
+
+
+def test_apgd_t_too_many_targets():
+  f = lambda x: x @ jnp.ones((3, 4))
+  with pytest.raises(ValueError, match='num_target_classes'):
+    attacks.apgd_t(eps=0.1, num_target_classes=4)(f, jnp.zeros((1, 3)), jnp.array([0]), KEY)

@@ -1,0 +1,170 @@
+"""C&W L2 / L_inf / L0 against closed forms on linear models."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsec.attacks.evasion.cw import (carlini_wagner_l0, carlini_wagner_l2,
+                                       carlini_wagner_linf, from_box, to_box)
+
+W = jax.random.normal(jax.random.key(3), (8, 4))
+BIAS = jax.random.normal(jax.random.key(4), (4,))
+
+
+def linear(x):
+  return x.reshape(x.shape[0], -1) @ W + BIAS
+
+
+def _points(bounds, b=5):
+  lo, hi = bounds
+  return 0.5 * (lo + hi) + 0.02 * (hi - lo) * jax.random.normal(jax.random.key(5), (b, 8))
+
+
+def _pairwise(x, y, dual):
+  """Exact distance (in the dual norm of `dual`) to the boundary with each class j."""
+  z = linear(x)
+  zy = jnp.take_along_axis(z, y[:, None], 1)
+  dw = W[:, y].T[:, :, None] - W[None]                 # [B, 8, C]
+  n = jnp.linalg.norm(dw, axis=1) if dual == 2 else jnp.sum(jnp.abs(dw), axis=1)
+  d = jnp.where(jax.nn.one_hot(y, 4) > 0, jnp.inf, (zy - z) / n)
+  runner = jnp.argmax(jnp.where(jax.nn.one_hot(y, 4) > 0, -jnp.inf, z), 1)
+  return jnp.min(d, 1), jnp.take_along_axis(d, runner[:, None], 1)[:, 0]
+
+
+def test_change_of_variables_roundtrip_any_bounds():
+  for lo, hi in [(0.0, 1.0), (-1.0, 2.0)]:
+    x = jnp.linspace(lo, hi, 11)
+    np.testing.assert_allclose(to_box(from_box(x, lo, hi), lo, hi), x, atol=2e-6 * (hi - lo))
+
+
+@pytest.mark.parametrize('bounds', [(0.0, 1.0), (-1.0, 2.0)])
+def test_l2_binary_linear_is_exact_minimal_distance(bounds):
+  w = jax.random.normal(jax.random.key(0), (8,))
+  f = lambda x: (x @ w)[:, None] - 0.1 * (bounds[0] + bounds[1]) * jnp.sum(w)
+  x = _points(bounds)
+  fx = f(x)[:, 0]
+  y = (fx > 0).astype(jnp.int32)
+  out = jax.jit(carlini_wagner_l2(initial_const=1.0, num_steps=300, num_binary_steps=8,
+                                  bounds=bounds, return_info=True), static_argnums=0)(f, x, y, None)
+  exact = jnp.abs(fx) / jnp.linalg.norm(w)
+  assert bool(jnp.all(out.info['success']))
+  assert bool(jnp.all((f(out.x_adv)[:, 0] > 0) != (y == 1)))
+  np.testing.assert_allclose(out.info['l2'], exact, rtol=0.03)
+  assert float(out.x_adv.min()) >= bounds[0] and float(out.x_adv.max()) <= bounds[1]
+
+
+def test_l2_multiclass_between_exact_minimum_and_runner_up_boundary():
+  # C&W's f_6 follows the runner-up class, so it finds the boundary towards it (a local
+  # minimum when another class is nearer): never below the exact minimum, and within a
+  # few % of the runner-up distance.
+  x = _points((0.0, 1.0), b=6)
+  y = jnp.argmax(linear(x), 1)
+  out = carlini_wagner_l2(initial_const=1.0, num_steps=300, num_binary_steps=8,
+                          return_info=True)(linear, x, y, None)
+  exact, runner = _pairwise(x, y, 2)
+  assert bool(jnp.all(out.info['success']))
+  assert bool(jnp.all(out.info['l2'] >= exact * (1 - 1e-4)))
+  assert bool(jnp.all(out.info['l2'] <= runner * 1.03))
+  np.testing.assert_array_equal(out.info['gradients'], out.info['steps'])
+
+
+def test_l2_targeted_with_confidence():
+  x = _points((-1.0, 2.0), b=4)
+  t = (jnp.argmax(linear(x), 1) + 1) % 4
+  kappa = 0.5
+  out = carlini_wagner_l2(targeted=True, confidence=kappa, initial_const=1.0, num_steps=200,
+                          num_binary_steps=5, bounds=(-1.0, 2.0), return_info=True)(
+                              linear, x, t, None)
+  z = linear(out.x_adv)
+  zt = jnp.take_along_axis(z, t[:, None], 1)[:, 0]
+  other = jnp.max(jnp.where(jax.nn.one_hot(t, 4) > 0, -jnp.inf, z), 1)
+  assert bool(jnp.all(out.info['success']))
+  assert bool(jnp.all(zt - kappa > other - 1e-5))
+  assert float(out.x_adv.min()) >= -1.0 and float(out.x_adv.max()) <= 2.0
+
+
+@pytest.mark.parametrize('bounds', [(0.0, 1.0), (-1.0, 2.0)])
+def test_linf_between_exact_minimum_and_runner_up_over_decrease(bounds):
+  x = _points(bounds, b=4)
+  y = jnp.argmax(linear(x), 1)
+  out = jax.jit(carlini_wagner_linf(num_steps=100, bounds=bounds, return_info=True),
+                static_argnums=0)(linear, x, y, None)
+  exact, runner = _pairwise(x, y, 1)
+  linf = jnp.max(jnp.abs(out.x_adv - x), 1)
+  assert bool(jnp.all(out.info['success']))
+  assert bool(jnp.all(jnp.argmax(linear(out.x_adv), 1) != y))
+  assert bool(jnp.all(linf >= exact * (1 - 1e-4)))
+  # tau shrinks by 0.9 per success, so the last success is within 1/0.9 of the optimum
+  # (plus the width-relative stopping threshold 1/256).
+  assert bool(jnp.all(linf <= runner / 0.9 + (bounds[1] - bounds[0]) / 256))
+  assert float(out.x_adv.min()) >= bounds[0] and float(out.x_adv.max()) <= bounds[1]
+
+
+def _exact_l0(x, y, lo, hi):
+  """Minimal number of features to change to leave class y (brute force over subsets)."""
+  z = np.asarray(linear(x))
+  Wn = np.asarray(W)
+  best = []
+  for i in range(x.shape[0]):
+    xi = np.asarray(x[i])
+    found = None
+    for k in range(1, 9):
+      for S in itertools.combinations(range(8), k):
+        for j in range(4):
+          if j == y[i]:
+            continue
+          dw = Wn[:, j] - Wn[:, y[i]]           # gain of class j over y per unit change
+          gain = sum(max(dw[s] * (hi - xi[s]), dw[s] * (lo - xi[s])) for s in S)
+          if z[i, j] - z[i, y[i]] + gain > 1e-6:
+            found = k
+            break
+        if found:
+          break
+      if found:
+        break
+    best.append(found)
+  return np.array(best)
+
+
+def test_l0_reaches_exact_minimal_feature_count_on_linear():
+  x = _points((0.0, 1.0), b=4)
+  y = np.asarray(jnp.argmax(linear(x), 1))
+  out = jax.jit(carlini_wagner_l0(num_steps=200, initial_const=1e-2, return_info=True),
+                static_argnums=0)(linear, x, jnp.asarray(y), None)
+  exact = _exact_l0(x, y, 0.0, 1.0)
+  assert bool(jnp.all(out.info['success']))
+  assert bool(jnp.all(jnp.argmax(linear(out.x_adv), 1) != y))
+  assert np.all(np.asarray(out.info['l0']) >= exact)
+  assert np.all(np.asarray(out.info['l0']) <= exact + 1)
+  np.testing.assert_array_equal(out.info['l0'], out.info['features_changed'])
+  assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
+
+
+def test_l0_image_pixels_group_channels():
+  key = jax.random.key(11)
+  Wi = jax.random.normal(key, (2 * 2 * 3, 3))
+  f = lambda x: x.reshape(x.shape[0], -1) @ Wi
+  x = jax.random.uniform(jax.random.key(12), (2, 2, 2, 3), minval=0.3, maxval=0.7)
+  y = jnp.argmax(f(x), 1)
+  out = carlini_wagner_l0(num_steps=100, initial_const=1e-2, bounds=(-1.0, 2.0),
+                          return_info=True)(f, x, y, None)
+  assert bool(jnp.all(out.info['success']))
+  assert bool(jnp.all(out.info['l0'] <= 4)) and bool(jnp.all(out.info['l0'] >= 1))
+  assert bool(jnp.all(out.info['features_changed'] <= 3 * out.info['l0']))
+
+
+@pytest.mark.parametrize('factory,kw', [
+    (carlini_wagner_l2, dict(confidence=-1.0)), (carlini_wagner_l2, dict(initial_const=0.0)),
+    (carlini_wagner_l2, dict(num_binary_steps=0)), (carlini_wagner_l2, dict(num_steps=0)),
+    (carlini_wagner_l2, dict(learning_rate=0.0)), (carlini_wagner_l2, dict(bounds=(0, 0))),
+    (carlini_wagner_l2, dict(targeted='yes')),
+    (carlini_wagner_linf, dict(decrease_factor=1.0)), (carlini_wagner_linf, dict(const_factor=1.0)),
+    (carlini_wagner_linf, dict(min_tau=0.5, initial_tau=0.1)),
+    (carlini_wagner_linf, dict(abort_early=False)),
+    (carlini_wagner_l0, dict(max_rounds=0)), (carlini_wagner_l0, dict(largest_const=-1.0)),
+])
+def test_bad_hyperparameters(factory, kw):
+  with pytest.raises(ValueError):
+    factory(**kw)

@@ -1,0 +1,98 @@
+"""L-BFGS (Szegedy) and universal perturbations on linear problems with closed forms."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsec.attacks.evasion.lbfgs import lbfgs
+from jaxsec.attacks.evasion.universal import universal_perturbation
+
+w = jax.random.normal(jax.random.key(3), (6,))
+
+
+@pytest.mark.parametrize('bounds', [(0.0, 1.0), (-1.0, 2.0)])
+def test_lbfgs_near_minimal_on_linear(bounds):
+  lo, hi = bounds
+  mid = 0.5 * (lo + hi)
+  f = lambda x: jnp.stack([jnp.zeros(x.shape[0]), (x - mid) @ w - 0.2], 1)
+  x = mid + 0.05 * (hi - lo) * jax.random.normal(jax.random.key(5), (4, 6))
+  fx = (x - mid) @ w - 0.2
+  y = (fx > 0).astype(jnp.int32)
+  exact = jnp.abs(fx) / jnp.linalg.norm(w)
+  atk = jax.jit(lbfgs(targeted=True, num_search_steps=8, max_iter=50, bounds=bounds,
+                      return_info=True), static_argnums=0)
+  out = atk(f, x, 1 - y, None)            # target: the other class
+  assert bool(jnp.all(out.info['success']))
+  np.testing.assert_array_equal(jnp.argmax(f(out.x_adv), 1), 1 - y)
+  assert bool(jnp.all(out.info['l2'] >= exact * (1 - 1e-4)))
+  assert bool(jnp.all(out.info['l2'] <= exact * 1.06))
+  assert float(out.x_adv.min()) >= lo and float(out.x_adv.max()) <= hi
+  assert bool(jnp.all(out.info['gradients'] >= out.info['steps']))
+
+
+def test_lbfgs_untargeted_multiclass():
+  W = jax.random.normal(jax.random.key(1), (6, 3))
+  f = lambda x: x @ W
+  x = jax.random.uniform(jax.random.key(2), (3, 6), minval=0.4, maxval=0.6)
+  y = jnp.argmax(f(x), 1)
+  out = lbfgs(num_search_steps=4, max_iter=30, return_info=True)(f, x, y, None)
+  assert bool(jnp.all(out.info['success']))
+  assert bool(jnp.all(jnp.argmax(f(out.x_adv), 1) != y))
+
+
+def _toy(n=60):
+  xs = jax.random.uniform(jax.random.key(8), (n, 6), minval=0.3, maxval=0.7)
+  b = jnp.max(xs @ w) + 0.05                 # every point is class 0
+  f = lambda x: jnp.stack([jnp.zeros(x.shape[0]), x @ w - b], 1)
+  return xs, f, -(xs @ w - b)                # margins |f(x)|
+
+
+@pytest.mark.parametrize('norm', ['linf', 'l2'])
+def test_uap_reaches_fooling_rate_on_linear(norm):
+  xs, f, margin = _toy()
+  dual = jnp.sum(jnp.abs(w)) if norm == 'linf' else jnp.linalg.norm(w)
+  # The best universal v (xi * sign(w) or xi * w/||w||) fools exactly the points with
+  # margin < xi * dual; give it radius for 90% of the points, ask for 80%.
+  xi = float(jnp.quantile(margin, 0.9) / dual)
+  atk = universal_perturbation(xi=xi, norm=norm, delta=0.2, return_info=True)
+  if norm == 'l2':     # the standard signature: fit on the batch, apply to it
+    out = jax.jit(atk, static_argnums=0)(f, xs, jnp.zeros(60, jnp.int32), jax.random.key(0))
+    v, fr = out.info['perturbation'], out.info['fooling_rate']
+    np.testing.assert_allclose(fr, jnp.mean(out.info['fooled']), atol=1e-6)
+    np.testing.assert_allclose(out.x_adv, jnp.clip(xs + v, 0.0, 1.0))
+  else:                # fit / apply
+    v, info = jax.jit(atk.fit, static_argnums=0)(f, xs, jax.random.key(0))
+    fr = info['fooling_rate']
+    np.testing.assert_allclose(fr, jnp.mean(jnp.argmax(f(atk.apply(xs, v)), 1) != 0),
+                               atol=1e-6)
+  assert float(fr) >= 0.8
+  vn = jnp.max(jnp.abs(v)) if norm == 'linf' else jnp.linalg.norm(v)
+  assert float(vn) <= xi * (1 + 1e-5)
+  # v transfers to fresh points of the same distribution (all of class 0).
+  fresh = jax.random.uniform(jax.random.key(9), (200, 6), minval=0.3, maxval=0.7)
+  fresh = fresh[(fresh @ w) < jnp.max(xs @ w) + 0.05]
+  fooled = jnp.argmax(f(atk.apply(fresh, v)), 1) != 0
+  assert float(jnp.mean(fooled)) >= 0.6
+
+
+def test_uap_bounds_and_stops_at_max_passes():
+  xs, f, margin = _toy(20)
+  lo, hi = -1.0, 2.0
+  atk = universal_perturbation(xi=1e-3, norm='linf', max_passes=2, bounds=(lo, hi),
+                               return_info=True)
+  out = atk(f, xs, jnp.zeros(20, jnp.int32), jax.random.key(1))
+  assert int(out.info['passes']) == 2               # cannot reach 80% with a tiny radius
+  assert float(out.x_adv.min()) >= lo and float(out.x_adv.max()) <= hi
+
+
+@pytest.mark.parametrize('factory,kw', [
+    (lbfgs, dict(initial_const=0.0)), (lbfgs, dict(num_search_steps=0)),
+    (lbfgs, dict(max_iter=0)), (lbfgs, dict(bounds=(1, 0))), (lbfgs, dict(targeted=1)),
+    (universal_perturbation, dict(xi=0.0)), (universal_perturbation, dict(xi=0.1, norm='l1')),
+    (universal_perturbation, dict(xi=0.1, delta=1.0)),
+    (universal_perturbation, dict(xi=0.1, max_passes=0)),
+    (universal_perturbation, dict(xi=0.1, num_classes=1)),
+])
+def test_bad_hyperparameters(factory, kw):
+  with pytest.raises(ValueError):
+    factory(**kw)

@@ -1,0 +1,208 @@
+"""Adversarial training objectives: strength 0 is the plain loss, jit / grad work, no
+gradient flows through x_adv, closed forms on linear models, the margin grows."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxsec import losses, train
+from jaxsec.attacks.evasion import fgsm, pgd
+from jaxsec.defenses import adversarial as adv
+
+
+def _mlp_apply(p, x):
+  h = jnp.tanh(x.reshape(x.shape[0], -1) @ p['w1'] + p['b1'])
+  return h @ p['w2'] + p['b2']
+
+
+def _mlp_params(key, d=6, h=5, c=3):
+  k1, k2 = jax.random.split(key)
+  return {'w1': jax.random.normal(k1, (d, h)), 'b1': jnp.zeros(h),
+          'w2': jax.random.normal(k2, (h, c)), 'b2': jnp.zeros(c)}
+
+
+def _data(key, n=8, d=6, c=3):
+  kx, ky = jax.random.split(key)
+  return jax.random.uniform(kx, (n, d)), jax.random.randint(ky, (n,), 0, c)
+
+
+PLAIN = train.supervised(losses.cross_entropy)
+
+
+def _zero_strength_objectives(static):
+  return {
+      'alpha=1': adv.adversarial_training(attack=pgd(eps=0.1, num_steps=3), alpha=1.0),
+      'fgsm eps=0': adv.fgsm_adversarial_training(eps=0.0),
+      'pgd eps=0': adv.pgd_adversarial_training(eps=0.0, num_steps=3, step_size=0.01),
+      'fast eps=0': adv.fast_adversarial_training(eps=0.0),
+      'trades beta=0': adv.trades(beta=0.0, eps=0.1, num_steps=2),
+      'ensemble eps=0': adv.ensemble_adversarial_training(
+          attack=fgsm(eps=0.0), static_models=[static], alpha=0.5),
+  }
+
+
+def test_strength_zero_is_plain_loss_and_jit_grad_work():
+  p = _mlp_params(jax.random.key(0))
+  x, y = _data(jax.random.key(1))
+  key = jax.random.key(2)
+  static = lambda z: _mlp_apply(_mlp_params(jax.random.key(9)), z)
+  want = PLAIN(_mlp_apply, p, x, y, key)
+  g_want = jax.grad(lambda q: jnp.mean(PLAIN(_mlp_apply, q, x, y, key)))(p)
+  for name, obj in _zero_strength_objectives(static).items():
+    f = jax.jit(lambda q, o=obj: o(_mlp_apply, q, x, y, key))
+    np.testing.assert_allclose(f(p), want, rtol=1e-5, atol=1e-6, err_msg=name)
+    g = jax.jit(jax.grad(lambda q, o=obj: jnp.mean(o(_mlp_apply, q, x, y, key))))(p)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_want)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_nonzero_strength_differentiable_and_larger_than_clean():
+  p = _mlp_params(jax.random.key(0))
+  x, y = _data(jax.random.key(1))
+  key = jax.random.key(2)
+  static = lambda z: _mlp_apply(_mlp_params(jax.random.key(9)), z)
+  clean = float(jnp.mean(PLAIN(_mlp_apply, p, x, y, key)))
+  objs = {'fgsm': adv.fgsm_adversarial_training(eps=0.2),
+          'pgd': adv.pgd_adversarial_training(eps=0.2, num_steps=5),
+          'fast': adv.fast_adversarial_training(eps=0.2),
+          'trades': adv.trades(beta=6.0, eps=0.2, num_steps=5),
+          'ensemble': adv.ensemble_adversarial_training(attack=fgsm(eps=0.2),
+                                                        static_models=[static])}
+  for name, obj in objs.items():
+    v, g = jax.jit(jax.value_and_grad(lambda q, o=obj: jnp.mean(o(_mlp_apply, q, x, y,
+                                                                   key))))(p)
+    assert np.isfinite(float(v)) and float(v) >= clean - 1e-6, name
+    assert all(np.all(np.isfinite(l)) for l in jax.tree.leaves(g)), name
+    assert sum(float(jnp.sum(jnp.abs(l))) for l in jax.tree.leaves(g)) > 0, name
+
+
+def test_no_gradient_through_x_adv():
+  """Danskin: the gradient is that of the loss at the (fixed) maximiser."""
+  p = _mlp_params(jax.random.key(0))
+  x, y = _data(jax.random.key(1))
+  key = jax.random.key(3)
+  atk = pgd(eps=0.2, num_steps=4)
+  obj = adv.adversarial_training(attack=atk, alpha=0.0)
+  g = jax.grad(lambda q: jnp.mean(obj(_mlp_apply, q, x, y, key)))(p)
+  k_atk = jax.random.split(key, 3)[0]
+  x_adv = atk(lambda z: _mlp_apply(p, z), x, y, k_atk)
+  g_fixed = jax.grad(lambda q: jnp.mean(losses.cross_entropy(_mlp_apply(q, x_adv), y)))(p)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_fixed)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_fgsm_at_on_linear_model_matches_hand_computation():
+  w = jnp.array([[0.5], [-2.0], [1.0]])
+  apply_fn = lambda p, x: x @ p
+  x = jnp.array([[0.5, 0.5, 0.5], [0.2, 0.8, 0.4]])
+  y = jnp.array([1, 0])
+  obj = adv.fgsm_adversarial_training(eps=0.1, alpha=0.5)
+  got = obj(apply_fn, w, x, y, jax.random.key(0))
+  s = 2.0 * y - 1.0
+  # FGSM on a linear binary model moves every coordinate by eps against s * sign(w).
+  x_adv = jnp.clip(x - 0.1 * s[:, None] * jnp.sign(w[:, 0])[None], 0, 1)
+  bce = lambda z: optax.sigmoid_binary_cross_entropy(z[:, 0], y.astype(jnp.float32))
+  np.testing.assert_allclose(got, 0.5 * bce(x @ w) + 0.5 * bce(x_adv @ w), rtol=1e-6)
+
+
+def test_worst_case_logits_binary_and_multiclass_are_exact():
+  # binary: s f(x) - eps ||w||_1
+  w = jnp.array([[0.5], [-2.0], [1.0]])
+  apply_fn = lambda p, x: x @ p[0] + p[1]
+  params = (w, jnp.array([0.3]))
+  x = jnp.array([[0.1, 0.2, 0.3]])
+  for yy in (0, 1):
+    y = jnp.array([yy])
+    z = adv.worst_case_logits(apply_fn, params, x, y, eps=0.1)
+    s = 2 * yy - 1
+    np.testing.assert_allclose(s * z[0, 0], s * (x @ w + 0.3)[0, 0] - 0.1 * 3.5, rtol=1e-6)
+  # multiclass in 2-D, L_inf: the worst pairwise margin is attained at a corner.
+  W = jax.random.normal(jax.random.key(0), (2, 4))
+  apply2 = lambda p, x: x @ p
+  x = jnp.array([[0.3, -0.2]])
+  y = jnp.array([2])
+  eps = 0.25
+  z = adv.worst_case_logits(apply2, W, x, y, eps=eps)
+  corners = jnp.array([[a, b] for a in (-eps, eps) for b in (-eps, eps)])
+  zc = (x + corners) @ W                               # [4, C]
+  for j in range(4):
+    if j == 2:
+      continue
+    brute = jnp.min(zc[:, 2] - zc[:, j])
+    np.testing.assert_allclose(z[0, 2] - z[0, j], brute, rtol=1e-5)
+  # L2: the dual is L2
+  z2 = adv.worst_case_logits(apply2, W, x, y, eps=eps, norm='l2')
+  np.testing.assert_allclose(z2[0, 0] - z2[0, 2] - (x @ W)[0, 0] + (x @ W)[0, 2],
+                             eps * jnp.linalg.norm(W[:, 0] - W[:, 2]), rtol=1e-5)
+
+
+def test_linear_adversarial_training_increases_margin():
+  # Separable by x1 alone (|x1| >= 0.5); x2 is noise. The max L_inf-margin separator is
+  # w ~ (1, 0) (margin ~0.5). The start w = (10, 4) already has s f >= 1 everywhere with an
+  # L_inf margin of only ~0.07: the plain hinge has zero gradient there and stays; the
+  # closed-form robust hinge needs s f >= 1 + eps ||w||_1 and turns w towards (1, 0).
+  rng = np.random.default_rng(0)
+  n = 128
+  y = rng.integers(0, 2, n).astype(np.int32)
+  x1 = (2 * y - 1) * rng.uniform(0.5, 1.5, n)
+  x = np.stack([x1, rng.uniform(-1, 1, n)], 1).astype(np.float32)
+  apply_fn = lambda p, xx: xx @ p['w'] + p['b']
+  p0 = {'w': jnp.array([[10.0], [4.0]]), 'b': jnp.zeros(1)}
+  s = 2 * y - 1
+
+  def margin(p):      # L_inf distance of each point to the boundary, signed
+    return s * np.asarray(apply_fn(p, x))[:, 0] / np.abs(np.asarray(p['w'])).sum()
+
+  def fit(obj):
+    return train.fit(apply_fn, p0, x, y, optimizer=optax.adam(0.05), key=jax.random.key(0),
+                     batch_size=n, num_steps=200, objective=obj).params
+
+  m_plain = margin(fit(train.supervised(losses.hinge)))
+  m_robust = margin(fit(adv.linear_adversarial_training(eps=0.3)))
+  assert np.min(m_robust) > 0.3                    # every point robust at eps
+  assert np.min(m_plain) < 0.25
+  assert np.min(m_robust) > np.min(m_plain) + 0.1
+  np.testing.assert_allclose(
+      adv.linear_adversarial_training(eps=0.0)(apply_fn, p0, x, y, None),
+      losses.hinge(apply_fn(p0, x), y), rtol=1e-6)
+
+
+def test_trades_attack_stays_in_ball_and_raises_kl():
+  p = _mlp_params(jax.random.key(0))
+  x, y = _data(jax.random.key(1))
+  f = lambda z: _mlp_apply(p, z)
+  x_adv = jax.jit(adv.trades_attack(eps=0.1, num_steps=10), static_argnums=0)(
+      f, x, y, jax.random.key(0))
+  assert float(jnp.max(jnp.abs(x_adv - x))) <= 0.1 + 1e-6
+  assert float(jnp.min(x_adv)) >= 0 and float(jnp.max(x_adv)) <= 1
+  kl = adv._kl(f(x), f(x_adv))
+  assert float(jnp.mean(kl)) > 1e-3
+
+
+def test_ensemble_uses_static_source():
+  w_static = jnp.array([[1.0], [1.0], [-1.0]])
+  static = lambda z: z @ w_static
+  apply_fn = lambda p, z: z @ p
+  w = jnp.array([[0.5], [-2.0], [1.0]])
+  x = jnp.full((2, 3), 0.5)
+  y = jnp.array([1, 0])
+  obj = adv.ensemble_adversarial_training(attack=fgsm(eps=0.1), static_models=[static],
+                                          include_current=False, alpha=0.0)
+  s = 2.0 * y - 1.0
+  x_adv = x - 0.1 * s[:, None] * jnp.sign(w_static[:, 0])[None]   # crafted on the static model
+  want = optax.sigmoid_binary_cross_entropy((x_adv @ w)[:, 0], y.astype(jnp.float32))
+  np.testing.assert_allclose(obj(apply_fn, w, x, y, jax.random.key(0)), want, rtol=1e-6)
+
+
+def test_bad_arguments_raise():
+  with pytest.raises(ValueError, match='alpha'):
+    adv.adversarial_training(attack=fgsm(eps=0.1), alpha=1.5)
+  with pytest.raises(ValueError, match='attack'):
+    adv.adversarial_training(attack=3)
+  with pytest.raises(ValueError, match='static_models'):
+    adv.ensemble_adversarial_training(attack=fgsm(eps=0.1), static_models=[])
+  with pytest.raises(ValueError, match='eps'):
+    adv.trades(beta=1.0)
+  with pytest.raises(ValueError, match='norm'):
+    adv.linear_adversarial_training(eps=0.1, norm='l3')

@@ -1,0 +1,24 @@
+"""Smoke run of experiments/pate.py on real FMNIST (10 tiny teachers)."""
+import json
+import os
+
+from experiments import pate
+from tests.conftest import requires_fashion_mnist
+
+
+@requires_fashion_mnist
+def test_smoke_run_writes_json(tmp_path):
+  cfg = pate.get_config('smoke')
+  res = pate.run(cfg, str(tmp_path))
+  with open(os.path.join(tmp_path, 'pate.json')) as fh:
+    saved = json.load(fh)
+  assert saved['num_teachers'] == 10 and saved['examples_per_teacher'] == 100
+  rows = saved['settings']
+  assert len(rows) == len(cfg.settings)
+  for r in rows:
+    assert 0 <= r['num_answered'] <= r['num_queries']
+    # data-dependent analysis never exceeds the data-independent guarantee
+    assert 0 < r['epsilon_data_dependent'] <= r['epsilon'] + 1e-9
+  gn = rows[0]
+  assert gn['num_answered'] == gn['num_queries'] == 50
+  assert 'PATE' in pate.render_markdown(res)

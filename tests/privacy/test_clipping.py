@@ -1,0 +1,153 @@
+"""Per-example clipping: equals a loop of single-example grads then clip; ghost == vmap."""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsec import losses
+from jaxsec.privacy import clipping
+
+
+class _ConvNet(nn.Module):
+  """Exercises strides, dilation, explicit / VALID / SAME padding, no-bias, Dense on [B,T,D]."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.tanh(nn.Conv(3, (3, 3), strides=2, padding='SAME', name='c0')(x))
+    x = jnp.tanh(nn.Conv(4, (3, 3), padding='VALID', kernel_dilation=2, use_bias=False,
+                         name='c1')(x))
+    x = jnp.tanh(nn.Conv(2, (2, 2), padding=((1, 0), (0, 1)), strides=(1, 2),
+                         name='c2')(x))
+    x = x.reshape(x.shape[0], -1, 2)            # [B, T, 2]: Dense with T > 1 rows
+    x = jnp.tanh(nn.Dense(5, name='seq')(x)).reshape(x.shape[0], -1)
+    return nn.Dense(3, name='head')(x)
+
+
+class _Mlp(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3)(jnp.tanh(nn.Dense(4)(x)))
+
+
+def _setup(model, shape, n=5, seed=0):
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  params = model.init(k1, jnp.zeros((1,) + shape))
+  x = jax.random.normal(k2, (n,) + shape)
+  y = jnp.arange(n, dtype=jnp.int32) % 3
+  return params, x, y, clipping.from_model(model.apply, losses.cross_entropy)
+
+
+def _loop_reference(lf, params, x, y, c, mask):
+  """Loop over examples: grad of one example, clip, sum (no vmap)."""
+  total = jax.tree_util.tree_map(jnp.zeros_like, params)
+  norms = []
+  grad_one = jax.jit(jax.grad(lambda p, xi, yi: lf(p, xi, yi)[0]))
+  for i in range(x.shape[0]):
+    g = grad_one(params, x[i:i + 1], y[i:i + 1])
+    n = float(np.sqrt(sum(np.sum(np.asarray(l) ** 2) for l in jax.tree_util.tree_leaves(g))))
+    norms.append(n * mask[i])
+    f = mask[i] * min(1.0, c / n)
+    total = jax.tree_util.tree_map(lambda t, l: t + f * l, total, g)
+  return total, np.array(norms)
+
+
+def _maxdiff(a, b):
+  return max(float(jnp.max(jnp.abs(u - v))) for u, v in
+             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+@functools.lru_cache(maxsize=None)
+def _conv_case():
+  params, x, y, lf = _setup(_ConvNet(), (12, 12, 2))
+  mask = np.array([1., 1., 0., 1., 1.])
+  c = 0.3   # below every norm here, so clipping is active
+  ref, ref_norms = _loop_reference(lf, params, x, y, c, mask)
+  return params, x, y, lf, ref, ref_norms, mask, c
+
+
+@pytest.mark.parametrize('method,micro', [('vmap', None), ('vmap', 2), ('ghost', None),
+                                          ('ghost', 3)])
+def test_clipped_equals_loop_of_single_grads(method, micro):
+  params, x, y, lf, ref, ref_norms, mask, c = _conv_case()
+  fn = jax.jit(clipping.clipped_grad(lf, c, method=method, microbatch_size=micro))
+  got, info = fn(params, x, y, mask=jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(info.norms), ref_norms, rtol=2e-5, atol=1e-6)
+  assert (ref_norms[mask > 0] > c).all()
+  assert _maxdiff(got, ref) < 1e-5
+  # each clipped contribution has norm min(C, ||g||): the sum's norm is at most 4 C
+  assert float(clipping.tree_norm(got)) <= 4 * c + 1e-5
+
+
+def test_ghost_equals_vmap_mlp_and_large_clip():
+  params, x, y, lf = _setup(_Mlp(), (6,), n=7, seed=3)
+  a, ia = jax.jit(clipping.clipped_grad(lf, 100.0))(params, x, y)
+  b, ib = jax.jit(clipping.clipped_grad(lf, 100.0, method='ghost'))(params, x, y)
+  np.testing.assert_allclose(ia.norms, ib.norms, rtol=1e-5)
+  # C above every norm: no clipping, the sum equals the plain gradient of the summed loss
+  g = jax.grad(lambda p: jnp.sum(lf(p, x, y)))(params)
+  assert _maxdiff(a, g) < 1e-5 and _maxdiff(b, g) < 1e-5
+  np.testing.assert_allclose(ia.factors, 1.0)
+
+
+def test_traced_clip_norm_under_vmap():
+  params, x, y, lf = _setup(_Mlp(), (6,))
+  fn = clipping.clipped_grad(lf, method='ghost')
+  cs = jnp.array([0.01, 0.1, 10.0])
+  norms = jax.jit(jax.vmap(
+      lambda c: clipping.tree_norm(fn(params, x, y, l2_norm_clip=c)[0])))(cs)
+  ref_fn = jax.jit(lambda c: clipping.tree_norm(
+      clipping.clipped_grad(lf)(params, x, y, l2_norm_clip=c)[0]))
+  for c, n in zip(cs, norms):
+    np.testing.assert_allclose(n, ref_fn(c), rtol=1e-5)
+
+
+def test_ghost_rejects_unsupported_layers():
+  class WithNorm(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(2)(nn.LayerNorm()(nn.Dense(3)(x)))
+  params, x, y, lf = _setup(WithNorm(), (4,))
+  with pytest.raises(ValueError, match='LayerNorm'):
+    clipping.clipped_grad(lf, 1.0, method='ghost')(params, x, y)
+
+
+def test_ghost_rejects_shared_layer():
+  class Shared(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      d = nn.Dense(4)
+      return d(jnp.tanh(d(x)))
+  params, x, y, lf = _setup(Shared(), (4,))
+  with pytest.raises(ValueError, match='more than once'):
+    clipping.clipped_grad(lf, 1.0, method='ghost')(params, x, y)
+
+
+def test_bad_inputs():
+  lf = lambda w, x: (x @ w) ** 2
+  with pytest.raises(ValueError, match='l2_norm_clip'):
+    clipping.clipped_grad(lf, -1.0)
+  with pytest.raises(ValueError, match='method'):
+    clipping.clipped_grad(lf, 1.0, method='loop')
+  with pytest.raises(ValueError, match='mask'):
+    clipping.clipped_grad(lf, 1.0)(jnp.ones(2), jnp.ones((3, 2)), mask=jnp.ones(4))
+  with pytest.raises(ValueError, match='l2_norm_clip must be given'):
+    clipping.clipped_grad(lf)(jnp.ones(2), jnp.ones((3, 2)))
+
+
+def test_linear_closed_form():
+  # squared loss (w.x - y)^2 has per-example gradient 2 (w.x - y) x: closed-form clip.
+  w = jnp.array([1.0, -2.0])
+  x = jnp.array([[1.0, 0.0], [0.0, 3.0], [0.5, 0.5]])
+  y = jnp.zeros(3)
+  lf = lambda w, x, y: (x @ w - y) ** 2
+  g, info = clipping.clipped_grad(lf, 1.0)(w, x, y)
+  per = 2 * (x @ w - y)[:, None] * x
+  norms = np.linalg.norm(per, axis=1)
+  np.testing.assert_allclose(info.norms, norms, rtol=1e-6)
+  expect = (per * np.minimum(1, 1.0 / norms)[:, None]).sum(0)
+  np.testing.assert_allclose(g, expect, rtol=1e-6)

@@ -1,0 +1,119 @@
+"""DP-SGD: noise std is sigma * C / m, the step is the clipped mean + noise, adaptive
+clipping tracks the quantile and is accounted, and ``train`` reports the sampler's epsilon."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import stats
+
+from jaxsec.privacy import clipping, dpsgd, sampling
+
+
+def _zero_grad_loss(w, x):
+  return 0.0 * (x @ w)
+
+
+def test_privatizer_noise_std_is_sigma_c_over_m():
+  d, sigma, c, m = 20000, 1.3, 0.7, 4.0
+  tx = dpsgd.gaussian_privatizer(noise_multiplier=sigma, l2_norm_clip=c, normalizer=m,
+                                 key=jax.random.key(0))
+  grads = {'a': jnp.zeros(d), 'b': jnp.zeros((d // 4, 4))}
+  state = tx.init(grads)
+  out, state2 = jax.jit(tx.update)(grads, state)
+  z = np.concatenate([np.asarray(out['a']), np.asarray(out['b']).ravel()])
+  target = sigma * c / m
+  # chi-square 99.9% interval for the sample std of 2d normals; mean ~ 0
+  lo, hi = (np.sqrt(stats.chi2.ppf(q, z.size) / z.size) * target for q in (5e-4, 1 - 5e-4))
+  assert lo < z.std() < hi
+  assert abs(z.mean()) < 4 * target / np.sqrt(z.size)
+  assert stats.kstest(z / target, 'norm').pvalue > 1e-3
+  # fresh noise next step
+  out2, _ = tx.update(grads, state2)
+  assert not np.allclose(out2['a'], out['a'])
+
+
+def test_step_equals_clipped_mean_plus_noise_of_right_std():
+  w = jnp.array([1.0, -2.0, 0.5])
+  x = jnp.array([[1.0, 0.0, 0.0], [0.0, 3.0, 1.0], [0.5, 0.5, 0.5], [2.0, 2.0, 2.0]])
+  y = jnp.array([0.0, 1.0, 0.0, 0.0])
+  mask = jnp.array([True, True, True, False])
+  lf = lambda w, x, y: (x @ w - y) ** 2
+  c, m = 1.0, 3.5
+  # sigma = 0: exact clipped mean; one SGD step with lr 1
+  step = dpsgd.make_step(lf, optax.sgd(1.0), noise_multiplier=0.0, normalizer=m)
+  new, _, _, met = step(w, optax.sgd(1.0).init(w), c, (x, y), mask, jax.random.key(0))
+  per = 2 * (x @ w - y)[:, None] * x
+  fac = np.minimum(1, c / np.linalg.norm(per, axis=1)) * np.asarray(mask)
+  np.testing.assert_allclose(new, w - (per * fac[:, None]).sum(0) / m, rtol=1e-6)
+  assert float(met.batch_size) == 3
+  # sigma > 0: the deviation from that mean over many keys has std sigma * C / m
+  sigma = 2.0
+  step = jax.jit(dpsgd.make_step(lf, optax.sgd(1.0), noise_multiplier=sigma, normalizer=m))
+  outs = jax.vmap(lambda k: step(w, optax.sgd(1.0).init(w), c, (x, y), mask, k)[0])(
+      jax.random.split(jax.random.key(1), 3000))
+  dev = np.asarray(outs) - np.asarray(new)
+  np.testing.assert_allclose(dev.std(0), sigma * c / m, rtol=0.06)
+
+
+def test_adaptive_clipping_noise_split_and_quantile_tracking():
+  ac = dpsgd.AdaptiveClipping(target_quantile=0.5, learning_rate=0.2, count_noise_std=1.0)
+  sg = ac.gradient_noise_multiplier(1.0, normalizer=100.0)
+  assert sg ** -2 + (2 * 1.0) ** -2 == pytest.approx(1.0)   # Andrew et al. Thm 1
+  with pytest.raises(ValueError, match='count_noise_std'):
+    ac.gradient_noise_multiplier(3.0, normalizer=100.0)
+  # per-example norms |x_i| for f(w)=w*x: median of |N(0, 1)| is 0.674
+  n = 400
+  x = jax.random.normal(jax.random.key(0), (n,))
+  lf = lambda w, x: w * x
+  ac = dpsgd.AdaptiveClipping(target_quantile=0.5, learning_rate=0.2,
+                              count_noise_std=0.5)
+  step = jax.jit(dpsgd.make_step(lf, optax.sgd(0.0), noise_multiplier=0.1,
+                                 normalizer=float(n), adaptive_clipping=ac))
+  c = jnp.float32(5.0)
+  w = jnp.float32(0.0)
+  for t in range(150):
+    w, _, c, _ = step(w, optax.sgd(0.0).init(w), c, (x,), jnp.ones(n, bool),
+                      jax.random.key(t))
+  assert abs(float(c) - float(np.median(np.abs(np.asarray(x))))) < 0.05
+
+
+def test_train_end_to_end_reports_sampler_epsilon():
+  k1, k2 = jax.random.split(jax.random.key(0))
+  n, d = 400, 5
+  x = jax.random.normal(k1, (n, d))
+  w_true = jax.random.normal(k2, (d,))
+  y = (x @ w_true > 0).astype(jnp.float32)
+  lf = lambda w, x, y: optax.sigmoid_binary_cross_entropy(x @ w, y)
+  s = sampling.PoissonSampler(dataset_size=n, num_steps=60, expected_batch_size=80)
+  res = dpsgd.train(lf, jnp.zeros(d), (x, y), optimizer=optax.sgd(1.0), sampler=s,
+                    key=jax.random.key(1), l2_norm_clip=1.0, delta=1e-5,
+                    noise_multiplier=1.0, accountant='rdp', steps_per_call=30)
+  assert res.epsilon == pytest.approx(s.epsilon(1.0, 1e-5, accountant='rdp'))
+  acc = float(jnp.mean(((x @ res.params) > 0) == (y > 0)))
+  assert acc > 0.85
+  assert len(res.history['step']) == 2 and res.history['step'][-1] == 60
+  with pytest.raises(ValueError, match='dataset_size'):
+    dpsgd.train(lf, jnp.zeros(d), (x[:10], y[:10]), optimizer=optax.sgd(1.0), sampler=s,
+                key=jax.random.key(1), l2_norm_clip=1.0, delta=1e-5, noise_multiplier=1.0)
+  with pytest.raises(ValueError, match='exactly one'):
+    dpsgd.train(lf, jnp.zeros(d), (x, y), optimizer=optax.sgd(1.0), sampler=s,
+                key=jax.random.key(1), l2_norm_clip=1.0, delta=1e-5)
+
+
+def test_train_is_deterministic_and_resumable():
+  x = jax.random.normal(jax.random.key(3), (100, 3))
+  lf = lambda w, x: jnp.sum((x - w) ** 2, axis=-1)
+  s = sampling.PoissonSampler(dataset_size=100, num_steps=20, expected_batch_size=10)
+  kw = dict(optimizer=optax.sgd(0.1), sampler=s, key=jax.random.key(4), l2_norm_clip=1.0,
+            delta=1e-5, noise_multiplier=1.0, accountant='rdp', steps_per_call=10)
+  full = dpsgd.train(lf, jnp.zeros(3), (x,), **kw)
+  saved = {}
+  def cb(t, p, extra):
+    if t == 10:
+      saved['p'], saved['s'] = p, extra['opt_state']
+  dpsgd.train(lf, jnp.zeros(3), (x,), callback=cb, **kw)
+  resumed = dpsgd.train(lf, saved['p'], (x,), start_step=10, opt_state=saved['s'], **kw)
+  np.testing.assert_allclose(resumed.params, full.params, rtol=1e-6)

@@ -1,0 +1,125 @@
+"""Input / objective / output perturbation: noise scales, unbiasedness, CMS 2011 formulas."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from jaxsec import losses
+from jaxsec.privacy import accounting, perturbation as pt
+
+
+def test_laplace_features_scale_and_clipping():
+  x = jnp.zeros((4000, 5))
+  out = pt.laplace_features(x, jax.random.key(0), eps=2.0, l1_radius=0.5)
+  b = 2 * 0.5 / 2.0      # Lap(2R / eps)
+  z = np.asarray(out).ravel()
+  assert stats.kstest(z / b, 'laplace').pvalue > 1e-3
+  # records outside the l1 ball are projected onto it (radially)
+  big = jnp.array([[3.0, -1.0]])
+  clipped = pt._clip_rows(big, 0.5, 1)
+  assert float(jnp.sum(jnp.abs(clipped))) == pytest.approx(0.5)
+
+
+def test_gaussian_features_std_is_analytic_gaussian_for_2r():
+  x = jnp.zeros((20000, 3))
+  out = pt.gaussian_features(x, jax.random.key(1), eps=1.0, delta=1e-5, l2_radius=0.25)
+  std = accounting.gaussian_sigma(1.0, 1e-5, sensitivity=0.5)
+  assert float(jnp.std(out)) == pytest.approx(std, rel=0.02)
+
+
+def test_randomized_response_rates_and_debiasing():
+  k, eps, n = 4, 1.0, 100000
+  y = jnp.asarray(np.random.default_rng(0).choice(k, n, p=[0.1, 0.2, 0.3, 0.4]), jnp.int32)
+  yr = pt.randomized_response(y, jax.random.key(3), eps=eps, num_classes=k)
+  keep = math.exp(eps) / (math.exp(eps) + k - 1)
+  assert float(jnp.mean(yr == y)) == pytest.approx(keep, abs=0.006)
+  # flips go uniformly to the other labels
+  flipped = np.asarray(yr)[np.asarray(y) == 0]
+  flipped = flipped[flipped != 0]
+  counts = np.bincount(flipped, minlength=k)[1:]
+  assert stats.chisquare(counts).pvalue > 1e-3
+  est = pt.debias_label_frequencies(yr, eps=eps, num_classes=k)
+  np.testing.assert_allclose(est, [0.1, 0.2, 0.3, 0.4], atol=0.012)
+  # transition matrix rows are distributions with keep prob on the diagonal
+  t = pt.rr_transition_matrix(eps, k)
+  np.testing.assert_allclose(t.sum(1), 1.0)
+  np.testing.assert_allclose(np.diag(t), keep)
+
+
+def test_rr_unbiased_loss_expectation_equals_clean_loss():
+  k, eps = 3, 0.7
+  logits = jax.random.normal(jax.random.key(4), (5, k))
+  y = jnp.array([0, 1, 2, 1, 0], jnp.int32)
+  corrected = pt.rr_unbiased_loss(losses.cross_entropy, eps=eps, num_classes=k)
+  t = pt.rr_transition_matrix(eps, k)
+  expected = sum(t[np.asarray(y), j] * np.asarray(
+      corrected(logits, jnp.full((5,), j, jnp.int32))) for j in range(k))
+  np.testing.assert_allclose(expected, losses.cross_entropy(logits, y), rtol=1e-4, atol=1e-5)
+
+
+def test_huber_hinge_pieces_and_derivative_bounds():
+  h = 0.5
+  z = jnp.array([2.0, 1.5, 1.0, 0.5, 0.0])
+  np.testing.assert_allclose(pt.huber_hinge(z, h), [0, 0, 0.125, 0.5, 1.0], atol=1e-6)  # (1+h-z)^2/(4h)
+  zz = jnp.linspace(-2, 3, 501)
+  d1 = jax.vmap(jax.grad(lambda v: pt.huber_hinge(v, h)))(zz)
+  d2 = jax.vmap(jax.grad(jax.grad(lambda v: pt.huber_hinge(v, h))))(zz)
+  assert float(jnp.max(jnp.abs(d1))) <= 1 + 1e-6
+  assert float(jnp.max(d2)) <= 1 / (2 * h) + 1e-6
+
+
+def test_objective_perturbation_parameters_follow_cms_alg2():
+  n, lam, c = 1000, 1e-3, 0.25
+  e, d = pt.objective_perturbation_params(1.0, n, lam, c)
+  assert e == pytest.approx(1.0 - math.log(1 + 2 * c / (n * lam) + (c / (n * lam)) ** 2))
+  assert d == 0.0
+  e, d = pt.objective_perturbation_params(0.1, n, lam, c)   # eps' <= 0 branch
+  assert e == pytest.approx(0.05)
+  assert d == pytest.approx(c / (n * (math.exp(0.1 / 4) - 1)) - lam)
+
+
+def test_gamma_ball_noise_norm_distribution():
+  d, beta = 6, 3.0
+  norms = jax.vmap(lambda k: jnp.linalg.norm(pt._gamma_ball_noise(k, d, beta)))(
+      jax.random.split(jax.random.key(5), 4000))
+  # density exp(-beta ||b||) in R^d: ||b|| ~ Gamma(d, 1/beta)
+  assert stats.kstest(np.asarray(norms), stats.gamma(d, scale=1 / beta).cdf).pvalue > 1e-3
+
+
+def _toy():
+  k1, k2 = jax.random.split(jax.random.key(6))
+  x = jax.random.normal(k1, (600, 4))
+  y = (x @ jnp.array([1., -1., .5, 0.]) > 0).astype(jnp.int32)
+  return pt.prepare_erm_data(x, y)
+
+
+def test_erm_solutions_are_exact_minimisers_and_private_ones_converge():
+  x, y = _toy()
+  assert float(jnp.max(jnp.linalg.norm(x, axis=1))) <= 1 + 1e-6
+  for loss in ('logistic', 'huber'):
+    base = pt.erm(x, y, regularization=1e-3, loss=loss)
+    assert base.grad_norm <= 1e-4
+    assert pt.erm_accuracy(base.weights, x, y) > 0.9
+    big = pt.objective_perturbation(x, y, jax.random.key(7), eps=50.0, regularization=1e-3,
+                                    loss=loss)
+    assert pt.erm_accuracy(big.weights, x, y) > 0.85
+    out = pt.output_perturbation(x, y, jax.random.key(8), eps=50.0, regularization=1e-3,
+                                 loss=loss)
+    assert pt.erm_accuracy(out.weights, x, y) > 0.85
+    # output noise has the documented scale: ||b|| ~ Gamma(d, 2 / (n Lambda eps))
+    assert float(jnp.linalg.norm(out.weights - base.weights)) < 10 * 5 * 2 / (600 * 1e-3 * 50)
+
+
+def test_erm_validation():
+  x, y = _toy()
+  with pytest.raises(ValueError, match='norm'):
+    pt.erm(x * 3, y, regularization=1e-2)
+  with pytest.raises(ValueError, match='labels'):
+    pt.erm(x, (y + 1) / 2, regularization=1e-2)
+  with pytest.raises(ValueError, match='loss'):
+    pt.erm(x, y, regularization=1e-2, loss='hinge')
