@@ -63,3 +63,10 @@ def test_losses_closed_forms():
   assert losses.predict(f).tolist() == [1, 0]
   with pytest.raises(ValueError, match="name='l2'"):
     losses.get('l2')
+
+
+def test_max_pool_matches_flax():
+  import flax.linen as nn
+  for shape in [(2, 28, 28, 3), (1, 7, 9, 2)]:
+    x = jax.random.normal(jax.random.key(0), shape)
+    np.testing.assert_allclose(models.max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
