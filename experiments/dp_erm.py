@@ -37,9 +37,9 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.variant = variant
   c.seed = 0
   c.datasets = ('breast_cancer', 'digits')
-  c.regularization = {'breast_cancer': 1e-2, 'digits': 1e-3}
+  c.regularization = {'breast_cancer': 1e-2, 'digits': 3e-2}
   c.loss = 'logistic'
-  c.epsilons = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+  c.epsilons = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
   c.methods = ('objective', 'output')
   c.reps = 20
   if variant == 'smoke':

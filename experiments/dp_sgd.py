@@ -33,7 +33,6 @@ from absl import flags
 import flax.linen as nn
 from flax import serialization
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax

@@ -99,7 +99,7 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.backdoor_train = 6000
   c.backdoor_test = 2000
   c.backdoor_fractions = (0.01, 0.05)
-  c.backdoor_sanitize_fraction = 0.05
+  c.backdoor_sanitize_fraction = 0.01
   c.backdoor_target = 0
   c.backdoor_size = 3
   c.backdoor_hidden = 128
@@ -479,7 +479,12 @@ def study_backdoor(cfg, key):
   p = fit(po.x, po.y)
   acc, succ = measure(p, atk.trigger)
   feats = features(p, po.x)
-  remove = min(0.95, 1.5 * f)    # Tran et al. remove 1.5 eps per class
+  # Tran et al. remove 1.5 eps per class, eps the poisoned share of a class: the defender's
+  # bound here is the poison count over the smallest possible poisoned class (all poison in
+  # the class with the fewest clean points), used for every class.
+  counts = np.bincount(np.asarray(po.y)[~poison], minlength=10)
+  eps_class = int(poison.sum()) / (counts.min() + int(poison.sum()))
+  remove = min(0.95, 1.5 * eps_class)
   masks = {
       'sphere': sanitize.sphere(po.x, po.y, num_classes=10, fraction=remove),
       'slab': sanitize.slab(po.x, po.y, num_classes=10, fraction=remove),
@@ -489,7 +494,8 @@ def study_backdoor(cfg, key):
       'robust_pca': sanitize.robust_pca(feats, po.y, num_classes=10, fraction=remove,
                                         rank=cfg.backdoor_pca_rank),
   }
-  san = {'fraction': f, 'removal_fraction': remove, 'poisoned_clean_accuracy': acc,
+  san = {'fraction': f, 'class_contamination_bound': eps_class, 'removal_fraction': remove,
+         'poisoned_clean_accuracy': acc,
          'poisoned_attack_success': succ, 'defenses': {}}
   for dname, keep in masks.items():
     keep = np.asarray(keep)
@@ -608,8 +614,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(), 'studies': {}}
   if os.path.exists(path):
     old = jio.read_json(path)
-    if old.get('variant') == cfg.variant and old.get('config') == jio_roundtrip(cfg.to_dict()):
-      results['studies'] = old.get('studies', {})
+    new_cfg = jio_roundtrip(cfg.to_dict())
+    for name, res in old.get('studies', {}).items():   # resume: a study whose own config
+      if (name in cfg.studies and old.get('variant') == cfg.variant and      # is unchanged
+          study_config(old.get('config', {}), name) == study_config(new_cfg, name)):
+        results['studies'][name] = res
   key = jax.random.key(cfg.seed)
   for i, name in enumerate(cfg.studies):
     if name not in _FUNCS:
@@ -630,6 +639,19 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   except Exception as e:  # plotting must never lose the numbers  pylint: disable=broad-except
     _log(f'plot failed: {e!r}')
   return results
+
+
+_STUDY_KEYS = {
+    'label_flip': ('flip_', 'alfa_', 'reg_C', 'noise_', 'sanitize_flip', 'knn_', 'roni_',
+                   'trusted_'),
+    'biggio': ('biggio_',), 'bilevel': ('bilevel_', 'logreg_', 'mlp_'),
+    'backdoor': ('backdoor_',), 'centroid': ('centroid_', 'mean_test_'), 'signature': ('sig_',)}
+
+
+def study_config(config: dict, study: str) -> dict:
+  """The part of a config one study depends on (its keys and the seed)."""
+  return {k: v for k, v in config.items()
+          if k == 'seed' or any(k.startswith(p) for p in _STUDY_KEYS[study])}
 
 
 def jio_roundtrip(obj):
@@ -790,10 +812,11 @@ def render_plots(results: dict, path: str) -> None:
       ax.set_title(f'Biggio SVM poisoning (n={n})')
     else:
       for ln, r in s[name]['learners'].items():
-        b = [row['budget'] for row in r['rows']]
-        ax.plot(b, [1 - row['bilevel_accuracy'] for row in r['rows']], 's-',
+        b = [0.0] + [row['budget'] for row in r['rows']]
+        e0 = [1 - r['clean_accuracy']]
+        ax.plot(b, e0 + [1 - row['bilevel_accuracy'] for row in r['rows']], 's-',
                 label=f'{ln} bilevel')
-        ax.plot(b, [1 - row['random_flip_accuracy'] for row in r['rows']], 'o--',
+        ax.plot(b, e0 + [1 - row['random_flip_accuracy'] for row in r['rows']], 'o--',
                 label=f'{ln} random flips')
       bb = np.linspace(0, max(b), 50)
       ax.plot(bb, kearns_li_error(bb / (1 + bb)), 'k:', label='Kearns-Li floor')

@@ -59,6 +59,7 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.shokri_attack_epochs = 30
   c.shokri_hidden = (64,)
   c.shokri_transform = 'prob'
+  c.shokri_order = 'raw'         # Shokri's prediction vector; 'sorted' is also reported
   c.label_only_max_shift = 1
   c.noise_sigma = 0.15
   c.noise_samples = 16
@@ -87,8 +88,13 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
 class _Cache:
   """npz files keyed by a hash of the config: a cut-off run resumes stage by stage."""
 
+  # Settings of the attacks only (not of any trained model) stay out of the digest.
+  ATTACK_ONLY = ('shokri_attack_epochs', 'shokri_hidden', 'shokri_transform', 'shokri_order',
+                 'fprs')
+
   def __init__(self, cache_dir, cfg):
-    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()
+    d = {k: v for k, v in cfg.to_dict().items() if k not in self.ATTACK_ONLY}
+    digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()
                           ).hexdigest()[:10]
     self.dir = os.path.join(cache_dir, NAME, digest)
     os.makedirs(self.dir, exist_ok=True)
@@ -191,10 +197,12 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = No
     return {'logits': train.predict_logits_many(model.apply, r.params, x_sh)}
   shk = cache.get('shokri_shadows', train_shokri_shadows)
   rec_logits, rec_y, rec_member = priv.shokri_records(shk['logits'], y_sh, sh_in, sh_out)
-  attack = priv.fit_shokri_attack(
-      rec_logits, rec_y, rec_member, num_classes=ds.num_classes, key=k_attack,
-      hidden=tuple(cfg.shokri_hidden), transform=cfg.shokri_transform,
-      num_epochs=cfg.shokri_attack_epochs, batch_size=min(64, cfg.batch_size))
+  shokri_attacks = {
+      order: priv.fit_shokri_attack(
+          rec_logits, rec_y, rec_member, num_classes=ds.num_classes, key=k_attack,
+          hidden=tuple(cfg.shokri_hidden), transform=cfg.shokri_transform, order=order,
+          num_epochs=cfg.shokri_attack_epochs, batch_size=min(64, cfg.batch_size))
+      for order in dict.fromkeys([cfg.shokri_order, 'sorted'])}
 
   # 4. Scores of every attack on the same target and candidates.
   lj, yj = jnp.asarray(logits), jnp.asarray(y)
@@ -204,7 +212,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = No
       'confidence threshold': np.asarray(priv.confidence_score(lj, yj)),
       'entropy threshold': np.asarray(priv.entropy_score(lj, yj)),
       'modified entropy (Song-Mittal)': np.asarray(priv.modified_entropy_score(lj, yj)),
-      'Shokri shadow models': np.asarray(priv.shokri_scores(attack, lj, yj)),
+      'Shokri shadow models': np.asarray(priv.shokri_scores(
+          shokri_attacks[cfg.shokri_order], lj, yj)),
+      'Shokri, sorted vector (ML-Leaks)': np.asarray(priv.shokri_scores(
+          shokri_attacks['sorted'], lj, yj)),
       'LiRA online': priv.lira_scores(sh['phi'], shadow_in, phi_target),
       'LiRA online, fixed variance': priv.lira_scores(sh['phi'], shadow_in, phi_target,
                                                       fix_variance=True),
@@ -261,7 +272,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = No
       'num_shadow': cfg.num_shadow,
       'shadow_train_seconds': float(sh['seconds']),
       'shadow_mean_train_accuracy': float(np.mean(sh['train_acc'])),
-      'attacks': attacks_out, 'yeom_decision': yeom, 'sweep': sweep,
+      'attacks': attacks_out, 'attack_order': list(scores), 'yeom_decision': yeom,
+      'sweep': sweep,
       'total_seconds': time.time() - t_start,
       'backend': jax.default_backend(),
   }
@@ -334,7 +346,8 @@ def render_markdown(r: dict) -> str:
           f'TPR @ {100 * f:g}% FPR' for f in fprs) + ' |',
       '|---|---|---|' + '---|' * len(fprs),
   ]
-  for name, a in r['attacks'].items():
+  for name in r.get('attack_order', sorted(r['attacks'])):
+    a = r['attacks'][name]
     lines.append(f"| {name} | {a['auc']:.4f} | {100 * a['balanced_accuracy']:.2f}% | "
                  + ' | '.join(f"{100 * a[f'tpr_at_{f:g}_fpr']:.2f}%" for f in fprs) + ' |')
   y = r['yeom_decision']

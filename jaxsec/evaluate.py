@@ -31,6 +31,8 @@ from jaxsec.attacks import evasion
 from jaxsec.attacks.evasion import common
 
 AttackMaker = Callable[[Any], Callable]
+CHECKS = ('success_monotone_in_eps', 'unbounded_eps_success',
+          'iterative_at_least_single_step', 'restarts_never_hurt')
 
 
 def perturbation_stats(x, x_adv, mask=None) -> dict:
@@ -120,7 +122,8 @@ def _max_eps(norm: str, bounds, dim: int) -> float:
 
 def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str = 'linf',
                       bounds=(0.0, 1.0), make_attack: AttackMaker | None = None,
-                      num_steps: int = 20, restarts: int = 3, run_checks: bool = True,
+                      num_steps: int = 20, restarts: int = 3,
+                      checks: Sequence[str] | None = CHECKS,
                       unbounded_success_threshold: float = 0.99, tolerance: float = 0.02,
                       use_vmap: bool = True) -> dict:
   """Sweeps an untargeted attack over ``eps`` and runs the Carlini et al. 2019 checks.
@@ -136,7 +139,8 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
       bounds=bounds, return_info=True)`` (step 2.5 eps / num_steps, random start).
     num_steps: steps of the default PGD and of the PGD used by the checks.
     restarts: restarts for the "more restarts never hurt" check (compared with 1).
-    run_checks: run the sanity checks (each costs one more sweep).
+    checks: which sanity checks to run (default: all of :data:`CHECKS`; None or () for
+      none). Each but the first costs one or two more sweeps.
     unbounded_success_threshold: success needed at the unbounded eps (~100%).
     tolerance: slack, as a fraction of the clean-correct examples, allowed in the
       monotonicity and iterative-vs-single-step checks (default 2%: an attack from a random
@@ -162,6 +166,9 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
   restarts = _checks.check_int('restarts', restarts, minimum=1)
   _checks.check_probability('unbounded_success_threshold', unbounded_success_threshold)
   _checks.check_probability('tolerance', tolerance)
+  todo = () if checks is None else tuple(checks)
+  for c in todo:
+    _checks.check_choice('checks', c, CHECKS)
   common.check_call(x, y, bounds)
 
   def default_pgd(e, r=1):
@@ -179,7 +186,12 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
             for i in range(len(grid))]
     return [r[0] for r in rows], [r[1] for r in rows], vm
 
-  rows, fooled, vm = evaluate_grid(make, eps, keys[0])
+  # The unbounded-eps check rides along in the main sweep (same program, one more eps).
+  big = _max_eps(norm, bounds, int(np.prod(x.shape[1:])))
+  with_big = 'unbounded_eps_success' in todo
+  rows, fooled, vm = evaluate_grid(make, eps + [big] if with_big else eps, keys[0])
+  if with_big:
+    big_row, rows, fooled = rows[-1], rows[:-1], fooled[:-1]
   report = {
       'eps': eps, 'norm': norm, 'num_examples': int(len(y_np)),
       'clean_accuracy': float(clean_correct.mean()),
@@ -191,42 +203,46 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
   for k in ('gradients', 'queries'):
     if all(k in r for r in rows):
       report[k] = [r[k] for r in rows]
-  if not run_checks:
+  if not todo:
     return report
-
   tol = tolerance + 1e-9
   checks = {}
   sr = report['success_rate']
-  drops = [sr[i] - sr[i + 1] for i in range(len(sr) - 1)]
-  checks['success_monotone_in_eps'] = {
-      'pass': bool(all(d <= tol for d in drops)), 'success_rate': sr,
-      'largest_drop': float(max(drops)) if drops else 0.0}
+  if 'success_monotone_in_eps' in todo:
+    drops = [sr[i] - sr[i + 1] for i in range(len(sr) - 1)]
+    checks['success_monotone_in_eps'] = {
+        'pass': bool(all(d <= tol for d in drops)), 'success_rate': sr,
+        'largest_drop': float(max(drops)) if drops else 0.0}
 
-  big = _max_eps(norm, bounds, int(np.prod(x.shape[1:])))
-  big_rows, _, _ = evaluate_grid(make, [big], keys[1])
-  checks['unbounded_eps_success'] = {
-      'pass': bool(big_rows[0]['success_rate'] >= unbounded_success_threshold),
-      'eps': big, 'success_rate': big_rows[0]['success_rate'],
-      'threshold': unbounded_success_threshold}
+  if with_big:
+    checks['unbounded_eps_success'] = {
+        'pass': bool(big_row['success_rate'] >= unbounded_success_threshold),
+        'eps': big, 'success_rate': big_row['success_rate'],
+        'threshold': unbounded_success_threshold}
 
-  # The attack under evaluation (iterative) against the single-step FGM of the same norm.
-  single = lambda e: evasion.fgm(eps=e, norm=norm, bounds=bounds, return_info=True)
-  s_rows, _, _ = evaluate_grid(single, eps, keys[2])
-  it_sr = sr
-  ss_sr = [r['success_rate'] for r in s_rows]
-  checks['iterative_at_least_single_step'] = {
-      'pass': bool(all(a >= b - tol for a, b in zip(it_sr, ss_sr))),
-      'iterative_success_rate': it_sr, 'single_step_success_rate': ss_sr}
+  if 'iterative_at_least_single_step' in todo:
+    # The attack under evaluation (iterative) against single-step FGM of the same norm.
+    single = lambda e: evasion.fgm(eps=e, norm=norm, bounds=bounds, return_info=True)
+    s_rows, _, _ = evaluate_grid(single, eps, keys[2])
+    ss_sr = [r['success_rate'] for r in s_rows]
+    checks['iterative_at_least_single_step'] = {
+        'pass': bool(all(a >= b - tol for a, b in zip(sr, ss_sr))),
+        'iterative_success_rate': sr, 'single_step_success_rate': ss_sr}
 
-  r1, f1, _ = evaluate_grid(lambda e: default_pgd(e, 1), eps, keys[3])
-  rr, fr, _ = evaluate_grid(lambda e: default_pgd(e, restarts), eps, keys[3])
-  lost = [int(np.sum(a & ~b)) for a, b in zip(f1, fr)]
-  checks['restarts_never_hurt'] = {
-      'pass': bool(all(l == 0 for l in lost) and all(
-          b['success_rate'] >= a['success_rate'] - 1e-12 for a, b in zip(r1, rr))),
-      'restarts': restarts, 'success_rate_1': [r['success_rate'] for r in r1],
-      f'success_rate_{restarts}': [r['success_rate'] for r in rr],
-      'examples_lost': lost}
+  if 'restarts_never_hurt' in todo:
+    # With the default attack the main sweep *is* the 1-restart run (same key).
+    if make_attack is None:
+      r1, f1 = rows, fooled
+    else:
+      r1, f1, _ = evaluate_grid(lambda e: default_pgd(e, 1), eps, keys[0])
+    rr, fr, _ = evaluate_grid(lambda e: default_pgd(e, restarts), eps, keys[0])
+    lost = [int(np.sum(a & ~b)) for a, b in zip(f1, fr)]
+    checks['restarts_never_hurt'] = {
+        'pass': bool(all(l == 0 for l in lost) and all(
+            b['success_rate'] >= a['success_rate'] - 1e-12 for a, b in zip(r1, rr))),
+        'restarts': restarts, 'success_rate_1': [r['success_rate'] for r in r1],
+        f'success_rate_{restarts}': [r['success_rate'] for r in rr],
+        'examples_lost': lost}
   report['checks'] = checks
   report['all_checks_pass'] = bool(all(c['pass'] for c in checks.values()))
   return report

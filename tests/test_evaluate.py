@@ -75,7 +75,10 @@ def test_checks_flag_a_broken_attack():
   y = common.predict(f(x))
   dud = lambda e: (lambda logits_fn, x, y, key: x)     # a "defence" that masks the attack
   rep = evaluate.robustness_report(f, x, y, KEY, eps=[0.1, 0.3], make_attack=dud,
-                                   num_steps=5, restarts=2)
+                                   checks=('success_monotone_in_eps',
+                                           'unbounded_eps_success'))
+  assert set(rep['checks']) == {'success_monotone_in_eps', 'unbounded_eps_success'}
+  assert rep['checks']['success_monotone_in_eps']['pass']
   assert rep['success_rate'] == [0.0, 0.0]
   assert not rep['checks']['unbounded_eps_success']['pass']
   assert not rep['all_checks_pass']
@@ -84,6 +87,7 @@ def test_checks_flag_a_broken_attack():
 @pytest.mark.parametrize('kw,name', [
     (dict(eps=[0.2, 0.1]), 'eps'), (dict(eps=[-0.1]), 'eps'), (dict(eps=[]), 'eps'),
     (dict(eps=[0.1], norm='l7'), 'norm'), (dict(eps=[0.1], restarts=0), 'restarts'),
+    (dict(eps=[0.1], checks=('gradient_masking',)), 'checks'),
 ])
 def test_bad_arguments(kw, name):
   f = _model()

@@ -166,7 +166,9 @@ def ensemble_adversarial_training(objective=None, *, attack: Callable,
   ``x -> logits`` closures) and, with ``include_current``, the current model (their
   Algorithm: "rotate the source of adversarial examples"; the paper used single-step
   attacks on Inception models). The objective is the mix of :func:`adversarial_training`
-  (their experiments: half clean, half adversarial, ``alpha = 0.5``). Implemented with
+  with weight ``alpha`` on the clean term (default 0.5, an equal mix; Tramer et al. follow
+  Kurakin et al. 2017: half of each batch adversarial, the adversarial half weighted by
+  lambda = 0.3, i.e. ``alpha = 1 / 1.3``). Implemented with
   ``lax.switch``, so the whole step stays one jitted program; only the chosen source's
   attack runs.
   """

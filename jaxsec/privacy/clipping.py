@@ -20,8 +20,9 @@ Two implementations, equal up to float rounding (tested):
 
 * ``method='vmap'``: ``jax.vmap`` of ``jax.grad`` over examples (any model), optionally in
   micro-batches of ``microbatch_size`` examples (``lax.scan``) to bound memory.
-* ``method='ghost'``: ghost clipping / book-keeping (Goodfellow 2015; Li et al. 2021;
-  Bu et al. 2022 "mixed ghost clipping", 2023 "book-keeping") for Flax models built from
+* ``method='ghost'``: ghost clipping (Goodfellow 2015; Li et al. 2021) with the per-layer
+  choice of Bu et al. 2022 ("mixed ghost clipping") and book-keeping (Bu et al. 2023)
+  for Flax models built from
   ``flax.linen.Dense`` and ``flax.linen.Conv`` layers. One forward pass records each
   layer's input ``a`` and (through a zero perturbation ``z`` added to the layer's output,
   whose cotangent is the output gradient) each layer's per-example output gradient ``g``.
@@ -29,9 +30,12 @@ Two implementations, equal up to float rounding (tested):
   (Dense) or its unfolded patches (Conv), ``T`` rows per example; its squared norm is
   computed either as ``<U_i U_i^T, G_i G_i^T>`` (ghost norm, cost ``T^2 (K + D)``) or by
   forming ``U_i^T G_i`` for that layer only (cost ``T K D``), whichever is cheaper. The
-  bias' per-example gradient is ``sum_t G_i[t]``. The clipped sum is then a second
-  backward pass through the *same* forward residuals (``jax.vjp``) with cotangent the
-  clipping factors. Per-example gradients of the whole model are never materialised.
+  bias' per-example gradient is ``sum_t G_i[t]``. The clipped sum is then formed by
+  book-keeping (Bu et al. 2023): each layer's own weight-gradient op applied to the
+  recorded input with output cotangent ``c_i g_i`` (``c_i`` the clipping factor), so the
+  cost is one forward pass, one backward pass for the output gradients, the norms, and
+  the per-layer weight gradients; no second backward pass through the network.
+  Per-example gradients of the whole model are never materialised.
   Supported: ``nn.Dense`` (any number of leading axes) and ``nn.Conv`` (any spatial rank,
   strides, 'SAME' / 'VALID' / explicit padding, input and kernel dilation,
   ``feature_group_count=1``), each called once per forward pass, with or without bias.
@@ -160,11 +164,35 @@ def _unfold(m: nn.Conv, a: jax.Array) -> jax.Array:
   sp = 'DHW'[-nd:] if nd <= 3 else None
   if sp is None:
     raise ValueError(f'ghost clipping: Conv {m.path}: spatial rank {nd} > 3 unsupported.')
+  if all(d == 1 for d in in_dil):
+    return _unfold_by_slicing(a, ks, strides, pad, k_dil)
   dn = ('N' + sp + 'C', sp + 'IO', 'N' + sp + 'C')
   patches = jax.lax.conv_general_dilated_patches(
       a, filter_shape=ks, window_strides=strides, padding=pad, lhs_dilation=in_dil,
       rhs_dilation=k_dil, dimension_numbers=dn)
   return patches.reshape(a.shape[0], -1, patches.shape[-1])
+
+
+def _unfold_by_slicing(a, ks, strides, pad, k_dil):
+  """Patches by strided slices of the padded input (memory moves only; XLA's
+  conv_general_dilated_patches is an identity-kernel convolution, K times the work)."""
+  nd = a.ndim - 2
+  spatial = a.shape[1:-1]
+  eff = [(k - 1) * d + 1 for k, d in zip(ks, k_dil)]
+  if isinstance(pad, str):
+    pads = jax.lax.padtype_to_pads(spatial, eff, strides, pad)
+  else:
+    pads = [tuple(p) for p in pad]
+  a = jnp.pad(a, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)])
+  out = [(a.shape[1 + i] - eff[i]) // strides[i] + 1 for i in range(nd)]
+  cols = []
+  for offs in np.ndindex(*ks):
+    start = [0] + [o * d for o, d in zip(offs, k_dil)] + [0]
+    limit = [a.shape[0]] + [st + (n - 1) * sd + 1 for st, n, sd in
+                            zip(start[1:-1], out, strides)] + [a.shape[-1]]
+    cols.append(jax.lax.slice(a, start, limit, [1] + list(strides) + [1]))
+  patches = jnp.stack(cols, axis=-2)          # [B, *out, prod(ks), C]
+  return patches.reshape(a.shape[0], int(np.prod(out)), -1)
 
 
 def _sq_norm_outer(u: jax.Array, g: jax.Array) -> jax.Array:
@@ -239,7 +267,27 @@ def _ghost_clipped(loss_fn, params, batch, mask, c):
       sq = sq + jnp.sum(jnp.sum(gg, axis=1) ** 2, axis=-1)
   norms = jnp.sqrt(sq) * mask
   factors = clip_factor(norms, c) * mask
-  summed, _ = vjp_fn(factors.astype(losses.dtype))
+  # Book-keeping (Bu et al. 2023): the clipped sum of each layer's gradient is that layer's
+  # own weight-gradient op at the recorded input with output cotangent factors_i * g_i, so
+  # no second backward pass through the network is needed.
+  layer_grads = {}
+  for path, (m, _) in record.items():
+    layer = m.clone(parent=None)
+    p_layer = params['params']
+    for name in path:
+      p_layer = p_layer[name]
+    g = gz[path]
+    cg = g * factors.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype)
+    a = acts[path]
+    _, vjp_layer = jax.vjp(lambda pl, layer=layer, a=a: layer.apply({'params': pl}, a),
+                           p_layer)
+    layer_grads[path] = vjp_layer(cg)[0]
+
+  def rebuild(tree, prefix):
+    if prefix[1:] in layer_grads and prefix[:1] == ('params',):
+      return layer_grads[prefix[1:]]
+    return type(tree)({k: rebuild(v, prefix + (k,)) for k, v in tree.items()})
+  summed = rebuild(params, ())
   return summed, ClipInfo(norms, factors)
 
 
@@ -262,7 +310,8 @@ def _check_coverage(params, record):
 
 
 def clipped_grad(loss_fn: Callable[..., jax.Array], l2_norm_clip: Any = None, *,
-                 method: str = 'vmap', microbatch_size: int | None = None
+                 method: str = 'vmap', microbatch_size: int | None = None,
+                 mesh: Any = None, batch_axis: str = 'data'
                  ) -> Callable[..., tuple[Any, ClipInfo]]:
   """Transforms a per-example loss into its summed per-example-clipped gradient.
 
@@ -273,6 +322,13 @@ def clipped_grad(loss_fn: Callable[..., jax.Array], l2_norm_clip: Any = None, *,
     method: 'vmap' (any model) or 'ghost' (flax Dense / Conv models; see module doc).
     microbatch_size: process this many examples at a time (both methods); the batch is
       padded with masked examples to a multiple of it.
+    mesh, batch_axis: with a ``jax.sharding.Mesh``, the batch is split over the mesh axis
+      ``batch_axis`` with ``jax.shard_map``: each device clips its own examples and the
+      clipped sums are ``psum``-ed (params replicated). Use this when the batch is
+      sharded: under plain GSPMD partitioning, ``vmap`` of a convolution's gradient
+      over a batch-sharded input returned *wrong* per-example gradients here (jax 0.10,
+      CPU; the grouped convolution it lowers to is mis-partitioned; tested in
+      tests/privacy/test_sharding.py). The ghost path is correct either way.
 
   Returns:
     ``fn(params, *batch, mask=None, l2_norm_clip=None) -> (sum_i clip(g_i), ClipInfo)``.
@@ -293,6 +349,28 @@ def clipped_grad(loss_fn: Callable[..., jax.Array], l2_norm_clip: Any = None, *,
                 else jnp.asarray(mask).astype(jnp.float32))
     if mask_arr.shape != (bsz,):
       raise ValueError(f'mask has shape {mask_arr.shape}; expected ({bsz},).')
+    if mesh is not None:
+      return _sharded(params, batch, mask_arr, l2_norm_clip)
+    return _local(params, batch, mask_arr, l2_norm_clip)
+
+  def _sharded(params, batch, mask_arr, c):
+    P = jax.sharding.PartitionSpec
+    n_dev = mesh.shape[batch_axis]
+    bsz = mask_arr.shape[0]
+    if bsz % n_dev:
+      raise ValueError(f'batch size {bsz} is not divisible by mesh axis {batch_axis!r} of '
+                       f'size {n_dev}.')
+    bspec = jax.tree_util.tree_map(lambda _: P(batch_axis), batch)
+
+    def local(params, batch, mask_arr, c):
+      g, info = _local(params, batch, mask_arr, c)
+      return jax.lax.psum(g, batch_axis), info
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), bspec, P(batch_axis), P()),
+                         out_specs=(P(), P(batch_axis)), check_vma=False)(
+                             params, batch, mask_arr, jnp.asarray(c, jnp.float32))
+
+  def _local(params, batch, mask_arr, l2_norm_clip):
+    bsz = mask_arr.shape[0]
     if microbatch_size is None or microbatch_size >= bsz:
       return impl(loss_fn, params, batch, mask_arr, l2_norm_clip)
     m = microbatch_size

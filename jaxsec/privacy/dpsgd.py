@@ -24,7 +24,6 @@ accountant therefore uses ``sigma`` unchanged: adaptive clipping is accounted.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -120,18 +119,19 @@ def make_step(loss_fn: Callable[..., jax.Array], optimizer: optax.GradientTransf
               noise_multiplier: float, normalizer: float, method: str = 'vmap',
               microbatch_size: int | None = None,
               adaptive_clipping: AdaptiveClipping | None = None,
-              clip_fn: Callable | None = None):
+              clip_fn: Callable | None = None, mesh: Any = None):
   """Jittable DP-SGD step ``(params, opt_state, clip, batch, mask, key) -> ...``.
 
   Returns ``step(params, opt_state, l2_norm_clip, batch: tuple, mask, key) -> (params,
   opt_state, next_l2_norm_clip, StepMetrics)``. ``optimizer`` is any optax optimizer; it
   receives the privatised mean gradient. ``clip_fn`` overrides the clipped-gradient
-  function (tests and audits use it to build deliberately broken variants).
+  function (tests and audits use it to build deliberately broken variants); ``mesh``
+  shards the batch over the mesh axis 'data' (see ``clipped_grad``).
   """
   _checks.check_float('noise_multiplier', noise_multiplier, minimum=0.0)
   _checks.check_float('normalizer', normalizer, minimum=0.0, strict_min=True)
   cg = clip_fn or clipping_lib.clipped_grad(loss_fn, method=method,
-                                            microbatch_size=microbatch_size)
+                                            microbatch_size=microbatch_size, mesh=mesh)
   if adaptive_clipping is not None:
     grad_sigma = adaptive_clipping.gradient_noise_multiplier(noise_multiplier, normalizer)
     count_std = adaptive_clipping.count_std(normalizer)

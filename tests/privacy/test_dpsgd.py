@@ -9,11 +9,9 @@ import optax
 import pytest
 from scipy import stats
 
-from jaxsec.privacy import clipping, dpsgd, sampling
+from jaxsec.privacy import dpsgd, sampling
 
 
-def _zero_grad_loss(w, x):
-  return 0.0 * (x @ w)
 
 
 def test_privatizer_noise_std_is_sigma_c_over_m():

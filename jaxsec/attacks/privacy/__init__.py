@@ -53,6 +53,7 @@ from jaxsec.attacks.privacy.property_inference import parameter_features
 from jaxsec.attacks.privacy.property_inference import property_masks
 from jaxsec.attacks.privacy.shadow import ShokriAttack
 from jaxsec.attacks.privacy.shadow import attack_features
+from jaxsec.attacks.privacy.shadow import complementary_membership
 from jaxsec.attacks.privacy.shadow import fit_shokri_attack
 from jaxsec.attacks.privacy.shadow import shadow_keys
 from jaxsec.attacks.privacy.shadow import shokri_masks
@@ -69,7 +70,7 @@ __all__ = (
     'translations', 'augmentation_robustness_scores', 'noise_robustness_scores',
     'gap_scores',
     # shadow models and Shokri 2017
-    'shadow_keys', 'train_shadow_models', 'shokri_masks', 'shokri_records',
+    'shadow_keys', 'train_shadow_models', 'complementary_membership', 'shokri_masks', 'shokri_records',
     'attack_features', 'ShokriAttack', 'fit_shokri_attack', 'shokri_scores',
     # LiRA (Carlini 2022)
     'LiraStats', 'lira_fit', 'lira_online_scores', 'lira_offline_scores', 'lira_scores',

@@ -16,14 +16,15 @@ did not (OUT) train on ``(x, y)``, each fit by a per-example Gaussian:
   ``score.mean(1)``; a diagonal-covariance Gaussian up to the factor ``1/A``).
 
 Options (as in the paper and code): ``location='median'`` (official code) or ``'mean'``
-(paper); ``fix_variance=True`` replaces the per-example standard deviations by one global
-one (``fixed_std=s`` uses a given value instead). NOTE: the global standard deviation here is the pooled residual spread around each
-example's own location, ``sqrt(mean_{m,i} (phi_mi - mu_i)^2)`` over IN (resp. OUT)
-observations, i.e. the paper's "global variance" of the per-example distributions; the
-official code's ``np.std(dat_in)`` also adds the spread of the per-example locations and uses
-the IN value for OUT too. ``per_example=False`` fits ONE Gaussian pair to all examples
-(a global test; with ``fix_variance`` it ranks examples exactly like the global threshold
-on ``phi``, i.e. like the loss threshold attack).
+(paper); ``fix_variance=True`` replaces the per-example standard deviations by ONE global
+standard deviation shared by the IN and OUT Gaussians (``fixed_std=s`` uses a given value
+instead). NOTE: that global value here is the pooled residual spread around each example's
+own location, ``sqrt(mean (phi_mi - mu_i)^2)`` over every IN and OUT observation (OUT only
+offline), i.e. the paper's "global variance" of the per-example distributions; the official
+code's ``np.std(dat_in)`` also adds the spread of the per-example locations.
+``per_example=False`` fits ONE Gaussian pair to all examples with one shared scale (a global
+test: the online log likelihood ratio is then linear in ``phi``, so it ranks examples exactly
+like the global threshold on ``phi``, i.e. like the loss threshold attack).
 
 The implementation here is augmentation-free unless the caller passes several queries per
 example; shadow models for the online attack should have every example IN for half of them
@@ -73,8 +74,9 @@ def _location(vals, location, axis):
   return f(vals, axis=axis)
 
 
-def _fit_side(phi, mask, location, fix_variance, per_example, name, fixed_std=None):
-  """Location and scale of ``phi[m, i]`` over models with ``mask[m, i]``, per example."""
+def _fit_side(phi, mask, location, per_example, name):
+  """Location and per-example scale of ``phi[m, i]`` over models with ``mask[m, i]``, and
+  the squared residuals around the location (for a pooled, global scale)."""
   vals = np.where(mask[..., None], phi, np.nan)            # [M, N, A]
   counts = mask.sum(0)
   if per_example:
@@ -85,15 +87,9 @@ def _fit_side(phi, mask, location, fix_variance, per_example, name, fixed_std=No
   else:
     mu = np.broadcast_to(_location(vals.reshape(-1, vals.shape[-1]), location, 0),
                          vals.shape[1:])
-  if fixed_std is not None:
-    sd = np.full(mu.shape, float(fixed_std))
-  elif fix_variance or not per_example:
-    resid = vals - mu[None]
-    sd = np.sqrt(np.nanmean(resid.reshape(-1, vals.shape[-1]) ** 2, axis=0))
-    sd = np.broadcast_to(sd, mu.shape)
-  else:
-    sd = np.nanstd(vals, axis=0)                           # ddof=0, as np.std in the code
-  return np.asarray(mu, np.float64), np.asarray(sd, np.float64)
+  sq_resid = ((vals - mu[None]) ** 2).reshape(-1, vals.shape[-1])   # NaN where not in side
+  sd = np.nanstd(vals, axis=0) if per_example else np.sqrt(np.nanmean(sq_resid, 0))
+  return np.asarray(mu, np.float64), np.broadcast_to(sd, mu.shape), sq_resid
 
 
 def lira_fit(shadow_phi, in_mask, *, online: bool = True, location: str = 'median',
@@ -119,14 +115,20 @@ def lira_fit(shadow_phi, in_mask, *, online: bool = True, location: str = 'media
   if in_mask.dtype != bool or in_mask.shape != phi.shape[:2]:
     raise ValueError(f'in_mask has shape {in_mask.shape} and dtype {in_mask.dtype}; '
                      f'expected bool {phi.shape[:2]}.')
-  mu_out, sd_out = _fit_side(phi, ~in_mask, location, fix_variance, per_example, 'OUT',
-                             fixed_std)
+  mu_out, sd_out, r_out = _fit_side(phi, ~in_mask, location, per_example, 'OUT')
   if online:
-    mu_in, sd_in = _fit_side(phi, in_mask, location, fix_variance, per_example, 'IN',
-                             fixed_std)
+    mu_in, sd_in, r_in = _fit_side(phi, in_mask, location, per_example, 'IN')
   else:
-    mu_in = np.full_like(mu_out, np.nan)
-    sd_in = np.full_like(sd_out, np.nan)
+    mu_in, sd_in, r_in = np.full_like(mu_out, np.nan), np.full_like(sd_out, np.nan), None
+  if fixed_std is not None:
+    sd_in = sd_out = np.full(mu_out.shape, float(fixed_std))
+  elif fix_variance or not per_example:
+    # ONE global scale shared by the IN and OUT Gaussians (the official code uses one value
+    # for both too): the pooled residual spread over every observation used.
+    pooled = r_out if r_in is None else np.concatenate([r_in, r_out])
+    sd = np.broadcast_to(np.sqrt(np.nanmean(pooled, axis=0)), mu_out.shape)
+    sd_out = sd
+    sd_in = sd if online else sd_in
   return LiraStats(mu_in, sd_in, mu_out, sd_out)
 
 

@@ -84,30 +84,48 @@ def true_class_confidence_score(logits: jax.Array, y: jax.Array) -> jax.Array:
   return logit_confidence(logits, y)
 
 
+def _log_softplus(t: jax.Array) -> jax.Array:
+  """``log(softplus(t)) = log(log(1 + e^t))`` without underflow for very negative ``t``."""
+  safe = jnp.where(t < -20.0, 0.0, t)
+  return jnp.where(t < -20.0, t, jnp.log(jax.nn.softplus(safe)))
+
+
+def _class_logits(logits: jax.Array) -> jax.Array:
+  """``phi_i = log(p_i / (1 - p_i)) = z_i - logsumexp_{j != i} z_j`` for every class."""
+  return logits - _logsumexp_others(logits)
+
+
 def entropy_score(logits: jax.Array, y: jax.Array | None = None) -> jax.Array:
-  """``-H(softmax(z))``: low prediction entropy = member (Salem 2019). ``y`` is ignored."""
+  """``-log H(softmax(z))``: low prediction entropy = member (Salem 2019). ``y`` is ignored.
+
+  Returned as ``-log H`` (the same ranking as ``-H``): ``H`` of a confident prediction is
+  below float32's range (``~(1 - p)^2``) and would tie at 0; ``log H`` is computed as
+  ``logsumexp_i [log p_i + log(-log p_i)]`` with ``-log p_i = softplus(-phi_i)``.
+  """
   del y
   _checks.check_array('logits', logits, ndim=2, dtype_kind='f')
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  return jnp.sum(jnp.exp(logp) * logp, axis=-1)
+  phi = _class_logits(jnp.asarray(logits))
+  log_terms = -jax.nn.softplus(-phi) + _log_softplus(-phi)
+  return -jax.nn.logsumexp(log_terms, axis=-1)
 
 
 def modified_entropy_score(logits: jax.Array, y: jax.Array) -> jax.Array:
-  """``-Mentr(p, y)`` (Song & Mittal 2021), computed in log space.
+  """``-log Mentr(p, y)`` (Song & Mittal 2021), computed in log space.
 
   ``Mentr = -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i)`` is 0 for a confident correct
   prediction and grows both with uncertainty and with confident mistakes, unlike entropy.
+  Returned as ``-log Mentr`` (the same ranking as ``-Mentr``, the paper's score), since
+  ``Mentr`` of a confident prediction underflows float32 and would tie at 0. With
+  ``phi_i = log(p_i / (1 - p_i))``: ``log((1 - p_y)(-log p_y)) = -softplus(phi_y) +
+  log softplus(-phi_y)`` and ``log(p_i (-log(1 - p_i))) = -softplus(-phi_i) +
+  log softplus(phi_i)``.
   """
   _check_logits(logits, y)
-  z = jnp.asarray(logits)
-  lse = jax.nn.logsumexp(z, axis=-1, keepdims=True)
-  logp = z - lse                                  # log p_i
-  log1mp = _logsumexp_others(z) - lse             # log(1 - p_i), exact
-  onehot = jax.nn.one_hot(y, z.shape[-1], dtype=bool)
-  p, one_minus_p = jnp.exp(logp), jnp.exp(log1mp)
-  term_y = jnp.sum(jnp.where(onehot, -one_minus_p * logp, 0.0), axis=-1)
-  term_o = jnp.sum(jnp.where(onehot, 0.0, -p * log1mp), axis=-1)
-  return -(term_y + term_o)
+  phi = _class_logits(jnp.asarray(logits))
+  onehot = jax.nn.one_hot(y, phi.shape[-1], dtype=bool)
+  term_y = -jax.nn.softplus(phi) + _log_softplus(-phi)
+  term_o = -jax.nn.softplus(-phi) + _log_softplus(phi)
+  return -jax.nn.logsumexp(jnp.where(onehot, term_y, term_o), axis=-1)
 
 
 SCORES: dict[str, Callable] = {

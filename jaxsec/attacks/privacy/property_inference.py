@@ -63,13 +63,20 @@ def property_masks(key: jax.Array, has_property, *, num_models: int, size: int,
   return masks, labels
 
 
-def parameter_features(params: Any, *, num_quantiles: int = 16,
-                       stacked: bool = True) -> jax.Array:
+def parameter_features(params: Any, *, num_quantiles: int = 16, stacked: bool = True,
+                       output_leaves: int = 0) -> jax.Array:
   """Permutation-invariant features of (stacked) parameters: per tensor, ``num_quantiles``
   evenly spaced order statistics of its values, its mean and its standard deviation.
 
+  The output layer's classes are NOT interchangeable (class 0 is class 0), so the last
+  ``output_leaves`` leaves (in tree order; for a Flax model ending in a Dense ``head``,
+  ``output_leaves=2``: its bias, then its kernel) keep their class axis (the last axis):
+  a bias is kept as is, a kernel ``[hidden, C]`` is sorted over the hidden axis only and
+  reduced to quantiles per class column. Both are still invariant to permuting hidden units.
+
   Args:
     params: a pytree; with ``stacked=True`` every leaf has a leading model axis ``M``.
+    output_leaves: how many trailing leaves form the output layer (see above).
 
   Returns:
     ``[M, F]`` (or ``[F]`` when ``stacked=False``).
@@ -78,8 +85,22 @@ def parameter_features(params: Any, *, num_quantiles: int = 16,
   if not stacked:
     params = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
   feats = []
-  for leaf in jax.tree.leaves(params):
-    flat = jnp.asarray(leaf).reshape((leaf.shape[0], -1))
+  leaves = jax.tree.leaves(params)
+  output_leaves = _checks.check_int('output_leaves', output_leaves, minimum=0,
+                                    maximum=len(leaves))
+  for i, leaf in enumerate(leaves):
+    leaf = jnp.asarray(leaf)
+    if i >= len(leaves) - output_leaves:
+      if leaf.ndim == 2:                       # [M, C] bias: class order kept
+        feats.append(leaf)
+        continue
+      cols = leaf.reshape((leaf.shape[0], -1, leaf.shape[-1]))   # [M, hidden, C]
+      s = jnp.sort(cols, axis=1)
+      pos = jnp.round(jnp.linspace(0, s.shape[1] - 1, num_quantiles)).astype(jnp.int32)
+      feats += [s[:, pos, :].reshape((leaf.shape[0], -1)), jnp.mean(cols, 1),
+                jnp.std(cols, 1)]
+      continue
+    flat = leaf.reshape((leaf.shape[0], -1))
     s = jnp.sort(flat, axis=1)
     pos = jnp.round(jnp.linspace(0, s.shape[1] - 1, num_quantiles)).astype(jnp.int32)
     feats += [s[:, pos], jnp.mean(flat, 1, keepdims=True), jnp.std(flat, 1, keepdims=True)]

@@ -12,9 +12,11 @@ machine learning models":
    masks of one shared record set;
 4. score a target example with the attack model of its class, on the target's output.
 
-The attack model's input is the prediction vector sorted in decreasing order (optionally its
-top-k entries, as in Salem et al. 2019's ML-Leaks), as probabilities (Shokri's choice) or
-log-probabilities, standardised with the shadow records' statistics.
+The attack model's input (:func:`attack_features`) is the prediction vector sorted in
+decreasing order (optionally its top-k entries, as in Salem et al. 2019's ML-Leaks), the raw
+vector in class order (Shokri's "prediction vector and label", the label choosing the
+attack model), or the true class's entry followed by the sorted vector; as probabilities
+(Shokri's choice) or log-probabilities; standardised with the shadow records' statistics.
 """
 from __future__ import annotations
 
@@ -48,7 +50,10 @@ def train_shadow_models(apply_fn: Callable, init_fn: Callable[[jax.Array], Any],
   Model ``m`` starts from ``init_fn(init_keys[m])`` and trains on ``x[masks[m]]`` with key
   ``train_keys[m]`` (``init_keys, train_keys = shadow_keys(key, M)``): exactly what
   ``train.fit(apply_fn, init_fn(init_keys[m]), x, y, indices=nonzero(masks[m]),
-  key=train_keys[m], ...)`` returns when all masks select the same number of examples.
+  key=train_keys[m], ...)`` returns when all masks select the same number of examples
+  (:func:`complementary_membership`, :func:`shokri_masks`); otherwise every model runs
+  ``min_m |masks[m]| // batch_size`` steps per epoch (``fit_many``'s rule), e.g. with
+  ``data.balanced_membership``, whose per-model counts vary by a few examples.
 
   Args:
     apply_fn: ``apply_fn(params, x) -> logits``.
@@ -68,6 +73,30 @@ def train_shadow_models(apply_fn: Callable, init_fn: Callable[[jax.Array], Any],
   return train.fit_many(apply_fn, params, x, y, masks=masks, optimizer=optimizer,
                         keys=train_keys, batch_size=batch_size, num_epochs=num_epochs,
                         num_steps=num_steps, **fit_kwargs)
+
+
+def complementary_membership(key: jax.Array, num_models: int, n: int) -> np.ndarray:
+  """Bool ``[num_models, n]``: every example IN for exactly half of the models AND every
+  model IN on exactly ``n // 2`` examples.
+
+  Models come in complementary pairs: pair ``k`` splits an independent random permutation
+  of ``range(n)`` into halves (model ``2k`` trains on one, ``2k + 1`` on the other; for odd
+  ``n`` the last example of each permutation is OUT for both, so a few examples are IN for
+  fewer than half the models). Unlike
+  ``data.balanced_membership`` (balanced per example only), all training sets have the same
+  size, so ``fit_many`` runs exactly the steps ``fit`` would for every model.
+  """
+  num_models = _checks.check_int('num_models', num_models, minimum=2)
+  n = _checks.check_int('n', n, minimum=2)
+  if num_models % 2:
+    raise ValueError(f'num_models={num_models} must be even.')
+  masks = np.zeros((num_models, n), bool)
+  half = n // 2
+  for k, kk in enumerate(jax.random.split(key, num_models // 2)):
+    perm = np.asarray(jax.random.permutation(kk, n))
+    masks[2 * k, perm[:half]] = True
+    masks[2 * k + 1, perm[half:2 * half]] = True
+  return masks
 
 
 def shokri_masks(key: jax.Array, n: int, *, num_shadow: int, shadow_size: int
@@ -116,18 +145,38 @@ def shokri_records(shadow_logits, y, in_masks, out_masks):
 
 
 FEATURES = ('prob', 'logprob')
+ORDERS = ('sorted', 'raw', 'sorted+true')
 
 
-def attack_features(logits, *, top_k: int | None = None, transform: str = 'prob'
-                    ) -> jax.Array:
-  """The prediction vector sorted in decreasing order (top ``top_k`` entries)."""
+def attack_features(logits, labels=None, *, top_k: int | None = None,
+                    transform: str = 'prob', order: str = 'raw') -> jax.Array:
+  """Attack-model inputs from a model's outputs.
+
+  Args:
+    logits: ``[N, C]``; labels: ``[N]`` true labels (needed for ``order='sorted+true'``).
+    top_k: keep the ``top_k`` largest entries (sorted orders only).
+    transform: 'prob' (Shokri's probabilities) or 'logprob' (log-softmax, finer near 1).
+    order: 'raw' (default: the vector in class order; with one attack model per class this
+      is Shokri's "prediction vector + label"), 'sorted' (the vector in decreasing order,
+      label-free, ML-Leaks), 'sorted+true' (the true class's entry, then the sorted
+      vector).
+  """
   _checks.check_choice('transform', transform, FEATURES)
+  _checks.check_choice('order', order, ORDERS)
   logits = jnp.asarray(logits)
   _checks.check_array('logits', logits, ndim=2, dtype_kind='f')
   c = logits.shape[-1]
   k = c if top_k is None else _checks.check_int('top_k', top_k, minimum=1, maximum=c)
   logp = jax.nn.log_softmax(logits, axis=-1)
-  feats = -jnp.sort(-logp, axis=-1)[:, :k]
+  if order == 'raw':
+    feats = logp
+  else:
+    feats = -jnp.sort(-logp, axis=-1)[:, :k]
+    if order == 'sorted+true':
+      if labels is None:
+        raise ValueError("order='sorted+true' needs labels.")
+      true = jnp.take_along_axis(logp, jnp.asarray(labels)[:, None], axis=1)
+      feats = jnp.concatenate([true, feats], axis=1)
   return jnp.exp(feats) if transform == 'prob' else feats
 
 
@@ -138,11 +187,12 @@ class ShokriAttack(NamedTuple):
   std: jax.Array
   top_k: int | None
   transform: str
+  order: str
 
 
 def fit_shokri_attack(logits, labels, member, *, num_classes: int, key: jax.Array,
                       top_k: int | None = None, transform: str = 'prob',
-                      hidden: Sequence[int] = (64,),
+                      order: str = 'raw', hidden: Sequence[int] = (64,),
                       optimizer: optax.GradientTransformation | None = None,
                       num_epochs: int = 30, batch_size: int = 64) -> ShokriAttack:
   """Trains one binary attack MLP per class on shadow records, all in one ``fit_many``.
@@ -168,7 +218,8 @@ def fit_shokri_attack(logits, labels, member, *, num_classes: int, key: jax.Arra
   if counts.min() < batch_size:
     raise ValueError(f'class {int(np.argmin(counts))} has {int(counts.min())} shadow records '
                      f'< batch_size={batch_size}; train more shadow models or lower it.')
-  feats = np.asarray(attack_features(logits, top_k=top_k, transform=transform))
+  feats = np.asarray(attack_features(logits, labels, top_k=top_k, transform=transform,
+                                     order=order))
   mean, std = feats.mean(0), feats.std(0) + 1e-6
   feats = ((feats - mean) / std).astype(np.float32)
   sizes = (feats.shape[1], *[int(h) for h in hidden], 2)
@@ -177,19 +228,20 @@ def fit_shokri_attack(logits, labels, member, *, num_classes: int, key: jax.Arra
                             member, masks, key=key,
                             optimizer=optimizer or optax.adam(1e-3),
                             batch_size=batch_size, num_epochs=num_epochs)
-  return ShokriAttack(res.params, jnp.asarray(mean), jnp.asarray(std), top_k, transform)
+  return ShokriAttack(res.params, jnp.asarray(mean), jnp.asarray(std), top_k, transform,
+                      order)
 
 
 def shokri_scores(attack: ShokriAttack, logits, labels) -> jax.Array:
   """Member score of each target output from its class's attack model (logit difference
   ``member - non-member``; larger = member)."""
-  feats = (attack_features(logits, top_k=attack.top_k, transform=attack.transform)
-           - attack.mean) / attack.std
+  feats = (attack_features(logits, labels, top_k=attack.top_k, transform=attack.transform,
+                           order=attack.order) - attack.mean) / attack.std
   out = jax.vmap(_nets.mlp_apply, in_axes=(0, None))(attack.params, feats)  # [C, N, 2]
   labels = jnp.asarray(labels)
   picked = out[labels, jnp.arange(labels.shape[0])]
   return picked[:, 1] - picked[:, 0]
 
 
-__all__ = ('shadow_keys', 'train_shadow_models', 'shokri_masks', 'shokri_records',
+__all__ = ('shadow_keys', 'train_shadow_models', 'complementary_membership', 'shokri_masks', 'shokri_records',
            'attack_features', 'ShokriAttack', 'fit_shokri_attack', 'shokri_scores')

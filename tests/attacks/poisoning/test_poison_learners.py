@@ -53,7 +53,7 @@ def test_svm_sample_weight_zero_removes_point_and_params_layout():
                              rtol=1e-5, atol=1e-5)
 
 
-def test_logreg_newton_is_stationary_and_implicit_grad_matches_unrolled():
+def test_logreg_newton_is_stationary_and_implicit_grad_matches_finite_differences():
   x, y = _blobs(n=30, d=3)
   with jax.enable_x64(True):
     xj = jnp.asarray(x, jnp.float64)
@@ -62,20 +62,14 @@ def test_logreg_newton_is_stationary_and_implicit_grad_matches_unrolled():
     g = jax.grad(lambda q: learners.logreg_objective(q, xj, yj, l2=0.1))(p)
     assert max(float(jnp.abs(v).max()) for v in jax.tree_util.tree_leaves(g)) < 1e-10
     imp = learners.logreg_train_fn(num_classes=2, l2=0.1, implicit=True)
-    unr = learners.logreg_train_fn(num_classes=2, l2=0.1, implicit=False, num_steps=25)
     xv = xj[:7]
-
-    def val(tf, xx):
-      return jnp.sum(jnp.tanh(learners.linear_apply(tf(xx, yj, None), xv)))
-    g1 = jax.jit(jax.grad(lambda xx: val(imp, xx)))(xj)
-    g2 = jax.jit(jax.grad(lambda xx: val(unr, xx)))(xj)
-    vimp = jax.jit(lambda xx: val(imp, xx))
-    np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), atol=1e-7)
-    # finite difference on one coordinate of the true argmin
-    h = 1e-5
-    e = jnp.zeros_like(xj).at[3, 1].set(h)
-    fd = (vimp(xj + e) - vimp(xj - e)) / (2 * h)
-    np.testing.assert_allclose(float(g1[3, 1]), float(fd), rtol=1e-5)
+    val = jax.jit(lambda xx: jnp.sum(jnp.tanh(learners.linear_apply(imp(xx, yj, None), xv))))
+    grad = jax.jit(jax.grad(val))(xj)
+    h = 1e-4   # the Newton solution is exact to ~1e-11: smaller h only adds noise
+    for i, j in [(3, 1), (0, 0), (17, 2)]:
+      e = jnp.zeros_like(xj).at[i, j].set(h)
+      fd = (val(xj + e) - val(xj - e)) / (2 * h)   # finite difference of the true argmin
+      np.testing.assert_allclose(float(grad[i, j]), float(fd), rtol=1e-6, atol=1e-9)
 
 
 def test_multiclass_logreg_and_unrolled_gd_reach_same_optimum():

@@ -69,6 +69,18 @@ def test_parameter_features_permutation_invariant():
   fq = priv.parameter_features(q, num_quantiles=8, stacked=False)
   np.testing.assert_allclose(fp, fq, rtol=1e-6)
   assert fp.shape == (4 * 10,)
+  # Output layer kept per class (tree order: b0, b1, w0, w1 -> not a head-last order here,
+  # so build one explicitly): permuting hidden units still leaves the features unchanged,
+  # permuting classes changes them.
+  head_p = {'a': p['w0'], 'b': p['b0'], 'c_bias': p['b1'], 'd_kernel': p['w1']}
+  head_q = {'a': q['w0'], 'b': q['b0'], 'c_bias': q['b1'], 'd_kernel': q['w1']}
+  gp = priv.parameter_features(head_p, num_quantiles=4, stacked=False, output_leaves=2)
+  gq = priv.parameter_features(head_q, num_quantiles=4, stacked=False, output_leaves=2)
+  np.testing.assert_allclose(gp, gq, rtol=1e-6)
+  assert gp.shape == (2 * 6 + 3 + 3 * (4 + 2),)
+  swapped = dict(head_p, d_kernel=head_p['d_kernel'][:, ::-1])
+  assert not np.allclose(gp, priv.parameter_features(swapped, num_quantiles=4, stacked=False,
+                                                     output_leaves=2))
 
 
 def test_property_masks_and_meta_classifier():

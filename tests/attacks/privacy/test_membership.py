@@ -41,15 +41,24 @@ def test_scores_closed_forms():
   np.testing.assert_allclose(priv.cross_entropy_loss(zj, yj),
                              optax.softmax_cross_entropy_with_integer_labels(zj, yj),
                              rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(priv.entropy_score(zj, yj), np.sum(p * np.log(p), -1),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(priv.entropy_score(zj, yj), -np.log(-np.sum(p * np.log(p), -1)),
+                             rtol=1e-4, atol=1e-5)
   py = p[np.arange(16), y]
   mentr = -(1 - py) * np.log(py)
   for i in range(4):
     other = y != i
     mentr = mentr - np.where(other, p[:, i] * np.log(1 - p[:, i]), 0)
-  np.testing.assert_allclose(priv.modified_entropy_score(zj, yj), -mentr, rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(priv.modified_entropy_score(zj, yj), -np.log(mentr), rtol=1e-4,
+                             atol=1e-5)
+  # Confident predictions (Mentr, H ~ 1e-40 and below) stay ordered instead of tying at 0.
+  conf = jnp.array([[60.0, 0.0, 0.0], [50.0, 0.0, 0.0], [40.0, 0.0, 0.0]])
+  for fn in (priv.modified_entropy_score, priv.entropy_score):
+    s = np.asarray(fn(conf, jnp.zeros(3, jnp.int32)))
+    assert np.all(np.isfinite(s)) and s[0] > s[1] > s[2]
+  # z = [60, 0, 0]: 1 - p_y ~ -log p_y ~ 2e-60 and p_i ~ -log(1 - p_i) ~ e-60, so
+  # Mentr ~ 4e-120 + 2 * e-120 and -log Mentr ~ 120 - log 6 (beyond float32 as a value).
+  assert float(priv.modified_entropy_score(conf, jnp.zeros(3, jnp.int32))[0]) == \
+      pytest.approx(120 - np.log(6), rel=1e-5)
   pmax = p.max(-1)
   np.testing.assert_allclose(priv.confidence_score(zj, yj), np.log(pmax / (1 - pmax)),
                              rtol=1e-4, atol=1e-4)

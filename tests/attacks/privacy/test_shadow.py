@@ -29,6 +29,10 @@ def test_shadow_models_equal_separately_trained():
                     indices=np.nonzero(in_masks[m])[0], key=train_keys[m], **kw)
     for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(many.params)):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b)[m], rtol=1e-5, atol=1e-6)
+  cm = priv.complementary_membership(jax.random.key(3), 6, 12)
+  assert (cm.sum(1) == 6).all() and (cm.sum(0) == 3).all()
+  cm = priv.complementary_membership(jax.random.key(3), 6, 11)   # odd n
+  assert (cm.sum(1) == 5).all() and cm.sum(0).max() == 3 and cm.sum() == 30
   with pytest.raises(ValueError, match='disjoint examples'):
     priv.shokri_masks(jax.random.key(0), 10, num_shadow=3, shadow_size=2)
 
@@ -54,8 +58,12 @@ def test_shokri_attack_learns_confidence_gap():
   logits = np.stack([fake_logits(in_masks[m], y) for m in range(k)])
   rl, ry, rm = priv.shokri_records(logits, y, in_masks, out_masks)
   assert rl.shape == (800, 3) and rm.sum() == 400
-  feats = priv.attack_features(rl, top_k=2)
+  feats = priv.attack_features(rl, top_k=2, order='sorted')
   assert feats.shape == (800, 2) and bool(jnp.all(feats[:, 0] >= feats[:, 1]))
+  raw = priv.attack_features(rl, transform='logprob')
+  np.testing.assert_allclose(raw, jax.nn.log_softmax(rl), rtol=1e-6)
+  st = priv.attack_features(rl, ry, order='sorted+true', transform='logprob')
+  np.testing.assert_allclose(st[:, 0], raw[np.arange(800), ry], rtol=1e-6)
   atk = priv.fit_shokri_attack(rl, ry, rm, num_classes=c, key=jax.random.key(0),
                                num_epochs=15, batch_size=32, hidden=(16,))
   assert jax.tree.leaves(atk.params)[0].shape[0] == c   # one attack model per class

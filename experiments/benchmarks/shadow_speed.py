@@ -1,0 +1,173 @@
+r"""Benchmark: M shadow models as ONE ``train.fit_many`` program vs one after another.
+
+    python -m experiments.benchmarks.shadow_speed --variant=full   # writes shadow_speed.json
+    python -m experiments.benchmarks.shadow_speed --variant=smoke --workdir=/tmp/s
+
+The anchors (ART, TF Privacy, Privacy Meter, the LiRA code) train shadow models in a Python
+loop or in separate processes. Here the same ``M`` MLPs (LiRA membership: every example of
+the pool IN for half of them) are trained (a) with one ``fit_many`` call and (b) with ``M``
+``fit`` calls, each mode in its own subprocess so that its peak resident memory
+(``ru_maxrss``) is its own; a third subprocess that only loads the data and builds the model
+gives the baseline memory. Training sets all have the same size
+(``complementary_membership``), so both modes do exactly the same steps and return the same
+models. Wall times include compilation (what a user waits for); the
+sequential mode also reports its first call (compilation + one model) separately.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+
+NAME = 'shadow_speed'
+
+
+def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.dataset = 'fashion_mnist'
+  c.hidden = (256,)
+  c.num_models = 64
+  c.pool_size = 5000           # each model trains on half of it
+  c.num_epochs = 2
+  c.batch_size = 64
+  c.seed = 0
+  if variant == 'smoke':
+    c.hidden = (8,)
+    c.num_models = 2
+    c.pool_size = 128
+    c.num_epochs = 1
+    c.batch_size = 32
+  elif variant != 'full':
+    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
+  return c
+
+
+def _maxrss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def child(cfg: ml_collections.ConfigDict, mode: str) -> dict:
+  """Runs one mode in this process and returns its timings and peak memory."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from jaxsec import data, models, train  # pylint: disable=g-import-not-at-top
+  from jaxsec.attacks import privacy as priv  # pylint: disable=g-import-not-at-top
+  x, y = data.load(cfg.dataset, 'train')
+  x, y = x[:cfg.pool_size], y[:cfg.pool_size]
+  model = models.get('mlp', num_classes=10, hidden=tuple(cfg.hidden))
+  init_fn = lambda k: models.init(model, k, (1,) + x.shape[1:])
+  # Every example IN for half the models, every model on exactly pool_size / 2 examples.
+  masks = priv.complementary_membership(jax.random.key(cfg.seed), cfg.num_models, x.shape[0])
+  key = jax.random.key(cfg.seed + 1)
+  kw = dict(optimizer=optax.adam(1e-3), batch_size=cfg.batch_size, num_epochs=cfg.num_epochs)
+  out = {'mode': mode}
+  t0 = time.time()
+  if mode == 'many':
+    r = priv.train_shadow_models(model.apply, init_fn, x, y, masks, key=key, **kw)
+    jax.block_until_ready(r.params)
+    out['final_loss'] = float(np.mean(r.history['loss'][-1]))
+  elif mode == 'sequential':
+    init_keys, train_keys = priv.shadow_keys(key, cfg.num_models)
+    losses = []
+    for m in range(cfg.num_models):
+      r = train.fit(model.apply, init_fn(init_keys[m]), x, y,
+                    indices=np.nonzero(masks[m])[0], key=train_keys[m], **kw)
+      jax.block_until_ready(r.params)
+      losses.append(float(r.history['loss'][-1]))
+      if m == 0:
+        out['first_model_seconds'] = time.time() - t0
+    out['final_loss'] = float(np.mean(losses))
+  elif mode != 'baseline':
+    raise ValueError(f'mode={mode!r} must be many, sequential or baseline.')
+  out['seconds'] = time.time() - t0
+  out['peak_rss_mib'] = _maxrss_mib()
+  out['backend'] = jax.default_backend()
+  return out
+
+
+def _spawn(cfg, mode):
+  cmd = [sys.executable, '-m', 'experiments.benchmarks.shadow_speed', f'--mode={mode}',
+         f'--variant={cfg.variant}']
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ)
+  env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
+  p = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, check=False)
+  lines = [l for l in p.stdout.splitlines() if l.startswith('{')]
+  if p.returncode or not lines:
+    raise RuntimeError(f'{mode} run failed (rc {p.returncode}): {p.stderr[-2000:]}')
+  res = json.loads(lines[-1])
+  print(f'[{NAME}] {mode}: {res["seconds"]:.1f}s, peak RSS {res["peak_rss_mib"]:.0f} MiB',
+        flush=True)
+  return res
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+  from jaxsec import io as jio  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
+  base = _spawn(cfg, 'baseline')
+  many = _spawn(cfg, 'many')
+  seq = _spawn(cfg, 'sequential')
+  results = {
+      'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
+      'num_models': cfg.num_models, 'examples_per_model': cfg.pool_size // 2,
+      'baseline': base, 'fit_many': many, 'sequential_fit': seq,
+      'speedup': seq['seconds'] / many['seconds'],
+      'fit_many_extra_rss_mib': many['peak_rss_mib'] - base['peak_rss_mib'],
+      'sequential_extra_rss_mib': seq['peak_rss_mib'] - base['peak_rss_mib'],
+      'nproc': os.cpu_count(),
+      'load_average_1min': os.getloadavg()[0],
+  }
+  print(f'[{NAME}] speed-up of fit_many over sequential fit: {results["speedup"]:.2f}x',
+        flush=True)
+  jio.write_json_atomic(os.path.join(workdir, f'{NAME}.json'), results)
+  return results
+
+
+def render_markdown(r: dict) -> str:
+  c = r['config']
+  m, s = r['fit_many'], r['sequential_fit']
+  return '\n'.join([
+      f"## Shadow-model training: {r['num_models']} MLPs (hidden {tuple(c['hidden'])}), "
+      f"{r['examples_per_model']} examples each, {c['num_epochs']} epochs", '',
+      '| mode | wall time (s) | peak RSS (MiB) | above baseline (MiB) |', '|---|---|---|---|',
+      f"| one `fit_many` program | {m['seconds']:.1f} | {m['peak_rss_mib']:.0f} | "
+      f"{r['fit_many_extra_rss_mib']:.0f} |",
+      f"| {r['num_models']} x `fit`, one after another | {s['seconds']:.1f} | "
+      f"{s['peak_rss_mib']:.0f} | {r['sequential_extra_rss_mib']:.0f} |",
+      f"| baseline (data + model, no training) | {r['baseline']['seconds']:.1f} | "
+      f"{r['baseline']['peak_rss_mib']:.0f} | 0 |", '',
+      f"Speed-up: **{r['speedup']:.2f}x** ({m['backend']}, {r['nproc']} cores, 1-minute load "
+      f"average {r['load_average_1min']:.1f} when it finished: a shared machine). The "
+      f"sequential mode's first model took {s['first_model_seconds']:.1f} s "
+      '(compilation included).', ''])
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', 'docs/results', 'Where shadow_speed.json goes.')
+flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
+flags.DEFINE_string('mode', '', 'Internal: run one mode (many / sequential / baseline) and '
+                    'print its JSON.')
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  cfg = get_config(FLAGS.variant)
+  if FLAGS.mode:
+    print(json.dumps(child(cfg, FLAGS.mode)), flush=True)
+  else:
+    run(cfg, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)
