@@ -22,6 +22,15 @@ sys.path.insert(0, ROOT)
 from jaxsec import io as jio  # noqa: E402
 
 
+def _forget_flags(module_name: str) -> None:
+  """Experiment apps define the same flag names (--workdir, --variant): unregister a
+  module's flags after importing it so the next experiment module can be imported."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  for f in flags.FLAGS.get_flags_for_module(module_name):
+    if f.name in flags.FLAGS:
+      delattr(flags.FLAGS, f.name)
+
+
 def _module_for(path: str, results: dict):
   candidates = []
   if isinstance(results, dict) and results.get('module'):
@@ -37,6 +46,7 @@ def _module_for(path: str, results: dict):
       mod = importlib.import_module(c)
     except ImportError:
       continue
+    _forget_flags(c)
     if hasattr(mod, 'render_markdown'):
       return mod
   return None
@@ -48,6 +58,7 @@ def render(results_dir: str) -> str:
            '`docs/results/`; each section names the command that wrote its file.', '']
   files = sorted(glob.glob(os.path.join(results_dir, '**', '*.json'), recursive=True))
   missing = []
+  failed = []
   for path in files:
     with open(path) as f:
       results = json.load(f)
@@ -57,10 +68,17 @@ def render(results_dir: str) -> str:
       missing.append(rel)
       continue
     parts.append(f'<!-- from {rel} via {mod.__name__}.render_markdown -->')
-    section = mod.render_markdown(results).rstrip()
+    try:
+      section = mod.render_markdown(results).rstrip()
+    except Exception as e:  # pylint: disable=broad-except
+      # A result file older than its renderer: say so in the docs, never hide it.
+      failed.append(f'{rel}: {type(e).__name__}: {e} (rerun the experiment)')
+      continue
     if not section.lstrip().startswith('#'):
       section = f'## {mod.__name__} (`{rel}`)\n\n' + section
     parts += [section, '']
+  if failed:
+    parts += ['## Results that failed to render', ''] + [f'- `{m}`' for m in failed] + ['']
   if missing:
     parts += ['## Results without a renderer', ''] + [f'- `{m}`' for m in missing] + ['']
   return '\n'.join(parts)
