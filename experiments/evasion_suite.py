@@ -423,10 +423,14 @@ def render_markdown(r: dict) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', 'docs/results', 'Where evasion_suite.json goes.')
-flags.DEFINE_string('variant', 'full', "Config variant: 'full', 'smoke', 'mnist', 'cifar10'.")
-flags.DEFINE_string('ckpt_dir', None, 'Checkpoints and finished stages (default: a folder '
-                    'under the system temp dir, per variant).')
+
+
+def _define_flags():
+  """Flags are defined only when run as a program (experiments share flag names)."""
+  flags.DEFINE_string('workdir', 'docs/results', 'Where evasion_suite.json goes.')
+  flags.DEFINE_string('variant', 'full', "Config variant: 'full', 'smoke', 'mnist', 'cifar10'.")
+  flags.DEFINE_string('ckpt_dir', None, 'Checkpoints and finished stages (default: a folder '
+                      'under the system temp dir, per variant).')
 
 
 def main(argv):
@@ -439,4 +443,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -198,9 +198,13 @@ def render_markdown(r: dict) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', 'workdir/main', 'Where results, report and checkpoints go.')
-flags.DEFINE_string('variant', 'full', "Config variant: 'full', 'smoke', 'mnist', 'cifar10'.")
-flags.DEFINE_multi_string('set', [], 'Config overrides key=value (used by launch/ sweeps).')
+
+
+def _define_flags():
+  """Flags are defined only when run as a program (experiments share flag names)."""
+  flags.DEFINE_string('workdir', 'workdir/main', 'Where results, report and checkpoints go.')
+  flags.DEFINE_string('variant', 'full', "Config variant: 'full', 'smoke', 'mnist', 'cifar10'.")
+  flags.DEFINE_multi_string('set', [], 'Config overrides key=value (used by launch/ sweeps).')
 
 
 def main(argv):
@@ -210,4 +214,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -833,8 +833,12 @@ def render_plots(results: dict, path: str) -> None:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', 'docs/results', 'Where poisoning.json / .png go.')
-flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
+
+
+def _define_flags():
+  """Flags are defined only when run as a program (experiments share flag names)."""
+  flags.DEFINE_string('workdir', 'docs/results', 'Where poisoning.json / .png go.')
+  flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
 
 
 def main(argv):
@@ -843,4 +847,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

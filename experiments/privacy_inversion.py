@@ -337,8 +337,12 @@ def render_markdown(r: dict) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON and the figures go.')
-flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
+
+
+def _define_flags():
+  """Flags are defined only when run as a program (several experiments share names)."""
+  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON and the figures go.')
+  flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
 
 
 def main(argv):
@@ -348,4 +352,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

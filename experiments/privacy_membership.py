@@ -370,9 +370,13 @@ def render_markdown(r: dict) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON, plot and cache go.')
-flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
-flags.DEFINE_string('cache_dir', 'workdir/cache', 'Stage cache (resume after a cut-off).')
+
+
+def _define_flags():
+  """Flags are defined only when run as a program (several experiments share names)."""
+  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON, plot and cache go.')
+  flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
+  flags.DEFINE_string('cache_dir', 'workdir/cache', 'Stage cache (resume after a cut-off).')
 
 
 def main(argv):
@@ -382,4 +386,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

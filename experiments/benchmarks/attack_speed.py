@@ -387,8 +387,12 @@ def render_markdown(results: dict) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('variant', 'full', "'full' or 'smoke'.")
-flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
+
+
+def _define_flags():
+  """Flags are defined only when run as a program (experiments share flag names)."""
+  flags.DEFINE_string('variant', 'full', "'full' or 'smoke'.")
+  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
 
 
 def main(argv):
@@ -398,4 +402,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

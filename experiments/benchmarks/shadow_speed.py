@@ -153,10 +153,14 @@ def render_markdown(r: dict) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', 'docs/results', 'Where shadow_speed.json goes.')
-flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
-flags.DEFINE_string('mode', '', 'Internal: run one mode (many / sequential / baseline) and '
-                    'print its JSON.')
+
+
+def _define_flags():
+  """Flags are defined only when run as a program (several experiments share names)."""
+  flags.DEFINE_string('workdir', 'docs/results', 'Where shadow_speed.json goes.')
+  flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
+  flags.DEFINE_string('mode', '', 'Internal: run one mode (many / sequential / baseline) and '
+                      'print its JSON.')
 
 
 def main(argv):
@@ -170,4 +174,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

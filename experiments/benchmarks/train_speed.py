@@ -199,10 +199,14 @@ def render_markdown(r: dict) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('variant', 'full', "'full' or 'smoke'.")
-flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
-flags.DEFINE_string('child', '', 'internal: run one fit_many/sequential measurement.')
-flags.DEFINE_string('child_cfg', '', 'internal: JSON config for --child.')
+
+
+def _define_flags():
+  """Flags are defined only when run as a program (experiments share flag names)."""
+  flags.DEFINE_string('variant', 'full', "'full' or 'smoke'.")
+  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
+  flags.DEFINE_string('child', '', 'internal: run one fit_many/sequential measurement.')
+  flags.DEFINE_string('child_cfg', '', 'internal: JSON config for --child.')
 
 
 def main(argv):
@@ -214,4 +218,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
