@@ -78,9 +78,27 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
     c.repeats = 1
     c.slow_repeats = 1
     c.peers = ()
+  elif variant == 'device':
+    # A lent accelerator without TFDS or the peers installed: the compute-limit ratio and
+    # jaxsec's own timings only. 'synthetic' data (uniform images, random labels) does not
+    # change any timing; the strength numbers of this variant mean nothing.
+    c.dataset = 'synthetic'
+    c.train_subset = 4096
+    c.repeats = 10
+    c.slow_repeats = 3
+    c.peers = ()
   elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
+    raise ValueError(f"Unknown variant={variant!r}; expected 'full', 'smoke' or 'device'.")
   return c
+
+
+def _load(cfg, split):
+  if cfg.dataset != 'synthetic':
+    return data.load(cfg.dataset, split)
+  rng = np.random.default_rng(0 if split == 'train' else 1)
+  n = cfg.train_subset if split == 'train' else max(cfg.batch, 1024)
+  return (rng.uniform(size=(n, 28, 28, 1)).astype(np.float32),
+          rng.integers(0, 10, size=n).astype(np.int32))
 
 
 def _repeats(cfg, name):
@@ -118,7 +136,7 @@ def _strength(logits_fn, x, y, x_adv, minimal: bool):
 
 
 def _train(cfg, key):
-  x, y = data.load(cfg.dataset, 'train')
+  x, y = _load(cfg, 'train')
   if cfg.train_subset:
     x, y = x[:cfg.train_subset], y[:cfg.train_subset]
   model = models.get('cnn', num_classes=10, **cfg.model_kwargs)
@@ -293,7 +311,7 @@ def run(cfg, workdir: str) -> dict:
   t0 = time.time()
   model, params = _train(cfg, key)
   train_s = time.time() - t0
-  x_test, y_test = data.load(cfg.dataset, 'test')
+  x_test, y_test = _load(cfg, 'test')
   x = jnp.asarray(x_test[:cfg.batch])
   y = jnp.asarray(y_test[:cfg.batch])
   logits_fn = models.logits_fn(model, params)
@@ -343,7 +361,8 @@ def run(cfg, workdir: str) -> dict:
       'compute_limit': limit,
       'jaxsec': ours, 'peers': peers, 'speedup_vs_peer': ratios,
   }
-  jio.write_json_atomic(os.path.join(workdir, f'{NAME}.json'), results)
+  suffix = '' if cfg.variant in ('full', 'smoke') else f'_{cfg.variant}'
+  jio.write_json_atomic(os.path.join(workdir, f'{NAME}{suffix}.json'), results)
   return results
 
 
@@ -356,7 +375,12 @@ def render_markdown(results: dict) -> str:
   cl = results['compute_limit']
   lines = [
       f"### Attack speed ({results['machine']['jax_backend']}, batch {cfg['batch']}, "
-      f"reference CNN, eps={cfg['eps']})", '',
+      f"reference CNN, eps={cfg['eps']}; `python -m experiments.benchmarks.attack_speed"
+      + ('' if results['variant'] == 'full' else f" --variant={results['variant']}") + '`)',
+      '',
+      *([f"Devices: {', '.join(results['machine']['devices'])}. Synthetic data: the "
+         'timings hold, the strength columns mean nothing.', '']
+        if cfg.get('dataset') == 'synthetic' else []),
       f"PGD-{cl['pgd_steps']}: {_fmt(cl['pgd_seconds'])} s; one jitted input-gradient pass "
       f"{_fmt(cl['grad_seconds'], '.4f')} s; compute-limit ratio "
       f"**{_fmt(cl['ratio'])}** (target <= 1.0; best-iterate tracking included), "

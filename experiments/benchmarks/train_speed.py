@@ -47,13 +47,21 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.mlp_epochs = 10
   c.mlp_batch = 32
   c.repeats = 3
+  # 'fashion_mnist' (real data through TFDS) or 'synthetic' (uniform images, random labels:
+  # throughput does not depend on pixel values; used on lent accelerators without TFDS).
+  c.cnn_data = 'fashion_mnist'
   if variant == 'smoke':
     c.cnn_steps = 4
     c.num_models = 4
     c.mlp_epochs = 1
     c.repeats = 1
+  elif variant == 'device':
+    # A lent accelerator: longer timed runs (steps are ~100x cheaper), same M and models.
+    c.cnn_steps = 400
+    c.cnn_data = 'synthetic'
+    c.repeats = 5
   elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
+    raise ValueError(f"Unknown variant={variant!r}; expected 'full', 'smoke' or 'device'.")
   return c
 
 
@@ -78,24 +86,29 @@ def _torch_cnn_throughput(cfg, x, y):
   except ImportError as e:
     return None, f'torch not importable: {e}'
   torch.manual_seed(0)
+  # Same device class as JAX's: a GPU run compares against PyTorch on that GPU.
+  dev = torch.device('cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available()
+                     else 'cpu')
+  sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
   net = nn.Sequential(
       nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
       nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-      nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+      nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10)).to(dev)
   opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-  xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
-  yt = torch.from_numpy(y.astype(np.int64))
+  xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))).to(dev)
+  yt = torch.from_numpy(y.astype(np.int64)).to(dev)
   lossf = nn.CrossEntropyLoss()
   g = torch.Generator().manual_seed(0)
 
   def epoch(steps):
-    perm = torch.randperm(xt.shape[0], generator=g)
+    perm = torch.randperm(xt.shape[0], generator=g).to(dev)
     for s in range(steps):
       idx = perm[s * cfg.cnn_batch:(s + 1) * cfg.cnn_batch]
       opt.zero_grad(set_to_none=True)
       loss = lossf(net(xt[idx]), yt[idx])
       loss.backward()
       opt.step()
+    sync()
 
   epoch(2)
   best = float('inf')
@@ -103,8 +116,9 @@ def _torch_cnn_throughput(cfg, x, y):
     t = time.perf_counter()
     epoch(cfg.cnn_steps)
     best = min(best, time.perf_counter() - t)
-  return cfg.cnn_steps * cfg.cnn_batch / best, f'torch {torch.__version__}, ' \
-      f'{torch.get_num_threads()} threads'
+  where = (torch.cuda.get_device_name(dev) if dev.type == 'cuda'
+           else f'CPU, {torch.get_num_threads()} threads')
+  return cfg.cnn_steps * cfg.cnn_batch / best, f'torch {torch.__version__}, {where}'
 
 
 def _many_child(mode: str, cfg_json: str) -> dict:
@@ -139,14 +153,25 @@ def _many_child(mode: str, cfg_json: str) -> dict:
     jax.block_until_ready(run())
     best = min(best, time.perf_counter() - t)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return {'seconds': best, 'peak_rss_mb': peak / 1024, 'rss_before_mb': base_rss / 1024,
-          'data_mb': x.nbytes / 2**20}
+  out = {'seconds': best, 'peak_rss_mb': peak / 1024, 'rss_before_mb': base_rss / 1024,
+         'data_mb': x.nbytes / 2**20}
+  stats = jax.devices()[0].memory_stats() if jax.default_backend() != 'cpu' else None
+  if stats and 'peak_bytes_in_use' in stats:
+    out['device_peak_mb'] = stats['peak_bytes_in_use'] / 2**20
+  return out
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-  x, y = data.load('fashion_mnist', 'train')
-  x, y = np.asarray(x[:cfg.cnn_steps * cfg.cnn_batch + 1024]), np.asarray(
-      y[:cfg.cnn_steps * cfg.cnn_batch + 1024])
+  n = cfg.cnn_steps * cfg.cnn_batch + 1024
+  if cfg.cnn_data == 'fashion_mnist':
+    x, y = data.load('fashion_mnist', 'train')
+    x, y = np.asarray(x[:n]), np.asarray(y[:n])
+  elif cfg.cnn_data == 'synthetic':
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(n, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, size=n).astype(np.int32)
+  else:
+    raise ValueError(f"cnn_data={cfg.cnn_data!r}; expected 'fashion_mnist' or 'synthetic'.")
   jax_ips = _jax_cnn_throughput(cfg, x, y)
   torch_ips, torch_info = _torch_cnn_throughput(cfg, x, y)
   print(f'CNN training: jaxsec {jax_ips:.0f} img/s; PyTorch {torch_ips or float("nan"):.0f} '
@@ -167,24 +192,30 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         f'(data {res["many"]["data_mb"]:.2f} MB)', flush=True)
   results = {
       'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
-      'backend': jax.default_backend(), 'cpu_count': os.cpu_count(),
+      'backend': jax.default_backend(), 'device': str(jax.devices()[0].device_kind),
+      'cpu_count': os.cpu_count(),
       'cnn_jax_images_per_s': jax_ips, 'cnn_torch_images_per_s': torch_ips,
       'cnn_torch_info': torch_info,
       'cnn_ratio_jax_over_torch': (jax_ips / torch_ips) if torch_ips else None,
       'fit_many': res['many'], 'sequential_fit': res['sequential'],
       'fit_many_speedup': ratio,
   }
-  jio.write_json_atomic(os.path.join(workdir, f'{NAME}.json'), results)
+  suffix = '' if cfg.variant in ('full', 'smoke') else f'_{cfg.variant}'
+  jio.write_json_atomic(os.path.join(workdir, f'{NAME}{suffix}.json'), results)
   return results
 
 
 def render_markdown(r: dict) -> str:
-  lines = ['## Training engine speed (`python -m experiments.benchmarks.train_speed`)', '',
-           f"Backend {r['backend']}, {r['cpu_count']} CPU cores.", '',
+  variant = r.get('variant', 'full')
+  cmd = 'python -m experiments.benchmarks.train_speed' + (
+      '' if variant == 'full' else f' --variant={variant}')
+  lines = [f'## Training engine speed, {r.get("device", r["backend"])} (`{cmd}`)', '',
+           f"Backend {r['backend']} ({r.get('device', 'n/a')}), {r['cpu_count']} CPU cores; "
+           f"CNN data: {r['config'].get('cnn_data', 'fashion_mnist')}.", '',
            '| what | jaxsec | baseline | ratio |', '|---|---|---|---|']
   if r['cnn_torch_images_per_s']:
     lines.append(f"| reference CNN training, images/s | {r['cnn_jax_images_per_s']:.0f} | "
-                 f"{r['cnn_torch_images_per_s']:.0f} (PyTorch CPU loop) | "
+                 f"{r['cnn_torch_images_per_s']:.0f} (PyTorch loop: {r['cnn_torch_info']}) | "
                  f"{r['cnn_ratio_jax_over_torch']:.2f}x |")
   else:
     lines.append(f"| reference CNN training, images/s | {r['cnn_jax_images_per_s']:.0f} | "
@@ -193,8 +224,11 @@ def render_markdown(r: dict) -> str:
   n = r['config']['num_models']
   lines.append(f"| {n} MLPs on digits, seconds | {m['seconds']:.2f} (fit_many) | "
                f"{s['seconds']:.2f} ({n} sequential jitted fits) | {r['fit_many_speedup']:.2f}x |")
-  lines.append(f"| peak RSS, MB | {m['peak_rss_mb']:.0f} | {s['peak_rss_mb']:.0f} | "
+  lines.append(f"| peak host RSS, MB | {m['peak_rss_mb']:.0f} | {s['peak_rss_mb']:.0f} | "
                f"data {m['data_mb']:.2f} MB |")
+  if 'device_peak_mb' in m and 'device_peak_mb' in s:
+    lines.append(f"| peak accelerator memory, MB | {m['device_peak_mb']:.1f} | "
+                 f"{s['device_peak_mb']:.1f} | data {m['data_mb']:.2f} MB |")
   return '\n'.join(lines) + '\n'
 
 
