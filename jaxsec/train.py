@@ -18,7 +18,9 @@ example, so DP-SGD can clip it). ``supervised(loss)`` lifts a ``loss(logits, y)`
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -38,9 +40,14 @@ ApplyFn = Callable[[Any, jax.Array], jax.Array]
 Objective = Callable[[ApplyFn, Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
+@functools.lru_cache(maxsize=256)
 def supervised(loss: Callable[[jax.Array, jax.Array], jax.Array] = losses_lib.cross_entropy
                ) -> Objective:
-  """Lifts a per-example ``loss(logits, y)`` into an objective."""
+  """Lifts a per-example ``loss(logits, y)`` into an objective.
+
+  Cached: the same ``loss`` gives the same objective object, so repeated ``fit`` calls with
+  the same model, loss and optimizer reuse one compiled program.
+  """
   def objective(apply_fn, params, x, y, key):
     del key
     return loss(apply_fn(params, x), y)
@@ -179,36 +186,35 @@ def _restore(checkpoint_dir, template):
   return state, int(last)
 
 
-def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_size,
-         num_epochs, num_steps, objective, train_apply_fn, many, mesh, checkpoint_dir,
-         eval_data, progress, label, loop):
-  num_models = index_lists.shape[0]
-  if loop not in ('auto', 'scan', 'host'):
-    raise ValueError(f"loop={loop!r}; expected 'auto', 'scan' or 'host'.")
-  use_scan = loop == 'scan' or (loop == 'auto' and jax.default_backend() != 'cpu')
-  plan = _plan(int(counts.min()), batch_size, num_epochs, num_steps)
+_EPOCH_CACHE: collections.OrderedDict = collections.OrderedDict()
+_EPOCH_CACHE_SIZE = 32
+
+
+def _compiled_epoch(*static):
+  """The jitted epoch for these static settings, built once and reused.
+
+  Every ``fit`` call used to build fresh closures and so recompile (0.4 s for an MLP on
+  CPU, most of a short fit): a loop of sequential fits, the usual shadow-model / ablation
+  pattern, paid it every time. The key holds the model function, objective and optimizer
+  themselves (same objects: same program); an unhashable one is built uncached.
+  """
+  try:
+    fn = _EPOCH_CACHE.get(static)
+  except TypeError:  # an unhashable apply_fn / objective / optimizer
+    return _build_epoch(*static)
+  if fn is None:
+    fn = _build_epoch(*static)
+    _EPOCH_CACHE[static] = fn
+    if len(_EPOCH_CACHE) > _EPOCH_CACHE_SIZE:
+      _EPOCH_CACHE.popitem(last=False)
+  else:
+    _EPOCH_CACHE.move_to_end(static)
+  return fn
+
+
+def _build_epoch(apply_fn, objective, optimizer, train_apply_fn, steps_per_epoch, batch_size,
+                 many, mesh, model_axis, use_scan):
   step = make_step(apply_fn, objective, optimizer, train_apply_fn)
-  x = jnp.asarray(x)
-  y = jnp.asarray(y)
-
-  data_sharding = None
-  if mesh is not None:
-    if 'data' not in mesh.axis_names:
-      raise ValueError(f'mesh has axes {mesh.axis_names}; expected a "data" axis '
-                       '(and "model" for fit_many).')
-    if batch_size % mesh.shape['data']:
-      raise ValueError(f'batch_size={batch_size} is not divisible by the mesh "data" axis '
-                       f'size {mesh.shape["data"]}.')
-    x = jax.device_put(x, NamedSharding(mesh, P()))
-    y = jax.device_put(y, NamedSharding(mesh, P()))
-
-  model_axis = None
-  if many and mesh is not None and 'model' in mesh.axis_names:
-    if num_models % mesh.shape['model']:
-      raise ValueError(f'num_models={num_models} is not divisible by the mesh "model" axis '
-                       f'size {mesh.shape["model"]}.')
-    model_axis = 'model'
-
   def constrain(a, spec):
     if mesh is None:
       return a
@@ -220,8 +226,8 @@ def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_
 
   def epoch_plan(key, index_list, count):
     k_perm, k_steps = jax.random.split(key)
-    batches = _epoch_batches(k_perm, index_list, count, plan.steps_per_epoch, batch_size)
-    return batches, jax.random.split(k_steps, plan.steps_per_epoch)
+    batches = _epoch_batches(k_perm, index_list, count, steps_per_epoch, batch_size)
+    return batches, jax.random.split(k_steps, steps_per_epoch)
 
   def one_step(p, s, idx, k, x, y):
     return sharded_step(p, s, x[idx], y[idx], k)
@@ -269,11 +275,46 @@ def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_
     def epoch_fn(params, opt_state, keys, index_lists, counts, x, y):
       batches, step_keys = plan_fn(keys, index_lists, counts)
       losses = []
-      for t in range(plan.steps_per_epoch):
+      for t in range(steps_per_epoch):
         params, opt_state, loss = step_fn(params, opt_state, batches[:, t], step_keys[:, t],
                                           x, y)
         losses.append(loss)
       return params, opt_state, jnp.mean(jnp.stack(losses), axis=0)
+
+  return epoch_fn
+
+
+def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_size,
+         num_epochs, num_steps, objective, train_apply_fn, many, mesh, checkpoint_dir,
+         eval_data, progress, label, loop):
+  num_models = index_lists.shape[0]
+  if loop not in ('auto', 'scan', 'host'):
+    raise ValueError(f"loop={loop!r}; expected 'auto', 'scan' or 'host'.")
+  use_scan = loop == 'scan' or (loop == 'auto' and jax.default_backend() != 'cpu')
+  plan = _plan(int(counts.min()), batch_size, num_epochs, num_steps)
+  x = jnp.asarray(x)
+  y = jnp.asarray(y)
+
+  data_sharding = None
+  if mesh is not None:
+    if 'data' not in mesh.axis_names:
+      raise ValueError(f'mesh has axes {mesh.axis_names}; expected a "data" axis '
+                       '(and "model" for fit_many).')
+    if batch_size % mesh.shape['data']:
+      raise ValueError(f'batch_size={batch_size} is not divisible by the mesh "data" axis '
+                       f'size {mesh.shape["data"]}.')
+    x = jax.device_put(x, NamedSharding(mesh, P()))
+    y = jax.device_put(y, NamedSharding(mesh, P()))
+
+  model_axis = None
+  if many and mesh is not None and 'model' in mesh.axis_names:
+    if num_models % mesh.shape['model']:
+      raise ValueError(f'num_models={num_models} is not divisible by the mesh "model" axis '
+                       f'size {mesh.shape["model"]}.')
+    model_axis = 'model'
+
+  epoch_fn = _compiled_epoch(apply_fn, objective, optimizer, train_apply_fn,
+                             plan.steps_per_epoch, batch_size, many, mesh, model_axis, use_scan)
 
   # The jitted epoch donates its params / opt_state buffers; copy so the caller's arrays
   # stay valid.

@@ -148,3 +148,34 @@ def test_scan_and_host_loops_agree():
   assert _max_diff(a.params, b.params) < 1e-5
   with pytest.raises(ValueError, match="loop='gpu'"):
     train.fit(m.apply, p, x, y, loop='gpu', **kw)
+
+
+def test_repeated_fits_reuse_one_compiled_program():
+  """Sequential fits with the same model function, loss and optimizer compile once (a
+  shadow-model loop used to recompile every call), and reusing the program does not leak
+  state between calls: each result equals the one from a cold cache."""
+  x, y = data.load('digits', 'train')
+  m = models.get('mlp', num_classes=10, hidden=(16,))
+  opt = optax.sgd(0.05)
+  kw = dict(optimizer=opt, batch_size=32, num_epochs=2, loop='scan')
+  p0 = models.init(m, jax.random.key(0), (1, 64))
+  train._EPOCH_CACHE.clear()
+  compiles = []
+  listener = (lambda name, *a, **k: compiles.append(name)
+              if name == '/jax/core/compile/backend_compile_duration' else None)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    warm = []
+    for i, idx in enumerate([np.arange(0, 600), np.arange(600, 1200)]):
+      warm.append(train.fit(m.apply, p0, x, y, indices=idx, key=jax.random.key(i), **kw))
+    n_after_two = len(compiles)
+    assert n_after_two > 0, 'the listener saw no compilation at all'
+    train.fit(m.apply, p0, x, y, indices=np.arange(100, 700), key=jax.random.key(5), **kw)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert len(compiles) == n_after_two, 'a third fit with the same shapes recompiled'
+  assert len(train._EPOCH_CACHE) == 1
+  train._EPOCH_CACHE.clear()
+  cold = train.fit(m.apply, p0, x, y, indices=np.arange(600, 1200), key=jax.random.key(1), **kw)
+  for a, b in zip(jax.tree.leaves(warm[1].params), jax.tree.leaves(cold.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
