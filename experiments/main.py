@@ -28,6 +28,8 @@ from experiments import common
 from jaxsec import attacks
 from jaxsec import data
 from jaxsec import io as jio
+from jaxsec import losses as losses_lib
+from jaxsec import metrics
 from jaxsec import models
 from jaxsec import plots
 from jaxsec import train
@@ -53,6 +55,16 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.pgd_steps = 20
   c.pgd_rel_step = 2.5        # step size = rel_step * eps / steps (Madry et al.)
   c.grid_eps = 0.1
+  # Survey Table 1 measured on this model: the other attack families of jaxsec run against
+  # the trained CNN (each row says its setting). Sizes keep the whole job within 15 minutes
+  # on 2 CPU cores.
+  c.table = ml_collections.ConfigDict({
+      'enabled': True, 'eps': 0.1, 'num_images': 500, 'apgd_steps': 100,
+      'autoattack_version': 'standard', 'cw_images': 200, 'cw_binary_steps': 5,
+      'cw_steps': 100, 'jsma_images': 100, 'deepfool_images': 500,
+      'universal_fit_images': 1000, 'universal_max_passes': 2,
+      'surrogate_epochs': 2, 'surrogate_train': 20000,
+      'mia_members': 5000, 'extraction_queries': 5000, 'extraction_epochs': 4})
   if variant == 'smoke':
     c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
     c.num_epochs = 1
@@ -62,6 +74,12 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
     c.attack_batch = 32
     c.eps = (0.0, 0.1, 0.3)
     c.pgd_steps = 3
+    c.table.update({'num_images': 16, 'apgd_steps': 5, 'autoattack_version': 'fast',
+                    'cw_images': 8, 'cw_binary_steps': 2, 'cw_steps': 5, 'jsma_images': 4,
+                    'deepfool_images': 16, 'universal_fit_images': 32,
+                    'universal_max_passes': 1, 'surrogate_epochs': 1,
+                    'surrogate_train': 512, 'mia_members': 256, 'extraction_queries': 256,
+                    'extraction_epochs': 1})
   elif variant == 'mnist':
     c.dataset = 'mnist'
   elif variant == 'cifar10':
@@ -107,6 +125,150 @@ def robust_accuracy(logits_fn, x, y, eps_grid, attack_name, cfg, key):
   return (np.asarray([acc[e] if e > 0 else clean for e in eps_grid]),
           np.stack([adv[e] if e > 0 else np.asarray(x[:first_adv.shape[1]])
                     for e in eps_grid]))
+
+
+def _row(category, attack, setting, metric, value, seconds, **extra):
+  return {'category': category, 'attack': attack, 'setting': setting, 'metric': metric,
+          'value': float(value), 'seconds': float(seconds), **extra}
+
+
+def _batched(fn, xs, batch):
+  """Runs the jitted ``fn(*chunk)`` over leading-axis chunks, concatenates the outputs."""
+  n = xs[0].shape[0]
+  outs = [fn(*(jnp.asarray(a[i:i + batch]) for a in xs)) for i in range(0, n, batch)]
+  return jax.tree.map(lambda *o: np.concatenate([np.asarray(v) for v in o]), *outs)
+
+
+def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> list:
+  """The survey's attack families, measured on the trained model (rows of Table 1).
+
+  Evasion rows attack the first ``num_images`` test images; minimal-perturbation rows report
+  the median norm over successful examples of the correctly classified ones. The privacy
+  rows use training images as members and test images as non-members (the model was
+  trained on the whole training split), and the test split as the extraction query pool.
+  """
+  t = cfg.table
+  eps = t.eps
+  rows = []
+  logits_fn = models.logits_fn(model, params)
+  ks = jax.random.split(key, 8)
+  n = min(t.num_images, x_test.shape[0])
+  xe, ye = x_test[:n], y_test[:n]
+  pred = lambda xx: np.asarray(_batched(lambda a: jnp.argmax(logits_fn(a), -1), (xx,),
+                                        cfg.attack_batch))
+  correct = pred(xe) == ye
+
+  def l2(a, b):
+    return np.sqrt(np.sum((np.asarray(a) - np.asarray(b)).reshape(len(a), -1) ** 2, axis=1))
+
+  # 1. APGD-CE (Croce & Hein 2020).
+  t0 = time.time()
+  apgd = jax.jit(lambda a, b: attacks.apgd(eps=eps, num_steps=t.apgd_steps, loss='ce')(
+      logits_fn, a, b, ks[0]))
+  adv = _batched(apgd, (xe, ye), cfg.attack_batch)
+  rows.append(_row('evasion, white-box', f'APGD-CE ({t.apgd_steps} steps)',
+                   f'L_inf eps={eps:g}, {n} images', 'robust accuracy',
+                   np.mean(pred(adv) == ye), time.time() - t0))
+  # 2. AutoAttack-style ensemble (host driver: each stage only on still-robust points).
+  t0 = time.time()
+  aa = attacks.run_auto_attack(logits_fn, xe, ye, ks[1], eps=eps,
+                               version=t.autoattack_version, batch_size=cfg.attack_batch)
+  rows.append(_row('evasion, white-box',
+                   f'AutoAttack-style ({t.autoattack_version}: '
+                   + ', '.join(s_['name'] for s_ in aa['stages']) + ')',
+                   f'L_inf eps={eps:g}, {n} images', 'robust accuracy',
+                   aa['robust_accuracy'], time.time() - t0, gradients=int(aa['gradients'])))
+  # 3. DeepFool L2 (Moosavi-Dezfooli 2016): minimal perturbation.
+  t0 = time.time()
+  nd = min(t.deepfool_images, n)
+  df = jax.jit(lambda a, b: tuple(attacks.deepfool(norm='l2', return_info=True)(
+      logits_fn, a, b, ks[2])[:2]))
+  adv, info = _batched(df, (xe[:nd], ye[:nd]), cfg.attack_batch)
+  ok = info['success'] & correct[:nd]
+  rows.append(_row('evasion, white-box', 'DeepFool-L2 (overshoot 0.02)',
+                   f'minimal, {nd} images', 'median L2 (success rate)',
+                   np.median(l2(adv, xe[:nd])[ok]) if ok.any() else np.nan, time.time() - t0,
+                   success_rate=float(ok.sum() / max(correct[:nd].sum(), 1))))
+  # 4. C&W L2 (Carlini & Wagner 2017).
+  t0 = time.time()
+  nc = min(t.cw_images, n)
+  cw = jax.jit(lambda a, b: tuple(attacks.carlini_wagner_l2(
+      num_binary_steps=t.cw_binary_steps, num_steps=t.cw_steps, learning_rate=0.01,
+      initial_const=1.0, return_info=True)(logits_fn, a, b, ks[3])[:2]))
+  adv, info = _batched(cw, (xe[:nc], ye[:nc]), cfg.attack_batch)
+  ok = info['success'] & correct[:nc]
+  rows.append(_row('evasion, white-box',
+                   f'C&W-L2 ({t.cw_binary_steps} x {t.cw_steps} steps)',
+                   f'minimal, {nc} images', 'median L2 (success rate)',
+                   np.median(l2(adv, xe[:nc])[ok]) if ok.any() else np.nan, time.time() - t0,
+                   success_rate=float(ok.sum() / max(correct[:nc].sum(), 1))))
+  # 5. JSMA (Papernot 2016), targeted at a random other class, gamma = 14.5%.
+  t0 = time.time()
+  nj = min(t.jsma_images, n)
+  tgt = (ye[:nj] + np.asarray(jax.random.randint(ks[4], (nj,), 1, 10))) % 10
+  js = jax.jit(lambda a, b: tuple(attacks.jsma(return_info=True)(logits_fn, a, b, ks[4])[:2]))
+  _, info = _batched(js, (xe[:nj], tgt.astype(np.int32)), cfg.attack_batch)
+  ok = info['success'] & correct[:nj]
+  rows.append(_row('evasion, white-box', 'JSMA (targeted, random target)',
+                   f'gamma=14.5%, {nj} images', 'success rate (features changed)',
+                   ok.sum() / max(correct[:nj].sum(), 1), time.time() - t0,
+                   features_changed=float(np.mean(info['features_changed_frac'][ok]))
+                   if ok.any() else float('nan')))
+  # 6. Universal adversarial perturbation (Moosavi-Dezfooli 2017), fitted on training
+  #    images, evaluated on the test images.
+  t0 = time.time()
+  uap = attacks.universal_perturbation(xi=eps, norm='linf',
+                                       max_passes=t.universal_max_passes)
+  v, _ = uap.fit(logits_fn, jnp.asarray(x_train[:t.universal_fit_images]), ks[5])
+  fooled = pred(np.asarray(uap.apply(jnp.asarray(xe), v))) != pred(xe)
+  rows.append(_row('evasion, universal', 'UAP (DeepFool inner steps)',
+                   f'L_inf xi={eps:g}, fit on {t.universal_fit_images} train, '
+                   f'{n} test images', 'fooling rate', np.mean(fooled), time.time() - t0))
+  # 7. Transfer (black-box): PGD-20 on an independently trained MLP surrogate.
+  t0 = time.time()
+  sur = models.get('mlp', num_classes=10, hidden=(256, 256))
+  sp = models.init(sur, ks[6], (1,) + x_train.shape[1:])
+  ns = min(t.surrogate_train, x_train.shape[0])
+  sp = train.fit(sur.apply, sp, x_train[-ns:], y_train[-ns:], optimizer=optax.adam(1e-3),
+                 key=ks[6], batch_size=128, num_epochs=t.surrogate_epochs).params
+  sur_fn = models.logits_fn(sur, sp)
+  pgd = jax.jit(lambda a, b: attacks.pgd(eps=eps, step_size=2.5 * eps / 20, num_steps=20)(
+      sur_fn, a, b, ks[6]))
+  adv = _batched(pgd, (xe, ye), cfg.attack_batch)
+  rows.append(_row('evasion, transfer (black-box)', 'PGD-20 on an MLP surrogate',
+                   f'L_inf eps={eps:g}, {n} images', 'robust accuracy of the CNN',
+                   np.mean(pred(adv) == ye), time.time() - t0))
+  # 8. Membership inference, loss threshold (Yeom et al. 2018).
+  t0 = time.time()
+  nm = min(t.mia_members, x_train.shape[0], x_test.shape[0])
+  lossf = jax.jit(lambda a, b: -losses_lib.cross_entropy(logits_fn(a), b))
+  s_in = _batched(lossf, (x_train[:nm], y_train[:nm]), cfg.attack_batch)
+  s_out = _batched(lossf, (x_test[-nm:], y_test[-nm:]), cfg.attack_batch)
+  scores = np.concatenate([s_in, s_out])
+  labels = np.concatenate([np.ones(nm, bool), np.zeros(nm, bool)])
+  rows.append(_row('privacy, membership inference', 'loss threshold (Yeom 2018)',
+                   f'{nm} train members vs {nm} test non-members', 'AUC (TPR at 1% FPR)',
+                   metrics.auc(scores, labels), time.time() - t0,
+                   tpr_at_1pct_fpr=metrics.tpr_at_fpr(scores, labels, 0.01),
+                   advantage=metrics.membership_advantage(scores, labels)))
+  # 9. Model extraction by retraining on the victim's labels (label-only API).
+  t0 = time.time()
+  nq = min(t.extraction_queries, x_test.shape[0] // 2)
+  xq, xh = x_test[:nq], x_test[nq:]
+  stolen = models.get(cfg.model, num_classes=10, **cfg.model_kwargs.to_dict())
+  st = models.init(stolen, ks[7], (1,) + x_test.shape[1:])
+  st = train.fit(stolen.apply, st, xq, pred(xq).astype(np.int32), optimizer=optax.adam(1e-3),
+                 key=ks[7], batch_size=128, num_epochs=t.extraction_epochs).params
+  st_pred = np.asarray(_batched(lambda a: jnp.argmax(stolen.apply(st, a), -1), (xh,),
+                                cfg.attack_batch))
+  rows.append(_row('privacy, model extraction', 'retraining on label queries',
+                   f'{nq} queries, same architecture', 'fidelity on held-out (accuracy)',
+                   np.mean(st_pred == pred(xh)), time.time() - t0,
+                   accuracy=float(np.mean(st_pred == y_test[nq:]))))
+  for r in rows:
+    print(f"[table] {r['attack']}: {r['metric']} {r['value']:.4f} ({r['seconds']:.0f}s)",
+          flush=True)
+  return rows
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -159,6 +321,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                                f'PGD eps={cfg.eps[gi]:g}'],
                    labels=ya[:n_show], class_names=ds.class_names)
 
+  t2 = time.time()
+  table = (survey_table(cfg, model, params, x_train, y_train, x_test, y_test,
+                        jax.random.fold_in(key, 7)) if cfg.table.enabled else [])
+  table_time = time.time() - t2
+
   results = {
       'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
       'dataset': cfg.dataset, 'model': cfg.model,
@@ -168,6 +335,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       'eps': list(cfg.eps), 'fgsm_accuracy': acc_fgsm.tolist(),
       'pgd_accuracy': acc_pgd.tolist(), 'pgd_steps': cfg.pgd_steps,
       'train_seconds': train_time, 'attack_seconds': attack_time,
+      'table': table, 'table_seconds': table_time,
       'train_loss': np.asarray(result.history['loss']).tolist(),
       'backend': jax.default_backend(), 'devices': len(jax.devices()),
   }
@@ -194,7 +362,42 @@ def render_markdown(r: dict) -> str:
     lines.append(f'| {e:g} | {100 * a:.2f}% | {100 * b:.2f}% |')
   lines += ['', '![accuracy vs eps](accuracy_vs_eps.png)', '',
             '![clean and adversarial examples](adversarial_examples.png)', '']
+  if r.get('table'):
+    lines += ['## Survey Table 1, measured on this model', '',
+              f"The attack families of the survey run against the trained {r['model']} "
+              f"({r.get('table_seconds', 0):.0f} s in all). Defenses, poisoning and DP "
+              'need their own training runs: see docs/RESULTS.md.', '',
+              '| family | attack | setting | metric | value | s |', '|---|---|---|---|---|---|']
+    for row in r['table']:
+      v = row['value']
+      if 'median L2' in row['metric']:
+        val = f"{v:.3f} ({100 * row['success_rate']:.1f}%)"
+      elif row['metric'].startswith('success rate'):
+        val = f"{100 * v:.1f}% ({100 * row['features_changed']:.2f}%)"
+      elif row['metric'].startswith('AUC'):
+        val = f"{v:.3f} ({100 * row['tpr_at_1pct_fpr']:.2f}%)"
+      elif row['metric'].startswith('fidelity'):
+        val = f"{100 * v:.1f}% ({100 * row['accuracy']:.1f}%)"
+      else:
+        val = f'{100 * v:.1f}%'
+      lines.append(f"| {row['category']} | {row['attack']} | {row['setting']} | "
+                   f"{row['metric']} | {val} | {row['seconds']:.0f} |")
+    lines.append('')
   return '\n'.join(lines)
+
+
+def headline(r: dict) -> list:
+  i = min(range(len(r['eps'])), key=lambda j: abs(r['eps'][j] - 0.1))
+  rows = [(f"reference CNN on {r['dataset']}: clean test accuracy",
+           f"{100 * r['clean_accuracy']:.2f}% ({r['train_seconds']:.0f} s training, "
+           f"{r['backend']})"),
+          (f"... robust accuracy, L_inf eps={r['eps'][i]:g}",
+           f"FGSM {100 * r['fgsm_accuracy'][i]:.1f}%, PGD-{r['pgd_steps']} "
+           f"{100 * r['pgd_accuracy'][i]:.1f}%")]
+  for row in r.get('table', []):
+    if row['attack'].startswith('AutoAttack'):
+      rows.append((f"... AutoAttack-style, {row['setting']}", f"{100 * row['value']:.1f}%"))
+  return rows
 
 
 FLAGS = flags.FLAGS

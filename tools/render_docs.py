@@ -84,11 +84,52 @@ def render(results_dir: str) -> str:
   return '\n'.join(parts)
 
 
+BEGIN, END = '<!-- headline:begin -->', '<!-- headline:end -->'
+
+
+def headline(results_dir: str) -> str:
+  """The README's headline table: rows from each experiment's ``headline(results)``
+  (a list of ``(what, figure)``), each with the command that wrote the file."""
+  rows = []
+  paths = sorted(glob.glob(os.path.join(results_dir, '**', '*.json'), recursive=True),
+                 key=lambda p: (os.path.basename(os.path.dirname(p)) != 'main', p))
+  for path in paths:
+    with open(path) as f:
+      results = json.load(f)
+    mod = _module_for(path, results)
+    if mod is None or not hasattr(mod, 'headline'):
+      continue
+    variant = results.get('variant', 'full')
+    cmd = f'python -m {mod.__name__}' + ('' if variant == 'full' else f' --variant={variant}')
+    try:
+      for what, figure in mod.headline(results):
+        rows.append(f'| {what} | {figure} | `{cmd}` |')
+    except Exception as e:  # pylint: disable=broad-except
+      rows.append(f'| {os.path.relpath(path, ROOT)} | failed to render: {type(e).__name__} '
+                  f'| `{cmd}` |')
+  return '\n'.join(['| what | measured | command |', '|---|---|---|'] + rows)
+
+
+def update_readme(readme_path: str, table: str) -> bool:
+  with open(readme_path) as f:
+    text = f.read()
+  if BEGIN not in text or END not in text:
+    raise ValueError(f'{readme_path} has no {BEGIN} ... {END} block.')
+  head, rest = text.split(BEGIN, 1)
+  _, tail = rest.split(END, 1)
+  new = head + BEGIN + '\n' + table + '\n' + END + tail
+  if new != text:
+    jio.write_text_atomic(readme_path, new)
+  return new != text
+
+
 def main() -> int:
   results_dir = os.path.join(ROOT, 'docs', 'results')
   text = render(results_dir)
   jio.write_text_atomic(os.path.join(ROOT, 'docs', 'RESULTS.md'), text)
   print(f'wrote docs/RESULTS.md ({len(text.splitlines())} lines)')
+  changed = update_readme(os.path.join(ROOT, 'README.md'), headline(results_dir))
+  print('README.md headline ' + ('updated' if changed else 'unchanged'))
   return 0
 
 

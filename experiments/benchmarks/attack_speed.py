@@ -410,6 +410,16 @@ def render_markdown(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def headline(r: dict) -> list:
+  cl = r['compute_limit']
+  where = r['machine']['jax_backend']
+  rows = [(f"PGD-{cl['pgd_steps']} time / ({cl['pgd_steps']} x one gradient pass), {where} "
+           '(target <= 1)', f"{cl['ratio']:.2f}")]
+  for k, v in sorted(r.get('speedup_vs_peer', {}).items()):
+    rows.append((f'{k}: peer time / jaxsec time ({where})', f'{v:.2f}x'))
+  return rows
+
+
 FLAGS = flags.FLAGS
 
 

@@ -232,6 +232,18 @@ def render_markdown(r: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def headline(r: dict) -> list:
+  where = f"{r.get('device', r['backend'])}"
+  rows = []
+  if r['cnn_torch_images_per_s']:
+    rows.append((f'CNN training throughput vs a PyTorch loop ({where})',
+                 f"{r['cnn_ratio_jax_over_torch']:.2f}x ({r['cnn_jax_images_per_s']:.0f} vs "
+                 f"{r['cnn_torch_images_per_s']:.0f} img/s)"))
+  rows.append((f"fit_many of {r['config']['num_models']} MLPs vs sequential jitted fits "
+               f'({where})', f"{r['fit_many_speedup']:.2f}x"))
+  return rows
+
+
 FLAGS = flags.FLAGS
 
 

@@ -21,6 +21,18 @@ def test_main_smoke(tmp_path):
   assert pg[-1] <= pg[0]
   assert '| eps | FGSM | PGD |' in open(tmp_path / 'report.md').read()
   assert 0.0 <= r['clean_accuracy'] <= 1.0
+  # Survey Table 1 rows, measured on the same model.
+  table = {row['attack'].split(' (')[0]: row for row in saved['table']}
+  for name in ('APGD-CE', 'AutoAttack-style', 'DeepFool-L2', 'C&W-L2', 'JSMA', 'UAP',
+               'PGD-20 on an MLP surrogate', 'loss threshold', 'retraining on label queries'):
+    assert name in table, (name, list(table))
+  for row in saved['table']:
+    assert row['value'] != row['value'] or 0.0 <= row['value'] <= 10.0, row  # NaN allowed
+  # The ensemble is never weaker than its own first stage (APGD-CE with a different key
+  # can differ by a few points on 16 images, so compare with slack).
+  assert table['AutoAttack-style']['value'] <= table['APGD-CE']['value'] + 0.2
+  assert '## Survey Table 1, measured on this model' in open(tmp_path / 'report.md').read()
+  assert any('clean test accuracy' in w for w, _ in main_exp.headline(saved))
 
 
 def test_config_variants():
