@@ -295,8 +295,21 @@ def _run_foolbox(cfg, logits_fn, x, y):
       run()
       first = time.perf_counter() - t0
       t = _time(run, _repeats(cfg, name))
-      res[name] = {'seconds': t, 'first_call_seconds': first,
-                   **_strength(logits_fn, x, y, out['x'], minimal)}
+      xa, extra = np.array(out['x']), {}
+      if name == 'cw':
+        # Foolbox's C&W starts its "best adversarial" as an all-zero image
+        # (foolbox/attacks/carlini_wagner.py: best_advs = ep.zeros_like(x)) and returns it
+        # untouched where it found nothing; with epsilons=None that black image comes back
+        # as the result and would count as a success (L2 ~ 12.8) wherever the model does
+        # not call it the true class. Score failures as failures: give back x there, as
+        # jaxsec and torchattacks do.
+        n = xa.shape[0]
+        fail = (np.all(xa.reshape(n, -1) == 0, axis=1)
+                & np.any(np.asarray(x).reshape(n, -1) != 0, axis=1))
+        xa[fail] = np.asarray(x)[fail]
+        extra['untouched_fallbacks_rescored'] = int(fail.sum())
+      res[name] = {'seconds': t, 'first_call_seconds': first, **extra,
+                   **_strength(logits_fn, x, y, xa, minimal)}
     except Exception as e:  # noqa: BLE001
       res[name] = {'error': f'{type(e).__name__}: {e}',
                    'trace': traceback.format_exc(limit=3)}
@@ -404,6 +417,9 @@ def render_markdown(results: dict) -> str:
       sp = results['speedup_vs_peer'].get(f'{lib}/{name}')
       if sp is not None:
         note = f'jaxsec {sp:.2f}x faster'
+      if row.get('untouched_fallbacks_rescored'):
+        note += (f"; {row['untouched_fallbacks_rescored']} untouched all-zero fallbacks "
+                 'scored as failures')
       lines.append(f"| {name} | {lib} | {_fmt(row['seconds'])} | "
                    f"{_fmt(row.get('robust_accuracy'))} | {_fmt(row.get('success_rate'))} | "
                    f"{_fmt(row.get('median_l2'))} | {note} |")

@@ -154,7 +154,7 @@ def mi_fgsm(*, eps, step_size=None, num_steps: int = 10, decay: float = 1.0,
       x_adv = common.project(x_adv + step * common.normalize(m, norm), x, e, norm, bounds)
       return x_adv, m
 
-    x_adv, _ = lax.fori_loop(0, num_steps, body, (x, jnp.zeros_like(x)))
+    x_adv, _ = common.fori_loop(0, num_steps, body, (x, jnp.zeros_like(x)))
     if return_info:
       return AttackOutput(x_adv, _info(logits_fn, x_adv, y, obj, targeted, num_steps))
     return x_adv

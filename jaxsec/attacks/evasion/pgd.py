@@ -84,7 +84,7 @@ def run_pgd(logits_fn, x, y, key, *, eps, step_size, num_steps, p, random_start,
 
     b = x.shape[0]
     init = (x0, x0, jnp.zeros((b,), bool), jnp.full((b,), -jnp.inf, x.dtype))
-    x_last, best_x, best_s, best_v = lax.fori_loop(0, num_steps, body, init)
+    x_last, best_x, best_s, best_v = common.fori_loop(0, num_steps, body, init)
     if not (keep_best or need_stats or restarts > 1):
       return x_last, None, None
     # Evaluate the last iterate too (one extra forward pass).
@@ -107,7 +107,10 @@ def run_pgd(logits_fn, x, y, key, *, eps, step_size, num_steps, p, random_start,
     return common.select(imp, x_r, x_b), s_b | s_r, jnp.where(imp, v_r, v_b)
 
   if restarts > 1:
-    x_b, s_b, v_b = lax.fori_loop(1, restarts, restart, (x_b, s_b, v_b))
+    # Unrolled on CPU only when all restarts' steps together are short (common.fori_loop).
+    loop = (common.fori_loop if restarts * num_steps <= common.CPU_UNROLL_MAX
+            else lax.fori_loop)
+    x_b, s_b, v_b = loop(1, restarts, restart, (x_b, s_b, v_b))
   return x_b, s_b, v_b
 
 
