@@ -12,6 +12,7 @@ import numbers
 from typing import Any, Iterable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -99,9 +100,10 @@ def check_array(name: str, x: Any, *, ndim: int | Sequence[int] | None = None,
     if x.ndim not in allowed:
       raise ValueError(f'{name} has shape {tuple(x.shape)} (rank {x.ndim}); expected rank '
                        f'{" or ".join(map(str, allowed))}.')
-  if dtype_kind == 'f' and not np.issubdtype(x.dtype, np.floating):
+  # jnp.issubdtype knows bfloat16 / float8 (ml_dtypes) are floating; np.issubdtype does not.
+  if dtype_kind == 'f' and not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f'{name} has dtype {x.dtype}; expected a floating dtype.')
-  if dtype_kind == 'i' and not np.issubdtype(x.dtype, np.integer):
+  if dtype_kind == 'i' and not jnp.issubdtype(x.dtype, jnp.integer):
     raise ValueError(f'{name} has dtype {x.dtype}; expected an integer dtype.')
   if finite and is_concrete(x):
     bad = ~np.isfinite(np.asarray(x))

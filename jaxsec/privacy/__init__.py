@@ -9,6 +9,8 @@
 * Input, objective and output perturbation (CMS 2011): :mod:`perturbation`.
 * PATE (2017, 2018): :mod:`pate`.
 * DP-FedAvg hooks: :mod:`fedavg`.
+* Secure aggregation with pairwise masks (Bonawitz 2017) and additive secret sharing:
+  :mod:`secure_aggregation`, :func:`secure_sum`.
 * Auditing (Jagielski 2020, Nasr 2021, Steinke 2023): :mod:`audit`.
 """
 from jaxsec.privacy import accounting
@@ -19,6 +21,7 @@ from jaxsec.privacy import fedavg
 from jaxsec.privacy import pate
 from jaxsec.privacy import perturbation
 from jaxsec.privacy import sampling
+from jaxsec.privacy import secure_aggregation
 from jaxsec.privacy.accounting import calibrate
 from jaxsec.privacy.accounting import epsilon
 from jaxsec.privacy.accounting import gaussian_sigma
@@ -33,10 +36,15 @@ from jaxsec.privacy.dpsgd import train as dpsgd_train
 from jaxsec.privacy.sampling import FixedSizeSampler
 from jaxsec.privacy.sampling import PoissonSampler
 from jaxsec.privacy.sampling import ShuffleSampler
+from jaxsec.privacy.secure_aggregation import additive_shares
+from jaxsec.privacy.secure_aggregation import reconstruct_additive
+from jaxsec.privacy.secure_aggregation import secure_sum
 
 __all__ = [
     'accounting', 'audit', 'clipping', 'dpsgd', 'fedavg', 'pate', 'perturbation',
-    'sampling', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo', 'clipped_grad',
+    'sampling', 'secure_aggregation', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo',
+    'clipped_grad',
     'per_example_grads', 'AdaptiveClipping', 'DPResult', 'gaussian_privatizer',
     'dpsgd_step', 'dpsgd_train', 'FixedSizeSampler', 'PoissonSampler', 'ShuffleSampler',
+    'additive_shares', 'reconstruct_additive', 'secure_sum',
 ]

@@ -1,0 +1,698 @@
+"""Secure aggregation with pairwise masks (Bonawitz et al., CCS 2017), and additive secret
+sharing: the survey's encryption / secret-sharing defense for gradients in transit (§3).
+
+This is a host-side *simulation* of the honest-but-curious version of the protocol (rounds
+AdvertiseKeys, ShareKeys, MaskedInputCollection and Unmasking; no signatures and no
+ConsistencyCheck round, so it does not defend against an actively malicious server). It is
+plain Python / NumPy, not jitted. The server learns only the sum of the surviving clients'
+inputs: every message it sees is a public key, an authenticated ciphertext, a masked vector
+(uniform modulo ``2^k``), or the shares it is entitled to in the unmasking round.
+
+**Arithmetic.** Inputs are fixed-point encoded (:func:`encode`): ``round(x * 2^s)`` in two's
+complement modulo ``2^k`` (``s = scale_bits``, ``k = modulus_bits <= 64``), held in
+``uint64`` arrays, whose NumPy arithmetic wraps modulo ``2^64``; results are reduced modulo
+``2^k`` by masking the low ``k`` bits. The encoding rounds each value to the nearest
+multiple of ``2^-s`` (error at most ``2^-(s+1)`` per value and client) and raises instead of
+wrapping when the sum of ``num_summands`` encoded values could leave the signed range.
+
+**Crypto** (the ``cryptography`` package). Each client has two X25519 key pairs: one for
+the share channel (AES-256-GCM under an HKDF-SHA256 key), one for the pairwise masks. The
+pairwise seed of clients ``i < j`` is ``HKDF-SHA256(X25519(sk_i, pk_j))`` with an ``info``
+string naming the pair, 32 bytes, identical at both ends. The PRG expanding a 32-byte seed
+into a mask is **AES-256 in counter mode** keyed by the seed (keystream of an all-zero
+message, zero IV, read as little-endian 64-bit words, low ``k`` bits kept): a standard
+cryptographic PRG, so masked vectors are computationally indistinguishable from uniform
+even to someone who knows NumPy's generator; the fixed IV is safe because every seed is
+fresh per aggregation and expanded exactly once. (A NumPy ``PCG64`` stream would do for a
+statistical simulation but is not a cryptographic PRG: its state is recoverable from its
+output.)
+
+**Masking.** Client ``i`` (by position in the sorted roster) sends
+``y_i = x_i + PRG(b_i) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)  (mod 2^k)``
+over the clients ``j`` that completed ShareKeys. The pairwise masks cancel in the sum.
+
+**Dropout recovery.** In ShareKeys each client splits its mask private key and its
+self-mask seed ``b_i`` into ``t``-of-``n`` Shamir shares over the prime field
+``GF(2^521 - 1)`` (a Mersenne prime, so a 256-bit secret is one field element; implemented
+here, :func:`shamir_share` / :func:`shamir_reconstruct`) and sends one share of each,
+encrypted, to every other client. In Unmasking every responding survivor reveals its shares
+of the *mask keys of dropped clients* and of the *self-mask seeds of surviving clients*
+(never both for one client); the server reconstructs them, recomputes the dropped clients'
+pairwise masks with the survivors, removes them and the self-masks, and obtains the exact
+sum of the survivors' encoded inputs. It needs at least ``t`` survivors.
+
+**Randomness.** Every function that draws randomness takes ``rng``: ``None`` uses the
+operating system's CSPRNG (``secrets``); a ``numpy.random.Generator`` makes a simulation
+reproducible but is not a source of secret keys.
+
+* High level: :func:`secure_sum`.
+* Rounds: :func:`advertise_keys` (client) -> :func:`make_roster` (server) ->
+  :func:`share_keys` (client) -> :func:`route_shares` (server) -> :func:`masked_input`
+  (client) -> :func:`unmask_response` (client) -> :func:`unmask` (server).
+* Pieces: :func:`encode` / :func:`decode`, :func:`prg`, :func:`key_agreement`,
+  :func:`shamir_share` / :func:`shamir_reconstruct`, :func:`additive_shares` /
+  :func:`reconstruct_additive`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from typing import Any, Hashable, Iterable, Mapping, Sequence
+
+import jax
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from jaxsec import _checks
+
+__all__ = [
+    'PRIME', 'DEFAULT_MODULUS_BITS', 'DEFAULT_SCALE_BITS', 'encode', 'decode', 'prg',
+    'key_agreement', 'shamir_share', 'shamir_reconstruct', 'additive_shares',
+    'reconstruct_additive', 'KeyAdvertisement', 'Roster', 'ClientState', 'UnmaskResponse',
+    'advertise_keys', 'make_roster', 'share_keys', 'route_shares', 'masked_input',
+    'unmask_response', 'unmask', 'secure_sum',
+]
+
+PRIME = 2 ** 521 - 1          # Mersenne prime: Shamir field for 256-bit secrets.
+DEFAULT_MODULUS_BITS = 64     # k: arithmetic modulo 2^k.
+DEFAULT_SCALE_BITS = 24       # s: fixed-point resolution 2^-s.
+_SECRET_BYTES = 32
+_FIELD_BYTES = (PRIME.bit_length() + 7) // 8
+
+
+# ------------------------------------------------------------------- checks, randomness
+
+def _check_modulus_bits(modulus_bits: Any) -> int:
+  return _checks.check_int('modulus_bits', modulus_bits, minimum=2, maximum=64)
+
+
+def _check_scale_bits(scale_bits: Any, modulus_bits: int) -> int:
+  return _checks.check_int('scale_bits', scale_bits, minimum=0, maximum=modulus_bits - 2)
+
+
+def _low_bits(k: int) -> np.uint64:
+  return np.uint64((1 << k) - 1)
+
+
+def _check_rng(rng: Any) -> None:
+  if rng is not None and not isinstance(rng, np.random.Generator):
+    raise ValueError(f'rng={rng!r} must be None (the OS CSPRNG) or a numpy.random.Generator.')
+
+
+def _random_bytes(n: int, rng: np.random.Generator | None) -> bytes:
+  return secrets.token_bytes(n) if rng is None else rng.bytes(n)
+
+
+def _random_words(n: int, k: int, rng) -> np.ndarray:
+  """``n`` uniform values modulo ``2^k`` as uint64."""
+  return np.frombuffer(_random_bytes(8 * n, rng), '<u8').astype(np.uint64) & _low_bits(k)
+
+
+def _random_below(p: int, rng) -> int:
+  """Uniform integer in [0, p) by rejection sampling."""
+  nbits = p.bit_length()
+  while True:
+    v = int.from_bytes(_random_bytes((nbits + 7) // 8, rng), 'big') & ((1 << nbits) - 1)
+    if v < p:
+      return v
+
+
+def _check_residues(name: str, v: Any, k: int) -> np.ndarray:
+  """An integer array with values in [0, 2^k), returned as uint64 (no wrapping)."""
+  arr = np.asarray(v)
+  if arr.dtype.kind not in 'iu':
+    raise ValueError(f'{name} has dtype {arr.dtype}; expected integers in [0, 2^{k}) '
+                     f'(use encode() for real values).')
+  if arr.size:
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= 2 ** k:
+      raise ValueError(f'{name} has values in [{lo}, {hi}]; expected integers in '
+                       f'[0, 2^{k}) for modulus_bits={k}.')
+  return arr.astype(np.uint64)
+
+
+# --------------------------------------------------------------------- fixed-point codec
+
+def encode(x: Any, *, scale_bits: int = DEFAULT_SCALE_BITS,
+           modulus_bits: int = DEFAULT_MODULUS_BITS, num_summands: int = 1) -> np.ndarray:
+  """Fixed-point encodes real values as ``round(x * 2^s)`` modulo ``2^k`` (two's complement).
+
+  Args:
+    x: real array (any shape).
+    scale_bits: s, the resolution is ``2^-s``.
+    modulus_bits: k, at most 64.
+    num_summands: how many such values will be added modulo ``2^k``; raises unless
+      ``num_summands * |round(x * 2^s)| < 2^(k-1)``, so that the sum decodes exactly.
+
+  Returns:
+    uint64 array of x's shape, values in ``[0, 2^k)``.
+  """
+  k = _check_modulus_bits(modulus_bits)
+  s = _check_scale_bits(scale_bits, k)
+  n = _checks.check_int('num_summands', num_summands, minimum=1)
+  arr = np.asarray(x)
+  if arr.dtype.kind not in 'fiu':
+    raise ValueError(f'x has dtype {arr.dtype}; expected real numbers.')
+  if arr.dtype.kind in 'iu':   # exact: no detour through float64 for large integers
+    if arr.size:
+      worst = max(int(arr.max()), -int(arr.min()))
+      if worst * n * 2 ** s >= 2 ** (k - 1):
+        raise ValueError(
+            f'x contains {worst if worst == int(arr.max()) else -worst}, which overflows the '
+            f'fixed-point range: with scale_bits={s}, modulus_bits={k} and num_summands={n}, '
+            f'|x| must be < 2^({k}-1-{s}) / {n} = {2.0 ** (k - 1 - s) / n:.6g}.')
+    return (arr.astype(np.int64) * np.int64(2 ** s)).astype(np.uint64) & _low_bits(k)
+  arr = arr.astype(np.float64)
+  if not np.all(np.isfinite(arr)):
+    bad = np.argwhere(~np.isfinite(arr))[0]
+    raise ValueError(f'x contains non-finite values (first at index {tuple(bad)}: '
+                     f'{arr[tuple(bad)]}); only finite values can be encoded.')
+  v = np.rint(arr * 2.0 ** s)
+  limit = 2.0 ** (k - 1) / n
+  if v.size and np.max(np.abs(v)) >= limit:
+    worst = arr.flat[int(np.argmax(np.abs(v)))]
+    raise ValueError(
+        f'x contains {float(worst)!r}, which overflows the fixed-point range: with scale_bits={s}, '
+        f'modulus_bits={k} and num_summands={n}, |x| must be < 2^({k}-1-{s}) / {n} = '
+        f'{limit / 2.0 ** s:.6g}. Raise modulus_bits or lower scale_bits.')
+  return v.astype(np.int64).astype(np.uint64) & _low_bits(k)
+
+
+def decode(v: Any, *, scale_bits: int = DEFAULT_SCALE_BITS,
+           modulus_bits: int = DEFAULT_MODULUS_BITS) -> np.ndarray:
+  """Inverse of :func:`encode`: residues in ``[0, 2^k)`` -> float64 (signed, ``/ 2^s``).
+
+  The result is float64, so integers beyond ``2^53`` (values beyond ``2^(53-s)``) are
+  rounded to float64 precision."""
+  k = _check_modulus_bits(modulus_bits)
+  s = _check_scale_bits(scale_bits, k)
+  u = _check_residues('v', v, k)
+  signed = u.astype(np.int64)        # k = 64: the two's complement reinterpretation
+  if k < 64:
+    signed = np.where(signed >= 2 ** (k - 1), signed - 2 ** k, signed)
+  return signed.astype(np.float64) / 2.0 ** s
+
+
+# ------------------------------------------------------------------------ crypto pieces
+
+def prg(seed: bytes, length: int, *, modulus_bits: int = DEFAULT_MODULUS_BITS) -> np.ndarray:
+  """Expands a 32-byte seed into ``length`` values modulo ``2^k`` with AES-256-CTR."""
+  k = _check_modulus_bits(modulus_bits)
+  n = _checks.check_int('length', length, minimum=0)
+  if not isinstance(seed, bytes) or len(seed) != _SECRET_BYTES:
+    raise ValueError(f'seed must be {_SECRET_BYTES} bytes, got {type(seed).__name__} of '
+                     f'length {len(seed) if isinstance(seed, bytes) else "?"}.')
+  enc = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+  stream = enc.update(bytes(8 * n)) + enc.finalize()
+  return np.frombuffer(stream, '<u8').astype(np.uint64) & _low_bits(k)
+
+
+def _new_private_key(rng) -> bytes:
+  return _random_bytes(_SECRET_BYTES, rng)
+
+
+def _public_key(private_key: bytes) -> bytes:
+  return x25519.X25519PrivateKey.from_private_bytes(private_key).public_key().public_bytes(
+      serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_agreement(private_key: bytes, peer_public_key: bytes, *, info: bytes) -> bytes:
+  """X25519 Diffie-Hellman, then HKDF-SHA256 to 32 bytes bound to ``info``.
+
+  ``key_agreement(sk_a, pk_b, info=i) == key_agreement(sk_b, pk_a, info=i)``.
+  """
+  for name, b in (('private_key', private_key), ('peer_public_key', peer_public_key)):
+    if not isinstance(b, bytes) or len(b) != _SECRET_BYTES:
+      raise ValueError(f'{name} must be {_SECRET_BYTES} raw bytes (X25519).')
+  shared = x25519.X25519PrivateKey.from_private_bytes(private_key).exchange(
+      x25519.X25519PublicKey.from_public_bytes(peer_public_key))
+  return HKDF(algorithm=hashes.SHA256(), length=_SECRET_BYTES, salt=None,
+              info=info).derive(shared)
+
+
+def _pair_info(purpose: bytes, i: int, j: int) -> bytes:
+  a, b = min(i, j), max(i, j)
+  return b'jaxsec/secagg/' + purpose + a.to_bytes(4, 'big') + b.to_bytes(4, 'big')
+
+
+# ----------------------------------------------------------------------- secret sharing
+
+def shamir_share(secret: int, *, threshold: int, num_shares: int, rng=None,
+                 prime: int = PRIME) -> list[tuple[int, int]]:
+  """``t``-of-``n`` Shamir shares ``(x, f(x))``, ``x = 1..n``, of ``secret`` in GF(prime).
+
+  ``f`` is a uniformly random polynomial of degree ``t - 1`` with ``f(0) = secret``: any
+  ``t`` shares determine it, any ``t - 1`` are independent of the secret.
+  """
+  t = _checks.check_int('threshold', threshold, minimum=1)
+  n = _checks.check_int('num_shares', num_shares, minimum=t)
+  _check_rng(rng)
+  if isinstance(secret, bool) or not isinstance(secret, int) or not 0 <= secret < prime:
+    raise ValueError(f'secret={secret!r} must be an int in [0, prime).')
+  if n >= prime:
+    raise ValueError(f'num_shares={n} must be < prime.')
+  coeffs = [secret] + [_random_below(prime, rng) for _ in range(t - 1)]
+  shares = []
+  for x in range(1, n + 1):
+    y = 0
+    for c in reversed(coeffs):
+      y = (y * x + c) % prime
+    shares.append((x, y))
+  return shares
+
+
+def shamir_reconstruct(shares: Iterable[tuple[int, int]], *, prime: int = PRIME) -> int:
+  """Lagrange interpolation at 0. With fewer than ``t`` shares the result is a field element
+  unrelated to the secret (Shamir cannot detect this)."""
+  shares = [(int(x), int(y)) for x, y in shares]
+  if not shares:
+    raise ValueError('shares is empty; need at least threshold shares.')
+  xs = [x for x, _ in shares]
+  if len(set(xs)) != len(xs) or any(not 0 < x < prime for x in xs):
+    raise ValueError(f'share x-coordinates {xs} must be distinct and in [1, prime).')
+  secret = 0
+  for j, (xj, yj) in enumerate(shares):
+    num, den = 1, 1
+    for m, xm in enumerate(xs):
+      if m != j:
+        num = num * xm % prime
+        den = den * (xm - xj) % prime
+    secret = (secret + yj * num * pow(den, -1, prime)) % prime
+  return secret
+
+
+def additive_shares(x: Any, num_shares: int, rng: np.random.Generator | None = None, *,
+                    modulus_bits: int = DEFAULT_MODULUS_BITS) -> list[np.ndarray]:
+  """``n``-of-``n`` additive secret sharing modulo ``2^k``: ``num_shares`` uint64 arrays,
+  each uniform on its own (any ``n - 1`` of them are independent of ``x``), summing to ``x``.
+
+  Args:
+    x: integers in ``[0, 2^k)`` (e.g. from :func:`encode`).
+    num_shares: n >= 2 (2-of-2 for two non-colluding servers).
+    rng: ``None`` (OS CSPRNG) or a ``numpy.random.Generator``.
+  """
+  k = _check_modulus_bits(modulus_bits)
+  n = _checks.check_int('num_shares', num_shares, minimum=2)
+  _check_rng(rng)
+  xu = _check_residues('x', x, k)
+  shares = [_random_words(xu.size, k, rng).reshape(xu.shape) for _ in range(n - 1)]
+  last = xu.copy()
+  for s in shares:
+    last = np.subtract(last, s)
+  return shares + [last & _low_bits(k)]
+
+
+def reconstruct_additive(shares: Sequence[Any], *,
+                         modulus_bits: int = DEFAULT_MODULUS_BITS) -> np.ndarray:
+  """Sum of all additive shares modulo ``2^k`` (uint64)."""
+  k = _check_modulus_bits(modulus_bits)
+  if len(shares) < 1:
+    raise ValueError('shares is empty.')
+  arrs = [_check_residues(f'shares[{i}]', s, k) for i, s in enumerate(shares)]
+  if len({a.shape for a in arrs}) != 1:
+    raise ValueError(f'shares have different shapes {[a.shape for a in arrs]}.')
+  total = np.zeros(arrs[0].shape, np.uint64)
+  for a in arrs:
+    total = np.add(total, a)
+  return total & _low_bits(k)
+
+
+# ------------------------------------------------------------------- protocol messages
+
+@dataclasses.dataclass(frozen=True)
+class KeyAdvertisement:
+  """Round 0, client -> server -> all: the two X25519 public keys (raw 32 bytes)."""
+  client_id: Hashable
+  channel_public_key: bytes
+  mask_public_key: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Roster:
+  """The server's broadcast after round 0: clients in sorted order (a client's position is
+  its index ``i``; its Shamir x-coordinate is ``i + 1``), their public keys, and the
+  session parameters."""
+  client_ids: tuple
+  channel_public_keys: Mapping[Hashable, bytes]
+  mask_public_keys: Mapping[Hashable, bytes]
+  threshold: int
+  modulus_bits: int
+
+  def index(self, client_id: Hashable) -> int:
+    try:
+      return self.client_ids.index(client_id)
+    except ValueError:
+      raise ValueError(f'client {client_id!r} is not in the roster {self.client_ids}.'
+                       ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientState:
+  """A client's private state across rounds (never sent). ``received`` maps each client
+  ``u`` that completed ShareKeys to the shares (of ``u``'s mask key and self-mask seed)
+  that this client holds."""
+  client_id: Hashable
+  channel_private_key: bytes = dataclasses.field(repr=False)
+  mask_private_key: bytes = dataclasses.field(repr=False)
+  self_mask_seed: bytes | None = dataclasses.field(default=None, repr=False)
+  received: Mapping[Hashable, tuple[int, int, int]] = dataclasses.field(
+      default_factory=dict, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class UnmaskResponse:
+  """Round 4, client -> server: the responder's Shamir x-coordinate, its shares of the mask
+  private keys of dropped clients and of the self-mask seeds of surviving clients."""
+  client_id: Hashable
+  x: int
+  mask_key_shares: Mapping[Hashable, int]
+  self_mask_shares: Mapping[Hashable, int]
+
+
+# ---------------------------------------------------------------------------- the rounds
+
+def advertise_keys(client_id: Hashable, *, rng=None) -> tuple[ClientState, KeyAdvertisement]:
+  """Round 0 (client): generates the channel and mask X25519 key pairs."""
+  _check_rng(rng)
+  c_sk, s_sk = _new_private_key(rng), _new_private_key(rng)
+  return (ClientState(client_id, c_sk, s_sk),
+          KeyAdvertisement(client_id, _public_key(c_sk), _public_key(s_sk)))
+
+
+def make_roster(advertisements: Iterable[KeyAdvertisement], *, threshold: int,
+                modulus_bits: int = DEFAULT_MODULUS_BITS) -> Roster:
+  """Server after round 0: checks the advertisements and fixes the roster.
+
+  Requires at least 2 clients, distinct ids and keys, and ``2 <= threshold <= n``
+  (``threshold = 1`` would make each share equal to the secret). Privacy against a server
+  that also corrupts clients needs ``threshold`` above the number of corrupted parties;
+  Bonawitz et al. suggest ``threshold > n / 2`` at least.
+  """
+  k = _check_modulus_bits(modulus_bits)
+  ads = list(advertisements)
+  ids = [a.client_id for a in ads]
+  if len(ids) < 2:
+    raise ValueError(f'secure aggregation needs at least 2 clients; got {len(ids)}.')
+  if len(set(ids)) != len(ids):
+    raise ValueError(f'client ids {ids} are not distinct.')
+  try:
+    order = sorted(ids)
+  except TypeError:
+    raise ValueError(f'client ids {ids} must be mutually orderable (e.g. all int or all '
+                     f'str): the mask signs depend on their order.') from None
+  t = _checks.check_int('threshold', threshold, minimum=2, maximum=len(ids))
+  keys = [a.channel_public_key for a in ads] + [a.mask_public_key for a in ads]
+  if len(set(keys)) != len(keys):
+    raise ValueError('two advertised public keys are equal; every key must be fresh.')
+  by_id = {a.client_id: a for a in ads}
+  return Roster(tuple(order), {i: by_id[i].channel_public_key for i in order},
+                {i: by_id[i].mask_public_key for i in order}, t, k)
+
+
+def _channel(state: ClientState, roster: Roster, peer: Hashable) -> AESGCM:
+  info = _pair_info(b'channel', roster.index(state.client_id), roster.index(peer))
+  return AESGCM(key_agreement(state.channel_private_key, roster.channel_public_keys[peer],
+                              info=info))
+
+
+def _nonce_aad(src: int, dst: int) -> tuple[bytes, bytes]:
+  # One message per direction per session under each pair key: the direction is the nonce.
+  nonce = src.to_bytes(4, 'big') + dst.to_bytes(4, 'big') + bytes(4)
+  return nonce, b'jaxsec/secagg/shares' + nonce
+
+
+def share_keys(state: ClientState, roster: Roster, *, rng=None
+               ) -> tuple[ClientState, dict[Hashable, bytes]]:
+  """Round 1 (client): draws the self-mask seed ``b``, Shamir-shares ``b`` and the mask
+  private key ``t``-of-``n``, and encrypts to every other client its share of both.
+
+  Returns the new state (holding the client's own shares) and ``{recipient: ciphertext}``.
+  """
+  _check_rng(rng)
+  me = roster.index(state.client_id)
+  n, t = len(roster.client_ids), roster.threshold
+  b = _random_bytes(_SECRET_BYTES, rng)
+  sk_shares = shamir_share(int.from_bytes(state.mask_private_key, 'big'), threshold=t,
+                           num_shares=n, rng=rng)
+  b_shares = shamir_share(int.from_bytes(b, 'big'), threshold=t, num_shares=n, rng=rng)
+  out = {}
+  for v, peer in enumerate(roster.client_ids):
+    if v == me:
+      continue
+    plain = (sk_shares[v][1].to_bytes(_FIELD_BYTES, 'big') +
+             b_shares[v][1].to_bytes(_FIELD_BYTES, 'big'))
+    nonce, aad = _nonce_aad(me, v)
+    out[peer] = _channel(state, roster, peer).encrypt(nonce, plain, aad)
+  own = {state.client_id: (me + 1, sk_shares[me][1], b_shares[me][1])}
+  return dataclasses.replace(state, self_mask_seed=b, received=own), out
+
+
+def route_shares(roster: Roster, outboxes: Mapping[Hashable, Mapping[Hashable, bytes]]
+                 ) -> dict[Hashable, dict[Hashable, bytes]]:
+  """Server after round 1: ``{sender: {recipient: ct}}`` -> ``{recipient: {sender: ct}}``
+  for the clients that completed the round (U2). Requires ``|U2| >= threshold``."""
+  senders = list(outboxes)
+  for u in senders:
+    expected = set(roster.client_ids) - {u}
+    if set(outboxes[u]) != expected:
+      raise ValueError(f'client {u!r} sent shares to {sorted(outboxes[u])}; expected one '
+                       f'for every other client {sorted(expected)}.')
+  if len(senders) < roster.threshold:
+    raise ValueError(f'only {len(senders)} clients completed ShareKeys; the protocol needs '
+                     f'threshold={roster.threshold}.')
+  return {v: {u: outboxes[u][v] for u in senders if u != v} for v in senders}
+
+
+def masked_input(state: ClientState, roster: Roster, inbox: Mapping[Hashable, bytes],
+                 x: Any) -> tuple[ClientState, np.ndarray]:
+  """Round 2 (client): decrypts and keeps the shares in ``inbox``, then masks its encoded
+  input ``x`` (1-D integers in ``[0, 2^k)``) as
+  ``x + PRG(b) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)`` over the senders in ``inbox``.
+  """
+  if state.self_mask_seed is None:
+    raise ValueError(f'client {state.client_id!r} has not run share_keys.')
+  k = roster.modulus_bits
+  xu = _check_residues('x', x, k)
+  if xu.ndim != 1:
+    raise ValueError(f'x has shape {xu.shape}; expected a 1-D encoded vector.')
+  me = roster.index(state.client_id)
+  received = dict(state.received)
+  for u, ct in inbox.items():
+    src = roster.index(u)
+    nonce, aad = _nonce_aad(src, me)
+    try:
+      plain = _channel(state, roster, u).decrypt(nonce, ct, aad)
+    except InvalidTag:
+      raise ValueError(f'the share ciphertext from client {u!r} to {state.client_id!r} '
+                       f'failed authentication.') from None
+    received[u] = (me + 1, int.from_bytes(plain[:_FIELD_BYTES], 'big'),
+                   int.from_bytes(plain[_FIELD_BYTES:], 'big'))
+  if len(received) < roster.threshold:
+    raise ValueError(f'only {len(received)} clients completed ShareKeys; the protocol needs '
+                     f'threshold={roster.threshold}.')
+  y = np.add(xu, prg(state.self_mask_seed, xu.size, modulus_bits=k))
+  for u in inbox:
+    j = roster.index(u)
+    seed = key_agreement(state.mask_private_key, roster.mask_public_keys[u],
+                         info=_pair_info(b'pairwise-mask', me, j))
+    mask = prg(seed, xu.size, modulus_bits=k)
+    y = np.add(y, mask) if j > me else np.subtract(y, mask)
+  return dataclasses.replace(state, received=received), y & _low_bits(k)
+
+
+def unmask_response(state: ClientState, roster: Roster,
+                    survivors: Iterable[Hashable]) -> UnmaskResponse:
+  """Round 4 (client): given the server's list of clients whose masked input arrived
+  (U3), reveals its shares of the self-mask seeds of those clients and of the mask private
+  keys of the others that completed ShareKeys (the dropped ones) -- never both for one.
+  Refuses (as the paper's clients abort) when fewer than ``threshold`` survived."""
+  survivors = set(survivors)
+  known = set(state.received)
+  if state.client_id not in survivors:
+    raise ValueError(f'client {state.client_id!r} is not among the survivors; it must not '
+                     f'answer the unmasking round.')
+  unknown = survivors - known
+  if unknown:
+    raise ValueError(f'survivors {sorted(unknown)} did not complete ShareKeys with client '
+                     f'{state.client_id!r}.')
+  if len(survivors) < roster.threshold:
+    raise ValueError(f'only {len(survivors)} survivors; the protocol needs '
+                     f'threshold={roster.threshold}.')
+  dropped = known - survivors
+  x = state.received[state.client_id][0]
+  return UnmaskResponse(state.client_id, x,
+                        {u: state.received[u][1] for u in sorted(dropped)},
+                        {u: state.received[u][2] for u in sorted(survivors)})
+
+
+def _reconstruct_secret(what: str, shares: list[tuple[int, int]], t: int) -> bytes:
+  if len(shares) < t:
+    raise ValueError(f'only {len(shares)} shares of {what}; threshold={t} are needed.')
+  value = shamir_reconstruct(shares[:t])
+  if value >= 2 ** (8 * _SECRET_BYTES):
+    raise ValueError(f'the shares of {what} are inconsistent (the reconstruction is not a '
+                     f'{8 * _SECRET_BYTES}-bit value).')
+  return value.to_bytes(_SECRET_BYTES, 'big')
+
+
+def unmask(roster: Roster, shared: Iterable[Hashable], masked_inputs: Mapping[Hashable, Any],
+           responses: Iterable[UnmaskResponse]) -> np.ndarray:
+  """Server, round 4: the sum modulo ``2^k`` of the survivors' encoded inputs.
+
+  Args:
+    roster: from :func:`make_roster`.
+    shared: the clients that completed ShareKeys (U2; the senders in :func:`route_shares`).
+    masked_inputs: ``{client: y}`` for the clients whose masked input arrived (U3).
+    responses: :class:`UnmaskResponse` from at least ``threshold`` survivors.
+  """
+  k, t = roster.modulus_bits, roster.threshold
+  shared = set(shared)
+  survivors = set(masked_inputs)
+  if not survivors <= shared:
+    raise ValueError(f'masked inputs from {sorted(survivors - shared)}, which did not '
+                     f'complete ShareKeys.')
+  dropped = shared - survivors
+  if len(survivors) < t:
+    raise ValueError(f'{len(survivors)} of {len(shared)} clients sent a masked input; '
+                     f'dropout recovery needs at least threshold={t} survivors '
+                     f'(at most {len(shared) - t} may drop).')
+  ys = {u: _check_residues(f'masked_inputs[{u!r}]', y, k) for u, y in masked_inputs.items()}
+  lengths = {y.shape for y in ys.values()}
+  if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+    raise ValueError(f'masked inputs must be 1-D of one length; got shapes {sorted(lengths)}.')
+  length = next(iter(lengths))[0]
+  responses = list(responses)
+  by_x: dict[int, UnmaskResponse] = {}
+  for r in responses:
+    if r.client_id not in survivors:
+      raise ValueError(f'unmasking response from {r.client_id!r}, which is not a survivor.')
+    if r.x != roster.index(r.client_id) + 1 or r.x in by_x:
+      raise ValueError(f'unmasking response from {r.client_id!r} has x={r.x}; expected '
+                       f'{roster.index(r.client_id) + 1}, once.')
+    if set(r.mask_key_shares) & set(r.self_mask_shares):
+      raise ValueError(f'response from {r.client_id!r} reveals both secrets of '
+                       f'{sorted(set(r.mask_key_shares) & set(r.self_mask_shares))}.')
+    by_x[r.x] = r
+  if len(by_x) < t:
+    raise ValueError(f'only {len(by_x)} survivors answered the unmasking round; '
+                     f'threshold={t} are needed.')
+
+  def shares_of(u, field):
+    return [(x, getattr(r, field)[u]) for x, r in sorted(by_x.items())
+            if u in getattr(r, field)]
+
+  total = np.zeros((length,), np.uint64)
+  for u in sorted(survivors):
+    total = np.add(total, ys[u])
+    b = _reconstruct_secret(f"client {u!r}'s self-mask seed",
+                            shares_of(u, 'self_mask_shares'), t)
+    total = np.subtract(total, prg(b, length, modulus_bits=k))
+  for u in sorted(dropped):
+    sk = _reconstruct_secret(f"dropped client {u!r}'s mask key",
+                             shares_of(u, 'mask_key_shares'), t)
+    i = roster.index(u)
+    for v in survivors:
+      j = roster.index(v)
+      seed = key_agreement(sk, roster.mask_public_keys[v], info=_pair_info(b'pairwise-mask',
+                                                                           i, j))
+      mask = prg(seed, length, modulus_bits=k)
+      # Survivor v added +mask if i > j (u comes after v), else -mask: undo it.
+      total = np.subtract(total, mask) if i > j else np.add(total, mask)
+  return total & _low_bits(k)
+
+
+# -------------------------------------------------------------------------- high level
+
+def secure_sum(updates_by_client: Mapping[Hashable, Any], *, threshold: int,
+               dropped: Iterable[Hashable] = (), scale_bits: int = DEFAULT_SCALE_BITS,
+               modulus_bits: int = DEFAULT_MODULUS_BITS, seed: int | None = None) -> Any:
+  """Runs the whole protocol and returns the sum of the surviving clients' updates.
+
+  Every client runs AdvertiseKeys and ShareKeys; the clients in ``dropped`` then drop out
+  before sending their masked input (the case that needs recovery); the survivors send
+  masked inputs and answer the unmasking round.
+
+  Args:
+    updates_by_client: ``{client_id: pytree}``; one structure and shapes for all clients,
+      real leaves. Ids must be mutually orderable.
+    threshold: t, Shamir threshold, ``2 <= t <= n``; at most ``n - t`` clients may drop.
+    dropped: ids of the clients that drop out.
+    scale_bits, modulus_bits: fixed-point resolution ``2^-s`` and modulus ``2^k``; each
+      client's values must satisfy ``n * |x| < 2^(k-1-s)`` (checked, see :func:`encode`).
+    seed: ``None`` draws keys from the OS CSPRNG; an int makes the simulation reproducible.
+
+  Returns:
+    The pytree of float64 NumPy arrays ``sum_{surviving u} update_u``, exact up to the
+    fixed-point rounding (at most ``survivors * 2^-(s+1)`` per coordinate).
+  """
+  if not isinstance(updates_by_client, Mapping) or len(updates_by_client) < 2:
+    raise ValueError('updates_by_client must be a mapping of at least 2 client ids to '
+                     'pytrees.')
+  k = _check_modulus_bits(modulus_bits)
+  s = _check_scale_bits(scale_bits, k)
+  n = len(updates_by_client)
+  t = _checks.check_int('threshold', threshold, minimum=2, maximum=n)
+  dropped = list(dropped)
+  unknown = [d for d in dropped if d not in updates_by_client]
+  if unknown:
+    raise ValueError(f'dropped={unknown} are not clients in updates_by_client.')
+  dropped = set(dropped)
+  if n - len(dropped) < t:
+    raise ValueError(f'{len(dropped)} of {n} clients dropped, leaving {n - len(dropped)} '
+                     f'< threshold={t}: secure aggregation recovers from at most n - t = '
+                     f'{n - t} dropouts.')
+  seed_ok = seed is None or (isinstance(seed, int) and not isinstance(seed, bool))
+  if not seed_ok:
+    raise ValueError(f'seed={seed!r} must be None or an int.')
+  rng = None if seed is None else np.random.default_rng(seed)
+
+  ids = list(updates_by_client)
+  treedef, shapes, vectors = None, None, {}
+  for cid in ids:
+    leaves, td = jax.tree_util.tree_flatten(updates_by_client[cid])
+    arrs = [np.asarray(l) for l in leaves]
+    for a in arrs:
+      if a.dtype.kind not in 'fiu':
+        raise ValueError(f'client {cid!r} has a leaf of dtype {a.dtype}; expected real '
+                         f'numbers.')
+    if treedef is None:
+      treedef, shapes, first = td, [a.shape for a in arrs], cid
+    elif td != treedef or [a.shape for a in arrs] != shapes:
+      raise ValueError(f'client {cid!r} has update structure {td} with shapes '
+                       f'{[a.shape for a in arrs]}; client {first!r} has {treedef} with '
+                       f'{shapes}.')
+    try:
+      vectors[cid] = encode(np.concatenate([a.reshape(-1).astype(np.float64) for a in arrs])
+                            if arrs else np.zeros((0,)), scale_bits=s, modulus_bits=k,
+                            num_summands=n)
+    except ValueError as e:
+      raise ValueError(f'client {cid!r}: {e}') from None
+
+  states, ads = {}, []
+  for cid in ids:
+    states[cid], ad = advertise_keys(cid, rng=rng)
+    ads.append(ad)
+  roster = make_roster(ads, threshold=t, modulus_bits=k)
+  outboxes = {}
+  for cid in roster.client_ids:
+    states[cid], outboxes[cid] = share_keys(states[cid], roster, rng=rng)
+  inboxes = route_shares(roster, outboxes)
+  masked = {}
+  for cid in roster.client_ids:
+    if cid not in dropped:
+      states[cid], masked[cid] = masked_input(states[cid], roster, inboxes[cid],
+                                              vectors[cid])
+  responses = [unmask_response(states[cid], roster, masked) for cid in masked]
+  total = decode(unmask(roster, outboxes, masked, responses), scale_bits=s, modulus_bits=k)
+  out, offset = [], 0
+  for shape in shapes:
+    size = int(np.prod(shape, dtype=np.int64))
+    out.append(total[offset:offset + size].reshape(shape))
+    offset += size
+  return jax.tree_util.tree_unflatten(treedef, out)

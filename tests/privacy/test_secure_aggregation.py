@@ -1,0 +1,181 @@
+"""Secure aggregation (Bonawitz et al. 2017): exact sums with dropouts, uniform-looking masked
+inputs, Shamir thresholds, the fixed-point codec, X25519 agreement, additive sharing."""
+import itertools
+
+import numpy as np
+import pytest
+
+from jaxsec.privacy import secure_aggregation as sa
+
+
+def _updates(n, seed=0):
+  rng = np.random.default_rng(seed)
+  return {i: {'w': rng.normal(size=(2, 3)), 'b': (rng.normal(size=(4,)).astype(np.float32),)}
+          for i in range(n)}
+
+
+def _plain_sum(updates, ids):
+  return {'w': sum(updates[i]['w'] for i in ids),
+          'b': (sum(updates[i]['b'][0].astype(np.float64) for i in ids),)}
+
+
+def _assert_tree_close(got, want, atol):
+  np.testing.assert_allclose(got['w'], want['w'], rtol=0, atol=atol)
+  np.testing.assert_allclose(got['b'][0], want['b'][0], rtol=0, atol=atol)
+
+
+def test_encode_decode_roundtrip_and_overflow():
+  x = np.array([0.0, -1.5, 3.25, 1e-3, -1234.5678])
+  v = sa.encode(x, scale_bits=16, modulus_bits=32)
+  assert v.dtype == np.uint64 and v.max() < 2 ** 32
+  np.testing.assert_allclose(sa.decode(v, scale_bits=16, modulus_bits=32), x, atol=2 ** -17)
+  assert sa.decode(sa.encode([-1.0], scale_bits=0, modulus_bits=64), scale_bits=0,
+                   modulus_bits=64)[0] == -1.0
+  # Sums of encodings decode to the sum of the values (mod 2^k arithmetic).
+  s = (sa.encode([-2.5], scale_bits=8, modulus_bits=16) +
+       sa.encode([1.25], scale_bits=8, modulus_bits=16)) & np.uint64(2 ** 16 - 1)
+  assert sa.decode(s, scale_bits=8, modulus_bits=16)[0] == -1.25
+  with pytest.raises(ValueError, match=r'x contains 200.0, which overflows.*= 128\.'):
+    sa.encode([1.0, 200.0], scale_bits=8, modulus_bits=16)
+  with pytest.raises(ValueError, match=r'num_summands=4.*= 32\.'):
+    sa.encode([40.0], scale_bits=8, modulus_bits=16, num_summands=4)
+  big = np.array([2 ** 60 + 1, -(2 ** 60 + 3)])   # integers are encoded exactly
+  v = sa.encode(big, scale_bits=1, modulus_bits=64)
+  assert v[0] == 2 ** 61 + 2 and v[1] == 2 ** 64 - 2 ** 61 - 6
+  with pytest.raises(ValueError, match=r'x contains -1152921504606846979, which overflows'):
+    sa.encode(big, scale_bits=3, modulus_bits=64)
+  with pytest.raises(ValueError, match='non-finite'):
+    sa.encode([np.nan])
+  with pytest.raises(ValueError, match=r'values in \[70000, 70000\].*2\^16'):
+    sa.decode(np.array([70000]), scale_bits=8, modulus_bits=16)
+
+
+def test_x25519_shared_secrets_agree():
+  rng = np.random.default_rng(0)
+  a, ad_a = sa.advertise_keys('a', rng=rng)
+  b, ad_b = sa.advertise_keys('b', rng=rng)
+  ab = sa.key_agreement(a.mask_private_key, ad_b.mask_public_key, info=b'pair')
+  ba = sa.key_agreement(b.mask_private_key, ad_a.mask_public_key, info=b'pair')
+  assert ab == ba and len(ab) == 32
+  assert sa.key_agreement(a.mask_private_key, ad_b.mask_public_key, info=b'other') != ab
+  assert sa.key_agreement(a.channel_private_key, ad_b.channel_public_key, info=b'pair') != ab
+
+
+def test_shamir_any_t_shares_reconstruct_t_minus_1_do_not():
+  rng = np.random.default_rng(1)
+  secret = int.from_bytes(rng.bytes(32), 'big')
+  shares = sa.shamir_share(secret, threshold=3, num_shares=5, rng=rng)
+  for subset in itertools.combinations(shares, 3):
+    assert sa.shamir_reconstruct(subset) == secret
+  assert sa.shamir_reconstruct(shares) == secret
+  for subset in itertools.combinations(shares, 2):
+    assert sa.shamir_reconstruct(subset) != secret
+  with pytest.raises(ValueError, match='distinct'):
+    sa.shamir_reconstruct([shares[0], shares[0]])
+  with pytest.raises(ValueError, match='num_shares=2 must be >= 3'):
+    sa.shamir_share(secret, threshold=3, num_shares=2)
+
+
+def test_additive_shares():
+  rng = np.random.default_rng(2)
+  x = sa.encode(np.linspace(-3, 3, 50), scale_bits=16, modulus_bits=32)
+  for n in (2, 5):
+    shares = sa.additive_shares(x, n, rng, modulus_bits=32)
+    assert len(shares) == n and all(np.any(s != x) for s in shares)
+    np.testing.assert_array_equal(sa.reconstruct_additive(shares, modulus_bits=32), x)
+    assert not np.array_equal(sa.reconstruct_additive(shares[1:], modulus_bits=32), x)
+  with pytest.raises(ValueError, match='float64.*encode'):
+    sa.additive_shares(np.ones(3), 2, rng)
+  with pytest.raises(ValueError, match='num_shares=1'):
+    sa.additive_shares(x, 1, rng)
+
+
+def test_secure_sum_equals_plain_sum():
+  ups = _updates(5)
+  got = sa.secure_sum(ups, threshold=3, seed=0)
+  _assert_tree_close(got, _plain_sum(ups, range(5)), atol=5 * 2.0 ** -25)
+  got16 = sa.secure_sum(ups, threshold=5, scale_bits=16, modulus_bits=32)  # OS randomness
+  _assert_tree_close(got16, _plain_sum(ups, range(5)), atol=5 * 2.0 ** -17)
+
+
+def test_secure_sum_with_dropouts_equals_the_survivors_sum():
+  ups = _updates(8, seed=1)
+  for dropped in ([3], [0, 7], [1, 2, 5]):
+    got = sa.secure_sum(ups, threshold=5, dropped=dropped, seed=len(dropped))
+    survivors = [i for i in range(8) if i not in dropped]
+    _assert_tree_close(got, _plain_sum(ups, survivors), atol=8 * 2.0 ** -25)
+
+
+def test_too_many_dropouts_and_bad_arguments_raise():
+  ups = _updates(6)
+  with pytest.raises(ValueError, match=r'3 of 6 clients dropped, leaving 3 < threshold=4.*'
+                     r'at most n - t = 2'):
+    sa.secure_sum(ups, threshold=4, dropped=[0, 1, 2])
+  with pytest.raises(ValueError, match='threshold=1 must be >= 2'):
+    sa.secure_sum(ups, threshold=1)
+  with pytest.raises(ValueError, match=r'dropped=\[9\]'):
+    sa.secure_sum(ups, threshold=4, dropped=[9])
+  bad = dict(ups)
+  bad[5] = {'w': np.zeros((3, 2)), 'b': (np.zeros(4),)}
+  with pytest.raises(ValueError, match='client 5 has update structure'):
+    sa.secure_sum(bad, threshold=4)
+  big = dict(ups)
+  big[2] = {'w': np.full((2, 3), 1e12), 'b': (np.zeros(4),)}
+  with pytest.raises(ValueError, match='client 2: x contains 1000000000000.0, which overflows'):
+    sa.secure_sum(big, threshold=4)
+
+
+def _run_rounds(n, t, length, k=64, seed=0):
+  rng = np.random.default_rng(seed)
+  states, ads = {}, []
+  for i in range(n):
+    states[i], ad = sa.advertise_keys(i, rng=rng)
+    ads.append(ad)
+  roster = sa.make_roster(ads, threshold=t, modulus_bits=k)
+  outboxes = {}
+  for i in range(n):
+    states[i], outboxes[i] = sa.share_keys(states[i], roster, rng=rng)
+  return rng, roster, states, outboxes, sa.route_shares(roster, outboxes)
+
+
+def test_a_masked_vector_looks_uniform_and_hides_the_input():
+  length = 4096
+  _, roster, states, outboxes, inboxes = _run_rounds(3, 2, length)
+  x = sa.encode(np.full(length, 0.25))
+  for i in range(3):
+    _, y = sa.masked_input(states[i], roster, inboxes[i], x)
+    assert y.dtype == np.uint64 and np.mean(y == x) < 0.01
+    u = y.astype(np.float64) / 2.0 ** 64
+    assert abs(u.mean() - 0.5) < 0.03 and abs(x[0] / 2.0 ** 64 - u.mean()) > 0.4
+    counts = np.bincount((y >> np.uint64(60)).astype(np.int64), minlength=16)
+    chi2 = ((counts - length / 16) ** 2 / (length / 16)).sum()
+    assert chi2 < 37.7, chi2   # 99.9% quantile of chi-square with 15 degrees of freedom
+    low = np.bincount((y & np.uint64(15)).astype(np.int64), minlength=16)
+    assert ((low - length / 16) ** 2 / (length / 16)).sum() < 37.7
+  # What the server sees of the shares is ciphertext it cannot open or alter.
+  ct = outboxes[0][1]
+  assert len(ct) == 2 * 66 + 16
+  forged = dict(inboxes[1])
+  forged[0] = ct[:-1] + bytes([ct[-1] ^ 1])
+  with pytest.raises(ValueError, match='failed authentication'):
+    sa.masked_input(states[1], roster, forged, x)
+
+
+def test_rounds_with_dropouts_at_both_stages():
+  n, t, length = 6, 3, 5
+  _, roster, states, outboxes, inboxes = _run_rounds(n, t, length, k=32, seed=3)
+  xs = {i: sa.encode(np.arange(length) * (i + 1) / 8, scale_bits=8, modulus_bits=32,
+                     num_summands=n) for i in range(n)}
+  masked = {}
+  for i in (0, 2, 3, 5):          # clients 1 and 4 drop before sending a masked input
+    states[i], masked[i] = sa.masked_input(states[i], roster, inboxes[i], xs[i])
+  responses = [sa.unmask_response(states[i], roster, masked) for i in (0, 3, 5)]  # 2 drops
+  assert set(responses[0].mask_key_shares) == {1, 4}
+  assert set(responses[0].self_mask_shares) == {0, 2, 3, 5}
+  total = sa.unmask(roster, outboxes, masked, responses)
+  want = sum(np.arange(length) * (i + 1) / 8 for i in (0, 2, 3, 5))
+  np.testing.assert_array_equal(sa.decode(total, scale_bits=8, modulus_bits=32), want)
+  with pytest.raises(ValueError, match='only 2 survivors answered.*threshold=3'):
+    sa.unmask(roster, outboxes, masked, responses[:2])
+  with pytest.raises(ValueError, match='not among the survivors'):
+    sa.unmask_response(states[1], roster, masked)
