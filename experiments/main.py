@@ -62,7 +62,7 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
       'enabled': True, 'eps': 0.1, 'num_images': 500, 'apgd_steps': 100,
       'autoattack_version': 'standard', 'cw_images': 200, 'cw_binary_steps': 5,
       'cw_steps': 100, 'jsma_images': 100, 'deepfool_images': 500,
-      'universal_fit_images': 1000, 'universal_max_passes': 2,
+      'universal_fit_images': 1000, 'universal_max_passes': 2, 'universal_sgd_steps': 200,
       'surrogate_epochs': 2, 'surrogate_train': 20000,
       'mia_members': 5000, 'extraction_queries': 5000, 'extraction_epochs': 4})
   if variant == 'smoke':
@@ -77,7 +77,8 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
     c.table.update({'num_images': 16, 'apgd_steps': 5, 'autoattack_version': 'fast',
                     'cw_images': 8, 'cw_binary_steps': 2, 'cw_steps': 5, 'jsma_images': 4,
                     'deepfool_images': 16, 'universal_fit_images': 32,
-                    'universal_max_passes': 1, 'surrogate_epochs': 1,
+                    'universal_max_passes': 1, 'universal_sgd_steps': 5,
+                    'surrogate_epochs': 1,
                     'surrogate_train': 512, 'mia_members': 256, 'extraction_queries': 256,
                     'extraction_epochs': 1})
   elif variant == 'mnist':
@@ -221,7 +222,16 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
                                        max_passes=t.universal_max_passes)
   v, _ = uap.fit(logits_fn, jnp.asarray(x_train[:t.universal_fit_images]), ks[5])
   fooled = pred(np.asarray(uap.apply(jnp.asarray(xe), v))) != pred(xe)
-  rows.append(_row('evasion, universal', 'UAP (DeepFool inner steps)',
+  rows.append(_row('evasion, universal', 'UAP (Alg. 1, DeepFool inner steps)',
+                   f'L_inf xi={eps:g}, fit on {t.universal_fit_images} train, '
+                   f'{n} test images', 'fooling rate', np.mean(fooled), time.time() - t0))
+  t0 = time.time()
+  uap = attacks.universal_perturbation_sgd(xi=eps, norm='linf', num_steps=t.universal_sgd_steps)
+  v, _ = jax.jit(uap.fit, static_argnums=0)(logits_fn,
+                                            jnp.asarray(x_train[:t.universal_fit_images]),
+                                            ks[5])
+  fooled = pred(np.asarray(uap.apply(jnp.asarray(xe), v))) != pred(xe)
+  rows.append(_row('evasion, universal', 'UAP (SGD, Shafahi 2020)',
                    f'L_inf xi={eps:g}, fit on {t.universal_fit_images} train, '
                    f'{n} test images', 'fooling rate', np.mean(fooled), time.time() - t0))
   # 7. Transfer (black-box): PGD-20 on an independently trained MLP surrogate.

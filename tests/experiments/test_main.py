@@ -22,8 +22,10 @@ def test_main_smoke(tmp_path):
   assert '| eps | FGSM | PGD |' in open(tmp_path / 'report.md').read()
   assert 0.0 <= r['clean_accuracy'] <= 1.0
   # Survey Table 1 rows, measured on the same model.
-  table = {row['attack'].split(' (')[0]: row for row in saved['table']}
-  for name in ('APGD-CE', 'AutoAttack-style', 'DeepFool-L2', 'C&W-L2', 'JSMA', 'UAP',
+  table = {row['attack']: row for row in saved['table']}
+  table.update({k.split(' (')[0]: v for k, v in list(table.items())})
+  for name in ('APGD-CE', 'AutoAttack-style', 'DeepFool-L2', 'C&W-L2', 'JSMA',
+               'UAP (Alg. 1, DeepFool inner steps)', 'UAP (SGD, Shafahi 2020)',
                'PGD-20 on an MLP surrogate', 'loss threshold', 'retraining on label queries'):
     assert name in table, (name, list(table))
   for row in saved['table']:

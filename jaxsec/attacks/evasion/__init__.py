@@ -7,7 +7,8 @@ Gradient attacks: :func:`fgsm`, :func:`fgm`, :func:`bim`, :func:`mi_fgsm`, :func
 :func:`apgd`, :func:`apgd_t`, the ensemble :func:`auto_attack` / :func:`run_auto_attack`;
 minimal-perturbation and other attacks: :func:`lbfgs`, :func:`jsma`, :func:`deepfool`,
 :func:`carlini_wagner_l2`, :func:`carlini_wagner_linf`, :func:`carlini_wagner_l0`,
-:func:`universal_perturbation`; adaptive-attack wrappers: :func:`eot`,
+:func:`universal_perturbation` (Algorithm 1, DeepFool steps),
+:func:`universal_perturbation_sgd` (Shafahi 2020, stochastic PGD); adaptive-attack wrappers: :func:`eot`,
 :func:`eot_logits_fn`, :func:`bpda`, :func:`bpda_logits_fn`.
 """
 from jaxsec.attacks.evasion import common
@@ -21,9 +22,10 @@ from jaxsec.attacks.evasion.gradient import bim, fgm, fgsm, mi_fgsm
 from jaxsec.attacks.evasion.jsma import jsma
 from jaxsec.attacks.evasion.lbfgs import lbfgs
 from jaxsec.attacks.evasion.pgd import pgd
-from jaxsec.attacks.evasion.universal import universal_perturbation
+from jaxsec.attacks.evasion.universal import universal_perturbation, universal_perturbation_sgd
 
 __all__ = ['common', 'fgsm', 'fgm', 'bim', 'mi_fgsm', 'pgd', 'apgd', 'apgd_t',
            'auto_attack', 'run_auto_attack', 'eot', 'eot_logits_fn', 'bpda',
            'bpda_logits_fn', 'lbfgs', 'jsma', 'deepfool', 'carlini_wagner_l2',
-           'carlini_wagner_linf', 'carlini_wagner_l0', 'universal_perturbation']
+           'carlini_wagner_linf', 'carlini_wagner_l0', 'universal_perturbation',
+           'universal_perturbation_sgd']

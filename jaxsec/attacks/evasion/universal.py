@@ -153,3 +153,94 @@ def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int
   attack.fit = fit
   attack.apply = apply
   return attack
+
+
+def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
+                               step_size=None, batch_size: int = 64, loss_clamp=None,
+                               bounds=(0.0, 1.0), return_info: bool = False):
+  """Universal perturbation by stochastic projected gradient ascent (Shafahi, Najibi, Xu,
+  Dickerson, Davis & Goldstein, "Universal Adversarial Training", AAAI 2020, Alg. 1).
+
+  Maximises the mean cross-entropy of ``f(clip(x + v))`` against the *clean predictions*
+  ``k(x)`` over random minibatches of the fit data, ``v`` projected onto the L_p ball of
+  radius ``xi`` after each step (L_inf: sign step, L2: normalised-gradient step). With
+  ``loss_clamp = beta`` each example's loss is ``min(CE, beta)`` (the paper's clamped loss:
+  points already fooled stop dominating the gradient). It optimises one objective over
+  many points at once instead of accumulating per-point DeepFool steps, and is much
+  stronger at small budgets: on the FMNIST reference CNN at L_inf 0.1, 25% test fooling
+  rate vs ~10% for :func:`universal_perturbation` (Algorithm 1).
+
+  Same interface as :func:`universal_perturbation`: ``attack(logits_fn, x, y, key)`` fits
+  on ``x`` and applies to it; ``attack.fit(logits_fn, x, key) -> (v, info)`` with
+  ``fooling_rate`` (on ``x``) and ``steps``; ``attack.apply(x, v) = clip(x + v, lo, hi)``.
+
+  Args:
+    xi: radius of the perturbation ball, > 0.
+    norm: 'linf' or 'l2'.
+    num_steps: ascent steps (static), >= 1.
+    step_size: step length (default ``xi / 20`` for L_inf, ``xi / 5`` for L2).
+    batch_size: examples per step (drawn with replacement), >= 1.
+    loss_clamp: ``None`` (plain cross-entropy) or ``beta > 0``.
+    bounds: input box ``(lo, hi)``.
+    return_info: the attack also returns ``success`` [B] (prediction on ``x_adv`` != ``y``),
+      ``fooled`` [B], ``fooling_rate``, ``steps`` and ``perturbation``.
+  """
+  _checks.check_float('xi', xi, minimum=0.0, strict_min=True)
+  _checks.check_choice('norm', norm, ('linf', 'l2'))
+  num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
+  batch_size = _checks.check_int('batch_size', batch_size, minimum=1)
+  if step_size is None:
+    step_size = xi / 20 if norm == 'linf' else xi / 5
+  _checks.check_float('step_size', step_size, minimum=0.0, strict_min=True)
+  if loss_clamp is not None:
+    _checks.check_float('loss_clamp', loss_clamp, minimum=0.0, strict_min=True)
+  common.check_bool(return_info=return_info)
+  bounds = _checks.check_bounds(bounds)
+  lo, hi = bounds
+
+  def project(v):
+    vb = v[None]
+    vb = common.project_linf(vb, xi) if norm == 'linf' else common.project_l2(vb, xi)
+    return vb[0]
+
+  def apply(x, v):
+    return jnp.clip(x + v[None], lo, hi)
+
+  def fit(logits_fn, x, key):
+    _checks.check_array('x', x, dtype_kind='f')
+    _checks.check_in_bounds('x', x, bounds, tol=1e-5)
+    f = lambda u: common.as_multiclass(logits_fn(u))
+    n = x.shape[0]
+    k0 = jnp.argmax(f(x), axis=-1)
+
+    def objective(v, idx):
+      ce = common.cross_entropy(f(apply(x[idx], v)), k0[idx])
+      if loss_clamp is not None:
+        ce = jnp.minimum(ce, loss_clamp)
+      return jnp.mean(ce)
+
+    def step(t, v):
+      idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, n)
+      g = jax.grad(objective)(v, idx)
+      d = common.steepest_ascent(g[None], norm)[0]
+      return project(v + step_size * d)
+
+    v = lax.fori_loop(0, num_steps, step, jnp.zeros(x.shape[1:], x.dtype))
+    fr = jnp.mean((jnp.argmax(f(apply(x, v)), axis=-1) != k0).astype(jnp.float32))
+    return v, {'fooling_rate': fr, 'steps': jnp.asarray(num_steps)}
+
+  def attack(logits_fn, x, y, key):
+    common.check_call(x, y, bounds)
+    v, finfo = fit(logits_fn, x, key)
+    x_adv = apply(x, v)
+    if not return_info:
+      return x_adv
+    f = lambda u: common.as_multiclass(logits_fn(u))
+    pred = jnp.argmax(f(x_adv), axis=-1)
+    pred0 = jnp.argmax(f(x), axis=-1)
+    info = {'success': pred != y, 'fooled': pred != pred0, 'perturbation': v, **finfo}
+    return AttackOutput(x_adv, info)
+
+  attack.fit = fit
+  attack.apply = apply
+  return attack

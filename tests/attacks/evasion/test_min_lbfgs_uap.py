@@ -6,6 +6,7 @@ import pytest
 
 from jaxsec.attacks.evasion.lbfgs import lbfgs
 from jaxsec.attacks.evasion.universal import universal_perturbation
+from jaxsec.attacks.evasion.universal import universal_perturbation_sgd
 
 w = jax.random.normal(jax.random.key(3), (6,))
 
@@ -96,3 +97,41 @@ def test_uap_bounds_and_stops_at_max_passes():
 def test_bad_hyperparameters(factory, kw):
   with pytest.raises(ValueError):
     factory(**kw)
+
+
+@pytest.mark.parametrize('norm', ['linf', 'l2'])
+def test_uap_sgd_finds_the_optimal_direction_on_linear(norm):
+  """All points are class 0 of a linear model: the best universal v is xi * sign(w) (L_inf)
+  or xi * w / ||w|| (L2), which fools exactly the points with margin < xi * ||w||_dual."""
+  xs, f, margin = _toy()
+  dual = jnp.sum(jnp.abs(w)) if norm == 'linf' else jnp.linalg.norm(w)
+  xi = float(jnp.quantile(margin, 0.9) / dual)
+  atk = universal_perturbation_sgd(xi=xi, norm=norm, num_steps=60, batch_size=16)
+  v, info = jax.jit(atk.fit, static_argnums=0)(f, xs, jax.random.key(0))
+  best = xi * (jnp.sign(w) if norm == 'linf' else w / jnp.linalg.norm(w))
+  np.testing.assert_allclose(np.asarray(v), np.asarray(best), atol=1e-5 * (1 + xi))
+  # Fooled exactly where the closed form says (points whose clip(x+v) stays inside the box).
+  expected = float(jnp.mean(margin < xi * dual))
+  assert abs(float(info['fooling_rate']) - expected) <= 1 / 60 + 1e-6
+  vn = jnp.max(jnp.abs(v)) if norm == 'linf' else jnp.linalg.norm(v)
+  assert float(vn) <= xi * (1 + 1e-5)
+
+
+def test_uap_sgd_standard_signature_bounds_and_clamp():
+  k = jax.random.key(3)
+  W = jax.random.normal(k, (6, 4))
+  f = lambda x: x @ W
+  x = jax.random.uniform(jax.random.key(4), (32, 6), minval=-1.0, maxval=2.0)
+  atk = universal_perturbation_sgd(xi=0.3, num_steps=20, loss_clamp=2.0, bounds=(-1.0, 2.0),
+                                   return_info=True)
+  out = jax.jit(atk, static_argnums=0)(f, x, jnp.argmax(f(x), 1), jax.random.key(5))
+  assert float(jnp.max(jnp.abs(out.x_adv - x))) <= 0.3 + 1e-6
+  assert float(out.x_adv.min()) >= -1.0 and float(out.x_adv.max()) <= 2.0
+  np.testing.assert_allclose(float(out.info['fooling_rate']), float(jnp.mean(out.info['fooled'])),
+                             atol=1e-6)
+  with pytest.raises(ValueError, match='xi'):
+    universal_perturbation_sgd(xi=0.0)
+  with pytest.raises(ValueError, match='loss_clamp'):
+    universal_perturbation_sgd(xi=0.1, loss_clamp=-1.0)
+  with pytest.raises(ValueError, match='norm'):
+    universal_perturbation_sgd(xi=0.1, norm='l1')
