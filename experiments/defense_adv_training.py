@@ -223,6 +223,23 @@ def render_markdown(r: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def headline(r: dict) -> list:
+  """README rows for the full-data runs (the budget variant is in docs/RESULTS.md only)."""
+  rows = []
+  if r['variant'] not in ('full', 'pgd_at'):
+    return rows
+  c = r['config']
+  for m, x in r['methods'].items():
+    aa = x.get('autoattack')
+    what = (f"{_LABELS.get(m, m)}, FMNIST CNN, eps={c['eps']:g}, {c['epochs']} epochs: clean / "
+            f"PGD-{c['eval_pgd_steps']}" + (' / AutoAttack-style' if aa else ''))
+    fig = f"{100 * x['clean_accuracy']:.1f}% / {100 * x['pgd']['robust_accuracy']:.1f}%"
+    if aa:
+      fig += f" / {100 * aa['robust_accuracy']:.1f}% (first {r['n_autoattack']} test images)"
+    rows.append((what, fig))
+  return rows
+
+
 def main(argv):
   del argv
   flags_ = flags.FLAGS
@@ -232,6 +249,7 @@ def main(argv):
 if __name__ == '__main__':
   # Flags are defined only when run as a program, so that several experiments can be
   # imported into one process (the test suite).
-  flags.DEFINE_string('variant', 'full', "Config variant: 'smoke', 'budget' or 'full'.")
+  flags.DEFINE_string('variant', 'full',
+                      "Config variant: 'smoke', 'budget', 'full' or 'pgd_at'.")
   flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
   app.run(main)

@@ -269,6 +269,13 @@ def render_markdown(r: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def headline(r: dict) -> list:
+  runs = sorted(r['runs'], key=lambda x: x['target_epsilon'])
+  accs = ', '.join(f"eps {x['epsilon']:.2f}: {100 * x['test_accuracy']:.2f}%" for x in runs)
+  return [(f"DP-SGD on {r['dataset']} ({r['model']}), delta={runs[0]['delta']:g}"
+           if runs else f"DP-SGD on {r['dataset']}", accs or 'no finished run')]
+
+
 FLAGS = flags.FLAGS
 
 

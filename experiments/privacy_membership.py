@@ -369,6 +369,13 @@ def render_markdown(r: dict) -> str:
   return '\n'.join(lines)
 
 
+def headline(r: dict) -> list:
+  a = r['attacks']
+  on, glob = a['LiRA online'], a['LiRA global (one Gaussian pair)']
+  return [(f"LiRA online ({r['num_shadow']} shadow models) vs global threshold, TPR at 0.1% FPR",
+           f"{100 * on['tpr_at_0.001_fpr']:.2f}% vs {100 * glob['tpr_at_0.001_fpr']:.2f}%")]
+
+
 FLAGS = flags.FLAGS
 
 

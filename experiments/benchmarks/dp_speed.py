@@ -225,6 +225,11 @@ def render_markdown(r: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def headline(r: dict) -> list:
+  return [('DP-SGD step with ghost clipping vs Opacus ghost clipping (cpu, same architecture)',
+           f"jaxsec {r['jaxsec_ghost_speedup_vs_opacus_ghost']:.2f}x faster")]
+
+
 FLAGS = flags.FLAGS
 
 
