@@ -416,7 +416,7 @@ def render_markdown(results: dict) -> str:
         note = f"compile {row['compile_seconds']:.1f}s"
       sp = results['speedup_vs_peer'].get(f'{lib}/{name}')
       if sp is not None:
-        note = f'jaxsec {sp:.2f}x faster'
+        note = f'jaxsec {sp:.2f}x faster' if sp >= 1 else f'jaxsec {1 / sp:.2f}x slower'
       if row.get('untouched_fallbacks_rescored'):
         note += (f"; {row['untouched_fallbacks_rescored']} untouched all-zero fallbacks "
                  'scored as failures')
