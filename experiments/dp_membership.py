@@ -56,12 +56,12 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.pool_size = 2000            # each model trains on half of it
   c.test_size = 2000
   c.hidden = (256,)
-  c.num_shadow = 16             # even; every example IN for half of them
-  c.epsilons = (0.0, 8.0, 2.0, 0.5)   # 0.0 = non-private reference (no clip, no noise)
+  c.num_shadow = 8              # even; every example IN for half of them
+  c.epsilons = (0.0, 8.0, 1.0)  # 0.0 = non-private reference (no clip, no noise)
   c.delta = 1e-5
-  c.epochs = 30                 # long enough to overfit without DP
+  c.epochs = 20                 # long enough to overfit without DP
   c.expected_batch_size = 100
-  c.learning_rate = 0.5
+  c.learning_rate = 0.1
   c.momentum = 0.9
   c.l2_norm_clip = 1.0
   c.accountant = 'pld'
