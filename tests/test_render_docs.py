@@ -55,3 +55,15 @@ def test_committed_readme_headline_is_up_to_date():
   table = render_docs.headline(os.path.join(root, 'docs', 'results'))
   with open(os.path.join(root, 'README.md')) as f:
     assert table in f.read(), 'README headline is stale: run python tools/render_docs.py'
+
+
+def test_figure_links_are_rerooted_to_docs(tmp_path, monkeypatch):
+  import types
+  stub = types.SimpleNamespace(
+      __name__='stub', render_markdown=lambda r: '# T\n![a](fig.png)\n![b](https://x/y.png)\n')
+  monkeypatch.setattr(render_docs, '_module_for', lambda path, results: stub)
+  monkeypatch.setattr(render_docs, 'ROOT', str(tmp_path))
+  jio.write_json_atomic(str(tmp_path / 'docs' / 'results' / 'main' / 'results.json'), {'name': 'x'})
+  text = render_docs.render(str(tmp_path / 'docs' / 'results'))
+  assert '![a](results/main/fig.png)' in text
+  assert '![b](https://x/y.png)' in text

@@ -14,6 +14,7 @@ import glob
 import importlib
 import json
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,6 +75,10 @@ def render(results_dir: str) -> str:
       # A result file older than its renderer: say so in the docs, never hide it.
       failed.append(f'{rel}: {type(e).__name__}: {e} (rerun the experiment)')
       continue
+    # Figures sit beside their JSON; the rendered page lives in docs/: re-root the links.
+    fig_dir = os.path.relpath(os.path.dirname(path), os.path.join(ROOT, 'docs'))
+    section = re.sub(r'(!\[[^\]]*\]\()(?![a-z]+://|/)([^)]+)\)',
+                     lambda m: f'{m.group(1)}{fig_dir}/{m.group(2)})', section)
     if not section.lstrip().startswith('#'):
       section = f'## {mod.__name__} (`{rel}`)\n\n' + section
     parts += [section, '']
