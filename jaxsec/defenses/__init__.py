@@ -52,14 +52,11 @@ __all__ = [
     'robust_aggregator', 'trimmed_mean',
 ]
 
-# Training-data sanitisation is written by another engineer; exported when present.
-try:
-  from jaxsec.defenses import sanitize  # noqa: F401
-  from jaxsec.defenses.sanitize import (empirical_mean_test, knn_label_sanitize,  # noqa: F401
-                                        knn_relabel, noise_augment, precision_recall,
-                                        robust_pca, roni, slab, spectral_signatures, sphere)
-  __all__ += ['sanitize', 'empirical_mean_test', 'knn_label_sanitize', 'knn_relabel',
-              'noise_augment', 'precision_recall', 'robust_pca', 'roni', 'slab',
-              'spectral_signatures', 'sphere']
-except ImportError:
-  pass
+# Training-data sanitisation (survey 3.1(1)).
+from jaxsec.defenses import sanitize  # noqa: F401
+from jaxsec.defenses.sanitize import (empirical_mean_test, knn_label_sanitize,  # noqa: F401
+                                      knn_relabel, noise_augment, precision_recall,
+                                      robust_pca, roni, slab, spectral_signatures, sphere)
+__all__ += ['sanitize', 'empirical_mean_test', 'knn_label_sanitize', 'knn_relabel',
+            'noise_augment', 'precision_recall', 'robust_pca', 'roni', 'slab',
+            'spectral_signatures', 'sphere']

@@ -45,6 +45,26 @@ from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.deepfool import run_deepfool
 
 
+def _as_attack(fit, apply, bounds, return_info):
+  """The standard-signature attack around a universal ``fit`` / ``apply`` pair: fit ``v`` on
+  the batch, apply it to the same batch; ``.fit`` and ``.apply`` stay reachable."""
+  def attack(logits_fn, x, y, key):
+    common.check_call(x, y, bounds)
+    v, finfo = fit(logits_fn, x, key)
+    x_adv = apply(x, v)
+    if not return_info:
+      return x_adv
+    f = lambda u: common.as_multiclass(logits_fn(u))
+    pred = jnp.argmax(f(x_adv), axis=-1)
+    pred0 = jnp.argmax(f(x), axis=-1)
+    info = {'success': pred != y, 'fooled': pred != pred0, 'perturbation': v, **finfo}
+    return AttackOutput(x_adv, info)
+
+  attack.fit = fit
+  attack.apply = apply
+  return attack
+
+
 def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int = 10,
                            overshoot=0.02, max_iter_df: int = 10, num_classes: int = 10,
                            bounds=(0.0, 1.0), eval_batch: int = 256,
@@ -138,21 +158,7 @@ def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int
     v, passes, fr, updates, _ = lax.while_loop(cond, body, init)
     return v, {'fooling_rate': fr, 'passes': passes, 'updates': updates}
 
-  def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
-    v, finfo = fit(logits_fn, x, key)
-    x_adv = apply(x, v)
-    if not return_info:
-      return x_adv
-    f = lambda u: common.as_multiclass(logits_fn(u))
-    pred = jnp.argmax(f(x_adv), axis=-1)
-    pred0 = jnp.argmax(f(x), axis=-1)
-    info = {'success': pred != y, 'fooled': pred != pred0, 'perturbation': v, **finfo}
-    return AttackOutput(x_adv, info)
-
-  attack.fit = fit
-  attack.apply = apply
-  return attack
+  return _as_attack(fit, apply, bounds, return_info)
 
 
 def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
@@ -229,18 +235,4 @@ def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
     fr = jnp.mean((jnp.argmax(f(apply(x, v)), axis=-1) != k0).astype(jnp.float32))
     return v, {'fooling_rate': fr, 'steps': jnp.asarray(num_steps)}
 
-  def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
-    v, finfo = fit(logits_fn, x, key)
-    x_adv = apply(x, v)
-    if not return_info:
-      return x_adv
-    f = lambda u: common.as_multiclass(logits_fn(u))
-    pred = jnp.argmax(f(x_adv), axis=-1)
-    pred0 = jnp.argmax(f(x), axis=-1)
-    info = {'success': pred != y, 'fooled': pred != pred0, 'perturbation': v, **finfo}
-    return AttackOutput(x_adv, info)
-
-  attack.fit = fit
-  attack.apply = apply
-  return attack
+  return _as_attack(fit, apply, bounds, return_info)
