@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 from typing import Iterable
 
+import jax
 import ml_collections
 
 
@@ -40,3 +41,10 @@ def apply_overrides(cfg: ml_collections.ConfigDict, items: Iterable[str]
       value = float(value)
     node[parts[-1]] = value
   return cfg
+
+
+def device_info() -> dict:
+  """What ran the experiment (stored in results JSON next to wall times)."""
+  d = jax.devices()
+  return {'platform': d[0].platform, 'device_kind': d[0].device_kind,
+          'num_devices': len(d), 'jax': jax.__version__}

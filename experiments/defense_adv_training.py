@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import common
 from experiments import defense_common as dc
 from jaxsec import io as jio
 from jaxsec import models
@@ -77,15 +78,19 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
     c.trades_steps, c.trades_step_size = 3, 0.04
     c.autoattack_version = 'fast'
     c.autoattack_methods = ('pgd_at',)
-  elif variant in ('full', 'pgd_at'):  # the configuration meant to reach Song et al.'s figures
+  elif variant in ('full', 'pgd_at', 'pgd_at_wide'):  # meant to reach Song et al.'s figures
     c.n_train, c.n_test, c.n_autoattack = 0, 0, 1000
     c.epochs = 15
-    if variant == 'pgd_at':       # full data, PGD-AT only (~1 h on 2 idle CPU cores)
+    if variant in ('pgd_at', 'pgd_at_wide'):  # full data, PGD-AT only (~1 h on 2 CPU cores)
       c.methods = ('pgd_at',)
       c.autoattack_methods = ('pgd_at',)
+    if variant == 'pgd_at_wide':  # Madry et al.'s MNIST widths (conv 32/64 -> 64/128,
+      # dense 1024): capacity buys clean accuracy under adversarial training. GPU-sized.
+      c.model_kwargs = ml_collections.ConfigDict({'features': (64, 128), 'dense': 1024})
+      c.epochs = 30
   else:
     raise ValueError(f"variant={variant!r} is not one of ('smoke', 'budget', 'full', "
-                     "'pgd_at').")
+                     "'pgd_at', 'pgd_at_wide').")
   return c
 
 
@@ -135,7 +140,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   out = f"{workdir}/{NAME}{'' if cfg.variant in ('budget', 'smoke') else '_' + cfg.variant}.json"
   results = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
              'n_train': int(x.shape[0]), 'n_test': int(xt.shape[0]), 'n_autoattack': n_aa,
-             'methods': {}}
+             'device': common.device_info(), 'methods': {}}
 
   for method in cfg.methods:
     tag = dc.tag_of(_shared(cfg), _method_cfg(method, cfg))
@@ -194,8 +199,9 @@ _LABELS = {'clean': 'clean training', 'fgsm_at': 'FGSM-AT (alpha=0.5)',
 
 def render_markdown(r: dict) -> str:
   c = r['config']
-  lines = [f'### Adversarial training on FMNIST (reference CNN, L_inf eps={c["eps"]}, '
-           f'variant {r["variant"]})', '',
+  mk = c['model_kwargs']
+  lines = [f'### Adversarial training on FMNIST (CNN conv {tuple(mk["features"])} dense '
+           f'{mk["dense"]}, L_inf eps={c["eps"]}, variant {r["variant"]})', '',
            f'{r["n_train"]} training images, {c["epochs"]} epochs each (Adam, one-cycle lr '
            f'{c["learning_rate"]}); evaluated on {r["n_test"]} test images: FGSM, PGD-'
            f'{c["eval_pgd_steps"]} (step {c["eval_pgd_step_size"]}, random start); the '
@@ -219,25 +225,36 @@ def render_markdown(r: dict) -> str:
                  f'{dc.fmt(t.get("relative_to_clean"), pct=False, digits=2)} |')
   lines += ['', 'Published: Goodfellow 2015 (MNIST) FGSM error 89.4% -> 17.9% with FGSM-AT; '
             'Song et al. 2019 (FMNIST, eps 0.1) PGD-AT 90.88% clean / 68.06% PGD. Wall '
-            'times are on the shared CPU of this run and include compilation.']
+            'times include compilation; they were measured on '
+            + (r['device']['device_kind'] if r.get('device') else 'the shared CPU')
+            + ' (this run).']
   return '\n'.join(lines) + '\n'
 
 
 def headline(r: dict) -> list:
-  """README rows for the full-data runs (the budget variant is in docs/RESULTS.md only)."""
-  rows = []
-  if r['variant'] not in ('full', 'pgd_at'):
-    return rows
+  """README rows: the wide PGD-AT run and one trade-off row for the full table (the CPU
+  'pgd_at' and 'budget' runs are in docs/RESULTS.md only)."""
   c = r['config']
-  for m, x in r['methods'].items():
-    aa = x.get('autoattack')
-    what = (f"{_LABELS.get(m, m)}, FMNIST CNN, eps={c['eps']:g}, {c['epochs']} epochs: clean / "
-            f"PGD-{c['eval_pgd_steps']}" + (' / AutoAttack-style' if aa else ''))
-    fig = f"{100 * x['clean_accuracy']:.1f}% / {100 * x['pgd']['robust_accuracy']:.1f}%"
-    if aa:
-      fig += f" / {100 * aa['robust_accuracy']:.1f}% (first {r['n_autoattack']} test images)"
-    rows.append((what, fig))
-  return rows
+  where = f" ({r['device']['device_kind']})" if r.get('device') else ''
+  if r['variant'] == 'pgd_at_wide':
+    mk = c['model_kwargs']
+    rows = []
+    for m, x in r['methods'].items():
+      aa = x.get('autoattack')
+      fig = f"{100 * x['clean_accuracy']:.1f}% / {100 * x['pgd']['robust_accuracy']:.1f}%"
+      if aa:
+        fig += f" / {100 * aa['robust_accuracy']:.1f}% (first {r['n_autoattack']} test images)"
+      rows.append((f"{_LABELS.get(m, m)}, FMNIST CNN {tuple(mk['features'])}/{mk['dense']}, "
+                   f"eps={c['eps']:g}, {c['epochs']} epochs{where}: clean / "
+                   f"PGD-{c['eval_pgd_steps']}" + (' / AutoAttack-style' if aa else ''), fig))
+    return rows
+  if r['variant'] == 'full':
+    parts = [f"{_LABELS.get(m, m)} {100 * x['clean_accuracy']:.1f} / "
+             f"{100 * x['pgd']['robust_accuracy']:.1f}"
+             for m in METHODS if (x := r['methods'].get(m))]
+    return [(f"Adversarial-training trade-off, FMNIST CNN, eps={c['eps']:g}, {c['epochs']} "
+             f"epochs{where}: clean % / PGD-{c['eval_pgd_steps']} %", '; '.join(parts))]
+  return []
 
 
 def main(argv):

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import common
 from experiments import defense_common as dc
 from jaxsec import io as jio
 from jaxsec import models
@@ -125,7 +126,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   cw = evasion.carlini_wagner_l2(num_binary_steps=cfg.cw_binary_steps, num_steps=cfg.cw_steps,
                                  initial_const=cfg.cw_initial_const, return_info=True)
   results = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
-             'temperature': T, 'n_attack': na, 'models': {}}
+             'temperature': T, 'n_attack': na, 'device': common.device_info(),
+             'models': {}}
   for name, params in (('undistilled', p_plain), ('distilled', p_student)):
     key_c = f'eval-{name}-{dc.tag_of(base, cfg.to_dict())}'
     hit = cache.get(key_c)

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import common
 from experiments import defense_common as dc
 from jaxsec import io as jio
 from jaxsec import losses
@@ -158,7 +159,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                               'n_train', 'epochs')}
   ev = {k: cfg[k] for k in ('eps', 'pgd_steps', 'n_test')}
   results = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
-             'trained': {}, 'inference': {}}
+             'device': common.device_info(), 'trained': {}, 'inference': {}}
   save = lambda: jio.write_json_atomic(f'{workdir}/{NAME}.json', results)
   k_eval = jax.random.fold_in(key, 3)
   params = {}

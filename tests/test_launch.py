@@ -3,11 +3,13 @@ import subprocess
 import sys
 
 import ml_collections
+import numpy as np
 import pytest
 
 from experiments import common
 from launch import run as run_lib
 from launch import sweep
+from tests.conftest import requires_fashion_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,3 +55,27 @@ def test_local_runner_dry_run():
                         '--sweep=launch/sweeps/main_seeds.py', '--dry_run'],
                        cwd=ROOT, capture_output=True, text=True, check=True)
   assert '6 jobs' in out.stdout and out.stdout.count('experiments.main') == 6
+
+
+@requires_fashion_mnist
+def test_portable_data_serves_exactly_what_tfds_loads(tmp_path, monkeypatch):
+  from jaxsec import data
+  from jaxsec.data import loaders
+  from launch import portable_data
+  path = str(tmp_path / 'fmnist.npz')
+  shapes = portable_data.export(path, ['fashion_mnist'])
+  assert shapes['fashion_mnist/train/x'] == (60000, 28, 28, 1)
+  ref_tr, ref_te = data.load('fashion_mnist', 'train'), data.load('fashion_mnist', 'test')
+  monkeypatch.setattr(loaders, '_load_image', loaders._load_image)  # restored afterwards
+  def no_tfds(*a, **k):
+    raise AssertionError('TFDS was consulted for a data set in the file')
+  assert portable_data.install(path) == ('fashion_mnist',)
+  monkeypatch.setattr(loaders, '_builder', no_tfds)
+  for ref, split in ((ref_tr, 'train'), (ref_te, 'test')):
+    x, y = data.load('fashion_mnist', split)
+    assert x.dtype == np.float32 and y.dtype == np.int32
+    np.testing.assert_array_equal(x, ref[0])
+    np.testing.assert_array_equal(y, ref[1])
+  with pytest.raises(ValueError, match="name='digits' is not an image set"):
+    portable_data.export(str(tmp_path / 'd.npz'), ['digits'])
+  assert portable_data.main(['bogus']) == 2

@@ -177,6 +177,53 @@ class DPResult(NamedTuple):
   history: dict
 
 
+# Compiled chunks, reused across ``train`` calls with the same loss, optimizer, noise and
+# sampler geometry (shadow-model loops call ``train`` many times). The data, the batch
+# schedule and the noise keys are jit *arguments*, never constants baked into the program.
+_CHUNK_CACHE: dict = {}
+_CHUNK_CACHE_SIZE = 32
+
+
+def _sampler_key(sampler):
+  static = tuple(sorted((k, v) for k, v in vars(sampler).items()
+                        if isinstance(v, (bool, int, float, str, tuple))))
+  return (type(sampler), static)
+
+
+def _compiled_chunk(loss_fn, optimizer, sampler, *, noise_multiplier, method,
+                    microbatch_size, adaptive_clipping, clip_fn):
+  """``run_chunk(params, opt_state, clip, steps, schedule, data, noise_keys)``, jitted."""
+  try:
+    cache_key = (loss_fn, optimizer, float(noise_multiplier), method, microbatch_size,
+                 adaptive_clipping, clip_fn, _sampler_key(sampler))
+    hash(cache_key)
+  except TypeError:
+    cache_key = None
+  if cache_key is not None and cache_key in _CHUNK_CACHE:
+    return _CHUNK_CACHE[cache_key]
+  step_fn = make_step(loss_fn, optimizer, noise_multiplier=noise_multiplier,
+                      normalizer=sampler.normalizer, method=method,
+                      microbatch_size=microbatch_size, adaptive_clipping=adaptive_clipping,
+                      clip_fn=clip_fn)
+
+  @jax.jit
+  def run_chunk(params, opt_state, clip, steps, schedule, data_dev, noise_keys):
+    def body(carry, t):
+      p, s, c = carry
+      idx, mask = sampler.indices(schedule, t)
+      batch = tuple(a[idx] for a in data_dev)
+      p, s, c, m = step_fn(p, s, c, batch, mask, noise_keys[t])
+      return (p, s, c), m
+    (params, opt_state, clip), ms = jax.lax.scan(body, (params, opt_state, clip), steps)
+    return params, opt_state, clip, ms
+
+  if cache_key is not None:
+    if len(_CHUNK_CACHE) >= _CHUNK_CACHE_SIZE:
+      _CHUNK_CACHE.pop(next(iter(_CHUNK_CACHE)))
+    _CHUNK_CACHE[cache_key] = run_chunk
+  return run_chunk
+
+
 def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Array], *,
           optimizer: optax.GradientTransformation, sampler: sampling_lib._Sampler,
           key: jax.Array, l2_norm_clip: float, delta: float,
@@ -229,23 +276,11 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
   _checks.check_int('steps_per_call', steps_per_call, minimum=1)
   k_sched, k_noise = jax.random.split(key)
   schedule = sampler.schedule(k_sched)
-  step_fn = make_step(loss_fn, optimizer, noise_multiplier=noise_multiplier,
-                      normalizer=sampler.normalizer, method=method,
-                      microbatch_size=microbatch_size, adaptive_clipping=adaptive_clipping,
-                      clip_fn=clip_fn)
+  run_chunk = _compiled_chunk(loss_fn, optimizer, sampler, noise_multiplier=noise_multiplier,
+                              method=method, microbatch_size=microbatch_size,
+                              adaptive_clipping=adaptive_clipping, clip_fn=clip_fn)
   data_dev = tuple(jnp.asarray(a) for a in data)
   noise_keys = jax.random.split(k_noise, sampler.num_steps)
-
-  @jax.jit
-  def run_chunk(params, opt_state, clip, steps):
-    def body(carry, t):
-      p, s, c = carry
-      idx, mask = sampler.indices(schedule, t)
-      batch = tuple(a[idx] for a in data_dev)
-      p, s, c, m = step_fn(p, s, c, batch, mask, noise_keys[t])
-      return (p, s, c), m
-    (params, opt_state, clip), ms = jax.lax.scan(body, (params, opt_state, clip), steps)
-    return params, opt_state, clip, ms
 
   if opt_state is None:
     opt_state = optimizer.init(params)
@@ -257,7 +292,8 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
   while t < sampler.num_steps:
     k = min(steps_per_call, sampler.num_steps - t)
     params, opt_state, clip, ms = run_chunk(params, opt_state, clip,
-                                            jnp.arange(t, t + k, dtype=jnp.int32))
+                                            jnp.arange(t, t + k, dtype=jnp.int32),
+                                            schedule, data_dev, noise_keys)
     t += k
     ms = jax.tree_util.tree_map(np.asarray, ms)
     history['step'].append(t)
