@@ -27,11 +27,25 @@ Privacy analysis (:func:`analyze`):
   plurality wins with probability >= 1/K under i.i.d. noise), and Thm. 6 turns ``q`` and
   two data-independent RDP points into a smaller RDP bound at each order. RDP curves are
   summed over queries and converted to ``(eps, delta)`` by dp_accounting. The
-  data-dependent epsilon depends on the private votes and is **not** itself DP; PATE 2018
-  releases it through smooth sensitivity (its Sec. 4 / App. C), which jaxsec does not
-  implement. We therefore report it as an *unsanitised* figure next to the
-  data-independent guarantee, the documented conservative bound.
+  data-dependent epsilon depends on the private votes and is **not** itself DP.
   The threshold check of Confident-GNMax is always accounted data-independently.
+* *sanitised* data-dependent epsilon (``analyze(..., smooth_sensitivity=True)``; PATE
+  2018 App. B and Thm. 23, as the official ``smooth_sensitivity.py``): at an order
+  ``lambda`` the data-dependent RDP ``beta(q)`` of each answered query has a local
+  sensitivity at distance ``d`` bounded by Algorithms 3-5 (:func:`gnmax_ss_regime`,
+  :func:`gnmax_local_sensitivity`, :func:`gnmax_local_sensitivity_by_distance`), the
+  bounds are summed over the answered queries, their beta-smooth sensitivity ``SS`` is
+  :func:`discounted_max` (:func:`smooth_sensitivity_gnmax`), and the RDP is released as
+  ``rdp + SS N(0, sigma_ss^2)`` at the extra RDP cost of Thm. 23 (:func:`gnss_rdp`). The
+  published figure is that noisy value plus the release's cost (:class:`SanitisedEpsilon`).
+  Deviations from the official code: ``q0`` is where the function that is accounted
+  (:func:`gnmax_rdp_at_order`) meets ``lambda / sigma^2``, so that the bound is on that
+  function (the official code takes a bracketing point as ``q0`` when Thm. 6 already wins
+  there); conditions C5-C6 are checked numerically at every order used and, where they
+  fail, the trivial local sensitivity ``lambda / sigma^2`` is used instead of stopping.
+  The order, beta (the Table 2 script's grid) and ``sigma_ss`` are by default chosen, as in
+  the official scripts, to minimise the released epsilon plus two noise stds, i.e. on the
+  private votes; fix them in advance for a release that is DP in the strict sense.
 """
 from __future__ import annotations
 
@@ -195,6 +209,330 @@ def lnmax_rdp_data_dependent(logq: float, gamma: float, orders: np.ndarray) -> n
   return best
 
 
+# ------------------------------------------------------------------ smooth sensitivity
+
+#: beta = SS_BETA_TIMES_ORDER / order: the official PATE 2018 analysis scripts' choice
+#: (Thm. 23 needs beta < 1 / (2 order); the closer to it, the smaller the smooth sensitivity).
+SS_BETA_TIMES_ORDER = 0.49
+
+
+def gnmax_rdp_at_order(logq: Any, sigma: float, order: float) -> np.ndarray:
+  """:func:`gnmax_rdp_data_dependent` at one order, vectorised over ``logq`` (any shape).
+
+  This is the function ``beta_sigma(q)`` whose sensitivity App. B of PATE 2018 bounds:
+  ``min(lambda / sigma^2, Thm. 6 bound)`` where Thm. 6 applies (``mu1 >= lambda``, the
+  Lemma 9 condition on ``q``, ``q e^{eps2} < 1``), else ``lambda / sigma^2``; 0 at q = 0.
+  """
+  logq = np.asarray(logq, np.float64)
+  base = order / sigma ** 2
+  out = np.full(logq.shape, base)
+  finite = np.isfinite(logq)
+  out[np.isneginf(logq)] = 0.0
+  lq = np.where(finite, np.minimum(logq, -1e-300), -1.0)   # placeholder where not finite
+  with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
+    mu2 = sigma * np.sqrt(-lq)
+    mu1 = mu2 + 1
+    e1, e2 = mu1 / sigma ** 2, mu2 / sigma ** 2
+    cond = lq <= (mu2 - 1) * e2 - mu2 * (np.log(mu1 / (mu1 - 1)) + np.log(mu2 / (mu2 - 1)))
+    valid = finite & (mu1 > 1) & (mu2 > 1) & (order <= mu1) & cond & (-lq > e2)
+    lqv, mu1v, mu2v, e1v, e2v = (a[valid] for a in (lq, mu1, mu2, e1, e2))
+    log1q = _log1mexp(lqv)
+    log_a = log1q - _log1mexp((lqv + e2v) * (1 - 1 / mu2v))
+    log_b = e1v - lqv / (mu1v - 1)
+    dd = np.logaddexp(log1q + (order - 1) * log_a, lqv + (order - 1) * log_b) / (order - 1)
+  out[valid] = np.minimum(base, dd)
+  return out
+
+
+def gnmax_logq_neighbour_range(logq: Any, *, sigma: float, num_classes: int
+                               ) -> tuple[np.ndarray, np.ndarray]:
+  """``(log B_L(q), log B_U(q))``: PATE 2018 App. B's range of Prop. 7's ``q`` on neighbours.
+
+  ``q = sum_{j != i*} erfc(gap_j / (2 sigma)) / 2``; one teacher changing its vote moves
+  every gap by at most 2, so (Prop. 13) a neighbour's ``q'`` lies in
+  ``[B_L(q), B_U(q)]``, ``B_{U/L}(q) = (m-1)/2 erfc(erfcinv(2q/(m-1)) -/+ 1/sigma)``
+  (``B_U`` capped at 1). Computed in log space (``erfc(x) = 2 sf(sqrt 2 x)``).
+  """
+  logq = np.asarray(logq, np.float64)
+  lm = math.log(num_classes - 1)
+  z = -special.ndtri_exp(np.minimum(logq - lm, 0.0))    # sf(z) = q / (m - 1)
+  shift = math.sqrt(2.0) / sigma
+  lo = lm + stats.norm.logsf(z + shift)
+  hi = np.minimum(lm + stats.norm.logsf(z - shift), 0.0)
+  return lo, hi
+
+
+class GnmaxSSRegime(NamedTuple):
+  """Where App. B's Algorithms 3-5 switch regime, at one (sigma, order, classes, teachers).
+
+  ``logq0``: above it GNMax's data-dependent RDP equals the data-independent
+  ``lambda / sigma^2``; ``logq1 = log B_L(q0)``; ``plateau``: the largest local-sensitivity
+  bound, reached on ``[q1, q0]``; ``conditions_hold``: whether C5 (``beta(q)``
+  non-decreasing) and C6 (``beta(B_U(q)) - beta(q)`` non-decreasing on ``(0, q1]``), on
+  which Algorithms 3-5 rest, were verified numerically; ``always_data_independent``: even
+  a unanimous vote gets ``lambda / sigma^2`` (the RDP is constant, sensitivity 0).
+  """
+  logq0: float
+  logq1: float
+  plateau: float
+  conditions_hold: bool
+  always_data_independent: bool
+
+
+def _unanimous_logq(sigma, num_classes, num_teachers):
+  v = np.zeros((1, num_classes))
+  v[0, 0] = num_teachers
+  return float(gnmax_logq(v, sigma)[0])
+
+
+def gnmax_ss_regime(*, sigma: float, order: float, num_classes: int, num_teachers: int,
+                    grid_size: int = 4000) -> GnmaxSSRegime:
+  """``q0``, ``q1``, the plateau and a numerical check of C5-C6 (PATE 2018 App. B).
+
+  ``q0 = sup {q : beta(q) < lambda / sigma^2}`` is found by bisection (the official code
+  brackets the same crossing with Brent's method); C5 and C6 are checked on a dense grid
+  of ``log q`` from below the unanimous vote's ``q`` (the smallest ``q`` any histogram of
+  ``num_teachers`` votes has) up to 1, as the official ``check_conditions`` checks the
+  sign of the derivatives numerically. When they fail, callers fall back on the trivial
+  local sensitivity ``lambda / sigma^2`` (``0 <= beta <= lambda / sigma^2``).
+  """
+  _checks.check_float('sigma', sigma, minimum=0.0, strict_min=True)
+  _checks.check_float('order', order, minimum=1.0, strict_min=True)
+  _checks.check_int('num_classes', num_classes, minimum=2)
+  _checks.check_int('num_teachers', num_teachers, minimum=1)
+  base = order / sigma ** 2
+  beta = lambda lq: gnmax_rdp_at_order(lq, sigma, order)
+  lq_unan = _unanimous_logq(sigma, num_classes, num_teachers)
+  if beta(np.array([lq_unan]))[0] >= base:
+    return GnmaxSSRegime(lq_unan, lq_unan, 0.0, True, True)
+  # q of every histogram with num_teachers votes is >= q_unan, and Alg. 3 looks down to
+  # B_L(q): the conditions are needed on [B_L(q_unan), 1). Grid in -log q, geometric.
+  lo_ext = float(gnmax_logq_neighbour_range(lq_unan, sigma=sigma,
+                                            num_classes=num_classes)[0])
+  grid = -np.geomspace(-lo_ext, 1e-8, grid_size)
+  b = beta(grid)
+  below = np.nonzero(b < base)[0]
+  if not below.size:                 # not resolved by the grid: do not rely on Alg. 3-5
+    return GnmaxSSRegime(lq_unan, lq_unan, base, False, False)
+  i = below[-1]                      # last grid point with a data-dependent bound
+  single = np.all(b[:i + 1] < base) and np.all(b[i + 1:] >= base)
+  lo, hi = grid[i], grid[i + 1] if i + 1 < grid.size else 0.0
+  for _ in range(200):               # bisection on the predicate beta < base
+    mid = 0.5 * (lo + hi)
+    if beta(np.array([mid]))[0] < base:
+      lo = mid
+    else:
+      hi = mid
+    if hi - lo <= 1e-13 * max(1.0, abs(lo)):
+      break
+  logq0 = hi
+  logq1 = float(gnmax_logq_neighbour_range(logq0, sigma=sigma, num_classes=num_classes)[0])
+  # C5: beta non-decreasing in q everywhere on the grid.
+  tol = 1e-12 * base
+  c5 = bool(np.all(np.diff(b) >= -tol))
+  # C6: beta(B_U(q)) - beta(q) non-decreasing on (0, q1].
+  g6 = np.concatenate([grid[grid < logq1], [logq1]])
+  delta_u = beta(gnmax_logq_neighbour_range(g6, sigma=sigma, num_classes=num_classes)[1]
+                 ) - beta(g6)
+  c6 = bool(np.all(np.diff(delta_u) >= -tol))
+  b1 = float(beta(np.array([logq1]))[0])
+  plateau = max(float(_ls_alg3(np.array([logq1]), sigma, order, num_classes, logq0,
+                               logq1)[0]), base - b1)
+  return GnmaxSSRegime(float(logq0), logq1, plateau, bool(single and c5 and c6), False)
+
+
+def _ls_alg3(logq, sigma, order, num_classes, logq0, logq1):
+  logq = np.where((logq >= logq1) & (logq <= logq0), logq1, logq)
+  lo, hi = gnmax_logq_neighbour_range(logq, sigma=sigma, num_classes=num_classes)
+  b = gnmax_rdp_at_order(logq, sigma, order)
+  return np.maximum(gnmax_rdp_at_order(hi, sigma, order) - b,
+                    b - gnmax_rdp_at_order(lo, sigma, order))
+
+
+def gnmax_local_sensitivity(logq: Any, *, sigma: float, order: float, num_classes: int,
+                            num_teachers: int) -> np.ndarray:
+  """PATE 2018 Alg. 3: a bound on the local sensitivity of ``beta_sigma(q)`` at order
+  ``order``, i.e. on ``max_{n' ~ n} |beta(q(n')) - beta(q(n))|`` over the histograms ``n'``
+  one changed teacher vote away (Prop. 13, under C5-C6; ``lambda / sigma^2`` where they
+  fail). ``q`` in ``[q1, q0]`` is moved to ``q1``, where the bound is largest."""
+  r = gnmax_ss_regime(sigma=sigma, order=order, num_classes=num_classes,
+                      num_teachers=num_teachers)
+  logq = np.asarray(logq, np.float64)
+  if r.always_data_independent:
+    return np.zeros(logq.shape)
+  if not r.conditions_hold:
+    return np.full(logq.shape, order / sigma ** 2)
+  return _ls_alg3(logq, sigma, order, num_classes, r.logq0, r.logq1)
+
+
+class _Walks(NamedTuple):
+  right: np.ndarray      # [Q, T] log q after d votes moved from the top to the runner-up
+  left: np.ndarray       # [Q, T] log q after d votes moved from the runner-up to the top
+  can_left: np.ndarray   # [Q, T] the runner-up still has a vote to give
+
+
+def _gnmax_walks(votes, sigma, num_teachers):
+  """Algorithms 4-5's greedy walks, for all queries at once (independent of the order)."""
+  v = -np.sort(-np.asarray(votes, np.float64), axis=1)
+  q, t = v.shape[0], num_teachers
+  right, left = np.empty((q, t)), np.empty((q, t))
+  can_left = np.empty((q, t), bool)
+  vr, vl = v.copy(), v.copy()
+  for d in range(t):
+    right[:, d] = gnmax_logq(vr, sigma)
+    left[:, d] = gnmax_logq(vl, sigma)
+    can = vl[:, 1] > 0
+    can_left[:, d] = can
+    # going right: q grows fastest when a top vote goes to the runner-up
+    vr[:, 0] -= 1
+    vr[:, 1] += 1
+    # going left: q shrinks fastest when the runner-up's vote goes to the top
+    vl[can, 0] += 1
+    vl[can, 1] -= 1
+    vl = -np.sort(-vl, axis=1)
+  return _Walks(right, left, can_left)
+
+
+def _ls_by_distance(walks, sigma, order, num_classes, regime):
+  """[Q, T] bounds on the local sensitivity at distance d (Algorithms 4-5), per query."""
+  q, t = walks.right.shape
+  base = order / sigma ** 2
+  if regime.always_data_independent:
+    return np.zeros((q, t))
+  if not regime.conditions_hold:
+    return np.full((q, t), base)
+  start = walks.right[:, 0]
+  go_left = start > regime.logq0
+  band = (start >= regime.logq1) & ~go_left
+  path = np.where(go_left[:, None], walks.left, walks.right)
+  cont = np.where(go_left[:, None], (walks.left > regime.logq0) & walks.can_left,
+                  walks.right < regime.logq1)
+  computed = np.concatenate([np.ones((q, 1), bool),
+                             np.logical_and.accumulate(cont[:, :-1], axis=1)], axis=1)
+  computed[band] = False
+  ls = np.full((q, t), regime.plateau)
+  ls[computed] = _ls_alg3(path[computed], sigma, order, num_classes, regime.logq0,
+                          regime.logq1)
+  return ls
+
+
+def _check_ss_votes(votes, num_teachers):
+  votes = np.asarray(votes, np.float64)
+  if votes.ndim == 1:
+    votes = votes[None]
+  if votes.ndim != 2 or votes.shape[1] < 2:
+    raise ValueError(f'votes has shape {votes.shape}; expected [queries, classes >= 2].')
+  if votes.size and (not np.all(np.isfinite(votes)) or votes.min() < 0):
+    raise ValueError('votes must be finite non-negative counts.')
+  most = int(math.ceil(votes.sum(1).max())) if votes.shape[0] else 1
+  if num_teachers is None:
+    num_teachers = max(most, 1)
+  _checks.check_int('num_teachers', num_teachers, minimum=max(most, 1))
+  return votes, num_teachers
+
+
+def gnmax_local_sensitivity_by_distance(votes: Any, *, sigma: float, order: float,
+                                        num_teachers: int | None = None) -> np.ndarray:
+  """``[Q, T]``: for each query, a bound on ``A(d) = max`` local sensitivity of its
+  data-dependent RDP at ``order`` over all histograms ``d`` teacher votes away,
+  ``d = 0 .. T-1`` (PATE 2018 App. B, Algorithms 4-5, as the official
+  ``compute_local_sensitivity_bounds_gnmax``).
+
+  Algorithm 3's bound is increasing in ``q`` below ``q1``, maximal on ``[q1, q0]`` and
+  decreasing above ``q0``, so the worst histogram within distance ``d`` is the one whose
+  ``q`` is closest to that plateau: the walk moves one vote per step from the top class to
+  the runner-up (``q`` below ``q1``) or from the runner-up to the top (``q`` above ``q0``),
+  and every distance past the plateau gets the plateau value. ``votes`` is ``[Q, K]``
+  (or ``[K]``); ``num_teachers`` defaults to the largest row sum.
+  """
+  _checks.check_float('sigma', sigma, minimum=0.0, strict_min=True)
+  _checks.check_float('order', order, minimum=1.0, strict_min=True)
+  votes, num_teachers = _check_ss_votes(votes, num_teachers)
+  regime = gnmax_ss_regime(sigma=sigma, order=order, num_classes=votes.shape[1],
+                           num_teachers=num_teachers)
+  return _ls_by_distance(_gnmax_walks(votes, sigma, num_teachers), sigma, order,
+                         votes.shape[1], regime)
+
+
+def discounted_max(local_sensitivity: Any, beta: float) -> float:
+  """``max_d exp(-beta d) A(d)``: the beta-smooth sensitivity (Nissim et al. 2007) from
+  ``A(d)``, the local sensitivity bound at distance ``d = 0, 1, ...``."""
+  a = np.asarray(local_sensitivity, np.float64)
+  _checks.check_float('beta', beta, minimum=0.0)
+  if a.ndim != 1 or not a.size:
+    raise ValueError(f'local_sensitivity has shape {a.shape}; expected [distances].')
+  return float(np.max(a * np.exp(-beta * np.arange(a.size))))
+
+
+def _check_beta_order(beta, order):
+  _checks.check_float('order', order, minimum=1.0, strict_min=True)
+  _checks.check_float('beta', beta, minimum=0.0)
+  if beta > 0 and not order < 1 / (2 * beta):
+    raise ValueError(f'beta={beta} needs order < 1 / (2 beta) = {1 / (2 * beta)}; '
+                     f'got order={order}.')
+
+
+def smooth_sensitivity_gnmax(votes: Any, *, sigma: float, order: float,
+                             beta: float | None = None,
+                             num_teachers: int | None = None) -> float:
+  """beta-smooth sensitivity of GNMax's data-dependent RDP at ``order``, summed over the
+  queries ``votes`` [Q, K] (PATE 2018 App. B; the official
+  ``compute_smooth_sensitivity_gnmax``, here for the sum as its analysis scripts use it).
+
+  A neighbouring dataset changes one teacher, which may change its vote on every query,
+  so the local sensitivity at distance ``d`` of ``sum_i beta(q_i)`` is at most the sum of
+  the per-query bounds; the smooth sensitivity is ``max_d exp(-beta d) sum_i A_i(d)``.
+  ``beta`` defaults to ``0.49 / order``.
+  """
+  if beta is None:
+    beta = SS_BETA_TIMES_ORDER / order
+  _check_beta_order(beta, order)
+  ls = gnmax_local_sensitivity_by_distance(votes, sigma=sigma, order=order,
+                                           num_teachers=num_teachers)
+  return discounted_max(ls.sum(0), beta)
+
+
+def gnss_rdp(*, beta: float, sigma_ss: float, order: float) -> float:
+  """RDP at ``order`` of releasing ``f(D) + SS_beta(D) N(0, sigma_ss^2)`` (GNSS mechanism,
+  PATE 2018 Thm. 23; the official ``compute_rdp_of_smooth_sensitivity_gaussian``):
+  ``lambda e^{2 beta} / sigma_ss^2 + (beta lambda - log(1 - 2 lambda beta) / 2) / (lambda - 1)``
+  for ``1 < lambda < 1 / (2 beta)``."""
+  _check_beta_order(beta, order)
+  _checks.check_float('sigma_ss', sigma_ss, minimum=0.0, strict_min=True, allow_traced=False)
+  return float(order * math.exp(2 * beta) / sigma_ss ** 2 +
+               (beta * order - 0.5 * math.log1p(-2 * order * beta)) / (order - 1))
+
+
+def gnss_sigma(*, beta: float, order: float, smooth_sensitivity: float) -> float:
+  """The official scripts' noise multiplier ``(lambda e^{2 beta} / SS)^{1/3}``, which
+  minimises GNSS's cost ``lambda e^{2 beta} / sigma^2`` plus two noise stds ``2 SS sigma``.
+  It depends on the data through ``SS``; fix ``sigma_ss`` in advance for a formal release."""
+  _check_beta_order(beta, order)
+  _checks.check_float('smooth_sensitivity', smooth_sensitivity, minimum=0.0,
+                      strict_min=True)
+  return float((order * math.exp(2 * beta) / smooth_sensitivity) ** (1 / 3))
+
+
+class SanitisedEpsilon(NamedTuple):
+  """The data-dependent epsilon released through smooth sensitivity (PATE 2018 App. B).
+
+  The data-dependent RDP at ``order`` is published as ``rdp + SS * N(0, sigma_ss^2)``; the
+  whole run (answers + release) is ``rdp + gnss_rdp`` RDP at ``order``. ``epsilon`` is that
+  sum converted to (eps, delta) (the expectation of the released figure), ``noise_std``
+  the std of the noise on it, ``released`` one draw (when a key was given).
+  """
+  epsilon: float
+  noise_std: float
+  order: float
+  beta: float
+  sigma_ss: float
+  smooth_sensitivity: float
+  release_rdp: float            # gnss_rdp at `order` (0 when SS = 0: nothing to hide)
+  epsilon_before_release: float  # the data-dependent epsilon at `order` alone
+  conditions_hold: bool
+  released: float | None = None
+
+
 class PateAccount(NamedTuple):
   epsilon: float                  # data-independent: the DP guarantee
   epsilon_data_dependent: float   # unsanitised data-dependent figure (see module doc)
@@ -202,11 +540,72 @@ class PateAccount(NamedTuple):
   num_queries: int
   num_answered: int
   order: float                    # optimal RDP order of the data-dependent bound
+  sanitised: SanitisedEpsilon | None = None   # with analyze(..., smooth_sensitivity=True)
+
+
+#: the smoothness parameters searched, as multiples of 1 / order: the official Table 2
+#: script's grid (smooth_sensitivity_table.py: beta in [0.3, 0.495) / order, step 0.01).
+SS_BETA_GRID = tuple(np.arange(0.30, 0.495, 0.01))
+
+
+def _sanitise_gnmax(votes, logq, check_rdp, delta, *, sigma, orders, num_teachers, beta,
+                    sigma_ss, key, chunk_elements=2_000_000):
+  """Smooth-sensitivity release of the data-dependent RDP (see :class:`SanitisedEpsilon`)."""
+  num_classes = votes.shape[1]
+  cands = []
+  for lam, chk in zip(orders, check_rdp):
+    betas = [b / lam for b in SS_BETA_GRID] if beta is None else [beta]
+    betas = [b for b in betas if 1 < lam < (1 / (2 * b) if b > 0 else np.inf)]
+    if betas:
+      dep = chk + float(np.sum(gnmax_rdp_at_order(logq, sigma, lam)))
+      regime = gnmax_ss_regime(sigma=sigma, order=lam, num_classes=num_classes,
+                               num_teachers=num_teachers)
+      cands.append((lam, betas, dep, regime))
+  if not cands:
+    raise ValueError(f'ss_beta={beta} leaves no order with 1 < order < 1 / (2 beta).')
+  # local sensitivity at distance d, summed over the answered queries, for every order.
+  # It depends on a histogram only through its sorted counts: each distinct one is done
+  # once and weighted by its multiplicity. The walks do not depend on the order, so they
+  # are made once per chunk of histograms.
+  uniq, mult = np.unique(-np.sort(-votes, axis=1), axis=0, return_counts=True)
+  ls = np.zeros((len(cands), num_teachers))
+  step = max(1, chunk_elements // num_teachers)
+  for lo in range(0, uniq.shape[0], step):
+    walks = _gnmax_walks(uniq[lo:lo + step], sigma, num_teachers)
+    for k, (lam, _, _, regime) in enumerate(cands):
+      ls[k] += mult[lo:lo + step] @ _ls_by_distance(walks, sigma, lam, num_classes, regime)
+  best = None
+  for (lam, betas, dep, regime), ls_k in zip(cands, ls):
+    for b in betas:
+      ss = discounted_max(ls_k, b)
+      if ss > 0:
+        s = (gnss_sigma(beta=b, order=lam, smooth_sensitivity=ss) if sigma_ss is None
+             else sigma_ss)
+        cost, noise = gnss_rdp(beta=b, sigma_ss=s, order=lam), ss * s
+      else:   # the RDP is the same on every dataset: releasing it costs nothing
+        s, cost, noise = math.inf, 0.0, 0.0
+      eps, _ = accounting.epsilon_from_rdp([lam], [dep + cost], delta)
+      # the official objective: sanitised epsilon plus two stds of the release noise
+      row = (eps + 2 * noise, eps, lam, b, s, ss, cost, dep, regime.conditions_hold, noise)
+      if best is None or row[0] < best[0]:
+        best = row
+  _, eps, lam, b, s, ss, cost, dep, ok, noise = best
+  released = None
+  if key is not None:
+    z = float(jax.random.normal(key, ()))
+    released, _ = accounting.epsilon_from_rdp([lam], [max(dep + noise * z + cost, 0.0)],
+                                              delta)
+  before, _ = accounting.epsilon_from_rdp([lam], [dep], delta)
+  return SanitisedEpsilon(float(eps), float(noise), float(lam), float(b), float(s), float(ss),
+                          float(cost), float(before), bool(ok), released)
 
 
 def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
             gamma: float | None = None, sigma: float | None = None,
-            sigma1: float | None = None, orders: Sequence[float] = ORDERS) -> PateAccount:
+            sigma1: float | None = None, orders: Sequence[float] = ORDERS,
+            smooth_sensitivity: bool = False, ss_beta: float | None = None,
+            ss_sigma: float | None = None, ss_order: float | None = None,
+            num_teachers: int | None = None, key: jax.Array | None = None) -> PateAccount:
   """Privacy of answering ``votes`` [Q, K] with 'lnmax', 'gnmax' or 'confident_gnmax'.
 
   Args:
@@ -214,6 +613,25 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
     mechanism: 'lnmax' (needs ``gamma``), 'gnmax' (``sigma``), 'confident_gnmax'
       (``sigma1`` for the check, ``sigma`` for the answers, ``answered`` mask [Q]).
     delta: target delta.
+    smooth_sensitivity: also release the data-dependent epsilon through smooth
+      sensitivity (PATE 2018 App. B, Thm. 23; GNMax and Confident-GNMax only),
+      in ``PateAccount.sanitised``. The RDP at one order ``lambda`` is summed over the
+      answered queries (the threshold check is charged data-independently, so it has no
+      sensitivity), its beta-smooth sensitivity ``SS`` is the discounted max of the summed
+      per-query local-sensitivity bounds, and the release adds ``SS * N(0, sigma_ss^2)``
+      at the RDP cost :func:`gnss_rdp`.
+    ss_beta: the smoothness beta; default: searched over the official Table 2 script's
+      grid ``[0.30, 0.49] / lambda`` (Thm. 23 needs ``beta < 1 / (2 lambda)``).
+    ss_sigma: GNSS's noise multiplier; default :func:`gnss_sigma`, the official
+      minimiser of the release cost plus two noise stds.
+    ss_order: the order of the release; default: searched over ``orders``. Defaults
+      pick the (order, beta) minimising the official objective, sanitised epsilon plus
+      two noise stds (the Table 2 script fixes the order at the raw optimum and searches
+      beta); like there they are tuned on the private votes, so fix ``ss_order``,
+      ``ss_beta`` and ``ss_sigma`` in advance for a release that is DP in the strict sense.
+    num_teachers: number of teachers (distances run over ``0 .. T-1``); default the
+      largest vote total of a query.
+    key: if given, ``sanitised.released`` is one noisy draw of the released epsilon.
   """
   _checks.check_choice('mechanism', mechanism, ('lnmax', 'gnmax', 'confident_gnmax'))
   votes = np.asarray(votes, np.float64)
@@ -229,8 +647,20 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
     _checks.check_float('sigma1', sigma1, minimum=0.0, strict_min=True)
   else:
     answered = np.ones(q_total, bool)
+  if smooth_sensitivity:
+    if mechanism == 'lnmax':
+      raise ValueError("smooth_sensitivity=True is implemented for mechanism='gnmax' and "
+                       "'confident_gnmax' (PATE 2018 App. B), not 'lnmax'.")
+    if ss_beta is not None:
+      _checks.check_float('ss_beta', ss_beta, minimum=0.0)
+    if ss_sigma is not None:
+      _checks.check_float('ss_sigma', ss_sigma, minimum=0.0, strict_min=True)
+    if ss_order is not None:
+      _checks.check_float('ss_order', ss_order, minimum=1.0, strict_min=True)
+    votes_ss, num_teachers = _check_ss_votes(votes, num_teachers)
   n_ans = int(answered.sum())
   orders = np.asarray(orders, np.float64)
+  sanitised = None
   if mechanism == 'lnmax':
     _checks.check_float('gamma', gamma, minimum=0.0, strict_min=True)
     indep = n_ans * lnmax_rdp_data_independent(gamma, orders)
@@ -243,19 +673,28 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
     _checks.check_float('sigma', sigma, minimum=0.0, strict_min=True)
     events = [dp_accounting.SelfComposedDpEvent(
         dp_accounting.GaussianDpEvent(sigma / math.sqrt(2.0)), n_ans)]
+    check_event = None
     check = np.zeros_like(orders)
     if mechanism == 'confident_gnmax':
-      events.append(dp_accounting.SelfComposedDpEvent(
-          dp_accounting.GaussianDpEvent(sigma1), q_total))
-      check = accounting.rdp_of_event(events[-1], orders)
+      check_event = dp_accounting.SelfComposedDpEvent(
+          dp_accounting.GaussianDpEvent(sigma1), q_total)
+      events.append(check_event)
+      check = accounting.rdp_of_event(check_event, orders)
     eps_indep = accounting.epsilon(dp_accounting.ComposedDpEvent(events), delta,
                                    accountant='rdp')
     logq = gnmax_logq(votes[answered], sigma)
     dep = check + sum((gnmax_rdp_data_dependent(l, sigma, orders) for l in logq),
                       np.zeros_like(orders))
+    if smooth_sensitivity:
+      ss_orders = orders if ss_order is None else np.array([float(ss_order)])
+      ss_check = (np.zeros_like(ss_orders) if check_event is None
+                  else accounting.rdp_of_event(check_event, ss_orders))
+      sanitised = _sanitise_gnmax(votes_ss[answered], logq, ss_check, delta, sigma=sigma,
+                                  orders=ss_orders, num_teachers=num_teachers,
+                                  beta=ss_beta, sigma_ss=ss_sigma, key=key)
   eps_dep, order = accounting.epsilon_from_rdp(orders, dep, delta)
   return PateAccount(float(eps_indep), float(min(eps_dep, eps_indep)), float(delta),
-                     q_total, n_ans, float(order))
+                     q_total, n_ans, float(order), sanitised)
 
 
 # ------------------------------------------------------------------ teachers and student

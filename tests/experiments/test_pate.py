@@ -19,6 +19,15 @@ def test_smoke_run_writes_json(tmp_path):
     assert 0 <= r['num_answered'] <= r['num_queries']
     # data-dependent analysis never exceeds the data-independent guarantee
     assert 0 < r['epsilon_data_dependent'] <= r['epsilon'] + 1e-9
+    if r['mechanism'] == 'lnmax':   # no smooth-sensitivity analysis for LNMax
+      assert r['epsilon_sanitised'] is None and r['smooth_sensitivity'] is None
+    else:   # releasing the data-dependent figure never lowers it
+      assert r['epsilon_sanitised'] >= r['smooth_sensitivity']['epsilon_before_release']
+      assert r['smooth_sensitivity']['epsilon_before_release'] >= (
+          r['epsilon_data_dependent'] - 1e-9)
+      assert r['epsilon_sanitised_std'] >= 0
+      assert r['epsilon_sanitised_released'] is not None
   gn = rows[0]
   assert gn['num_answered'] == gn['num_queries'] == 50
-  assert 'PATE' in pate.render_markdown(res)
+  md = pate.render_markdown(res)
+  assert 'PATE' in md and 'sanitised' in md and 'n/a' in md
