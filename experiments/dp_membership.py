@@ -53,10 +53,10 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.variant = variant
   c.dataset = 'fashion_mnist'
   c.seed = 0
-  c.pool_size = 2000            # each model trains on half of it
+  c.pool_size = 10000           # each model trains on half of it
   c.test_size = 2000
   c.hidden = (256,)
-  c.num_shadow = 8              # even; every example IN for half of them
+  c.num_shadow = 16             # even; every example IN for half of them
   c.epsilons = (0.0, 8.0, 1.0)  # 0.0 = non-private reference (no clip, no noise)
   c.delta = 1e-5
   c.epochs = 20                 # long enough to overfit without DP
@@ -78,22 +78,36 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   return c
 
 
-def _train_one(c, model, p0, x, y, key, eps):
-  n = x.shape[0]
-  steps = int(round(c.epochs * n / c.expected_batch_size))
+def _recipe(c, model):
+  """The loss and optimizer shared by every model of a run: the same objects each time,
+  so that DP-SGD's compiled chunk (and fit's compiled epoch) is reused across models."""
   opt = optax.sgd(c.learning_rate, momentum=c.momentum)
   per_example = lambda p, xb, yb: losses.cross_entropy(model.apply(p, xb), yb)
+  return opt, per_example
+
+
+def _train_one(c, model, recipe, p0, x, y, key, eps, sigma):
+  n = x.shape[0]
+  steps = int(round(c.epochs * n / c.expected_batch_size))
+  opt, per_example = recipe
   if eps == 0.0:
     # Non-private reference: same optimizer, batch size and number of steps.
     res = train.fit(model.apply, p0, x, y, optimizer=opt, key=key,
                     batch_size=c.expected_batch_size, num_steps=steps)
     return res.params, float('inf'), 0.0
-  sampler = sampling.PoissonSampler(dataset_size=n, num_steps=steps,
-                                    expected_batch_size=c.expected_batch_size)
+  sampler = _sampler(c, n)
   res = dpsgd.train(per_example, p0, (x, y), optimizer=opt, sampler=sampler, key=key,
-                    l2_norm_clip=c.l2_norm_clip, delta=c.delta, target_epsilon=eps,
+                    l2_norm_clip=c.l2_norm_clip, delta=c.delta, noise_multiplier=sigma,
                     accountant=c.accountant)
+  if res.epsilon > eps * (1 + 1e-9):
+    raise RuntimeError(f'spent epsilon {res.epsilon} exceeds the target {eps}.')
   return res.params, float(res.epsilon), float(res.noise_multiplier)
+
+
+def _sampler(c, n):
+  steps = int(round(c.epochs * n / c.expected_batch_size))
+  return sampling.PoissonSampler(dataset_size=n, num_steps=steps,
+                                 expected_batch_size=c.expected_batch_size)
 
 
 def _report(scores, labels):
@@ -122,6 +136,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   masks = shadow.complementary_membership(jax.random.key(c.seed), num_models, c.pool_size)
   model = models.get('mlp', num_classes=10, hidden=tuple(c.hidden))
   target_in = masks[0]
+  recipe = _recipe(c, model)
   shadow_masks = masks[2:]
 
   for eps in c.epsilons:
@@ -129,11 +144,18 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       continue
     t0 = time.time()
     phis, accs, spent, sigma = [], [], None, None
+    # Every model trains on exactly half the pool, so one calibration serves all of them.
+    n_in = int(masks[0].sum())
+    sigma_eps = (_sampler(c, n_in).calibrate(eps, c.delta, accountant=c.accountant)
+                 if eps != 0.0 else 0.0)
     for m in [0] + list(range(2, num_models)):
       idx = np.nonzero(masks[m])[0]
+      if idx.shape[0] != n_in:
+        raise RuntimeError(f'model {m} has {idx.shape[0]} members, expected {n_in}.')
       key = jax.random.fold_in(jax.random.key(c.seed + 1), m)
       p0 = models.init(model, jax.random.fold_in(key, 1), (1, x.shape[1]))
-      params, e_spent, s = _train_one(c, model, p0, x[idx], y[idx], key, eps)
+      params, e_spent, s = _train_one(c, model, recipe, p0, x[idx], y[idx], key, eps,
+                                      sigma_eps)
       logits = np.asarray(model.apply(params, jnp.asarray(x)))
       phis.append(np.asarray(membership.logit_confidence(jnp.asarray(logits),
                                                          jnp.asarray(y)), np.float64))

@@ -105,7 +105,7 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.microbatch_size = 0             # 0 = whole batch at once
   c.train_subset = 0
   c.test_subset = 0
-  c.nonprivate_epochs = 2           # non-private reference (same model, Adam)
+  c.nonprivate_epochs = 20          # non-private reference (same model, Adam)
   c.steps_per_call = 20
   c.output_name = NAME
   if variant == 'mnist':
@@ -146,6 +146,12 @@ def _config_hash(c, eps, epochs):
                             'l2_norm_clip', 'train_subset', 'method')}
   keep.update(eps=eps, epochs=epochs, cnn=dict(c.cnn_kwargs))
   return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _nonprivate_key(c):
+  return json.dumps({k: c[k] for k in ('dataset', 'model', 'activation', 'seed',
+                                       'train_subset', 'nonprivate_epochs')}
+                    | {'cnn': dict(c.cnn_kwargs)}, sort_keys=True, default=str)
 
 
 def _load(c):
@@ -199,6 +205,7 @@ def run_one(c, eps, epochs, xtr, ytr, xte, yte, ckpt_dir):
       'max_batch_size': sampler.batch_size, 'test_accuracy': acc,
       'train_seconds': time.time() - t0, 'resumed_from_step': start,
       'mean_clipped_fraction': float(np.mean(res.history['clipped_fraction'])),
+      'device': common.device_info(),
   }
 
 
@@ -215,13 +222,25 @@ def run(config: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = 
              'num_params': int(sum(l.size for l in jax.tree_util.tree_leaves(
                  models.init(_model(c), jax.random.key(0), (1,) + xtr.shape[1:])))),
              'num_train': int(xtr.shape[0]), 'num_test': int(xte.shape[0]),
-             'device': common.device_info(), 'config': c.to_dict(),
+             'config': c.to_dict(),
              'published': PUBLISHED.get(c.dataset, []), 'runs': []}
-  if os.path.exists(out_path):   # resume: keep finished epsilons of the same config
+  if os.path.exists(out_path):
+    # Resume: keep each finished run whose own settings (the hash of everything that
+    # determines it) are unchanged, and the non-private reference if its settings are.
     prev = jio.read_json(out_path)
-    if prev.get('config') == json.loads(json.dumps(c.to_dict())):
-      results['runs'] = prev.get('runs', [])
-      results['nonprivate'] = prev.get('nonprivate')
+    pc = ml_collections.ConfigDict(prev.get('config', {}))
+    try:
+      for r in prev.get('runs', []):
+        if (r['target_epsilon'] in c.epsilons
+            and c.epochs[list(c.epsilons).index(r['target_epsilon'])] == r['epochs']
+            and _config_hash(pc, r['target_epsilon'], r['epochs'])
+            == _config_hash(c, r['target_epsilon'], r['epochs'])):
+          results['runs'].append({'device': prev.get('device'), **r})
+      npv = prev.get('nonprivate')
+      if npv and _nonprivate_key(pc) == _nonprivate_key(c):
+        results['nonprivate'] = {'device': prev.get('device'), **npv}
+    except (KeyError, AttributeError):   # an older layout: recompute everything
+      results['runs'], results['nonprivate'] = [], None
   done = {r['target_epsilon'] for r in results['runs']}
   if c.nonprivate_epochs and not results.get('nonprivate'):
     model = _model(c)
@@ -233,7 +252,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = 
     results['nonprivate'] = {'epochs': c.nonprivate_epochs,
                              'test_accuracy': train.evaluate(model.apply, fr.params, xte,
                                                              yte),
-                             'train_seconds': time.time() - t0}
+                             'train_seconds': time.time() - t0,
+                             'device': common.device_info()}
     jio.write_json_atomic(out_path, results)
   for eps, epochs in zip(c.epsilons, c.epochs):
     if eps in done:
@@ -247,6 +267,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = 
   return results
 
 
+def _device(run: dict) -> str:
+  d = run.get('device')
+  return d['device_kind'] if d else 'unrecorded'
+
+
 def render_markdown(r: dict) -> str:
   """The docs table, rendered from the results JSON."""
   lines = [f"## DP-SGD on {r['dataset']} ({r['model']}, {r['activation']}, "
@@ -254,19 +279,19 @@ def render_markdown(r: dict) -> str:
            f"Poisson sampling accounted by its own dp_accounting event "
            f"({r['runs'][0]['accountant'].upper() if r['runs'] else ''}); delta = "
            f"{r['runs'][0]['delta'] if r['runs'] else ''}; {r['num_train']} training, "
-           f"{r['num_test']} test examples"
-           + (f"; run on {r['device']['device_kind']}" if r.get('device') else '') + '.', '',
+           f"{r['num_test']} test examples.", '',
            '| target eps | accounted eps | sigma | epochs | steps | test accuracy | '
-           'train time (s) |', '|---|---|---|---|---|---|---|']
+           'train time (s) | device |', '|---|---|---|---|---|---|---|---|']
   for x in r['runs']:
     lines.append(f"| {x['target_epsilon']:g} | {x['epsilon']:.3f} | "
                  f"{x['noise_multiplier']:.3f} | {x['epochs']} | {x['steps']} | "
-                 f"{100 * x['test_accuracy']:.2f}% | {x['train_seconds']:.0f} |")
+                 f"{100 * x['test_accuracy']:.2f}% | {x['train_seconds']:.0f} | "
+                 f"{_device(x)} |")
   if r.get('nonprivate'):
     npv = r['nonprivate']
     lines.append(f"| inf (non-private, {npv['epochs']} epochs Adam) | - | - | "
                  f"{npv['epochs']} | - | {100 * npv['test_accuracy']:.2f}% | "
-                 f"{npv['train_seconds']:.0f} |")
+                 f"{npv['train_seconds']:.0f} | {_device(npv)} |")
   if r.get('published'):
     lines += ['', 'Published: ' + '; '.join(
         f"{100 * p['accuracy']:.1f}% at eps={p['eps']:g} ({p['setting']})"
@@ -277,7 +302,8 @@ def render_markdown(r: dict) -> str:
 def headline(r: dict) -> list:
   runs = sorted(r['runs'], key=lambda x: x['target_epsilon'])
   accs = ', '.join(f"eps {x['epsilon']:.2f}: {100 * x['test_accuracy']:.2f}%" for x in runs)
-  where = f", {r['device']['device_kind']}" if r.get('device') else ''
+  kinds = sorted({_device(x) for x in runs})
+  where = f", {' + '.join(kinds)}" if kinds else ''
   return [(f"DP-SGD on {r['dataset']} ({r['model']}{where}), delta={runs[0]['delta']:g}"
            if runs else f"DP-SGD on {r['dataset']}", accs or 'no finished run')]
 

@@ -22,3 +22,14 @@ def test_smoke_run_writes_json(tmp_path):
   # a second run resumes from the JSON without retraining
   again = dp_sgd.run(cfg, str(tmp_path), str(tmp_path / 'ckpt'))
   assert again['runs'][0]['train_seconds'] == r['train_seconds']
+  # Changing only the non-private reference keeps the DP run; changing the clip redoes it.
+  cfg2 = dp_sgd.get_config('smoke')
+  cfg2.nonprivate_epochs = 2
+  third = dp_sgd.run(cfg2, str(tmp_path), str(tmp_path / 'ckpt'))
+  assert third['runs'][0]['train_seconds'] == r['train_seconds']
+  assert third['nonprivate']['epochs'] == 2
+  cfg3 = dp_sgd.get_config('smoke')
+  cfg3.l2_norm_clip = 0.5
+  fourth = dp_sgd.run(cfg3, str(tmp_path), str(tmp_path / 'ckpt'))
+  assert fourth['runs'][0]['train_seconds'] != r['train_seconds']
+  assert fourth['nonprivate']['epochs'] == 1
