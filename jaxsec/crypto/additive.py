@@ -1,0 +1,171 @@
+"""Additive ``n``-of-``n`` secret sharing over ``GF(p)``, ``p < 2^31``, and the secure sum
+of client updates among two or more non-colluding parties: the linear part of SPDZ
+(Damgard, Pastro, Smart, Zakarias, CRYPTO 2012) -- the survey's secret-sharing defense.
+
+**Scheme.** A secret ``v`` (encoded coordinate-wise) is split into ``n`` shares
+``v_1..v_{n-1}`` uniform in ``GF(p)`` and ``v_n = v - sum_i v_i``. Any ``n - 1`` shares are
+jointly uniform and independent of ``v`` (information-theoretic secrecy); all ``n`` sum to
+``v``. Sharing is linear, so parties add shares locally.
+
+**Secure sum** (:func:`secure_sum`). Every client splits its encoded update into one share
+per computing party; each party adds the shares it received and publishes the sum; the
+published sums add up to the sum of the updates. This is SPDZ's online phase restricted to
+additions and public-constant multiplications, which need no interaction:
+
+* *no multiplication triples* (Beaver triples and their offline phase are only needed to
+  multiply two secret values; a sum never does),
+* *no information-theoretic MACs*, hence passive (honest-but-curious) security only: a
+  party that publishes a wrong sum share shifts the result undetectably. Real SPDZ adds a
+  MAC share ``alpha * v`` under a shared global key to detect this (active security with
+  abort).
+
+*Threat model.* Any coalition of up to ``n - 1`` of the ``n`` parties learns nothing about
+any client's update beyond the final sum (which is public by design). Every party must stay
+online (``n``-of-``n``): a party that drops out takes its share of the sum with it --
+use :mod:`~jaxsec.crypto.shamir` (``t``-of-``n``) or
+:mod:`jaxsec.privacy.secure_aggregation` (dropout recovery) when that matters. Channels
+between clients and parties must be encrypted and authenticated (not simulated here).
+
+**Encoding** is the centred fixed-point code of :mod:`~jaxsec.crypto.fixed_point` modulo
+``p``, with the same range as :mod:`~jaxsec.crypto.shamir`: ``|x| <= ((p - 1) / 2 //
+num_summands) / 2^s``, checked (``ValueError`` naming the value).
+(:func:`jaxsec.privacy.secure_aggregation.additive_shares` is the modulo-``2^k`` variant.)
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from jaxsec import _checks
+from jaxsec.crypto import field
+from jaxsec.crypto import fixed_point
+
+__all__ = ['DEFAULT_PRIME', 'DEFAULT_SCALE_BITS', 'AdditiveShare', 'share', 'reconstruct',
+           'add', 'share_array', 'reconstruct_array', 'secure_sum']
+
+DEFAULT_PRIME = field.DEFAULT_PRIME
+DEFAULT_SCALE_BITS = 16
+
+
+class AdditiveShare(NamedTuple):
+  """Party ``index``'s (``0..n-1``) share: ``int64`` residues ``y`` modulo ``prime``, and
+  the public parameters ``num_shares`` and (for encoded reals) ``scale_bits``."""
+  index: int
+  y: np.ndarray
+  num_shares: int
+  prime: int
+  scale_bits: int | None = None
+
+
+def share(secret: Any, *, num_shares: int, prime: int = DEFAULT_PRIME,
+          rng: np.random.Generator | None = None,
+          scale_bits: int | None = None) -> list[AdditiveShare]:
+  """Splits field elements ``secret`` (integers in ``[0, prime)``) into ``num_shares >= 2``
+  additive shares; ``rng`` as in :func:`jaxsec.crypto.field.uniform`."""
+  p = field.check_prime(prime)
+  n = _checks.check_int('num_shares', num_shares, minimum=2)
+  field.check_rng(rng)
+  v = field.check_residues('secret', secret, p)
+  rand = field.uniform((n - 1,) + v.shape, p, rng)
+  last = v.copy()
+  for r in rand:
+    last = (last - r) % p      # np.mod of int64 is non-negative for p > 0
+  ys = list(rand) + [last]
+  return [AdditiveShare(i, ys[i], n, p, scale_bits) for i in range(n)]
+
+
+def _check_shares(shares: Sequence[AdditiveShare]) -> list[AdditiveShare]:
+  shares = list(shares)
+  if not shares:
+    raise ValueError('shares is empty.')
+  for s in shares:
+    if not isinstance(s, AdditiveShare):
+      raise ValueError(f'expected AdditiveShare objects, got {type(s).__name__}.')
+  f = shares[0]
+  for s in shares[1:]:
+    if (s.num_shares, s.prime, s.scale_bits) != (f.num_shares, f.prime, f.scale_bits):
+      raise ValueError(f'shares come from different sharings: (num_shares, prime, '
+                       f'scale_bits) = {(s.num_shares, s.prime, s.scale_bits)} vs '
+                       f'{(f.num_shares, f.prime, f.scale_bits)}.')
+    if np.shape(s.y) != np.shape(f.y):
+      raise ValueError(f'shares have different shapes {np.shape(s.y)} and {np.shape(f.y)}.')
+  return shares
+
+
+def reconstruct(shares: Sequence[AdditiveShare]) -> np.ndarray:
+  """The secret (``int64`` residues) from *all* ``num_shares`` shares.
+
+  Raises:
+    ValueError: a missing or repeated share (naming the indices), or mixed sharings.
+  """
+  shares = _check_shares(shares)
+  n, p = shares[0].num_shares, shares[0].prime
+  idx = sorted(int(s.index) for s in shares)
+  if idx != list(range(n)):
+    raise ValueError(f'additive sharing needs all {n} shares exactly once; got indices '
+                     f'{idx}.')
+  acc = np.zeros(np.shape(shares[0].y), np.int64)
+  for s in shares:
+    acc = (acc + field.check_residues(f'share {s.index}', s.y, p)) % p
+  return acc
+
+
+def add(a: AdditiveShare, b: AdditiveShare) -> AdditiveShare:
+  """A party's share of ``u + v`` from its shares of ``u`` and ``v`` (local)."""
+  _check_shares([a, b])
+  if a.index != b.index:
+    raise ValueError(f'cannot add shares of different parties {a.index} and {b.index}.')
+  p = a.prime
+  return a._replace(y=(field.check_residues('a.y', a.y, p) +
+                       field.check_residues('b.y', b.y, p)) % p)
+
+
+def share_array(x: Any, *, num_shares: int, scale_bits: int = DEFAULT_SCALE_BITS,
+                num_summands: int = 1, prime: int = DEFAULT_PRIME,
+                rng: np.random.Generator | None = None) -> list[AdditiveShare]:
+  """Fixed-point encodes a real array and splits it into ``num_shares`` additive shares.
+
+  Raises ``ValueError`` naming the value when ``num_summands * |round(x * 2^s)|`` exceeds
+  ``(p - 1) / 2`` (the sum of that many encodings would wrap around)."""
+  p = field.check_prime(prime)
+  n = _checks.check_int('num_summands', num_summands, minimum=1)
+  s = _checks.check_int('scale_bits', scale_bits, minimum=0, maximum=30)
+  v = fixed_point.quantize(x, scale_bits=s, limit=(p - 1) // 2 // n,
+                           context=f' (prime={p}, num_summands={n})')
+  return share(fixed_point.to_residues(v, p), num_shares=num_shares, prime=p, rng=rng,
+               scale_bits=s)
+
+
+def reconstruct_array(shares: Sequence[AdditiveShare]) -> np.ndarray:
+  """Inverse of :func:`share_array` (float64), from all shares."""
+  shares = _check_shares(shares)
+  s = shares[0].scale_bits
+  if s is None:
+    raise ValueError('these shares hold raw field elements (scale_bits=None); use '
+                     'reconstruct().')
+  return fixed_point.dequantize(
+      fixed_point.from_residues(reconstruct(shares), shares[0].prime), scale_bits=s)
+
+
+def secure_sum(updates: Sequence[Any], *, num_parties: int = 2,
+               scale_bits: int = DEFAULT_SCALE_BITS, prime: int = DEFAULT_PRIME,
+               rng: np.random.Generator | None = None) -> np.ndarray:
+  """Simulates the SPDZ-style secure sum of client updates among ``num_parties >= 2``
+  computing parties (see the module docstring for the threat model). Returns
+  ``sum(updates)`` (float64) up to fixed-point rounding (at most ``len(updates) *
+  2^-(s+1)`` per coordinate)."""
+  updates = [np.asarray(u) for u in updates]
+  if not updates:
+    raise ValueError('updates is empty.')
+  if len({u.shape for u in updates}) != 1:
+    raise ValueError(f'updates have different shapes {[u.shape for u in updates]}.')
+  totals: list[AdditiveShare] | None = None
+  for ci, u in enumerate(updates):
+    try:
+      sh = share_array(u, num_shares=num_parties, scale_bits=scale_bits,
+                       num_summands=len(updates), prime=prime, rng=rng)
+    except ValueError as e:
+      raise ValueError(f'client {ci}: {e}') from None
+    totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh)]
+  return reconstruct_array(totals)

@@ -1,0 +1,108 @@
+"""Arithmetic in a small prime field ``GF(p)``, ``p < 2^31``, vectorised with NumPy ``int64``:
+the ground for :mod:`~jaxsec.crypto.shamir` and :mod:`~jaxsec.crypto.additive`.
+
+Elements are ``int64`` residues in ``[0, p)``. Since ``p < 2^31``, a product of two residues
+is below ``2^62`` and a sum of two below ``2^32``, so every operation is exact in ``int64``
+before its reduction modulo ``p``; nothing wraps.
+
+**Randomness.** :func:`uniform` draws uniform residues from the operating system's CSPRNG
+(``secrets``) when ``rng is None`` -- use this for real secrets -- or from a
+``numpy.random.Generator`` for reproducible simulations and tests (not a source of secret
+randomness: its state can be recovered from its output).
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import numpy as np
+
+from jaxsec import _checks
+
+__all__ = ['DEFAULT_PRIME', 'MAX_PRIME', 'is_prime', 'check_prime', 'check_residues',
+           'uniform', 'check_rng']
+
+DEFAULT_PRIME = 2 ** 31 - 1   # the Mersenne prime M31
+MAX_PRIME = 2 ** 31           # exclusive: products of residues must fit int64
+
+# Deterministic Miller-Rabin: these bases decide primality for every n < 3.3 * 10^24.
+_MR_BASES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+
+
+def is_prime(n: int) -> bool:
+  """Deterministic primality test for ``n < 3.3e24`` (Miller-Rabin with the first 12 prime
+  bases, which has no false positive below that bound)."""
+  n = int(n)
+  if n < 2:
+    return False
+  for b in _MR_BASES:
+    if n % b == 0:
+      return n == b
+  if n >= 3_317_044_064_679_887_385_961_981:
+    raise ValueError(f'n={n} is beyond the deterministic Miller-Rabin range.')
+  d, r = n - 1, 0
+  while d % 2 == 0:
+    d, r = d // 2, r + 1
+  for a in _MR_BASES:
+    x = pow(a, d, n)
+    if x in (1, n - 1):
+      continue
+    for _ in range(r - 1):
+      x = x * x % n
+      if x == n - 1:
+        break
+    else:
+      return False
+  return True
+
+
+def check_prime(prime: Any, name: str = 'prime') -> int:
+  """Returns ``prime`` as an int; ``ValueError`` naming it unless it is a prime in
+  ``[3, 2^31)``."""
+  p = _checks.check_int(name, prime, minimum=3)
+  if p >= MAX_PRIME:
+    raise ValueError(f'{name}={p} must be < 2^31 so that products of residues fit int64.')
+  if not is_prime(p):
+    raise ValueError(f'{name}={p} is not prime; the shares live in the field GF({name}).')
+  return p
+
+
+def check_rng(rng: Any) -> None:
+  if rng is not None and not isinstance(rng, np.random.Generator):
+    raise ValueError(f'rng={rng!r} must be None (the OS CSPRNG) or a numpy.random.Generator.')
+
+
+def check_residues(name: str, v: Any, p: int) -> np.ndarray:
+  """An integer array with values in ``[0, p)``, returned as ``int64`` (never reduced
+  silently)."""
+  arr = np.asarray(v)
+  if arr.dtype == object or arr.dtype.kind not in 'iu':
+    raise ValueError(f'{name} has dtype {arr.dtype}; expected integers in [0, {p}) '
+                     f'(encode real values first).')
+  if arr.size:
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= p:
+      bad = arr[(arr < 0) | (arr >= p)].flat[0]
+      raise ValueError(f'{name} contains {int(bad)}; expected residues in [0, {p}).')
+  return arr.astype(np.int64)
+
+
+def uniform(shape: Any, p: int, rng: np.random.Generator | None = None) -> np.ndarray:
+  """Uniform residues in ``[0, p)`` of ``shape`` (``int64``).
+
+  ``rng=None``: rejection sampling on 32-bit words from ``secrets`` (the top bits above
+  ``p``'s bit length are masked off, so each round accepts more than half of the words;
+  exact uniformity, no modulo bias). A Generator: ``rng.integers(0, p)`` (also unbiased).
+  """
+  check_rng(rng)
+  shape = tuple(int(d) for d in shape) if isinstance(shape, (tuple, list)) else (int(shape),)
+  size = int(np.prod(shape, dtype=np.int64))
+  if rng is not None:
+    return rng.integers(0, p, size=shape, dtype=np.int64)
+  mask = np.uint32((1 << int(p).bit_length()) - 1)
+  out = np.empty((0,), np.int64)
+  while out.size < size:
+    need = size - out.size
+    words = np.frombuffer(secrets.token_bytes(4 * (need + need // 2 + 8)), '<u4') & mask
+    out = np.concatenate([out, words[words < p].astype(np.int64)])
+  return out[:size].reshape(shape)

@@ -1,0 +1,30 @@
+"""Smoke run of experiments/crypto_overhead.py (512-bit test key, two FedAvg rounds)."""
+import json
+import os
+
+from experiments import crypto_overhead
+
+
+def test_smoke_run_writes_json(tmp_path):
+  cfg = crypto_overhead.get_config('smoke')
+  res = crypto_overhead.run(cfg, str(tmp_path))
+  with open(os.path.join(tmp_path, 'crypto_overhead.json')) as fh:
+    saved = json.load(fh)
+  assert saved['insecure_test_key'] and saved['key_bits'] == 512
+  p = saved['paillier']
+  assert p['ciphertext_bytes_per_value'] == 2 * 512 / 8          # an element of Z_{n^2}
+  assert 0 <= p['sum_max_abs_error'] <= p['sum_error_bound']
+  assert p['encrypt_s_per_value'] > 0 and p['decrypt_s_per_value'] > 0
+  f = saved['fedavg']
+  assert len(f['per_round']) == cfg.rounds and f['num_params'] == 31
+  assert f['max_aggregate_error'] <= f['aggregate_error_bound']
+  assert f['encrypted_accuracy'] == f['plain_accuracy'] > 0.85
+  assert f['upload_bytes_per_client'] == 31 * 128
+  li = saved['linear_inference']
+  assert li['prediction_agreement'] == 1.0 and li['max_abs_logit_error'] < 1e-6
+  s = saved['sharing']
+  assert s['shamir_max_abs_error'] <= s['shamir_error_bound']
+  assert s['additive_max_abs_error'] <= 2 * s['shamir_error_bound']
+  for g in saved['secure_aggregation']:
+    assert g['sum_exact'] and g['upload_expansion_vs_float32'] > 2.0
+  assert 'Encrypted FedAvg' in crypto_overhead.render_markdown(res)
