@@ -20,6 +20,10 @@ with ``jaxsec.train.fit``, then reproduces in shape, on Fashion-MNIST:
 * C&W L2 (Carlini & Wagner 2017: 100% success, mean L2 1.76 on MNIST): success rate and
   mean L2 on a subset, with DeepFool's and the FGSM line search's mean L2 on the same
   images (C&W should be the smallest).
+* Square Attack vs APGD-CE (Andriushchenko et al. 2020: the score-based Square Attack gets
+  close to white-box attacks): robust accuracy under Square L_inf (``square.num_queries``
+  queries) and under APGD-CE at the same eps on the same ``square.examples`` images, and
+  Square's query counts.
 
 Every attack runs jitted in fixed-size batches (the last one padded). Results go to
 ``<workdir>/evasion_suite.json``; a run that is cut off resumes from the training
@@ -42,11 +46,14 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import common as exp_common
 from jaxsec import data
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
+from jaxsec.attacks.blackbox import square
 from jaxsec.attacks.evasion import common
+from jaxsec.attacks.evasion.autopgd import apgd
 from jaxsec.attacks.evasion.cw import carlini_wagner_l2
 from jaxsec.attacks.evasion.deepfool import deepfool
 from jaxsec.attacks.evasion.gradient import fgsm
@@ -63,6 +70,8 @@ PUBLISHED = {
                  'setting': 'MNIST LeNet (Moosavi-Dezfooli 2016)'},
     'cw_l2': {'success_rate': 1.0, 'mean_l2': 1.76,
               'setting': 'MNIST, average-case target (Carlini & Wagner 2017)'},
+    'square': {'claim': 'close to white-box',
+               'setting': 'Square vs white-box robust accuracy (Andriushchenko et al. 2020)'},
 }
 
 
@@ -90,9 +99,13 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.jsma_examples = 100
   c.jsma = ml_collections.ConfigDict({'theta': 1.0, 'gamma': 0.145})
   c.cw_examples = 100
-  c.cw = ml_collections.ConfigDict({'num_binary_steps': 7, 'num_steps': 120,
-                                    'initial_const': 0.1, 'learning_rate': 0.01,
+  # The budget of Carlini & Wagner's reference code as CleverHans / Foolbox default it
+  # (9 binary-search steps x 1000 Adam steps, lr 0.01, c0 = 1e-3): ~10 min on 2 CPU cores.
+  c.cw = ml_collections.ConfigDict({'num_binary_steps': 9, 'num_steps': 1000,
+                                    'initial_const': 1e-3, 'learning_rate': 0.01,
                                     'confidence': 0.0})
+  c.square = ml_collections.ConfigDict({'examples': 200, 'eps': 0.1, 'num_queries': 5000,
+                                        'p_init': 0.8, 'apgd_steps': 100, 'batch': 200})
   if variant == 'smoke':
     c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
     c.num_epochs = 1
@@ -110,6 +123,7 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
     c.cw_examples = 8
     c.cw.num_binary_steps = 2
     c.cw.num_steps = 10
+    c.square.update({'examples': 8, 'num_queries': 100, 'apgd_steps': 10, 'batch': 8})
   elif variant == 'mnist':
     c.dataset = 'mnist'
   elif variant == 'cifar10':
@@ -180,6 +194,53 @@ def fgsm_line_search(logits_fn, x, y, *, bounds, grid, bisect):
   eps = jnp.where(any_flip, hi_e, jnp.inf)
   xa = jnp.clip(x + jnp.where(any_flip, hi_e, 0.0).reshape((-1,) + (1,) * (x.ndim - 1)) * s, lo, hi)
   return eps, xa - x
+
+
+def square_vs_apgd(logits_fn, x, y, key, *, bounds, eps, num_queries, p_init, apgd_steps,
+                   batch):
+  """Robust accuracy under Square L_inf (score-based) and APGD-CE (white-box) at ``eps``
+  on the same images, and Square's per-example query counts (clean query included)."""
+  idx = np.arange(x.shape[0])
+
+  def key_of(ib):                      # a different key per batch (Square's per-example
+    return jax.random.fold_in(key, ib[0])   # draws depend on the position in the batch)
+
+  t = time.time()
+  ap = jax.jit(lambda xb, yb, ib: apgd(eps=eps, num_steps=apgd_steps, loss='ce',
+                                       bounds=bounds)(logits_fn, xb, yb, key_of(ib)))
+  x_ap = _batched(ap, (x, y, idx), batch)
+  t_ap = time.time() - t
+  t = time.time()
+  sq = jax.jit(lambda xb, yb, ib: tuple(square(
+      eps=eps, norm='linf', num_queries=num_queries, p_init=p_init, bounds=bounds,
+      return_info=True)(logits_fn, xb, yb, key_of(ib))))
+  x_sq, info = _batched(sq, (x, y, idx), batch)
+  t_sq = time.time() - t
+
+  def pred(a):
+    return np.concatenate([np.argmax(np.asarray(logits_fn(jnp.asarray(a[i:i + batch]))), -1)
+                           for i in range(0, a.shape[0], batch)])
+
+  clean_ok = pred(x) == y
+  rob_ap = pred(x_ap) == y
+  rob_sq = pred(x_sq) == y
+  q = np.asarray(info['queries'])
+  fooled = clean_ok & ~rob_sq
+  return {
+      'n': int(x.shape[0]), 'eps': float(eps), 'num_queries': int(num_queries),
+      'p_init': float(p_init), 'apgd_steps': int(apgd_steps),
+      'clean_accuracy': float(clean_ok.mean()),
+      'robust_accuracy_apgd_ce': float(rob_ap.mean()),
+      'robust_accuracy_square': float(rob_sq.mean()),
+      'robust_accuracy_both': float((rob_ap & rob_sq).mean()),
+      'square_success_rate': float(fooled.sum() / max(clean_ok.sum(), 1)),
+      'square_mean_queries_successful': float(q[fooled].mean()) if fooled.any()
+      else float('nan'),
+      'square_median_queries_successful': float(np.median(q[fooled])) if fooled.any()
+      else float('nan'),
+      'square_max_linf': float(np.abs(x_sq - x).reshape(x.shape[0], -1).max()),
+      'apgd_seconds': t_ap, 'square_seconds': t_sq,
+  }
 
 
 class _Stages:
@@ -357,12 +418,28 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   print(f"C&W L2 success {res_cw['success_rate']:.3f} mean L2 {res_cw['mean_l2']:.4f}",
         flush=True)
 
+  # ---- Square (black box, L_inf) vs APGD-CE (white box) on the first images of the order.
+  res_sq = stages.get('square')
+  if res_sq is None:
+    sc = cfg.square
+    idx = order[:sc.examples]
+    res_sq = square_vs_apgd(logits_fn, x_test[idx], y_test[idx], jax.random.fold_in(key, 7),
+                            bounds=bounds, eps=sc.eps, num_queries=sc.num_queries,
+                            p_init=sc.p_init, apgd_steps=sc.apgd_steps,
+                            batch=min(sc.batch, sc.examples))
+    stages.put('square', res_sq)
+  print(f"robust accuracy at eps={res_sq['eps']:g}: Square "
+        f"{res_sq['robust_accuracy_square']:.3f}, APGD-CE "
+        f"{res_sq['robust_accuracy_apgd_ce']:.3f}", flush=True)
+
   rho_public = {k: v for k, v in res_rho.items() if not k.startswith('per_example')}
   results = {
       'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
+      'device': exp_common.device_info(),
       'dataset': cfg.dataset, 'model': cfg.model, 'clean_accuracy': clean_acc,
       'num_test': int(x_test.shape[0]), 'train_seconds': timing['train'],
       'fgsm': res_fgsm, 'deepfool_vs_fgsm': rho_public, 'jsma': res_jsma, 'cw_l2': res_cw,
+      'square': res_sq,
       'published': PUBLISHED, 'backend': jax.default_backend(),
   }
   jio.write_json_atomic(os.path.join(workdir, f'{NAME}.json'), results)
@@ -415,6 +492,17 @@ def render_markdown(r: dict) -> str:
         f"| mean L2 on the same {c['same_images_n']} images: C&W / DeepFool / FGSM | "
         f"{_num(c['same_images_mean_l2_cw'])} / {_num(c['same_images_mean_l2_deepfool'])} / "
         f"{_num(c['same_images_mean_l2_fgsm'])} | C&W < DeepFool < FGSM | |")
+  sq = r.get('square')
+  if sq:
+    ps = p.get('square', PUBLISHED['square'])
+    lines += [
+        f"| Square L_inf robust accuracy, eps={sq['eps']:g}, {sq['num_queries']} queries "
+        f"({sq['n']} images) | {_pct(sq['robust_accuracy_square'])} (APGD-CE "
+        f"{sq['apgd_steps']} steps: {_pct(sq['robust_accuracy_apgd_ce'])}) | "
+        f"{ps['claim']} | {ps['setting']} |",
+        f"| Square success rate / median queries (successful, clean query counted) | "
+        f"{_pct(sq['square_success_rate'])} / {_num(sq['square_median_queries_successful'], 0)}"
+        f" | | |"]
   lines += ['', 'FGSM error vs eps:', '',
             '| eps | ' + ' | '.join(f'{e:g}' for e in eps) + ' |',
             '|---|' + '---|' * len(eps),

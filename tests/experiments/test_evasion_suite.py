@@ -38,8 +38,13 @@ def test_smoke_run_writes_json(tmp_path):
   assert d['rho_deepfool'] > 0 and d['rho_fgsm'] > 0
   assert 0 <= saved['jsma']['success_rate'] <= 1
   assert 0 <= saved['cw_l2']['success_rate'] <= 1
+  sq = saved['square']
+  assert sq['n'] == cfg.square.examples
+  assert sq['robust_accuracy_apgd_ce'] <= sq['clean_accuracy']
+  assert sq['robust_accuracy_square'] <= sq['clean_accuracy']
+  assert sq['square_max_linf'] <= cfg.square.eps + 1e-6
   md = evasion_suite.render_markdown(saved)
-  assert 'DeepFool rho_adv' in md and 'JSMA' in md and 'C&W' in md
+  assert 'DeepFool rho_adv' in md and 'JSMA' in md and 'C&W' in md and 'Square' in md
   assert res['clean_accuracy'] == saved['clean_accuracy']
   for v in ('full', 'mnist', 'cifar10'):
     assert evasion_suite.get_config(v).variant == v

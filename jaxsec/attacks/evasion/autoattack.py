@@ -14,8 +14,10 @@ Stages, each run only on the points that are still robust (correctly classified)
      different search geometry; this stage provides a different loss and step schedule
      (margin, fixed step, no momentum) but not FAB's linearised minimal-norm projection
      steps, so it may miss what FAB would find on gradient-masked models.
-  4. ``square``: the Square Attack, when ``jaxsec.attacks.blackbox.square`` exists
-     (score-based, 5000 queries; it catches gradient masking).
+  4. ``square``: the Square Attack (:func:`jaxsec.attacks.blackbox.square`; Andriushchenko
+     et al., ECCV 2020): score-based random search, margin loss, ``p_init = 0.8``, 5000
+     queries per point (the clean query included). It uses no gradients, so it catches
+     gradient masking.
 
 ``version='fast'``: ``apgd-ce`` (50 iterations) and ``apgd-t`` (50 iterations, 3 target
 classes) only.
@@ -52,11 +54,10 @@ VERSIONS = ('standard', 'fast')
 
 
 def _square_factory():
-  try:
-    from jaxsec.attacks import blackbox
-  except ImportError:
-    return None
-  return getattr(blackbox, 'square', None)
+  # Imported lazily (jaxsec.attacks.blackbox imports evasion.common); an ImportError here is
+  # a real error, not a missing stage.
+  from jaxsec.attacks.blackbox import square  # pylint: disable=g-import-not-at-top
+  return square
 
 
 def _margin_pgd_t(*, eps, norm, num_steps, num_target_classes, bounds):
