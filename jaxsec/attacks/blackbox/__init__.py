@@ -9,3 +9,14 @@ Score-based: :func:`square` (Square Attack, Andriushchenko et al., ECCV 2020; L_
 from jaxsec.attacks.blackbox.square import square
 
 __all__ = ['square']
+
+# Decision-based: hop_skip_jump (HopSkipJumpAttack, Chen, Jordan & Wainwright, S&P 2020;
+# L2, L_inf; query_fn: x -> labels). Transfer: substitute_training (Papernot et al.,
+# AsiaCCS 2017, Jacobian-based dataset augmentation; oracle labels only) and
+# transfer_attack (any white-box attack crafted on the substitute, scored on the oracle).
+from jaxsec.attacks.blackbox.hopskipjump import hop_skip_jump
+from jaxsec.attacks.blackbox.substitute import (jacobian_augmentation, substitute_training,
+                                                transfer_attack)
+
+__all__ += ['hop_skip_jump', 'substitute_training', 'jacobian_augmentation',
+            'transfer_attack']
