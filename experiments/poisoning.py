@@ -1,17 +1,19 @@
 r"""Training-data poisoning and sanitisation studies (survey sections 2.3 and 3.1(1)).
 
-    python -m experiments.poisoning --workdir=docs/results            # full, ~15 min CPU
+    python -m experiments.poisoning --workdir=docs/results            # full, ~40 min, 2 CPUs
     python -m experiments.poisoning --variant=smoke --workdir=/tmp/p  # seconds, for tests
 
 Sub-studies (each writes its block of ``<workdir>/poisoning.json`` as soon as it finishes;
 a rerun with the same config skips the finished ones):
 
 * ``label_flip`` -- linear SVM on digits (two classes) and breast cancer: test accuracy
-  vs. flip fraction, random flips vs. ALFA; regularised training (smaller C, noise
-  augmentation) under ALFA; each sanitiser's precision / recall and restored accuracy;
-  the Kearns-Li bound.
-* ``biggio`` -- Biggio et al. (2012) on digit pairs (8x8 pixels in [0, 1]): test error vs.
-  number of injected poison points, against flipped copies without optimisation.
+  vs. flip fraction, random flips vs. ALFA and the farthest-first / nearest-first flips of
+  Xiao et al. (2012, 2015); regularised training (smaller C, noise augmentation) under
+  ALFA; each sanitiser's precision / recall and restored accuracy; the Kearns-Li bound.
+* ``biggio`` -- Biggio et al. (2012): test error vs. number of injected poison points,
+  against flipped copies without optimisation, averaged over random draws of 100 training
+  points: on scikit-learn digit pairs (8x8 pixels in [0, 1]), on Fashion-MNIST pairs at the
+  paper's 28x28 resolution, and on the same pairs pooled to 7x7.
 * ``bilevel`` -- bilevel poisoning of multinomial logistic regression (implicit gradient)
   and of an MLP (unrolled gradient) at 1-10% budget, beside random label noise.
 * ``backdoor`` -- BadNets on Fashion-MNIST (MLP trained with ``jaxsec.train.fit``):
@@ -62,7 +64,7 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.flip_C = 1.0
   c.flip_random_seeds = 3
   c.flip_subset = 0             # 0 = whole training split
-  c.alfa_iters = 10
+  c.alfa_iters = 50             # at most; ALFA stops when its LP returns the same flips
   c.reg_C = 0.01                # regularised SVM (stronger L2) under the same flips
   c.noise_sigma = 0.5           # noise-injection augmentation (standardised features)
   c.noise_copies = 2
@@ -72,14 +74,31 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.roni_base = 20
   c.roni_trials = 5
   c.trusted_fraction = 0.2      # of the training split: the defender's clean validation
-  # Biggio
+  # Biggio et al. 2012: 100 training points, a linear SVM with C=1, normalised gradient
+  # steps of 0.05 (at most 500) on pixels in [0, 1] (the authors' MNIST script), averaged over
+  # runs (random train / validation draws). 'digits' is scikit-learn's 8x8 digits (a pair has
+  # ~360 images: 100 / biggio_val / the rest for test; 50 steps of 0.5, the same path
+  # length, 10x cheaper, one-point error within a percentage point of it); 'fashion_mnist' is
+  # the paper's 28x28 setting on Fashion-MNIST pairs (100 / 500 from the training split,
+  # the pair's whole test split for test); 'fashion_mnist_7x7' the same pairs and draws
+  # mean-pooled to 7x7 (the resolution control: only the image size differs).
+  c.biggio_datasets = ('digits', 'fashion_mnist', 'fashion_mnist_7x7')
   c.biggio_pairs = ((7, 1), (9, 8), (4, 0))
+  c.biggio_fmnist_pairs = ((1, 4), (5, 8), (2, 3))  # clean error 2-5% at n=100, C=1
   c.biggio_train = 100
   c.biggio_val = 130
+  c.biggio_fmnist_val = 500
+  c.biggio_fmnist_test = 0      # 0 = every test image of the pair
+  c.biggio_runs = 5
   c.biggio_points = 10
+  c.biggio_fmnist_points = 3
   c.biggio_C = (1.0, 10.0)
+  c.biggio_fmnist_C = (1.0,)
+  c.biggio_fmnist_7x7_C = (1.0, 16.0)  # 16 = 784/49: pooling divides |x|^2 by >= 16
   c.biggio_steps = 50
   c.biggio_step_size = 0.5
+  c.biggio_fmnist_steps = 500
+  c.biggio_fmnist_step_size = 0.05
   # bilevel
   c.bilevel_train = 300
   c.bilevel_val = 300
@@ -132,12 +151,20 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
     c.alfa_iters = 2
     c.roni_base = 10
     c.roni_trials = 1
+    c.biggio_datasets = ('digits', 'fashion_mnist_7x7')
     c.biggio_pairs = ((7, 1),)
+    c.biggio_fmnist_pairs = ((1, 4),)
     c.biggio_train = 40
     c.biggio_val = 40
+    c.biggio_fmnist_val = 40
+    c.biggio_fmnist_test = 200
+    c.biggio_runs = 2
     c.biggio_points = 1
+    c.biggio_fmnist_points = 1
     c.biggio_C = (10.0,)
+    c.biggio_fmnist_7x7_C = (16.0,)
     c.biggio_steps = 3
+    c.biggio_fmnist_steps = 3
     c.bilevel_train = 60
     c.bilevel_val = 40
     c.bilevel_budgets = (0.05,)
@@ -183,14 +210,18 @@ def _pair(x, y, pair):
   return x[m], (y[m] == pair[0]).astype(np.int32)
 
 
+@jax.jit
+def _svm_accuracy(x, y, xt, yt, weight, C):
+  s = learners.svm_dual(x, y, C=C, tol=1e-4, sample_weight=weight)
+  return jnp.mean(((xt @ s.w + s.b) > 0).astype(jnp.int32) == yt)
+
+
 def _svm_accuracy_fn(C):
-  @jax.jit
-  def acc(x, y, xt, yt, weight):
-    s = learners.svm_dual(x, y, C=C, tol=1e-4, sample_weight=weight)
-    return jnp.mean(((xt @ s.w + s.b) > 0).astype(jnp.int32) == yt)
-  return lambda x, y, xt, yt, weight=None: float(acc(
+  """Test accuracy of the SVM with constant ``C`` trained on ``(x, y)`` (one program for all C)."""
+  return lambda x, y, xt, yt, weight=None: float(_svm_accuracy(
       jnp.asarray(x), jnp.asarray(y), jnp.asarray(xt), jnp.asarray(yt),
-      jnp.ones(len(y), jnp.float32) if weight is None else jnp.asarray(weight, jnp.float32)))
+      jnp.ones(len(y), jnp.float32) if weight is None else jnp.asarray(weight, jnp.float32),
+      jnp.asarray(C, jnp.float32)))
 
 
 def kearns_li_error(beta):
@@ -236,25 +267,35 @@ def study_label_flip(cfg, key):
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     rows = []
     for f in cfg.flip_fractions:
-      alfa = poisoning.alfa(fraction=f, C=cfg.flip_C, num_iters=cfg.alfa_iters)
-      _, y_alfa = alfa(xj, yj)
-      rand = [acc_c(x, poisoning.random_label_flip(fraction=f)(xj, yj, k)[1], xte, yte)
-              for k in jax.random.split(jax.random.fold_in(k_rand, int(1000 * f)),
-                                        cfg.flip_random_seeds)]
+      po = poisoning.alfa(fraction=f, C=cfg.flip_C, num_iters=cfg.alfa_iters,
+                          return_info=True)(xj, yj)
+      y_alfa = po.y
+      y_rand = [poisoning.random_label_flip(fraction=f)(xj, yj, k)[1]
+                for k in jax.random.split(jax.random.fold_in(k_rand, int(1000 * f)),
+                                          cfg.flip_random_seeds)]
+      rand = [acc_c(x, yr, xte, yte) for yr in y_rand]
+      # the baselines of Xiao et al. (2012, 2015), against the same SVM
+      dist = {o: poisoning.distance_label_flip(fraction=f, order=o, C=cfg.flip_C)(xj, yj)[1]
+              for o in ('farthest', 'nearest')}
       xa, ya = sanitize.noise_augment(xj, y_alfa, k_noise, sigma=cfg.noise_sigma,
                                       copies=cfg.noise_copies)
       rows.append({
-          'fraction': f,
+          'fraction': f, 'num_flipped': poisoning.num_poison(f, len(y)),
           'random_accuracy': float(np.mean(rand)), 'random_accuracy_std': float(np.std(rand)),
           'alfa_accuracy': acc_c(x, y_alfa, xte, yte),
+          'alfa_iterations': int(po.info['iterations']),
+          'farthest_first_accuracy': acc_c(x, dist['farthest'], xte, yte),
+          'nearest_first_accuracy': acc_c(x, dist['nearest'], xte, yte),
           'alfa_accuracy_reg_C': acc_reg(x, y_alfa, xte, yte),
           'random_accuracy_reg_C': acc_reg(
               x, poisoning.random_label_flip(fraction=f)(xj, yj, k_rand)[1], xte, yte),
           'alfa_accuracy_noise_aug': acc_c(xa, ya, xte, yte),
           'kearns_li_error_bound': float(kearns_li_error(f)),
       })
-      _log(f'label_flip {name} f={f}: random {rows[-1]["random_accuracy"]:.3f} '
-           f'ALFA {rows[-1]["alfa_accuracy"]:.3f}')
+      r = rows[-1]
+      _log(f'label_flip {name} f={f}: random {r["random_accuracy"]:.3f} '
+           f'ALFA {r["alfa_accuracy"]:.3f} ({r["alfa_iterations"]} it) farthest '
+           f'{r["farthest_first_accuracy"]:.3f} nearest {r["nearest_first_accuracy"]:.3f}')
     # sanitisers against ALFA at one budget
     f = cfg.sanitize_flip_fraction
     po = poisoning.alfa(fraction=f, C=cfg.flip_C, num_iters=cfg.alfa_iters,
@@ -297,39 +338,93 @@ def study_label_flip(cfg, key):
 # ------------------------------------------------------------------------------ Biggio
 
 
+def _pool(x, factor):
+  """Mean-pools [N, H, W] images by ``factor`` (H, W divisible) and flattens: [N, HW/f^2]."""
+  n, h, w = x.shape
+  x = x.reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
+  return x.reshape(n, -1)
+
+
+def _biggio_setting(name, cfg):
+  """``(pairs, n_val, C values, points, steps, step size, loader)`` of one Biggio data set;
+  ``loader(pair)`` gives ``(x, y, x_test, y_test)``, ``x_test = None`` when the test points
+  come from ``x``."""
+  if name == 'digits':
+    xall, yall = _digits_pixels()
+    return (cfg.biggio_pairs, cfg.biggio_val, cfg.biggio_C, cfg.biggio_points,
+            cfg.biggio_steps, cfg.biggio_step_size,
+            lambda pair: _pair(xall, yall, pair) + (None, None))
+  if name not in ('fashion_mnist', 'fashion_mnist_7x7'):
+    raise ValueError(f'Unknown biggio dataset {name!r}; expected digits, fashion_mnist or '
+                     'fashion_mnist_7x7.')
+  factor = 4 if name.endswith('7x7') else 1
+  xtr, ytr = (np.asarray(a) for a in data.load('fashion_mnist', 'train'))
+  xte, yte = (np.asarray(a) for a in data.load('fashion_mnist', 'test'))
+
+  def loader(pair):
+    x, y = _pair(xtr[..., 0], ytr, pair)
+    xt, yt = _pair(xte[..., 0], yte, pair)
+    return _pool(x, factor), y, _pool(xt, factor), yt
+  cs = cfg.biggio_fmnist_7x7_C if factor > 1 else cfg.biggio_fmnist_C
+  return (cfg.biggio_fmnist_pairs, cfg.biggio_fmnist_val, cs, cfg.biggio_fmnist_points,
+          cfg.biggio_fmnist_steps, cfg.biggio_fmnist_step_size, loader)
+
+
 def study_biggio(cfg, key):
-  xall, yall = _digits_pixels()
-  out = {'pairs': [], 'n_train': cfg.biggio_train, 'n_val': cfg.biggio_val,
-         'steps': cfg.biggio_steps, 'step_size': cfg.biggio_step_size}
-  for C in cfg.biggio_C:
-    atk = poisoning.svm_poisoning(num_points=cfg.biggio_points, C=C,
-                                  step_size=cfg.biggio_step_size, num_steps=cfg.biggio_steps,
-                                  bounds=(0.0, 1.0), return_info=True)
-    base = poisoning.flipped_copies(fraction=cfg.biggio_points / cfg.biggio_train)
-    acc = _svm_accuracy_fn(C)
-    for pair in cfg.biggio_pairs:
-      t0 = time.time()
-      x, y = _pair(xall, yall, pair)
-      k = jax.random.fold_in(key, pair[0] * 10 + pair[1])
-      perm = np.asarray(jax.random.permutation(k, len(y)))
-      tr = perm[:cfg.biggio_train]
-      va = perm[cfg.biggio_train:cfg.biggio_train + cfg.biggio_val]
-      te = perm[cfg.biggio_train + cfg.biggio_val:]
-      out_p = atk(jnp.asarray(x[tr]), jnp.asarray(y[tr]), k, x_val=jnp.asarray(x[va]),
-                  y_val=jnp.asarray(y[va]))
-      n = cfg.biggio_train
-      errors = [1.0 - acc(out_p.x[:n + i], out_p.y[:n + i], x[te], y[te])
-                for i in range(cfg.biggio_points + 1)]
-      xb, yb = base(jnp.asarray(x[tr]), jnp.asarray(y[tr]), k)
-      base_err = [1.0 - acc(xb[:n + i], yb[:n + i], x[te], y[te])
-                  for i in range(cfg.biggio_points + 1)]
-      out['pairs'].append({
-          'pair': list(pair), 'C': C, 'n_test': int(len(te)), 'test_error': errors,
-          'flipped_copies_test_error': base_err,
-          'val_hinge_first_point': np.asarray(out_p.info['val_loss'][0]).tolist(),
-          'seconds': time.time() - t0})
-      _log(f'biggio {pair} C={C}: error {errors[0]:.3f} -> 1 pt {errors[min(1, len(errors)-1)]:.3f}'
-           f' -> {cfg.biggio_points} pts {errors[-1]:.3f} (copies {base_err[-1]:.3f})')
+  out = {'pairs': [], 'n_train': cfg.biggio_train, 'runs': cfg.biggio_runs,
+         'datasets': list(cfg.biggio_datasets)}
+  n = cfg.biggio_train
+  for dname in cfg.biggio_datasets:
+    pairs, n_val, cs, points, steps, step_size, loader = _biggio_setting(dname, cfg)
+    src = 0 if dname == 'digits' else 1     # 28x28 and 7x7 share their draws
+    runs = {}
+    for pair in pairs:
+      x, y, xt, yt = loader(pair)
+      splits = []
+      for r in range(cfg.biggio_runs):        # one train / validation / test draw per run
+        k = jax.random.fold_in(jax.random.fold_in(key, src * 100 + pair[0] * 10 + pair[1]), r)
+        perm = np.asarray(jax.random.permutation(k, len(y)))
+        tr, va = perm[:n], perm[n:n + n_val]
+        if xt is None:
+          te_x, te_y = x[perm[n + n_val:]], y[perm[n + n_val:]]
+        else:
+          te = np.arange(len(yt))
+          if cfg.biggio_fmnist_test:
+            te = np.sort(np.asarray(jax.random.permutation(
+                jax.random.fold_in(k, 1), len(yt)))[:cfg.biggio_fmnist_test])
+          te_x, te_y = xt[te], yt[te]
+        splits.append((k, x[tr], y[tr], x[va], y[va], te_x, te_y))
+      runs[pair] = splits
+    for C in cs:
+      atk = poisoning.svm_poisoning(num_points=points, C=C, step_size=step_size,
+                                    num_steps=steps, bounds=(0.0, 1.0), return_info=True)
+      base = poisoning.flipped_copies(fraction=points / n)
+      acc = _svm_accuracy_fn(C)
+      for pair in pairs:
+        t0 = time.time()
+        errors, base_errors, hinge0 = [], [], None
+        for k, xtr, ytr, xva, yva, te_x, te_y in runs[pair]:
+          out_p = atk(jnp.asarray(xtr), jnp.asarray(ytr), k, x_val=jnp.asarray(xva),
+                      y_val=jnp.asarray(yva))
+          errors.append([1.0 - acc(out_p.x[:n + i], out_p.y[:n + i], te_x, te_y)
+                         for i in range(points + 1)])
+          xb, yb = base(jnp.asarray(xtr), jnp.asarray(ytr), k)
+          base_errors.append([1.0 - acc(xb[:n + i], yb[:n + i], te_x, te_y)
+                              for i in range(points + 1)])
+          if hinge0 is None:
+            hinge0 = np.asarray(out_p.info['val_loss'][0]).tolist()
+        e = np.asarray(errors)
+        out['pairs'].append({
+            'dataset': dname, 'pair': list(pair), 'C': C, 'n_features': int(xtr.shape[1]),
+            'n_val': int(len(yva)), 'n_test': int(len(te_y)), 'steps': steps,
+            'step_size': step_size,
+            'test_error': e.mean(0).tolist(), 'test_error_std': e.std(0).tolist(),
+            'test_error_runs': e.tolist(),
+            'flipped_copies_test_error': np.mean(base_errors, 0).tolist(),
+            'val_hinge_first_point': hinge0, 'seconds': time.time() - t0})
+        _log(f'biggio {dname} {pair} C={C:g} ({len(errors)} runs): error {e[:, 0].mean():.3f}'
+             f' -> 1 pt {e[:, min(1, points)].mean():.3f} -> {points} pts '
+             f'{e[:, -1].mean():.3f} (flipped copies {np.mean(base_errors, 0)[-1]:.3f})')
   return out
 
 
@@ -620,14 +715,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           study_config(old.get('config', {}), name) == study_config(new_cfg, name)):
         results['studies'][name] = res
   key = jax.random.key(cfg.seed)
-  for i, name in enumerate(cfg.studies):
+  for name in cfg.studies:
     if name not in _FUNCS:
       raise ValueError(f'Unknown study {name!r}; expected one of {STUDIES}.')
     if name in results['studies']:
       _log(f'{name}: done already, skipped')
       continue
     t0 = time.time()
-    res = _FUNCS[name](cfg, jax.random.fold_in(key, i))
+    # each study's key is fixed by its name, so running a subset gives the same numbers
+    res = _FUNCS[name](cfg, jax.random.fold_in(key, STUDIES.index(name)))
     res['seconds'] = time.time() - t0
     results['studies'][name] = res
     results['backend'] = jax.default_backend()
@@ -672,15 +768,19 @@ def render_markdown(results: dict) -> str:
            f"Variant `{results.get('variant')}`; `python -m experiments.poisoning`. "
            'Figure: `poisoning.png`.', '']
   if 'label_flip' in s:
-    lines += ['### Label flipping vs a linear SVM (test accuracy)', '',
-              '| data | flipped | random | ALFA | ALFA, SVM C=reg | ALFA + noise aug. | '
-              'Kearns-Li error floor |', '|---|---|---|---|---|---|---|']
+    first = next(iter(s['label_flip']['datasets'].values()))
+    lines += [f"### Label flipping vs a linear SVM (test accuracy; SVM C={first['C']:g} unless "
+              'stated)', '',
+              '| data | flipped | random | farthest-first | nearest-first | ALFA | '
+              f'ALFA, SVM C={first["reg_C"]:g} | ALFA + noise aug. | Kearns-Li error floor |',
+              '|---|---|---|---|---|---|---|---|---|']
     for name, r in s['label_flip']['datasets'].items():
       for row in r['curve']:
+        g = lambda k: _pct(row.get(k))
         lines.append(f"| {name} (n={r['n_train']}) | {_pct(row['fraction'])} | "
-                     f"{_pct(row['random_accuracy'])} | {_pct(row['alfa_accuracy'])} | "
-                     f"{_pct(row['alfa_accuracy_reg_C'])} | "
-                     f"{_pct(row['alfa_accuracy_noise_aug'])} | "
+                     f"{g('random_accuracy')} | {g('farthest_first_accuracy')} | "
+                     f"{g('nearest_first_accuracy')} | {g('alfa_accuracy')} | "
+                     f"{g('alfa_accuracy_reg_C')} | {g('alfa_accuracy_noise_aug')} | "
                      f"{_pct(min(1.0, row['kearns_li_error_bound']))} |")
     lines += ['', 'Sanitisers against ALFA (precision / recall of the removed set, '
               'accuracy of the SVM retrained on the kept set):', '',
@@ -701,14 +801,16 @@ def render_markdown(results: dict) -> str:
   if 'biggio' in s:
     b = s['biggio']
     lines += [f"### Biggio et al. (2012) SVM poisoning: test error vs injected points "
-              f"(n_train={b['n_train']}, {b['steps']} steps of {b['step_size']})", '',
-              '| pair | C | 0 pts | 1 pt | 2 pts | 5 pts | max pts | flipped copies, max pts |',
-              '|---|---|---|---|---|---|---|---|']
+              f"(n_train={b['n_train']}, mean of {b.get('runs', 1)} runs)", '',
+              '| data | pair | C | steps x size | 0 pts | 1 pt | 2 pts | 5 pts | max pts | '
+              'flipped copies, max pts |', '|---|---|---|---|---|---|---|---|---|---|']
     for r in b['pairs']:
       e = r['test_error']
       get = lambda i: _pct(e[i]) if i < len(e) else '-'
-      lines.append(f"| {r['pair'][0]} vs {r['pair'][1]} | {r['C']:g} | {get(0)} | {get(1)} | "
-                   f"{get(2)} | {get(5)} | {_pct(e[-1])} ({len(e) - 1}) | "
+      data_name = f"{r.get('dataset', 'digits')} (d={r.get('n_features', 64)})"
+      steps = f"{r.get('steps', b.get('steps'))} x {r.get('step_size', b.get('step_size'))}"
+      lines.append(f"| {data_name} | {r['pair'][0]} vs {r['pair'][1]} | {r['C']:g} | {steps} | "
+                   f"{get(0)} | {get(1)} | {get(2)} | {get(5)} | {_pct(e[-1])} ({len(e) - 1}) | "
                    f"{_pct(r['flipped_copies_test_error'][-1])} |")
     lines.append('')
   if 'bilevel' in s:
@@ -794,6 +896,9 @@ def render_plots(results: dict, path: str) -> None:
         ax.plot(f, [1 - row['random_accuracy'] for row in r['curve']], 'o--',
                 label=f'{dn} random')
         ax.plot(f, [1 - row['alfa_accuracy'] for row in r['curve']], 's-', label=f'{dn} ALFA')
+        if 'farthest_first_accuracy' in r['curve'][0]:
+          ax.plot(f, [1 - row['farthest_first_accuracy'] for row in r['curve']], '^:',
+                  label=f'{dn} farthest-first')
       beta = np.linspace(0, max(max(row['fraction'] for row in r['curve']), 0.01), 50)
       ax.plot(beta, np.minimum(kearns_li_error(beta), 1), 'k:',
               label='Kearns-Li floor b/(1-b)')
@@ -801,11 +906,14 @@ def render_plots(results: dict, path: str) -> None:
       ax.set_ylabel('SVM test error')
       ax.set_title('label flipping')
     elif name == 'biggio':
+      groups = {}                  # mean over pairs of each (data set, C)
       for r in s[name]['pairs']:
-        ax.plot(range(len(r['test_error'])), r['test_error'], 'o-',
-                label=f"{r['pair'][0]} vs {r['pair'][1]}, C={r['C']:g}")
+        groups.setdefault((r.get('dataset', 'digits'), r['C']), []).append(r['test_error'])
+      for (dn, c), errs in groups.items():
+        m = np.mean(errs, 0)
+        ax.plot(range(len(m)), m, 'o-', label=f'{dn}, C={c:g} (mean of {len(errs)} pairs)')
       n = s[name]['n_train']
-      k = np.arange(len(s[name]['pairs'][0]['test_error']))
+      k = np.arange(max(len(r['test_error']) for r in s[name]['pairs']))
       ax.plot(k, np.minimum(kearns_li_error(k / (n + k)), 1), 'k:', label='Kearns-Li floor')
       ax.set_xlabel('poison points injected')
       ax.set_ylabel('test error')

@@ -1,11 +1,37 @@
 """Smoke run of experiments/poisoning.py: every sub-study, JSON, markdown and plot."""
 import os
 
+import numpy as np
+
 from experiments import poisoning
 from jaxsec import io as jio
 
 
-def test_poisoning_smoke(tmp_path):
+def _fake_fashion_mnist(real_load):
+  """Small synthetic 28x28 stand-in for Fashion-MNIST (the smoke run skips TF's 10 s load)."""
+  def load(name, split='train', **kw):
+    if name != 'fashion_mnist':
+      return real_load(name, split, **kw)
+    rng = np.random.RandomState(0 if split == 'train' else 1)
+    n = 1000 if split == 'train' else 1200
+    y = (np.arange(n) % 10).astype(np.int32)
+    x = 0.3 * rng.rand(n, 28, 28, 1)
+    x[:, :14] += 0.5 * (y % 2 == 0)[:, None, None, None]     # even classes: bright top half
+    return np.clip(x, 0, 1).astype(np.float32), y
+  return load
+
+
+def test_pool_is_a_block_mean():
+  x = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+  p = poisoning._pool(x, 2)
+  assert p.shape == (2, 4)
+  np.testing.assert_allclose(p[0], [(0 + 1 + 4 + 5) / 4, (2 + 3 + 6 + 7) / 4,
+                                    (8 + 9 + 12 + 13) / 4, (10 + 11 + 14 + 15) / 4])
+  np.testing.assert_allclose(poisoning._pool(x, 1), x.reshape(2, 16))
+
+
+def test_poisoning_smoke(tmp_path, monkeypatch):
+  monkeypatch.setattr(poisoning.data, 'load', _fake_fashion_mnist(poisoning.data.load))
   cfg = poisoning.get_config('smoke')
   res = poisoning.run(cfg, str(tmp_path))
   saved = jio.read_json(os.path.join(tmp_path, 'poisoning.json'))
@@ -16,12 +42,20 @@ def test_poisoning_smoke(tmp_path):
   assert [r['fraction'] for r in lf['curve']] == [0.0, 0.2]
   for r in lf['curve']:
     assert 0.0 <= r['alfa_accuracy'] <= 1.0 and 0.0 <= r['random_accuracy'] <= 1.0
-  assert lf['curve'][0]['alfa_accuracy'] == lf['curve'][0]['random_accuracy']  # 0 flips
+    assert 1 <= r['alfa_iterations'] <= cfg.alfa_iters
+  zero = lf['curve'][0]                                                        # 0 flips
+  assert (zero['alfa_accuracy'] == zero['random_accuracy'] == zero['farthest_first_accuracy']
+          == zero['nearest_first_accuracy'])
+  assert lf['curve'][1]['num_flipped'] == 13                                   # 20% of 64
   assert lf['curve'][1]['kearns_li_error_bound'] == 0.25                       # 0.2 / 0.8
   for d in lf['sanitize']['defenses'].values():
     assert 0.0 <= d['restored_accuracy'] <= 1.0
-  big = s['biggio']['pairs'][0]
-  assert len(big['test_error']) == cfg.biggio_points + 1
+  big = s['biggio']['pairs']
+  assert [(b['dataset'], b['n_features'], b['C']) for b in big] == [
+      ('digits', 64, 10.0), ('fashion_mnist_7x7', 49, 16.0)]
+  assert np.asarray(big[0]['test_error_runs']).shape == (cfg.biggio_runs, cfg.biggio_points + 1)
+  np.testing.assert_allclose(big[0]['test_error'], np.mean(big[0]['test_error_runs'], 0))
+  assert big[1]['n_test'] == cfg.biggio_fmnist_test and big[1]['n_val'] == cfg.biggio_fmnist_val
   assert s['bilevel']['learners']['mlp']['rows'][0]['num_poison'] == 3          # 5% of 60
   bd = s['backdoor']['sanitize']['defenses']
   assert set(bd) == {'sphere', 'slab', 'knn', 'spectral_signatures', 'robust_pca'}

@@ -9,7 +9,9 @@ minimal-perturbation and other attacks: :func:`lbfgs`, :func:`jsma`, :func:`deep
 :func:`carlini_wagner_l2`, :func:`carlini_wagner_linf`, :func:`carlini_wagner_l0`,
 :func:`universal_perturbation` (Algorithm 1, DeepFool steps),
 :func:`universal_perturbation_sgd` (Shafahi 2020, stochastic PGD); adaptive-attack wrappers: :func:`eot`,
-:func:`eot_logits_fn`, :func:`bpda`, :func:`bpda_logits_fn`.
+:func:`eot_logits_fn`, :func:`bpda`, :func:`bpda_logits_fn`; physical-world attacks:
+:func:`adversarial_patch` (Brown et al. 2017), :func:`rp2` (Eykholt et al. 2018),
+:func:`physical_transform`.
 """
 from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.adaptive import bpda, bpda_logits_fn, eot, eot_logits_fn
@@ -22,10 +24,11 @@ from jaxsec.attacks.evasion.gradient import bim, fgm, fgsm, mi_fgsm
 from jaxsec.attacks.evasion.jsma import jsma
 from jaxsec.attacks.evasion.lbfgs import lbfgs
 from jaxsec.attacks.evasion.pgd import pgd
+from jaxsec.attacks.evasion.physical import adversarial_patch, physical_transform, rp2
 from jaxsec.attacks.evasion.universal import universal_perturbation, universal_perturbation_sgd
 
 __all__ = ['common', 'fgsm', 'fgm', 'bim', 'mi_fgsm', 'pgd', 'apgd', 'apgd_t',
            'auto_attack', 'run_auto_attack', 'eot', 'eot_logits_fn', 'bpda',
            'bpda_logits_fn', 'lbfgs', 'jsma', 'deepfool', 'carlini_wagner_l2',
            'carlini_wagner_linf', 'carlini_wagner_l0', 'universal_perturbation',
-           'universal_perturbation_sgd']
+           'universal_perturbation_sgd', 'adversarial_patch', 'rp2', 'physical_transform']

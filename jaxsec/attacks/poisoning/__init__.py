@@ -1,8 +1,9 @@
 """Training-data poisoning: attacks map a dataset to a dataset, ``(x, y, key) -> (x', y')``.
 
-Label flips keep the size ``n``; injection attacks append ``round(fraction * n)`` poison
-rows (see each factory). ``learners`` holds the exact, differentiable SVM / logistic
-regression / unrolled-GD learners the gradient attacks go through.
+Label flips (random, ALFA, farthest/nearest-first) keep the size ``n``; injection attacks
+append ``round(fraction * n)`` poison rows (see each factory). ``learners`` holds the exact,
+differentiable SVM / logistic regression / unrolled-GD learners the gradient attacks go
+through.
 """
 from jaxsec.attacks.poisoning import learners
 from jaxsec.attacks.poisoning.backdoor import apply_trigger
@@ -20,6 +21,7 @@ from jaxsec.attacks.poisoning.centroid import centroid_stream
 from jaxsec.attacks.poisoning.centroid import centroid_update
 from jaxsec.attacks.poisoning.centroid import greedy_attack_point
 from jaxsec.attacks.poisoning.label_flip import alfa
+from jaxsec.attacks.poisoning.label_flip import distance_label_flip
 from jaxsec.attacks.poisoning.label_flip import random_label_flip
 from jaxsec.attacks.poisoning.signature import conjunction_signature
 from jaxsec.attacks.poisoning.signature import signature_matches
@@ -40,6 +42,7 @@ __all__ = [
     'centroid_stream',
     'centroid_update',
     'conjunction_signature',
+    'distance_label_flip',
     'feature_collision',
     'feature_collision_point',
     'flipped_copies',

@@ -62,3 +62,41 @@ def test_label_flip_errors():
     poisoning.alfa(fraction=0.1)(x, y + 1)
   with pytest.raises(ValueError, match='dtype'):
     poisoning.random_label_flip(fraction=0.1)(x, y.astype(jnp.float32), jax.random.key(0))
+
+
+def test_distance_flips_hand_computed_sets():
+  # 1-D, separable: the SVM is f(x) = x (margin vectors -1 and 1, alpha = 1/2 < C), so the
+  # distances are |x| = 4, 2, 1, 1, 2.5, 3.
+  x = jnp.asarray([[-4.0], [-2.0], [-1.0], [1.0], [2.5], [3.0]])
+  y = jnp.asarray([0, 0, 0, 1, 1, 1], jnp.int32)
+  far = poisoning.distance_label_flip(fraction=1 / 3, order='farthest', C=10.0, tol=1e-6,
+                                      return_info=True)(x, y)
+  np.testing.assert_array_equal(np.asarray(far.info['poison_mask']),
+                                [True, False, False, False, False, True])
+  np.testing.assert_array_equal(np.asarray(far.y), [1, 0, 0, 1, 1, 0])
+  assert far.x is x
+  near = poisoning.distance_label_flip(fraction=0.5, order='nearest', C=10.0, tol=1e-6,
+                                       return_info=True)(x, y)
+  np.testing.assert_array_equal(np.asarray(near.info['poison_mask']),
+                                [False, True, True, True, False, False])
+  with pytest.raises(ValueError, match='order'):
+    poisoning.distance_label_flip(fraction=0.1, order='middle')
+
+
+def test_alfa_stops_at_a_fixed_point_of_its_lp_qp_alternation():
+  x, y = _data()
+  out = poisoning.alfa(fraction=0.25, C=1.0, num_iters=50, return_info=True)(x, y)
+  iters = int(out.info['iterations'])
+  assert 1 <= iters < 50                          # converged before the cap
+  mask = np.asarray(out.info['poison_mask'])
+  assert mask.sum() == 20
+  # fixed point: the LP of ALFA at the SVM trained on the returned flips picks them again
+  s = 2.0 * np.asarray(y, np.float64) - 1.0
+  hinge = lambda z: np.maximum(0.0, 1.0 - z)
+  scores = lambda sol: np.asarray(x @ sol.w + sol.b, np.float64)
+  f_s = scores(learners.svm_dual(x, y, C=1.0, tol=1e-3))
+  f = scores(learners.svm_dual(x, out.y, C=1.0, tol=1e-3))
+  d = (hinge(-s * f) - hinge(-s * f_s)) - (hinge(s * f) - hinge(s * f_s))
+  np.testing.assert_array_equal(mask, np.isin(np.arange(80), np.argsort(d)[:20]))
+  one = poisoning.alfa(fraction=0.25, C=1.0, num_iters=1, return_info=True)(x, y)
+  assert int(one.info['iterations']) == 1
