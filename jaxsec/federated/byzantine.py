@@ -1,0 +1,312 @@
+"""Byzantine clients in federated learning (survey §2.3: poisoning in distributed learning).
+
+Two kinds of attack plug into :func:`jaxsec.federated.fedavg.make_fedavg`:
+
+* **Update (model-poisoning) attacks** ``attack(updates, byzantine, key) -> updates``:
+  ``updates`` are the round's stacked client updates ``[K, ...]`` *as honest training
+  computed them* (the Byzantine clients' own honest updates included), ``byzantine`` a
+  ``[K]`` bool mask. The Byzantine rows are replaced; honest rows are returned unchanged
+  (bit for bit). ``K`` is static, the number of Byzantine clients ``m = sum(byzantine)``
+  may vary from round to round (client sampling) and is read inside the trace.
+
+  - :func:`sign_flip` -- ``-scale * own honest update``.
+  - :func:`gaussian_noise` -- ``N(0, sigma^2 I)`` (Blanchard et al. 2017's Gaussian
+    Byzantine workers), or the honest update plus such noise.
+  - :func:`alie` -- "A Little Is Enough" (Baruch, Baruch, Goldberg, NeurIPS 2019):
+    ``mean - z_max * std`` coordinate-wise, with the paper's :func:`alie_z_max`.
+  - :func:`ipm` -- inner-product manipulation (Xie, Koyejo, Gupta, UAI 2020):
+    ``-epsilon * mean of the honest updates``.
+  - :func:`model_replacement` -- Bagdasaryan et al. (AISTATS 2020): the attacker's update
+    boosted by ``gamma = n / eta`` so that it replaces the global model.
+
+* **Data-poisoning clients** ``attack(x, y, key) -> (x', y')`` (the poisoning contract of
+  ``jaxsec.attacks.poisoning``) applied to every local minibatch of a Byzantine client,
+  who then trains honestly on it: :func:`label_flip` and :func:`backdoor` (BadNets
+  trigger; with :func:`model_replacement` this is Bagdasaryan et al.'s attack).
+
+Statistics the attacks use (``statistics=``): ``'benign'`` -- over the honest clients'
+updates (an omniscient attacker; IPM's setting), ``'byzantine'`` -- over the Byzantine
+clients' own honestly computed updates (ALIE's non-omniscient setting: the attackers
+estimate the honest distribution from their own data). Standard deviations are
+population (``ddof=0``) values.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsec import _checks
+from jaxsec.attacks.poisoning import backdoor as backdoor_lib
+
+__all__ = ['sign_flip', 'gaussian_noise', 'alie', 'alie_z_max', 'ipm', 'model_replacement',
+           'label_flip', 'backdoor', 'masked_mean_std', 'STATISTICS']
+
+STATISTICS = ('benign', 'byzantine')
+
+UpdateAttack = Callable[[Any, jax.Array, jax.Array], Any]
+
+
+# ------------------------------------------------------------------------------ helpers
+
+def _check_inputs(updates, byzantine):
+  leaves = jax.tree_util.tree_leaves(updates)
+  if not leaves:
+    raise ValueError('updates has no array leaves.')
+  k = leaves[0].shape[0] if leaves[0].ndim else None
+  if k is None or any(l.ndim == 0 or l.shape[0] != k for l in leaves):
+    raise ValueError('updates leaves must share a leading client axis [K, ...]; got shapes '
+                     f'{[tuple(l.shape) for l in leaves][:4]}.')
+  byzantine = jnp.asarray(byzantine)
+  if byzantine.shape != (k,):
+    raise ValueError(f'byzantine has shape {tuple(byzantine.shape)}; expected [{k}] (one '
+                     'flag per client of the round).')
+  return k, byzantine.astype(bool)
+
+
+def _rows(mask, leaf):
+  return mask.reshape((-1,) + (1,) * (leaf.ndim - 1))
+
+
+def _replace(updates, byzantine, malicious):
+  """Byzantine rows from ``malicious`` (a per-client tree or one broadcast update)."""
+  def leaf(u, m):
+    m = jnp.broadcast_to(m.astype(u.dtype), u.shape)
+    return jnp.where(_rows(byzantine, u), m, u)
+  return jax.tree.map(leaf, updates, malicious)
+
+
+def masked_mean_std(updates: Any, mask: jax.Array) -> tuple[Any, Any]:
+  """Coordinate-wise mean and population std over the clients where ``mask`` is True
+  (zeros when no client is selected); computed in at least float32."""
+  w = jnp.asarray(mask).astype(jnp.float32)
+  cnt = jnp.maximum(jnp.sum(w), 1.0)
+
+  def stats(l):
+    acc = jnp.promote_types(l.dtype, jnp.float32)
+    x = l.astype(acc)
+    ww = _rows(w, x).astype(acc)
+    mu = jnp.sum(ww * x, axis=0) / cnt
+    var = jnp.sum(ww * jnp.square(x - mu), axis=0) / cnt
+    return mu, jnp.sqrt(var)
+  out = jax.tree.map(stats, updates)
+  is_pair = lambda t: isinstance(t, tuple)
+  return (jax.tree.map(lambda t: t[0], out, is_leaf=is_pair),
+          jax.tree.map(lambda t: t[1], out, is_leaf=is_pair))
+
+
+def _stat_mask(statistics, byzantine):
+  return ~byzantine if statistics == 'benign' else byzantine
+
+
+# ------------------------------------------------------------------------ update attacks
+
+def sign_flip(*, scale: float = 1.0) -> UpdateAttack:
+  """Each Byzantine client sends ``-scale * (its own honest update)``.
+
+  With a fraction ``beta`` of Byzantine clients and IID data the mean aggregate shrinks to
+  about ``(1 - beta - scale * beta)`` times the honest mean: ``scale > (1 - beta) / beta``
+  reverses it (gradient ascent), while median-type rules stay in the honest range.
+  """
+  scale = _checks.check_float('scale', scale, minimum=0.0, strict_min=True)
+
+  def attack(updates, byzantine, key):
+    del key
+    _, byzantine = _check_inputs(updates, byzantine)
+    mal = jax.tree.map(lambda u: -scale * u, updates)
+    return _replace(updates, byzantine, mal)
+  return attack
+
+
+def gaussian_noise(*, stddev: float, center: str = 'zero') -> UpdateAttack:
+  """Each Byzantine client sends independent Gaussian noise ``N(c, stddev^2 I)`` with
+  ``c = 0`` (``center='zero'``, the Gaussian Byzantine workers of Blanchard et al. 2017)
+  or ``c`` = its own honest update (``center='honest'``)."""
+  stddev = _checks.check_float('stddev', stddev, minimum=0.0, strict_min=True)
+  _checks.check_choice('center', center, ('zero', 'honest'))
+
+  def attack(updates, byzantine, key):
+    k, byzantine = _check_inputs(updates, byzantine)
+    leaves, treedef = jax.tree_util.tree_flatten(updates)
+    # One draw for all leaves, sliced per leaf: the same distribution as a draw per leaf,
+    # but one RNG call (per-leaf threefry calls made a round compile ~4 s longer on CPU).
+    sizes = [int(np.prod(l.shape[1:])) for l in leaves]
+    z = stddev * jax.random.normal(key, (k, sum(sizes)), jnp.float32)
+    mal, start = [], 0
+    for l, size in zip(leaves, sizes):
+      noise = z[:, start:start + size].reshape(l.shape).astype(l.dtype)
+      start += size
+      mal.append(noise if center == 'zero' else l + noise)
+    return _replace(updates, byzantine, jax.tree_util.tree_unflatten(treedef, mal))
+  return attack
+
+
+def _alie_supporters(n, m):
+  return n // 2 + 1 - m
+
+
+def alie_z_max(num_clients: Any, num_byzantine: Any) -> Any:
+  """ALIE's ``z_max`` (Baruch et al. 2019, §4): with ``n`` clients of which ``m`` are
+  Byzantine, the attackers need ``s = floor(n/2 + 1) - m`` honest "supporters" further
+  from the mean than their value, and
+
+      z_max = max_z { Phi(z) < (n - s) / n } = Phi^{-1}((n - s) / n),
+
+  ``Phi`` the standard normal CDF. Python ints give a Python float (``ValueError`` unless
+  ``0 <= m <= n`` and the attackers are a minority, ``s >= 1``); a traced ``m`` gives a
+  traced value (``+inf`` once the attackers are a majority, ``s <= 0``).
+
+  >>> round(alie_z_max(10, 5), 4)   # s = 1, Phi^{-1}(0.9)
+  1.2816
+  """
+  if isinstance(num_byzantine, numbers.Integral) and isinstance(num_clients,
+                                                                numbers.Integral):
+    n = _checks.check_int('num_clients', num_clients, minimum=1)
+    m = _checks.check_int('num_byzantine', num_byzantine, minimum=0, maximum=n)
+    s = _alie_supporters(n, m)
+    if s < 1:
+      raise ValueError(f'num_byzantine={m} of num_clients={n} is a majority (s = floor(n/2 '
+                       f'+ 1) - m = {s} < 1): z_max is unbounded.')
+    import statistics  # pylint: disable=g-import-not-at-top
+    return statistics.NormalDist().inv_cdf((n - s) / n)
+  n = _checks.check_int('num_clients', num_clients, minimum=1)
+  m = jnp.asarray(num_byzantine, jnp.float32)
+  s = jnp.floor(n / 2 + 1) - m
+  p = jnp.clip((n - s) / n, 0.0, 1.0)
+  return jax.scipy.special.ndtri(p)
+
+
+def alie(*, z: float | None = None, statistics: str = 'byzantine') -> UpdateAttack:
+  """"A Little Is Enough" (Baruch, Baruch, Goldberg, NeurIPS 2019).
+
+  Every Byzantine client sends the same vector ``mu - z * sigma``: ``mu`` and ``sigma`` the
+  coordinate-wise mean and std of the clients' honest updates (``statistics``), ``z`` by
+  default the paper's :func:`alie_z_max` for this round's ``n = K`` clients and ``m``
+  Byzantine ones. The shift stays within the spread of the honest updates, so
+  median / trimmed mean / Krum keep (or even select) it, while it consistently drags
+  every coordinate the same way.
+
+  Args:
+    z: a fixed shift in standard deviations (``>= 0``), or ``None`` for ``z_max``.
+    statistics: ``'byzantine'`` (the paper's: the attackers' own honest updates) or
+      ``'benign'`` (omniscient).
+  """
+  if z is not None:
+    z = _checks.check_float('z', z, minimum=0.0)
+  _checks.check_choice('statistics', statistics, STATISTICS)
+
+  def attack(updates, byzantine, key):
+    del key
+    k, byzantine = _check_inputs(updates, byzantine)
+    zz = alie_z_max(k, jnp.sum(byzantine)) if z is None else z
+    mu, sd = masked_mean_std(updates, _stat_mask(statistics, byzantine))
+    mal = jax.tree.map(lambda a, b: a - zz * b, mu, sd)
+    return _replace(updates, byzantine, mal)
+  return attack
+
+
+def ipm(*, epsilon: float, statistics: str = 'benign') -> UpdateAttack:
+  """Inner-product manipulation (Xie, Koyejo, Gupta, "Fall of Empires", UAI 2020).
+
+  Every Byzantine client sends ``-epsilon * mean`` of the honest updates, so that the
+  inner product between the aggregate and the true update turns negative. A small
+  ``epsilon`` (0.1 in the paper) slips past median / Krum (the vector is close to the
+  origin, near the honest cluster); a large one (e.g. 100) defeats the mean.
+  """
+  epsilon = _checks.check_float('epsilon', epsilon, minimum=0.0, strict_min=True)
+  _checks.check_choice('statistics', statistics, STATISTICS)
+
+  def attack(updates, byzantine, key):
+    del key
+    _, byzantine = _check_inputs(updates, byzantine)
+    mu, _ = masked_mean_std(updates, _stat_mask(statistics, byzantine))
+    return _replace(updates, byzantine, jax.tree.map(lambda a: -epsilon * a, mu))
+  return attack
+
+
+def model_replacement(*, server_lr: float = 1.0, gamma: float | None = None
+                      ) -> UpdateAttack:
+  """Model replacement (Bagdasaryan, Veit, Hua, Estrin, Shmatikov, AISTATS 2020).
+
+  A Byzantine client that trained ``X`` (typically on backdoored data, :func:`backdoor`)
+  from the global ``G`` sends ``gamma * (X - G)``. With the server update
+  ``G + eta * mean_i(update_i)`` over ``n`` clients, the paper's ``gamma = n / eta`` makes
+  the new global model ``X + (eta / n) * sum_honest(update_i)``, i.e. about ``X`` once the
+  honest updates are small. ``gamma=None`` uses ``n / (eta * m)`` with ``n = K`` and the
+  round's ``m`` Byzantine clients (``m = 1``: the paper's value; ``m`` colluding attackers
+  sharing the boost).
+  """
+  server_lr = _checks.check_float('server_lr', server_lr, minimum=0.0, strict_min=True)
+  if gamma is not None:
+    gamma = _checks.check_float('gamma', gamma, minimum=0.0, strict_min=True)
+
+  def attack(updates, byzantine, key):
+    del key
+    k, byzantine = _check_inputs(updates, byzantine)
+    g = (k / (server_lr * jnp.maximum(jnp.sum(byzantine), 1))) if gamma is None else gamma
+    return _replace(updates, byzantine, jax.tree.map(lambda u: g * u, updates))
+  return attack
+
+
+# --------------------------------------------------------------------------- data attacks
+
+def label_flip(*, num_classes: int, source: int | None = None, target: int | None = None
+               ) -> Callable:
+  """A label-flipping client: ``y -> num_classes - 1 - y`` on all its data (the usual
+  all-label flip of Fang et al. 2020), or, with ``source`` and ``target``, only class
+  ``source`` relabelled ``target`` (targeted flipping, Tolpegin et al. 2020).
+
+  Returns ``attack(x, y, key) -> (x, y')``.
+  """
+  num_classes = _checks.check_int('num_classes', num_classes, minimum=2)
+  if (source is None) != (target is None):
+    raise ValueError(f'give both source and target or neither; got source={source}, '
+                     f'target={target}.')
+  if source is not None:
+    source = _checks.check_int('source', source, minimum=0, maximum=num_classes - 1)
+    target = _checks.check_int('target', target, minimum=0, maximum=num_classes - 1)
+    if source == target:
+      raise ValueError(f'source={source} equals target={target}: nothing would flip.')
+
+  def attack(x, y, key):
+    del key
+    if source is None:
+      return x, (num_classes - 1 - y).astype(y.dtype)
+    return x, jnp.where(y == source, target, y).astype(y.dtype)
+  return attack
+
+
+def backdoor(*, target_label: int, fraction: float, size: int = 3, value: float = 1.0,
+             location: str = 'bottom_right') -> Callable:
+  """A backdoor client: in every local minibatch ``round(fraction * B)`` uniformly chosen
+  examples get the BadNets trigger (``jaxsec.attacks.poisoning.apply_trigger``) and the
+  label ``target_label``; the rest stay clean (so the main task is kept, as Bagdasaryan
+  et al. do). Combine with :func:`model_replacement` to boost the update.
+
+  Returns ``attack(x, y, key) -> (x', y')`` for image batches ``[B, H, W(, C)]``.
+  """
+  target_label = _checks.check_int('target_label', target_label, minimum=0)
+  fraction = float(_checks.check_float('fraction', fraction, minimum=0.0, maximum=1.0,
+                                       allow_traced=False))
+  size = _checks.check_int('size', size, minimum=1)
+  value = float(_checks.check_float('value', value, allow_traced=False))
+  locations = backdoor_lib._LOCATIONS  # pylint: disable=protected-access
+  _checks.check_choice('location', location, locations)
+
+  def trigger(x):
+    return backdoor_lib.apply_trigger(x, size=size, value=value, location=location)
+
+  def attack(x, y, key):
+    b = x.shape[0]
+    k = int(math.floor(fraction * b + 0.5))
+    rows = jax.random.permutation(key, b)[:k]
+    mask = jnp.zeros((b,), bool).at[rows].set(True)
+    xt = jnp.where(_rows(mask, x), trigger(x), x)
+    return xt, jnp.where(mask, target_label, y).astype(y.dtype)
+  attack.trigger = trigger
+  return attack
+

@@ -1,0 +1,176 @@
+"""Byzantine client attacks: closed forms, honest rows untouched, argument checks."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsec.defenses import robust_aggregation as ra
+from jaxsec.federated import byzantine
+
+
+def _updates(k=6, seed=0):
+  rng = np.random.RandomState(seed)
+  return {'w': jnp.asarray(rng.randn(k, 3, 2).astype(np.float32)),
+          'b': jnp.asarray(rng.randn(k, 4).astype(np.float32))}
+
+
+BYZ = jnp.array([False, True, False, False, True, False])
+
+
+def _honest_rows_unchanged(out, upd, byz=BYZ):
+  for k in upd:
+    np.testing.assert_array_equal(np.asarray(out[k])[~np.asarray(byz)],
+                                  np.asarray(upd[k])[~np.asarray(byz)])
+
+
+# Phi^{-1} from standard normal tables: z_max = Phi^{-1}((n - s) / n), s = floor(n/2+1) - m.
+@pytest.mark.parametrize('n,m,z', [
+    (4, 1, 0.0),                  # s = 2, Phi^{-1}(1/2)
+    (4, 2, 0.6744897501960817),   # s = 1, Phi^{-1}(3/4)
+    (10, 2, 0.2533471031357997),  # s = 4, Phi^{-1}(0.6)
+    (10, 5, 1.2815515655446004),  # s = 1, Phi^{-1}(0.9)
+    (5, 1, 0.2533471031357997),   # s = floor(3.5) - 1 = 2, Phi^{-1}(3/5)
+    (50, 12, 0.5828415072712162),  # s = 14, Phi^{-1}(0.72)
+    (20, 0, -0.12566134685507402),  # s = 11, Phi^{-1}(0.45): no attacker, z < 0
+])
+def test_alie_z_max_matches_the_paper_formula(n, m, z):
+  assert byzantine.alie_z_max(n, m) == pytest.approx(z, abs=1e-9)
+  traced = jax.jit(lambda mm: byzantine.alie_z_max(n, mm))(m)
+  assert float(traced) == pytest.approx(z, abs=1e-5)
+
+
+def test_alie_z_max_majority_and_bad_arguments():
+  with pytest.raises(ValueError, match='num_byzantine=6'):
+    byzantine.alie_z_max(10, 6)     # s = 0: the attackers already are a majority
+  with pytest.raises(ValueError, match='num_byzantine=11'):
+    byzantine.alie_z_max(10, 11)
+  assert np.isinf(float(jax.jit(lambda mm: byzantine.alie_z_max(10, mm))(6)))
+
+
+@pytest.mark.parametrize('statistics', ['byzantine', 'benign'])
+def test_alie_sends_mean_minus_z_max_std(statistics):
+  upd = _updates()
+  out = jax.jit(byzantine.alie(statistics=statistics))(upd, BYZ, jax.random.key(0))
+  _honest_rows_unchanged(out, upd)
+  rows = np.asarray(BYZ) if statistics == 'byzantine' else ~np.asarray(BYZ)
+  z = byzantine.alie_z_max(6, 2)    # s = 2, Phi^{-1}(2/3)
+  assert z == pytest.approx(0.4307272992954576, abs=1e-9)
+  for k in upd:
+    u = np.asarray(upd[k], np.float64)[rows]
+    expected = u.mean(0) - z * u.std(0)
+    for i in np.nonzero(np.asarray(BYZ))[0]:
+      np.testing.assert_allclose(np.asarray(out[k])[i], expected, rtol=1e-5, atol=1e-6)
+  fixed = byzantine.alie(z=1.5, statistics=statistics)(upd, BYZ, jax.random.key(0))
+  u = np.asarray(upd['b'], np.float64)[rows]
+  np.testing.assert_allclose(np.asarray(fixed['b'])[1], u.mean(0) - 1.5 * u.std(0),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_alie_value_hides_inside_the_honest_spread():
+  """Baruch et al.'s point: with z_max the malicious coordinate stays within the honest
+  values (so median / trimmed mean / Krum do not reject it) yet shifts the median."""
+  rng = np.random.RandomState(1)
+  k, m = 20, 4
+  honest = rng.randn(k, 500).astype(np.float32)
+  byz = jnp.arange(k) < m
+  upd = {'g': jnp.asarray(honest)}
+  out = byzantine.alie(statistics='benign')(upd, byz, jax.random.key(0))['g']
+  mal = np.asarray(out)[0]
+  lo, hi = honest[m:].min(0), honest[m:].max(0)
+  assert np.all((mal > lo) & (mal < hi))
+  shift = np.asarray(ra.coordinate_median({'g': out})['g']) - np.median(honest[m:], 0)
+  assert shift.mean() < -0.1          # consistently dragged down, coordinate by coordinate
+
+
+def test_sign_flip_and_ipm_closed_forms():
+  upd = _updates()
+  out = byzantine.sign_flip(scale=4.0)(upd, BYZ, jax.random.key(0))
+  _honest_rows_unchanged(out, upd)
+  for k in upd:
+    np.testing.assert_allclose(np.asarray(out[k])[np.asarray(BYZ)],
+                               -4.0 * np.asarray(upd[k])[np.asarray(BYZ)], rtol=1e-6)
+  out = byzantine.ipm(epsilon=0.5)(upd, BYZ, jax.random.key(0))
+  _honest_rows_unchanged(out, upd)
+  honest_mean = np.asarray(upd['w'])[~np.asarray(BYZ)].mean(0)
+  np.testing.assert_allclose(np.asarray(out['w'])[1], -0.5 * honest_mean, rtol=1e-5,
+                             atol=1e-7)
+  # IPM with a large epsilon turns the mean aggregate against the honest direction
+  big = byzantine.ipm(epsilon=10.0)(upd, BYZ, jax.random.key(0))
+  agg = np.concatenate([np.asarray(v).reshape(-1) for v in ra.mean(big).values()])
+  mu = np.concatenate([np.asarray(upd[k])[~np.asarray(BYZ)].mean(0).reshape(-1)
+                       for k in ('w', 'b')])
+  assert float(agg @ mu) < 0
+
+
+def test_gaussian_noise_scale():
+  upd = {'g': jnp.zeros((4, 20000))}
+  byz = jnp.array([True, False, True, False])
+  out = byzantine.gaussian_noise(stddev=3.0)(upd, byz, jax.random.key(0))['g']
+  out = np.asarray(out)
+  assert np.all(out[[1, 3]] == 0)
+  assert abs(out[0].std() - 3.0) < 0.1 and abs(out[2].std() - 3.0) < 0.1
+  assert np.corrcoef(out[0], out[2])[0, 1] < 0.05      # independent per client
+  honest = byzantine.gaussian_noise(stddev=1.0, center='honest')(
+      {'g': jnp.full((2, 20000), 5.0)}, jnp.array([True, False]), jax.random.key(1))['g']
+  assert abs(float(np.mean(honest[0])) - 5.0) < 0.05
+
+
+def test_model_replacement_replaces_the_global_model():
+  """gamma = n / eta: G + eta * mean(updates) = X + (eta / n) * sum of honest updates."""
+  upd = _updates()
+  byz = jnp.array([False, False, True, False, False, False])
+  eta = 0.5
+  out = byzantine.model_replacement(server_lr=eta)(upd, byz, jax.random.key(0))
+  _honest_rows_unchanged(out, upd, byz)
+  g = {k: jnp.ones(v.shape[1:]) for k, v in upd.items()}
+  for k in upd:
+    new = np.asarray(g[k] + eta * ra.mean(out)[k])
+    x_attacker = np.asarray(g[k] + upd[k][2])
+    honest_sum = np.asarray(upd[k])[np.asarray(~byz)].sum(0)
+    np.testing.assert_allclose(new, x_attacker + eta / 6 * honest_sum, rtol=1e-5, atol=1e-5)
+  explicit = byzantine.model_replacement(gamma=12.0)(upd, byz, jax.random.key(0))
+  np.testing.assert_allclose(np.asarray(explicit['b'])[2], 12.0 * np.asarray(upd['b'])[2],
+                             rtol=1e-6)
+
+
+def test_data_attacks():
+  x = jnp.zeros((10, 5, 5, 1))
+  y = jnp.arange(10, dtype=jnp.int32) % 4
+  _, yf = byzantine.label_flip(num_classes=4)(x, y, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(yf), 3 - np.asarray(y))
+  _, yt = byzantine.label_flip(num_classes=4, source=1, target=2)(x, y, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(yt), np.where(np.asarray(y) == 1, 2, np.asarray(y)))
+  bd = byzantine.backdoor(target_label=3, fraction=0.3, size=2)
+  xb, yb = bd(x, y, jax.random.key(0))
+  hit = np.asarray(xb).reshape(10, -1).max(1) > 0
+  assert hit.sum() == 3
+  assert np.all(np.asarray(yb)[hit] == 3)
+  np.testing.assert_array_equal(np.asarray(yb)[~hit], np.asarray(y)[~hit])
+  np.testing.assert_array_equal(np.asarray(xb)[hit][:, 3:, 3:, 0], 1.0)
+
+
+def test_bad_arguments_raise_value_error_naming_the_value():
+  with pytest.raises(ValueError, match='scale=-1'):
+    byzantine.sign_flip(scale=-1.0)
+  with pytest.raises(ValueError, match='stddev=0'):
+    byzantine.gaussian_noise(stddev=0.0)
+  with pytest.raises(ValueError, match="center='mean'"):
+    byzantine.gaussian_noise(stddev=1.0, center='mean')
+  with pytest.raises(ValueError, match='z=-0.5'):
+    byzantine.alie(z=-0.5)
+  with pytest.raises(ValueError, match="statistics='all'"):
+    byzantine.alie(statistics='all')
+  with pytest.raises(ValueError, match='epsilon=0'):
+    byzantine.ipm(epsilon=0.0)
+  with pytest.raises(ValueError, match='gamma=-2'):
+    byzantine.model_replacement(gamma=-2.0)
+  with pytest.raises(ValueError, match='num_classes=1'):
+    byzantine.label_flip(num_classes=1)
+  with pytest.raises(ValueError, match='source=1, target=None'):
+    byzantine.label_flip(num_classes=3, source=1)
+  with pytest.raises(ValueError, match='source=2 equals target=2'):
+    byzantine.label_flip(num_classes=3, source=2, target=2)
+  with pytest.raises(ValueError, match='fraction=1.5'):
+    byzantine.backdoor(target_label=0, fraction=1.5)
+  with pytest.raises(ValueError, match=r'byzantine has shape \(3,\)'):
+    byzantine.sign_flip()(_updates(), jnp.zeros(3, bool), jax.random.key(0))
