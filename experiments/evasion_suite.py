@@ -3,7 +3,7 @@ r"""White-box evasion suite on FMNIST: FGSM, JSMA, DeepFool, C&W against publish
     python -m experiments.evasion_suite                       # full (~15 min on 2 CPU cores)
     python -m experiments.evasion_suite --variant=smoke --workdir=/tmp/s
 
-Trains the reference CNN (the lead's main-job configuration: 5x5 conv 32 / 64, dense 128)
+Trains the reference CNN (the lead's main-job configuration: 3x3 conv 32 / 64, dense 128)
 with ``jaxsec.train.fit``, then reproduces in shape, on Fashion-MNIST:
 
 * FGSM error vs eps (Goodfellow et al. 2015: 89.4% error at eps = 0.25 on an MNIST maxout

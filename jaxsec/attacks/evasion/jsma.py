@@ -14,10 +14,20 @@ The attack (the paper's Algorithms 1 and 3, "increasing" and "decreasing" varian
   box), and features that reach the bound leave ``Gamma`` (with ``|theta| = 1``, the paper's
   setting, every chosen feature saturates at once, as in CleverHans).
 * It stops when the model predicts the target, when fewer than two features remain in
-  ``Gamma``, when no pair satisfies the sign conditions (the paper's saliency map is then
-  empty; CleverHans would silently modify feature 0 here), or when another pair could
-  exceed the distortion budget: at most ``floor(gamma * n)`` features ever change, ``n`` the
-  number of input features (the paper's maximum distortion Upsilon = gamma).
+  ``Gamma``, or when another pair could exceed the distortion budget: at most
+  ``floor(gamma * n)`` features ever change, ``n`` the number of input features (the
+  paper's maximum distortion Upsilon = gamma).
+* Empty saliency map (no pair of ``Gamma`` satisfies the sign conditions): the paper's
+  Algorithm 3 has no rule for it; its pair search is an argmax of the product-form score
+  ``(-alpha * beta) * [sign conditions]``, zero for every pair, and the loop goes on
+  modifying whatever pair that argmax returns, as does the authors' CleverHans v3
+  ``jsma_symbolic``. ``empty_map='continue'`` (default) does the same with the pair the
+  argmax over ``Gamma`` returns, the first two features of ``Gamma`` in index order.
+  (CleverHans's argmax over all n x n pairs returns the "pair" (0, 0) whether or not feature
+  0 is in ``Gamma``, cleverhans-lab/cleverhans#221; that is not copied.)
+  ``empty_map='stop'`` stops the example there instead (a failure). The two give identical
+  iterates up to the first empty map, so ``info['empty_map_iterations'] == 0`` marks the
+  examples on which they agree.
 
 Targeted by default, as in the paper (``y`` = target classes). With ``targeted=False`` the
 documented variant is: the target ``t`` of the saliency map is, per example, the second most
@@ -41,10 +51,12 @@ from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import common
 
 
-def _best_pair(a, b, dom, increase: bool):
+def _best_pair(a, b, dom, increase: bool, empty_map: str = 'stop'):
   """For one example: features a = dZ_t/dx [n], b = sum_{j!=t} dZ_j/dx [n], domain [n].
 
-  Returns (p, q, found): the pair maximising -alpha*beta under the sign conditions.
+  Returns (p, q, found): the pair maximising -alpha*beta under the sign conditions. When no
+  pair qualifies (found False) and ``empty_map='continue'``, (p, q) is the first pair of the
+  domain in index order (what an argmax over the all-zero product-form map returns).
   """
   n = a.shape[0]
   alpha = a[:, None] + a[None, :]
@@ -56,12 +68,18 @@ def _best_pair(a, b, dom, increase: bool):
   ok = ok & dom[:, None] & dom[None, :] & ~jnp.eye(n, dtype=bool)
   score = jnp.where(ok, -alpha * beta, -jnp.inf)
   best = jnp.argmax(score.reshape(-1))
-  return best // n, best % n, jnp.any(ok)
+  p, q, found = best // n, best % n, jnp.any(ok)
+  if empty_map == 'continue':
+    idx = jnp.arange(n)
+    p0 = jnp.argmax(dom)
+    q0 = jnp.argmax(dom & (idx > p0))
+    p, q = jnp.where(found, p, p0), jnp.where(found, q, q0)
+  return p, q, found
 
 
 def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: str = 'second',
-         jacobian: str = 'logits', bounds=(0.0, 1.0), pair_batch: int = 16,
-         return_info: bool = False):
+         jacobian: str = 'logits', bounds=(0.0, 1.0), empty_map: str = 'continue',
+         pair_batch: int = 16, return_info: bool = False):
   """JSMA with pairs of features (Papernot et al., EuroS&P 2016).
 
   Guarantee: ``lo <= x_adv <= hi``; ``x_adv`` differs from ``x`` in at most
@@ -79,11 +97,16 @@ def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: st
     untargeted_target: 'second' (second most likely class at ``x``) or 'random'.
     jacobian: 'logits' (the paper's choice for its DNNs, more stable) or 'probs' (softmax).
     bounds: input box ``(lo, hi)``.
+    empty_map: what an example does when no pair satisfies the sign conditions: 'continue'
+      (the paper's loop and CleverHans: modify the first pair of the search domain) or
+      'stop' (give up on it).
     pair_batch: examples per chunk of the O(n^2) pair search.
     return_info: also return ``success`` [B], ``steps`` [B] (iterations), ``gradients``
       [B] (backward passes, 2 per iteration), ``features_changed`` [B] and
       ``features_changed_frac`` [B] (fraction of the input features that differ from
-      ``x``), and ``target`` [B].
+      ``x``), ``target`` [B], and ``empty_map_iterations`` [B] (iterations at which the
+      example was still being attacked and its saliency map was empty; with 'stop' at most
+      1, and it stopped there).
   """
   _checks.check_float('theta', theta, minimum=-1.0, maximum=1.0, allow_traced=False)
   if float(theta) == 0.0:
@@ -94,6 +117,7 @@ def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: st
   common.check_bool(targeted=targeted, return_info=return_info)
   _checks.check_choice('untargeted_target', untargeted_target, ('second', 'random'))
   _checks.check_choice('jacobian', jacobian, ('logits', 'probs'))
+  _checks.check_choice('empty_map', empty_map, ('stop', 'continue'))
   _checks.check_int('pair_batch', pair_batch, minimum=1)
   bounds = _checks.check_bounds(bounds)
   lo, hi = bounds
@@ -138,7 +162,7 @@ def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: st
       return jnp.any(s[3])
 
     def body(s):
-      xc, dom, changed, active, steps, succ = s
+      xc, dom, changed, active, steps, succ, empties = s
       o, vjp, z = jax.vjp(outputs, xc, has_aux=True)
       succ = is_done(z)
       active = active & ~succ & (changed + 2 <= budget) & (jnp.sum(dom, axis=-1) >= 2)
@@ -148,32 +172,36 @@ def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: st
         (g,) = jax.vmap(vjp)(ct)                        # [2, B, ...]
         g = g.reshape((2, b, n))
         a_t, a_all = g[0], g[1]
-        p, q, found = lax.map(lambda args: _best_pair(*args, increase),
+        p, q, found = lax.map(lambda args: _best_pair(*args, increase, empty_map),
                               (a_t, a_all - a_t, dom), batch_size=min(pair_batch, max(b, 1)))
-        move = active & found
+        empty = active & ~found
+        move = active & found if empty_map == 'stop' else active
         sel = (jax.nn.one_hot(p, n, dtype=bool) | jax.nn.one_hot(q, n, dtype=bool)
                ) & move[:, None]
         xf = xc.reshape((b, n))
         xf = jnp.where(sel, jnp.clip(xf + step_size, lo, hi), xf)
         dom_new = dom & ~(sel & ((xf >= hi) if increase else (xf <= lo)))
-        return xf.reshape(x.shape), dom_new, move
+        return xf.reshape(x.shape), dom_new, move, empty
 
-      xc, dom, move = lax.cond(jnp.any(active), do_move,
-                               lambda _: (xc, dom, jnp.zeros((b,), bool)), None)
+      no_move = jnp.zeros((b,), bool)
+      xc, dom, move, empty = lax.cond(jnp.any(active), do_move,
+                                      lambda _: (xc, dom, no_move, no_move), None)
       changed = jnp.sum(xc.reshape((b, n)) != xflat0, axis=-1)
       steps = steps + move.astype(jnp.int32)
-      # An example whose saliency map is empty stops (failure unless already done).
+      empties = empties + empty.astype(jnp.int32)
+      # With empty_map='stop' an example whose saliency map is empty stops (a failure).
       active = move
-      return xc, dom, changed, active, steps, succ
+      return xc, dom, changed, active, steps, succ, empties
 
-    init = (x, dom0, jnp.zeros((b,), jnp.int32), jnp.ones((b,), bool),
-            jnp.zeros((b,), jnp.int32), jnp.zeros((b,), bool))
-    x_adv, _, changed, _, steps, _ = lax.while_loop(cond, body, init)
+    zeros = jnp.zeros((b,), jnp.int32)
+    init = (x, dom0, zeros, jnp.ones((b,), bool), zeros, jnp.zeros((b,), bool), zeros)
+    x_adv, _, changed, _, steps, _, empties = lax.while_loop(cond, body, init)
     if not return_info:
       return x_adv
     success = is_done(f(x_adv))
     info = {'success': success, 'steps': steps, 'gradients': 2 * steps,
             'features_changed': changed,
-            'features_changed_frac': changed.astype(x.dtype) / n, 'target': t}
+            'features_changed_frac': changed.astype(x.dtype) / n, 'target': t,
+            'empty_map_iterations': empties}
     return AttackOutput(x_adv, info)
   return attack

@@ -103,7 +103,8 @@ def test_untargeted_variants():
 @pytest.mark.parametrize('kw', [dict(theta=0.0), dict(theta=1.5), dict(gamma=0.0),
                                 dict(gamma=1.2), dict(jacobian='softmax'),
                                 dict(untargeted_target='all'), dict(bounds=(2.0, 1.0)),
-                                dict(pair_batch=0), dict(targeted=None)])
+                                dict(pair_batch=0), dict(targeted=None),
+                                dict(empty_map='skip')])
 def test_bad_hyperparameters(kw):
   with pytest.raises(ValueError):
     jsma(**kw)
