@@ -16,7 +16,11 @@ with ``jaxsec.train.fit``, then reproduces in shape, on Fashion-MNIST:
   DeepFool vs 1.0 for FGSM on MNIST LeNet, ~5x): ``rho = mean ||r||_2 / ||x||_2`` over the
   correctly classified images. For FGSM, ``r`` is the smallest FGSM perturbation that flips
   the label, found per image by a line search over eps along the fixed direction
-  ``sign(grad)`` (a geometric grid, then bisection), as in the DeepFool paper.
+  ``sign(grad)`` (a geometric grid, then bisection). A second protocol fixes *one* eps
+  for the whole set, the smallest at which FGSM fools ``fgsm_fool_rate`` (90%) of the
+  images, and measures ``||r||_2 / ||x||_2`` there (:func:`fgsm_single_eps`); the paper's
+  text available to us does not settle which of the two its FGSM column used, so both are
+  reported (on FMNIST the per-example search gives ~1.8x, the single eps ~4x).
 * C&W L2 (Carlini & Wagner 2017: 100% success, mean L2 1.76 on MNIST): success rate and
   mean L2 on a subset, with DeepFool's and the FGSM line search's mean L2 on the same
   images (C&W should be the smallest).
@@ -94,6 +98,7 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.rho_examples = 500           # DeepFool vs FGSM line search
   c.line_search_grid = 60        # geometric eps grid in [1e-3, 1] ...
   c.line_search_bisect = 12      # ... then bisection
+  c.fgsm_fool_rate = 0.9         # the single-eps FGSM protocol (see fgsm_single_eps)
   c.deepfool = ml_collections.ConfigDict({'num_classes': 10, 'overshoot': 0.02,
                                           'max_iter': 50})
   c.jsma_examples = 100
@@ -194,6 +199,44 @@ def fgsm_line_search(logits_fn, x, y, *, bounds, grid, bisect):
   eps = jnp.where(any_flip, hi_e, jnp.inf)
   xa = jnp.clip(x + jnp.where(any_flip, hi_e, 0.0).reshape((-1,) + (1,) * (x.ndim - 1)) * s, lo, hi)
   return eps, xa - x
+
+
+def fgsm_single_eps(logits_fn, x, y, *, bounds, fool_rate, batch, bisect=20):
+  """One eps for the whole set: the smallest eps at which FGSM (``clip(x + eps sign(g))``,
+  g the cross-entropy gradient at x) misclassifies at least ``fool_rate`` of ``x``.
+
+  A second reading of "FGSM's robustness" for the DeepFool comparison: FGSM has no
+  per-example minimal perturbation of its own, and a protocol that fixes one eps for the
+  data set and measures ``||r||_2 / ||x||_2`` at it gives a larger rho than the per-example
+  line search. Bisection on eps in [0, hi - lo] (the fooling rate is evaluated exactly on
+  the whole set at each probe). Returns (eps, achieved fooling rate, r = x_adv - x), or
+  (inf, best rate, zeros) if even eps = hi - lo does not reach ``fool_rate``.
+  """
+  lo, hi = bounds
+  sign = jax.jit(lambda xb, yb: jnp.sign(
+      common.value_and_grad(logits_fn, common.cross_entropy)(xb, yb)[2]))
+  s = _batched(sign, (x, y), batch)
+  adv = jax.jit(lambda xb, sb, e: jnp.clip(xb + e * sb, lo, hi))
+  fooled = jax.jit(lambda xb, sb, yb, e: jnp.argmax(logits_fn(adv(xb, sb, e)), -1) != yb)
+
+  def rate(e):
+    e = jnp.asarray(e, x.dtype)
+    return float(np.mean(_batched(lambda a, b, c: fooled(a, b, c, e), (x, s, y), batch)))
+
+  a, b = 0.0, float(hi - lo)
+  rb = rate(b)
+  if rb < fool_rate:
+    return float('inf'), rb, np.zeros_like(np.asarray(x))
+  for _ in range(bisect):
+    m = 0.5 * (a + b)
+    rm = rate(m)
+    if rm >= fool_rate:
+      b, rb = m, rm
+    else:
+      a = m
+  e = jnp.asarray(b, x.dtype)
+  x_adv = _batched(lambda a_, b_: adv(a_, b_, e), (x, s), batch)
+  return b, rb, np.asarray(x_adv) - np.asarray(x)
 
 
 def square_vs_apgd(logits_fn, x, y, key, *, bounds, eps, num_queries, p_init, apgd_steps,
@@ -362,9 +405,28 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
         'deepfool_seconds': t_df, 'fgsm_line_search_seconds': t_ls,
         'per_example_deepfool_l2': r_df.tolist(),
         'per_example_fgsm_l2': np.where(ok_f, _l2(r_f), np.inf).tolist(),
+        'per_example_deepfool_success': ok_d.tolist(),
     }
     res_rho['ratio'] = res_rho['rho_fgsm'] / max(res_rho['rho_deepfool'], 1e-12)
     stages.put('rho', res_rho)
+  if 'single_eps' not in res_rho:
+    # The second FGSM protocol: one eps for the set, the smallest fooling fgsm_fool_rate.
+    t = time.time()
+    e1, rate1, r1 = fgsm_single_eps(logits_fn, xr, yr, bounds=bounds,
+                                    fool_rate=cfg.fgsm_fool_rate, batch=bs)
+    ok_d = np.asarray(res_rho.get('per_example_deepfool_success',
+                                  [True] * len(res_rho['per_example_deepfool_l2'])))
+    xn = _l2(xr)
+    rho1 = float(np.mean(_l2(r1) / xn)) if np.isfinite(e1) else float('inf')
+    rho_df_all = float(np.mean(np.asarray(res_rho['per_example_deepfool_l2'])[ok_d]
+                               / xn[ok_d]))
+    res_rho['single_eps'] = {
+        'fool_rate_target': cfg.fgsm_fool_rate, 'eps': e1, 'fool_rate': rate1,
+        'rho_fgsm': rho1, 'rho_deepfool_all': rho_df_all,
+        'ratio': rho1 / max(rho_df_all, 1e-12), 'seconds': time.time() - t}
+    stages.put('rho', res_rho)
+    print(f"FGSM single eps {e1:.4f} fools {rate1:.3f}: rho {rho1:.4f}, ratio "
+          f"{res_rho['single_eps']['ratio']:.2f}", flush=True)
   print(f"rho DeepFool {res_rho['rho_deepfool']:.4f}  FGSM {res_rho['rho_fgsm']:.4f}  "
         f"ratio {res_rho['ratio']:.2f}", flush=True)
 
@@ -482,6 +544,17 @@ def render_markdown(r: dict) -> str:
       f"{p['deepfool']['rho_fgsm']:.2f} | |",
       f"| rho FGSM / rho DeepFool | {_num(d['ratio'], 2)}x | "
       f"{p['deepfool']['ratio']:.0f}x | |",
+  ]
+  se = d.get('single_eps')
+  if se:
+    lines += [
+        f"| FGSM rho_adv, one eps for the set (smallest fooling "
+        f"{_pct(se['fool_rate_target'])}: eps={_num(se['eps'])}, fools "
+        f"{_pct(se['fool_rate'])}) | {_num(se['rho_fgsm'])} | "
+        f"{p['deepfool']['rho_fgsm']:.2f} | a second FGSM protocol (see the docstring) |",
+        f"| rho FGSM (one eps) / rho DeepFool | {_num(se['ratio'], 2)}x | "
+        f"{p['deepfool']['ratio']:.0f}x | |"]
+  lines += [
       f"| C&W L2 success rate ({c['n']} images) | {_pct(c['success_rate'])} | "
       f"{_pct(p['cw_l2']['success_rate'])} | {p['cw_l2']['setting']} |",
       f"| C&W L2 mean L2 (successful) | {_num(c['mean_l2'])} | "

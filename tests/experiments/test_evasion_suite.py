@@ -1,5 +1,6 @@
 """Smoke run of experiments/evasion_suite.py on real FMNIST (tiny model, few images)."""
 import json
+import math
 import os
 
 import numpy as np
@@ -36,6 +37,8 @@ def test_smoke_run_writes_json(tmp_path):
   d = saved['deepfool_vs_fgsm']
   assert 0 < d['deepfool_success_rate'] <= 1
   assert d['rho_deepfool'] > 0 and d['rho_fgsm'] > 0
+  se = d['single_eps']
+  assert se['fool_rate'] >= cfg.fgsm_fool_rate or not math.isfinite(se['eps'])
   assert 0 <= saved['jsma']['success_rate'] <= 1
   assert 0 <= saved['cw_l2']['success_rate'] <= 1
   sq = saved['square']
@@ -48,3 +51,21 @@ def test_smoke_run_writes_json(tmp_path):
   assert res['clean_accuracy'] == saved['clean_accuracy']
   for v in ('full', 'mnist', 'cifar10'):
     assert evasion_suite.get_config(v).variant == v
+
+
+def test_fgsm_single_eps_is_the_quantile_of_per_example_flips_on_a_linear_model():
+  # Binary linear model, logits [0, w.x]: FGSM moves every coordinate by eps against the
+  # predicted side, so example i flips exactly when eps * ||w||_1 > |w.x_i|. The smallest
+  # single eps fooling 90% of n = 50 is the 45th smallest |w.x_i| / ||w||_1.
+  import jax.numpy as jnp
+  rng = np.random.default_rng(0)
+  w = jnp.asarray(rng.normal(size=(6,)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(50, 6)), jnp.float32)
+  logits_fn = lambda v: jnp.stack([jnp.zeros(v.shape[0]), v @ w], axis=-1)
+  y = jnp.argmax(logits_fn(x), axis=-1)
+  e, rate, r = evasion_suite.fgsm_single_eps(logits_fn, x, y, bounds=(-100.0, 100.0),
+                                             fool_rate=0.9, batch=16, bisect=40)
+  flips = np.sort(np.abs(np.asarray(x @ w)) / float(jnp.sum(jnp.abs(w))))
+  assert rate >= 0.9
+  np.testing.assert_allclose(e, flips[44], rtol=1e-4)
+  np.testing.assert_allclose(np.abs(r), e, rtol=1e-4)     # every coordinate moved by eps
