@@ -1,5 +1,10 @@
 """AutoAttack-style ensemble (Croce & Hein, ICML 2020) in JAX.
 
+With the default ``fab_stage='fab-t'``, ``version='standard'`` runs AutoAttack's four
+attacks (APGD-CE, APGD-T, FAB-T, Square) with AutoAttack's standard settings; each is this
+package's own implementation, whose docstring lists its deliberate differences from the
+authors' code.
+
 Stages, each run only on the points that are still robust (correctly classified):
 
 ``version='standard'``:
@@ -7,20 +12,24 @@ Stages, each run only on the points that are still robust (correctly classified)
   2. ``apgd-t``: APGD-T, targeted DLR on each of the ``min(9, C - 1)`` highest-ranked other
      classes, 100 iterations each. (With 3 classes APGD-DLR replaces it, with 2 classes
      APGD on the C&W margin, since the (targeted) DLR loss needs 4 (3) classes.)
-  3. ``pgd-t-margin``: **a documented substitute for FAB-T**, not FAB: targeted PGD on the
-     C&W margin ``z_t - max_{j != t} z_j`` towards the same target classes, 100 steps of a
-     fixed size ``eps / 10`` from a random start in the ball, success = misclassification.
-     FAB (Croce & Hein, ICML 2020b) is a minimal-norm attack whose role in AutoAttack is a
-     different search geometry; this stage provides a different loss and step schedule
-     (margin, fixed step, no momentum) but not FAB's linearised minimal-norm projection
-     steps, so it may miss what FAB would find on gradient-masked models.
+  3. ``fab-t``: FAB-T (:func:`jaxsec.attacks.evasion.fab_t`; Croce & Hein, ICML 2020b),
+     the minimal-norm Fast Adaptive Boundary attack run towards each of the same
+     ``min(9, C - 1)`` target classes, 100 iterations, 1 restart (AutoAttack's standard
+     setting); it counts a point as broken when it finds a misclassified point within
+     ``eps``. Its search geometry (steps to the linearised decision boundary, biased
+     towards the original point) differs from the loss-ascent of APGD.
+     ``fab_stage='pgd-t-margin'`` replaces it by the earlier substitute, which is **not**
+     FAB: targeted PGD on the C&W margin ``z_t - max_{j != t} z_j`` towards the same target
+     classes, 100 steps of a fixed size ``eps / 10`` from a random start in the ball,
+     success = misclassification (cheaper per step: one forward-backward pass, where FAB-T
+     adds a forward pass and two sort-based hyperplane projections).
   4. ``square``: the Square Attack (:func:`jaxsec.attacks.blackbox.square`; Andriushchenko
      et al., ECCV 2020): score-based random search, margin loss, ``p_init = 0.8``, 5000
      queries per point (the clean query included). It uses no gradients, so it catches
      gradient masking.
 
 ``version='fast'``: ``apgd-ce`` (50 iterations) and ``apgd-t`` (50 iterations, 3 target
-classes) only.
+classes) only (``fab_stage`` is ignored).
 
 Two drivers:
 
@@ -48,9 +57,11 @@ from jaxsec import _checks
 from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.autopgd import apgd, apgd_t, top_other_classes
+from jaxsec.attacks.evasion.fab import fab_t
 from jaxsec.attacks.evasion.pgd import run_pgd
 
 VERSIONS = ('standard', 'fast')
+FAB_STAGES = ('fab-t', 'pgd-t-margin')
 
 
 def _square_factory():
@@ -92,10 +103,13 @@ def _margin_pgd_t(*, eps, norm, num_steps, num_target_classes, bounds):
   return attack
 
 
-def stages(*, eps, norm: str, version: str, bounds, num_classes: int
-           ) -> list[tuple[str, Callable]]:
+def stages(*, eps, norm: str, version: str, bounds, num_classes: int,
+           fab_stage: str = 'fab-t') -> list[tuple[str, Callable]]:
   """The list of ``(name, attack)`` stages; each attack returns an ``AttackOutput`` whose
-  ``info['success']`` means misclassification of the true label ``y``."""
+  ``info['success']`` means misclassification of the true label ``y`` within ``eps``.
+
+  ``fab_stage`` picks the third stage of ``version='standard'``: ``'fab-t'`` (FAB-T) or
+  ``'pgd-t-margin'`` (the targeted margin-PGD substitute); see the module docstring."""
   n = 100 if version == 'standard' else 50
   k = min(9 if version == 'standard' else 3, num_classes - 1)
   out = [('apgd-ce', apgd(eps=eps, norm=norm, num_steps=n, loss='ce', bounds=bounds,
@@ -110,8 +124,12 @@ def stages(*, eps, norm: str, version: str, bounds, num_classes: int
     out.append(('apgd-cw', apgd(eps=eps, norm=norm, num_steps=n, loss='cw', bounds=bounds,
                                 return_info=True)))
   if version == 'standard':
-    out.append(('pgd-t-margin', _margin_pgd_t(eps=eps, norm=norm, num_steps=100,
-                                              num_target_classes=k, bounds=bounds)))
+    if fab_stage == 'fab-t':
+      out.append(('fab-t', fab_t(eps=eps, norm=norm, num_steps=100, num_target_classes=k,
+                                 restarts=1, bounds=bounds, return_info=True)))
+    else:
+      out.append(('pgd-t-margin', _margin_pgd_t(eps=eps, norm=norm, num_steps=100,
+                                                num_target_classes=k, bounds=bounds)))
     sq = _square_factory()
     if sq is not None:
       params = inspect.signature(sq).parameters
@@ -132,14 +150,15 @@ def stages(*, eps, norm: str, version: str, bounds, num_classes: int
   return out
 
 
-def _check(eps, norm, version, bounds):
+def _check(eps, norm, version, bounds, fab_stage):
   bounds = common.check_common(eps=eps, norm_=norm, bounds=bounds, norms=('linf', 'l2'))
   _checks.check_choice('version', version, VERSIONS)
+  _checks.check_choice('fab_stage', fab_stage, FAB_STAGES)
   return bounds
 
 
 def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0.0, 1.0),
-                return_info: bool = False):
+                fab_stage: str = 'fab-t', return_info: bool = False):
   """The AutoAttack-style ensemble as one jittable attack (see the module docstring).
 
   ``y`` are the true labels. A point counts as broken by the first stage that misclassifies
@@ -151,8 +170,9 @@ def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0
   including clean errors), ``clean_correct`` [B], ``robust_per_stage`` [S, B] (robust after
   each stage, cumulative), ``stage_success`` [S, B] (the stage alone, on all points) and
   ``gradients`` [B]. ``attack.stage_names(num_classes)`` gives the stage names.
+  ``fab_stage``: ``'fab-t'`` (default) or ``'pgd-t-margin'``, the third standard stage.
   """
-  bounds = _check(eps, norm, version, bounds)
+  bounds = _check(eps, norm, version, bounds, fab_stage)
   common.check_bool(return_info=return_info)
 
   def attack(logits_fn, x, y, key):
@@ -165,7 +185,7 @@ def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0
     per_stage, stage_success = [], []
     grads = jnp.zeros((x.shape[0],), jnp.int32)
     for i, (_, fn) in enumerate(stages(eps=eps, norm=norm, version=version, bounds=bounds,
-                                       num_classes=c)):
+                                       num_classes=c, fab_stage=fab_stage)):
       out = fn(logits_fn, x, y, jax.random.fold_in(key, i))
       s = out.info['success']
       new = s & robust
@@ -183,7 +203,8 @@ def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0
                                 'gradients': grads})
 
   attack.stage_names = lambda num_classes: [n for n, _ in stages(
-      eps=1.0, norm=norm, version=version, bounds=bounds, num_classes=num_classes)]
+      eps=1.0, norm=norm, version=version, bounds=bounds, num_classes=num_classes,
+      fab_stage=fab_stage)]
   return attack
 
 
@@ -193,7 +214,7 @@ def _bucket(n: int) -> int:
 
 def run_auto_attack(logits_fn, x, y, key, *, eps, norm: str = 'linf',
                     version: str = 'standard', bounds=(0.0, 1.0), batch_size: int = 256,
-                    verbose: bool = False) -> dict:
+                    fab_stage: str = 'fab-t', verbose: bool = False) -> dict:
   """Host-level AutoAttack driver that runs each stage only on the still-robust points.
 
   Each stage is jitted once per bucket size (the robust subset padded to a power of two,
@@ -202,9 +223,10 @@ def run_auto_attack(logits_fn, x, y, key, *, eps, norm: str = 'linf',
   Returns a dict: ``x_adv`` (np.ndarray), ``clean_accuracy``, ``robust_accuracy`` (after
   all stages), ``stages`` (list of ``{'name', 'robust_accuracy', 'attacked', 'seconds',
   'gradients'}``; robust accuracy after the stage, cumulative), ``gradients`` (total
-  gradient evaluations actually spent), ``success`` (np bool [N]).
+  gradient evaluations actually spent), ``success`` (np bool [N]). ``fab_stage`` as in
+  :func:`auto_attack`.
   """
-  bounds = _check(eps, norm, version, bounds)
+  bounds = _check(eps, norm, version, bounds, fab_stage)
   batch_size = _checks.check_int('batch_size', batch_size, minimum=1)
   x = jnp.asarray(x)
   y = jnp.asarray(y)
@@ -218,7 +240,8 @@ def run_auto_attack(logits_fn, x, y, key, *, eps, norm: str = 'linf',
   x_adv = np.array(x)
   report, total_grads = [], 0
   for si, (name, fn) in enumerate(stages(eps=eps, norm=norm, version=version,
-                                         bounds=bounds, num_classes=c)):
+                                         bounds=bounds, num_classes=c,
+                                         fab_stage=fab_stage)):
     jfn = jax.jit(fn, static_argnums=0)
     idx = np.nonzero(robust)[0]
     t0 = time.time()

@@ -374,7 +374,7 @@ def test_bad_inputs():
 
 def test_autoattack_standard_has_square():
   assert attacks.auto_attack(eps=0.1).stage_names(10) == [
-      'apgd-ce', 'apgd-t', 'pgd-t-margin', 'square']
+      'apgd-ce', 'apgd-t', 'fab-t', 'square']
   assert 'square' not in attacks.auto_attack(eps=0.1, version='fast').stage_names(10)
 
 
@@ -388,7 +388,7 @@ def test_run_auto_attack_square_catches_gradient_masking():
   y = common.predict(f(x))
   res = attacks.run_auto_attack(f, x, y, KEY, eps=0.08, norm='linf', batch_size=32)
   names = [s['name'] for s in res['stages']]
-  assert names == ['apgd-ce', 'apgd-t', 'pgd-t-margin', 'square']
+  assert names == ['apgd-ce', 'apgd-t', 'fab-t', 'square']
   acc = [s['robust_accuracy'] for s in res['stages']]
   assert acc[2] >= 0.5, acc                                   # gradients are useless here
   assert acc[3] <= 0.5 * acc[2], acc                          # Square is not
