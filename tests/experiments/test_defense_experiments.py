@@ -54,6 +54,11 @@ def test_distillation_smoke(tmp_path):
     e = r['models'][name]
     for k in ('jsma', 'jsma_logits', 'cw_l2'):
       assert 0 <= e[k]['success_rate'] <= 1
+    for k in ('jsma', 'jsma_logits'):
+      # 'stop' can only lose the examples that met an empty map.
+      assert e[k]['success_rate_stop_rule'] <= e[k]['success_rate']
+      assert (e[k]['success_rate'] - e[k]['success_rate_stop_rule']
+              <= e[k]['frac_meeting_empty_map'] + 1e-9)
     assert e['softmax_grad_l1'] >= 0
   assert 'distilled' in defense_distillation.render_markdown(r)
 
