@@ -63,10 +63,12 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.cw_initial_const = 1.0
   c.deepfool_steps = 50
   c.overshoot = 0.02
+  c.apgd_steps = 20              # APGD-CE (vs torchattacks.APGD, the official code's port)
+  c.fab_steps = 20               # FAB-T, 9 target classes (vs torchattacks.FAB multi-targeted)
   c.repeats = 3
   c.slow_repeats = 1          # for C&W and DeepFool (minutes per call on CPU for the peers)
   c.peers = ('torchattacks', 'foolbox')
-  c.attacks = ('fgsm', 'pgd', 'cw', 'deepfool')
+  c.attacks = ('fgsm', 'pgd', 'cw', 'deepfool', 'apgd', 'fab')
   if variant == 'smoke':
     c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
     c.train_subset = 512
@@ -75,6 +77,8 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
     c.cw_binary_steps = 1
     c.cw_steps = 3
     c.deepfool_steps = 3
+    c.apgd_steps = 2
+    c.fab_steps = 2
     c.repeats = 1
     c.slow_repeats = 1
     c.peers = ()
@@ -102,7 +106,7 @@ def _load(cfg, split):
 
 
 def _repeats(cfg, name):
-  return cfg.slow_repeats if name in ('cw', 'deepfool') else cfg.repeats
+  return cfg.slow_repeats if name in ('cw', 'deepfool', 'fab') else cfg.repeats
 
 
 def _time(fn, repeats):
@@ -164,6 +168,8 @@ def _jaxsec_attacks(cfg):
   if hasattr(attacks, 'deepfool'):
     out['deepfool'] = (attacks.deepfool(norm='l2', num_classes=10, overshoot=cfg.overshoot,
                                         max_iter=cfg.deepfool_steps), True)
+  out['apgd'] = (attacks.apgd(eps=eps, num_steps=cfg.apgd_steps, loss='ce'), False)
+  out['fab'] = (attacks.fab_t(eps=eps, num_steps=cfg.fab_steps, num_target_classes=9), False)
   return {k: v for k, v in out.items() if k in cfg.attacks}
 
 
@@ -237,6 +243,12 @@ def _run_torchattacks(cfg, params, logits_fn, x, y):
                                      lr=cfg.cw_lr), True),
       'deepfool': (lambda: torchattacks.DeepFool(model, steps=cfg.deepfool_steps,
                                                  overshoot=cfg.overshoot), True),
+      'apgd': (lambda: torchattacks.APGD(model, norm='Linf', eps=eps, steps=cfg.apgd_steps,
+                                         n_restarts=1, loss='ce', seed=cfg.seed), False),
+      # multi_targeted: the 9 other classes as targets, AutoAttack's FAB-T.
+      'fab': (lambda: torchattacks.FAB(model, norm='Linf', eps=eps, steps=cfg.fab_steps,
+                                       n_restarts=1, multi_targeted=True, n_classes=10,
+                                       seed=cfg.seed), False),
   }
   res = {'version': torchattacks.__version__, 'torch_version': torch.__version__,
          'torch_threads': torch.get_num_threads(), 'max_logit_diff_vs_jax': diff}
@@ -283,6 +295,9 @@ def _run_foolbox(cfg, logits_fn, x, y):
   }
   xj, yj = jnp.asarray(x), jnp.asarray(y)
   for name in cfg.attacks:
+    if name not in makers:
+      res[name] = {'error': f'Foolbox {res["version"]} has no {name} attack'}
+      continue
     try:
       make, e, minimal = makers[name]
       atk = make()
