@@ -583,6 +583,25 @@ def render_markdown(r: dict) -> str:
   return '\n'.join(lines)
 
 
+def headline(r: dict) -> list:
+  """README rows: the minimal-perturbation ordering and JSMA against the published figures."""
+  c, j = r['cw_l2'], r['jsma']
+  where = f" ({r['device']['device_kind']})" if r.get('device') else ''
+  rows = []
+  if c.get('same_images_n'):
+    rows.append((f"White-box minimal perturbations, FMNIST CNN{where}: mean L2 on the same "
+                 f"{c['same_images_n']} images, C&W / DeepFool / FGSM (published order: "
+                 'C&W < DeepFool < FGSM)',
+                 f"{_num(c['same_images_mean_l2_cw'])} / "
+                 f"{_num(c['same_images_mean_l2_deepfool'])} / "
+                 f"{_num(c['same_images_mean_l2_fgsm'])} (C&W success "
+                 f"{_pct(c['success_rate'])})"))
+  rows.append((f"JSMA targeted, gamma 14.5%, FMNIST CNN{where}: success / % features changed "
+               f"(MNIST LeNet published: 97% / 4.02%)",
+               f"{_pct(j['success_rate'])} / {_num(j['features_changed_pct_successful'], 2)}%"))
+  return rows
+
+
 FLAGS = flags.FLAGS
 
 
