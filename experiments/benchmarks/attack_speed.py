@@ -183,6 +183,26 @@ def _run_jaxsec(cfg, logits_fn, x, y, key):
     t = _time(lambda: _block(f(logits_fn, x, y, key)), _repeats(cfg, name))
     res[name] = {'seconds': t, 'compile_seconds': compile_s,
                  **_strength(logits_fn, x, y, xa, minimal)}
+  # The official code (and torchattacks' port) runs APGD only on the correctly classified
+  # points and FAB-T's targets one at a time on the points still robust; jaxsec's host
+  # driver does the same (one jitted program per target), next to the one-program timing.
+  from jaxsec.attacks.evasion import autoattack  # pylint: disable=g-import-not-at-top
+  filtered = {
+      'apgd': [('apgd', attacks.apgd(eps=cfg.eps, num_steps=cfg.apgd_steps, loss='ce',
+                                     return_info=True))],
+      'fab': [('fab-t', attacks.fab_t(eps=cfg.eps, num_steps=cfg.fab_steps,
+                                      num_target_classes=1, first_target=j,
+                                      return_info=True)) for j in range(9)],
+  }
+  for name, stage_list in filtered.items():
+    if name not in res:
+      continue
+    run = lambda sl=stage_list: autoattack.run_stages(logits_fn, x, y, key, sl,
+                                                      batch_size=cfg.batch)
+    out = run()                                               # compiles
+    t = _time(run, _repeats(cfg, name))
+    res[name]['filtered'] = {'seconds': t, **_strength(logits_fn, x, y, out['x_adv'], False),
+                             'gradients': out['gradients']}
   for name in cfg.attacks:
     res.setdefault(name, {'error': f'jaxsec has no {name} attack in this checkout'})
   return res
@@ -374,7 +394,9 @@ def run(cfg, workdir: str) -> dict:
   for peer, r in peers.items():
     for name in cfg.attacks:
       if 'seconds' in ours.get(name, {}) and 'seconds' in r.get(name, {}):
-        ratios[f'{peer}/{name}'] = r[name]['seconds'] / ours[name]['seconds']
+        # The same work as the peer: the host-filtered driver where jaxsec has one.
+        mine = ours[name].get('filtered', ours[name])['seconds']
+        ratios[f'{peer}/{name}'] = r[name]['seconds'] / mine
   for kk, v in ratios.items():
     print(f'[attack_speed] {kk}: peer time / jaxsec time = {v:.2f}')
 
@@ -435,6 +457,15 @@ def render_markdown(results: dict) -> str:
       if row.get('untouched_fallbacks_rescored'):
         note += (f"; {row['untouched_fallbacks_rescored']} untouched all-zero fallbacks "
                  'scored as failures')
+      fl = row.get('filtered')
+      if fl:
+        lines.append(f"| {name} (one program, all points x all targets) | {lib} | "
+                     f"{_fmt(row['seconds'])} | {_fmt(row.get('robust_accuracy'))} | - | - | "
+                     f"compile {row['compile_seconds']:.1f}s |")
+        lines.append(f"| {name} (host driver: still-robust points only) | {lib} | "
+                     f"{_fmt(fl['seconds'])} | {_fmt(fl['robust_accuracy'])} | - | - | "
+                     'the official schedule |')
+        continue
       lines.append(f"| {name} | {lib} | {_fmt(row['seconds'])} | "
                    f"{_fmt(row.get('robust_accuracy'))} | {_fmt(row.get('success_rate'))} | "
                    f"{_fmt(row.get('median_l2'))} | {note} |")

@@ -223,7 +223,7 @@ def top_other_classes(logits: jax.Array, y: jax.Array, k: int) -> jax.Array:
 
 def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes: int = 9,
            restarts: int = 1, rho: float = 0.75, alpha: float = 0.75, bounds=(0.0, 1.0),
-           return_info: bool = False):
+           first_target: int = 0, return_info: bool = False):
   """APGD-T of AutoAttack (Croce & Hein, ICML 2020): APGD on the targeted DLR loss
   ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` for each of the ``num_target_classes``
   classes ranked highest (other than ``y``) at the clean input, ``restarts`` runs each.
@@ -232,12 +232,17 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
   that uses targets as a search device). Per example the best result over all targets and
   restarts is kept. Needs >= 4 classes and ``num_target_classes <= num_classes - 1``
   (checked when the attack is called, once the number of classes is known).
+  ``first_target`` skips the ``first_target`` highest-ranked classes: the targets are the
+  ranks ``first_target .. first_target + num_target_classes - 1`` (a host driver runs one
+  target at a time on the points still robust, as the official code does; see
+  :func:`jaxsec.attacks.evasion.run_auto_attack`).
   Cost: ``num_target_classes * restarts * (num_steps + 1)`` gradients.
   """
   bounds, num_steps, restarts = _check_apgd(eps, norm, num_steps, restarts, rho, alpha,
                                             bounds)
   num_target_classes = _checks.check_int('num_target_classes', num_target_classes,
                                          minimum=1)
+  first_target = _checks.check_int('first_target', first_target, minimum=0)
   common.check_bool(return_info=return_info)
 
   def attack(logits_fn, x, y, key):
@@ -246,10 +251,10 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
     c = logits.shape[-1]
     if c < 4:
       raise ValueError(f'APGD-T needs at least 4 classes (targeted DLR); the model has {c}.')
-    if num_target_classes > c - 1:
-      raise ValueError(f'num_target_classes={num_target_classes} must be <= num_classes - 1 '
-                       f'= {c - 1}.')
-    targets = top_other_classes(logits, y, num_target_classes)
+    if first_target + num_target_classes > c - 1:
+      raise ValueError(f'first_target={first_target} + num_target_classes='
+                       f'{num_target_classes} must be <= num_classes - 1 = {c - 1}.')
+    targets = top_other_classes(logits, y, first_target + num_target_classes)[:, first_target:]
     succ = lambda lg: common.success(lg, y, False)
 
     def per_target(j):

@@ -297,7 +297,7 @@ def _check_fab(norm, eps, num_steps, restarts, alpha_max, eta, beta, bounds, ret
 
 
 def _fab(logits_fn, x, y, key, *, norm, eps, num_steps, restarts, num_target_classes,
-         alpha_max, eta, beta, bounds, return_info, name):
+         alpha_max, eta, beta, bounds, return_info, name, first_target=0):
   """The shared driver of :func:`fab` (num_target_classes None) and :func:`fab_t`."""
   common.check_call(x, y, bounds)
   if restarts > 1 and key is None:
@@ -321,12 +321,12 @@ def _fab(logits_fn, x, y, key, *, norm, eps, num_steps, restarts, num_target_cla
     targets_all = None
     grads_per_step = c - 1
   else:
-    if num_target_classes > c - 1:
-      raise ValueError(f'num_target_classes={num_target_classes} must be <= num_classes - '
-                       f'1 = {c - 1}.')
+    if first_target + num_target_classes > c - 1:
+      raise ValueError(f'first_target={first_target} + num_target_classes='
+                       f'{num_target_classes} must be <= num_classes - 1 = {c - 1}.')
     k_runs = num_target_classes
     others = None
-    targets_all = top_other_classes(z0, y, num_target_classes)
+    targets_all = top_other_classes(z0, y, first_target + num_target_classes)[:, first_target:]
     grads_per_step = 1
   if eps is None:
     r_eps = DEFAULT_RESTART_EPS[norm] * (bounds[1] - bounds[0])
@@ -430,7 +430,7 @@ def fab(*, norm: str = 'linf', eps=None, num_steps: int = 100, restarts: int = 1
 
 def fab_t(*, norm: str = 'linf', eps=None, num_steps: int = 100,
           num_target_classes: int = 9, restarts: int = 1, alpha_max=0.1, eta=1.05,
-          beta=0.9, bounds=(0.0, 1.0), return_info: bool = False):
+          beta=0.9, bounds=(0.0, 1.0), first_target: int = 0, return_info: bool = False):
   """FAB-T, the targeted FAB that AutoAttack runs (Croce & Hein, ICML 2020).
 
   For each of the ``num_target_classes`` classes ranked highest at the clean input (other
@@ -443,15 +443,18 @@ def fab_t(*, norm: str = 'linf', eps=None, num_steps: int = 100,
   Args, ``x_adv`` and ``info``: as :func:`fab`, plus ``num_target_classes`` (>= 1;
   AutoAttack uses 9). Cost: ``num_target_classes * restarts * num_steps`` backward passes;
   ``info`` also has ``targets`` [B, num_target_classes] (by rank at the clean input).
+  ``first_target``: as in :func:`apgd_t` (targets are the ranks ``first_target ..
+  first_target + num_target_classes - 1``).
   """
   bounds, num_steps, restarts = _check_fab(norm, eps, num_steps, restarts, alpha_max, eta,
                                            beta, bounds, return_info)
   num_target_classes = _checks.check_int('num_target_classes', num_target_classes,
                                          minimum=1)
+  first_target = _checks.check_int('first_target', first_target, minimum=0)
 
   def attack(logits_fn, x, y, key=None):
     return _fab(logits_fn, x, y, key, norm=norm, eps=eps, num_steps=num_steps,
                 restarts=restarts, num_target_classes=num_target_classes,
                 alpha_max=alpha_max, eta=eta, beta=beta, bounds=bounds,
-                return_info=return_info, name='fab_t')
+                return_info=return_info, name='fab_t', first_target=first_target)
   return attack

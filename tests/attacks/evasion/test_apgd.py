@@ -203,3 +203,38 @@ def test_apgd_t_too_many_targets():
   f = lambda x: x @ jnp.ones((3, 4))
   with pytest.raises(ValueError, match='num_target_classes'):
     attacks.apgd_t(eps=0.1, num_target_classes=4)(f, jnp.zeros((1, 3)), jnp.array([0]), KEY)
+
+
+@pytest.mark.parametrize('factory', [attacks.apgd_t, attacks.fab_t])
+def test_first_target_picks_the_ranked_target(digits_mlp, factory):
+  f, x, y = digits_mlp
+  x, y = x[:8], y[:8]
+  kw = dict(eps=0.1, num_steps=2, return_info=True)
+  full = factory(num_target_classes=4, **kw)(f, x, y, KEY)
+  for j in (0, 2, 3):
+    one = factory(num_target_classes=1, first_target=j, **kw)(f, x, y, KEY)
+    np.testing.assert_array_equal(one.info['targets'][:, 0], full.info['targets'][:, j])
+  with pytest.raises(ValueError, match='first_target'):
+    factory(num_target_classes=2, first_target=8, **kw)(f, x, y, KEY)
+  with pytest.raises(ValueError, match='first_target'):
+    factory(first_target=-1, eps=0.1)
+
+
+def test_run_auto_attack_runs_targets_only_on_points_still_robust(digits_mlp):
+  # Official APGD-T / FAB-T: target j + 1 only attacks what targets 0..j left robust.
+  f, x, y = digits_mlp
+  x, y = x[:64], y[:64]
+  res = attacks.run_auto_attack(f, x, y, KEY, eps=0.12, version='standard', batch_size=64)
+  st = {s['name']: s for s in res['stages']}
+  assert [s['name'] for s in res['stages']] == ['apgd-ce', 'apgd-t', 'fab-t', 'square']
+  for name in ('apgd-t', 'fab-t'):
+    per = st[name]['attacked_per_target']
+    assert st[name]['target_runs'] == 9 and len(per) == 9
+    assert per[0] == st[name]['attacked']
+    assert all(b <= a for a, b in zip(per, per[1:]))
+    # What the next stage attacks is what the last target left robust.
+  assert st['fab-t']['attacked'] == round(st['apgd-t']['robust_accuracy'] * len(y))
+  per = st['apgd-t']['attacked_per_target']
+  assert per[-1] < per[0]              # on this model APGD-T breaks points along the way
+  assert st['apgd-t']['gradients'] == 101 * sum(per)    # and spends nothing on them after
+  assert res['robust_accuracy'] == pytest.approx(st['square']['robust_accuracy'])
