@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import common as exp_common
 from jaxsec import data
 from jaxsec import io as jio
 from jaxsec import losses
@@ -179,6 +180,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
         'dp_bound_tpr_at_0.01_fpr': (min(1.0, math.exp(spent) * 0.01 + c.delta)
                                      if math.isfinite(spent) else 1.0),
         'seconds': time.time() - t0,
+        'device': exp_common.device_info(),
     }
     print(f"[{NAME}] eps {eps:g} (spent {spent:.3g}, sigma {sigma:.3g}): test acc "
           f"{accs:.4f}, LiRA online AUC {row['lira_online']['auc']:.3f} TPR@0.1% "
@@ -199,8 +201,9 @@ def render_markdown(r: dict) -> str:
            'models trained with the same recipe. eps = inf: same training without clipping '
            'or noise. The DP bound is the most any attack can reach: TPR <= e^eps FPR + delta.',
            '', '| eps (spent) | sigma | train / test acc | loss thr. AUC | LiRA online AUC | '
-           'LiRA online TPR@0.1% | LiRA online TPR@1% | LiRA offline TPR@1% | DP bound TPR@1% |',
-           '|---|---|---|---|---|---|---|---|---|']
+           'LiRA online TPR@0.1% | LiRA online TPR@1% | LiRA offline TPR@1% | DP bound TPR@1% '
+           '| ran on |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   for x in r['runs']:
     e = 'inf' if x['target_epsilon'] == 0.0 else f"{x['target_epsilon']:g} ({x['epsilon']:.2f})"
     lo, lf = x['lira_online'], x['lira_offline']
@@ -208,7 +211,8 @@ def render_markdown(r: dict) -> str:
                  f"{100 * x['test_accuracy']:.1f}% | {x['loss_threshold']['auc']:.3f} | "
                  f"{lo['auc']:.3f} | {100 * lo['tpr_at_0.001_fpr']:.2f}% | "
                  f"{100 * lo['tpr_at_0.01_fpr']:.2f}% | {100 * lf['tpr_at_0.01_fpr']:.2f}% | "
-                 f"{100 * x['dp_bound_tpr_at_0.01_fpr']:.1f}% |")
+                 f"{100 * x['dp_bound_tpr_at_0.01_fpr']:.1f}% | "
+                 f"{x.get('device', {}).get('device_kind', 'cpu')} |")
   return '\n'.join(lines) + '\n'
 
 

@@ -24,3 +24,4 @@ def test_smoke_writes_rows_and_resumes(tmp_path):
   again = dp_membership.run(c, str(tmp_path))
   assert again['runs'] == saved['runs']
   assert '| eps (spent) |' in dp_membership.render_markdown(saved)
+  assert all(r['device']['platform'] for r in saved['runs'])

@@ -143,7 +143,7 @@ def apgd_run(logits_fn, x, y, key, *, eps, p, num_steps, obj, success_fn, bounds
         reduced_last=jnp.where(at_ck, reduce, st['reduced_last']),
         x_out=x_out, s_out=s_out, v_out=v_out)
 
-  st = lax.fori_loop(0, num_steps, body, state)
+  st = common.fori_loop(0, num_steps, body, state)
   if return_state:
     return st['x_out'], st['s_out'], st['v_out'], st
   return st['x_out'], st['s_out'], st['v_out']

@@ -280,7 +280,7 @@ def _fab_run(f, x0, shape, y, x_start, lo, hi, *, others, targets, norm, num_ste
     x_new = jnp.where(adv[:, None], x0 + beta * (x_new - x0), x_new)
     return x_new, best, x_best
 
-  _, best, x_best = lax.fori_loop(0, num_steps, body, (x_start, best, x_best))
+  _, best, x_best = common.fori_loop(0, num_steps, body, (x_start, best, x_best))
   return best, x_best
 
 
