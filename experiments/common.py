@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import math
 from typing import Iterable
 
 import jax
@@ -48,3 +49,13 @@ def device_info() -> dict:
   d = jax.devices()
   return {'platform': d[0].platform, 'device_kind': d[0].device_kind,
           'num_devices': len(d), 'jax': jax.__version__}
+
+
+def pct(v) -> str:
+  """A fraction as a percentage for the docs tables ('n/a' for None / inf / nan)."""
+  return 'n/a' if v is None or not math.isfinite(v) else f'{100 * v:.1f}%'
+
+
+def num(v, d: int = 3) -> str:
+  """A number with ``d`` decimals for the docs tables ('n/a' for None / inf / nan)."""
+  return 'n/a' if v is None or not math.isfinite(v) else f'{v:.{d}f}'

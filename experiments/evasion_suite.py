@@ -508,12 +508,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   return results
 
 
-def _pct(v):
-  return 'n/a' if v is None or not np.isfinite(v) else f'{100 * v:.1f}%'
-
-
-def _num(v, d=3):
-  return 'n/a' if v is None or not np.isfinite(v) else f'{v:.{d}f}'
+_pct = exp_common.pct
+_num = exp_common.num
 
 
 def render_markdown(r: dict) -> str:
