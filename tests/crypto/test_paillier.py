@@ -109,9 +109,14 @@ def test_overflow_raises_value_error_naming_the_value(keys):
     paillier.encrypt_array(pk, [1.0, -5.0], max_abs=4.0)
   with pytest.raises(ValueError, match=r'max_abs=1e\+200 is too large for the key'):
     paillier.encrypt_array(pk, [1.0], max_abs=1e200)
-  big = paillier.encrypt_array(pk, [1.0], max_abs=2.0 ** 470)   # bound 2^502 of ~2^509.4
-  with pytest.raises(ValueError, match=r'the sum of 300 arrays could reach .*2\^510'):
-    paillier.homomorphic_sum([big] * 300)
+  big = paillier.encrypt_array(pk, [1.0], max_abs=2.0 ** 470)   # bound 2^502
+  # n is any 512-bit modulus, so max_int ~ n / 3 lies in [2^509.4, 2^510.4): derive the
+  # smallest number of summands that overflows from the key instead of fixing it.
+  k = pk.max_int // big.bound + 1
+  assert k * big.bound > pk.max_int >= (k - 1) * big.bound
+  paillier.homomorphic_sum([big] * (k - 1))                      # fits: no error
+  with pytest.raises(ValueError, match=rf'the sum of {k} arrays could reach .*beyond'):
+    paillier.homomorphic_sum([big] * k)
   with pytest.raises(ValueError, match=r'x @ w \+ b .*could reach'):
     paillier.encrypted_linear(big, [1e10])
   with pytest.raises(ValueError, match='weights contains'):
