@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from experiments import common as exp_common
 from jaxsec import data
@@ -142,23 +141,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   key = jax.random.key(cfg.seed)
   k_init, k_train, k_sel, k_sub, k_hsja = jax.random.split(key, 5)
   ds = data.info(cfg.dataset)
-  x_train, y_train = data.load(cfg.dataset, 'train')
-  x_test, y_test = data.load(cfg.dataset, 'test')
-  if cfg.train_subset:
-    x_train, y_train = x_train[:cfg.train_subset], y_train[:cfg.train_subset]
+  x_train, y_train, x_test, y_test = exp_common.load_splits(
+      cfg.dataset, train_subset=cfg.train_subset)
 
   # ---- the oracle (the attacker only ever calls oracle_labels).
-  model = models.get(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs.to_dict())
-  params = models.init(model, k_init, (1,) + ds.input_shape)
-  steps = x_train.shape[0] // cfg.batch_size
-  sched = optax.cosine_decay_schedule(cfg.learning_rate, steps * cfg.num_epochs)
-  t = time.time()
-  params = train.fit(model.apply, params, x_train, y_train, optimizer=optax.adam(sched),
-                     key=k_train, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
-                     num_classes=ds.num_classes, progress=True, label=f'{NAME}/oracle',
-                     checkpoint_dir=None if ckpt_dir is None else os.path.join(
-                         ckpt_dir, 'oracle')).params
-  train_seconds = time.time() - t
+  model, params, _, train_seconds = exp_common.train_classifier(
+      cfg.model, cfg.model_kwargs, x_train, y_train, num_classes=ds.num_classes,
+      input_shape=ds.input_shape, init_key=k_init, train_key=k_train,
+      learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
+      label=f'{NAME}/oracle', checkpoint_dir=exp_common.subdir(ckpt_dir, 'oracle'))
   logits_fn = models.logits_fn(model, params)
   oracle_labels = jax.jit(lambda x: jnp.argmax(model.apply(params, x), -1).astype(jnp.int32))
   test_pred = np.argmax(train.predict_logits(model.apply, params, x_test), -1)

@@ -3,10 +3,18 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import Iterable
+import os
+import time
+from typing import Any, Iterable
 
 import jax
 import ml_collections
+import numpy as np
+import optax
+
+from jaxsec import data
+from jaxsec import models
+from jaxsec import train
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, items: Iterable[str]
@@ -59,3 +67,50 @@ def pct(v) -> str:
 def num(v, d: int = 3) -> str:
   """A number with ``d`` decimals for the docs tables ('n/a' for None / inf / nan)."""
   return 'n/a' if v is None or not math.isfinite(v) else f'{v:.{d}f}'
+
+
+def load_splits(dataset: str, *, train_subset: int = 0, test_subset: int = 0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """``(x_train, y_train, x_test, y_test)`` of ``dataset``, each split cut to its first
+  ``train_subset`` / ``test_subset`` examples (0 keeps the whole split)."""
+  for name, v in (('train_subset', train_subset), ('test_subset', test_subset)):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+      raise ValueError(f'{name}={v!r} must be a non-negative int (0 = the whole split).')
+  x_train, y_train = data.load(dataset, 'train')
+  x_test, y_test = data.load(dataset, 'test')
+  if train_subset:
+    x_train, y_train = x_train[:train_subset], y_train[:train_subset]
+  if test_subset:
+    x_test, y_test = x_test[:test_subset], y_test[:test_subset]
+  return x_train, y_train, x_test, y_test
+
+
+def train_classifier(model_name: str, model_kwargs: Any, x_train, y_train, *,
+                     num_classes: int, input_shape: tuple[int, ...], init_key: jax.Array,
+                     train_key: jax.Array, learning_rate: float, batch_size: int,
+                     num_epochs: int, label: str, checkpoint_dir: str | None = None,
+                     progress: bool = True) -> tuple[Any, Any, train.FitResult, float]:
+  """The experiments' standard classifier: ``models.get(model_name, **model_kwargs)``
+  initialised with ``init_key`` and trained by ``jaxsec.train.fit`` with Adam on a cosine
+  decay from ``learning_rate`` to 0 over ``num_epochs`` epochs of ``len(x) // batch_size``
+  steps (resumable from ``checkpoint_dir`` when given).
+
+  Returns ``(model, params, fit_result, train_seconds)``.
+  """
+  kw = model_kwargs.to_dict() if isinstance(model_kwargs, ml_collections.ConfigDict) else dict(
+      model_kwargs)
+  model = models.get(model_name, num_classes=num_classes, **kw)
+  params = models.init(model, init_key, (1,) + tuple(input_shape))
+  steps = x_train.shape[0] // batch_size
+  schedule = optax.cosine_decay_schedule(learning_rate, steps * num_epochs)
+  t0 = time.time()
+  result = train.fit(model.apply, params, x_train, y_train, optimizer=optax.adam(schedule),
+                     key=train_key, batch_size=batch_size, num_epochs=num_epochs,
+                     num_classes=num_classes, checkpoint_dir=checkpoint_dir,
+                     progress=progress, label=label)
+  return model, result.params, result, time.time() - t0
+
+
+def subdir(root: str | None, name: str) -> str | None:
+  """``root/name``, or None when ``root`` is None (no checkpointing)."""
+  return None if root is None else os.path.join(root, name)

@@ -55,7 +55,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from experiments import common as exp_common
 from experiments import evasion_suite as suite
@@ -289,18 +288,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
     # The suite's key derivation: the same images / targets for the same data set.
     key = jax.random.key(cfg.seed)
     k_init, k_train, k_sel, k_tgt = jax.random.split(key, 4)
-    model = models.get('cnn', num_classes=num_classes, **kw.to_dict())
-    params = models.init(model, k_init, (1,) + input_shape)
-    steps = (x_train.shape[0] // cfg.batch_size) * cfg.num_epochs
-    t0 = time.time()
-    params = train.fit(
-        model.apply, params, x_train, y_train,
-        optimizer=optax.adam(optax.cosine_decay_schedule(cfg.learning_rate, steps)),
-        key=k_train, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
-        num_classes=num_classes,
-        checkpoint_dir=None if ckpt_dir is None else os.path.join(ckpt_dir, name),
-        label=f'{NAME}/{name}').params
-    train_s = time.time() - t0
+    model, params, _, train_s = exp_common.train_classifier(
+        'cnn', kw, x_train, y_train, num_classes=num_classes, input_shape=input_shape,
+        init_key=k_init, train_key=k_train, learning_rate=cfg.learning_rate,
+        batch_size=cfg.batch_size, num_epochs=cfg.num_epochs, label=f'{NAME}/{name}',
+        checkpoint_dir=exp_common.subdir(ckpt_dir, name), progress=False)
     logits_fn = models.logits_fn(model, params)
     test_logits = train.predict_logits(model.apply, params, x_test)
     acc = float(np.mean(np.argmax(test_logits, -1) == y_test))

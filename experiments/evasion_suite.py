@@ -48,7 +48,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from experiments import common as exp_common
 from jaxsec import data
@@ -319,26 +318,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   key = jax.random.key(cfg.seed)
   k_init, k_train, k_sel, k_tgt = jax.random.split(key, 4)
   ds = data.info(cfg.dataset)
-  x_train, y_train = data.load(cfg.dataset, 'train')
-  x_test, y_test = data.load(cfg.dataset, 'test')
-  if cfg.train_subset:
-    x_train, y_train = x_train[:cfg.train_subset], y_train[:cfg.train_subset]
-  if cfg.test_subset:
-    x_test, y_test = x_test[:cfg.test_subset], y_test[:cfg.test_subset]
+  x_train, y_train, x_test, y_test = exp_common.load_splits(
+      cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.test_subset)
 
-  model = models.get(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs.to_dict())
-  params = models.init(model, k_init, (1,) + ds.input_shape)
-  steps_per_epoch = x_train.shape[0] // cfg.batch_size
-  schedule = optax.cosine_decay_schedule(cfg.learning_rate, steps_per_epoch * cfg.num_epochs)
-  t0 = time.time()
-  result = train.fit(model.apply, params, x_train, y_train, optimizer=optax.adam(schedule),
-                     key=k_train, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
-                     num_classes=ds.num_classes,
-                     checkpoint_dir=None if ckpt_dir is None else os.path.join(ckpt_dir,
-                                                                               'train'),
-                     progress=True, label=f'{NAME}/train')
-  params = result.params
-  timing = {'train': time.time() - t0}
+  model, params, _, train_seconds = exp_common.train_classifier(
+      cfg.model, cfg.model_kwargs, x_train, y_train, num_classes=ds.num_classes,
+      input_shape=ds.input_shape, init_key=k_init, train_key=k_train,
+      learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
+      label=f'{NAME}/train', checkpoint_dir=exp_common.subdir(ckpt_dir, 'train'))
+  timing = {'train': train_seconds}
   logits_fn = models.logits_fn(model, params)
   test_logits = train.predict_logits(model.apply, params, x_test)
   clean_acc = float(np.mean(np.argmax(test_logits, -1) == y_test))

@@ -285,27 +285,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   key = jax.random.key(cfg.seed)
   k_init, k_train, k_fgsm, k_pgd = jax.random.split(key, 4)
-  x_train, y_train = data.load(cfg.dataset, 'train')
-  x_test, y_test = data.load(cfg.dataset, 'test')
   ds = data.info(cfg.dataset)
-  if cfg.train_subset:
-    x_train, y_train = x_train[:cfg.train_subset], y_train[:cfg.train_subset]
-  if cfg.eval_subset:
-    x_test, y_test = x_test[:cfg.eval_subset], y_test[:cfg.eval_subset]
+  x_train, y_train, x_test, y_test = common.load_splits(
+      cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.eval_subset)
 
-  model = models.get(cfg.model, num_classes=ds.num_classes, **cfg.model_kwargs.to_dict())
-  params = models.init(model, k_init, (1,) + ds.input_shape)
-  steps_per_epoch = x_train.shape[0] // cfg.batch_size
-  schedule = optax.cosine_decay_schedule(cfg.learning_rate,
-                                         steps_per_epoch * cfg.num_epochs)
-  t0 = time.time()
-  result = train.fit(model.apply, params, x_train, y_train, optimizer=optax.adam(schedule),
-                     key=k_train, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
-                     num_classes=ds.num_classes,
-                     checkpoint_dir=os.path.join(workdir, 'checkpoints'),
-                     progress=True, label='main/train')
-  train_time = time.time() - t0
-  params = result.params
+  model, params, result, train_time = common.train_classifier(
+      cfg.model, cfg.model_kwargs, x_train, y_train, num_classes=ds.num_classes,
+      input_shape=ds.input_shape, init_key=k_init, train_key=k_train,
+      learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
+      label='main/train', checkpoint_dir=os.path.join(workdir, 'checkpoints'))
   clean = train.evaluate(model.apply, params, x_test, y_test)
   print(f'clean test accuracy {clean:.4f} ({train_time:.0f}s training)', flush=True)
 

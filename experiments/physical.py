@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from experiments import common as exp_common
 from jaxsec import data
@@ -112,21 +111,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   key = jax.random.key(c.seed)
   k_init, k_train, k_fit, k_eval, k_noise, k_sel = jax.random.split(key, 6)
   ds = data.info(c.dataset)
-  x_train, y_train = data.load(c.dataset, 'train')
-  x_test, y_test = data.load(c.dataset, 'test')
-  if c.train_subset:
-    x_train, y_train = x_train[:c.train_subset], y_train[:c.train_subset]
+  x_train, y_train, x_test, y_test = exp_common.load_splits(
+      c.dataset, train_subset=c.train_subset)
 
-  model = models.get(c.model, num_classes=ds.num_classes, **c.model_kwargs.to_dict())
-  params = models.init(model, k_init, (1,) + ds.input_shape)
-  steps_per_epoch = x_train.shape[0] // c.batch_size
-  schedule = optax.cosine_decay_schedule(c.learning_rate, steps_per_epoch * c.num_epochs)
-  t0 = time.time()
-  params = train.fit(model.apply, params, x_train, y_train, optimizer=optax.adam(schedule),
-                     key=k_train, batch_size=c.batch_size, num_epochs=c.num_epochs,
-                     num_classes=ds.num_classes, progress=True,
-                     label=f'{NAME}/train').params
-  train_seconds = time.time() - t0
+  model, params, _, train_seconds = exp_common.train_classifier(
+      c.model, c.model_kwargs, x_train, y_train, num_classes=ds.num_classes,
+      input_shape=ds.input_shape, init_key=k_init, train_key=k_train,
+      learning_rate=c.learning_rate, batch_size=c.batch_size, num_epochs=c.num_epochs,
+      label=f'{NAME}/train')
   logits_fn = models.logits_fn(model, params)
   test_logits = train.predict_logits(model.apply, params, x_test)
   clean_acc = float(np.mean(np.argmax(test_logits, -1) == y_test))

@@ -2,11 +2,15 @@ import os
 import subprocess
 import sys
 
+import jax
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from experiments import common
+from jaxsec import models
+from jaxsec import train
 from launch import run as run_lib
 from launch import sweep
 from tests.conftest import requires_fashion_mnist
@@ -36,6 +40,37 @@ def test_overrides_are_checked():
   assert cfg.a == 1.0
   with pytest.raises(ValueError, match="'zz'"):
     common.apply_overrides(cfg, ['zz=1'])
+
+
+def test_load_splits_and_train_classifier_follow_their_contract():
+  xf, yf, xt_full, _ = common.load_splits('digits')
+  x, y, xt, yt = common.load_splits('digits', train_subset=100, test_subset=7)
+  np.testing.assert_array_equal(x, xf[:100])
+  assert y.shape == (100,) and xt.shape == (7, 64) and yt.shape == (7,)
+  assert xt_full.shape[0] > 7
+  with pytest.raises(ValueError, match=r'train_subset=-1 must be a non-negative int'):
+    common.load_splits('digits', train_subset=-1)
+  with pytest.raises(ValueError, match=r"test_subset=2.5 must be"):
+    common.load_splits('digits', test_subset=2.5)
+  # Adam on a cosine decay to 0 over epochs * (n // batch) steps, nothing else.
+  k1, k2 = jax.random.split(jax.random.key(0))
+  kw = ml_collections.ConfigDict({'hidden': (8,)})
+  model, params, res, secs = common.train_classifier(
+      'mlp', kw, x, y, num_classes=10, input_shape=(64,), init_key=k1, train_key=k2,
+      learning_rate=0.01, batch_size=32, num_epochs=2, label='t', progress=False)
+  assert secs >= 0 and len(res.history['loss']) > 0
+  ref_model = models.get('mlp', num_classes=10, hidden=(8,))
+  p0 = models.init(ref_model, k1, (1, 64))
+  sched = optax.cosine_decay_schedule(0.01, (100 // 32) * 2)
+  want = train.fit(ref_model.apply, p0, x, y, optimizer=optax.adam(sched), key=k2,
+                   batch_size=32, num_epochs=2, num_classes=10).params
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, want)
+  # A different schedule length would change the result: the check above can fail.
+  other = train.fit(ref_model.apply, p0, x, y, optimizer=optax.adam(
+      optax.cosine_decay_schedule(0.01, 100)), key=k2, batch_size=32, num_epochs=2,
+      num_classes=10).params
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params),
+                                                       jax.tree_util.tree_leaves(other)))
 
 
 def test_distributed_claims_run_each_job_once(tmp_path):
