@@ -72,12 +72,18 @@ def num(v, d: int = 3) -> str:
 def load_splits(dataset: str, *, train_subset: int = 0, test_subset: int = 0
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """``(x_train, y_train, x_test, y_test)`` of ``dataset``, each split cut to its first
-  ``train_subset`` / ``test_subset`` examples (0 keeps the whole split)."""
+  ``train_subset`` / ``test_subset`` examples (0 keeps the whole split; more than the
+  split holds is an error, not a silent cap)."""
   for name, v in (('train_subset', train_subset), ('test_subset', test_subset)):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
       raise ValueError(f'{name}={v!r} must be a non-negative int (0 = the whole split).')
   x_train, y_train = data.load(dataset, 'train')
   x_test, y_test = data.load(dataset, 'test')
+  for name, v, n in (('train_subset', train_subset, x_train.shape[0]),
+                     ('test_subset', test_subset, x_test.shape[0])):
+    if v > n:
+      raise ValueError(f'{name}={v} exceeds the {n} examples of {dataset!r}\'s '
+                       f'{name[:-7]} split.')
   if train_subset:
     x_train, y_train = x_train[:train_subset], y_train[:train_subset]
   if test_subset:

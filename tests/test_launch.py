@@ -52,6 +52,9 @@ def test_load_splits_and_train_classifier_follow_their_contract():
     common.load_splits('digits', train_subset=-1)
   with pytest.raises(ValueError, match=r"test_subset=2.5 must be"):
     common.load_splits('digits', test_subset=2.5)
+  with pytest.raises(ValueError, match=r"train_subset=5000 exceeds the 1347 examples of "
+                                       r"'digits''s train split"):
+    common.load_splits('digits', train_subset=5000)
   # Adam on a cosine decay to 0 over epochs * (n // batch) steps, nothing else.
   k1, k2 = jax.random.split(jax.random.key(0))
   kw = ml_collections.ConfigDict({'hidden': (8,)})
