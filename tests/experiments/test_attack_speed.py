@@ -25,5 +25,10 @@ def test_smoke_run_writes_json(tmp_path):
   for name in ('fgsm', 'pgd'):
     r = saved['jaxsec'][name]
     assert r['seconds'] > 0 and 0.0 <= r['robust_accuracy'] <= 1.0
+  # On the CPU, C&W is also timed as an eager call (its host loop): the same attack.
+  cw = saved['jaxsec']['cw']
+  assert cw['host_loop']['seconds'] > 0
+  assert abs(cw['host_loop']['success_rate'] - cw['success_rate']) <= 1 / cfg.batch
   md = attack_speed.render_markdown(res)
   assert 'compute-limit ratio' in md and '| pgd | jaxsec |' in md
+  assert '| cw (eager call: host loop over jitted blocks) | jaxsec |' in md

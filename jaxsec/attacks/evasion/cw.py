@@ -21,6 +21,7 @@ constants and masks is exactly the per-example optimisation of the official code
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -33,6 +34,7 @@ from jaxsec.attacks.evasion import common
 
 _B1, _B2, _EPS = 0.9, 0.999, 1e-8
 _ATANH_SCALE = 0.999999   # the official code's factor, keeps arctanh finite at the bounds
+_HOST_BLOCK_MAX = 10      # loop='host': at most this many straight-line Adam steps per block
 
 
 def to_box(w, lo, hi):
@@ -90,7 +92,7 @@ def _check_cw(targeted, confidence, learning_rate, num_steps, abort_early, retur
 def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1e-3,
                       num_binary_steps: int = 9, num_steps: int = 1000,
                       learning_rate=1e-2, abort_early: bool = True, bounds=(0.0, 1.0),
-                      return_info: bool = False):
+                      return_info: bool = False, loop: str = 'auto'):
   """C&W L2 attack (Carlini & Wagner, S&P 2017, Sec. V.A).
 
   Minimises ``||x' - x||_2^2 + c * f_6(x')`` over ``w`` with Adam, ``x' = box(w)``, and for
@@ -117,25 +119,32 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
     return_info: also return ``success`` [B], ``l2`` [B] (``||x_adv - x||_2``; 0 where it
       failed), ``const`` [B] (the final c), ``steps`` [B] and ``gradients`` [B] (Adam steps
       = gradient evaluations, all rounds).
+    loop: how the Adam iterations run; the result is the same either way. 'program': the
+      whole attack is one ``lax`` loop program (jittable, vmappable). 'host': a Python
+      loop over jitted blocks of straight-line steps, each block ending where the
+      early-abort test falls, so the loop stops exactly when the program's would. It
+      needs concrete inputs, and pays off on XLA:CPU, which runs convolutions inside
+      loop bodies about twice as slowly (jax-ml/jax#12868; reference CNN, 256 images:
+      0.113 s vs 0.070 s per Adam step). 'auto' (default): 'host' on the CPU backend
+      when called eagerly, 'program' otherwise (under ``jit`` / ``vmap`` / ``grad``, and
+      on accelerators).
   """
   bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
                      return_info, bounds)
   _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
   _checks.check_int('num_binary_steps', num_binary_steps, minimum=1)
+  _checks.check_choice('loop', loop, ('auto', 'program', 'host'))
   lo, hi = bounds
   repeat = num_binary_steps >= 10
   every = max(num_steps // 10, 1)
+  # Host blocks: step 0 alone, then blocks of ``k`` steps (k divides ``every``), so every
+  # early-abort test (steps 0, every, 2 every, ...) is the last step of its block, then
+  # the remainder; the host stops after the block where no example is left active.
+  k = max(d for d in range(1, min(every, _HOST_BLOCK_MAX) + 1) if every % d == 0)
+  q, r = divmod(num_steps - 1, k)
+  block_sizes = (1,) + (k,) * q + ((r,) if r else ())
 
-  def attack(logits_fn, x, y, key=None):
-    del key
-    common.check_call(x, y, bounds)
-    if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
-    b = x.shape[0]
-    dt = x.dtype
-    kappa = jnp.asarray(confidence, dt)
-    w0 = from_box(x, lo, hi)
-
+  def make_body(logits_fn, x, y, kappa, b):
     def per_example_loss(w, const):
       xa = to_box(w, lo, hi)
       l2 = _sqdist(xa - x)
@@ -146,58 +155,120 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
 
     vg = jax.value_and_grad(per_example_loss, has_aux=True)
 
-    def one_round(const):
-      def cond(s):
-        return (s[0] < num_steps) & jnp.any(s[5])
+    def body(s, const):
+      i, w, m1, v1, prev, active, best_l2, best_adv, steps = s
+      (_, (loss, l2, marg, xa)), g = vg(w, const)
+      succ = marg + kappa < 0
+      imp = active & succ & (l2 < best_l2)
+      best_l2 = jnp.where(imp, l2, best_l2)
+      best_adv = common.select(imp, xa, best_adv)
+      steps = steps + active.astype(jnp.int32)
+      if abort_early:
+        check = (i % every) == 0
+        stall = check & (loss > prev * 0.9999)
+        prev = jnp.where(check, loss, prev)
+        still = active & ~stall
+      else:
+        still = active
+      upd, m1, v1, _ = _adam(g, m1, v1, jnp.full((b,), i, x.dtype), learning_rate, still)
+      return i + 1, w + upd, m1, v1, prev, still, best_l2, best_adv, steps
+    return body
 
-      def body(s):
-        i, w, m1, v1, prev, active, best_l2, best_adv, steps = s
-        (_, (loss, l2, marg, xa)), g = vg(w, const)
-        succ = marg + kappa < 0
-        imp = active & succ & (l2 < best_l2)
-        best_l2 = jnp.where(imp, l2, best_l2)
-        best_adv = common.select(imp, xa, best_adv)
-        steps = steps + active.astype(jnp.int32)
-        if abort_early:
-          check = (i % every) == 0
-          stall = check & (loss > prev * 0.9999)
-          prev = jnp.where(check, loss, prev)
-          still = active & ~stall
-        else:
-          still = active
-        upd, m1, v1, _ = _adam(g, m1, v1, jnp.full((b,), i, dt), learning_rate, still)
-        return i + 1, w + upd, m1, v1, prev, still, best_l2, best_adv, steps
+  def round_init(x):
+    b, dt = x.shape[0], x.dtype
+    return (jnp.asarray(0), from_box(x, lo, hi), jnp.zeros_like(x), jnp.zeros_like(x),
+            jnp.full((b,), jnp.inf, dt), jnp.ones((b,), bool), jnp.full((b,), jnp.inf, dt),
+            x, jnp.zeros((b,), jnp.int32))
 
-      init = (jnp.asarray(0), w0, jnp.zeros_like(x), jnp.zeros_like(x),
-              jnp.full((b,), jnp.inf, dt), jnp.ones((b,), bool), jnp.full((b,), jnp.inf, dt),
-              x, jnp.zeros((b,), jnp.int32))
-      out = lax.while_loop(cond, body, init)
-      return out[6], out[7], out[8]
-
-    def outer(j, s):
-      const, lower, upper, o_l2, o_adv, steps = s
-      if repeat:
-        const = jnp.where(j == num_binary_steps - 1, upper, const)
-      l2, adv, st = one_round(const)
-      found = jnp.isfinite(l2)
-      imp = found & (l2 < o_l2)
-      o_l2 = jnp.where(imp, l2, o_l2)
-      o_adv = common.select(imp, adv, o_adv)
-      upper = jnp.where(found, jnp.minimum(upper, const), upper)
-      lower = jnp.where(found, lower, jnp.maximum(lower, const))
-      known = upper < 1e9
-      const = jnp.where(known, 0.5 * (lower + upper), jnp.where(found, const, const * 10))
-      return const, lower, upper, o_l2, o_adv, steps + st
-
-    init = (jnp.full((b,), initial_const, dt), jnp.zeros((b,), dt), jnp.full((b,), 1e10, dt),
+  def outer_init(x):
+    b, dt = x.shape[0], x.dtype
+    return (jnp.full((b,), initial_const, dt), jnp.zeros((b,), dt), jnp.full((b,), 1e10, dt),
             jnp.full((b,), jnp.inf, dt), x, jnp.zeros((b,), jnp.int32))
-    const, _, _, o_l2, x_adv, steps = lax.fori_loop(0, num_binary_steps, outer, init)
+
+  def round_const(j, s):
+    const, _, upper = s[:3]
+    return jnp.where(j == num_binary_steps - 1, upper, const) if repeat else const
+
+  def outer_update(s, const, l2, adv, st):
+    _, lower, upper, o_l2, o_adv, steps = s
+    found = jnp.isfinite(l2)
+    imp = found & (l2 < o_l2)
+    o_l2 = jnp.where(imp, l2, o_l2)
+    o_adv = common.select(imp, adv, o_adv)
+    upper = jnp.where(found, jnp.minimum(upper, const), upper)
+    lower = jnp.where(found, lower, jnp.maximum(lower, const))
+    known = upper < 1e9
+    const = jnp.where(known, 0.5 * (lower + upper), jnp.where(found, const, const * 10))
+    return const, lower, upper, o_l2, o_adv, steps + st
+
+  def finish(x, s):
+    const, _, _, o_l2, x_adv, steps = s
     if not return_info:
       return x_adv
     success = jnp.isfinite(o_l2)
     info = {'success': success, 'l2': common.norm(x_adv - x, 'l2'), 'const': const,
             'steps': steps, 'gradients': steps}
     return AttackOutput(x_adv, info)
+
+  @functools.partial(jax.jit, static_argnums=(0, 1))
+  def host_block(logits_fn, size, s, const, x, y):
+    body = make_body(logits_fn, x, y, jnp.asarray(confidence, x.dtype), x.shape[0])
+    for _ in range(size):
+      s = body(s, const)
+    return s
+
+  host_round_start = jax.jit(lambda j, s, x: (round_const(j, s), round_init(x)))
+  host_outer_update = jax.jit(outer_update)
+
+  def attack_host(logits_fn, x, y):
+    """The same iterations as the program below, driven from Python (None where that
+    cannot be: an unhashable logits_fn, or one that closes over traced values)."""
+    try:
+      hash(logits_fn)
+    except TypeError:
+      return None
+    s = outer_init(x)
+    for j in range(num_binary_steps):
+      const, st = host_round_start(j, s, x)
+      for size in block_sizes:
+        st = host_block(logits_fn, size, st, const, x, y)
+        if isinstance(st[5], jax.core.Tracer):
+          return None          # logits_fn closes over traced values: use the program
+        if not bool(jnp.any(st[5])):
+          break
+      s = host_outer_update(s, const, st[6], st[7], st[8])
+    return finish(x, s)
+
+  def attack(logits_fn, x, y, key=None):
+    del key
+    common.check_call(x, y, bounds)
+    if x.shape[0] == 0:   # empty batch: nothing to attack
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+    traced = any(isinstance(a, jax.core.Tracer) for a in (x, y))
+    if loop == 'host' and traced:
+      raise ValueError("loop='host' needs concrete x and y (it drives the iterations from "
+                       "Python); under jit / vmap / grad use loop='program' or 'auto'.")
+    if loop == 'host' or (loop == 'auto' and not traced and jax.default_backend() == 'cpu'):
+      out = attack_host(logits_fn, x, y)
+      if out is not None:
+        return out
+      if loop == 'host':
+        raise ValueError("loop='host' needs a hashable logits_fn that closes over no "
+                         "traced values (it is a static argument of the jitted blocks); "
+                         "use loop='program' or 'auto'.")
+    body = make_body(logits_fn, x, y, jnp.asarray(confidence, x.dtype), x.shape[0])
+
+    def one_round(const):
+      out = lax.while_loop(lambda s: (s[0] < num_steps) & jnp.any(s[5]),
+                           lambda s: body(s, const), round_init(x))
+      return out[6], out[7], out[8]
+
+    def outer(j, s):
+      const = round_const(j, s)
+      l2, adv, st = one_round(const)
+      return outer_update(s, const, l2, adv, st)
+
+    return finish(x, lax.fori_loop(0, num_binary_steps, outer, outer_init(x)))
   return attack
 
 

@@ -168,3 +168,61 @@ def test_l0_image_pixels_group_channels():
 def test_bad_hyperparameters(factory, kw):
   with pytest.raises(ValueError):
     factory(**kw)
+
+
+def _tanh_mlp(key, d_in=12, h=16, c=5):
+  k1, k2 = jax.random.split(key)
+  w1 = jax.random.normal(k1, (d_in, h)) / np.sqrt(d_in)
+  w2 = jax.random.normal(k2, (h, c)) / np.sqrt(h)
+  return lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2 * 4.0
+
+
+@pytest.mark.parametrize('num_steps,abort_early,nbs', [
+    (26, True, 3),      # every 2: blocks 1 + 12 x 2 + a tail of 1
+    (150, True, 10),    # every 15: blocks of 5 + a tail of 4; the >= 10 rounds rule
+    (7, False, 2),      # every 1, no early abort
+])
+def test_l2_host_loop_is_the_program_loop(num_steps, abort_early, nbs):
+  f = _tanh_mlp(jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (9, 12))
+  y = jnp.argmax(f(x), -1)
+  kw = dict(num_steps=num_steps, abort_early=abort_early, num_binary_steps=nbs,
+            initial_const=0.05, learning_rate=0.05, return_info=True, bounds=(0.0, 1.0))
+  with jax.enable_x64(True):                      # no rounding between the two compilations
+    x64 = x.astype(jnp.float64)
+    host = carlini_wagner_l2(loop='host', **kw)(f, x64, y)
+    prog = carlini_wagner_l2(loop='program', **kw)(f, x64, y)
+  assert prog.x_adv.dtype == jnp.float64
+  # The two loops run the same steps and stop at the same step: all counts agree exactly.
+  np.testing.assert_array_equal(host.info['steps'], prog.info['steps'])
+  np.testing.assert_array_equal(host.info['success'], prog.info['success'])
+  np.testing.assert_allclose(host.x_adv, prog.x_adv, rtol=0, atol=1e-12)
+  np.testing.assert_allclose(host.info['const'], prog.info['const'], rtol=1e-12)
+  assert host.info['success'].any()
+  if abort_early:       # examples stopped at different steps: the abort path is covered
+    assert len(np.unique(host.info['steps'])) > 1
+    assert host.info['steps'].min() < nbs * num_steps
+  else:
+    np.testing.assert_array_equal(host.info['steps'], nbs * num_steps)
+
+
+def test_l2_loop_auto_falls_back_to_the_program_under_transformations():
+  f = _tanh_mlp(jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (4, 12))
+  y = jnp.argmax(f(x), -1)
+  kw = dict(num_steps=20, num_binary_steps=2, initial_const=0.05, learning_rate=0.05)
+  eager = carlini_wagner_l2(**kw)(f, x, y)                        # auto: host on CPU
+  jitted = jax.jit(carlini_wagner_l2(**kw), static_argnums=0)(f, x, y)
+  np.testing.assert_allclose(eager, jitted, atol=1e-5)
+  # logits_fn closing over traced parameters, with concrete x: auto still works.
+  w = jax.random.normal(jax.random.key(2), (12, 5))
+  att = carlini_wagner_l2(**kw)
+  got = jax.jit(lambda w: att(lambda z: z @ w, x, y))(w)
+  want = carlini_wagner_l2(loop='program', **kw)(lambda z: z @ w, x, y)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  with pytest.raises(ValueError, match="loop='host' needs concrete x and y"):
+    jax.jit(carlini_wagner_l2(loop='host', **kw), static_argnums=0)(f, x, y)
+  with pytest.raises(ValueError, match="loop='host' needs a hashable logits_fn"):
+    jax.jit(lambda w: carlini_wagner_l2(loop='host', **kw)(lambda z: z @ w, x, y))(w)
+  with pytest.raises(ValueError, match='loop'):
+    carlini_wagner_l2(loop='python')
