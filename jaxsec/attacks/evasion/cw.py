@@ -127,7 +127,9 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
       loop bodies about twice as slowly (jax-ml/jax#12868; reference CNN, 256 images:
       0.113 s vs 0.070 s per Adam step). 'auto' (default): 'host' on the CPU backend
       when called eagerly, 'program' otherwise (under ``jit`` / ``vmap`` / ``grad``, and
-      on accelerators).
+      on accelerators). The host blocks are compiled once per ``logits_fn`` (a static
+      argument, as in ``jax.jit(attack, static_argnums=0)``), so reuse one ``logits_fn``
+      across calls.
   """
   bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
                      return_info, bounds)
