@@ -17,7 +17,9 @@ All the per-example searches (binary search over c, the tau schedule of L_inf, t
 fixing of L0) are vectorised over the batch: each example keeps its own state, and the
 whole attack is one ``lax`` loop program, jittable with ``jax.jit(attack,
 static_argnums=0)``. Adam is elementwise, so optimising the batch at once with per-example
-constants and masks is exactly the per-example optimisation of the official code.
+constants and masks is exactly the per-example optimisation of the official code. The L2
+attack called eagerly on the CPU backend runs the same iterations as a host loop over
+jitted straight-line blocks instead (``loop='auto'``; XLA:CPU is slow inside loop bodies).
 """
 from __future__ import annotations
 
