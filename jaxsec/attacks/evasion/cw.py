@@ -17,8 +17,8 @@ All the per-example searches (binary search over c, the tau schedule of L_inf, t
 fixing of L0) are vectorised over the batch: each example keeps its own state, and the
 whole attack is one ``lax`` loop program, jittable with ``jax.jit(attack,
 static_argnums=0)``. Adam is elementwise, so optimising the batch at once with per-example
-constants and masks is exactly the per-example optimisation of the official code. The L2
-attack called eagerly on the CPU backend runs the same iterations as a host loop over
+constants and masks is exactly the per-example optimisation of the official code. Called
+eagerly on the CPU backend, each attack runs the same iterations as a host loop over
 jitted straight-line blocks instead (``loop='auto'``; XLA:CPU is slow inside loop bodies).
 """
 from __future__ import annotations
@@ -86,6 +86,61 @@ def _check_cw(targeted, confidence, learning_rate, num_steps, abort_early, retur
   _checks.check_float('learning_rate', learning_rate, minimum=0.0, strict_min=True)
   _checks.check_int('num_steps', num_steps, minimum=1)
   return _checks.check_bounds(bounds)
+
+
+_HOST_CLOSURE_ERROR = ("loop='host' needs a hashable logits_fn that closes over no traced "
+                       "values (it is a static argument of the jitted blocks); use "
+                       "loop='program' or 'auto'.")
+
+
+def _loop_mode(loop, logits_fn, x, y) -> str:
+  """'host' or 'program' for one call of an attack with a ``loop`` argument."""
+  traced = any(isinstance(a, jax.core.Tracer) for a in (x, y))
+  if loop == 'host' and traced:
+    raise ValueError("loop='host' needs concrete x and y (it drives the iterations from "
+                     "Python); under jit / vmap / grad use loop='program' or 'auto'.")
+  try:
+    hash(logits_fn)
+    hashable = True
+  except TypeError:
+    hashable = False
+  if loop == 'host' and not hashable:
+    raise ValueError(_HOST_CLOSURE_ERROR)
+  if loop == 'host' or (loop == 'auto' and not traced and hashable
+                        and jax.default_backend() == 'cpu'):
+    return 'host'
+  return 'program'
+
+
+def _while_attack(loop, make, host_block, logits_fn, x, y):
+  """Runs the state machine ``make(logits_fn, x, y) -> (init, cond, body, finish)`` as a
+  ``lax.while_loop`` or, for loop='host', as blocks of ``_HOST_BLOCK_MAX`` body steps until
+  ``cond`` is False (falls back to the program when logits_fn closes over tracers)."""
+  mode = _loop_mode(loop, logits_fn, x, y)
+  init, cond, body, finish = make(logits_fn, x, y)
+  s = init()
+  if mode == 'host':
+    while True:
+      nxt = host_block(logits_fn, s, x, y)
+      if isinstance(nxt[0], jax.core.Tracer):
+        if loop == 'host':
+          raise ValueError(_HOST_CLOSURE_ERROR)
+        break                                   # traced closure: the program below
+      s = nxt
+      if not bool(cond(s)):
+        return finish(s)
+  return finish(lax.while_loop(cond, body, s))
+
+
+def _host_block(make):
+  """jit(logits_fn static): ``_HOST_BLOCK_MAX`` straight-line steps of ``make``'s body."""
+  @functools.partial(jax.jit, static_argnums=0)
+  def block(logits_fn, s, x, y):
+    body = make(logits_fn, x, y)[2]
+    for _ in range(_HOST_BLOCK_MAX):
+      s = body(s)
+    return s
+  return block
 
 
 # =========================================================================== L2
@@ -225,12 +280,8 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
   host_outer_update = jax.jit(outer_update)
 
   def attack_host(logits_fn, x, y):
-    """The same iterations as the program below, driven from Python (None where that
-    cannot be: an unhashable logits_fn, or one that closes over traced values)."""
-    try:
-      hash(logits_fn)
-    except TypeError:
-      return None
+    """The same iterations as the program below, driven from Python (None where
+    logits_fn closes over traced values)."""
     s = outer_init(x)
     for j in range(num_binary_steps):
       const, st = host_round_start(j, s, x)
@@ -248,18 +299,12 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
     common.check_call(x, y, bounds)
     if x.shape[0] == 0:   # empty batch: nothing to attack
       return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
-    traced = any(isinstance(a, jax.core.Tracer) for a in (x, y))
-    if loop == 'host' and traced:
-      raise ValueError("loop='host' needs concrete x and y (it drives the iterations from "
-                       "Python); under jit / vmap / grad use loop='program' or 'auto'.")
-    if loop == 'host' or (loop == 'auto' and not traced and jax.default_backend() == 'cpu'):
+    if _loop_mode(loop, logits_fn, x, y) == 'host':
       out = attack_host(logits_fn, x, y)
       if out is not None:
         return out
       if loop == 'host':
-        raise ValueError("loop='host' needs a hashable logits_fn that closes over no "
-                         "traced values (it is a static argument of the jitted blocks); "
-                         "use loop='program' or 'auto'.")
+        raise ValueError(_HOST_CLOSURE_ERROR)
     body = make_body(logits_fn, x, y, jnp.asarray(confidence, x.dtype), x.shape[0])
 
     def one_round(const):
@@ -283,7 +328,7 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
                         largest_const=20.0, const_factor=2.0, decrease_factor=0.9,
                         initial_tau=1.0, min_tau=1.0 / 256, num_steps: int = 1000,
                         learning_rate=5e-3, abort_early: bool = True, bounds=(0.0, 1.0),
-                        return_info: bool = False):
+                        return_info: bool = False, loop: str = 'auto'):
   """C&W L_inf attack (Carlini & Wagner, S&P 2017, Sec. V.C), the official tau iteration.
 
   For a threshold ``tau`` (in units of the box width ``hi - lo``) it minimises
@@ -316,6 +361,11 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
       (official 1 and 1/256).
     num_steps: Adam iterations per value of c (official 1000).
     learning_rate: Adam step size (official 5e-3).
+    loop: 'program' (one ``lax.while_loop``), 'host' (a Python loop over jitted
+      blocks of straight-line iterations; concrete inputs only) or 'auto' (default:
+      'host' for eager calls on the CPU backend, where XLA runs loop bodies about twice
+      as slowly, 'program' otherwise). The same iterations either way: the state
+      machine is a no-op once every example is done, so a block may overrun the end.
 
   ``info``: ``success``, ``linf`` (``||x_adv - x||_inf``, 0 where it failed), ``const``,
   ``tau``, ``steps`` and ``gradients`` (gradient evaluations while the example was active).
@@ -325,6 +375,7 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
   if not abort_early:
     raise ValueError('abort_early=False is not supported by carlini_wagner_linf: the '
                      'official algorithm accepts a solution as soon as it works.')
+  _checks.check_choice('loop', loop, ('auto', 'program', 'host'))
   _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
   _checks.check_float('largest_const', largest_const, minimum=0.0, strict_min=True)
   _checks.check_float('const_factor', const_factor, minimum=1.0, strict_min=True)
@@ -338,11 +389,7 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
   lo, hi = bounds
   width = hi - lo
 
-  def attack(logits_fn, x, y, key=None):
-    del key
-    common.check_call(x, y, bounds)
-    if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+  def make(logits_fn, x, y):
     b = x.shape[0]
     dt = x.dtype
     kappa = jnp.asarray(confidence, dt)
@@ -388,18 +435,31 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
       done = done | (bump & (const >= largest_const))
       return w, m1, v1, t, const, tau, step, prev, found, done, steps
 
-    z0 = jnp.zeros_like(x)
-    init = (from_box(x, lo, hi), z0, z0, jnp.zeros((b,), dt),
-            jnp.full((b,), initial_const, dt), jnp.full((b,), initial_tau * width, dt),
-            jnp.zeros((b,), jnp.int32), x, jnp.zeros((b,), bool), jnp.zeros((b,), bool),
-            jnp.zeros((b,), jnp.int32))
-    out = lax.while_loop(cond, body, init)
-    _, _, _, _, const, tau, _, x_adv, found, _, steps = out
-    if not return_info:
-      return x_adv
-    info = {'success': found, 'linf': common.norm(x_adv - x, 'linf'), 'const': const,
-            'tau': tau, 'steps': steps, 'gradients': steps}
-    return AttackOutput(x_adv, info)
+    def init():
+      z0 = jnp.zeros_like(x)
+      return (from_box(x, lo, hi), z0, z0, jnp.zeros((b,), dt),
+              jnp.full((b,), initial_const, dt), jnp.full((b,), initial_tau * width, dt),
+              jnp.zeros((b,), jnp.int32), x, jnp.zeros((b,), bool), jnp.zeros((b,), bool),
+              jnp.zeros((b,), jnp.int32))
+
+    def finish(out):
+      _, _, _, _, const, tau, _, x_adv, found, _, steps = out
+      if not return_info:
+        return x_adv
+      info = {'success': found, 'linf': common.norm(x_adv - x, 'linf'), 'const': const,
+              'tau': tau, 'steps': steps, 'gradients': steps}
+      return AttackOutput(x_adv, info)
+
+    return init, cond, body, finish
+
+  host_block = _host_block(make)
+
+  def attack(logits_fn, x, y, key=None):
+    del key
+    common.check_call(x, y, bounds)
+    if x.shape[0] == 0:   # empty batch: nothing to attack
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+    return _while_attack(loop, make, host_block, logits_fn, x, y)
   return attack
 
 
@@ -410,7 +470,7 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
                       largest_const=2e6, const_factor=2.0, num_steps: int = 1000,
                       learning_rate=1e-2, max_rounds: int | None = None,
                       abort_early: bool = True, bounds=(0.0, 1.0),
-                      return_info: bool = False):
+                      return_info: bool = False, loop: str = 'auto'):
   """C&W L0 attack (Carlini & Wagner, S&P 2017, Sec. V.B), official pixel-fixing loop.
 
   Repeatedly: solve the L2 problem ``c * max(m + kappa, 0) + ||x' - x||_2^2`` restricted
@@ -442,6 +502,11 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
     learning_rate: Adam step size (official 1e-2).
     max_rounds: cap on pixel-fixing rounds (None: number of pixels).
     abort_early: must be True (the official attack accepts the first working iterate).
+    loop: 'program' (one ``lax.while_loop``), 'host' (a Python loop over jitted
+      blocks of straight-line iterations; concrete inputs only) or 'auto' (default:
+      'host' for eager calls on the CPU backend, where XLA runs loop bodies about twice
+      as slowly, 'program' otherwise). The same iterations either way: the state
+      machine is a no-op once every example is done, so a block may overrun the end.
 
   ``info``: ``success``, ``l0`` (changed pixels), ``features_changed`` (changed scalar
   features), ``rounds``, ``steps``/``gradients`` (gradient evaluations), ``const``.
@@ -451,6 +516,7 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
   if not abort_early:
     raise ValueError('abort_early=False is not supported by carlini_wagner_l0: the '
                      'official algorithm accepts a solution as soon as it works.')
+  _checks.check_choice('loop', loop, ('auto', 'program', 'host'))
   _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
   _checks.check_float('largest_const', largest_const, minimum=0.0, strict_min=True)
   _checks.check_float('const_factor', const_factor, minimum=1.0, strict_min=True)
@@ -459,11 +525,7 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
   lo, hi = bounds
   width = hi - lo
 
-  def attack(logits_fn, x, y, key=None):
-    del key
-    common.check_call(x, y, bounds)
-    if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+  def make(logits_fn, x, y):
     b = x.shape[0]
     dt = x.dtype
     kappa = jnp.asarray(confidence, dt)
@@ -541,18 +603,31 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
       done = done | (bump & (const >= largest_const))
       return w, m1, v1, t, const, step, valid, prev, done, found, rounds, steps
 
-    z0 = jnp.zeros_like(x)
-    init = (from_box(x, lo, hi), z0, z0, jnp.zeros((b,), dt),
-            jnp.full((b,), initial_const, dt), jnp.zeros((b,), jnp.int32),
-            jnp.ones((b, npix), bool), x, jnp.zeros((b,), bool), jnp.zeros((b,), bool),
-            jnp.zeros((b,), jnp.int32), jnp.zeros((b,), jnp.int32))
-    out = lax.while_loop(cond, body, init)
-    const, x_adv, found, rounds, steps = out[4], out[7], out[9], out[10], out[11]
-    if not return_info:
-      return x_adv
-    changed = jnp.abs(x_adv - x) >= 1e-4 * width
-    info = {'success': found, 'l0': jnp.sum(~pixel_all(~changed), axis=-1),
-            'features_changed': jnp.sum(changed.reshape((b, -1)), axis=-1),
-            'rounds': rounds, 'steps': steps, 'gradients': steps, 'const': const}
-    return AttackOutput(x_adv, info)
+    def init():
+      z0 = jnp.zeros_like(x)
+      return (from_box(x, lo, hi), z0, z0, jnp.zeros((b,), dt),
+              jnp.full((b,), initial_const, dt), jnp.zeros((b,), jnp.int32),
+              jnp.ones((b, npix), bool), x, jnp.zeros((b,), bool), jnp.zeros((b,), bool),
+              jnp.zeros((b,), jnp.int32), jnp.zeros((b,), jnp.int32))
+
+    def finish(out):
+      const, x_adv, found, rounds, steps = out[4], out[7], out[9], out[10], out[11]
+      if not return_info:
+        return x_adv
+      changed = jnp.abs(x_adv - x) >= 1e-4 * width
+      info = {'success': found, 'l0': jnp.sum(~pixel_all(~changed), axis=-1),
+              'features_changed': jnp.sum(changed.reshape((b, -1)), axis=-1),
+              'rounds': rounds, 'steps': steps, 'gradients': steps, 'const': const}
+      return AttackOutput(x_adv, info)
+
+    return init, cond, body, finish
+
+  host_block = _host_block(make)
+
+  def attack(logits_fn, x, y, key=None):
+    del key
+    common.check_call(x, y, bounds)
+    if x.shape[0] == 0:   # empty batch: nothing to attack
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+    return _while_attack(loop, make, host_block, logits_fn, x, y)
   return attack

@@ -226,3 +226,47 @@ def test_l2_loop_auto_falls_back_to_the_program_under_transformations():
     jax.jit(lambda w: carlini_wagner_l2(loop='host', **kw)(lambda z: z @ w, x, y))(w)
   with pytest.raises(ValueError, match='loop'):
     carlini_wagner_l2(loop='python')
+
+
+@pytest.mark.parametrize('which', ['linf', 'l0'])
+def test_linf_l0_host_loop_is_the_program_loop(which):
+  f = _tanh_mlp(jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (6, 12))
+  y = jnp.argmax(f(x), -1)
+  if which == 'linf':
+    make = lambda loop: carlini_wagner_linf(num_steps=13, initial_const=0.1, min_tau=1 / 16,
+                                            learning_rate=0.05, return_info=True, loop=loop)
+  else:
+    make = lambda loop: carlini_wagner_l0(num_steps=13, initial_const=0.1,
+                                          learning_rate=0.05, return_info=True, loop=loop)
+  with jax.enable_x64(True):
+    x64 = x.astype(jnp.float64)
+    host, prog = make('host')(f, x64, y), make('program')(f, x64, y)
+  # Blocks of 10 overrun the program's last step: harmless, the state machine is idle.
+  # Counts and decisions agree exactly; floats to the last bits (the two compilations
+  # fuse differently).
+  for k in prog.info:
+    if jnp.issubdtype(prog.info[k].dtype, jnp.floating):
+      np.testing.assert_allclose(host.info[k], prog.info[k], rtol=1e-12, atol=1e-12,
+                                 err_msg=k)
+    else:
+      np.testing.assert_array_equal(host.info[k], prog.info[k], err_msg=k)
+  np.testing.assert_allclose(host.x_adv, prog.x_adv, rtol=0, atol=1e-12)
+  assert prog.info['success'].any() and len(np.unique(prog.info['steps'])) > 1
+  if which == 'linf':
+    assert prog.info['steps'].max() % 10 != 0    # here the last block did overrun
+
+
+def test_linf_l0_loop_auto_under_jit_with_traced_closure():
+  x = jax.random.uniform(jax.random.key(1), (3, 12))
+  w = jax.random.normal(jax.random.key(2), (12, 5))
+  y = jnp.argmax(x @ w, -1)
+  for factory in (carlini_wagner_linf, carlini_wagner_l0):
+    att = factory(num_steps=5, initial_const=0.1, learning_rate=0.05)
+    got = jax.jit(lambda w: att(lambda z: z @ w, x, y))(w)        # auto -> the program
+    want = factory(num_steps=5, initial_const=0.1, learning_rate=0.05,
+                   loop='program')(lambda z: z @ w, x, y)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    host = factory(num_steps=5, initial_const=0.1, learning_rate=0.05, loop='host')
+    with pytest.raises(ValueError, match="loop='host' needs a hashable logits_fn"):
+      jax.jit(lambda w: host(lambda z: z @ w, x, y))(w)
