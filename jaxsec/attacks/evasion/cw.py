@@ -196,10 +196,15 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
   lo, hi = bounds
   repeat = num_binary_steps >= 10
   every = max(num_steps // 10, 1)
-  # Host blocks: step 0 alone, then blocks of ``k`` steps (k divides ``every``), so every
-  # early-abort test (steps 0, every, 2 every, ...) is the last step of its block, then
-  # the remainder; the host stops after the block where no example is left active.
+  # Host blocks: step 0 alone, then blocks of ``k`` steps, then the remainder (never past
+  # num_steps); the host stops after the block where no example is left active. With k
+  # dividing ``every``, each early-abort test (steps 0, every, 2 every, ...) ends its block
+  # and no step is wasted. Where ``every`` has no divisor of useful size (e.g. 11), blocks
+  # of _HOST_BLOCK_MAX steps may run up to k - 1 idle steps after the last example stops
+  # (a no-op on the result: nothing moves once every example is inactive).
   k = max(d for d in range(1, min(every, _HOST_BLOCK_MAX) + 1) if every % d == 0)
+  if k < _HOST_BLOCK_MAX // 2 and every > _HOST_BLOCK_MAX:
+    k = _HOST_BLOCK_MAX
   q, r = divmod(num_steps - 1, k)
   block_sizes = (1,) + (k,) * q + ((r,) if r else ())
 

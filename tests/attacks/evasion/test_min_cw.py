@@ -181,6 +181,7 @@ def _tanh_mlp(key, d_in=12, h=16, c=5):
     (26, True, 3),      # every 2: blocks 1 + 12 x 2 + a tail of 1
     (150, True, 10),    # every 15: blocks of 5 + a tail of 4; the >= 10 rounds rule
     (7, False, 2),      # every 1, no early abort
+    (110, True, 2),     # every 11: unaligned blocks of 10 (idle steps after the stop)
 ])
 def test_l2_host_loop_is_the_program_loop(num_steps, abort_early, nbs):
   f = _tanh_mlp(jax.random.key(0))
