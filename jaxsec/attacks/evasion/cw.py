@@ -132,6 +132,20 @@ def _while_attack(loop, make, host_block, logits_fn, x, y):
   return finish(lax.while_loop(cond, body, s))
 
 
+def _state_machine_attack(make, *, loop, bounds, return_info):
+  """The attack function of a state machine ``make`` (L_inf, L0): checks, the empty batch,
+  then :func:`_while_attack` with one jitted host block shared by all calls."""
+  host_block = _host_block(make)
+
+  def attack(logits_fn, x, y, key=None):
+    del key
+    common.check_call(x, y, bounds)
+    if x.shape[0] == 0:   # empty batch: nothing to attack
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+    return _while_attack(loop, make, host_block, logits_fn, x, y)
+  return attack
+
+
 def _host_block(make):
   """jit(logits_fn static): ``_HOST_BLOCK_MAX`` straight-line steps of ``make``'s body."""
   @functools.partial(jax.jit, static_argnums=0)
@@ -457,15 +471,7 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
 
     return init, cond, body, finish
 
-  host_block = _host_block(make)
-
-  def attack(logits_fn, x, y, key=None):
-    del key
-    common.check_call(x, y, bounds)
-    if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
-    return _while_attack(loop, make, host_block, logits_fn, x, y)
-  return attack
+  return _state_machine_attack(make, loop=loop, bounds=bounds, return_info=return_info)
 
 
 # =========================================================================== L0
@@ -627,12 +633,4 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
 
     return init, cond, body, finish
 
-  host_block = _host_block(make)
-
-  def attack(logits_fn, x, y, key=None):
-    del key
-    common.check_call(x, y, bounds)
-    if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
-    return _while_attack(loop, make, host_block, logits_fn, x, y)
-  return attack
+  return _state_machine_attack(make, loop=loop, bounds=bounds, return_info=return_info)
