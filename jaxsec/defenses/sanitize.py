@@ -25,6 +25,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import stats
 
 from jaxsec import _checks
 
@@ -297,26 +298,46 @@ def empirical_mean_test(x, *, reference_size: int, window: int, alpha: float = 0
   """Empirical-mean drift test for a data stream (Kloft and Laskov's defense, sketched in
   the survey: detect poisoning by the shift it causes in the empirical mean).
 
-  The first ``reference_size`` rows are trusted. For each later row ``t`` the statistic is
-  ``||mean(x[t-window+1 .. t]) - mu_ref||``; its threshold is the ``1 - alpha`` quantile of
-  the same statistic over all sliding windows inside the reference segment. Rows whose
-  statistic exceeds the threshold are dropped (the reference rows are kept).
+  The first ``r = reference_size`` rows are trusted and give the mean ``mu`` and the
+  sample covariance ``S`` (``r - 1`` degrees of freedom). For each later row ``t`` the
+  window is the ``k_t = min(window, t - r + 1)`` most recent *post-reference* rows, and the
+  statistic is the two-sample Hotelling distance of its mean ``m_t`` from ``mu``:
+
+    ``T2_t = (m_t - mu)^T S^{-1} (m_t - mu) / (1/k_t + 1/r)``,
+
+  which accounts for the estimation error of ``mu`` (the ``1/r`` term) and of ``S``. Row
+  ``t`` is dropped when ``(r - d) / (d (r - 1)) T2_t`` exceeds the ``1 - alpha`` quantile
+  of ``F(d, r - d)`` (``d`` the dimension; scipy gives the quantile).
+
+  Guarantee: for i.i.d. Gaussian data (reference and stream from one distribution) each
+  row's statistic is exactly ``F(d, r - d)`` distributed (window and reference are
+  disjoint, ``S`` is independent of both means), so each clean row is dropped with
+  probability exactly ``alpha``, for every window size. For other distributions the
+  level is asymptotic in ``window`` (CLT) and ``r``. Needs ``r > d``; ``alpha`` must be a
+  concrete float. The reference rows are kept.
   """
   _checks.check_array('x', x, ndim=2, dtype_kind='f', finite=True)
-  n = x.shape[0]
+  n, d = x.shape
   reference_size = _checks.check_int('reference_size', reference_size, minimum=2,
                                      maximum=n)
-  window = _checks.check_int('window', window, minimum=1, maximum=reference_size)
-  alpha = _checks.check_float('alpha', alpha, minimum=0.0, maximum=1.0, strict_min=True)
-  mu = jnp.mean(x[:reference_size], axis=0)
-  csum = jnp.concatenate([jnp.zeros((1, x.shape[1]), x.dtype), jnp.cumsum(x, axis=0)])
+  if reference_size <= d:
+    raise ValueError(f'reference_size={reference_size} must exceed the dimension {d} '
+                     '(the test needs an invertible reference covariance).')
+  window = _checks.check_int('window', window, minimum=1)
+  alpha = _checks.check_float('alpha', alpha, minimum=0.0, maximum=1.0, strict_min=True,
+                              strict_max=True, allow_traced=False)
+  r = reference_size
+  thr = float(stats.f.ppf(1.0 - float(alpha), d, r - d)) * d * (r - 1) / (r - d)
+  ref = x[:r]
+  mu = jnp.mean(ref, axis=0)
+  cov = (ref - mu).T @ (ref - mu) / (r - 1)
+  csum = jnp.concatenate([jnp.zeros((1, d), x.dtype), jnp.cumsum(x, axis=0)])
   t = jnp.arange(n)
-  lo = jnp.maximum(t - window + 1, 0)
-  means = (csum[t + 1] - csum[lo]) / (t + 1 - lo)[:, None]
-  stat = jnp.linalg.norm(means - mu, axis=1)
-  ref_stat = stat[window - 1:reference_size]
-  thr = jnp.quantile(ref_stat, 1.0 - alpha)
-  return (t < reference_size) | (stat <= thr)
+  lo = jnp.clip(t - window + 1, r, None)
+  k = jnp.maximum(t + 1 - lo, 1).astype(x.dtype)
+  diff = (csum[jnp.maximum(t + 1, lo)] - csum[lo]) / k[:, None] - mu
+  t2 = jnp.sum(diff * jnp.linalg.solve(cov, diff.T).T, axis=1) / (1.0 / k + 1.0 / r)
+  return (t < r) | (t2 <= thr)
 
 
 def noise_augment(x, y, key: jax.Array, *, sigma: float, copies: int = 1,

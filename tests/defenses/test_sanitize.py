@@ -1,4 +1,6 @@
 """Sanitisers find planted outliers on constructed data; precision / recall by hand."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,6 +105,27 @@ def test_empirical_mean_test_flags_drift():
                                                  alpha=0.01))
   assert keep[:200].all()
   assert keep[200:300].mean() > 0.9 and keep[-40:].mean() < 0.05
+
+
+@pytest.mark.parametrize('window', [10, 40, 60])
+def test_empirical_mean_test_clean_drop_rate_is_alpha(window):
+  # 1000 clean Gaussian streams; reference 60 rows, 100 stream rows; window up to the
+  # reference size. A threshold calibrated on the reference's own windows drops 10-100%.
+  r, alpha = 60, 0.05
+  xs = jax.random.normal(jax.random.key(window), (1000, r + 100, 3))
+  test = jax.jit(jax.vmap(functools.partial(
+      sanitize.empirical_mean_test, reference_size=r, window=window, alpha=alpha)))
+  keep = np.asarray(test(xs))
+  assert keep[:, :r].all()
+  assert abs((1.0 - keep[:, r:].mean()) - alpha) < 0.012
+
+
+def test_empirical_mean_test_errors():
+  x = jnp.zeros((20, 5))
+  with pytest.raises(ValueError, match='reference_size=5 must exceed the dimension 5'):
+    sanitize.empirical_mean_test(x, reference_size=5, window=2)
+  with pytest.raises(ValueError, match='alpha=1.0'):
+    sanitize.empirical_mean_test(x, reference_size=10, window=2, alpha=1.0)
 
 
 def test_noise_augment_and_errors():
