@@ -12,3 +12,15 @@ requires_fashion_mnist = pytest.mark.skipif(
     fashion_mnist.local_dir() is None,
     reason="Debian's dataset-fashion-mnist is not installed (apt-get install "
            'dataset-fashion-mnist)')
+
+
+def pytest_collection_modifyitems(config, items):
+  """The experiment smoke runs (tests/experiments/) are the slow tier.
+
+  `python -m pytest -m "not slow" tests` is the fast edit-test loop; the full suite (README
+  command (b), CI) runs everything. Individual slow library tests carry `@pytest.mark.slow`.
+  """
+  del config
+  for item in items:
+    if f'{os.sep}tests{os.sep}experiments{os.sep}' in str(item.fspath):
+      item.add_marker(pytest.mark.slow)

@@ -23,7 +23,6 @@ import time
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -32,6 +31,8 @@ from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
 from jaxsec.defenses import adversarial
+
+from experiments.benchmarks import machine
 
 NAME = 'adv_training_speed'
 
@@ -48,7 +49,9 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.repeats = 5
   c.epoch_examples = 60000
   c.loop = 'auto'             # 'auto' (host loop on CPU, scan elsewhere), 'scan' or 'host'
+  c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
   if variant == 'smoke':
+    c.max_load_per_cpu = None
     c.model_kwargs = ml_collections.ConfigDict({'features': (4,), 'dense': 8})
     c.batch_size = 16
     c.pgd_steps = (2,)
@@ -72,6 +75,7 @@ def objectives(cfg):
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+  info = machine.require_idle(cfg.max_load_per_cpu, name=NAME)
   model = models.get('cnn', **cfg.model_kwargs.to_dict())
   key = jax.random.key(0)
   params = models.init(model, key, (1, 28, 28, 1))
@@ -117,7 +121,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   clean = float(np.min(times['clean']))
   res = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
          'device': str(jax.devices()[0].device_kind),
-         'loop': 'scan' if use_scan else 'host', 'methods': {}}
+         'loop': 'scan' if use_scan else 'host', 'methods': {}, 'machine': info}
   for name, (f, k, compile_s) in runners.items():
     best = float(np.min(times[name]))
     res['methods'][name] = {'attack_steps': k, 'seconds_per_step': best,
@@ -130,6 +134,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     ref = res['methods'][pgd_names[-1]]['seconds_per_step']
     res['fast_at_relative_to_' + pgd_names[-1]] = res['methods']['fast_at'][
         'seconds_per_step'] / ref
+  machine.finish(info)
   jio.write_json_atomic(f'{workdir}/{NAME}.json', res)
   return res
 
@@ -138,7 +143,8 @@ def render_markdown(r: dict) -> str:
   c = r['config']
   lines = [f'### Adversarial training cost per epoch (reference CNN, batch {c["batch_size"]}, '
            f'{c["epoch_examples"]} images / epoch, {r["device"]}, {r.get("loop", "scan")} loop; '
-           f'`python -m experiments.benchmarks.adv_training_speed --variant={r["variant"]}`)',
+           f'`python -m experiments.benchmarks.adv_training_speed --variant={r["variant"]}`)'
+           f'{machine.loaded_note(r.get("machine"))}',
            '',
            '| method | attack steps k | s / step (fastest round) | s / epoch | x clean | expected x clean |',
            '|---|---|---|---|---|---|']

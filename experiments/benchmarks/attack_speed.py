@@ -22,7 +22,6 @@ numbers mean something. Timings are on whatever machine runs this (recorded in t
 from __future__ import annotations
 
 import os
-import platform
 import time
 import traceback
 
@@ -40,6 +39,8 @@ from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
 from jaxsec.attacks.evasion import common
+
+from experiments.benchmarks import machine
 
 NAME = 'attack_speed'
 
@@ -69,7 +70,9 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.slow_repeats = 1          # for C&W and DeepFool (minutes per call on CPU for the peers)
   c.peers = ('torchattacks', 'foolbox')
   c.attacks = ('fgsm', 'pgd', 'cw', 'deepfool', 'apgd', 'fab')
+  c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
   if variant == 'smoke':
+    c.max_load_per_cpu = None
     c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
     c.train_subset = 512
     c.batch = 8
@@ -368,6 +371,7 @@ def _run_foolbox(cfg, logits_fn, x, y):
 
 
 def run(cfg, workdir: str) -> dict:
+  info = machine.require_idle(cfg.max_load_per_cpu, name=NAME)
   key = jax.random.key(cfg.seed)
   t0 = time.time()
   model, params = _train(cfg, key)
@@ -416,11 +420,7 @@ def run(cfg, workdir: str) -> dict:
 
   results = {
       'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
-      'machine': {'platform': platform.platform(), 'jax_backend': jax.default_backend(),
-                  'devices': [str(d) for d in jax.devices()],
-                  'cpu_count': os.cpu_count(),
-                  'load_average': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
-                  'jax_version': jax.__version__},
+      'machine': machine.finish(info),
       'clean_accuracy_batch': clean, 'train_seconds': train_s,
       'compute_limit': limit,
       'jaxsec': ours, 'peers': peers, 'speedup_vs_peer': ratios,
@@ -499,10 +499,11 @@ def render_markdown(results: dict) -> str:
 def headline(r: dict) -> list:
   cl = r['compute_limit']
   where = r['machine']['jax_backend']
+  note = machine.loaded_note(r['machine'])
   rows = [(f"PGD-{cl['pgd_steps']} time / ({cl['pgd_steps']} x one gradient pass), {where} "
-           '(target <= 1)', f"{cl['ratio']:.2f}")]
+           '(target <= 1)', f"{cl['ratio']:.2f}{note}")]
   for k, v in sorted(r.get('speedup_vs_peer', {}).items()):
-    rows.append((f'{k}: peer time / jaxsec time ({where})', f'{v:.2f}x'))
+    rows.append((f'{k}: peer time / jaxsec time ({where})', f'{v:.2f}x{note}'))
   return rows
 
 

@@ -27,6 +27,8 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from experiments.benchmarks import machine
+
 NAME = 'shadow_speed'
 
 
@@ -40,7 +42,9 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   c.num_epochs = 2
   c.batch_size = 64
   c.seed = 0
+  c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
   if variant == 'smoke':
+    c.max_load_per_cpu = None
     c.hidden = (8,)
     c.num_models = 2
     c.pool_size = 128
@@ -127,6 +131,7 @@ def _spawn(cfg, mode):
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   from jaxsec import io as jio  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
+  info = machine.require_idle(cfg.max_load_per_cpu, name=NAME)
   base = _spawn(cfg, 'baseline')
   many = _spawn(cfg, 'many')
   seq = _spawn(cfg, 'sequential')
@@ -139,6 +144,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       'sequential_extra_rss_mib': seq['peak_rss_mib'] - base['peak_rss_mib'],
       'nproc': os.cpu_count(),
       'load_average_1min': os.getloadavg()[0],
+      'machine': machine.finish(info),
   }
   print(f'[{NAME}] speed-up of fit_many over sequential fit: {results["speedup"]:.2f}x',
         flush=True)
@@ -176,7 +182,8 @@ def render_markdown(r: dict) -> str:
 def headline(r: dict) -> list:
   m = r['fit_many']
   return [(f"{r['num_models']} LiRA shadow MLPs: one fit_many program vs sequential fits "
-           f"({m.get('device', m['backend'])})", f"{r['speedup']:.2f}x")]
+           f"({m.get('device', m['backend'])})",
+           f"{r['speedup']:.2f}x{machine.loaded_note(r.get('machine') or {'jax_backend': m['backend']})}")]
 
 
 FLAGS = flags.FLAGS

@@ -24,7 +24,6 @@ import time
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -33,6 +32,8 @@ from jaxsec import data
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
+
+from experiments.benchmarks import machine
 
 NAME = 'train_speed'
 
@@ -50,7 +51,9 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   # 'fashion_mnist' (real data through TFDS) or 'synthetic' (uniform images, random labels:
   # throughput does not depend on pixel values; used on lent accelerators without TFDS).
   c.cnn_data = 'fashion_mnist'
+  c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
   if variant == 'smoke':
+    c.max_load_per_cpu = None
     c.cnn_steps = 4
     c.num_models = 4
     c.mlp_epochs = 1
@@ -162,6 +165,7 @@ def _many_child(mode: str, cfg_json: str) -> dict:
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+  info = machine.require_idle(cfg.max_load_per_cpu, name=NAME)
   n = cfg.cnn_steps * cfg.cnn_batch + 1024
   if cfg.cnn_data == 'fashion_mnist':
     x, y = data.load('fashion_mnist', 'train')
@@ -198,7 +202,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       'cnn_torch_info': torch_info,
       'cnn_ratio_jax_over_torch': (jax_ips / torch_ips) if torch_ips else None,
       'fit_many': res['many'], 'sequential_fit': res['sequential'],
-      'fit_many_speedup': ratio,
+      'fit_many_speedup': ratio, 'machine': machine.finish(info),
   }
   suffix = '' if cfg.variant in ('full', 'smoke') else f'_{cfg.variant}'
   jio.write_json_atomic(os.path.join(workdir, f'{NAME}{suffix}.json'), results)
@@ -234,13 +238,14 @@ def render_markdown(r: dict) -> str:
 
 def headline(r: dict) -> list:
   where = f"{r.get('device', r['backend'])}"
+  note = machine.loaded_note(r.get('machine') or {'jax_backend': r['backend']})
   rows = []
   if r['cnn_torch_images_per_s']:
     rows.append((f'CNN training throughput vs a PyTorch loop ({where})',
                  f"{r['cnn_ratio_jax_over_torch']:.2f}x ({r['cnn_jax_images_per_s']:.0f} vs "
-                 f"{r['cnn_torch_images_per_s']:.0f} img/s)"))
+                 f"{r['cnn_torch_images_per_s']:.0f} img/s){note}"))
   rows.append((f"fit_many of {r['config']['num_models']} MLPs vs sequential jitted fits "
-               f'({where})', f"{r['fit_many_speedup']:.2f}x"))
+               f'({where})', f"{r['fit_many_speedup']:.2f}x{note}"))
   return rows
 
 
