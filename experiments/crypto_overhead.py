@@ -297,12 +297,12 @@ def _secagg_bytes(num_clients, length, threshold, seed) -> dict:
   t0 = time.perf_counter()
   states, ads = {}, []
   for i in range(num_clients):
-    states[i], ad = sa.advertise_keys(i, rng=rng)
+    states[i], ad = sa.advertise_keys(i, insecure_test_rng=rng)
     ads.append(ad)
   roster = sa.make_roster(ads, threshold=threshold)
   outboxes = {}
   for i in roster.client_ids:
-    states[i], outboxes[i] = sa.share_keys(states[i], roster, rng=rng)
+    states[i], outboxes[i] = sa.share_keys(states[i], roster, insecure_test_rng=rng)
   inboxes = sa.route_shares(roster, outboxes)
   masked = {}
   for i in roster.client_ids:

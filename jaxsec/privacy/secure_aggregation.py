@@ -18,14 +18,27 @@ wrapping when the sum of ``num_summands`` encoded values could leave the signed 
 **Crypto** (the ``cryptography`` package). Each client has two X25519 key pairs: one for
 the share channel (AES-256-GCM under an HKDF-SHA256 key), one for the pairwise masks. The
 pairwise seed of clients ``i < j`` is ``HKDF-SHA256(X25519(sk_i, pk_j))`` with an ``info``
-string naming the pair, 32 bytes, identical at both ends. The PRG expanding a 32-byte seed
-into a mask is **AES-256 in counter mode** keyed by the seed (keystream of an all-zero
-message, zero IV, read as little-endian 64-bit words, low ``k`` bits kept): a standard
-cryptographic PRG, so masked vectors are computationally indistinguishable from uniform
-even to someone who knows NumPy's generator; the fixed IV is safe because every seed is
-fresh per aggregation and expanded exactly once. (A NumPy ``PCG64`` stream would do for a
-statistical simulation but is not a cryptographic PRG: its state is recoverable from its
-output.)
+string naming the purpose, the **run id** and the pair, 32 bytes, identical at both ends.
+The PRG expanding a 32-byte seed into a mask is **AES-256 in counter mode** keyed by the
+seed (keystream of an all-zero message, zero IV, read as little-endian 64-bit words, low
+``k`` bits kept): a standard cryptographic PRG, so masked vectors are computationally
+indistinguishable from uniform even to someone who knows NumPy's generator; the fixed IV is
+safe because every seed is specific to one run and one client's single masked input. (A
+NumPy ``PCG64`` stream would do for a statistical simulation but is not a cryptographic
+PRG: its state is recoverable from its output.)
+
+**One run, single-use state.** The server draws a fresh 16-byte run id per aggregation
+(:func:`make_roster`, from ``secrets``) and broadcasts it in the :class:`Roster`. It enters
+the HKDF ``info`` of every channel key and pairwise seed, and the GCM associated data next
+to the direction ``src || dst`` (also the nonce; one message per direction per run key): a
+share ciphertext does not decrypt in another run, reflected, or at another recipient. A
+:class:`ClientState` is single-use: it is bound to the run of its ``share_keys``, and a
+second ``share_keys`` (which would reuse a GCM key and nonce), a second ``masked_input``
+(which would give the server ``x1 - x2``) or a second ``unmask_response`` (which could
+reveal both secrets of one client) on it, or on any state derived from it, raises. Each run
+needs fresh key pairs from :func:`advertise_keys`, as in the paper: the run id keeps the
+masks of two runs apart, but once a dropped client's mask key has been reconstructed in
+unmasking the server can derive that key's pairwise seeds for any run id.
 
 **Masking.** Client ``i`` (by position in the sorted roster) sends
 ``y_i = x_i + PRG(b_i) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)  (mod 2^k)``
@@ -41,9 +54,11 @@ of the *mask keys of dropped clients* and of the *self-mask seeds of surviving c
 pairwise masks with the survivors, removes them and the self-masks, and obtains the exact
 sum of the survivors' encoded inputs. It needs at least ``t`` survivors.
 
-**Randomness.** Every function that draws randomness takes ``rng``: ``None`` uses the
-operating system's CSPRNG (``secrets``); a ``numpy.random.Generator`` makes a simulation
-reproducible but is not a source of secret keys.
+**Randomness.** Keys, seeds, Shamir coefficients, additive shares and the run id come from
+the operating system's CSPRNG (``secrets``). Every function that draws them also takes
+``insecure_test_rng``, a ``numpy.random.Generator`` that replaces the CSPRNG to make a test
+or a simulation reproducible; **its output is not secret** (anyone who knows or guesses the
+seed recomputes every key), so it must never be used for real data.
 
 * High level: :func:`secure_sum`.
 * Rounds: :func:`advertise_keys` (client) -> :func:`make_roster` (server) ->
@@ -83,6 +98,7 @@ PRIME = 2 ** 521 - 1          # Mersenne prime: Shamir field for 256-bit secrets
 DEFAULT_MODULUS_BITS = 64     # k: arithmetic modulo 2^k.
 DEFAULT_SCALE_BITS = 24       # s: fixed-point resolution 2^-s.
 _SECRET_BYTES = 32
+_RUN_ID_BYTES = 16
 _FIELD_BYTES = (PRIME.bit_length() + 7) // 8
 
 
@@ -102,7 +118,8 @@ def _low_bits(k: int) -> np.uint64:
 
 def _check_rng(rng: Any) -> None:
   if rng is not None and not isinstance(rng, np.random.Generator):
-    raise ValueError(f'rng={rng!r} must be None (the OS CSPRNG) or a numpy.random.Generator.')
+    raise ValueError(f'insecure_test_rng={rng!r} must be None (the OS CSPRNG, the default) or '
+                     f'a numpy.random.Generator (reproducible and NOT secret: tests only).')
 
 
 def _random_bytes(n: int, rng: np.random.Generator | None) -> bytes:
@@ -236,20 +253,24 @@ def key_agreement(private_key: bytes, peer_public_key: bytes, *, info: bytes) ->
               info=info).derive(shared)
 
 
-def _pair_info(purpose: bytes, i: int, j: int) -> bytes:
+def _pair_info(purpose: bytes, run_id: bytes, i: int, j: int) -> bytes:
+  """HKDF ``info``: purpose, run id and the (unordered) pair; fixed-length fields."""
   a, b = min(i, j), max(i, j)
-  return b'jaxsec/secagg/' + purpose + a.to_bytes(4, 'big') + b.to_bytes(4, 'big')
+  return (b'jaxsec/secagg/' + purpose + b'/' + run_id + a.to_bytes(4, 'big') +
+          b.to_bytes(4, 'big'))
 
 
 # ----------------------------------------------------------------------- secret sharing
 
-def shamir_share(secret: int, *, threshold: int, num_shares: int, rng=None,
+def shamir_share(secret: int, *, threshold: int, num_shares: int, insecure_test_rng=None,
                  prime: int = PRIME) -> list[tuple[int, int]]:
   """``t``-of-``n`` Shamir shares ``(x, f(x))``, ``x = 1..n``, of ``secret`` in GF(prime).
 
   ``f`` is a uniformly random polynomial of degree ``t - 1`` with ``f(0) = secret``: any
-  ``t`` shares determine it, any ``t - 1`` are independent of the secret.
+  ``t`` shares determine it, any ``t - 1`` are independent of the secret. The coefficients
+  come from ``secrets`` unless ``insecure_test_rng`` (not secret; tests only) is given.
   """
+  rng = insecure_test_rng
   t = _checks.check_int('threshold', threshold, minimum=1)
   n = _checks.check_int('num_shares', num_shares, minimum=t)
   _check_rng(rng)
@@ -287,7 +308,8 @@ def shamir_reconstruct(shares: Iterable[tuple[int, int]], *, prime: int = PRIME)
   return secret
 
 
-def additive_shares(x: Any, num_shares: int, rng: np.random.Generator | None = None, *,
+def additive_shares(x: Any, num_shares: int, *,
+                    insecure_test_rng: np.random.Generator | None = None,
                     modulus_bits: int = DEFAULT_MODULUS_BITS) -> list[np.ndarray]:
   """``n``-of-``n`` additive secret sharing modulo ``2^k``: ``num_shares`` uint64 arrays,
   each uniform on its own (any ``n - 1`` of them are independent of ``x``), summing to ``x``.
@@ -295,8 +317,10 @@ def additive_shares(x: Any, num_shares: int, rng: np.random.Generator | None = N
   Args:
     x: integers in ``[0, 2^k)`` (e.g. from :func:`encode`).
     num_shares: n >= 2 (2-of-2 for two non-colluding servers).
-    rng: ``None`` (OS CSPRNG) or a ``numpy.random.Generator``.
+    insecure_test_rng: ``None`` (OS CSPRNG) or a ``numpy.random.Generator`` (reproducible,
+      not secret: tests only).
   """
+  rng = insecure_test_rng
   k = _check_modulus_bits(modulus_bits)
   n = _checks.check_int('num_shares', num_shares, minimum=2)
   _check_rng(rng)
@@ -336,13 +360,14 @@ class KeyAdvertisement:
 @dataclasses.dataclass(frozen=True)
 class Roster:
   """The server's broadcast after round 0: clients in sorted order (a client's position is
-  its index ``i``; its Shamir x-coordinate is ``i + 1``), their public keys, and the
-  session parameters."""
+  its index ``i``; its Shamir x-coordinate is ``i + 1``), their public keys, the session
+  parameters, and the run id (16 fresh random bytes) that binds every key of this run."""
   client_ids: tuple
   channel_public_keys: Mapping[Hashable, bytes]
   mask_public_keys: Mapping[Hashable, bytes]
   threshold: int
   modulus_bits: int
+  run_id: bytes
 
   def index(self, client_id: Hashable) -> int:
     try:
@@ -356,13 +381,18 @@ class Roster:
 class ClientState:
   """A client's private state across rounds (never sent). ``received`` maps each client
   ``u`` that completed ShareKeys to the shares (of ``u``'s mask key and self-mask seed)
-  that this client holds."""
+  that this client holds; ``run_id`` is the run its ``share_keys`` joined.
+
+  Single-use: each round function may run once on a state and on all the states derived
+  from it (they share the record ``_spent`` of the rounds already run)."""
   client_id: Hashable
   channel_private_key: bytes = dataclasses.field(repr=False)
   mask_private_key: bytes = dataclasses.field(repr=False)
   self_mask_seed: bytes | None = dataclasses.field(default=None, repr=False)
   received: Mapping[Hashable, tuple[int, int, int]] = dataclasses.field(
       default_factory=dict, repr=False)
+  run_id: bytes | None = None
+  _spent: set = dataclasses.field(default_factory=set, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -377,8 +407,11 @@ class UnmaskResponse:
 
 # ---------------------------------------------------------------------------- the rounds
 
-def advertise_keys(client_id: Hashable, *, rng=None) -> tuple[ClientState, KeyAdvertisement]:
-  """Round 0 (client): generates the channel and mask X25519 key pairs."""
+def advertise_keys(client_id: Hashable, *, insecure_test_rng=None
+                   ) -> tuple[ClientState, KeyAdvertisement]:
+  """Round 0 (client): generates fresh channel and mask X25519 key pairs for one run (from
+  ``secrets``, or from ``insecure_test_rng``: reproducible, not secret, tests only)."""
+  rng = insecure_test_rng
   _check_rng(rng)
   c_sk, s_sk = _new_private_key(rng), _new_private_key(rng)
   return (ClientState(client_id, c_sk, s_sk),
@@ -386,8 +419,11 @@ def advertise_keys(client_id: Hashable, *, rng=None) -> tuple[ClientState, KeyAd
 
 
 def make_roster(advertisements: Iterable[KeyAdvertisement], *, threshold: int,
-                modulus_bits: int = DEFAULT_MODULUS_BITS) -> Roster:
-  """Server after round 0: checks the advertisements and fixes the roster.
+                modulus_bits: int = DEFAULT_MODULUS_BITS, run_id: bytes | None = None) -> Roster:
+  """Server after round 0: checks the advertisements and fixes the roster and the run id.
+
+  ``run_id=None`` draws 16 fresh bytes from ``secrets`` (one per aggregation run); an
+  explicit ``run_id`` (16 bytes) is for reproducible tests.
 
   Requires at least 2 clients, distinct ids and keys, and ``2 <= threshold <= n``
   (``threshold = 1`` would make each share equal to the secret). Privacy against a server
@@ -395,6 +431,11 @@ def make_roster(advertisements: Iterable[KeyAdvertisement], *, threshold: int,
   Bonawitz et al. suggest ``threshold > n / 2`` at least.
   """
   k = _check_modulus_bits(modulus_bits)
+  if run_id is None:
+    run_id = secrets.token_bytes(_RUN_ID_BYTES)
+  elif not isinstance(run_id, bytes) or len(run_id) != _RUN_ID_BYTES:
+    raise ValueError(f'run_id={run_id!r} must be None (fresh random) or {_RUN_ID_BYTES} '
+                     f'bytes.')
   ads = list(advertisements)
   ids = [a.client_id for a in ads]
   if len(ids) < 2:
@@ -412,45 +453,68 @@ def make_roster(advertisements: Iterable[KeyAdvertisement], *, threshold: int,
     raise ValueError('two advertised public keys are equal; every key must be fresh.')
   by_id = {a.client_id: a for a in ads}
   return Roster(tuple(order), {i: by_id[i].channel_public_key for i in order},
-                {i: by_id[i].mask_public_key for i in order}, t, k)
+                {i: by_id[i].mask_public_key for i in order}, t, k, run_id)
 
 
 def _channel(state: ClientState, roster: Roster, peer: Hashable) -> AESGCM:
-  info = _pair_info(b'channel', roster.index(state.client_id), roster.index(peer))
+  info = _pair_info(b'channel', roster.run_id, roster.index(state.client_id),
+                    roster.index(peer))
   return AESGCM(key_agreement(state.channel_private_key, roster.channel_public_keys[peer],
                               info=info))
 
 
-def _nonce_aad(src: int, dst: int) -> tuple[bytes, bytes]:
-  # One message per direction per session under each pair key: the direction is the nonce.
+def _nonce_aad(run_id: bytes, src: int, dst: int) -> tuple[bytes, bytes]:
+  # The key is specific to the run and the pair, and each single-use state encrypts one
+  # message per direction: the direction is a unique nonce. The AAD binds run and direction.
   nonce = src.to_bytes(4, 'big') + dst.to_bytes(4, 'big') + bytes(4)
-  return nonce, b'jaxsec/secagg/shares' + nonce
+  return nonce, b'jaxsec/secagg/shares/' + run_id + nonce
 
 
-def share_keys(state: ClientState, roster: Roster, *, rng=None
+def _spend(state: ClientState, step: str, why: str) -> None:
+  """Marks ``step`` as run on ``state`` (and every state derived from it); raises if it was."""
+  if step in state._spent:   # pylint: disable=protected-access
+    raise ValueError(f'client {state.client_id!r} {why}: a ClientState is single-use (one '
+                     f'run, each round once). Start a new run with advertise_keys.')
+  state._spent.add(step)     # pylint: disable=protected-access
+
+
+def _check_run(state: ClientState, roster: Roster, step: str) -> None:
+  if state.run_id != roster.run_id:
+    raise ValueError(f'{step}: client {state.client_id!r} joined run '
+                     f'{state.run_id.hex() if state.run_id else None} in share_keys, but the '
+                     f'roster is for run {roster.run_id.hex()}.')
+
+
+def share_keys(state: ClientState, roster: Roster, *, insecure_test_rng=None
                ) -> tuple[ClientState, dict[Hashable, bytes]]:
   """Round 1 (client): draws the self-mask seed ``b``, Shamir-shares ``b`` and the mask
-  private key ``t``-of-``n``, and encrypts to every other client its share of both.
+  private key ``t``-of-``n``, and encrypts to every other client its share of both under
+  the run's channel key. Binds the state to ``roster.run_id``; runs once per state.
 
   Returns the new state (holding the client's own shares) and ``{recipient: ciphertext}``.
   """
+  rng = insecure_test_rng
   _check_rng(rng)
   me = roster.index(state.client_id)
+  _spend(state, 'share_keys', 'already ran share_keys (a second run would reuse a GCM key '
+         'and nonce)')
   n, t = len(roster.client_ids), roster.threshold
   b = _random_bytes(_SECRET_BYTES, rng)
   sk_shares = shamir_share(int.from_bytes(state.mask_private_key, 'big'), threshold=t,
-                           num_shares=n, rng=rng)
-  b_shares = shamir_share(int.from_bytes(b, 'big'), threshold=t, num_shares=n, rng=rng)
+                           num_shares=n, insecure_test_rng=rng)
+  b_shares = shamir_share(int.from_bytes(b, 'big'), threshold=t, num_shares=n,
+                          insecure_test_rng=rng)
   out = {}
   for v, peer in enumerate(roster.client_ids):
     if v == me:
       continue
     plain = (sk_shares[v][1].to_bytes(_FIELD_BYTES, 'big') +
              b_shares[v][1].to_bytes(_FIELD_BYTES, 'big'))
-    nonce, aad = _nonce_aad(me, v)
+    nonce, aad = _nonce_aad(roster.run_id, me, v)
     out[peer] = _channel(state, roster, peer).encrypt(nonce, plain, aad)
   own = {state.client_id: (me + 1, sk_shares[me][1], b_shares[me][1])}
-  return dataclasses.replace(state, self_mask_seed=b, received=own), out
+  return (dataclasses.replace(state, self_mask_seed=b, received=own, run_id=roster.run_id),
+          out)
 
 
 def route_shares(roster: Roster, outboxes: Mapping[Hashable, Mapping[Hashable, bytes]]
@@ -474,9 +538,12 @@ def masked_input(state: ClientState, roster: Roster, inbox: Mapping[Hashable, by
   """Round 2 (client): decrypts and keeps the shares in ``inbox``, then masks its encoded
   input ``x`` (1-D integers in ``[0, 2^k)``) as
   ``x + PRG(b) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)`` over the senders in ``inbox``.
+  Runs once per state (a second masked input under the same masks would reveal
+  ``x1 - x2``); a failed authentication consumes nothing.
   """
   if state.self_mask_seed is None:
     raise ValueError(f'client {state.client_id!r} has not run share_keys.')
+  _check_run(state, roster, 'masked_input')
   k = roster.modulus_bits
   xu = _check_residues('x', x, k)
   if xu.ndim != 1:
@@ -485,7 +552,7 @@ def masked_input(state: ClientState, roster: Roster, inbox: Mapping[Hashable, by
   received = dict(state.received)
   for u, ct in inbox.items():
     src = roster.index(u)
-    nonce, aad = _nonce_aad(src, me)
+    nonce, aad = _nonce_aad(roster.run_id, src, me)
     try:
       plain = _channel(state, roster, u).decrypt(nonce, ct, aad)
     except InvalidTag:
@@ -496,11 +563,13 @@ def masked_input(state: ClientState, roster: Roster, inbox: Mapping[Hashable, by
   if len(received) < roster.threshold:
     raise ValueError(f'only {len(received)} clients completed ShareKeys; the protocol needs '
                      f'threshold={roster.threshold}.')
+  _spend(state, 'masked_input', 'already sent its masked input in this run (a second one '
+         'under the same masks would reveal x1 - x2)')
   y = np.add(xu, prg(state.self_mask_seed, xu.size, modulus_bits=k))
   for u in inbox:
     j = roster.index(u)
     seed = key_agreement(state.mask_private_key, roster.mask_public_keys[u],
-                         info=_pair_info(b'pairwise-mask', me, j))
+                         info=_pair_info(b'pairwise-mask', roster.run_id, me, j))
     mask = prg(seed, xu.size, modulus_bits=k)
     y = np.add(y, mask) if j > me else np.subtract(y, mask)
   return dataclasses.replace(state, received=received), y & _low_bits(k)
@@ -510,8 +579,10 @@ def unmask_response(state: ClientState, roster: Roster,
                     survivors: Iterable[Hashable]) -> UnmaskResponse:
   """Round 4 (client): given the server's list of clients whose masked input arrived
   (U3), reveals its shares of the self-mask seeds of those clients and of the mask private
-  keys of the others that completed ShareKeys (the dropped ones) -- never both for one.
-  Refuses (as the paper's clients abort) when fewer than ``threshold`` survived."""
+  keys of the others that completed ShareKeys (the dropped ones) -- never both for one, so
+  it answers once per state. Refuses (as the paper's clients abort) when fewer than
+  ``threshold`` survived or when it did not send its own masked input."""
+  _check_run(state, roster, 'unmask_response')
   survivors = set(survivors)
   known = set(state.received)
   if state.client_id not in survivors:
@@ -524,6 +595,11 @@ def unmask_response(state: ClientState, roster: Roster,
   if len(survivors) < roster.threshold:
     raise ValueError(f'only {len(survivors)} survivors; the protocol needs '
                      f'threshold={roster.threshold}.')
+  if 'masked_input' not in state._spent:   # pylint: disable=protected-access
+    raise ValueError(f'client {state.client_id!r} is listed as a survivor but did not send '
+                     f'its masked input.')
+  _spend(state, 'unmask_response', 'already answered the unmasking round (a second answer '
+         'to another survivor set could reveal both secrets of a client)')
   dropped = known - survivors
   x = state.received[state.client_id][0]
   return UnmaskResponse(state.client_id, x,
@@ -599,8 +675,8 @@ def unmask(roster: Roster, shared: Iterable[Hashable], masked_inputs: Mapping[Ha
     i = roster.index(u)
     for v in survivors:
       j = roster.index(v)
-      seed = key_agreement(sk, roster.mask_public_keys[v], info=_pair_info(b'pairwise-mask',
-                                                                           i, j))
+      seed = key_agreement(sk, roster.mask_public_keys[v],
+                           info=_pair_info(b'pairwise-mask', roster.run_id, i, j))
       mask = prg(seed, length, modulus_bits=k)
       # Survivor v added +mask if i > j (u comes after v), else -mask: undo it.
       total = np.subtract(total, mask) if i > j else np.add(total, mask)
@@ -611,7 +687,8 @@ def unmask(roster: Roster, shared: Iterable[Hashable], masked_inputs: Mapping[Ha
 
 def secure_sum(updates_by_client: Mapping[Hashable, Any], *, threshold: int,
                dropped: Iterable[Hashable] = (), scale_bits: int = DEFAULT_SCALE_BITS,
-               modulus_bits: int = DEFAULT_MODULUS_BITS, seed: int | None = None) -> Any:
+               modulus_bits: int = DEFAULT_MODULUS_BITS,
+               insecure_test_seed: int | None = None) -> Any:
   """Runs the whole protocol and returns the sum of the surviving clients' updates.
 
   Every client runs AdvertiseKeys and ShareKeys; the clients in ``dropped`` then drop out
@@ -625,7 +702,10 @@ def secure_sum(updates_by_client: Mapping[Hashable, Any], *, threshold: int,
     dropped: ids of the clients that drop out.
     scale_bits, modulus_bits: fixed-point resolution ``2^-s`` and modulus ``2^k``; each
       client's values must satisfy ``n * |x| < 2^(k-1-s)`` (checked, see :func:`encode`).
-    seed: ``None`` draws keys from the OS CSPRNG; an int makes the simulation reproducible.
+    insecure_test_seed: ``None`` (the default) draws every key, seed, share and the run id
+      from the OS CSPRNG (``secrets``). An int replaces it by
+      ``numpy.random.default_rng(insecure_test_seed)`` to make a test reproducible:
+      **INSECURE**, every key is recomputable from the int; never for real data.
 
   Returns:
     The pytree of float64 NumPy arrays ``sum_{surviving u} update_u``, exact up to the
@@ -647,9 +727,10 @@ def secure_sum(updates_by_client: Mapping[Hashable, Any], *, threshold: int,
     raise ValueError(f'{len(dropped)} of {n} clients dropped, leaving {n - len(dropped)} '
                      f'< threshold={t}: secure aggregation recovers from at most n - t = '
                      f'{n - t} dropouts.')
-  seed_ok = seed is None or (isinstance(seed, int) and not isinstance(seed, bool))
-  if not seed_ok:
-    raise ValueError(f'seed={seed!r} must be None or an int.')
+  seed = insecure_test_seed
+  if not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))):
+    raise ValueError(f'insecure_test_seed={seed!r} must be None (OS CSPRNG, the default) or '
+                     f'an int (reproducible and NOT secret: tests only).')
   rng = None if seed is None else np.random.default_rng(seed)
 
   ids = list(updates_by_client)
@@ -676,12 +757,13 @@ def secure_sum(updates_by_client: Mapping[Hashable, Any], *, threshold: int,
 
   states, ads = {}, []
   for cid in ids:
-    states[cid], ad = advertise_keys(cid, rng=rng)
+    states[cid], ad = advertise_keys(cid, insecure_test_rng=rng)
     ads.append(ad)
-  roster = make_roster(ads, threshold=t, modulus_bits=k)
+  roster = make_roster(ads, threshold=t, modulus_bits=k,
+                       run_id=None if rng is None else rng.bytes(_RUN_ID_BYTES))
   outboxes = {}
   for cid in roster.client_ids:
-    states[cid], outboxes[cid] = share_keys(states[cid], roster, rng=rng)
+    states[cid], outboxes[cid] = share_keys(states[cid], roster, insecure_test_rng=rng)
   inboxes = route_shares(roster, outboxes)
   masked = {}
   for cid in roster.client_ids:
