@@ -41,6 +41,11 @@ Two implementations, equal up to float rounding (tested):
   ``feature_group_count=1``), each called once per forward pass, with or without bias.
   Any other parameter (normalisation scales, embeddings, convolutions with groups or
   circular padding, shared layers) raises ``ValueError``; use ``method='vmap'`` there.
+  So does a loss that reaches a layer's parameters other than through that layer's
+  call (weight decay inside the loss, tied weights): ghost clipping sees only the
+  gradient through layer outputs and would drop that path from the norms. The check is
+  structural (a JVP with each layer's own parameters stop-gradiented, dead code removed)
+  and names the parameters. Apply weight decay after the privatizer instead.
 
 >>> import jax, jax.numpy as jnp
 >>> loss = lambda w, x, y: (x @ w - y) ** 2
@@ -242,6 +247,7 @@ def _ghost_clipped(loss_fn, params, batch, mask, c):
     raise ValueError('ghost clipping found no flax.linen Dense / Conv layer in loss_fn; '
                      'use method="vmap".')
   _check_coverage(params, record)
+  _check_no_bypass(loss_fn, params, batch)
   zs = {p: jnp.zeros(s.shape, s.dtype) for p, (_, s) in record.items()}
   for p, (_, s) in record.items():
     if s.shape[0] != bsz:
@@ -289,6 +295,63 @@ def _ghost_clipped(loss_fn, params, batch, mask, c):
     return type(tree)({k: rebuild(v, prefix + (k,)) for k, v in tree.items()})
   summed = rebuild(params, ())
   return summed, ClipInfo(norms, factors)
+
+
+def _key_name(k):
+  return getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', str(k))))
+
+
+def _bypass_params(loss_fn, params, batch) -> list[str]:
+  """Parameters the loss is differentiable in *other than* through their own layer's call.
+
+  Every supported layer is re-run with ``stop_gradient`` on its own variables (its input
+  stays differentiable); the parameters whose tangent still reaches the losses in the JVP
+  (dead code removed) are used directly by ``loss_fn``: weight decay inside the loss, tied
+  weights, a kernel read from the params dict. Structural, so a path whose gradient
+  happens to be 0 at these values (decay on a zero-initialised bias) is found as well.
+  """
+  depth = [0]
+
+  def interceptor(next_fun, args, kwargs, ctx):
+    m = ctx.module
+    if depth[0] or ctx.method_name != '__call__' or type(m) not in _SUPPORTED:
+      return next_fun(*args, **kwargs)
+    variables = jax.tree_util.tree_map(jax.lax.stop_gradient, dict(m.variables))
+    depth[0] += 1
+    try:
+      return m.clone(parent=None).apply(variables, *args, **kwargs)
+    finally:
+      depth[0] -= 1
+
+  def h(p):
+    with nn.intercept_methods(interceptor):
+      return loss_fn(p, *batch)
+
+  spec = jax.tree_util.tree_map(lambda l: jax.ShapeDtypeStruct(l.shape, l.dtype), params)
+  closed = jax.make_jaxpr(lambda p, t: jax.jvp(h, (p,), (t,))[1])(spec, spec)
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  n = len(flat)
+  try:
+    from jax._src.interpreters import partial_eval as pe  # pylint: disable=g-import-not-at-top
+    _, used = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+  except (ImportError, AttributeError, TypeError):  # conservative: any reference counts
+    refs = {id(v) for e in closed.jaxpr.eqns for v in e.invars}
+    refs |= {id(v) for v in closed.jaxpr.outvars}
+    used = [id(v) in refs for v in closed.jaxpr.invars]
+  return ['/'.join(str(_key_name(k)) for k in kp)
+          for (kp, _), u in zip(flat, used[n:2 * n]) if u]
+
+
+def _check_no_bypass(loss_fn, params, batch):
+  bypass = _bypass_params(loss_fn, params, batch)
+  if bypass:
+    raise ValueError(
+        f'ghost clipping: loss_fn uses the parameter(s) {", ".join(bypass)} outside their '
+        "layer's call (weight decay inside the loss, tied weights, a kernel read from the "
+        'params); ghost clipping only sees gradients that flow through layer outputs and '
+        "would drop these paths from the per-example norms. Use method='vmap', or keep "
+        'weight decay out of the clipped loss and apply it after the privatizer '
+        '(optax.add_decayed_weights; post-processing, no privacy cost).')
 
 
 def _check_coverage(params, record):

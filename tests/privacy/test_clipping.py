@@ -151,3 +151,49 @@ def test_linear_closed_form():
   np.testing.assert_allclose(info.norms, norms, rtol=1e-6)
   expect = (per * np.minimum(1, 1.0 / norms)[:, None]).sum(0)
   np.testing.assert_allclose(g, expect, rtol=1e-6)
+
+
+def _wd_loss(lf, lam=0.3):
+  """Weight decay inside the per-example loss (on a kernel and on a zero-initialised bias)."""
+  def loss(p, x, y):
+    q = p['params']
+    reg = jnp.sum(q['Dense_0']['kernel'] ** 2) + jnp.sum(q['Dense_1']['bias'] ** 2)
+    return lf(p, x, y) + 0.5 * lam * reg
+  return loss
+
+
+class _Tied(nn.Module):
+  """Tied weights: the decoder reuses the encoder's kernel outside the encoder's call."""
+
+  @nn.compact
+  def __call__(self, x):
+    enc = nn.Dense(4, name='enc')
+    h = jnp.tanh(enc(x))
+    return h @ enc.variables['params']['kernel'].T
+
+
+def test_ghost_refuses_weight_decay_inside_loss():
+  params, x, y, lf = _setup(_Mlp(), (6,), n=5, seed=1)
+  wd = _wd_loss(lf)
+  _, ref = jax.jit(clipping.clipped_grad(wd, 1.0))(params, x, y)     # vmap: exact
+  # the old ghost path silently dropped the decay term: its norms were the plain loss's
+  _, plain = jax.jit(clipping.clipped_grad(lf, 1.0))(params, x, y)
+  assert float(jnp.max(jnp.abs(ref.norms - plain.norms))) > 1e-2
+  with pytest.raises(ValueError, match=r'Dense_0/kernel.*Dense_1/bias'):
+    jax.jit(clipping.clipped_grad(wd, 1.0, method='ghost'))(params, x, y)
+  # the zero-initialised bias alone changes no norm at init, and is refused all the same:
+  # the check is structural (which parameters the loss reaches), not numerical
+  lf_b = lambda p, x, y: lf(p, x, y) + jnp.sum(p['params']['Dense_1']['bias'] ** 2)
+  with pytest.raises(ValueError, match='Dense_1/bias') as err:
+    clipping.clipped_grad(lf_b, 1.0, method='ghost')(params, x, y)
+  assert 'Dense_0' not in str(err.value)
+
+
+def test_ghost_refuses_tied_weights():
+  params, x, y, lf = _setup(_Tied(), (3,), n=5, seed=2)
+  with pytest.raises(ValueError, match='enc/kernel') as err:
+    clipping.clipped_grad(lf, 1.0, method='ghost')(params, x, y)
+  assert 'enc/bias' not in str(err.value)
+  # under microbatching and jit too
+  with pytest.raises(ValueError, match='enc/kernel'):
+    jax.jit(clipping.clipped_grad(lf, 1.0, method='ghost', microbatch_size=2))(params, x, y)
