@@ -95,7 +95,7 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
     c.settings = [
         {'mechanism': 'gnmax', 'sigma': 2.0, 'num_queries': 50},
         {'mechanism': 'confident_gnmax', 'sigma1': 3.0, 'sigma': 2.0, 'threshold': 6.0,
-         'num_queries': 100},
+         'num_queries': 100, 'max_answers': 40},
         {'mechanism': 'lnmax', 'gamma': 0.5, 'num_queries': 20},
     ]
   elif variant == 'full':
@@ -153,11 +153,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       answered = np.ones(q, bool)
       acct = pate.analyze(v, mechanism='gnmax', sigma=s['sigma'], delta=c.delta, **ss)
     else:
+      cap = s.get('max_answers')   # fixed in advance; the guarantee charges it
       ans = pate.confident_gnmax(jnp.asarray(v), kk, threshold=s['threshold'],
-                                 sigma1=s['sigma1'], sigma2=s['sigma'])
+                                 sigma1=s['sigma1'], sigma2=s['sigma'], max_answers=cap)
       labels, answered = np.asarray(ans.labels), np.asarray(ans.answered)
       acct = pate.analyze(v, mechanism='confident_gnmax', sigma=s['sigma'],
-                          sigma1=s['sigma1'], answered=answered, delta=c.delta, **ss)
+                          sigma1=s['sigma1'], answered=answered, max_answers=cap,
+                          delta=c.delta, **ss)
     n_ans = int(answered.sum())
     label_acc = float(np.mean(labels[answered] == y_pub_true[:q][answered])) if n_ans else 0.0
     if n_ans:
@@ -199,8 +201,9 @@ def _setting(r):
     return f"LNMax gamma={r['gamma']:g}"
   if r['mechanism'] == 'gnmax':
     return f"GNMax sigma={r['sigma']:g}"
+  cap = r.get('max_answers')
   return (f"Confident-GNMax T={r['threshold']:g}, sigma1={r['sigma1']:g}, "
-          f"sigma2={r['sigma']:g}")
+          f"sigma2={r['sigma']:g}" + (f', at most {cap} answers' if cap is not None else ''))
 
 
 def render_markdown(r: dict) -> str:
@@ -210,10 +213,13 @@ def render_markdown(r: dict) -> str:
            f"Teachers: mean accuracy {100 * r['teacher_mean_accuracy']:.2f}%, plurality vote "
            f"{100 * r['teacher_plurality_accuracy']:.2f}% (non-private) on "
            f"{r['num_eval']} held-out test images. eps (data-independent) is the DP "
-           'guarantee; the raw data-dependent eps (PATE 2018 Thm. 6) depends on the private '
-           'votes and is not publishable as is; the sanitised eps is that figure released '
-           'through smooth sensitivity (PATE 2018 App. B, Thm. 23): the expected released '
-           'value, including the release\'s own cost, ± the std of its noise (delta = '
+           'guarantee (for Confident-GNMax it charges the check on every query and GNMax on '
+           'every query up to the cap on answers fixed in advance, all of them without a '
+           'cap, not the number that happened to be answered); the raw data-dependent eps '
+           '(PATE 2018 Thm. 6) depends on the private votes and is not publishable as is; '
+           'the sanitised eps is that figure released through smooth sensitivity (PATE '
+           '2018 App. B, Thm. 23): the expected released value, including the release\'s '
+           'own cost, ± the std of its noise (delta = '
            f"{r['settings'][0]['delta']:g}).", '',
            '| aggregator | queries | answered | label accuracy | student accuracy | eps '
            '(data-indep.) | eps (data-dep., raw) | eps (data-dep., sanitised) |',

@@ -12,14 +12,21 @@ Aggregators (``votes`` [Q, K] histograms, ``key``):
 * :func:`gnmax` (2018): ``argmax(n + N(0, sigma^2))``; RDP ``lambda / sigma^2`` per query
   (2018, Prop. 8), i.e. dp_accounting's ``GaussianDpEvent(sigma / sqrt 2)``.
 * :func:`confident_gnmax` (2018, Alg. 1): answer only if
-  ``max n + N(0, sigma1^2) >= T``, then GNMax with ``sigma2``. The check costs
+  ``max n + N(0, sigma1^2) >= T``, then GNMax with ``sigma2``; at most ``max_answers``
+  queries (a cap fixed in advance) are answered, the rest abstain. The check costs
   ``GaussianDpEvent(sigma1)`` (the max count has sensitivity 1) for *every* query, GNMax
-  only for answered ones.
+  ``GaussianDpEvent(sigma2 / sqrt 2)`` for at most ``min(max_answers, Q)`` queries.
 
 Privacy analysis (:func:`analyze`):
 
 * *data-independent* epsilon: the composition above through dp_accounting. This is the DP
-  guarantee of the released student.
+  guarantee of the released student. For Confident-GNMax the GNMax part is charged for the
+  cap (all ``Q`` queries without one), never for the realised number of answers, which
+  depends on the private votes. The cap is valid because the per-query cost is chosen
+  adaptively with every transcript's total at most ``Q check + cap GNMax`` (a Renyi
+  privacy filter, Feldman & Zrnic 2021, Thm. 3.1). The official ``rdp_cumulative.py``'s
+  "data-independent" curve instead weights GNMax by each query's probability of being
+  answered, which depends on the votes (an expectation, not a guarantee); it is not offered.
 * *data-dependent* epsilon (2018, Thm. 6 with the orders of Prop. 10; for LNMax with the
   2017 Lemma 4 bound on ``q``): for each answered query, ``q`` upper-bounds the
   probability that the noisy argmax differs from the plurality (GNMax: 2018 Prop. 7,
@@ -102,14 +109,24 @@ class ConfidentAnswers(NamedTuple):
 
 
 def confident_gnmax(votes: jax.Array, key: jax.Array, *, threshold: float, sigma1: float,
-                    sigma2: float) -> ConfidentAnswers:
-  """Confident-GNMax (PATE 2018, Alg. 1): answer only when the noisy max clears T."""
+                    sigma2: float, max_answers: int | None = None) -> ConfidentAnswers:
+  """Confident-GNMax (PATE 2018, Alg. 1): answer only when the noisy max clears T.
+
+  Queries are taken in order; once ``max_answers`` of them have been answered, the rest
+  abstain (label -1) whatever their check. The cap must be fixed before seeing the votes
+  and passed to :func:`analyze` too: the data-independent epsilon is charged for it.
+  ``None``: no cap (then :func:`analyze` charges GNMax for every query).
+  """
   _check_votes(votes)
   _checks.check_float('threshold', threshold)
   _checks.check_float('sigma1', sigma1, minimum=0.0, strict_min=True)
+  if max_answers is not None:
+    max_answers = _checks.check_int('max_answers', max_answers, minimum=0)
   k1, k2 = jax.random.split(key)
   check = jnp.max(votes, -1) + sigma1 * jax.random.normal(k1, votes.shape[:1])
   answered = check >= threshold
+  if max_answers is not None:
+    answered = answered & (jnp.cumsum(answered.astype(jnp.int32)) <= max_answers)
   labels = gnmax(votes, k2, sigma=sigma2)
   return ConfidentAnswers(jnp.where(answered, labels, -1), answered)
 
@@ -541,6 +558,7 @@ class PateAccount(NamedTuple):
   num_answered: int
   order: float                    # optimal RDP order of the data-dependent bound
   sanitised: SanitisedEpsilon | None = None   # with analyze(..., smooth_sensitivity=True)
+  max_answers: int | None = None  # Confident-GNMax: the cap that `epsilon` charges
 
 
 #: the smoothness parameters searched, as multiples of 1 / order: the official Table 2
@@ -602,7 +620,8 @@ def _sanitise_gnmax(votes, logq, check_rdp, delta, *, sigma, orders, num_teacher
 
 def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
             gamma: float | None = None, sigma: float | None = None,
-            sigma1: float | None = None, orders: Sequence[float] = ORDERS,
+            sigma1: float | None = None, max_answers: int | None = None,
+            orders: Sequence[float] = ORDERS,
             smooth_sensitivity: bool = False, ss_beta: float | None = None,
             ss_sigma: float | None = None, ss_order: float | None = None,
             num_teachers: int | None = None, key: jax.Array | None = None) -> PateAccount:
@@ -613,6 +632,11 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
     mechanism: 'lnmax' (needs ``gamma``), 'gnmax' (``sigma``), 'confident_gnmax'
       (``sigma1`` for the check, ``sigma`` for the answers, ``answered`` mask [Q]).
     delta: target delta.
+    max_answers: Confident-GNMax only: the cap on answered queries that
+      :func:`confident_gnmax` was run with, fixed in advance. The data-independent
+      epsilon charges ``Q`` checks and ``min(max_answers, Q)`` GNMax answers (``Q``
+      without a cap), never the realised ``answered.sum()``; more answers than the cap is
+      an error. The data-dependent figures are summed over the answered queries.
     smooth_sensitivity: also release the data-dependent epsilon through smooth
       sensitivity (PATE 2018 App. B, Thm. 23; GNMax and Confident-GNMax only),
       in ``PateAccount.sanitised``. The RDP at one order ``lambda`` is summed over the
@@ -645,8 +669,20 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
     if answered.shape != (q_total,):
       raise ValueError(f'answered has shape {answered.shape}; expected ({q_total},).')
     _checks.check_float('sigma1', sigma1, minimum=0.0, strict_min=True)
+    if max_answers is not None:
+      max_answers = _checks.check_int('max_answers', max_answers, minimum=0)
+      if int(answered.sum()) > max_answers:
+        raise ValueError(f'answered has {int(answered.sum())} answers but '
+                         f'max_answers={max_answers}: the mechanism that ran is not the '
+                         'one accounted (run confident_gnmax with the same max_answers).')
+    # GNMax may run on every query up to the cap, whatever the votes turn out to be.
+    charged = q_total if max_answers is None else min(max_answers, q_total)
   else:
+    if max_answers is not None:
+      raise ValueError(f"max_answers={max_answers} is only for mechanism='confident_gnmax', "
+                       f'got mechanism={mechanism!r}.')
     answered = np.ones(q_total, bool)
+    charged = q_total
   if smooth_sensitivity:
     if mechanism == 'lnmax':
       raise ValueError("smooth_sensitivity=True is implemented for mechanism='gnmax' and "
@@ -663,16 +699,16 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
   sanitised = None
   if mechanism == 'lnmax':
     _checks.check_float('gamma', gamma, minimum=0.0, strict_min=True)
-    indep = n_ans * lnmax_rdp_data_independent(gamma, orders)
+    indep = charged * lnmax_rdp_data_independent(gamma, orders)
     logq = lnmax_logq(votes[answered], gamma)
     dep = sum((lnmax_rdp_data_dependent(l, gamma, orders) for l in logq),
               np.zeros_like(orders))
     eps_indep, _ = accounting.epsilon_from_rdp(orders, indep, delta)
-    eps_indep = min(eps_indep, 2.0 * gamma * n_ans)   # basic composition of pure DP
+    eps_indep = min(eps_indep, 2.0 * gamma * charged)   # basic composition of pure DP
   else:
     _checks.check_float('sigma', sigma, minimum=0.0, strict_min=True)
     events = [dp_accounting.SelfComposedDpEvent(
-        dp_accounting.GaussianDpEvent(sigma / math.sqrt(2.0)), n_ans)]
+        dp_accounting.GaussianDpEvent(sigma / math.sqrt(2.0)), charged)]
     check_event = None
     check = np.zeros_like(orders)
     if mechanism == 'confident_gnmax':
@@ -694,7 +730,8 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
                                   beta=ss_beta, sigma_ss=ss_sigma, key=key)
   eps_dep, order = accounting.epsilon_from_rdp(orders, dep, delta)
   return PateAccount(float(eps_indep), float(min(eps_dep, eps_indep)), float(delta),
-                     q_total, n_ans, float(order), sanitised)
+                     q_total, n_ans, float(order), sanitised,
+                     max_answers if mechanism == 'confident_gnmax' else None)
 
 
 # ------------------------------------------------------------------ teachers and student

@@ -1,6 +1,7 @@
 """PATE: aggregation on constructed vote histograms and its RDP bounds vs closed forms."""
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -9,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import optimize, special, stats
+from scipy import integrate, optimize, special, stats
 
 from jaxsec.privacy import accounting, pate
 
@@ -498,3 +499,112 @@ def test_smooth_sensitivity_bad_inputs_raise():
   with pytest.raises(ValueError, match='ss_beta=0.4'):   # no order below 1 / (2 beta)
     pate.analyze(v, mechanism='gnmax', sigma=1.0, delta=1e-5, smooth_sensitivity=True,
                  ss_beta=0.4, orders=[2.0, 3.0])
+
+
+# ------------------------------------------------------------------ answer cap, sampling
+
+def _conf_indep_epsilon(q, answers_charged, sigma, sigma1, delta):
+  """Q threshold checks (Gaussian, sensitivity 1) + GNMax on ``answers_charged`` queries."""
+  ev = dp_accounting.ComposedDpEvent([
+      dp_accounting.SelfComposedDpEvent(
+          dp_accounting.GaussianDpEvent(sigma / math.sqrt(2.0)), answers_charged),
+      dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(sigma1), q)])
+  return accounting.epsilon(ev, delta, accountant='rdp')
+
+
+def test_confident_gnmax_data_independent_epsilon_depends_on_the_cap_not_the_answers():
+  # The number of answered queries depends on the private votes, so it cannot enter the
+  # DP guarantee: the GNMax part is charged for the cap fixed in advance (every query
+  # when there is none), whatever the realised number of answers.
+  q, sigma, sigma1, delta = 50, 40.0, 150.0, 1e-5
+  votes = np.zeros((q, 10))
+  votes[:, 0] = 200
+  few, many = np.arange(q) < 5, np.arange(q) < 20
+  a = pate.analyze(votes, mechanism='confident_gnmax', sigma=sigma, sigma1=sigma1,
+                   answered=few, max_answers=20, delta=delta)
+  b = pate.analyze(votes, mechanism='confident_gnmax', sigma=sigma, sigma1=sigma1,
+                   answered=many, max_answers=20, delta=delta)
+  want = _conf_indep_epsilon(q, 20, sigma, sigma1, delta)
+  assert a.epsilon == pytest.approx(want, rel=1e-12)
+  assert b.epsilon == pytest.approx(want, rel=1e-12)
+  assert a.num_answered == 5 and b.num_answered == 20 and a.max_answers == 20
+  # the realised count would have given a smaller, invalid figure
+  assert a.epsilon > _conf_indep_epsilon(q, 5, sigma, sigma1, delta) * 1.2
+  # no cap: every query may be answered, so every GNMax is charged
+  c = pate.analyze(votes, mechanism='confident_gnmax', sigma=sigma, sigma1=sigma1,
+                   answered=few, delta=delta)
+  assert c.epsilon == pytest.approx(_conf_indep_epsilon(q, q, sigma, sigma1, delta),
+                                    rel=1e-12)
+  # a cap above the number of queries charges the queries
+  d = pate.analyze(votes, mechanism='confident_gnmax', sigma=sigma, sigma1=sigma1,
+                   answered=few, max_answers=10 * q, delta=delta)
+  assert d.epsilon == pytest.approx(c.epsilon, rel=1e-12)
+  # the data-dependent figure stays on the answered queries and below the guarantee
+  assert a.epsilon_data_dependent < b.epsilon_data_dependent <= b.epsilon
+  with pytest.raises(ValueError, match='max_answers=4'):
+    pate.analyze(votes, mechanism='confident_gnmax', sigma=sigma, sigma1=sigma1,
+                 answered=few, max_answers=4, delta=delta)
+  with pytest.raises(ValueError, match='max_answers'):
+    pate.analyze(votes, mechanism='gnmax', sigma=sigma, max_answers=4, delta=delta)
+
+
+def test_confident_gnmax_stops_answering_at_max_answers():
+  rng = np.random.default_rng(0)
+  q = 300
+  votes = np.zeros((q, 5))
+  votes[:, 0] = rng.integers(100, 250, q)
+  votes[:, 1] = 250 - votes[:, 0]
+  votes = jnp.asarray(votes)
+  key = jax.random.key(3)
+  run = jax.jit(functools.partial(pate.confident_gnmax, threshold=180., sigma1=40.,
+                                  sigma2=20.), static_argnames='max_answers')
+  free = run(votes, key)
+  n_free = int(free.answered.sum())
+  assert 20 < n_free < q
+  cap = 20
+  capped = run(votes, key, max_answers=cap)
+  # the first `cap` queries that pass the check are answered, none after
+  want = np.asarray(free.answered) & (np.cumsum(np.asarray(free.answered)) <= cap)
+  np.testing.assert_array_equal(capped.answered, want)
+  assert int(capped.answered.sum()) == cap
+  np.testing.assert_array_equal(capped.labels, np.where(want, free.labels, -1))
+  # never more than the cap, for other keys
+  for k in jax.random.split(jax.random.key(4), 4):
+    assert int(jnp.sum(run(votes, k, max_answers=cap).labels >= 0)) == cap
+  with pytest.raises(ValueError, match='max_answers=-1'):
+    pate.confident_gnmax(votes, key, threshold=180., sigma1=40., sigma2=20., max_answers=-1)
+
+
+def _gnmax_exact_probabilities(votes, sigma):
+  """P[argmax_j n_j + N(0, sigma^2) = j] = int phi(z) prod_{i != j} Phi((n_j-n_i)/sigma + z)
+  dz, by Simpson's rule on a fine grid (the integrand is smooth and negligible at |z|=12)."""
+  v = np.asarray(votes, np.float64)
+  z = np.linspace(-12.0, 12.0, 4001)
+  log_cdf = special.log_ndtr((v[:, None, None] - v[None, :, None]) / sigma + z)  # [j, i, z]
+  log_cdf[np.arange(v.size), np.arange(v.size)] = 0.0                            # i != j
+  integrand = np.exp(log_cdf.sum(1)) * stats.norm.pdf(z)
+  return integrate.simpson(integrand, x=z, axis=-1)
+
+
+def test_gnmax_and_threshold_sampling_at_the_papers_noise_scale():
+  # 250 teachers, sigma = 40 (PATE 2018's MNIST setting): the empirical label distribution
+  # matches the exact one within 5 standard errors; sigma / sqrt(2) or 2 sigma would not.
+  votes = np.array([120., 100, 20, 10, 0, 0, 0, 0, 0, 0])
+  sigma, n = 40.0, 100_000
+  p = _gnmax_exact_probabilities(votes, sigma)
+  assert p.sum() == pytest.approx(1.0, abs=1e-9)
+  labels = pate.gnmax(jnp.tile(jnp.asarray(votes, jnp.float32), (n, 1)), jax.random.key(7),
+                      sigma=sigma)
+  freq = np.bincount(np.asarray(labels), minlength=votes.size) / n
+  tol = 5 * np.sqrt(p * (1 - p) / n)
+  np.testing.assert_array_less(np.abs(freq - p), tol)
+  for wrong in (sigma / math.sqrt(2), 2 * sigma):
+    assert np.any(np.abs(_gnmax_exact_probabilities(votes, wrong) - p) > 3 * tol)
+  # Confident-GNMax's check: P[answered] = P[max n + N(0, sigma1^2) >= T]
+  t, sigma1 = 150.0, 50.0
+  ans = pate.confident_gnmax(jnp.tile(jnp.asarray(votes, jnp.float32), (n, 1)),
+                             jax.random.key(8), threshold=t, sigma1=sigma1, sigma2=sigma)
+  p_ans = stats.norm.sf((t - votes.max()) / sigma1)
+  tol_ans = 5 * math.sqrt(p_ans * (1 - p_ans) / n)
+  assert abs(float(jnp.mean(ans.answered)) - p_ans) < tol_ans
+  assert abs(stats.norm.sf((t - votes.max()) / (2 * sigma1)) - p_ans) > 3 * tol_ans
