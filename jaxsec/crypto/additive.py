@@ -59,15 +59,15 @@ class AdditiveShare(NamedTuple):
 
 
 def share(secret: Any, *, num_shares: int, prime: int = DEFAULT_PRIME,
-          rng: np.random.Generator | None = None,
+          insecure_test_rng: np.random.Generator | None = None,
           scale_bits: int | None = None) -> list[AdditiveShare]:
   """Splits field elements ``secret`` (integers in ``[0, prime)``) into ``num_shares >= 2``
-  additive shares; ``rng`` as in :func:`jaxsec.crypto.field.uniform`."""
+  additive shares; ``insecure_test_rng`` as in :func:`jaxsec.crypto.field.uniform`."""
   p = field.check_prime(prime)
   n = _checks.check_int('num_shares', num_shares, minimum=2)
-  field.check_rng(rng)
+  field.check_rng(insecure_test_rng)
   v = field.check_residues('secret', secret, p)
-  rand = field.uniform((n - 1,) + v.shape, p, rng)
+  rand = field.uniform((n - 1,) + v.shape, p, insecure_test_rng)
   last = v.copy()
   for r in rand:
     last = (last - r) % p      # np.mod of int64 is non-negative for p > 0
@@ -123,7 +123,7 @@ def add(a: AdditiveShare, b: AdditiveShare) -> AdditiveShare:
 
 def share_array(x: Any, *, num_shares: int, scale_bits: int = DEFAULT_SCALE_BITS,
                 num_summands: int = 1, prime: int = DEFAULT_PRIME,
-                rng: np.random.Generator | None = None) -> list[AdditiveShare]:
+                insecure_test_rng: np.random.Generator | None = None) -> list[AdditiveShare]:
   """Fixed-point encodes a real array and splits it into ``num_shares`` additive shares.
 
   Raises ``ValueError`` naming the value when ``num_summands * |round(x * 2^s)|`` exceeds
@@ -133,8 +133,8 @@ def share_array(x: Any, *, num_shares: int, scale_bits: int = DEFAULT_SCALE_BITS
   s = _checks.check_int('scale_bits', scale_bits, minimum=0, maximum=30)
   v = fixed_point.quantize(x, scale_bits=s, limit=(p - 1) // 2 // n,
                            context=f' (prime={p}, num_summands={n})')
-  return share(fixed_point.to_residues(v, p), num_shares=num_shares, prime=p, rng=rng,
-               scale_bits=s)
+  return share(fixed_point.to_residues(v, p), num_shares=num_shares, prime=p,
+               insecure_test_rng=insecure_test_rng, scale_bits=s)
 
 
 def reconstruct_array(shares: Sequence[AdditiveShare]) -> np.ndarray:
@@ -150,7 +150,7 @@ def reconstruct_array(shares: Sequence[AdditiveShare]) -> np.ndarray:
 
 def secure_sum(updates: Sequence[Any], *, num_parties: int = 2,
                scale_bits: int = DEFAULT_SCALE_BITS, prime: int = DEFAULT_PRIME,
-               rng: np.random.Generator | None = None) -> np.ndarray:
+               insecure_test_rng: np.random.Generator | None = None) -> np.ndarray:
   """Simulates the SPDZ-style secure sum of client updates among ``num_parties >= 2``
   computing parties (see the module docstring for the threat model). Returns
   ``sum(updates)`` (float64) up to fixed-point rounding (at most ``len(updates) *
@@ -164,7 +164,8 @@ def secure_sum(updates: Sequence[Any], *, num_parties: int = 2,
   for ci, u in enumerate(updates):
     try:
       sh = share_array(u, num_shares=num_parties, scale_bits=scale_bits,
-                       num_summands=len(updates), prime=prime, rng=rng)
+                       num_summands=len(updates), prime=prime,
+                       insecure_test_rng=insecure_test_rng)
     except ValueError as e:
       raise ValueError(f'client {ci}: {e}') from None
     totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh)]

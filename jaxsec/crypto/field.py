@@ -6,7 +6,7 @@ is below ``2^62`` and a sum of two below ``2^32``, so every operation is exact i
 before its reduction modulo ``p``; nothing wraps.
 
 **Randomness.** :func:`uniform` draws uniform residues from the operating system's CSPRNG
-(``secrets``) when ``rng is None`` -- use this for real secrets -- or from a
+(``secrets``) when ``insecure_test_rng is None`` -- use this for real secrets -- or from a
 ``numpy.random.Generator`` for reproducible simulations and tests (not a source of secret
 randomness: its state can be recovered from its output).
 """
@@ -67,9 +67,11 @@ def check_prime(prime: Any, name: str = 'prime') -> int:
   return p
 
 
-def check_rng(rng: Any) -> None:
+def check_rng(rng: Any, name: str = 'insecure_test_rng') -> None:
+  """``None`` (the OS CSPRNG, for real secrets) or a numpy Generator (tests only)."""
   if rng is not None and not isinstance(rng, np.random.Generator):
-    raise ValueError(f'rng={rng!r} must be None (the OS CSPRNG) or a numpy.random.Generator.')
+    raise ValueError(f'{name}={rng!r} must be None (the OS CSPRNG, the default) or a '
+                     'numpy.random.Generator (reproducible and NOT secret: tests only).')
 
 
 def check_residues(name: str, v: Any, p: int) -> np.ndarray:
@@ -87,13 +89,15 @@ def check_residues(name: str, v: Any, p: int) -> np.ndarray:
   return arr.astype(np.int64)
 
 
-def uniform(shape: Any, p: int, rng: np.random.Generator | None = None) -> np.ndarray:
+def uniform(shape: Any, p: int,
+            insecure_test_rng: np.random.Generator | None = None) -> np.ndarray:
   """Uniform residues in ``[0, p)`` of ``shape`` (``int64``).
 
-  ``rng=None``: rejection sampling on 32-bit words from ``secrets`` (the top bits above
-  ``p``'s bit length are masked off, so each round accepts more than half of the words;
-  exact uniformity, no modulo bias). A Generator: ``rng.integers(0, p)`` (also unbiased).
+  ``insecure_test_rng=None``: rejection sampling on 32-bit words from ``secrets`` (the top
+  bits above ``p``'s bit length are masked off, so each round accepts more than half of the
+  words; exact uniformity, no modulo bias). A Generator (tests only): ``integers(0, p)``.
   """
+  rng = insecure_test_rng
   check_rng(rng)
   shape = tuple(int(d) for d in shape) if isinstance(shape, (tuple, list)) else (int(shape),)
   size = int(np.prod(shape, dtype=np.int64))

@@ -85,7 +85,7 @@ def _check_tn(threshold: Any, num_shares: Any, p: int) -> tuple[int, int]:
 
 
 def share(secret: Any, *, threshold: int, num_shares: int, prime: int = DEFAULT_PRIME,
-          rng: np.random.Generator | None = None,
+          insecure_test_rng: np.random.Generator | None = None,
           scale_bits: int | None = None) -> list[ShamirShare]:
   """``threshold``-of-``num_shares`` Shamir shares of an array of field elements.
 
@@ -95,7 +95,7 @@ def share(secret: Any, *, threshold: int, num_shares: int, prime: int = DEFAULT_
     threshold: t >= 1, the number of shares that reconstruct; ``t - 1`` reveal nothing.
     num_shares: n >= t, one share per party, evaluation points ``1..n``.
     prime: the field modulus, a prime below ``2^31``.
-    rng: ``None`` (the OS CSPRNG; use it for real secrets) or a
+    insecure_test_rng: ``None`` (the OS CSPRNG; use it for real secrets) or a
       ``numpy.random.Generator`` (reproducible simulations).
     scale_bits: recorded in the shares when ``secret`` is a fixed-point encoding (see
       :func:`share_array`); not used otherwise.
@@ -110,9 +110,9 @@ def share(secret: Any, *, threshold: int, num_shares: int, prime: int = DEFAULT_
   """
   p = field.check_prime(prime)
   t, n = _check_tn(threshold, num_shares, p)
-  field.check_rng(rng)
+  field.check_rng(insecure_test_rng)
   v = field.check_residues('secret', secret, p)
-  coeffs = field.uniform((t - 1,) + v.shape, p, rng)          # a_1 .. a_{t-1}
+  coeffs = field.uniform((t - 1,) + v.shape, p, insecure_test_rng)   # a_1 .. a_{t-1}
   xs = np.arange(1, n + 1, dtype=np.int64).reshape((n,) + (1,) * v.ndim)
   # Horner: f(x) = (...(a_{t-1} x + a_{t-2}) x + ... + a_1) x + v, reduced after each
   # step; every intermediate is < p * n + p < 2^62.
@@ -229,12 +229,12 @@ def max_abs(*, scale_bits: int = DEFAULT_SCALE_BITS, prime: int = DEFAULT_PRIME,
 def share_array(x: Any, *, threshold: int, num_shares: int,
                 scale_bits: int = DEFAULT_SCALE_BITS, num_summands: int = 1,
                 prime: int = DEFAULT_PRIME,
-                rng: np.random.Generator | None = None) -> list[ShamirShare]:
+                insecure_test_rng: np.random.Generator | None = None) -> list[ShamirShare]:
   """Fixed-point encodes a real array and Shamir-shares it ``threshold``-of-``num_shares``.
 
   Args:
     x: real array (parameters, a gradient), any shape.
-    threshold, num_shares, prime, rng: as in :func:`share`.
+    threshold, num_shares, prime, insecure_test_rng: as in :func:`share`.
     scale_bits: s, resolution ``2^-s`` (rounding error at most ``2^-(s+1)``).
     num_summands: how many such arrays will be added before reconstruction; raises unless
       ``num_summands * |round(x * 2^s)| <= (p - 1) / 2`` (so that the sum decodes).
@@ -250,7 +250,7 @@ def share_array(x: Any, *, threshold: int, num_shares: int,
   v = fixed_point.quantize(x, scale_bits=s, limit=_limit(p, n),
                            context=f' (prime={p}, num_summands={n})')
   return share(fixed_point.to_residues(v, p), threshold=threshold, num_shares=num_shares,
-               prime=p, rng=rng, scale_bits=s)
+               prime=p, insecure_test_rng=insecure_test_rng, scale_bits=s)
 
 
 def reconstruct_array(shares: Sequence[ShamirShare]) -> np.ndarray:
@@ -268,7 +268,7 @@ def reconstruct_array(shares: Sequence[ShamirShare]) -> np.ndarray:
 def secure_sum(updates: Sequence[Any], *, threshold: int, num_parties: int,
                scale_bits: int = DEFAULT_SCALE_BITS, prime: int = DEFAULT_PRIME,
                dropped_parties: Sequence[int] = (),
-               rng: np.random.Generator | None = None) -> np.ndarray:
+               insecure_test_rng: np.random.Generator | None = None) -> np.ndarray:
   """Simulates the Shamir secure sum of client updates over ``num_parties`` aggregators.
 
   Each client calls :func:`share_array` (``num_summands = len(updates)``) and sends share
@@ -281,7 +281,7 @@ def secure_sum(updates: Sequence[Any], *, threshold: int, num_parties: int,
     updates: client arrays, one shape.
     threshold: t, any ``t`` parties reconstruct; ``t - 1`` colluding parties learn nothing.
     num_parties: n >= t aggregation parties.
-    scale_bits, prime, rng: as in :func:`share_array`.
+    scale_bits, prime, insecure_test_rng: as in :func:`share_array`.
     dropped_parties: party indices (``1..n``) that go offline after receiving their
       shares; at most ``n - t``.
   """
@@ -301,7 +301,8 @@ def secure_sum(updates: Sequence[Any], *, threshold: int, num_parties: int,
   for ci, u in enumerate(updates):
     try:
       sh = share_array(u, threshold=t, num_shares=n, scale_bits=scale_bits,
-                       num_summands=len(updates), prime=p, rng=rng)
+                       num_summands=len(updates), prime=p,
+                       insecure_test_rng=insecure_test_rng)
     except ValueError as e:
       raise ValueError(f'client {ci}: {e}') from None
     totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh)]

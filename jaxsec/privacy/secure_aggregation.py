@@ -85,6 +85,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from jaxsec import _checks
+from jaxsec.crypto import field
 
 __all__ = [
     'PRIME', 'DEFAULT_MODULUS_BITS', 'DEFAULT_SCALE_BITS', 'encode', 'decode', 'prg',
@@ -114,12 +115,6 @@ def _check_scale_bits(scale_bits: Any, modulus_bits: int) -> int:
 
 def _low_bits(k: int) -> np.uint64:
   return np.uint64((1 << k) - 1)
-
-
-def _check_rng(rng: Any) -> None:
-  if rng is not None and not isinstance(rng, np.random.Generator):
-    raise ValueError(f'insecure_test_rng={rng!r} must be None (the OS CSPRNG, the default) or '
-                     f'a numpy.random.Generator (reproducible and NOT secret: tests only).')
 
 
 def _random_bytes(n: int, rng: np.random.Generator | None) -> bytes:
@@ -273,7 +268,7 @@ def shamir_share(secret: int, *, threshold: int, num_shares: int, insecure_test_
   rng = insecure_test_rng
   t = _checks.check_int('threshold', threshold, minimum=1)
   n = _checks.check_int('num_shares', num_shares, minimum=t)
-  _check_rng(rng)
+  field.check_rng(rng)
   if isinstance(secret, bool) or not isinstance(secret, int) or not 0 <= secret < prime:
     raise ValueError(f'secret={secret!r} must be an int in [0, prime).')
   if n >= prime:
@@ -323,7 +318,7 @@ def additive_shares(x: Any, num_shares: int, *,
   rng = insecure_test_rng
   k = _check_modulus_bits(modulus_bits)
   n = _checks.check_int('num_shares', num_shares, minimum=2)
-  _check_rng(rng)
+  field.check_rng(rng)
   xu = _check_residues('x', x, k)
   shares = [_random_words(xu.size, k, rng).reshape(xu.shape) for _ in range(n - 1)]
   last = xu.copy()
@@ -412,7 +407,7 @@ def advertise_keys(client_id: Hashable, *, insecure_test_rng=None
   """Round 0 (client): generates fresh channel and mask X25519 key pairs for one run (from
   ``secrets``, or from ``insecure_test_rng``: reproducible, not secret, tests only)."""
   rng = insecure_test_rng
-  _check_rng(rng)
+  field.check_rng(rng)
   c_sk, s_sk = _new_private_key(rng), _new_private_key(rng)
   return (ClientState(client_id, c_sk, s_sk),
           KeyAdvertisement(client_id, _public_key(c_sk), _public_key(s_sk)))
@@ -494,7 +489,7 @@ def share_keys(state: ClientState, roster: Roster, *, insecure_test_rng=None
   Returns the new state (holding the client's own shares) and ``{recipient: ciphertext}``.
   """
   rng = insecure_test_rng
-  _check_rng(rng)
+  field.check_rng(rng)
   me = roster.index(state.client_id)
   _spend(state, 'share_keys', 'already ran share_keys (a second run would reuse a GCM key '
          'and nonce)')

@@ -15,7 +15,7 @@ def test_any_t_of_n_shares_reconstruct():
   rng = np.random.default_rng(0)
   p = shamir.DEFAULT_PRIME
   secret = rng.integers(0, p, size=(4, 3))
-  shares = shamir.share(secret, threshold=3, num_shares=5, rng=rng)
+  shares = shamir.share(secret, threshold=3, num_shares=5, insecure_test_rng=rng)
   assert [s.x for s in shares] == [1, 2, 3, 4, 5]
   for combo in itertools.combinations(shares, 3):
     np.testing.assert_array_equal(shamir.reconstruct(combo), secret)
@@ -29,7 +29,7 @@ def test_any_t_of_n_shares_reconstruct():
   for combo in itertools.combinations(sh, 2):
     np.testing.assert_allclose(shamir.reconstruct_array(combo), x, rtol=0, atol=2.0 ** -17)
   # t = 1: every share is the secret (no secrecy, but consistent)
-  one = shamir.share(secret, threshold=1, num_shares=3, rng=rng)
+  one = shamir.share(secret, threshold=1, num_shares=3, insecure_test_rng=rng)
   assert all(np.array_equal(s.y, secret) for s in one)
 
 
@@ -45,7 +45,7 @@ def test_t_minus_one_shares_are_uniform_whatever_the_secret(secret_value):
   p, t, n, trials = 11, 3, 5, 24200
   rng = np.random.default_rng(1234 + secret_value)
   secret = np.full((trials,), secret_value)   # one independent sharing per coordinate
-  shares = shamir.share(secret, threshold=t, num_shares=n, prime=p, rng=rng)
+  shares = shamir.share(secret, threshold=t, num_shares=n, prime=p, insecure_test_rng=rng)
   # joint law of the t - 1 = 2 shares of parties 2 and 4: uniform on GF(11)^2 (121 cells)
   counts = np.bincount(_joint_cells(shares, (1, 3), p), minlength=p * p)
   assert stats.chisquare(counts).pvalue > 1e-3
@@ -63,7 +63,7 @@ def test_t_minus_one_shares_independent_of_secret():
   rng = np.random.default_rng(7)
   table = []
   for v in (0, 3, 10):
-    sh = shamir.share(np.full((trials,), v), threshold=3, num_shares=4, prime=p, rng=rng)
+    sh = shamir.share(np.full((trials,), v), threshold=3, num_shares=4, prime=p, insecure_test_rng=rng)
     table.append(np.bincount(_joint_cells(sh, (0, 3), p), minlength=p * p))
   assert stats.chi2_contingency(np.array(table)).pvalue > 1e-3
 
@@ -82,8 +82,8 @@ def test_share_addition_is_a_sharing_of_the_sum():
   rng = np.random.default_rng(2)
   p = shamir.DEFAULT_PRIME
   u, v = rng.integers(0, p, size=10), rng.integers(0, p, size=10)
-  su = shamir.share(u, threshold=2, num_shares=3, rng=rng)
-  sv = shamir.share(v, threshold=2, num_shares=3, rng=rng)
+  su = shamir.share(u, threshold=2, num_shares=3, insecure_test_rng=rng)
+  sv = shamir.share(v, threshold=2, num_shares=3, insecure_test_rng=rng)
   summed = [shamir.add(a, b) for a, b in zip(su, sv)]
   for combo in itertools.combinations(summed, 2):
     np.testing.assert_array_equal(shamir.reconstruct(combo), (u + v) % p)
@@ -91,8 +91,8 @@ def test_share_addition_is_a_sharing_of_the_sum():
   np.testing.assert_array_equal(shamir.reconstruct(tripled[1:]), (-3 * u) % p)
   # on encoded reals
   x, y = np.array([1.25, -3.0]), np.array([-0.5, 10.75])
-  sx = shamir.share_array(x, threshold=2, num_shares=3, num_summands=2, rng=rng)
-  sy = shamir.share_array(y, threshold=2, num_shares=3, num_summands=2, rng=rng)
+  sx = shamir.share_array(x, threshold=2, num_shares=3, num_summands=2, insecure_test_rng=rng)
+  sy = shamir.share_array(y, threshold=2, num_shares=3, num_summands=2, insecure_test_rng=rng)
   got = shamir.reconstruct_array([shamir.add(a, b) for a, b in zip(sx, sy)][::2])
   np.testing.assert_array_equal(got, x + y)
   with pytest.raises(ValueError, match='cannot add'):
@@ -103,7 +103,7 @@ def test_secure_sum_with_dropped_parties():
   rng = np.random.default_rng(3)
   updates = [rng.uniform(-100, 100, size=(3, 4)) for _ in range(8)]
   got = shamir.secure_sum(updates, threshold=3, num_parties=5, dropped_parties=(1, 4),
-                          rng=rng)
+                          insecure_test_rng=rng)
   np.testing.assert_allclose(got, np.sum(updates, axis=0), rtol=0, atol=8 * 2.0 ** -17)
   with pytest.raises(ValueError, match='leaving 2 < threshold=3'):
     shamir.secure_sum(updates, threshold=3, num_parties=5, dropped_parties=(1, 2, 3))
@@ -131,7 +131,7 @@ def test_bad_arguments_name_the_value():
   with pytest.raises(ValueError, match=r'x contains -20000\.0 \(at index \(1,\)\)'):
     shamir.share_array([1.0, -20000.0], threshold=2, num_shares=3)
   with pytest.raises(ValueError, match='numpy.random.Generator'):
-    shamir.share(s, threshold=2, num_shares=3, rng=0)
+    shamir.share(s, threshold=2, num_shares=3, insecure_test_rng=0)
   assert shamir.max_abs() == ((2 ** 31 - 2) // 2) / 2 ** 16
 
 
