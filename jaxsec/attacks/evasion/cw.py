@@ -477,6 +477,49 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
 # =========================================================================== L0
 
 
+def l0_pixels_to_fix(valid, x_new, x, grad_w, *, image: bool, width):
+  """The official C&W-L0 rule: which valid pixels to fix after a successful round.
+
+  Transcribes ``CarliniL0.attack_single`` of Carlini's ``l0_attack.py`` (nn_robust_attacks)
+  for a batch. Per example, with ``delta = x_new - x`` and ``grad_w`` the gradient of the
+  attack loss with respect to the tanh variable (the official ``outgrad``, taken w.r.t.
+  ``modifier``; zero on fixed pixels), the score of a pixel is
+  ``|sum_c delta_c| * sum_c |grad_w_c|``. Valid pixels are fixed in increasing score
+  (ties: lower index first), stopping after the first fixed pixel whose score exceeds 0.01,
+  or once ``did >= 0.3 * sqrt(n)`` pixels were fixed, ``n`` the number of *changed* pixels
+  (those with some channel moved by >= ``1e-4 width``; the official ``equal_count``).
+
+  Args:
+    valid: [B, P] bool, the still-modifiable pixels.
+    x_new, x, grad_w: [B, ...] (NHWC when ``image``; then a pixel is one (h, w) location).
+    image: group the channels (last axis) of a rank-4 input into pixels.
+    width: ``hi - lo`` of the box (scales the 1e-4 "unchanged" tolerance).
+
+  Returns:
+    [B, P] bool: the pixels to fix (a subset of ``valid``; empty only where nothing is valid).
+  """
+  b = x.shape[0]
+  d = x_new - x
+  if image:
+    score = jnp.abs(jnp.sum(d, axis=-1)) * jnp.sum(jnp.abs(grad_w), axis=-1)
+    unchanged = jnp.all(jnp.abs(d) < 1e-4 * width, axis=-1)
+  else:
+    score = jnp.abs(d) * jnp.abs(grad_w)
+    unchanged = jnp.abs(d) < 1e-4 * width
+  score = score.reshape((b, -1))
+  npix = score.shape[1]
+  n_changed = npix - jnp.sum(unchanged.reshape((b, -1)), axis=-1)
+  score = jnp.where(valid, score, jnp.inf)           # fixed pixels sort last, never counted
+  order = jnp.argsort(score, axis=-1, stable=True)
+  srt = jnp.take_along_axis(score, order, axis=-1)
+  did = jnp.arange(1, npix + 1, dtype=x.dtype)[None]
+  stop = (srt > 0.01) | (did >= 0.3 * jnp.sqrt(n_changed.astype(x.dtype))[:, None])
+  first = jnp.where(jnp.any(stop, axis=-1), jnp.argmax(stop, axis=-1) + 1, npix)
+  nfix = jnp.minimum(first, jnp.sum(valid, axis=-1))
+  rank = jnp.argsort(order, axis=-1)
+  return valid & (rank < nfix[:, None])
+
+
 def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1e-3,
                       largest_const=2e6, const_factor=2.0, num_steps: int = 1000,
                       learning_rate=1e-2, max_rounds: int | None = None,
@@ -488,10 +531,12 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
   to the still-modifiable ("valid") pixels (the others are fixed to ``x``), with Adam in the
   tanh variables, doubling ``c`` after every ``num_steps`` iterations without success up to
   ``largest_const`` and accepting the first adversarial iterate (official ``works`` test).
-  Then, with ``g`` the gradient of the loss at that solution, rank the valid pixels by
-  ``sum_channels |x'_i - x_i| * |g_i|`` and fix the least important ones: pixels are fixed in
-  increasing order until one whose score exceeds 0.01 has been fixed or
-  ``0.3 * sqrt(#unchanged pixels)`` have been fixed (the official rule). The search
+  Then fix the least important valid pixels by the official rule (``l0_attack.py`` of
+  nn_robust_attacks; see :func:`l0_pixels_to_fix`): with ``g`` the gradient of the loss
+  with respect to the tanh variable ``w`` at that solution, score each pixel by
+  ``|sum_c (x'_c - x_c)| * sum_c |g_c|`` and fix valid pixels in increasing score until one
+  whose score exceeds 0.01 has been fixed or ``0.3 * sqrt(#changed pixels)`` have been
+  fixed. The search
   warm-starts from the solution with the same c. It stops when the restricted problem has
   no solution (c reached ``largest_const``), when no valid pixel is left, or after
   ``max_rounds`` rounds (the jittable cap; default: the number of pixels, which the
@@ -500,7 +545,9 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
 
   A "pixel" is one spatial location across channels for rank-4 NHWC inputs (as in the
   paper), and one feature otherwise. A pixel counts as unchanged when all its channels moved
-  by less than ``1e-4 (hi - lo)``.
+  by less than ``1e-4 (hi - lo)``. Scores are in the input's own units (for a box of width
+  1, e.g. ``(0, 1)``, those of the official [-0.5, 0.5] box, so the 0.01 threshold is the
+  official one).
 
   Guarantee: ``lo <= x_adv <= hi``; where ``success``, ``x_adv`` is adversarial (with kappa)
   and differs from ``x`` only on the pixels still valid in its round; elsewhere
@@ -545,11 +592,6 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
     npix = math.prod(pix_shape[1:])
     rounds_cap = npix if max_rounds is None else max_rounds
 
-    def pixel_sum(a):   # [B, ...] -> [B, P]
-      if image:
-        a = jnp.sum(a, axis=-1, keepdims=True)
-      return a.reshape((b, -1))
-
     def pixel_all(a):
       if image:
         a = jnp.all(a, axis=-1, keepdims=True)
@@ -559,12 +601,15 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
       vm = valid.reshape(pix_shape)
       return jnp.where(vm, to_box(w, lo, hi), x)
 
-    def per_example_loss(xn, const):
+    def per_example_loss(w, valid, const):
+      xn = newimg(w, valid)
       z = common.as_multiclass(logits_fn(xn))
       m = cw_margin(z, y, targeted)
       loss = const * jax.nn.relu(m + kappa) + _sqdist(xn - x)
-      return jnp.sum(loss), (loss, m)
+      return jnp.sum(loss), (m, xn)
 
+    # The gradient w.r.t. the tanh variable w (the official ``outgrad`` w.r.t. ``modifier``):
+    # Adam's gradient, and the one the pixel-fixing rule scores with; zero on fixed pixels.
     vg = jax.value_and_grad(per_example_loss, has_aux=True)
 
     def cond(s):
@@ -573,34 +618,18 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
     def body(s):
       w, m1, v1, t, const, step, valid, prev, done, found, rounds, steps = s
       active = ~done
-      xn = newimg(w, valid)
-      (_, (_, marg)), g_img = vg(xn, const)
+      (_, (marg, xn)), g_w = vg(w, valid, const)
       steps = steps + active.astype(jnp.int32)
       works = active & (marg + kappa < 0)
-      # --- accepted: fix the least important valid pixels.
-      delta = jnp.abs(xn - x)
-      equal = jnp.sum(pixel_all(delta < 1e-4 * width), axis=-1)
-      change = pixel_sum(delta * jnp.abs(g_img))
-      score = jnp.where(valid, change, jnp.inf)
-      order = jnp.argsort(score, axis=-1)
-      srt = jnp.take_along_axis(score, order, axis=-1)
-      j = jnp.arange(1, npix + 1, dtype=dt)[None]
-      stop = (srt > 0.01) | (j >= 0.3 * jnp.sqrt(equal.astype(dt))[:, None])
-      n_valid = jnp.sum(valid, axis=-1)
-      first = jnp.where(jnp.any(stop, axis=-1), jnp.argmax(stop, axis=-1) + 1, npix)
-      nfix = jnp.minimum(first, n_valid)
-      rank = jnp.argsort(order, axis=-1)
-      fix = valid & (rank < nfix[:, None]) & works[:, None]
+      # --- accepted: fix the least important valid pixels (the official rule).
+      fix = l0_pixels_to_fix(valid, xn, x, g_w, image=image, width=width) & works[:, None]
       valid = valid & ~fix
       prev = common.select(works, xn, prev)
       found = found | works
       rounds = rounds + works.astype(jnp.int32)
       done = done | (works & ((jnp.sum(valid, axis=-1) == 0) | (rounds >= rounds_cap)))
-      # --- otherwise one Adam step (chain rule through the tanh box and the mask).
+      # --- otherwise one Adam step (``valid`` only changes where ``works``: not moving).
       moving = active & ~works
-      th = jnp.tanh(w)
-      g_w = g_img * 0.5 * width * (1.0 - th * th)
-      g_w = jnp.where(valid.reshape(pix_shape), g_w, 0.0)
       upd, m1n, v1n, tn = _adam(g_w, m1, v1, t, learning_rate, moving)
       w = w + upd
       reset = _bc(works, x)

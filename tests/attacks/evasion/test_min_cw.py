@@ -155,18 +155,26 @@ def test_l0_image_pixels_group_channels():
   assert bool(jnp.all(out.info['features_changed'] <= 3 * out.info['l0']))
 
 
-@pytest.mark.parametrize('factory,kw', [
-    (carlini_wagner_l2, dict(confidence=-1.0)), (carlini_wagner_l2, dict(initial_const=0.0)),
-    (carlini_wagner_l2, dict(num_binary_steps=0)), (carlini_wagner_l2, dict(num_steps=0)),
-    (carlini_wagner_l2, dict(learning_rate=0.0)), (carlini_wagner_l2, dict(bounds=(0, 0))),
-    (carlini_wagner_l2, dict(targeted='yes')),
-    (carlini_wagner_linf, dict(decrease_factor=1.0)), (carlini_wagner_linf, dict(const_factor=1.0)),
-    (carlini_wagner_linf, dict(min_tau=0.5, initial_tau=0.1)),
-    (carlini_wagner_linf, dict(abort_early=False)),
-    (carlini_wagner_l0, dict(max_rounds=0)), (carlini_wagner_l0, dict(largest_const=-1.0)),
+@pytest.mark.parametrize('factory,kw,match', [
+    (carlini_wagner_l2, dict(confidence=-1.0), r'confidence=-1\.0 must be >= 0'),
+    (carlini_wagner_l2, dict(initial_const=0.0), r'initial_const=0\.0 must be > 0'),
+    (carlini_wagner_l2, dict(num_binary_steps=0), r'num_binary_steps=0 must be >= 1'),
+    (carlini_wagner_l2, dict(num_steps=0), r'num_steps=0 must be >= 1'),
+    (carlini_wagner_l2, dict(learning_rate=0.0), r'learning_rate=0\.0 must be > 0'),
+    (carlini_wagner_l2, dict(bounds=(0, 0)), r'bounds=\(0\.0, 0\.0\) must satisfy low < high'),
+    (carlini_wagner_l2, dict(targeted='yes'), r"targeted='yes' must be a bool"),
+    (carlini_wagner_l2, dict(loop='gpu'), r"loop='gpu' is not one of"),
+    (carlini_wagner_linf, dict(decrease_factor=1.0), r'decrease_factor=1\.0 must be < 1'),
+    (carlini_wagner_linf, dict(const_factor=1.0), r'const_factor=1\.0 must be > 1'),
+    (carlini_wagner_linf, dict(min_tau=0.5, initial_tau=0.1),
+     r'min_tau=0\.5 must be <= initial_tau=0\.1'),
+    (carlini_wagner_linf, dict(abort_early=False), r'abort_early=False is not supported'),
+    (carlini_wagner_l0, dict(max_rounds=0), r'max_rounds=0 must be >= 1'),
+    (carlini_wagner_l0, dict(largest_const=-1.0), r'largest_const=-1\.0 must be > 0'),
+    (carlini_wagner_l0, dict(abort_early=False), r'abort_early=False is not supported'),
 ])
-def test_bad_hyperparameters(factory, kw):
-  with pytest.raises(ValueError):
+def test_bad_hyperparameters(factory, kw, match):
+  with pytest.raises(ValueError, match=match):
     factory(**kw)
 
 
