@@ -10,18 +10,32 @@ checked against the authors' public code (facts only, the code here is our own):
   ``z = P(x^(k) + eta^(k) d(grad f(x^(k))))`` and
   ``x^(k+1) = P(x^(k) + alpha (z - x^(k)) + (1 - alpha)(x^(k) - x^(k-1)))``, ``d`` the sign
   (L_inf) or the L2-normalised gradient, ``P`` the projection onto ball ∩ box;
-* checkpoints ``w_j = ceil(p_j N)`` with ``p_0 = 0, p_1 = 0.22,
-  p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``;
+* checkpoints (``schedule``): ``'official'`` (default) is the official code's integer
+  schedule: segment lengths ``h_0 = max(floor(0.22 N), 1)``,
+  ``h_{j+1} = max(h_j - max(floor(0.03 N), 1), max(floor(0.06 N), 1))``, checkpoints at the
+  partial sums ``w_j = h_0 + ... + h_j <= N`` (N = 10: 2, 3, ..., 10; N = 50: 11, 21, 30, 38,
+  45). ``'paper'`` is the paper's ``w_j = ceil(p_j N)`` with ``p_0 = 0, p_1 = 0.22,
+  p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (N = 10: 3, 5, ..., 10). They agree at
+  N = 100;
 * at a checkpoint ``w_j`` the step is halved, and the iterate *and its gradient* are reset to
   the best point so far ``x_max``, when
-  (1) ``#{i in [w_{j-1}, w_j): f(x^(i+1)) > f(x^(i))} < rho (w_j - w_{j-1})`` or
+  (1) ``#{i in [w_{j-1}, w_j): f(x^(i+1)) > f(x^(i))} <= rho (w_j - w_{j-1})`` or
   (2) the step was not reduced at ``w_{j-1}`` and ``f_max`` did not change since then;
   after a reset the momentum term is ``x_max - x^(w_j - 1)`` (as in the official code).
 
-Two deliberate differences from the official PyTorch code, both following the paper's text:
-condition (1) uses a strict ``<`` (the code uses ``<=``), and condition (2) may fire at the
-first checkpoint (the code disables it there; the paper defines ``w_0 = 0`` as a checkpoint
-with ``f_max^(0) = f(x^(0))``).
+With ``schedule='official'`` the step-size test is the official code's exactly: ``<=`` in
+(1); (2) is off at the first checkpoint; the losses compared in (1) are those of the iterates
+before any reset; and the first comparison of the first segment is ``f(x^(1)) > 0`` (the
+official ``check_oscillation`` reads the not yet written last slot of its zero-initialised
+loss buffer; ``f(x^(1)) > f(x^(1))``, i.e. false, when N = 1). ``schedule='paper'`` follows
+the paper's text: a strict ``<`` in (1), (2) may fire at the first checkpoint (the paper
+defines ``w_0 = 0`` as a checkpoint with ``f_max^(0) = f(x^(0))``), and after a reset the
+next comparison is with ``f(x_max)``.
+
+EOT (``eot_iter``, AutoAttack's ``version='rand'``): against a randomised model
+``logits_fn(x, key)``, every gradient is the mean of ``eot_iter`` per-draw gradients of the
+per-example loss (independent draws); the loss and prediction used for the step-size control
+and success are those of the last draw, as in the official code.
 
 Cost: ``N + 1`` forward-backward passes per restart (and per target class for APGD-T).
 """
@@ -38,8 +52,26 @@ from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import common
 
 
-def checkpoints(num_steps: int) -> list[int]:
-  """The iterations ``w_j = ceil(p_j N)`` (``1 <= w_j <= N``) where APGD checks the step."""
+SCHEDULES = ('official', 'paper')
+
+
+def checkpoints(num_steps: int, schedule: str = 'official') -> list[int]:
+  """The iterations ``w_j`` (``1 <= w_j <= N``) where APGD checks the step size.
+
+  ``'official'``: the official code's integer schedule (see the module docstring);
+  ``'paper'``: ``w_j = ceil(p_j N)`` from the paper's ``p_j``.
+  """
+  _checks.check_choice('schedule', schedule, SCHEDULES)
+  if schedule == 'official':
+    h = max(int(0.22 * num_steps), 1)
+    h_min = max(int(0.06 * num_steps), 1)
+    decr = max(int(0.03 * num_steps), 1)
+    out, w = [], 0
+    while w + h <= num_steps:
+      w += h
+      out.append(w)
+      h = max(h - decr, h_min)
+    return out
   p_prev, p = 0.0, 0.22
   out = []
   while p <= 1.0 + 1e-12:
@@ -50,15 +82,17 @@ def checkpoints(num_steps: int) -> list[int]:
   return out
 
 
-def checkpoint_reduce(count, seg_len, rho, reduced_last, f_max_last, f_max):
+def checkpoint_reduce(count, seg_len, rho, reduced_last, f_max_last, f_max,
+                      schedule: str = 'official'):
   """APGD's step-size test at a checkpoint ``w_j`` (per example, bool).
 
   ``count``: the number of steps ``i in [w_{j-1}, w_j)`` with ``f(x^(i+1)) > f(x^(i))``;
   ``seg_len = w_j - w_{j-1}``; ``reduced_last``: the step was halved at ``w_{j-1}``;
   ``f_max_last``: the best objective at ``w_{j-1}``. Halve when condition (1)
-  ``count < rho * seg_len`` or condition (2) ``not reduced_last and f_max == f_max_last``.
+  ``count <= rho * seg_len`` (``'official'``; ``<`` for ``'paper'``) or condition (2)
+  ``not reduced_last and f_max == f_max_last``.
   """
-  cond1 = count < rho * seg_len
+  cond1 = (count <= rho * seg_len) if schedule == 'official' else (count < rho * seg_len)
   cond2 = (~reduced_last) & (f_max_last >= f_max)
   return cond1 | cond2
 
@@ -73,21 +107,47 @@ def _apgd_start(key, x, eps, p, bounds):
   return jnp.clip(x + common._bcast(eps, x) * t, lo, hi)
 
 
+def _eot_value_and_grad(logits_fn, obj, eot_iter):
+  """``(x, y, key) -> (f, logits, grad)`` for a randomised ``logits_fn(x, key)``: the mean of
+  ``eot_iter`` per-draw gradients of the per-example objective; ``f`` and ``logits`` of the
+  last draw (as the official code)."""
+
+  def run(xx, yy, key):
+    def one(gsum, k):
+      f, logits, g = common.value_and_grad(lambda z: logits_fn(z, k), obj)(xx, yy)
+      return gsum + g, (f, logits)
+
+    gsum, (fs, lgs) = lax.scan(one, jnp.zeros_like(xx), jax.random.split(key, eot_iter))
+    return fs[-1], lgs[-1], gsum / eot_iter
+  return run
+
+
 def apgd_run(logits_fn, x, y, key, *, eps, p, num_steps, obj, success_fn, bounds, rho,
-             alpha, random_start=True, return_state=False):
+             alpha, random_start=True, return_state=False, schedule='official',
+             x_init=None, eot_iter=None):
   """One APGD run. ``obj(logits, y) -> [B]`` is maximised, ``success_fn(logits) -> [B]``.
 
   Returns ``(x_out, success, objective_at_x_out)``: ``x_out`` is a successful iterate where
   one was found (the one with the highest objective), otherwise the highest-objective one.
   With ``return_state`` a fourth element, the final loop state (``eta``, ``f_max``, ...).
+  ``x_init``: the starting point (a point of the ball ∩ box) instead of the random start.
+  ``eot_iter``: None for a deterministic ``logits_fn(x)``; an int for a randomised
+  ``logits_fn(x, key)`` whose gradients are averaged over ``eot_iter`` draws (EOT).
   """
   b = x.shape[0]
+  official = schedule == 'official'
   eps_b = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (b,))
-  vg = common.value_and_grad(logits_fn, obj)
+  k_start, k_eot = jax.random.split(key)
+  if eot_iter is None:
+    vg0 = common.value_and_grad(logits_fn, obj)
+    vg = lambda xx, yy, i: vg0(xx, yy)
+  else:
+    vge = _eot_value_and_grad(logits_fn, obj, eot_iter)
+    vg = lambda xx, yy, i: vge(xx, yy, jax.random.fold_in(k_eot, i))
   proj = lambda z: common.project(z, x, eps_b, p, bounds)
   direction = (lambda g: jnp.sign(g)) if p == 'linf' else (lambda g: common.normalize(g, 'l2'))
 
-  ck = checkpoints(num_steps)
+  ck = checkpoints(num_steps, schedule)
   is_ck = [False] * (num_steps + 1)
   seg = [0] * (num_steps + 1)
   prev = 0
@@ -98,15 +158,24 @@ def apgd_run(logits_fn, x, y, key, *, eps, p, num_steps, obj, success_fn, bounds
   is_ck = jnp.asarray(is_ck)
   seg = jnp.asarray(seg, x.dtype)
 
-  x0 = _apgd_start(key, x, eps_b, p, bounds) if random_start else x
-  f0, logits0, g0 = vg(x0, y)
+  if x_init is not None:
+    x0 = jnp.asarray(x_init, x.dtype)
+  else:
+    x0 = _apgd_start(k_start, x, eps_b, p, bounds) if random_start else x
+  f0, logits0, g0 = vg(x0, y, 0)
   s0 = success_fn(logits0)
+  if official:
+    # check_oscillation's first comparison reads the unwritten slot loss_steps[-1] == 0
+    # (loss_steps[0] itself when N == 1, a comparison that is always false).
+    f_cmp0 = jnp.full_like(f0, 0.0 if num_steps > 1 else jnp.inf)
+  else:
+    f_cmp0 = f0
 
   state = dict(
-      x_cur=x0, x_prev=x0, g=g0, f_cur=f0, eta=2.0 * eps_b,
+      x_cur=x0, x_prev=x0, g=g0, f_cur=f_cmp0, eta=2.0 * eps_b,
       x_max=x0, f_max=f0, g_max=g0,
       count=jnp.zeros((b,), x.dtype), f_max_last=f0,
-      reduced_last=jnp.zeros((b,), bool),
+      reduced_last=jnp.full((b,), official),
       x_out=x0, s_out=s0, v_out=f0)
 
   def body(i, st):
@@ -114,7 +183,7 @@ def apgd_run(logits_fn, x, y, key, *, eps, p, num_steps, obj, success_fn, bounds
     xk, xkm1 = st['x_cur'], st['x_prev']
     z = proj(xk + common._bcast(st['eta'], xk) * direction(st['g']))
     x_new = proj(xk + a * (z - xk) + (1.0 - a) * (xk - xkm1))
-    f_new, logits, g_new = vg(x_new, y)
+    f_new, logits, g_new = vg(x_new, y, i + 1)
     s_new = success_fn(logits)
     # Best adversarial output (success first, then objective).
     imp = common.better(s_new, f_new, st['s_out'], st['v_out'])
@@ -130,11 +199,11 @@ def apgd_run(logits_fn, x, y, key, *, eps, p, num_steps, obj, success_fn, bounds
     # Checkpoint at w_j = i + 1.
     at_ck = is_ck[i + 1]
     reduce = at_ck & checkpoint_reduce(count, seg[i + 1], rho, st['reduced_last'],
-                                       st['f_max_last'], f_max)
+                                       st['f_max_last'], f_max, schedule)
     eta = jnp.where(reduce, 0.5 * st['eta'], st['eta'])
     x_next = common.select(reduce, x_max, x_new)
     g_next = common.select(reduce, g_max, g_new)
-    f_next = jnp.where(reduce, f_max, f_new)
+    f_next = f_new if official else jnp.where(reduce, f_max, f_new)
     return dict(
         x_cur=x_next, x_prev=xk, g=g_next, f_cur=f_next, eta=eta,
         x_max=x_max, f_max=f_max, g_max=g_max,
@@ -149,12 +218,16 @@ def apgd_run(logits_fn, x, y, key, *, eps, p, num_steps, obj, success_fn, bounds
   return st['x_out'], st['s_out'], st['v_out']
 
 
-def _check_apgd(eps, norm, num_steps, restarts, rho, alpha, bounds):
+def _check_apgd(eps, norm, num_steps, restarts, rho, alpha, bounds, schedule='official',
+                eot_iter=None):
   bounds = common.check_common(eps=eps, norm_=norm, bounds=bounds, norms=('linf', 'l2'))
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
   restarts = _checks.check_int('restarts', restarts, minimum=1)
   _checks.check_float('rho', rho, minimum=0.0, maximum=1.0)
   _checks.check_float('alpha', alpha, minimum=0.0, maximum=1.0, strict_min=True)
+  _checks.check_choice('schedule', schedule, SCHEDULES)
+  if eot_iter is not None:
+    _checks.check_int('eot_iter', eot_iter, minimum=1)
   return bounds, num_steps, restarts
 
 
@@ -173,7 +246,8 @@ def _restarts(run, key, restarts, b):
 
 def apgd(*, eps, norm: str = 'linf', num_steps: int = 100, loss: str = 'ce',
          targeted: bool = False, restarts: int = 1, rho: float = 0.75, alpha: float = 0.75,
-         bounds=(0.0, 1.0), return_info: bool = False):
+         bounds=(0.0, 1.0), schedule: str = 'official', eot_iter: int | None = None,
+         return_info: bool = False):
   """APGD-CE / APGD-DLR (Croce & Hein, ICML 2020); see the module docstring for the exact
   algorithm.
 
@@ -192,11 +266,16 @@ def apgd(*, eps, norm: str = 'linf', num_steps: int = 100, loss: str = 'ce',
     rho: the fraction in checkpoint condition (1).
     alpha: the momentum weight (0.75; 1 = no momentum).
     bounds: the input box.
+    schedule: 'official' (the official code's checkpoints and step-size test, default) or
+      'paper' (the paper's formula); see the module docstring.
+    eot_iter: None (deterministic ``logits_fn(x)``) or the number of EOT draws per gradient
+      for a randomised ``logits_fn(x, key)`` (AutoAttack's 'rand' version uses 20); success
+      and ``loss`` then refer to single draws of the model.
     return_info: return ``AttackOutput`` with ``success`` [B], ``loss`` [B] (objective at
-      x_adv) and ``gradients`` [B].
+      x_adv) and ``gradients`` [B] (per restart ``N + 1``, times ``eot_iter``).
   """
   bounds, num_steps, restarts = _check_apgd(eps, norm, num_steps, restarts, rho, alpha,
-                                            bounds)
+                                            bounds, schedule, eot_iter)
   _checks.check_choice('loss', loss, common.LOSSES)
   common.check_bool(targeted=targeted, return_info=return_info)
   obj = common.objective(loss, targeted)
@@ -205,12 +284,13 @@ def apgd(*, eps, norm: str = 'linf', num_steps: int = 100, loss: str = 'ce',
     common.check_call(x, y, bounds)
     succ = lambda logits: common.success(logits, y, targeted)
     run = lambda k: apgd_run(logits_fn, x, y, k, eps=eps, p=norm, num_steps=num_steps,
-                             obj=obj, success_fn=succ, bounds=bounds, rho=rho, alpha=alpha)
+                             obj=obj, success_fn=succ, bounds=bounds, rho=rho, alpha=alpha,
+                             schedule=schedule, eot_iter=eot_iter)
     x_adv, s, v = _restarts(run, key, restarts, x.shape[0])
     if not return_info:
       return x_adv
     return AttackOutput(x_adv, {'success': s, 'loss': v, 'gradients': jnp.full(
-        (x.shape[0],), restarts * (num_steps + 1), jnp.int32)})
+        (x.shape[0],), restarts * (num_steps + 1) * (eot_iter or 1), jnp.int32)})
   return attack
 
 
@@ -223,7 +303,7 @@ def top_other_classes(logits: jax.Array, y: jax.Array, k: int) -> jax.Array:
 
 def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes: int = 9,
            restarts: int = 1, rho: float = 0.75, alpha: float = 0.75, bounds=(0.0, 1.0),
-           first_target: int = 0, return_info: bool = False):
+           first_target: int = 0, schedule: str = 'official', return_info: bool = False):
   """APGD-T of AutoAttack (Croce & Hein, ICML 2020): APGD on the targeted DLR loss
   ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` for each of the ``num_target_classes``
   classes ranked highest (other than ``y``) at the clean input, ``restarts`` runs each.
@@ -236,10 +316,11 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
   ranks ``first_target .. first_target + num_target_classes - 1`` (a host driver runs one
   target at a time on the points still robust, as the official code does; see
   :func:`jaxsec.attacks.evasion.run_auto_attack`).
+  ``schedule``: as in :func:`apgd`.
   Cost: ``num_target_classes * restarts * (num_steps + 1)`` gradients.
   """
   bounds, num_steps, restarts = _check_apgd(eps, norm, num_steps, restarts, rho, alpha,
-                                            bounds)
+                                            bounds, schedule)
   num_target_classes = _checks.check_int('num_target_classes', num_target_classes,
                                          minimum=1)
   first_target = _checks.check_int('first_target', first_target, minimum=0)
@@ -262,7 +343,7 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
       obj = lambda lg, yy: common.targeted_dlr_loss(lg, yy, t)
       run = lambda k: apgd_run(logits_fn, x, y, k, eps=eps, p=norm, num_steps=num_steps,
                                obj=obj, success_fn=succ, bounds=bounds, rho=rho,
-                               alpha=alpha)
+                               alpha=alpha, schedule=schedule)
       return _restarts(run, jax.random.fold_in(key, j), restarts, x.shape[0])
 
     x_b, s_b, v_b = per_target(0)

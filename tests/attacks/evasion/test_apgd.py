@@ -50,9 +50,31 @@ def _robust_acc(f, xa, y):
 
 def test_checkpoints_follow_the_paper():
   # p = 0, .22, .41, .57, .70, .80, .87, .93, .99 -> w_j = ceil(p_j * 100).
-  assert apgd_lib.checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
-  assert apgd_lib.checkpoints(10) == [3, 5, 6, 7, 8, 9, 10]
-  assert apgd_lib.checkpoints(1) == [1]
+  assert apgd_lib.checkpoints(100, 'paper') == [22, 41, 57, 70, 80, 87, 93, 99]
+  assert apgd_lib.checkpoints(10, 'paper') == [3, 5, 6, 7, 8, 9, 10]
+  assert apgd_lib.checkpoints(1, 'paper') == [1]
+
+
+def _official_checkpoints(n_iter):
+  """Transcription of the official autopgd_base.py loop (init_hyperparam, counter3 / k)."""
+  n_iter_2 = max(int(0.22 * n_iter), 1)
+  n_iter_min = max(int(0.06 * n_iter), 1)
+  size_decr = max(int(0.03 * n_iter), 1)
+  k, counter3, out = n_iter_2 + 0, 0, []
+  for i in range(n_iter):
+    counter3 += 1
+    if counter3 == k:
+      out.append(i + 1)          # the check after computing x^(i+1)
+      k = max(k - size_decr, n_iter_min)
+      counter3 = 0
+  return out
+
+
+@pytest.mark.parametrize('n', [10, 50, 100, 1, 2, 7, 33, 250])
+def test_checkpoints_default_to_the_official_schedule(n):
+  assert apgd_lib.checkpoints(n) == _official_checkpoints(n)
+  assert apgd_lib.checkpoints(n, 'official') == _official_checkpoints(n)
+  assert len(apgd_lib.checkpoints(10)) == 9 and apgd_lib.checkpoints(50) == [11, 21, 30, 38, 45]
 
 
 def test_checkpoint_conditions_by_hand():
@@ -69,10 +91,12 @@ def test_checkpoint_conditions_by_hand():
   assert not bool(red(f(20.0), 22.0, 0.75, f(False), f(1.0), f(1.5)))
 
 
-def test_step_halves_at_every_checkpoint_once_optimum_is_reached():
+@pytest.mark.parametrize('schedule,n_ck', [('paper', 7), ('official', 9)])
+def test_step_halves_at_every_checkpoint_once_optimum_is_reached(schedule, n_ck):
   # Linear binary model: the first step of size 2 eps lands on the optimal corner
   # x - eps sign(w); afterwards the objective is constant, so condition (1) halves the
-  # step at each of the 7 checkpoints of N = 10, and the iterate is the exact optimum.
+  # step at each of the 7 (paper) / 9 (official) checkpoints of N = 10, and the iterate is
+  # the exact optimum.
   w = jnp.array([1.0, -2.0, 0.5, 3.0])
   f = lambda x: x @ w[:, None]
   x = jnp.full((3, 4), 0.5)
@@ -82,9 +106,9 @@ def test_step_halves_at_every_checkpoint_once_optimum_is_reached():
   x_out, s, v, st = apgd_lib.apgd_run(
       f, x, y, KEY, eps=eps, p='linf', num_steps=10, obj=obj,
       success_fn=lambda lg: common.success(lg, y, False), bounds=(0.0, 1.0), rho=0.75,
-      alpha=0.75, return_state=True)
+      alpha=0.75, return_state=True, schedule=schedule)
   np.testing.assert_allclose(x_out, x - eps * np.sign(w)[None], atol=1e-6)
-  np.testing.assert_allclose(st['eta'], 2 * eps / 2 ** 7, rtol=1e-6)
+  np.testing.assert_allclose(st['eta'], 2 * eps / 2 ** n_ck, rtol=1e-6)
 
 
 def test_dlr_targeted_formula():
@@ -190,6 +214,8 @@ def test_run_auto_attack_host_driver(digits_mlp):
     (attacks.apgd, dict(eps=0.1, loss='hinge'), 'loss'),
     (attacks.apgd, dict(eps=-1.0), 'eps'),
     (attacks.apgd, dict(eps=0.1, restarts=0), 'restarts'),
+    (attacks.apgd, dict(eps=0.1, schedule='ceil'), 'schedule'),
+    (attacks.apgd, dict(eps=0.1, eot_iter=0), 'eot_iter'),
     (attacks.apgd_t, dict(eps=0.1, num_target_classes=0), 'num_target_classes'),
     (attacks.auto_attack, dict(eps=0.1, version='plus'), 'version'),
     (attacks.auto_attack, dict(eps=0.1, norm='l0'), 'norm'),
@@ -238,3 +264,129 @@ def test_run_auto_attack_runs_targets_only_on_points_still_robust(digits_mlp):
   assert per[-1] < per[0]              # on this model APGD-T breaks points along the way
   assert st['apgd-t']['gradients'] == 101 * sum(per)    # and spends nothing on them after
   assert res['robust_accuracy'] == pytest.approx(st['square']['robust_accuracy'])
+
+
+# --------------------------------------------------------------------------- reference replay
+
+
+def _tanh_net(seed=0, d=6, h=8, c=4):
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(d, h)) * 1.5, rng.normal(size=(h, c)) * 1.5
+
+
+def _np_ce_and_grad(x, y, w1, w2):
+  """Per-example CE of softmax(tanh(x w1) w2) and its input gradient (numpy, float64)."""
+  hid = np.tanh(x @ w1)
+  z = hid @ w2
+  zs = z - z.max(1, keepdims=True)
+  p = np.exp(zs) / np.exp(zs).sum(1, keepdims=True)
+  loss = -np.log(p[np.arange(len(y)), y])
+  dz = p - np.eye(z.shape[1])[y]
+  return loss, z, ((dz @ w2.T) * (1 - hid ** 2)) @ w1.T
+
+
+def _official_apgd_linf(x, y, x_init, eps, n_iter, w1, w2, rho=0.75):
+  """numpy transcription of autopgd_base.APGDAttack.attack_single_run (Linf, CE, eot 1).
+
+  Returns the final x_adv, x_best, loss_best, step_size, and how many resets moved the
+  iterate (x_best != x_adv at a reduction)."""
+  n_iter_2 = max(int(0.22 * n_iter), 1)
+  n_iter_min = max(int(0.06 * n_iter), 1)
+  size_decr = max(int(0.03 * n_iter), 1)
+  x_adv = np.clip(x_init, 0.0, 1.0)
+  x_best = x_adv.copy()
+  loss_steps = np.zeros([n_iter, x.shape[0]])
+  loss_indiv, _, grad = _np_ce_and_grad(x_adv, y, w1, w2)
+  grad_best = grad.copy()
+  loss_best = loss_indiv.copy()
+  step_size = 2.0 * eps * np.ones([x.shape[0], 1])
+  x_adv_old = x_adv.copy()
+  k = n_iter_2 + 0
+  counter3 = 0
+  loss_best_last_check = loss_best.copy()
+  reduced_last_check = np.ones_like(loss_best)
+  moved_resets = 0
+  for i in range(n_iter):
+    grad2 = x_adv - x_adv_old
+    x_adv_old = x_adv.copy()
+    a = 0.75 if i > 0 else 1.0
+    x_adv_1 = x_adv + step_size * np.sign(grad)
+    x_adv_1 = np.clip(np.minimum(np.maximum(x_adv_1, x - eps), x + eps), 0.0, 1.0)
+    x_adv_1 = np.clip(np.minimum(np.maximum(
+        x_adv + (x_adv_1 - x_adv) * a + grad2 * (1 - a), x - eps), x + eps), 0.0, 1.0)
+    x_adv = x_adv_1 + 0.
+    loss_indiv, _, grad = _np_ce_and_grad(x_adv, y, w1, w2)
+    y1 = loss_indiv.copy()
+    loss_steps[i] = y1 + 0
+    ind = y1 > loss_best
+    x_best[ind] = x_adv[ind].copy()
+    grad_best[ind] = grad[ind].copy()
+    loss_best[ind] = y1[ind] + 0
+    counter3 += 1
+    if counter3 == k:
+      t = np.zeros(x.shape[0])
+      for counter5 in range(k):           # check_oscillation (note the [-1] index at i=k-1)
+        t += (loss_steps[i - counter5] > loss_steps[i - counter5 - 1])
+      fl_oscillation = (t <= k * rho * np.ones_like(t)).astype(float)
+      fl_reduce_no_impr = (1. - reduced_last_check) * (loss_best_last_check >= loss_best)
+      fl_oscillation = np.maximum(fl_oscillation, fl_reduce_no_impr)
+      reduced_last_check = fl_oscillation.copy()
+      loss_best_last_check = loss_best.copy()
+      if fl_oscillation.sum() > 0:
+        r = fl_oscillation > 0
+        step_size[r] /= 2.0
+        moved_resets += int(np.sum(np.any(x_adv[r] != x_best[r], axis=1)))
+        x_adv[r] = x_best[r].copy()
+        grad[r] = grad_best[r].copy()
+      k = max(k - size_decr, n_iter_min)
+      counter3 = 0
+  return x_adv, x_best, loss_best, step_size[:, 0], moved_resets
+
+
+@pytest.mark.parametrize('n_iter', [10, 23])
+def test_apgd_replays_the_official_loop(n_iter):
+  # Same start, same model, float64: APGD's final iterate (after the last reset), best point,
+  # best loss and step size equal the numpy transcription of the official loop, on a run
+  # whose checkpoints halve the step and move the iterate back to the best point.
+  w1, w2 = _tanh_net()
+  rng = np.random.default_rng(1)
+  b, d, eps = 16, 6, 0.3
+  x = rng.uniform(0.2, 0.8, size=(b, d))
+  y = rng.integers(0, 4, size=b)
+  t = 2 * rng.uniform(size=(b, d)) - 1                       # the official Linf start
+  x_init = np.clip(x + eps * t / (np.abs(t).max(1, keepdims=True) + 1e-12), 0.0, 1.0)
+  ref = _official_apgd_linf(x, y, x_init, eps, n_iter, w1, w2)
+  assert ref[4] > 0                 # resets that move the iterate happen on this problem
+  with jax.enable_x64(True):
+    f = lambda z: jnp.tanh(z @ jnp.asarray(w1)) @ jnp.asarray(w2)
+    yj = jnp.asarray(y, jnp.int32)
+    _, _, _, st = apgd_lib.apgd_run(
+        f, jnp.asarray(x), yj, KEY, eps=eps, p='linf', num_steps=n_iter,
+        obj=common.objective('ce', False), success_fn=lambda lg: common.success(lg, yj, False),
+        bounds=(0.0, 1.0), rho=0.75, alpha=0.75, return_state=True,
+        x_init=jnp.asarray(x_init))
+    np.testing.assert_allclose(st['x_cur'], ref[0], atol=1e-12)
+    np.testing.assert_allclose(st['x_max'], ref[1], atol=1e-12)
+    np.testing.assert_allclose(st['f_max'], ref[2], rtol=1e-10)
+    np.testing.assert_allclose(st['eta'], ref[3], rtol=1e-12)
+
+
+def test_reduction_resets_the_iterate_and_gradient_to_the_best_point():
+  # After a checkpoint that halves the step, the iterate and its gradient are those of the
+  # best point (N = 10: the official schedule checks at step 10, the last one). A large
+  # step on a 1-d concave objective overshoots, so the last iterate is not the best one.
+  f = lambda x: -(x - 0.37) ** 2 * 10.0
+  obj = lambda lg, y: lg[:, 0]
+  x = jnp.array([[0.5], [0.45], [0.2], [0.3]])
+  y = jnp.zeros(4, jnp.int32)
+  for schedule in ('official', 'paper'):
+    _, _, _, st = apgd_lib.apgd_run(
+        f, x, y, KEY, eps=0.3, p='linf', num_steps=10, obj=obj,
+        success_fn=lambda lg: jnp.zeros(lg.shape[0], bool), bounds=(0.0, 1.0), rho=0.75,
+        alpha=0.75, return_state=True, random_start=False, schedule=schedule)
+    red = np.asarray(st['reduced_last'])
+    assert red.any()
+    np.testing.assert_array_equal(np.asarray(st['x_cur'])[red], np.asarray(st['x_max'])[red])
+    np.testing.assert_array_equal(np.asarray(st['g'])[red], np.asarray(st['g_max'])[red])
+    np.testing.assert_array_equal(np.asarray(st['f_max'])[red], np.asarray(obj(
+        f(st['x_cur']), y))[red])
