@@ -1,22 +1,20 @@
 r"""The main job: train the reference CNN, measure clean and robust accuracy, write a report.
 
-    python -m experiments.main --workdir=workdir/main            # full (the README's job)
-    python -m experiments.main --variant=smoke --workdir=/tmp/s  # seconds, for the tests
+    python -m experiments.run --config=experiments/configs/main.py --workdir=workdir/main
+    python -m experiments.run --config=experiments/configs/main.py:smoke --workdir=/tmp/s
 
 Trains ``models.CNN`` on Fashion-MNIST (Debian's IDX files, prepared through TFDS), then
 evaluates clean test accuracy and robust accuracy under FGSM and PGD (L_inf) at several
 eps, each attack built to the contract (``attack(logits_fn, x, y, key)``) and swept over
 eps inside one compiled program. Writes ``results.json``, ``report.md``,
 ``accuracy_vs_eps.png`` and ``adversarial_examples.png`` into ``--workdir``; a run cut
-off resumes from its orbax checkpoint.
+off resumes from its orbax checkpoint. The config lives in experiments/configs/main.py.
 """
 from __future__ import annotations
 
 import os
 import time
 
-from absl import app
-from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -37,65 +35,6 @@ from jaxsec import train
 NAME = 'main'
 
 
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.dataset = 'fashion_mnist'
-  c.model = 'cnn'
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.seed = 0
-  c.batch_size = 128
-  c.num_epochs = 6
-  c.learning_rate = 1.5e-3
-  c.train_subset = 0          # 0 = the whole training split
-  c.eval_subset = 0           # clean accuracy on this many test images (0 = all)
-  c.attack_subset = 1000      # robust accuracy on the first N test images
-  c.attack_batch = 250
-  c.eps = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)  # eps=0 is the clean accuracy (not attacked)
-  c.pgd_steps = 20
-  c.pgd_rel_step = 2.5        # step size = rel_step * eps / steps (Madry et al.)
-  c.grid_eps = 0.1
-  # Survey Table 1 measured on this model: the other attack families of jaxsec run against
-  # the trained CNN (each row says its setting). Sizes keep the whole job within 15 minutes
-  # on 2 CPU cores.
-  c.table = ml_collections.ConfigDict({
-      'enabled': True, 'eps': 0.1, 'num_images': 500, 'apgd_steps': 100,
-      'autoattack_version': 'standard', 'cw_images': 200, 'cw_binary_steps': 5,
-      'cw_steps': 100, 'jsma_images': 100, 'deepfool_images': 500,
-      'universal_fit_images': 1000, 'universal_max_passes': 2, 'universal_sgd_steps': 200,
-      'surrogate_epochs': 2, 'surrogate_train': 20000,
-      'mia_members': 5000, 'extraction_queries': 5000, 'extraction_epochs': 4})
-  if variant == 'smoke':
-    c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
-    c.num_epochs = 1
-    c.train_subset = 2048
-    c.eval_subset = 500
-    c.attack_subset = 64
-    c.attack_batch = 32
-    c.eps = (0.0, 0.1, 0.3)
-    c.pgd_steps = 3
-    c.table.update({'num_images': 16, 'apgd_steps': 5, 'autoattack_version': 'fast',
-                    'cw_images': 8, 'cw_binary_steps': 2, 'cw_steps': 5, 'jsma_images': 4,
-                    'deepfool_images': 16, 'universal_fit_images': 32,
-                    'universal_max_passes': 1, 'universal_sgd_steps': 5,
-                    'surrogate_epochs': 1,
-                    'surrogate_train': 512, 'mia_members': 256, 'extraction_queries': 256,
-                    'extraction_epochs': 1})
-  elif variant == 'mnist':
-    c.dataset = 'mnist'
-  elif variant == 'cifar10':
-    c.dataset = 'cifar10'
-    c.model = 'resnet'
-    c.model_kwargs = ml_collections.ConfigDict({'widths': (16, 32, 64),
-                                                'blocks_per_stage': 2})
-    c.num_epochs = 30
-    c.eps = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full', 'smoke', 'mnist' or "
-                     "'cifar10'.")
-  return c
-
-
 def robust_accuracy(logits_fn, x, y, eps_grid, attack_name, cfg, key):
   """Accuracy under ``attack_name`` for each eps, one compiled program over the eps grid."""
   def attack_at(eps, xb, yb, k):
@@ -113,10 +52,13 @@ def robust_accuracy(logits_fn, x, y, eps_grid, attack_name, cfg, key):
   # eps = 0 needs no attack: its accuracy is the clean one on the same images.
   attacked = [e for e in eps_grid if e > 0]
   eps_arr = jnp.asarray(attacked, jnp.float32)
+  bar = common.Progress(f'main/{attack_name} eps sweep', -(-x.shape[0] // cfg.attack_batch),
+                        unit='batch')
   for i in range(0, x.shape[0], cfg.attack_batch):
     xb, yb = jnp.asarray(x[i:i + cfg.attack_batch]), jnp.asarray(y[i:i + cfg.attack_batch])
     c, adv = sweep(eps_arr, xb, yb, jax.random.fold_in(key, i))
     correct.append(np.asarray(c))
+    bar.update()
     if first_adv is None:
       first_adv = np.asarray(adv)
   correct = np.concatenate(correct, axis=1)
@@ -133,10 +75,16 @@ def _row(category, attack, setting, metric, value, seconds, **extra):
           'value': float(value), 'seconds': float(seconds), **extra}
 
 
-def _batched(fn, xs, batch):
-  """Runs the jitted ``fn(*chunk)`` over leading-axis chunks, concatenates the outputs."""
+def _batched(fn, xs, batch, label=None):
+  """Runs the jitted ``fn(*chunk)`` over leading-axis chunks, concatenates the outputs
+  (logging progress per chunk when ``label`` is given)."""
   n = xs[0].shape[0]
-  outs = [fn(*(jnp.asarray(a[i:i + batch]) for a in xs)) for i in range(0, n, batch)]
+  bar = common.Progress(label, -(-n // batch), unit='batch') if label else None
+  outs = []
+  for i in range(0, n, batch):
+    outs.append(jax.block_until_ready(fn(*(jnp.asarray(a[i:i + batch]) for a in xs))))
+    if bar:
+      bar.update()
   return jax.tree.map(lambda *o: np.concatenate([np.asarray(v) for v in o]), *outs)
 
 
@@ -151,6 +99,13 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   t = cfg.table
   eps = t.eps
   rows = []
+  t_start = time.time()
+
+  def add(row):  # one progress line per finished row (10 rows)
+    rows.append(row)
+    logging.info('[main/table] row %d/10 %s: %s %.4f (%.1fs; %.0fs elapsed)', len(rows),
+                 row['attack'], row['metric'], row['value'], row['seconds'],
+                 time.time() - t_start)
   logits_fn = models.logits_fn(model, params)
   ks = jax.random.split(key, 8)
   n = min(t.num_images, x_test.shape[0])
@@ -166,55 +121,57 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   t0 = time.time()
   apgd = jax.jit(lambda a, b: attacks.apgd(eps=eps, num_steps=t.apgd_steps, loss='ce')(
       logits_fn, a, b, ks[0]))
-  adv = _batched(apgd, (xe, ye), cfg.attack_batch)
-  rows.append(_row('evasion, white-box', f'APGD-CE ({t.apgd_steps} steps)',
-                   f'L_inf eps={eps:g}, {n} images', 'robust accuracy',
-                   np.mean(pred(adv) == ye), time.time() - t0))
+  adv = _batched(apgd, (xe, ye), cfg.attack_batch, label='main/table APGD-CE')
+  add(_row('evasion, white-box', f'APGD-CE ({t.apgd_steps} steps)',
+           f'L_inf eps={eps:g}, {n} images', 'robust accuracy',
+           np.mean(pred(adv) == ye), time.time() - t0))
   # 2. AutoAttack-style ensemble (host driver: each stage only on still-robust points).
   t0 = time.time()
   aa = attacks.run_auto_attack(logits_fn, xe, ye, ks[1], eps=eps,
                                version=t.autoattack_version, batch_size=cfg.attack_batch)
-  rows.append(_row('evasion, white-box',
-                   f'AutoAttack-style ({t.autoattack_version}: '
-                   + ', '.join(s_['name'] for s_ in aa['stages']) + ')',
-                   f'L_inf eps={eps:g}, {n} images', 'robust accuracy',
-                   aa['robust_accuracy'], time.time() - t0, gradients=int(aa['gradients'])))
+  add(_row('evasion, white-box',
+           f'AutoAttack-style ({t.autoattack_version}: '
+           + ', '.join(s_['name'] for s_ in aa['stages']) + ')',
+           f'L_inf eps={eps:g}, {n} images', 'robust accuracy',
+           aa['robust_accuracy'], time.time() - t0, gradients=int(aa['gradients'])))
   # 3. DeepFool L2 (Moosavi-Dezfooli 2016): minimal perturbation.
   t0 = time.time()
   nd = min(t.deepfool_images, n)
   df = jax.jit(lambda a, b: tuple(attacks.deepfool(norm='l2', return_info=True)(
       logits_fn, a, b, ks[2])[:2]))
-  adv, info = _batched(df, (xe[:nd], ye[:nd]), cfg.attack_batch)
+  adv, info = _batched(df, (xe[:nd], ye[:nd]), cfg.attack_batch,
+                       label='main/table DeepFool')
   ok = info['success'] & correct[:nd]
-  rows.append(_row('evasion, white-box', 'DeepFool-L2 (overshoot 0.02)',
-                   f'minimal, {nd} images', 'median L2 (success rate)',
-                   np.median(l2(adv, xe[:nd])[ok]) if ok.any() else np.nan, time.time() - t0,
-                   success_rate=float(ok.sum() / max(correct[:nd].sum(), 1))))
+  add(_row('evasion, white-box', 'DeepFool-L2 (overshoot 0.02)',
+           f'minimal, {nd} images', 'median L2 (success rate)',
+           np.median(l2(adv, xe[:nd])[ok]) if ok.any() else np.nan, time.time() - t0,
+           success_rate=float(ok.sum() / max(correct[:nd].sum(), 1))))
   # 4. C&W L2 (Carlini & Wagner 2017).
   t0 = time.time()
   nc = min(t.cw_images, n)
   cw = jax.jit(lambda a, b: tuple(attacks.carlini_wagner_l2(
       num_binary_steps=t.cw_binary_steps, num_steps=t.cw_steps, learning_rate=0.01,
       initial_const=1.0, return_info=True)(logits_fn, a, b, ks[3])[:2]))
-  adv, info = _batched(cw, (xe[:nc], ye[:nc]), cfg.attack_batch)
+  adv, info = _batched(cw, (xe[:nc], ye[:nc]), cfg.attack_batch, label='main/table C&W-L2')
   ok = info['success'] & correct[:nc]
-  rows.append(_row('evasion, white-box',
-                   f'C&W-L2 ({t.cw_binary_steps} x {t.cw_steps} steps)',
-                   f'minimal, {nc} images', 'median L2 (success rate)',
-                   np.median(l2(adv, xe[:nc])[ok]) if ok.any() else np.nan, time.time() - t0,
-                   success_rate=float(ok.sum() / max(correct[:nc].sum(), 1))))
+  add(_row('evasion, white-box',
+           f'C&W-L2 ({t.cw_binary_steps} x {t.cw_steps} steps)',
+           f'minimal, {nc} images', 'median L2 (success rate)',
+           np.median(l2(adv, xe[:nc])[ok]) if ok.any() else np.nan, time.time() - t0,
+           success_rate=float(ok.sum() / max(correct[:nc].sum(), 1))))
   # 5. JSMA (Papernot 2016), targeted at a random other class, gamma = 14.5%.
   t0 = time.time()
   nj = min(t.jsma_images, n)
   tgt = (ye[:nj] + np.asarray(jax.random.randint(ks[4], (nj,), 1, 10))) % 10
   js = jax.jit(lambda a, b: tuple(attacks.jsma(return_info=True)(logits_fn, a, b, ks[4])[:2]))
-  _, info = _batched(js, (xe[:nj], tgt.astype(np.int32)), cfg.attack_batch)
+  _, info = _batched(js, (xe[:nj], tgt.astype(np.int32)), cfg.attack_batch,
+                    label='main/table JSMA')
   ok = info['success'] & correct[:nj]
-  rows.append(_row('evasion, white-box', 'JSMA (targeted, random target)',
-                   f'gamma=14.5%, {nj} images', 'success rate (features changed)',
-                   ok.sum() / max(correct[:nj].sum(), 1), time.time() - t0,
-                   features_changed=float(np.mean(info['features_changed_frac'][ok]))
-                   if ok.any() else float('nan')))
+  add(_row('evasion, white-box', 'JSMA (targeted, random target)',
+           f'gamma=14.5%, {nj} images', 'success rate (features changed)',
+           ok.sum() / max(correct[:nj].sum(), 1), time.time() - t0,
+           features_changed=float(np.mean(info['features_changed_frac'][ok]))
+           if ok.any() else float('nan')))
   # 6. Universal adversarial perturbation (Moosavi-Dezfooli 2017), fitted on training
   #    images, evaluated on the test images.
   t0 = time.time()
@@ -222,18 +179,18 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
                                        max_passes=t.universal_max_passes)
   v, _ = uap.fit(logits_fn, jnp.asarray(x_train[:t.universal_fit_images]), ks[5])
   fooled = pred(np.asarray(uap.apply(jnp.asarray(xe), v))) != pred(xe)
-  rows.append(_row('evasion, universal', 'UAP (Alg. 1, DeepFool inner steps)',
-                   f'L_inf xi={eps:g}, fit on {t.universal_fit_images} train, '
-                   f'{n} test images', 'fooling rate', np.mean(fooled), time.time() - t0))
+  add(_row('evasion, universal', 'UAP (Alg. 1, DeepFool inner steps)',
+           f'L_inf xi={eps:g}, fit on {t.universal_fit_images} train, '
+           f'{n} test images', 'fooling rate', np.mean(fooled), time.time() - t0))
   t0 = time.time()
   uap = attacks.universal_perturbation_sgd(xi=eps, norm='linf', num_steps=t.universal_sgd_steps)
   v, _ = jax.jit(uap.fit, static_argnums=0)(logits_fn,
                                             jnp.asarray(x_train[:t.universal_fit_images]),
                                             ks[5])
   fooled = pred(np.asarray(uap.apply(jnp.asarray(xe), v))) != pred(xe)
-  rows.append(_row('evasion, universal', 'UAP (SGD, Shafahi 2020)',
-                   f'L_inf xi={eps:g}, fit on {t.universal_fit_images} train, '
-                   f'{n} test images', 'fooling rate', np.mean(fooled), time.time() - t0))
+  add(_row('evasion, universal', 'UAP (SGD, Shafahi 2020)',
+           f'L_inf xi={eps:g}, fit on {t.universal_fit_images} train, '
+           f'{n} test images', 'fooling rate', np.mean(fooled), time.time() - t0))
   # 7. Transfer (black-box): PGD-20 on an independently trained MLP surrogate.
   t0 = time.time()
   sur = models.get('mlp', num_classes=10, hidden=(256, 256))
@@ -244,10 +201,10 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   sur_fn = models.logits_fn(sur, sp)
   pgd = jax.jit(lambda a, b: attacks.pgd(eps=eps, step_size=2.5 * eps / 20, num_steps=20)(
       sur_fn, a, b, ks[6]))
-  adv = _batched(pgd, (xe, ye), cfg.attack_batch)
-  rows.append(_row('evasion, transfer (black-box)', 'PGD-20 on an MLP surrogate',
-                   f'L_inf eps={eps:g}, {n} images', 'robust accuracy of the CNN',
-                   np.mean(pred(adv) == ye), time.time() - t0))
+  adv = _batched(pgd, (xe, ye), cfg.attack_batch, label='main/table transfer PGD')
+  add(_row('evasion, transfer (black-box)', 'PGD-20 on an MLP surrogate',
+           f'L_inf eps={eps:g}, {n} images', 'robust accuracy of the CNN',
+           np.mean(pred(adv) == ye), time.time() - t0))
   # 8. Membership inference, loss threshold (Yeom et al. 2018).
   t0 = time.time()
   nm = min(t.mia_members, x_train.shape[0], x_test.shape[0])
@@ -256,11 +213,11 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   s_out = _batched(lossf, (x_test[-nm:], y_test[-nm:]), cfg.attack_batch)
   scores = np.concatenate([s_in, s_out])
   labels = np.concatenate([np.ones(nm, bool), np.zeros(nm, bool)])
-  rows.append(_row('privacy, membership inference', 'loss threshold (Yeom 2018)',
-                   f'{nm} train members vs {nm} test non-members', 'AUC (TPR at 1% FPR)',
-                   metrics.auc(scores, labels), time.time() - t0,
-                   tpr_at_1pct_fpr=metrics.tpr_at_fpr(scores, labels, 0.01),
-                   advantage=metrics.membership_advantage(scores, labels)))
+  add(_row('privacy, membership inference', 'loss threshold (Yeom 2018)',
+           f'{nm} train members vs {nm} test non-members', 'AUC (TPR at 1% FPR)',
+           metrics.auc(scores, labels), time.time() - t0,
+           tpr_at_1pct_fpr=metrics.tpr_at_fpr(scores, labels, 0.01),
+           advantage=metrics.membership_advantage(scores, labels)))
   # 9. Model extraction by retraining on the victim's labels (label-only API).
   t0 = time.time()
   nq = min(t.extraction_queries, x_test.shape[0] // 2)
@@ -271,10 +228,10 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
                  key=ks[7], batch_size=128, num_epochs=t.extraction_epochs).params
   st_pred = np.asarray(_batched(lambda a: jnp.argmax(stolen.apply(st, a), -1), (xh,),
                                 cfg.attack_batch))
-  rows.append(_row('privacy, model extraction', 'retraining on label queries',
-                   f'{nq} queries, same architecture', 'fidelity on held-out (accuracy)',
-                   np.mean(st_pred == pred(xh)), time.time() - t0,
-                   accuracy=float(np.mean(st_pred == y_test[nq:]))))
+  add(_row('privacy, model extraction', 'retraining on label queries',
+           f'{nq} queries, same architecture', 'fidelity on held-out (accuracy)',
+           np.mean(st_pred == pred(xh)), time.time() - t0,
+           accuracy=float(np.mean(st_pred == y_test[nq:]))))
   for r in rows:
     print(f"[table] {r['attack']}: {r['metric']} {r['value']:.4f} ({r['seconds']:.0f}s)",
           flush=True)
@@ -396,24 +353,3 @@ def headline(r: dict) -> list:
     if row['attack'].startswith('AutoAttack'):
       rows.append((f"... AutoAttack-style, {row['setting']}", f"{100 * row['value']:.1f}%"))
   return rows
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (experiments share flag names)."""
-  flags.DEFINE_string('workdir', 'workdir/main', 'Where results, report and checkpoints go.')
-  flags.DEFINE_string('variant', 'full', "Config variant: 'full', 'smoke', 'mnist', 'cifar10'.")
-  flags.DEFINE_multi_string('set', [], 'Config overrides key=value (used by launch/ sweeps).')
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  run(common.apply_overrides(get_config(FLAGS.variant), FLAGS.set), FLAGS.workdir)
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

@@ -1,14 +1,17 @@
+import glob
 import json
 import os
 
 from experiments import main as main_exp
+from experiments import run as run_lib
+from experiments.configs import main as main_config
 from tests.conftest import requires_fashion_mnist
 
 
 @requires_fashion_mnist
 def test_main_smoke(tmp_path):
-  cfg = main_exp.get_config('smoke')
-  r = main_exp.run(cfg, str(tmp_path))
+  cfg = main_config.get_config('smoke')
+  r = run_lib.run_config(cfg, str(tmp_path))
   for f in ('results.json', 'report.md', 'accuracy_vs_eps.png', 'adversarial_examples.png'):
     assert os.path.exists(tmp_path / f), f
   saved = json.load(open(tmp_path / 'results.json'))
@@ -35,11 +38,12 @@ def test_main_smoke(tmp_path):
   assert table['AutoAttack-style']['value'] <= table['APGD-CE']['value'] + 0.2
   assert '## Survey Table 1, measured on this model' in open(tmp_path / 'report.md').read()
   assert any('clean test accuracy' in w for w, _ in main_exp.headline(saved))
-
-
-def test_config_variants():
-  import pytest
-  assert main_exp.get_config('mnist').dataset == 'mnist'
-  assert main_exp.get_config('cifar10').model == 'resnet'
-  with pytest.raises(ValueError, match="variant='big'"):
-    main_exp.get_config('big')
+  # run_config also writes every scalar as TensorBoard events next to the JSON.
+  assert saved['config']['study'] == 'main'
+  events = glob.glob(str(tmp_path / 'tensorboard' / 'main_smoke' / 'events.out.tfevents.*'))
+  assert events, os.listdir(tmp_path)
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  acc = event_accumulator.EventAccumulator(os.path.dirname(events[0]))
+  acc.Reload()
+  tags = set(acc.Tags()['tensors']) | set(acc.Tags()['scalars'])
+  assert {'clean_accuracy', 'train_loss', 'fgsm_accuracy'} <= tags, tags

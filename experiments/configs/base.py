@@ -1,0 +1,124 @@
+"""Settings shared by every study config, and the ``get_config(arg)`` argument parser.
+
+A config file ``experiments/configs/<study>.py`` defines ``get_config(arg)`` as
+
+    def get_config(arg=None):
+      return base.build(arg, study='dp_sgd', default=_default,
+                        variants={'smoke': _smoke, 'mnist': _mnist})
+
+``_default(c)`` fills the study's fields on the base config (the ``full`` variant); each
+named variant is a function that edits that default (the flax examples way: one default,
+variants derived from it). ``arg`` is ``'<variant>,key=value,...'``: ``'smoke'``,
+``'smoke,seed=3'``, ``'table.eps=0.2'`` (no variant: ``full``). Values are Python literals
+(numbers, tuples, booleans, None) or else strings; an unknown variant or key is a
+``ValueError`` naming it.
+"""
+from __future__ import annotations
+
+import ast
+from typing import Any, Callable, Mapping, Sequence
+
+import ml_collections
+
+ConfigFn = Callable[[ml_collections.ConfigDict], None]
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The fields every study config has (the sweep launcher reads ``resources``)."""
+  c = ml_collections.ConfigDict()
+  c.study = ''            # module experiments.<study> with run(config, workdir) -> dict
+  c.variant = 'full'
+  c.seed = 0
+  c.resources = ml_collections.ConfigDict({'cpus': 1.0, 'gpus': 0.0})
+  return c
+
+
+def _split_top_level(arg: str) -> list[str]:
+  """Splits on commas outside brackets and quotes (``eps=(0.1, 0.2),seed=3``)."""
+  parts, depth, quote, cur = [], 0, None, []
+  for ch in arg:
+    if quote:
+      quote = None if ch == quote else quote
+    elif ch in '\'"':
+      quote = ch
+    elif ch in '([{':
+      depth += 1
+    elif ch in ')]}':
+      depth -= 1
+    elif ch == ',' and depth == 0:
+      parts.append(''.join(cur))
+      cur = []
+      continue
+    cur.append(ch)
+  parts.append(''.join(cur))
+  return [p.strip() for p in parts if p.strip()]
+
+
+def _literal(raw: str) -> Any:
+  try:
+    return ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    return raw
+
+
+def parse_arg(arg: str | None, *, variants: Sequence[str], default: str = 'full'
+              ) -> tuple[str, dict[str, Any]]:
+  """``(variant, {dotted_key: value})`` from ``'smoke,seed=3'``.
+
+  At most one bare token, which must be one of ``variants``; the rest are ``key=value``.
+  """
+  variant, overrides = None, {}
+  for part in _split_top_level(arg or ''):
+    if '=' in part:
+      key, raw = part.split('=', 1)
+      overrides[key.strip()] = _literal(raw.strip())
+    elif part not in variants:
+      raise ValueError(f'Unknown variant {part!r} in config arg {arg!r}; expected one of '
+                       f'{list(variants)} or key=value overrides.')
+    elif variant is not None:
+      raise ValueError(f'Config arg {arg!r} names two variants ({variant!r}, {part!r}).')
+    else:
+      variant = part
+  return variant or default, overrides
+
+
+def apply_overrides(c: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+                    ) -> ml_collections.ConfigDict:
+  """Sets each dotted ``key`` of ``overrides`` on ``c`` in place; a key that is not in the
+  config is a ``ValueError`` naming it and the known keys (a typo must not silently run
+  the default)."""
+  for key, value in overrides.items():
+    node = c
+    parts = key.split('.')
+    for i, p in enumerate(parts):
+      if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+        known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise ValueError(f'Config override {key!r}: field {".".join(parts[:i + 1])!r} is '
+                         f'not in the {c.get("study", "")!r} config; known fields there: '
+                         f'{known}.')
+      if i < len(parts) - 1:
+        node = node[p]
+    old = node[parts[-1]]
+    if isinstance(old, tuple) and isinstance(value, list):
+      value = tuple(value)
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    node[parts[-1]] = value
+  return c
+
+
+def build(arg: str | None, *, study: str, default: ConfigFn,
+          variants: Mapping[str, ConfigFn] | None = None, default_variant: str = 'full'
+          ) -> ml_collections.ConfigDict:
+  """The study's config: base fields, ``default`` (the ``full`` variant), the named
+  variant's edits, then the ``key=value`` overrides of ``arg``."""
+  variants = dict(variants or {})
+  names = tuple(dict.fromkeys([default_variant, *variants]))
+  variant, overrides = parse_arg(arg, variants=names, default=default_variant)
+  c = get_config()
+  c.study = study
+  c.variant = variant
+  default(c)
+  if variant in variants:
+    variants[variant](c)
+  return apply_overrides(c, overrides)
