@@ -1,94 +1,75 @@
-"""Sweeps as lists of jobs, in the style of big_vision's ``get_hyper``.
+r"""Runs a config file's sweep (``get_hyper``) as Ray tasks or submitit jobs.
 
-A sweep file defines ``get_hyper(h)`` and returns ``h.product([...])`` / ``h.zip([...])`` of
-``h.sweep(name, values)`` and ``h.fixed(name, value)``. Each resulting job is a dict:
-``experiment`` (module under ``experiments.``), ``variant``, and ``config.<key>`` entries
-passed to the experiment as ``--set <key>=<value>`` overrides.
+    # local: starts an embedded Ray with this machine's CPUs (and GPUs)
+    python -m launch.sweep --config=experiments/configs/main.py:smoke --workdir=workdir/sweep
+    # join a running Ray cluster (`ray start --head` on one node, `ray start --address=...`
+    # on the others; every node needs this checkout installed: pip install -e '.[launch]')
+    python -m launch.sweep --config=experiments/configs/main.py:smoke --workdir=/shared/sweep \
+        --ray_address=auto
+    # SLURM through submitit (one job per point)
+    python -m launch.sweep --config=... --workdir=/shared/sweep --backend=submitit
 
->>> h = Hyper()
->>> jobs = h.product([h.fixed('experiment', 'main'), h.sweep('config.seed', [0, 1])])
->>> [j['config.seed'] for j in jobs]
-[0, 1]
+``--config`` is the same flag as ``experiments.run``'s (``--config.seed=3`` overrides a
+field of every point); ``get_hyper(h)`` of the same file gives the points. Each point runs
+``experiments.run.run_config`` in ``<workdir>/<point name>/`` with the CPUs / GPUs of its
+``config.resources``; failed points are retried (``--max_retries``); a re-launch skips the
+points whose ``sweep_point.json`` exists; ``<workdir>/results.csv``, ``results.json`` and
+``plot_<axis>.png`` gather all points.
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import itertools
-import json
-from typing import Any, Sequence
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from launch import backends
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file with get_config(arg) and get_hyper(h): path.py[:arg].',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep folder (one sub-folder per point).')
+_BACKEND = flags.DEFINE_enum('backend', 'ray', ['ray', 'submitit'], 'Where points run.')
+_RAY_ADDRESS = flags.DEFINE_string(
+    'ray_address', None, "Ray cluster to join ('auto' or host:port); default: start a local "
+    'Ray in this process.')
+_NUM_CPUS = flags.DEFINE_integer('num_cpus', None, 'CPUs of the local Ray (default: all).')
+_MAX_RETRIES = flags.DEFINE_integer('max_retries', 2, 'Retries of a failed point.')
+_MAX_PARALLEL = flags.DEFINE_integer(
+    'max_parallel', 0, 'submitit: jobs in flight (0: unlimited on SLURM, CPU count locally).')
+_SUBMITIT_CLUSTER = flags.DEFINE_enum(
+    'submitit_cluster', None, ['slurm', 'local', 'debug'],
+    'submitit executor (default: SLURM when sbatch exists, else local).')
+_TIMEOUT_MIN = flags.DEFINE_integer('timeout_min', 24 * 60, 'submitit: time limit of a job.')
+_SLURM_PARTITION = flags.DEFINE_string('slurm_partition', None, 'submitit: SLURM partition.')
+_PROGRESS_EVERY_S = flags.DEFINE_float('progress_every_s', 30.0,
+                                       'Seconds between progress lines.')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'List the points to run; run nothing.')
 
 
-class Hyper:
-  """The ``h`` handed to ``get_hyper``."""
-
-  @staticmethod
-  def sweep(name: str, values: Sequence[Any]) -> list[dict]:
-    if not values:
-      raise ValueError(f'sweep {name!r} has no values.')
-    return [{name: v} for v in values]
-
-  @staticmethod
-  def fixed(name: str, value: Any) -> list[dict]:
-    return [{name: value}]
-
-  @staticmethod
-  def product(axes: Sequence[list[dict]]) -> list[dict]:
-    out = []
-    for combo in itertools.product(*axes):
-      job: dict = {}
-      for part in combo:
-        overlap = set(job) & set(part)
-        if overlap:
-          raise ValueError(f'keys {sorted(overlap)} are set twice in one product.')
-        job.update(part)
-      out.append(job)
-    return out
-
-  @staticmethod
-  def zip(axes: Sequence[list[dict]]) -> list[dict]:
-    lengths = {len(a) for a in axes if len(a) != 1}
-    if len(lengths) > 1:
-      raise ValueError(f'zip of sweeps with different lengths {sorted(lengths)}.')
-    n = lengths.pop() if lengths else 1
-    out = []
-    for i in range(n):
-      job: dict = {}
-      for a in axes:
-        job.update(a[0] if len(a) == 1 else a[i])
-      out.append(job)
-    return out
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}.')
+  if not _WORKDIR.value:
+    raise app.UsageError('--workdir is required.')
+  logging.set_verbosity(logging.INFO)
+  spec = config_flags.get_config_filename(flags.FLAGS['config'])
+  summary = backends.run_sweep(
+      spec, _WORKDIR.value, config=_CONFIG.value, backend=_BACKEND.value,
+      ray_address=_RAY_ADDRESS.value, num_cpus=_NUM_CPUS.value,
+      max_retries=_MAX_RETRIES.value, max_parallel=_MAX_PARALLEL.value,
+      submitit_cluster=_SUBMITIT_CLUSTER.value, timeout_min=_TIMEOUT_MIN.value,
+      slurm_partition=_SLURM_PARTITION.value, progress_every_s=_PROGRESS_EVERY_S.value,
+      dry_run=_DRY_RUN.value)
+  print(f"{summary['points']} points: {summary['ran']} ran, {summary['skipped']} finished "
+        f"before, {len(summary['failed'])} failed" + (
+            f"; table {summary['table']}" if 'table' in summary else ''), flush=True)
+  if summary['failed']:
+    sys.exit(1)
 
 
-def job_name(job: dict) -> str:
-  """A stable, filesystem-safe name: experiment, then a short hash of the whole job."""
-  digest = hashlib.sha1(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()
-  return f"{job.get('experiment', 'job')}-{job.get('variant', 'full')}-{digest[:10]}"
-
-
-def load_sweep(path: str) -> list[dict]:
-  spec = importlib.util.spec_from_file_location('jaxsec_sweep', path)
-  if spec is None or spec.loader is None:
-    raise ValueError(f'sweep file {path!r} cannot be loaded.')
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  if not hasattr(mod, 'get_hyper'):
-    raise ValueError(f'sweep file {path!r} defines no get_hyper(h).')
-  jobs = mod.get_hyper(Hyper())
-  for j in jobs:
-    if 'experiment' not in j:
-      raise ValueError(f'job {j} names no experiment.')
-  return jobs
-
-
-def command(job: dict, workdir: str, python: str = 'python') -> list[str]:
-  """The command line that runs ``job`` with its results under ``workdir``."""
-  cmd = [python, '-m', f"experiments.{job['experiment']}",
-         f"--variant={job.get('variant', 'full')}", f'--workdir={workdir}']
-  for k, v in sorted(job.items()):
-    if k.startswith('config.'):
-      cmd.append(f'--set={k[len("config."):]}={v!r}' if isinstance(v, str)
-                 else f'--set={k[len("config."):]}={v}')
-    elif k not in ('experiment', 'variant'):
-      raise ValueError(f'job key {k!r} is neither experiment, variant nor config.<key>.')
-  return cmd
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

@@ -1,7 +1,3 @@
-import os
-import subprocess
-import sys
-
 import jax
 import ml_collections
 import numpy as np
@@ -11,26 +7,7 @@ import pytest
 from experiments import common
 from jaxsec import models
 from jaxsec import train
-from launch import run as run_lib
-from launch import sweep
 from tests.conftest import requires_fashion_mnist
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def test_product_zip_and_commands():
-  h = sweep.Hyper()
-  jobs = h.product([h.fixed('experiment', 'main'), h.sweep('config.seed', [0, 1]),
-                    h.sweep('config.eps', [(0.1,), (0.2,)])])
-  assert len(jobs) == 4 and len({sweep.job_name(j) for j in jobs}) == 4
-  z = h.zip([h.sweep('config.a', [1, 2]), h.sweep('config.b', [3, 4])])
-  assert z == [{'config.a': 1, 'config.b': 3}, {'config.a': 2, 'config.b': 4}]
-  with pytest.raises(ValueError, match='different lengths'):
-    h.zip([h.sweep('a', [1, 2]), h.sweep('b', [1, 2, 3])])
-  cmd = sweep.command(jobs[0], '/w')
-  assert cmd[:3] == ['python', '-m', 'experiments.main'] and '--set=seed=0' in cmd
-  with pytest.raises(ValueError, match="'lr'"):
-    sweep.command({'experiment': 'main', 'lr': 1}, '/w')
 
 
 def test_overrides_are_checked():
@@ -74,25 +51,6 @@ def test_load_splits_and_train_classifier_follow_their_contract():
       num_classes=10).params
   assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params),
                                                        jax.tree_util.tree_leaves(other)))
-
-
-def test_distributed_claims_run_each_job_once(tmp_path):
-  job = {'experiment': 'nonexistent_experiment_for_test'}
-  root = str(tmp_path)
-  jobdir = os.path.join(root, sweep.job_name(job))
-  assert run_lib._claim(jobdir, stale_after_s=100)
-  assert not run_lib._claim(jobdir, stale_after_s=100)  # second worker is refused
-  assert run_lib._claim(jobdir, stale_after_s=0)  # a stale claim is taken over
-  os.remove(os.path.join(jobdir, 'CLAIM'))
-  msg = run_lib.run_job(job, root, distributed=True, stale_after_s=100)
-  assert 'exit 1' in msg and not os.path.exists(os.path.join(jobdir, 'DONE'))
-
-
-def test_local_runner_dry_run():
-  out = subprocess.run([sys.executable, '-m', 'launch.run',
-                        '--sweep=launch/sweeps/main_seeds.py', '--dry_run'],
-                       cwd=ROOT, capture_output=True, text=True, check=True)
-  assert '6 jobs' in out.stdout and out.stdout.count('experiments.main') == 6
 
 
 @requires_fashion_mnist

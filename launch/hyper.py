@@ -1,0 +1,64 @@
+"""Sweeps as lists of overrides, in the style of big_vision's ``get_hyper``.
+
+A config file (``experiments/configs/<study>.py``) may define ``get_hyper(h)`` returning
+``h.product([...])`` / ``h.zip([...])`` of ``h.sweep(name, values)`` and
+``h.fixed(name, value)``; each resulting point is a dict ``{'config.<dotted.field>': value}``
+that ``launch.sweep`` applies to the locked config of ``get_config(arg)``.
+
+>>> h = Hyper()
+>>> points = h.product([h.sweep('config.seed', [0, 1]), h.fixed('config.model', 'mlp')])
+>>> [p['config.seed'] for p in points]
+[0, 1]
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+
+class Hyper:
+  """The ``h`` handed to ``get_hyper``."""
+
+  @staticmethod
+  def sweep(name: str, values: Sequence[Any]) -> list[dict]:
+    if not isinstance(name, str) or not name:
+      raise ValueError(f'sweep name={name!r}; expected a non-empty str.')
+    values = list(values)
+    if not values:
+      raise ValueError(f'sweep {name!r} has no values.')
+    return [{name: v} for v in values]
+
+  @staticmethod
+  def fixed(name: str, value: Any) -> list[dict]:
+    return [{name: value}]
+
+  @staticmethod
+  def product(axes: Sequence[list[dict]]) -> list[dict]:
+    out = []
+    for combo in itertools.product(*axes):
+      point: dict = {}
+      for part in combo:
+        overlap = set(point) & set(part)
+        if overlap:
+          raise ValueError(f'keys {sorted(overlap)} are set twice in one product.')
+        point.update(part)
+      out.append(point)
+    return out
+
+  @staticmethod
+  def zip(axes: Sequence[list[dict]]) -> list[dict]:
+    lengths = {len(a) for a in axes if len(a) != 1}
+    if len(lengths) > 1:
+      raise ValueError(f'zip of sweeps with different lengths {sorted(lengths)}.')
+    n = lengths.pop() if lengths else 1
+    out = []
+    for i in range(n):
+      point: dict = {}
+      for a in axes:
+        part = a[0] if len(a) == 1 else a[i]
+        overlap = set(point) & set(part)
+        if overlap:
+          raise ValueError(f'keys {sorted(overlap)} are set twice in one zip.')
+        point.update(part)
+      out.append(point)
+    return out
