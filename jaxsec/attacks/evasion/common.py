@@ -126,7 +126,16 @@ def value_and_grad(logits_fn, obj):
 
   The gradient of the *sum* of the per-example objectives equals the per-example gradients
   because the examples of a batch are independent under ``logits_fn``.
+
+  A ``logits_fn`` that estimates its own gradients (e.g. the EOT model of
+  :func:`jaxsec.attacks.evasion.adaptive.eot_logits_fn`, which averages per-sample loss
+  gradients) provides ``attack_value_and_grad(obj)`` with the same contract; it is used
+  instead.
   """
+  custom = getattr(logits_fn, 'attack_value_and_grad', None)
+  if custom is not None:
+    return custom(obj)
+
   def f(x, y):
     logits = logits_fn(x)
     v = obj(logits, y)
