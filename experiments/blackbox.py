@@ -1,7 +1,7 @@
 r"""Black-box evasion on FMNIST: Papernot et al.'s substitute attack and HopSkipJumpAttack.
 
-    python -m experiments.blackbox --workdir=docs/results         # full (< 10 min, 2 CPU cores)
-    python -m experiments.blackbox --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/blackbox.py --workdir=docs/results  # full (< 10 min, 2 CPU cores)
+    python -m experiments.run --config=experiments/configs/blackbox.py:smoke --workdir=/tmp/s
 
 The oracle is the reference CNN trained as in ``experiments/evasion_suite.py``
 (``jaxsec.train.fit``, Adam with a cosine schedule). The attacker never sees its
@@ -30,8 +30,6 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -60,63 +58,6 @@ PUBLISHED = {
 }
 
 
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.dataset = 'fashion_mnist'
-  c.seed = 0
-  c.bounds = (0.0, 1.0)
-  # The oracle: evasion_suite's reference CNN and training.
-  c.model = 'cnn'
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.batch_size = 128
-  c.num_epochs = 2
-  c.learning_rate = 1e-3
-  c.train_subset = 0                 # 0 = the whole training split
-  # The substitute (the paper's reference code: a 200-200 MLP, Adam 1e-3, 10 epochs).
-  c.substitute = ml_collections.ConfigDict({
-      'hidden': (200, 200), 'train_epochs': 10, 'batch_size': 32, 'learning_rate': 1e-3,
-      'num_aug_epochs': 6, 'lam': 0.1, 'lam_periods': (0, 3), 'jacobian': 'probs'})
-  c.seed_size = 150
-  c.eval_size = 1000
-  c.fgsm_eps = (0.1, 0.3)
-  c.attack_batch = 500
-  # HopSkipJumpAttack (L2) against DeepFool and C&W L2 on the same images.
-  c.hsja_examples = 50
-  c.hsja_budgets = (1000, 5000)
-  # eval_batch: random vectors per example per query batch; B_t = 100 sqrt(t) is rarely a
-  # multiple of it, and the unused part of the last chunk is computed but not counted.
-  c.hsja = ml_collections.ConfigDict({'num_iterations': 200, 'init_num_evals': 100,
-                                      'max_num_evals': 10000, 'gamma': 1.0,
-                                      'eval_batch': 20})
-  c.deepfool = ml_collections.ConfigDict({'num_classes': 10, 'overshoot': 0.02,
-                                          'max_iter': 50})
-  # C&W L2 with a reduced budget (the reference 9 x 1000 Adam steps take too long on this
-  # CPU): 5 x 200 steps, starting at c = 1 with a larger Adam step (0.05).
-  c.cw = ml_collections.ConfigDict({'num_binary_steps': 5, 'num_steps': 200,
-                                    'initial_const': 1.0, 'learning_rate': 0.05,
-                                    'confidence': 0.0})
-  if variant == 'smoke':
-    c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
-    c.num_epochs = 1
-    c.train_subset = 2048
-    c.substitute.hidden = (32,)
-    c.substitute.train_epochs = 2
-    c.substitute.num_aug_epochs = 3
-    c.substitute.lam_periods = (0,)
-    c.seed_size = 20
-    c.eval_size = 40
-    c.attack_batch = 40
-    c.hsja_examples = 4
-    c.hsja_budgets = (150, 400)
-    c.deepfool.max_iter = 10
-    c.cw.num_binary_steps = 2
-    c.cw.num_steps = 10
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
-  return c
-
-
 def _l2(a):
   a = np.asarray(a).reshape(a.shape[0], -1)
   return np.sqrt(np.sum(a * a, axis=1))
@@ -132,9 +73,12 @@ def _stats(v):
 def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = None) -> dict:
   """Runs the study; writes ``<workdir>/blackbox.json`` and returns the results dict.
 
+  ``ckpt_dir`` defaults to ``cfg.ckpt_dir``.
+
   With ``ckpt_dir`` the oracle's training is checkpointed there and a finished one is
   reused (same parameters: ``jaxsec.train.fit`` resumes deterministically).
   """
+  ckpt_dir = exp_common.checkpoint_dir(cfg, ckpt_dir, NAME)
   os.makedirs(workdir, exist_ok=True)
   bounds = tuple(cfg.bounds)
   t_start = time.time()
@@ -335,24 +279,3 @@ def render_markdown(r: dict) -> str:
               + ' |',
               '| accuracy | ' + ' | '.join(_pct(a) for a in acc) + ' |', '']
   return '\n'.join(lines)
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (experiments share flag names)."""
-  flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
-  flags.DEFINE_string('workdir', 'docs/results', 'Where blackbox.json goes.')
-  flags.DEFINE_string('ckpt_dir', None, "The oracle's training checkpoints (a finished one "
-                      'is reused); none by default.')
-
-
-def main(argv):
-  del argv
-  print(render_markdown(run(get_config(FLAGS.variant), FLAGS.workdir, FLAGS.ckpt_dir)))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

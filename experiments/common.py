@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import math
 import os
+import tempfile
 import time
 from typing import Any, Iterable
 
@@ -76,6 +77,12 @@ class Progress:
                  f' {extra}' if extra else '')
 
 
+def command(study: str, variant: str = 'full', workdir: str = 'docs/results') -> str:
+  """The command that writes a study's results (as the docs print it)."""
+  return (f"python -m experiments.run --config=experiments/configs/{study.replace('.', '/')}.py"
+          + ('' if variant == 'full' else f':{variant}') + f' --workdir={workdir}')
+
+
 def device_info() -> dict:
   """What ran the experiment (stored in results JSON next to wall times)."""
   d = jax.devices()
@@ -139,6 +146,18 @@ def train_classifier(model_name: str, model_kwargs: Any, x_train, y_train, *,
                      num_classes=num_classes, checkpoint_dir=checkpoint_dir,
                      progress=progress, label=label)
   return model, result.params, result, time.time() - t0
+
+
+def checkpoint_dir(cfg: ml_collections.ConfigDict, given: str | None, name: str,
+                   field: str = 'ckpt_dir') -> str | None:
+  """The folder a study checkpoints into: ``given`` when not None, else ``cfg.<field>``
+  (None: no checkpoints; '': ``<system temp dir>/jaxsec_<name>/<variant>``), created."""
+  d = cfg.get(field) if given is None else given
+  if d == '':
+    d = os.path.join(tempfile.gettempdir(), f'jaxsec_{name}', cfg.variant)
+  if d:
+    os.makedirs(d, exist_ok=True)
+  return d
 
 
 def subdir(root: str | None, name: str) -> str | None:

@@ -1,8 +1,8 @@
 r"""Cost of the survey's encryption defenses (§3.4(1)): Paillier homomorphic encryption,
 Shamir and additive secret sharing, against Bonawitz secure aggregation.
 
-    python -m experiments.crypto_overhead --workdir=docs/results        # full (2-3 min)
-    python -m experiments.crypto_overhead --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/crypto_overhead.py --workdir=docs/results  # full (2-3 min)
+    python -m experiments.run --config=experiments/configs/crypto_overhead.py:smoke --workdir=/tmp/s
 
 Measures, on the host CPU (everything here is Python / NumPy, not jitted):
 
@@ -30,8 +30,6 @@ import os
 import platform
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -47,39 +45,6 @@ from jaxsec.privacy import secure_aggregation as sa
 
 NAME = 'crypto_overhead'
 FLOAT32_BYTES = 4
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
-  c.key_bits = 2048
-  c.scale_bits = 32                 # Paillier fixed-point resolution 2^-32
-  c.timing_values = 200             # values per Paillier micro-benchmark
-  c.num_clients = 10
-  c.rounds = 10
-  c.local_steps = 5
-  c.learning_rate = 0.5
-  c.update_max_abs = 64.0           # declared public range of a client delta
-  c.input_max_abs = 64.0            # declared range of an inference input
-  c.inference_queries = 40
-  c.shamir_values = 1_000_000
-  c.shamir_threshold = 3
-  c.shamir_parties = 5
-  c.sharing_scale_bits = 16
-  c.additive_parties = 3
-  c.secagg_lengths = (31, 100_000)
-  c.secagg_threshold = 6
-  if variant == 'smoke':
-    c.key_bits = 512
-    c.timing_values = 10
-    c.rounds = 2
-    c.inference_queries = 5
-    c.shamir_values = 10_000
-    c.secagg_lengths = (31, 1000)
-  elif variant != 'full':
-    raise ValueError(f'variant={variant!r}; expected smoke or full.')
-  return c
 
 
 def _per_value(fn, n):
@@ -420,21 +385,3 @@ def render_markdown(r: dict) -> str:
             f"{s['shamir_error_bound']:.2g}); every secure-aggregation sum exact: "
             f"{all(g['sum_exact'] for g in r['secure_aggregation'])}.", '']
   return '\n'.join(lines)
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  flags.DEFINE_string('variant', 'full', 'smoke or full')
-  flags.DEFINE_string('workdir', 'docs/results', 'where the JSON goes')
-
-
-def main(argv):
-  del argv
-  print(render_markdown(run(get_config(FLAGS.variant), FLAGS.workdir)))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

@@ -1,8 +1,8 @@
 r"""Adversarial training on FMNIST with the reference CNN: clean, FGSM-AT, PGD-AT, fast AT,
 TRADES (survey §3.1), each evaluated by FGSM, PGD-20 and the AutoAttack-style ensemble.
 
-    nohup python -m experiments.defense_adv_training --variant=budget > adv.log 2>&1 &
-    python -m experiments.defense_adv_training --variant=smoke --workdir=/tmp/s
+    nohup python -m experiments.run --config=experiments/configs/defense_adv_training.py:budget --workdir=docs/results > adv.log 2>&1 &
+    python -m experiments.run --config=experiments/configs/defense_adv_training.py:smoke --workdir=/tmp/s
 
 Every method trains the same CNN with the same optimizer (Adam, one-cycle learning rate:
 Wong et al.'s cyclic schedule, used for all so that the budgets are equal) for the same
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import time
 
-from absl import app
-from absl import flags
 import jax
 import ml_collections
 import numpy as np
@@ -34,64 +32,6 @@ from jaxsec.defenses import adversarial
 
 NAME = 'defense_adv_training'
 METHODS = ('clean', 'pgd_at', 'fast_at', 'fgsm_at', 'trades')
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.batch_size = 128
-  c.learning_rate = 2e-3          # peak of the one-cycle schedule
-  c.eps = 0.1                     # L_inf, inputs in [0, 1]
-  c.fgsm_alpha = 0.5              # Goodfellow's mix
-  c.pgd_train_steps = 7
-  c.pgd_train_step_size = 0.025   # 7 x 0.025 = 1.75 eps of path (Song: 8 x 0.02)
-  c.trades_beta = 6.0
-  c.trades_steps = 7
-  c.trades_step_size = 0.025
-  c.fast_step = 1.25              # x eps (Wong et al.)
-  c.eval_pgd_steps = 20
-  c.eval_pgd_step_size = 0.01
-  c.eval_batch = 250
-  c.autoattack_version = 'standard'
-  c.autoattack_methods = ('pgd_at', 'trades', 'fast_at')
-  c.methods = METHODS
-  if variant == 'smoke':
-    c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 16})
-    c.n_train, c.n_test, c.n_autoattack = 256, 64, 32
-    c.batch_size = 64
-    c.epochs = 1
-    c.pgd_train_steps = 2
-    c.trades_steps = 2
-    c.eval_pgd_steps = 3
-    c.eval_batch = 32
-    c.autoattack_version = 'fast'
-    c.autoattack_methods = ('pgd_at',)
-    c.methods = ('pgd_at',)
-  elif variant == 'budget':       # what fits the shared 2-core CPU of this project
-    # The project's shared 2-core CPU gave this run ~0.2 cores: 5000 images, 2 epochs, 3
-    # attack steps in training. It shows the ordering, not Song et al.'s figures.
-    c.n_train, c.n_test, c.n_autoattack = 5000, 300, 100
-    c.epochs = 2
-    c.pgd_train_steps, c.pgd_train_step_size = 3, 0.04
-    c.trades_steps, c.trades_step_size = 3, 0.04
-    c.autoattack_version = 'fast'
-    c.autoattack_methods = ('pgd_at',)
-  elif variant in ('full', 'pgd_at', 'pgd_at_wide'):  # meant to reach Song et al.'s figures
-    c.n_train, c.n_test, c.n_autoattack = 0, 0, 1000
-    c.epochs = 15
-    if variant in ('pgd_at', 'pgd_at_wide'):  # full data, PGD-AT only (~1 h on 2 CPU cores)
-      c.methods = ('pgd_at',)
-      c.autoattack_methods = ('pgd_at',)
-    if variant == 'pgd_at_wide':  # Madry et al.'s MNIST widths (conv 32/64 -> 64/128,
-      # dense 1024): capacity buys clean accuracy under adversarial training. GPU-sized.
-      c.model_kwargs = ml_collections.ConfigDict({'features': (64, 128), 'dense': 1024})
-      c.epochs = 30
-  else:
-    raise ValueError(f"variant={variant!r} is not one of ('smoke', 'budget', 'full', "
-                     "'pgd_at', 'pgd_at_wide').")
-  return c
 
 
 def objective_for(method: str, cfg):
@@ -255,18 +195,3 @@ def headline(r: dict) -> list:
     return [(f"Adversarial-training trade-off, FMNIST CNN, eps={c['eps']:g}, {c['epochs']} "
              f"epochs{where}: clean % / PGD-{c['eval_pgd_steps']} %", '; '.join(parts))]
   return []
-
-
-def main(argv):
-  del argv
-  flags_ = flags.FLAGS
-  run(get_config(flags_.variant), flags_.workdir)
-
-
-if __name__ == '__main__':
-  # Flags are defined only when run as a program, so that several experiments can be
-  # imported into one process (the test suite).
-  flags.DEFINE_string('variant', 'full',
-                      "Config variant: 'smoke', 'budget', 'full' or 'pgd_at'.")
-  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
-  app.run(main)

@@ -1,7 +1,7 @@
 r"""Defensive distillation (Papernot et al., S&P 2016) on FMNIST, both sides of the story.
 
-    nohup python -m experiments.defense_distillation --variant=budget > dist.log 2>&1 &
-    python -m experiments.defense_distillation --variant=smoke --workdir=/tmp/s
+    nohup python -m experiments.run --config=experiments/configs/defense_distillation.py:budget --workdir=docs/results > dist.log 2>&1 &
+    python -m experiments.run --config=experiments/configs/defense_distillation.py:smoke --workdir=/tmp/s
 
 Trains (1) an undistilled CNN at T = 1, (2) a teacher at temperature T, (3) the distilled
 student at T on the teacher's soft labels, deployed at T = 1 (its raw logits). Measures on
@@ -17,8 +17,6 @@ the undistilled and the distilled net:
 """
 from __future__ import annotations
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,45 +32,6 @@ from jaxsec.attacks import evasion
 from jaxsec.defenses import distillation
 
 NAME = 'defense_distillation'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.temperature = 100.0
-  c.batch_size = 128
-  c.learning_rate = 1e-3
-  c.fgsm_eps = 0.1
-  c.jsma_gamma = 0.145
-  # The paper's / CleverHans's rule on an empty saliency map; the 'stop' rule's success is
-  # derived from the same run (examples that never met an empty map agree under both).
-  c.jsma_empty_map = 'continue'
-  c.cw_binary_steps = 6
-  c.cw_steps = 200
-  c.cw_initial_const = 0.1
-  c.eval_batch = 100
-  if variant == 'smoke':
-    c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 16})
-    c.n_train, c.n_test, c.n_attack = 128, 32, 4
-    c.epochs = 1
-    c.batch_size = 64
-    c.cw_binary_steps, c.cw_steps = 2, 10
-    c.eval_batch = 4
-    c.jsma_gamma = 0.02
-  elif variant == 'budget':      # what the shared 2-core CPU allowed
-    c.n_train, c.n_test, c.n_attack = 5000, 300, 50
-    c.epochs = 3
-    c.cw_binary_steps, c.cw_steps = 4, 100
-    c.eval_batch = 50
-  elif variant == 'full':
-    c.n_train, c.n_test, c.n_attack = 0, 0, 1000
-    c.epochs = 20
-    c.cw_binary_steps, c.cw_steps = 9, 1000
-  else:
-    raise ValueError(f"variant={variant!r} is not one of ('smoke', 'budget', 'full').")
-  return c
 
 
 def _softmax_grad_norm(logits_fn, x, y):
@@ -223,17 +182,3 @@ def render_markdown(r: dict) -> str:
   lines += ['', 'Published: Papernot et al. 2016 (MNIST, T = 100) JSMA success 95.89% -> '
             '0.45%; Carlini & Wagner 2017: C&W succeeds 100% on the distilled nets.']
   return '\n'.join(lines) + '\n'
-
-
-def main(argv):
-  del argv
-  flags_ = flags.FLAGS
-  run(get_config(flags_.variant), flags_.workdir)
-
-
-if __name__ == '__main__':
-  # Flags are defined only when run as a program, so that several experiments can be
-  # imported into one process (the test suite).
-  flags.DEFINE_string('variant', 'full', "Config variant: 'smoke', 'budget' or 'full'.")
-  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
-  app.run(main)

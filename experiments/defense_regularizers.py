@@ -1,7 +1,7 @@
 r"""Regularisers, preprocessors and detectors on FMNIST, each under its adaptive attack.
 
-    nohup python -m experiments.defense_regularizers --variant=budget > reg.log 2>&1 &
-    python -m experiments.defense_regularizers --variant=smoke --workdir=/tmp/s
+    nohup python -m experiments.run --config=experiments/configs/defense_regularizers.py:budget --workdir=docs/results > reg.log 2>&1 &
+    python -m experiments.run --config=experiments/configs/defense_regularizers.py:smoke --workdir=/tmp/s
 
 Training-time defenses (same CNN, optimizer and epochs): plain, L2 weight penalty,
 dropout (trained through ``train_apply_fn``), input-gradient regularisation (Ross &
@@ -26,8 +26,6 @@ Inference-time defenses on the plain model:
 """
 from __future__ import annotations
 
-from absl import app
-from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -49,57 +47,6 @@ from jaxsec.defenses import regularizers
 
 NAME = 'defense_regularizers'
 TRAINED = ('plain', 'l2', 'dropout', 'input_gradient', 'contractive', 'deep_contractive')
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.batch_size = 128
-  c.learning_rate = 1e-3
-  c.eps = (0.03, 0.1)
-  c.pgd_steps = 20
-  c.l2 = 1e-3
-  c.dropout = 0.5
-  c.input_gradient = 10.0
-  c.contractive = 0.01
-  c.deep_contractive = 0.01
-  c.projections = 1
-  c.dae_hidden = (512,)
-  c.dae_noise = 0.1
-  c.test_noise = 0.1
-  c.eot_samples = 8
-  c.detector_kwargs = ml_collections.ConfigDict({'features': (16, 32), 'dense': 64})
-  c.detector_eps = 0.1
-  c.trained = TRAINED
-  c.eval_batch = 250
-  c.autoattack_n = 500              # AutoAttack-style ensemble on the first n test images
-  c.autoattack_version = 'standard'
-  if variant == 'smoke':
-    c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 16})
-    c.detector_kwargs = ml_collections.ConfigDict({'features': (4,), 'dense': 8})
-    c.n_train, c.n_test, c.n_detector = 256, 64, 128
-    c.epochs, c.dae_epochs, c.detector_epochs = 1, 1, 1
-    c.batch_size = 64
-    c.pgd_steps = 3
-    c.eot_samples = 2
-    c.eps = (0.1,)
-    c.trained = ('plain',)
-    c.dae_hidden = (32,)
-    c.eval_batch = 32
-    c.autoattack_n, c.autoattack_version = 16, 'fast'
-  elif variant == 'budget':      # what the shared 2-core CPU allowed
-    c.n_train, c.n_test, c.n_detector = 5000, 200, 1000
-    c.epochs, c.dae_epochs, c.detector_epochs = 2, 5, 3
-    c.eot_samples = 4
-    c.eval_batch = 200
-  elif variant == 'full':
-    c.n_train, c.n_test, c.n_detector = 0, 2000, 10000
-    c.epochs, c.dae_epochs, c.detector_epochs = 15, 20, 10
-  else:
-    raise ValueError(f"variant={variant!r} is not one of ('smoke', 'budget', 'full').")
-  return c
 
 
 def cnn_layers(model_kwargs):
@@ -380,17 +327,3 @@ def render_markdown(r: dict) -> str:
                  f'{dc.fmt(d["pgd_vs_system"]["misclassified_and_undetected"])} | '
                  f'{dc.fmt(d["joint_attack_vs_system"]["misclassified_and_undetected"])} |')
   return '\n'.join(lines) + '\n'
-
-
-def main(argv):
-  del argv
-  flags_ = flags.FLAGS
-  run(get_config(flags_.variant), flags_.workdir)
-
-
-if __name__ == '__main__':
-  # Flags are defined only when run as a program, so that several experiments can be
-  # imported into one process (the test suite).
-  flags.DEFINE_string('variant', 'full', "Config variant: 'smoke', 'budget' or 'full'.")
-  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
-  app.run(main)

@@ -1,7 +1,7 @@
 r"""Empirical privacy audit of jaxsec's DP-SGD: lower bounds on epsilon vs the accountant.
 
-    python -m experiments.dp_audit                    # full run (a few minutes)
-    python -m experiments.dp_audit --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/dp_audit.py --workdir=docs/results  # full run (a few minutes)
+    python -m experiments.run --config=experiments/configs/dp_audit.py:smoke --workdir=/tmp/s
 
 The audited program is jaxsec's own DP-SGD step (``jaxsec.privacy.dpsgd.make_step`` with
 the Poisson sampler that also accounts it): logistic regression on synthetic data plus
@@ -30,8 +30,6 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -45,35 +43,6 @@ from jaxsec.privacy import dpsgd
 from jaxsec.privacy import sampling
 
 NAME = 'dp_audit'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
-  c.delta = 1e-5
-  c.dim = 5                  # real features
-  c.num_real = 200
-  c.l2_norm_clip = 1.0
-  c.canary_scale = 10.0      # canary gradient norm / C
-  c.learning_rate = 0.5
-  c.claimed_epsilons = (1.0, 2.0, 4.0, 8.0)
-  c.regimes = [{'name': 'full_batch', 'q': 1.0, 'steps': 10},
-               {'name': 'poisson', 'q': 0.1, 'steps': 50}]
-  c.runs = 2000              # per side, multi-run audit
-  c.num_thresholds = 20
-  c.one_run_canaries = 1000
-  c.one_run_guesses = 100    # k "in" guesses and k "out" guesses
-  if variant == 'smoke':
-    c.claimed_epsilons = (2.0,)
-    c.runs = 200
-    c.num_real = 50
-    c.regimes = [{'name': 'full_batch', 'q': 1.0, 'steps': 3}]
-    c.one_run_canaries = 100
-    c.one_run_guesses = 20
-  elif variant != 'full':
-    raise ValueError(f'variant={variant!r}; expected smoke or full.')
-  return c
 
 
 def _data(c, key):
@@ -225,21 +194,3 @@ def render_markdown(r: dict) -> str:
                  f"{x['multi_run_lower_bound']:.2f} | {x['one_run_lower_bound']:.2f} | "
                  f'{verdict} |')
   return '\n'.join(lines) + '\n'
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  flags.DEFINE_string('variant', 'full', 'smoke or full')
-  flags.DEFINE_string('workdir', 'docs/results', 'where the JSON goes')
-
-
-def main(argv):
-  del argv
-  print(render_markdown(run(get_config(FLAGS.variant), FLAGS.workdir)))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

@@ -1,8 +1,8 @@
 r"""Objective vs output perturbation (Chaudhuri, Monteleoni, Sarwate 2011): the
 privacy-utility curve of regularised logistic regression on breast cancer and digits.
 
-    python -m experiments.dp_erm                      # full run (a few minutes)
-    python -m experiments.dp_erm --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/dp_erm.py --workdir=docs/results  # full run (a few minutes)
+    python -m experiments.run --config=experiments/configs/dp_erm.py:smoke --workdir=/tmp/s
 
 Records are the library's standardised features (standardisation statistics are treated
 as public), with a constant bias feature appended and every record scaled into the unit
@@ -18,8 +18,6 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,25 +28,6 @@ from jaxsec import io as jio
 from jaxsec.privacy import perturbation as pt
 
 NAME = 'dp_erm'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
-  c.datasets = ('breast_cancer', 'digits')
-  c.regularization = {'breast_cancer': 1e-2, 'digits': 3e-2}
-  c.loss = 'logistic'
-  c.epsilons = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
-  c.methods = ('objective', 'output')
-  c.reps = 20
-  if variant == 'smoke':
-    c.datasets = ('breast_cancer',)
-    c.epsilons = (0.1, 10.0)
-    c.reps = 3
-  elif variant != 'full':
-    raise ValueError(f'variant={variant!r}; expected smoke or full.')
-  return c
 
 
 _METHODS = {'objective': pt.objective_perturbation, 'output': pt.output_perturbation}
@@ -126,21 +105,3 @@ def render_markdown(r: dict) -> str:
       lines.append(f'| {m} perturbation | ' + ' | '.join(cells) + ' |')
     lines.append('')
   return '\n'.join(lines)
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  flags.DEFINE_string('variant', 'full', 'smoke or full')
-  flags.DEFINE_string('workdir', 'docs/results', 'where the JSON goes')
-
-
-def main(argv):
-  del argv
-  print(render_markdown(run(get_config(FLAGS.variant), FLAGS.workdir)))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

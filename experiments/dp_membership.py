@@ -1,7 +1,7 @@
 r"""How much DP-SGD blunts membership inference: LiRA and the loss threshold vs epsilon.
 
-    python -m experiments.dp_membership                              # full
-    python -m experiments.dp_membership --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/dp_membership.py --workdir=docs/results  # full
+    python -m experiments.run --config=experiments/configs/dp_membership.py:smoke --workdir=/tmp/s
 
 For each epsilon (and a non-private reference trained with the same optimizer, batches and
 steps, but neither clipping nor noise), ``num_shadow + 1`` MLPs are trained on halves of a
@@ -24,9 +24,6 @@ import math
 import os
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -47,36 +44,6 @@ from jaxsec.privacy import dpsgd
 from jaxsec.privacy import sampling
 
 NAME = 'dp_membership'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.dataset = 'fashion_mnist'
-  c.seed = 0
-  c.pool_size = 10000           # each model trains on half of it
-  c.test_size = 2000
-  c.hidden = (256,)
-  c.num_shadow = 16             # even; every example IN for half of them
-  c.epsilons = (0.0, 8.0, 1.0)  # 0.0 = non-private reference (no clip, no noise)
-  c.delta = 1e-5
-  c.epochs = 20                 # long enough to overfit without DP
-  c.expected_batch_size = 100
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.l2_norm_clip = 1.0
-  c.accountant = 'pld'
-  if variant == 'smoke':
-    c.pool_size, c.test_size = 128, 64
-    c.hidden = (16,)
-    c.num_shadow = 4
-    c.epsilons = (0.0, 2.0)
-    c.epochs = 2
-    c.expected_batch_size = 16
-    c.accountant = 'rdp'
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
-  return c
 
 
 def _recipe(c, model):
@@ -193,8 +160,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def render_markdown(r: dict) -> str:
   c = r['config']
-  lines = [f"## DP-SGD vs membership inference (`python -m experiments.{NAME}"
-           + ('' if r['variant'] == 'full' else f" --variant={r['variant']}") + '`)', '',
+  lines = [f"## DP-SGD vs membership inference (`{exp_common.command(NAME, r['variant'])}`)",
+           '',
            f"MLP {tuple(c['hidden'])} on halves of {c['pool_size']} {c['dataset']} training "
            f"images, {c['epochs']} epochs, expected batch {c['expected_batch_size']}, clip "
            f"{c['l2_norm_clip']}, delta {c['delta']:g}; LiRA with {c['num_shadow']} shadow "
@@ -214,23 +181,3 @@ def render_markdown(r: dict) -> str:
                  f"{100 * x['dp_bound_tpr_at_0.01_fpr']:.1f}% | "
                  f"{x.get('device', {}).get('device_kind', 'cpu')} |")
   return '\n'.join(lines) + '\n'
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (experiments share flag names)."""
-  flags.DEFINE_string('workdir', 'docs/results', 'Where dp_membership.json goes.')
-  flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  print(render_markdown(run(get_config(FLAGS.variant), FLAGS.workdir)))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

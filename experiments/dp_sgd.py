@@ -1,8 +1,8 @@
 r"""DP-SGD on Fashion-MNIST: test accuracy at epsilon in {1, 2, 3, 8}, delta = 1e-5.
 
-    python -m experiments.dp_sgd                      # full FMNIST run (background it)
-    python -m experiments.dp_sgd --variant=mnist      # Abadi et al.'s MNIST setting
-    python -m experiments.dp_sgd --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/dp_sgd.py --workdir=docs/results  # full FMNIST run (background it)
+    python -m experiments.run --config=experiments/configs/dp_sgd.py:mnist --workdir=docs/results  # Abadi et al.'s MNIST setting
+    python -m experiments.run --config=experiments/configs/dp_sgd.py:smoke --workdir=/tmp/s
 
 The model is the end-to-end CNN of Papernot et al. 2021 / Tramer & Boneh 2021 (conv 16
 8x8 stride 2, max-pool 2 stride 1, conv 32 4x4 stride 2, max-pool, dense 32, dense 10) with
@@ -18,18 +18,15 @@ ScatterNet + linear 89.7% at eps = 3. MNIST: 90 / 95 / 97% at eps 0.5 / 2 / 8 (A
 
 Results go to ``<workdir>/dp_sgd.json`` (``dp_sgd_mnist.json`` for the MNIST variant)
 after every finished epsilon; a run cut off resumes from the per-epsilon checkpoint in
-``--ckpt_dir`` (bit-identical: the same key draws the same batches and noise).
+``--config.ckpt_dir`` (bit-identical: the same key draws the same batches and noise).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 import time
 
-from absl import app
-from absl import flags
 import flax.linen as nn
 from flax import serialization
 import jax
@@ -80,53 +77,6 @@ class TemperedCNN(nn.Module):
     x = x.reshape((x.shape[0], -1))
     x = act(nn.Dense(32, name='dense')(x))
     return nn.Dense(self.num_classes, name='head')(x)
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.dataset = 'fashion_mnist'
-  c.model = 'tempered_cnn'          # or 'cnn' (jaxsec.models.CNN)
-  c.activation = 'tanh'
-  c.cnn_kwargs = ml_collections.ConfigDict({'features': (16, 32), 'dense': 32})
-  c.seed = 0
-  c.epsilons = (3.0, 1.0, 2.0, 8.0)   # the headline eps = 3 first (results land per eps)
-  c.delta = 1e-5
-  c.accountant = 'pld'
-  # Tramer & Boneh 2021's FMNIST setting (their Table 9): batch 2048, 40 epochs, lr 4,
-  # momentum 0.9, C = 0.1. Per epsilon; steps = epochs * N / batch. About 15 min per
-  # epsilon on 2 CPU cores (ghost clipping), seconds on one GPU.
-  c.expected_batch_size = 2048
-  c.epochs = (40, 40, 40, 40)
-  c.learning_rate = 4.0
-  c.momentum = 0.9
-  c.l2_norm_clip = 0.1
-  c.method = 'vmap'                 # or 'ghost'
-  c.microbatch_size = 0             # 0 = whole batch at once
-  c.train_subset = 0
-  c.test_subset = 0
-  c.nonprivate_epochs = 20          # non-private reference (same model, Adam)
-  c.steps_per_call = 20
-  c.output_name = NAME
-  if variant == 'mnist':
-    c.dataset = 'mnist'
-    c.epsilons = (0.5, 2.0, 8.0)
-    c.expected_batch_size = 1024
-    c.epochs = (5, 10, 15)
-    c.output_name = NAME + '_mnist'
-  elif variant == 'smoke':
-    c.epsilons = (3.0,)
-    c.epochs = (2,)
-    c.expected_batch_size = 64
-    c.train_subset = 512
-    c.test_subset = 256
-    c.nonprivate_epochs = 1
-    c.steps_per_call = 16
-    c.learning_rate = 1.0
-    c.accountant = 'rdp'    # fast; the full run uses PLD
-  elif variant != 'full':
-    raise ValueError(f'variant={variant!r}; expected smoke, full or mnist.')
-  return c
 
 
 def _model(c):
@@ -212,6 +162,7 @@ def run_one(c, eps, epochs, xtr, ytr, xte, yte, ckpt_dir):
 def run(config: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = None
         ) -> dict:
   c = config
+  ckpt_dir = common.checkpoint_dir(c, ckpt_dir, NAME)  # default: c.ckpt_dir
   if len(c.epochs) != len(c.epsilons):
     raise ValueError(f'epochs {tuple(c.epochs)} and epsilons {tuple(c.epsilons)} differ in '
                      'length.')
@@ -306,26 +257,3 @@ def headline(r: dict) -> list:
   where = f", {' + '.join(kinds)}" if kinds else ''
   return [(f"DP-SGD on {r['dataset']} ({r['model']}{where}), delta={runs[0]['delta']:g}"
            if runs else f"DP-SGD on {r['dataset']}", accs or 'no finished run')]
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  # Defined only when run as a program, so that importing several experiments in one
-  # process (tests, docs rendering) cannot collide on flag names.
-  flags.DEFINE_string('variant', 'full', 'smoke, full or mnist')
-  flags.DEFINE_string('workdir', 'docs/results', 'where the JSON goes')
-  flags.DEFINE_string('ckpt_dir', '', 'checkpoint folder (default: a temp folder)')
-
-
-def main(argv):
-  del argv
-  ckpt = FLAGS.ckpt_dir or os.path.join(tempfile.gettempdir(), 'jaxsec_dp_sgd', FLAGS.variant)
-  os.makedirs(ckpt, exist_ok=True)
-  print(render_markdown(run(get_config(FLAGS.variant), FLAGS.workdir, ckpt)))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

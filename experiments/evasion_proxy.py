@@ -1,9 +1,9 @@
 r"""JSMA and DeepFool-vs-FGSM on an offline MNIST-like proxy: is the FMNIST gap the data?
 
-    python -m experiments.evasion_proxy                   # digits28, 2 models (~8 min)
-    python -m experiments.evasion_proxy --variant=sharp   # digits28, MNIST-like contrast, LeNet
-    python -m experiments.evasion_proxy --variant=fmnist  # the same stages on FMNIST
-    python -m experiments.evasion_proxy --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/evasion_proxy.py --workdir=docs/results  # digits28, 2 models (~8 min)
+    python -m experiments.run --config=experiments/configs/evasion_proxy.py:sharp --workdir=docs/results  # digits28, MNIST-like contrast, LeNet
+    python -m experiments.run --config=experiments/configs/evasion_proxy.py:fmnist --workdir=docs/results  # the same stages on FMNIST
+    python -m experiments.run --config=experiments/configs/evasion_proxy.py:smoke --workdir=/tmp/s
 
 The evasion suite (experiments/evasion_suite.py) reproduces two MNIST LeNet figures only
 partly on Fashion-MNIST: JSMA (Papernot et al., EuroS&P 2016: 97% targeted success changing
@@ -48,9 +48,6 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -73,60 +70,6 @@ _l2 = suite._l2  # pylint: disable=protected-access
 
 _CNN = {'features': (32, 64), 'dense': 128}                      # the suite's reference CNN
 _LENET = {'features': (20, 50), 'kernel_size': 5, 'dense': 500}  # the papers' MNIST LeNet sizes
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.dataset = 'digits28'
-  c.digits28 = ml_collections.ConfigDict({'size': 20, 'pad': 4, 'test_fraction': 0.25,
-                                          'contrast': None})
-  c.models = ml_collections.ConfigDict({'cnn': _CNN, 'lenet': _LENET})
-  c.seed = 0
-  c.bounds = (0.0, 1.0)
-  c.batch_size = 64
-  c.num_epochs = 30
-  c.learning_rate = 1e-3
-  c.attack_batch = 100
-  c.jsma_examples = 100
-  c.jsma_gamma = 0.145
-  # (name, theta, jacobian); the softmax-Jacobian ablation runs in 'sharp' and 'fmnist'.
-  c.jsma_variants = (('increase', 1.0, 'logits'), ('decrease', -1.0, 'logits'))
-  with_probs = c.jsma_variants + (('increase_probs', 1.0, 'probs'),)
-  c.rho_examples = 200
-  c.line_search_grid = 60
-  c.line_search_bisect = 12
-  c.deepfool = ml_collections.ConfigDict({'num_classes': 10, 'overshoot': 0.02,
-                                          'max_iter': 50})
-  c.unboxed_margin = 1.0
-  if variant == 'smoke':
-    c.models = ml_collections.ConfigDict({'cnn': {'features': (4, 8), 'dense': 32}})
-    c.num_epochs = 3
-    c.attack_batch = 8
-    c.jsma_examples = 6
-    c.jsma_gamma = 0.05
-    c.jsma_variants = (('increase', 1.0, 'logits'), ('decrease', -1.0, 'logits'))
-    c.rho_examples = 8
-    c.line_search_grid = 10
-    c.line_search_bisect = 4
-    c.deepfool.max_iter = 10
-  elif variant == 'sharp':
-    c.digits28.contrast = (0.80, 0.92)
-    c.models = ml_collections.ConfigDict({'lenet': _LENET})
-    c.jsma_variants = with_probs
-  elif variant == 'fmnist':
-    s = suite.get_config('full')
-    c.dataset = 'fashion_mnist'
-    c.models = ml_collections.ConfigDict({'cnn': s.model_kwargs.to_dict()})
-    c.batch_size = s.batch_size
-    c.num_epochs = s.num_epochs
-    c.learning_rate = s.learning_rate
-    c.jsma_gamma = s.jsma.gamma
-    c.jsma_variants = with_probs
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full', 'smoke', 'sharp' or "
-                     "'fmnist'.")
-  return c
 
 
 # --------------------------------------------------------------------------- data
@@ -273,6 +216,7 @@ def _output_path(cfg, workdir):
 
 def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = None) -> dict:
   """Trains each model of ``cfg.models`` and runs the JSMA and rho stages; writes JSON."""
+  ckpt_dir = exp_common.checkpoint_dir(cfg, ckpt_dir, NAME)  # default: cfg.ckpt_dir
   os.makedirs(workdir, exist_ok=True)
   bounds = tuple(cfg.bounds)
   lo, hi = bounds
@@ -400,26 +344,3 @@ def render_markdown(r: dict) -> str:
           f"{_num(d['fgsm_mean_min_eps'])} | {d['n_both']} |")
   lines.append('')
   return '\n'.join(lines)
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (experiments share flag names)."""
-  flags.DEFINE_string('workdir', 'docs/results', 'Where evasion_proxy[_<variant>].json goes.')
-  flags.DEFINE_string('variant', 'full', "Config variant: 'full', 'smoke', 'sharp' or "
-                      "'fmnist'.")
-  flags.DEFINE_string('ckpt_dir', None, 'Optional training checkpoints (resumed).')
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  results = run(get_config(FLAGS.variant), FLAGS.workdir, FLAGS.ckpt_dir)
-  print(render_markdown(results))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

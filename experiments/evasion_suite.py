@@ -1,7 +1,7 @@
 r"""White-box evasion suite on FMNIST: FGSM, JSMA, DeepFool, C&W against published figures.
 
-    python -m experiments.evasion_suite                       # full (~15 min on 2 CPU cores)
-    python -m experiments.evasion_suite --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/evasion_suite.py --workdir=docs/results  # full (~15 min on 2 CPU cores)
+    python -m experiments.run --config=experiments/configs/evasion_suite.py:smoke --workdir=/tmp/s
 
 Trains the reference CNN (the lead's main-job configuration: 3x3 conv 32 / 64, dense 128)
 with ``jaxsec.train.fit``, then reproduces in shape, on Fashion-MNIST:
@@ -31,19 +31,15 @@ with ``jaxsec.train.fit``, then reproduces in shape, on Fashion-MNIST:
 
 Every attack runs jitted in fixed-size batches (the last one padded). Results go to
 ``<workdir>/evasion_suite.json``; a run that is cut off resumes from the training
-checkpoint and from the stages already finished (``--ckpt_dir``).
+checkpoint and from the stages already finished (``--config.ckpt_dir``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -76,72 +72,6 @@ PUBLISHED = {
     'square': {'claim': 'close to white-box',
                'setting': 'Square vs white-box robust accuracy (Andriushchenko et al. 2020)'},
 }
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.dataset = 'fashion_mnist'
-  c.model = 'cnn'
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.seed = 0
-  c.bounds = (0.0, 1.0)
-  c.batch_size = 128
-  c.num_epochs = 2
-  c.learning_rate = 1e-3
-  c.train_subset = 0             # 0 = the whole training split
-  c.test_subset = 0              # 0 = the whole test split (clean accuracy, image pool)
-  c.attack_batch = 100
-  c.fgsm_eps = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-  c.fgsm_examples = 1000
-  c.rho_examples = 500           # DeepFool vs FGSM line search
-  c.line_search_grid = 60        # geometric eps grid in [1e-3, 1] ...
-  c.line_search_bisect = 12      # ... then bisection
-  c.fgsm_fool_rate = 0.9         # the single-eps FGSM protocol (see fgsm_single_eps)
-  c.deepfool = ml_collections.ConfigDict({'num_classes': 10, 'overshoot': 0.02,
-                                          'max_iter': 50})
-  c.jsma_examples = 100
-  c.jsma = ml_collections.ConfigDict({'theta': 1.0, 'gamma': 0.145})
-  c.cw_examples = 100
-  # The budget of Carlini & Wagner's reference code as CleverHans / Foolbox default it
-  # (9 binary-search steps x 1000 Adam steps, lr 0.01, c0 = 1e-3): ~10 min on 2 CPU cores.
-  c.cw = ml_collections.ConfigDict({'num_binary_steps': 9, 'num_steps': 1000,
-                                    'initial_const': 1e-3, 'learning_rate': 0.01,
-                                    'confidence': 0.0})
-  c.square = ml_collections.ConfigDict({'examples': 200, 'eps': 0.1, 'num_queries': 5000,
-                                        'p_init': 0.8, 'apgd_steps': 100, 'batch': 200})
-  if variant == 'smoke':
-    c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
-    c.num_epochs = 1
-    c.train_subset = 2048
-    c.test_subset = 500
-    c.attack_batch = 8
-    c.fgsm_eps = (0.0, 0.1, 0.3)
-    c.fgsm_examples = 16
-    c.rho_examples = 16
-    c.line_search_grid = 10
-    c.line_search_bisect = 4
-    c.deepfool.max_iter = 10
-    c.jsma_examples = 4
-    c.jsma.gamma = 0.05
-    c.cw_examples = 8
-    c.cw.num_binary_steps = 2
-    c.cw.num_steps = 10
-    c.square.update({'examples': 8, 'num_queries': 100, 'apgd_steps': 10, 'batch': 8})
-  elif variant == 'mnist':
-    c.dataset = 'mnist'
-  elif variant == 'cifar10':
-    c.dataset = 'cifar10'
-    c.model = 'resnet'
-    c.model_kwargs = ml_collections.ConfigDict({'widths': (16, 32, 64),
-                                                'blocks_per_stage': 2})
-    c.num_epochs = 30
-    c.fgsm_eps = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
-    c.attack_batch = 50
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full', 'smoke', 'mnist' or "
-                     "'cifar10'.")
-  return c
 
 
 # --------------------------------------------------------------------------- helpers
@@ -312,6 +242,7 @@ class _Stages:
 
 def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = None) -> dict:
   """Runs the suite; writes and returns the results dict."""
+  ckpt_dir = exp_common.checkpoint_dir(cfg, ckpt_dir, NAME)  # default: cfg.ckpt_dir
   os.makedirs(workdir, exist_ok=True)
   bounds = tuple(cfg.bounds)
   stages = _Stages(ckpt_dir, cfg)
@@ -584,28 +515,3 @@ def headline(r: dict) -> list:
                f"(MNIST LeNet published: 97% / 4.02%)",
                f"{_pct(j['success_rate'])} / {_num(j['features_changed_pct_successful'], 2)}%"))
   return rows
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (experiments share flag names)."""
-  flags.DEFINE_string('workdir', 'docs/results', 'Where evasion_suite.json goes.')
-  flags.DEFINE_string('variant', 'full', "Config variant: 'full', 'smoke', 'mnist', 'cifar10'.")
-  flags.DEFINE_string('ckpt_dir', None, 'Checkpoints and finished stages (default: a folder '
-                      'under the system temp dir, per variant).')
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  ckpt = FLAGS.ckpt_dir or os.path.join(tempfile.gettempdir(), 'jaxsec_evasion_suite',
-                                        FLAGS.variant)
-  results = run(get_config(FLAGS.variant), FLAGS.workdir, ckpt)
-  print(render_markdown(results))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

@@ -1,7 +1,7 @@
 r"""Byzantine-robust federated learning on Fashion-MNIST (survey §2.3 and §3.1/3.4).
 
-    python -m experiments.federated --workdir=docs/results        # full (minutes)
-    python -m experiments.federated --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/federated.py --workdir=docs/results  # full (minutes)
+    python -m experiments.run --config=experiments/configs/federated.py:smoke --workdir=/tmp/s
 
 FedAvg (``jaxsec.federated.fedavg``) with ``num_clients`` clients, a fraction of them
 Byzantine, every client taking part in every round. The grid is {aggregators} x
@@ -24,8 +24,6 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -47,49 +45,6 @@ AGGREGATORS = ('mean', 'coordinate_median', 'trimmed_mean', 'krum', 'bulyan',
                'geometric_median')
 ATTACKS = ('none', 'sign_flip', 'gaussian', 'alie', 'ipm', 'label_flip')
 PARTITIONS = ('iid', 'dirichlet')
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
-  c.dataset = 'fashion_mnist'
-  c.model = 'mlp'
-  c.model_kwargs = ml_collections.ConfigDict({'hidden': (10,)})
-  c.train_subset = 0           # 0 = the whole training split, shared by the clients
-  c.test_subset = 0            # 0 = the whole test split
-  c.num_clients = 30
-  c.byzantine_fraction = 0.2
-  c.partitions = PARTITIONS
-  c.alpha = 0.5                # Dirichlet concentration of the non-IID partition
-  c.aggregators = AGGREGATORS
-  c.attacks = ('none', 'sign_flip', 'gaussian', 'alie', 'ipm')
-  c.num_rounds = 150
-  c.eval_every = 25
-  c.local_steps = 1            # one local step per round: Baruch et al.'s distributed SGD
-  c.batch_size = 32
-  c.client_lr = 0.15
-  c.server_lr = 1.0
-  c.geometric_median_iters = 10
-  c.sign_flip_scale = 10.0     # -10 x own update: reverses the mean at 20% Byzantine
-  c.gaussian_stddev = 1.0      # per coordinate, >> the honest updates' entries
-  c.alie_statistics = 'byzantine'   # the paper's non-omniscient attacker
-  c.ipm_epsilon = 0.5
-  if variant == 'smoke':
-    c.train_subset = 2200
-    c.test_subset = 500
-    c.num_clients = 11          # Bulyan needs K >= 4f + 3 = 11 for f = 2
-    c.byzantine_fraction = 0.2
-    c.num_rounds = 3
-    c.eval_every = 2
-    c.local_steps = 2
-    c.batch_size = 8
-    c.geometric_median_iters = 5
-    c.aggregators = ('mean', 'coordinate_median', 'krum')
-    c.attacks = ATTACKS
-  elif variant != 'full':
-    raise ValueError(f'variant={variant!r}; expected smoke or full.')
-  return c
 
 
 def _check_config(c):
@@ -305,23 +260,3 @@ def render_markdown(r: dict) -> str:
                 f"{len(beats)} robust rules ({', '.join(_AGG_LABEL[a] for a in yes) or '-'})."]
     lines.append('')
   return '\n'.join(lines)
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  flags.DEFINE_string('variant', 'full', 'smoke or full')
-  flags.DEFINE_string('workdir', 'docs/results', 'where the JSON goes')
-  flags.DEFINE_multi_string('set', [], 'config overrides key=value')
-
-
-def main(argv):
-  del argv
-  cfg = common.apply_overrides(get_config(FLAGS.variant), FLAGS.set)
-  print(render_markdown(run(cfg, FLAGS.workdir)))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

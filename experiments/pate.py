@@ -1,7 +1,7 @@
 r"""PATE on Fashion-MNIST: student accuracy vs epsilon (LNMax, GNMax, Confident-GNMax).
 
-    python -m experiments.pate                        # full run
-    python -m experiments.pate --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/pate.py --workdir=docs/results  # full run
+    python -m experiments.run --config=experiments/configs/pate.py:smoke --workdir=/tmp/s
 
 Private data: the FMNIST training split, cut into ``num_teachers`` disjoint partitions;
 the teachers are trained in one vmapped program (``jaxsec.train.fit_many`` through
@@ -30,8 +30,6 @@ import math
 import os
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -52,57 +50,6 @@ PUBLISHED = [
      'student'},
     {'eps': 2.04, 'accuracy': 0.980, 'setting': 'MNIST, PATE 2017 LNMax, 100 queries'},
 ]
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.dataset = 'fashion_mnist'
-  c.seed = 0
-  c.num_teachers = 250
-  c.teacher_hidden = (128,)
-  c.teacher_epochs = 40
-  c.teacher_batch = 24
-  c.student_hidden = (256,)
-  c.student_epochs = 40
-  c.student_batch = 32
-  c.public_pool = 9000
-  c.delta = 1e-5
-  c.settings = [
-      {'mechanism': 'lnmax', 'gamma': 0.05, 'num_queries': 100},
-      {'mechanism': 'gnmax', 'sigma': 40.0, 'num_queries': 100},
-      {'mechanism': 'gnmax', 'sigma': 40.0, 'num_queries': 300},
-      {'mechanism': 'gnmax', 'sigma': 40.0, 'num_queries': 1000},
-      {'mechanism': 'confident_gnmax', 'sigma1': 150.0, 'sigma': 40.0, 'threshold': 200.0,
-       'num_queries': 1000},
-      {'mechanism': 'confident_gnmax', 'sigma1': 150.0, 'sigma': 40.0, 'threshold': 200.0,
-       'num_queries': 3000},
-      {'mechanism': 'confident_gnmax', 'sigma1': 150.0, 'sigma': 40.0, 'threshold': 200.0,
-       'num_queries': 9000},
-      # PATE 2018 Table 2's MNIST budget (appended: the settings above keep their keys)
-      {'mechanism': 'confident_gnmax', 'sigma1': 150.0, 'sigma': 40.0, 'threshold': 200.0,
-       'num_queries': 640},
-  ]
-  if variant == 'smoke':
-    c.num_teachers = 10
-    c.teacher_hidden = (16,)
-    c.teacher_epochs = 2
-    c.teacher_batch = 16
-    c.student_hidden = (16,)
-    c.student_epochs = 2
-    c.public_pool = 200
-    c.train_subset = 1000
-    c.settings = [
-        {'mechanism': 'gnmax', 'sigma': 2.0, 'num_queries': 50},
-        {'mechanism': 'confident_gnmax', 'sigma1': 3.0, 'sigma': 2.0, 'threshold': 6.0,
-         'num_queries': 100, 'max_answers': 40},
-        {'mechanism': 'lnmax', 'gamma': 0.5, 'num_queries': 20},
-    ]
-  elif variant == 'full':
-    c.train_subset = 0
-  else:
-    raise ValueError(f'variant={variant!r}; expected smoke or full.')
-  return c
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -235,21 +182,3 @@ def render_markdown(r: dict) -> str:
       f"{100 * p['accuracy']:.1f}% at eps={p['eps']:g} ({p['setting']})"
       for p in r['published'])]
   return '\n'.join(lines) + '\n'
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  flags.DEFINE_string('variant', 'full', 'smoke or full')
-  flags.DEFINE_string('workdir', 'docs/results', 'where the JSON goes')
-
-
-def main(argv):
-  del argv
-  print(render_markdown(run(get_config(FLAGS.variant), FLAGS.workdir)))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

@@ -1,8 +1,8 @@
 r"""Adversarial patch (Brown, Mané, Roy, Abadi & Gilmer 2017) on Fashion-MNIST: targeted
 success rate vs patch size, against a random-noise patch of the same size.
 
-    python -m experiments.physical --workdir=docs/results        # full (a few min on CPU)
-    python -m experiments.physical --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/physical.py --workdir=docs/results  # full (a few min on CPU)
+    python -m experiments.run --config=experiments/configs/physical.py:smoke --workdir=/tmp/s
 
 Trains the reference CNN (as in ``experiments/evasion_suite.py``: 5x5 conv 32 / 64, dense
 128, Adam with cosine decay, 2 epochs) with ``jaxsec.train.fit``. For each patch size (a
@@ -27,8 +27,6 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -47,46 +45,6 @@ PUBLISHED = {'brown2017': {
     'area_fraction': 0.10, 'targeted_success': 0.90,
     'setting': 'ImageNet, white-box single model, approximate reading of Fig. 3 '
                '(Brown et al. 2017)'}}
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.dataset = 'fashion_mnist'
-  c.model = 'cnn'
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.seed = 0
-  c.bounds = (0.0, 1.0)
-  c.batch_size = 128
-  c.num_epochs = 2
-  c.learning_rate = 1e-3
-  c.train_subset = 0                 # 0 = the whole training split
-  c.target = 8                       # 'Bag'
-  c.sizes = (0.04, 0.09, 0.16, 0.25)  # fractions of the image area
-  c.patch = ml_collections.ConfigDict({
-      'shape': 'circle', 'num_steps': 250, 'batch_size': 64, 'learning_rate': 0.05,
-      'max_rotation': 22.5, 'scale': (0.9, 1.1), 'brightness': (0.9, 1.1)})
-  c.fit_examples = 10000             # training images the patch is fitted on
-  c.eval_examples = 2000             # held-out test images (label != target)
-  c.eval_draws = 2                   # random placements per test image
-  c.eval_batch = 500
-  c.history_every = 10               # objective trace kept every this many steps
-  if variant == 'smoke':
-    c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
-    c.num_epochs = 1
-    c.train_subset = 2048
-    c.sizes = (0.04, 0.16)
-    c.patch.num_steps = 30
-    c.patch.batch_size = 16
-    c.patch.learning_rate = 0.1
-    c.fit_examples = 512
-    c.eval_examples = 64
-    c.eval_draws = 1
-    c.eval_batch = 64
-    c.history_every = 5
-  elif variant != 'full':
-    raise ValueError(f"variant={variant!r}; expected 'smoke' or 'full'.")
-  return c
 
 
 def _target_rate(eval_fn, x, patch, key, draws, batch):
@@ -203,21 +161,3 @@ def render_markdown(r: dict) -> str:
   lines += ['', f"Published: ~{100 * pub['targeted_success']:.0f}% targeted success at "
             f"~{100 * pub['area_fraction']:.0f}% of the image ({pub['setting']}).", '']
   return '\n'.join(lines)
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  flags.DEFINE_string('variant', 'full', 'smoke or full')
-  flags.DEFINE_string('workdir', 'docs/results', 'where the JSON goes')
-
-
-def main(argv):
-  del argv
-  print(render_markdown(run(get_config(FLAGS.variant), FLAGS.workdir)))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

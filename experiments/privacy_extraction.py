@@ -1,7 +1,7 @@
 r"""Model extraction (Tramer et al. 2016; Papernot et al. 2017; KnockoffNets).
 
-    python -m experiments.privacy_extraction --variant=full
-    python -m experiments.privacy_extraction --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/privacy_extraction.py --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/privacy_extraction.py:smoke --workdir=/tmp/s
 
 1. Equation solving: a softmax regression on ``digits`` (d = 64, 10 classes) and a binary
    logistic regression on ``breast_cancer`` (d = 30), trained with ``train.fit``, recovered
@@ -22,9 +22,6 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -39,53 +36,6 @@ from jaxsec import train
 from jaxsec.attacks import privacy as priv
 
 NAME = 'privacy_extraction'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
-  c.linear_epochs = 100
-  c.random_eval = 5000                  # random inputs for agreement
-  c.mlp_hidden = (32,)
-  c.mlp_epochs = 100
-  c.mlp_budgets = (65, 200, 650, 2000, 6500)
-  c.mlp_sub_steps = 2000
-  c.cnn_dataset = 'fashion_mnist'
-  c.target_model = 'cnn'
-  c.target_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.target_train = 20000
-  c.target_epochs = 3
-  c.sub_model = 'cnn'
-  c.sub_kwargs = ml_collections.ConfigDict({'features': (16, 32), 'dense': 64})
-  c.budgets = (100, 300, 1000, 3000)
-  c.sub_steps = 400
-  c.sub_batch = 64
-  c.jacobian_seed_per_class = 10
-  c.jacobian_rounds = 5
-  c.jacobian_lambda = 0.1
-  c.eval_size = 5000
-  if variant == 'smoke':
-    c.linear_epochs = 5
-    c.random_eval = 200
-    c.mlp_hidden = (8,)
-    c.mlp_epochs = 2
-    c.mlp_budgets = (65,)
-    c.mlp_sub_steps = 10
-    c.target_model = c.sub_model = 'mlp'     # the smoke test stays fast to compile
-    c.target_kwargs = ml_collections.ConfigDict({'hidden': (8,)})
-    c.target_train = 512
-    c.target_epochs = 1
-    c.sub_kwargs = ml_collections.ConfigDict({'hidden': (8,)})
-    c.budgets = (20,)
-    c.sub_steps = 4
-    c.sub_batch = 16
-    c.jacobian_seed_per_class = 1
-    c.jacobian_rounds = 2
-    c.eval_size = 200
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
-  return c
 
 
 def _equation_solving(cfg, name, key):
@@ -309,23 +259,3 @@ def render_markdown(r: dict) -> str:
     lines.append(f'| {name} | {cells} |')
   lines += ['', f'![fidelity vs queries]({NAME}_fidelity.png)', '']
   return '\n'.join(lines)
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (several experiments share names)."""
-  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON and the plot go.')
-  flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  run(get_config(FLAGS.variant), FLAGS.workdir)
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

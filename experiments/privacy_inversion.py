@@ -1,8 +1,8 @@
 r"""Data reconstruction and inference: gradient inversion (DLG / iDLG), model inversion
 (Fredrikson 2015), attribute inference (Fredrikson 2014), property inference (Ateniese 2015).
 
-    python -m experiments.privacy_inversion --variant=full
-    python -m experiments.privacy_inversion --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/privacy_inversion.py --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/privacy_inversion.py:smoke --workdir=/tmp/s
 
 1. DLG on the MLP and a CNN (sigmoid activations, as in the DLG paper; weights at
    initialisation, i.e. the first federated round) with batch sizes 1-8 of Fashion-MNIST
@@ -26,9 +26,6 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -45,54 +42,6 @@ from jaxsec import train
 from jaxsec.attacks import privacy as priv
 
 NAME = 'privacy_inversion'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
-  c.dlg_batch_sizes = (1, 2, 4, 8)
-  c.dlg_trials = 2
-  c.dlg_steps = 300
-  c.dlg_mlp_hidden = (256,)
-  c.dlg_cnn_kwargs = ml_collections.ConfigDict({'features': (12, 12), 'dense': 64})
-  c.inv_train = 20000
-  c.inv_epochs = 5
-  c.inv_mlp_hidden = (256,)
-  c.inv_steps = 500
-  c.inv_step_size = 0.1
-  c.inv_tv = 0.003
-  c.inv_denoise_every = 50
-  c.attr_epochs = 200
-  c.prop_num_models = 128
-  c.prop_test_models = 32
-  c.prop_size = 1000
-  c.prop_with = 0.2
-  c.prop_without = 0.1
-  c.prop_hidden = (32,)
-  c.prop_epochs = 10
-  c.prop_meta_epochs = 300
-  if variant == 'smoke':
-    c.dlg_batch_sizes = (1,)
-    c.dlg_trials = 1
-    c.dlg_steps = 3
-    c.dlg_mlp_hidden = (8,)
-    c.dlg_cnn_kwargs = ml_collections.ConfigDict({'features': (2, 2), 'dense': 8})
-    c.inv_train = 512
-    c.inv_epochs = 1
-    c.inv_mlp_hidden = (8,)
-    c.inv_steps = 3
-    c.inv_denoise_every = 2
-    c.attr_epochs = 2
-    c.prop_num_models = 8
-    c.prop_test_models = 4
-    c.prop_size = 64
-    c.prop_hidden = (4,)
-    c.prop_epochs = 1
-    c.prop_meta_epochs = 2
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
-  return c
 
 
 def _dlg(cfg, key, x_pool, y_pool):
@@ -334,23 +283,3 @@ def render_markdown(r: dict) -> str:
             f"features: accuracy {100 * p['test_accuracy']:.1f}%, AUC {p['test_auc']:.3f} on "
             f"{p['num_test_models']} held-out models.", '']
   return '\n'.join(lines)
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (several experiments share names)."""
-  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON and the figures go.')
-  flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  run(get_config(FLAGS.variant), FLAGS.workdir)
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

@@ -3,8 +3,8 @@ r"""Membership inference on Fashion-MNIST: threshold attacks, Shokri's shadow mo
 against the SAME target, one table and a log-log ROC; plus the overfitting sweep
 (membership advantage vs generalisation gap, Shokri 2017 / Yeom 2018).
 
-    python -m experiments.privacy_membership --variant=full   # ~10-20 min on 2 CPU cores
-    python -m experiments.privacy_membership --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/privacy_membership.py --workdir=docs/results  # ~10-20 min on 2 CPU cores
+    python -m experiments.run --config=experiments/configs/privacy_membership.py:smoke --workdir=/tmp/s
 
 Set-up (as the LiRA demo, scaled to CPU): a pool of ``pool_size`` FMNIST training images;
 the target trains on a random half of it (members; the other half are the non-members);
@@ -13,7 +13,7 @@ pool where every example is IN for exactly half of them (``data.balanced_members
 in ONE ``train.fit_many`` program. Shokri's ``shokri_num_shadow`` shadow models train on
 disjoint partitions of the rest of the training split (each with a disjoint held-out half).
 LiRA here is augmentation-free (one query per example; the models train without
-augmentation). Every stage is cached under ``--cache_dir`` (default ``workdir/cache``, git-
+augmentation). Every stage is cached under ``--config.cache_dir`` (default ``workdir/cache``, git-
 ignored) so a run cut off resumes where it stopped.
 """
 from __future__ import annotations
@@ -23,9 +23,6 @@ import json
 import os
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -41,48 +38,6 @@ from jaxsec import train
 from jaxsec.attacks import privacy as priv
 
 NAME = 'privacy_membership'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.dataset = 'fashion_mnist'
-  c.model = 'mlp'
-  c.model_kwargs = ml_collections.ConfigDict({'hidden': (256,)})
-  c.seed = 0
-  c.pool_size = 10000          # candidate examples; the target trains on half
-  c.num_shadow = 64            # LiRA shadow models (balanced membership over the pool)
-  c.num_epochs = 30
-  c.batch_size = 64
-  c.learning_rate = 1e-3
-  c.shokri_num_shadow = 4      # Shokri shadow models on disjoint partitions
-  c.shokri_attack_epochs = 30
-  c.shokri_hidden = (64,)
-  c.shokri_transform = 'prob'
-  c.shokri_order = 'raw'         # Shokri's prediction vector; 'sorted' is also reported
-  c.label_only_max_shift = 1
-  c.noise_sigma = 0.15
-  c.noise_samples = 16
-  c.sweep_sizes = (250, 500, 1000, 2000, 4000)
-  c.sweep_steps = 2000
-  c.sweep_eval = 2000          # non-members (test images) per sweep model
-  c.fprs = (0.001, 0.01)
-  if variant == 'smoke':
-    c.model_kwargs = ml_collections.ConfigDict({'hidden': (16,)})
-    c.pool_size = 256
-    c.num_shadow = 4
-    c.num_epochs = 2
-    c.batch_size = 32
-    c.shokri_num_shadow = 2
-    c.shokri_attack_epochs = 2
-    c.shokri_hidden = (8,)
-    c.noise_samples = 2
-    c.sweep_sizes = (64, 128)
-    c.sweep_steps = 8
-    c.sweep_eval = 128
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full' or 'smoke'.")
-  return c
 
 
 class _Cache:
@@ -125,6 +80,7 @@ def _roc_points(scores, labels, num=60):
 def run(cfg: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = None) -> dict:
   """Runs every stage (cached under ``cache_dir``, default ``<workdir>/.cache``)."""
   os.makedirs(workdir, exist_ok=True)
+  cache_dir = cache_dir or cfg.get('cache_dir')
   cache = _Cache(cache_dir or os.path.join(workdir, '.cache'), cfg)
   t_start = time.time()
   key = jax.random.key(cfg.seed)
@@ -374,24 +330,3 @@ def headline(r: dict) -> list:
   on, glob = a['LiRA online'], a['LiRA global (one Gaussian pair)']
   return [(f"LiRA online ({r['num_shadow']} shadow models) vs global threshold, TPR at 0.1% FPR",
            f"{100 * on['tpr_at_0.001_fpr']:.2f}% vs {100 * glob['tpr_at_0.001_fpr']:.2f}%")]
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (several experiments share names)."""
-  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON, plot and cache go.')
-  flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
-  flags.DEFINE_string('cache_dir', 'workdir/cache', 'Stage cache (resume after a cut-off).')
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  run(get_config(FLAGS.variant), FLAGS.workdir, FLAGS.cache_dir)
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

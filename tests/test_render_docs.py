@@ -33,7 +33,8 @@ def test_headline_block_replaced_and_missing_block_named(tmp_path):
   jio.write_json_atomic(str(tmp_path / 'results' / 'train_speed.json'), r)
   table = render_docs.headline(str(tmp_path / 'results'))
   assert '2.00x (100 vs 50 img/s)' in table
-  assert '`python -m experiments.benchmarks.train_speed --variant=smoke`' in table
+  assert ('`python -m experiments.run --config=experiments/configs/benchmarks/train_speed.py'
+          ':smoke --workdir=docs/results`') in table
   readme = tmp_path / 'README.md'
   readme.write_text(f'intro\n{render_docs.BEGIN}\nold\n{render_docs.END}\nrest\n')
   assert render_docs.update_readme(str(readme), table)

@@ -20,16 +20,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from experiments import common  # noqa: E402
 from jaxsec import io as jio  # noqa: E402
-
-
-def _forget_flags(module_name: str) -> None:
-  """Experiment apps define the same flag names (--workdir, --variant): unregister a
-  module's flags after importing it so the next experiment module can be imported."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  for f in flags.FLAGS.get_flags_for_module(module_name):
-    if f.name in flags.FLAGS:
-      delattr(flags.FLAGS, f.name)
 
 
 def _module_for(path: str, results: dict):
@@ -47,7 +39,6 @@ def _module_for(path: str, results: dict):
       mod = importlib.import_module(c)
     except ImportError:
       continue
-    _forget_flags(c)
     if hasattr(mod, 'render_markdown'):
       return mod
   return None
@@ -104,8 +95,9 @@ def headline(results_dir: str) -> str:
     mod = _module_for(path, results)
     if mod is None or not hasattr(mod, 'headline'):
       continue
-    variant = results.get('variant', 'full')
-    cmd = f'python -m {mod.__name__}' + ('' if variant == 'full' else f' --variant={variant}')
+    study = mod.__name__[len('experiments.'):]
+    cmd = common.command(study, results.get('variant', 'full'),
+                         'workdir/main' if study == 'main' else 'docs/results')
     try:
       for what, figure in mod.headline(results):
         rows.append(f'| {what} | {figure} | `{cmd}` |')

@@ -1,7 +1,7 @@
 r"""Wall time of one training step (and per FMNIST epoch) of adversarial training vs clean.
 
-    python -m experiments.benchmarks.adv_training_speed --variant=full
-    python -m experiments.benchmarks.adv_training_speed --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/benchmarks/adv_training_speed.py --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/benchmarks/adv_training_speed.py:smoke --workdir=/tmp/s
 
 One jitted ``train.make_step`` per method (reference CNN, batch 128): clean, FGSM-AT
 (alpha = 0.5), fast AT (FGSM-RS), PGD-AT with k steps for several k, TRADES with k steps.
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import time
 
-from absl import app
-from absl import flags
 import jax
 import ml_collections
 import numpy as np
@@ -32,34 +30,10 @@ from jaxsec import models
 from jaxsec import train
 from jaxsec.defenses import adversarial
 
+from experiments import common
 from experiments.benchmarks import machine
 
 NAME = 'adv_training_speed'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.batch_size = 128
-  c.eps = 0.1
-  c.pgd_steps = (3, 7, 10)
-  c.trades_steps = 7
-  c.steps = 4
-  c.repeats = 5
-  c.epoch_examples = 60000
-  c.loop = 'auto'             # 'auto' (host loop on CPU, scan elsewhere), 'scan' or 'host'
-  c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
-  if variant == 'smoke':
-    c.max_load_per_cpu = None
-    c.model_kwargs = ml_collections.ConfigDict({'features': (4,), 'dense': 8})
-    c.batch_size = 16
-    c.pgd_steps = (2,)
-    c.trades_steps = 2
-    c.steps, c.repeats = 2, 1
-  elif variant != 'full':
-    raise ValueError(f"variant={variant!r} is not one of ('smoke', 'full').")
-  return c
 
 
 def objectives(cfg):
@@ -143,7 +117,7 @@ def render_markdown(r: dict) -> str:
   c = r['config']
   lines = [f'### Adversarial training cost per epoch (reference CNN, batch {c["batch_size"]}, '
            f'{c["epoch_examples"]} images / epoch, {r["device"]}, {r.get("loop", "scan")} loop; '
-           f'`python -m experiments.benchmarks.adv_training_speed --variant={r["variant"]}`)'
+           f'`{common.command("benchmarks." + NAME, r["variant"])}`)'
            f'{machine.loaded_note(r.get("machine"))}',
            '',
            '| method | attack steps k | s / step (fastest round) | s / epoch | x clean | expected x clean |',
@@ -158,17 +132,3 @@ def render_markdown(r: dict) -> str:
     if k.startswith('fast_at_relative_to_'):
       lines += ['', f'Fast AT costs {v:.2f} x {k[len("fast_at_relative_to_"):]} per epoch.']
   return '\n'.join(lines) + '\n'
-
-
-def main(argv):
-  del argv
-  flags_ = flags.FLAGS
-  run(get_config(flags_.variant), flags_.workdir)
-
-
-if __name__ == '__main__':
-  # Flags are defined only when run as a program, so that several experiments can be
-  # imported into one process (the test suite).
-  flags.DEFINE_string('variant', 'full', "Config variant: 'smoke' or 'full'.")
-  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
-  app.run(main)

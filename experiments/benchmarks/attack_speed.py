@@ -1,7 +1,7 @@
 r"""Attack speed and strength: jaxsec vs torchattacks (PyTorch CPU) vs Foolbox 3 (JAX).
 
-    python -m experiments.benchmarks.attack_speed                       # full
-    python -m experiments.benchmarks.attack_speed --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/benchmarks/attack_speed.py --workdir=docs/results  # full
+    python -m experiments.run --config=experiments/configs/benchmarks/attack_speed.py:smoke --workdir=/tmp/s
 
 1. Compute limit. For the reference CNN (``models.get('cnn')``) on a batch of images, the
    wall time of jaxsec's PGD-k divided by k x the time of one jitted input-gradient pass
@@ -25,11 +25,8 @@ import os
 import time
 import traceback
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -40,63 +37,10 @@ from jaxsec import models
 from jaxsec import train
 from jaxsec.attacks.evasion import common
 
+from experiments import common as exp_common
 from experiments.benchmarks import machine
 
 NAME = 'attack_speed'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
-  c.dataset = 'fashion_mnist'
-  c.model_kwargs = ml_collections.ConfigDict({})    # the reference CNN (models.CNN defaults)
-  c.train_subset = 10000
-  c.train_epochs = 1
-  c.train_batch = 128
-  c.batch = 256
-  c.eps = 0.1
-  c.pgd_steps = 10
-  c.pgd_rel_step = 2.5
-  c.cw_binary_steps = 3
-  c.cw_steps = 50
-  c.cw_lr = 0.01
-  c.cw_initial_const = 1.0
-  c.deepfool_steps = 50
-  c.overshoot = 0.02
-  c.apgd_steps = 20              # APGD-CE (vs torchattacks.APGD, the official code's port)
-  c.fab_steps = 20               # FAB-T, 9 target classes (vs torchattacks.FAB multi-targeted)
-  c.repeats = 3
-  c.slow_repeats = 1          # for C&W and DeepFool (minutes per call on CPU for the peers)
-  c.peers = ('torchattacks', 'foolbox')
-  c.attacks = ('fgsm', 'pgd', 'cw', 'deepfool', 'apgd', 'fab')
-  c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
-  if variant == 'smoke':
-    c.max_load_per_cpu = None
-    c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
-    c.train_subset = 512
-    c.batch = 8
-    c.pgd_steps = 2
-    c.cw_binary_steps = 1
-    c.cw_steps = 3
-    c.deepfool_steps = 3
-    c.apgd_steps = 2
-    c.fab_steps = 2
-    c.repeats = 1
-    c.slow_repeats = 1
-    c.peers = ()
-  elif variant == 'device':
-    # A lent accelerator without TFDS or the peers installed: the compute-limit ratio and
-    # jaxsec's own timings only. 'synthetic' data (uniform images, random labels) does not
-    # change any timing; the strength numbers of this variant mean nothing.
-    c.dataset = 'synthetic'
-    c.train_subset = 4096
-    c.repeats = 10
-    c.slow_repeats = 3
-    c.peers = ()
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full', 'smoke' or 'device'.")
-  return c
 
 
 def _load(cfg, split):
@@ -445,8 +389,8 @@ def render_markdown(results: dict) -> str:
   cl = results['compute_limit']
   lines = [
       f"### Attack speed ({results['machine']['jax_backend']}, batch {cfg['batch']}, "
-      f"reference CNN, eps={cfg['eps']}; `python -m experiments.benchmarks.attack_speed"
-      + ('' if results['variant'] == 'full' else f" --variant={results['variant']}") + '`)',
+      f"reference CNN, eps={cfg['eps']}; "
+      f"`{exp_common.command('benchmarks.attack_speed', results['variant'])}`)",
       '',
       *([f"Devices: {', '.join(results['machine']['devices'])}. Synthetic data: the "
          'timings hold, the strength columns mean nothing.', '']
@@ -505,23 +449,3 @@ def headline(r: dict) -> list:
   for k, v in sorted(r.get('speedup_vs_peer', {}).items()):
     rows.append((f'{k}: peer time / jaxsec time ({where})', f'{v:.2f}x{note}'))
   return rows
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (experiments share flag names)."""
-  flags.DEFINE_string('variant', 'full', "'full' or 'smoke'.")
-  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
-
-
-def main(argv):
-  del argv
-  res = run(get_config(FLAGS.variant), FLAGS.workdir)
-  print(render_markdown(res))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

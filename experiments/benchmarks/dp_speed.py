@@ -1,7 +1,7 @@
 r"""DP-SGD step time over non-private step time: jaxsec (vmap, ghost) vs Opacus.
 
-    python -m experiments.benchmarks.dp_speed                      # full
-    python -m experiments.benchmarks.dp_speed --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/benchmarks/dp_speed.py --workdir=docs/results  # full
+    python -m experiments.run --config=experiments/configs/benchmarks/dp_speed.py:smoke --workdir=/tmp/s
 
 The reference CNN (``jaxsec.models.CNN`` defaults: 5x5 conv 32 / 64, 2x2 max-pool, dense
 1024, 3.3M parameters) on a batch of 28x28x1 inputs, and the same architecture in PyTorch.
@@ -20,8 +20,6 @@ import os
 import time
 import traceback
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,31 +35,6 @@ from jaxsec.privacy import dpsgd
 from experiments.benchmarks import machine
 
 NAME = 'dp_speed'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.features = (32, 64)
-  c.dense = 1024
-  c.batch = 128
-  c.repeats = 5
-  c.noise_multiplier = 1.0
-  c.l2_norm_clip = 1.0
-  c.learning_rate = 0.05
-  c.torch_threads = 0            # 0 = torch default
-  c.opacus_modes = ('hooks', 'ghost')
-  c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
-  if variant == 'smoke':
-    c.max_load_per_cpu = None
-    c.features = (4, 8)
-    c.dense = 16
-    c.batch = 8
-    c.repeats = 1
-    c.opacus_modes = ('ghost',)
-  elif variant != 'full':
-    raise ValueError(f'variant={variant!r}; expected smoke or full.')
-  return c
 
 
 def _best_time(fn, repeats):
@@ -241,21 +214,3 @@ def _faster(ratio) -> str:
   if ratio is None:
     return 'not measured'
   return f'jaxsec {ratio:.2f}x faster' if ratio >= 1 else f'jaxsec {1 / ratio:.2f}x slower'
-
-
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  flags.DEFINE_string('variant', 'full', 'smoke or full')
-  flags.DEFINE_string('workdir', 'docs/results', 'where the JSON goes')
-
-
-def main(argv):
-  del argv
-  print(render_markdown(run(get_config(FLAGS.variant), FLAGS.workdir)))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

@@ -1,7 +1,7 @@
 r"""Benchmark: M shadow models as ONE ``train.fit_many`` program vs one after another.
 
-    python -m experiments.benchmarks.shadow_speed --variant=full   # writes shadow_speed.json
-    python -m experiments.benchmarks.shadow_speed --variant=smoke --workdir=/tmp/s
+    python -m experiments.run --config=experiments/configs/benchmarks/shadow_speed.py --workdir=docs/results  # writes shadow_speed.json
+    python -m experiments.run --config=experiments/configs/benchmarks/shadow_speed.py:smoke --workdir=/tmp/s
 
 The anchors (ART, TF Privacy, Privacy Meter, the LiRA code) train shadow models in a Python
 loop or in separate processes. Here the same ``M`` MLPs (LiRA membership: every example of
@@ -22,41 +22,12 @@ import subprocess
 import sys
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
 import ml_collections
 
+from experiments import common
 from experiments.benchmarks import machine
 
 NAME = 'shadow_speed'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.dataset = 'fashion_mnist'
-  c.hidden = (256,)
-  c.num_models = 64
-  c.pool_size = 5000           # each model trains on half of it
-  c.num_epochs = 2
-  c.batch_size = 64
-  c.seed = 0
-  c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
-  if variant == 'smoke':
-    c.max_load_per_cpu = None
-    c.hidden = (8,)
-    c.num_models = 2
-    c.pool_size = 128
-    c.num_epochs = 1
-    c.batch_size = 32
-  elif variant == 'device':
-    # A lent accelerator without TFDS: synthetic images of FMNIST's shape (timings and
-    # memory do not depend on pixel values; the losses then mean nothing).
-    c.dataset = 'synthetic'
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full', 'smoke' or 'device'.")
-  return c
 
 
 def _maxrss_mib() -> float:
@@ -113,8 +84,8 @@ def child(cfg: ml_collections.ConfigDict, mode: str) -> dict:
 
 
 def _spawn(cfg, mode):
-  cmd = [sys.executable, '-m', 'experiments.benchmarks.shadow_speed', f'--mode={mode}',
-         f'--variant={cfg.variant}']
+  cmd = [sys.executable, '-m', 'experiments.benchmarks.shadow_speed', mode,
+         json.dumps(cfg.to_dict())]
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env = dict(os.environ)
   env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
@@ -156,8 +127,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 def render_markdown(r: dict) -> str:
   c = r['config']
   m, s = r['fit_many'], r['sequential_fit']
-  cmd = 'python -m experiments.benchmarks.shadow_speed' + (
-      '' if r['variant'] == 'full' else f" --variant={r['variant']}")
+  cmd = common.command('benchmarks.shadow_speed', r['variant'])
   lines = [
       f"## Shadow-model training: {r['num_models']} MLPs (hidden {tuple(c['hidden'])}), "
       f"{r['examples_per_model']} examples each, {c['num_epochs']} epochs, "
@@ -186,27 +156,6 @@ def headline(r: dict) -> list:
            f"{r['speedup']:.2f}x{machine.loaded_note(r.get('machine') or {'jax_backend': m['backend']})}")]
 
 
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (several experiments share names)."""
-  flags.DEFINE_string('workdir', 'docs/results', 'Where shadow_speed.json goes.')
-  flags.DEFINE_string('variant', 'full', "Config variant: 'full' or 'smoke'.")
-  flags.DEFINE_string('mode', '', 'Internal: run one mode (many / sequential / baseline) and '
-                      'print its JSON.')
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  cfg = get_config(FLAGS.variant)
-  if FLAGS.mode:
-    print(json.dumps(child(cfg, FLAGS.mode)), flush=True)
-  else:
-    run(cfg, FLAGS.workdir)
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+if __name__ == '__main__':  # internal (see _spawn): one mode in its own process
+  print(json.dumps(child(ml_collections.ConfigDict(json.loads(sys.argv[2])), sys.argv[1])),
+        flush=True)

@@ -1,7 +1,7 @@
 r"""Training-engine benchmark.
 
-    python -m experiments.benchmarks.train_speed                # full
-    python -m experiments.benchmarks.train_speed --variant=smoke
+    python -m experiments.run --config=experiments/configs/benchmarks/train_speed.py --workdir=docs/results  # full
+    python -m experiments.run --config=experiments/configs/benchmarks/train_speed.py:smoke --workdir=docs/results
 
 (i) Training throughput (images/s) of the reference CNN: jaxsec's jitted ``fit`` (one
     ``lax.scan`` per epoch) against a plain PyTorch CPU loop over the same architecture,
@@ -21,8 +21,6 @@ import subprocess
 import sys
 import time
 
-from absl import app
-from absl import flags
 import jax
 import ml_collections
 import numpy as np
@@ -33,39 +31,10 @@ from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
 
+from experiments import common
 from experiments.benchmarks import machine
 
 NAME = 'train_speed'
-
-
-def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.cnn_batch = 128
-  c.cnn_steps = 60
-  c.num_models = 64
-  c.mlp_hidden = (64,)
-  c.mlp_epochs = 10
-  c.mlp_batch = 32
-  c.repeats = 3
-  # 'fashion_mnist' (real data through TFDS) or 'synthetic' (uniform images, random labels:
-  # throughput does not depend on pixel values; used on lent accelerators without TFDS).
-  c.cnn_data = 'fashion_mnist'
-  c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
-  if variant == 'smoke':
-    c.max_load_per_cpu = None
-    c.cnn_steps = 4
-    c.num_models = 4
-    c.mlp_epochs = 1
-    c.repeats = 1
-  elif variant == 'device':
-    # A lent accelerator: longer timed runs (steps are ~100x cheaper), same M and models.
-    c.cnn_steps = 400
-    c.cnn_data = 'synthetic'
-    c.repeats = 5
-  elif variant != 'full':
-    raise ValueError(f"Unknown variant={variant!r}; expected 'full', 'smoke' or 'device'.")
-  return c
 
 
 def _jax_cnn_throughput(cfg, x, y):
@@ -184,8 +153,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   res = {}
   for mode in ('many', 'sequential'):
     out = subprocess.run(
-        [sys.executable, '-m', 'experiments.benchmarks.train_speed', f'--child={mode}',
-         f'--child_cfg={json.dumps(cfg.to_dict())}'],
+        [sys.executable, '-m', 'experiments.benchmarks.train_speed', mode,
+         json.dumps(cfg.to_dict())],
         check=True, capture_output=True, text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -211,8 +180,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def render_markdown(r: dict) -> str:
   variant = r.get('variant', 'full')
-  cmd = 'python -m experiments.benchmarks.train_speed' + (
-      '' if variant == 'full' else f' --variant={variant}')
+  cmd = common.command('benchmarks.train_speed', variant)
   lines = [f'## Training engine speed, {r.get("device", r["backend"])} (`{cmd}`)', '',
            f"Backend {r['backend']} ({r.get('device', 'n/a')}), {r['cpu_count']} CPU cores; "
            f"CNN data: {r['config'].get('cnn_data', 'fashion_mnist')}.", '',
@@ -249,25 +217,5 @@ def headline(r: dict) -> list:
   return rows
 
 
-FLAGS = flags.FLAGS
-
-
-def _define_flags():
-  """Flags are defined only when run as a program (experiments share flag names)."""
-  flags.DEFINE_string('variant', 'full', "'full' or 'smoke'.")
-  flags.DEFINE_string('workdir', 'docs/results', 'Where the JSON goes.')
-  flags.DEFINE_string('child', '', 'internal: run one fit_many/sequential measurement.')
-  flags.DEFINE_string('child_cfg', '', 'internal: JSON config for --child.')
-
-
-def main(argv):
-  del argv
-  if FLAGS.child:
-    print(json.dumps(_many_child(FLAGS.child, FLAGS.child_cfg)))
-    return
-  run(get_config(FLAGS.variant), FLAGS.workdir)
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+if __name__ == '__main__':  # internal (see run): one measurement in its own process
+  print(json.dumps(_many_child(sys.argv[1], sys.argv[2])), flush=True)

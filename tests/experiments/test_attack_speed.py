@@ -3,19 +3,20 @@ import json
 import os
 
 from experiments.benchmarks import attack_speed
+from experiments.configs.benchmarks import attack_speed as attack_speed_config
 from tests.conftest import requires_fashion_mnist
 
 
 def test_config_variants():
-  assert attack_speed.get_config('full').batch == 256
+  assert attack_speed_config.get_config('full').batch == 256
   import pytest
   with pytest.raises(ValueError, match='variant'):
-    attack_speed.get_config('huge')
+    attack_speed_config.get_config('huge')
 
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json(tmp_path):
-  cfg = attack_speed.get_config('smoke')
+  cfg = attack_speed_config.get_config('smoke')
   cfg.train_subset = 256
   res = attack_speed.run(cfg, str(tmp_path))
   with open(os.path.join(tmp_path, 'attack_speed.json')) as fh:

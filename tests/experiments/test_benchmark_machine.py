@@ -2,6 +2,7 @@
 import pytest
 
 from experiments.benchmarks import dp_speed
+from experiments.configs.benchmarks import dp_speed as dp_speed_config
 from experiments.benchmarks import machine
 
 
@@ -49,5 +50,5 @@ def test_the_committed_loaded_dp_speed_figure_is_flagged_in_its_headline():
   rows = dp_speed.headline(r)
   assert 'not a valid figure' in rows[0][1]
   assert rows[1][1].startswith('jaxsec 1.59x slower')
-  assert dp_speed.get_config('full').max_load_per_cpu == machine.DEFAULT_MAX_LOAD_PER_CPU
-  assert dp_speed.get_config('smoke').max_load_per_cpu is None
+  assert dp_speed_config.get_config('full').max_load_per_cpu == machine.DEFAULT_MAX_LOAD_PER_CPU
+  assert dp_speed_config.get_config('smoke').max_load_per_cpu is None

@@ -5,12 +5,13 @@ import os
 import numpy as np
 
 from experiments import blackbox
+from experiments.configs import blackbox as blackbox_config
 from tests.conftest import requires_fashion_mnist
 
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json(tmp_path):
-  cfg = blackbox.get_config('smoke')
+  cfg = blackbox_config.get_config('smoke')
   res = blackbox.run(cfg, str(tmp_path))
   with open(os.path.join(tmp_path, 'blackbox.json')) as fh:
     saved = json.load(fh)
@@ -36,4 +37,4 @@ def test_smoke_run_writes_json(tmp_path):
   md = blackbox.render_markdown(saved)
   assert 'HSJA L2' in md and 'transfer FGSM' in md and 'DeepFool' in md
   assert res['oracle']['clean_accuracy'] == saved['oracle']['clean_accuracy']
-  assert blackbox.get_config('full').variant == 'full'
+  assert blackbox_config.get_config('full').variant == 'full'

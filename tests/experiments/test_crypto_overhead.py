@@ -3,10 +3,11 @@ import json
 import os
 
 from experiments import crypto_overhead
+from experiments.configs import crypto_overhead as crypto_overhead_config
 
 
 def test_smoke_run_writes_json(tmp_path):
-  cfg = crypto_overhead.get_config('smoke')
+  cfg = crypto_overhead_config.get_config('smoke')
   res = crypto_overhead.run(cfg, str(tmp_path))
   with open(os.path.join(tmp_path, 'crypto_overhead.json')) as fh:
     saved = json.load(fh)

@@ -7,7 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import defense_adv_training, defense_distillation, defense_regularizers
+from experiments.configs import defense_regularizers as defense_regularizers_config
+from experiments.configs import defense_distillation as defense_distillation_config
+from experiments.configs import defense_adv_training as defense_adv_training_config
 from experiments.benchmarks import adv_training_speed
+from experiments.configs.benchmarks import adv_training_speed as adv_training_speed_config
 from jaxsec import models
 from tests.conftest import requires_fashion_mnist
 
@@ -30,7 +34,7 @@ def test_cnn_layers_compose_to_the_model():
 
 @requires_fashion_mnist
 def test_adv_training_smoke(tmp_path):
-  cfg = defense_adv_training.get_config('smoke')
+  cfg = defense_adv_training_config.get_config('smoke')
   defense_adv_training.run(cfg, str(tmp_path))
   r = _load(tmp_path, 'defense_adv_training')
   assert r['variant'] == 'smoke' and set(r['methods']) == set(cfg.methods)
@@ -47,7 +51,7 @@ def test_adv_training_smoke(tmp_path):
 
 @requires_fashion_mnist
 def test_distillation_smoke(tmp_path):
-  cfg = defense_distillation.get_config('smoke')
+  cfg = defense_distillation_config.get_config('smoke')
   defense_distillation.run(cfg, str(tmp_path))
   r = _load(tmp_path, 'defense_distillation')
   for name in ('undistilled', 'distilled'):
@@ -65,7 +69,7 @@ def test_distillation_smoke(tmp_path):
 
 @requires_fashion_mnist
 def test_regularizers_smoke(tmp_path):
-  cfg = defense_regularizers.get_config('smoke')
+  cfg = defense_regularizers_config.get_config('smoke')
   defense_regularizers.run(cfg, str(tmp_path))
   r = _load(tmp_path, 'defense_regularizers')
   assert set(r['trained']) == set(cfg.trained)
@@ -81,7 +85,7 @@ def test_regularizers_smoke(tmp_path):
 
 
 def test_speed_benchmark_smoke(tmp_path):
-  cfg = adv_training_speed.get_config('smoke')
+  cfg = adv_training_speed_config.get_config('smoke')
   adv_training_speed.run(cfg, str(tmp_path))
   r = _load(tmp_path, 'adv_training_speed')
   assert r['methods']['clean']['relative_to_clean'] == 1.0

@@ -3,10 +3,11 @@ import json
 import os
 
 from experiments import dp_audit
+from experiments.configs import dp_audit as dp_audit_config
 
 
 def test_smoke_run_writes_json_and_catches_missing_clipping(tmp_path):
-  cfg = dp_audit.get_config('smoke')
+  cfg = dp_audit_config.get_config('smoke')
   res = dp_audit.run(cfg, str(tmp_path))
   with open(os.path.join(tmp_path, 'dp_audit.json')) as fh:
     saved = json.load(fh)

@@ -3,10 +3,11 @@ import json
 import os
 
 from experiments import dp_erm
+from experiments.configs import dp_erm as dp_erm_config
 
 
 def test_smoke_run_writes_json(tmp_path):
-  cfg = dp_erm.get_config('smoke')
+  cfg = dp_erm_config.get_config('smoke')
   res = dp_erm.run(cfg, str(tmp_path))
   with open(os.path.join(tmp_path, 'dp_erm.json')) as fh:
     saved = json.load(fh)

@@ -1,12 +1,13 @@
 import json
 
 from experiments import dp_membership
+from experiments.configs import dp_membership as dp_membership_config
 from tests.conftest import requires_fashion_mnist
 
 
 @requires_fashion_mnist
 def test_smoke_writes_rows_and_resumes(tmp_path):
-  c = dp_membership.get_config('smoke')
+  c = dp_membership_config.get_config('smoke')
   r = dp_membership.run(c, str(tmp_path))
   assert [x['target_epsilon'] for x in r['runs']] == list(c.epsilons)
   nonpriv, dp = r['runs']

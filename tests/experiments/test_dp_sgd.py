@@ -3,12 +3,13 @@ import json
 import os
 
 from experiments import dp_sgd
+from experiments.configs import dp_sgd as dp_sgd_config
 from tests.conftest import requires_fashion_mnist
 
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json(tmp_path):
-  cfg = dp_sgd.get_config('smoke')
+  cfg = dp_sgd_config.get_config('smoke')
   res = dp_sgd.run(cfg, str(tmp_path), str(tmp_path / 'ckpt'))
   with open(os.path.join(tmp_path, 'dp_sgd.json')) as fh:
     saved = json.load(fh)
@@ -23,12 +24,12 @@ def test_smoke_run_writes_json(tmp_path):
   again = dp_sgd.run(cfg, str(tmp_path), str(tmp_path / 'ckpt'))
   assert again['runs'][0]['train_seconds'] == r['train_seconds']
   # Changing only the non-private reference keeps the DP run; changing the clip redoes it.
-  cfg2 = dp_sgd.get_config('smoke')
+  cfg2 = dp_sgd_config.get_config('smoke')
   cfg2.nonprivate_epochs = 2
   third = dp_sgd.run(cfg2, str(tmp_path), str(tmp_path / 'ckpt'))
   assert third['runs'][0]['train_seconds'] == r['train_seconds']
   assert third['nonprivate']['epochs'] == 2
-  cfg3 = dp_sgd.get_config('smoke')
+  cfg3 = dp_sgd_config.get_config('smoke')
   cfg3.l2_norm_clip = 0.5
   fourth = dp_sgd.run(cfg3, str(tmp_path), str(tmp_path / 'ckpt'))
   assert fourth['runs'][0]['train_seconds'] != r['train_seconds']

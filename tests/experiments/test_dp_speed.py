@@ -3,10 +3,11 @@ import json
 import os
 
 from experiments.benchmarks import dp_speed
+from experiments.configs.benchmarks import dp_speed as dp_speed_config
 
 
 def test_smoke_run_writes_json(tmp_path):
-  res = dp_speed.run(dp_speed.get_config('smoke'), str(tmp_path))
+  res = dp_speed.run(dp_speed_config.get_config('smoke'), str(tmp_path))
   assert res['variant'] == 'smoke'
   with open(os.path.join(tmp_path, 'dp_speed.json')) as fh:
     saved = json.load(fh)
@@ -16,7 +17,7 @@ def test_smoke_run_writes_json(tmp_path):
   assert j['ghost_ratio'] == j['ghost_s'] / j['nonprivate_s']
   t = saved['torch']
   # Opacus either ran (time recorded) or its failure was recorded, never silently skipped
-  for mode in dp_speed.get_config('smoke').opacus_modes:
+  for mode in dp_speed_config.get_config('smoke').opacus_modes:
     assert f'opacus_{mode}_s' in t or f'opacus_{mode}_error' in t or 'opacus_error' in t \
         or 'error' in t
   assert 'jaxsec' in dp_speed.render_markdown(res)

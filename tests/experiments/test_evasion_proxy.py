@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import evasion_proxy
+from experiments.configs import evasion_proxy as evasion_proxy_config
 from jaxsec.attacks.evasion.jsma import jsma
 
 
@@ -74,7 +75,7 @@ def test_stop_reasons_budget_and_empty_map():
 
 
 def test_smoke_run_writes_json(tmp_path):
-  cfg = evasion_proxy.get_config('smoke')
+  cfg = evasion_proxy_config.get_config('smoke')
   res = evasion_proxy.run(cfg, str(tmp_path))
   with open(os.path.join(tmp_path, 'evasion_proxy.json')) as fh:
     saved = json.load(fh)
@@ -99,4 +100,4 @@ def test_smoke_run_writes_json(tmp_path):
   assert 'JSMA variant' in md and 'rho DeepFool' in md
   assert res['runs']['cnn']['clean_accuracy'] == run['clean_accuracy']
   for v in ('full', 'sharp', 'fmnist'):
-    assert evasion_proxy.get_config(v).variant == v
+    assert evasion_proxy_config.get_config(v).variant == v

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from experiments import evasion_suite
+from experiments.configs import evasion_suite as evasion_suite_config
 from tests.conftest import requires_fashion_mnist
 
 
@@ -25,7 +26,7 @@ def test_fgsm_line_search_finds_minimal_eps_on_linear():
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json(tmp_path):
-  cfg = evasion_suite.get_config('smoke')
+  cfg = evasion_suite_config.get_config('smoke')
   res = evasion_suite.run(cfg, str(tmp_path))
   path = os.path.join(tmp_path, 'evasion_suite.json')
   with open(path) as fh:
@@ -50,7 +51,7 @@ def test_smoke_run_writes_json(tmp_path):
   assert 'DeepFool rho_adv' in md and 'JSMA' in md and 'C&W' in md and 'Square' in md
   assert res['clean_accuracy'] == saved['clean_accuracy']
   for v in ('full', 'mnist', 'cifar10'):
-    assert evasion_suite.get_config(v).variant == v
+    assert evasion_suite_config.get_config(v).variant == v
 
 
 def test_fgsm_single_eps_is_the_quantile_of_per_example_flips_on_a_linear_model():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from experiments import federated
+from experiments.configs import federated as federated_config
 from jaxsec import io as jio
 
 
@@ -25,7 +26,7 @@ def _fake_fashion_mnist(real_load):
 
 def test_federated_smoke(tmp_path, monkeypatch):
   monkeypatch.setattr(federated.data, 'load', _fake_fashion_mnist(federated.data.load))
-  cfg = federated.get_config('smoke')
+  cfg = federated_config.get_config('smoke')
   res = federated.run(cfg, str(tmp_path))
   saved = jio.read_json(os.path.join(tmp_path, 'federated.json'))
   assert saved['variant'] == 'smoke'
@@ -53,9 +54,9 @@ def test_federated_smoke(tmp_path, monkeypatch):
 
 
 def test_bad_config_values_raise():
-  cfg = federated.get_config('smoke')
+  cfg = federated_config.get_config('smoke')
   cfg.aggregators = ('mean', 'fltrust')
   with pytest.raises(ValueError, match='fltrust'):
     federated.run(cfg, '/nonexistent')
-  with pytest.raises(ValueError, match="variant='large'"):
-    federated.get_config('large')
+  with pytest.raises(ValueError, match="Unknown variant 'large'"):
+    federated_config.get_config('large')

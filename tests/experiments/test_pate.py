@@ -3,12 +3,13 @@ import json
 import os
 
 from experiments import pate
+from experiments.configs import pate as pate_config
 from tests.conftest import requires_fashion_mnist
 
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json(tmp_path):
-  cfg = pate.get_config('smoke')
+  cfg = pate_config.get_config('smoke')
   res = pate.run(cfg, str(tmp_path))
   with open(os.path.join(tmp_path, 'pate.json')) as fh:
     saved = json.load(fh)

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from experiments import physical
+from experiments.configs import physical as physical_config
 from tests.conftest import requires_fashion_mnist
 
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json(tmp_path):
-  cfg = physical.get_config('smoke')
+  cfg = physical_config.get_config('smoke')
   res = physical.run(cfg, str(tmp_path))
   with open(os.path.join(tmp_path, 'physical.json')) as fh:
     saved = json.load(fh)
@@ -33,6 +34,6 @@ def test_smoke_run_writes_json(tmp_path):
 
 
 def test_configs():
-  assert physical.get_config('full').variant == 'full'
+  assert physical_config.get_config('full').variant == 'full'
   with pytest.raises(ValueError, match='medium'):
-    physical.get_config('medium')
+    physical_config.get_config('medium')

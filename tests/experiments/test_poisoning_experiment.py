@@ -4,6 +4,7 @@ import os
 import numpy as np
 
 from experiments import poisoning
+from experiments.configs import poisoning as poisoning_config
 from jaxsec import io as jio
 
 
@@ -32,7 +33,7 @@ def test_pool_is_a_block_mean():
 
 def test_poisoning_smoke(tmp_path, monkeypatch):
   monkeypatch.setattr(poisoning.data, 'load', _fake_fashion_mnist(poisoning.data.load))
-  cfg = poisoning.get_config('smoke')
+  cfg = poisoning_config.get_config('smoke')
   res = poisoning.run(cfg, str(tmp_path))
   saved = jio.read_json(os.path.join(tmp_path, 'poisoning.json'))
   assert saved['variant'] == 'smoke'

@@ -8,7 +8,8 @@ from tests.conftest import requires_fashion_mnist
 @requires_fashion_mnist
 def test_smoke(tmp_path):
   from experiments import privacy_membership as exp
-  r = exp.run(exp.get_config('smoke'), str(tmp_path))
+  from experiments.configs import privacy_membership as exp_config
+  r = exp.run(exp_config.get_config('smoke'), str(tmp_path))
   with open(os.path.join(tmp_path, 'privacy_membership.json')) as f:
     saved = json.load(f)
   assert saved['num_shadow'] == 4 and saved['pool_size'] == 256

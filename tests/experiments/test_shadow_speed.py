@@ -13,8 +13,9 @@ from tests.conftest import requires_fashion_mnist
 @requires_fashion_mnist
 def test_smoke(tmp_path, monkeypatch):
   from experiments.benchmarks import shadow_speed as bench
+  from experiments.configs.benchmarks import shadow_speed as bench_config
   monkeypatch.setattr(bench, '_spawn', bench.child)
-  r = bench.run(bench.get_config('smoke'), str(tmp_path))
+  r = bench.run(bench_config.get_config('smoke'), str(tmp_path))
   with open(os.path.join(tmp_path, 'shadow_speed.json')) as f:
     saved = json.load(f)
   assert saved['num_models'] == 2 and saved['speedup'] > 0

@@ -1,0 +1,1 @@
+"""Benchmark configs: ``experiments/configs/benchmarks/<name>.py``."""

@@ -1,0 +1,41 @@
+"""Config of experiments/benchmarks/dp_speed.py (``run(config, workdir)``).
+
+    python -m experiments.run --config=experiments/configs/benchmarks/dp_speed.py \
+        --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/benchmarks/dp_speed.py:smoke \
+        --workdir=/tmp/s
+
+Variants: ``full`` (the default), ``smoke``; each edits the
+full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
+"""
+import ml_collections
+
+from experiments.configs import base
+from experiments.benchmarks import machine
+
+
+def _default(c: ml_collections.ConfigDict) -> None:
+  c.features = (32, 64)
+  c.dense = 1024
+  c.batch = 128
+  c.repeats = 5
+  c.noise_multiplier = 1.0
+  c.l2_norm_clip = 1.0
+  c.learning_rate = 0.05
+  c.torch_threads = 0            # 0 = torch default
+  c.opacus_modes = ('hooks', 'ghost')
+  c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
+
+
+def _smoke(c: ml_collections.ConfigDict) -> None:
+  c.max_load_per_cpu = None
+  c.features = (4, 8)
+  c.dense = 16
+  c.batch = 8
+  c.repeats = 1
+  c.opacus_modes = ('ghost',)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return base.build(arg, study='benchmarks.dp_speed', default=_default,
+                    variants={'smoke': _smoke})
