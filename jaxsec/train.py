@@ -79,12 +79,18 @@ def make_step(apply_fn: ApplyFn, objective: Objective, optimizer: optax.Gradient
   """The pure training step ``(params, opt_state, x, y, key) -> (params, opt_state, loss)``.
 
   ``train_apply_fn(params, x, key)`` is the training-mode forward pass (dropout); by
-  default ``apply_fn`` is used and the key goes to the objective only.
+  default ``apply_fn`` is used and the key goes to the objective only. With it, the
+  objective receives the training pass with attribute ``eval_apply_fn = apply_fn``.
   """
   def loss_fn(params, x, y, key):
     k_fwd, k_obj = jax.random.split(key)
-    fwd = apply_fn if train_apply_fn is None else (
-        lambda p, xx: train_apply_fn(p, xx, k_fwd))
+    fwd = apply_fn
+    if train_apply_fn is not None:
+      def fwd(p, xx):
+        return train_apply_fn(p, xx, k_fwd)
+      # The inference-mode pass, for the attacks inside adversarial objectives
+      # (jaxsec.defenses.adversarial runs them in eval mode, as the official codes do).
+      fwd.eval_apply_fn = apply_fn
     return jnp.mean(objective(fwd, params, x, y, k_obj))
 
   def step(params, opt_state, x, y, key):

@@ -23,12 +23,13 @@ Every function here maps a training objective (``jaxsec.train``:
 The attack inside the objective never carries gradient into the parameters: it runs on
 ``stop_gradient(params)`` and its output is wrapped in ``stop_gradient`` (Danskin's
 theorem: the gradient of ``max_delta L(theta, x + delta)`` is the gradient of ``L`` at the
-maximiser, with the maximiser held fixed). The attack uses ``attack_apply_fn`` when given
-(pass the inference-mode ``apply_fn`` of a model with dropout, so that the attack sees the
-deployed model, as in Madry et al.'s and Zhang et al.'s code, which switch to
-``model.eval()`` for the attack); otherwise it uses the forward pass that the training
-step hands to the objective (with ``fit(train_apply_fn=...)`` that is the training-mode
-pass, with one dropout mask held fixed for the whole step).
+maximiser, with the maximiser held fixed). The attack runs in inference mode by default, as in Madry et al.'s
+and Zhang et al.'s code (``model.eval()`` for the attack): under ``fit(train_apply_fn=...)``
+the training step hands the objective the training-mode pass with attribute
+``eval_apply_fn`` (the inference-mode ``apply_fn``), and the attack uses that one. An
+explicit ``attack_apply_fn`` overrides it (pass the training pass there to attack the
+dropout-perturbed model instead); a model without a train / eval distinction uses the one
+pass it has. The loss terms always use the pass the training step hands in.
 """
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ Objective = Callable[[Callable, Any, jax.Array, jax.Array, jax.Array], jax.Array
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _as_objective(objective_or_loss) -> Objective:
-  """Accepts an objective (5 arguments) or a per-example ``loss(logits, y)``."""
+def _resolve(objective_or_loss):
+  """``(objective, loss)``: an objective (5 arguments) gives ``(objective, None)``; a
+  per-example ``loss(logits, y)`` or its name gives ``(loss as objective, loss)``."""
   if objective_or_loss is None:
     objective_or_loss = losses_lib.cross_entropy
   if isinstance(objective_or_loss, str):
@@ -64,8 +66,22 @@ def _as_objective(objective_or_loss) -> Objective:
     n = 5
   if n == 2:
     loss = objective_or_loss
-    return lambda apply_fn, params, x, y, key: loss(apply_fn(params, x), y)
-  return objective_or_loss
+    return (lambda apply_fn, params, x, y, key: loss(apply_fn(params, x), y)), loss
+  return objective_or_loss, None
+
+
+def _as_objective(objective_or_loss) -> Objective:
+  """Accepts an objective (5 arguments) or a per-example ``loss(logits, y)``."""
+  return _resolve(objective_or_loss)[0]
+
+
+def _attack_forward(apply_fn, attack_apply_fn):
+  """The forward pass the inner attack runs on: ``attack_apply_fn`` if given, else the
+  inference-mode pass attached by ``train.make_step`` (``eval_apply_fn``), else
+  ``apply_fn``."""
+  if attack_apply_fn is not None:
+    return attack_apply_fn
+  return getattr(apply_fn, 'eval_apply_fn', apply_fn)
 
 
 def _check_attack(attack):
@@ -101,8 +117,8 @@ def adversarial_training(objective=None, *, attack: Callable, alpha=0.5,
     objective: the objective (or per-example loss, default cross-entropy) to harden.
     attack: any ``attack(logits_fn, x, y, key)`` (untargeted, ``y`` the true labels).
     alpha: weight of the clean term in [0, 1] (may be traced).
-    attack_apply_fn: the forward pass the attack runs on (inference mode), or None for the
-      one the training step passes in.
+    attack_apply_fn: the forward pass the attack runs on, or None for the inference-mode
+      pass (see the module doc).
 
   Returns:
     ``objective(apply_fn, params, x, y, key) -> [B]``.
@@ -113,7 +129,7 @@ def adversarial_training(objective=None, *, attack: Callable, alpha=0.5,
 
   def new(apply_fn, params, x, y, key):
     k_atk, k_clean, k_adv = jax.random.split(key, 3)
-    x_adv = craft(attack, attack_apply_fn or apply_fn, params, x, y, k_atk)
+    x_adv = craft(attack, _attack_forward(apply_fn, attack_apply_fn), params, x, y, k_atk)
     adv = obj(apply_fn, params, x_adv, y, k_adv)
     if not _checks.is_concrete(alpha) or float(alpha) > 0.0:
       return alpha * obj(apply_fn, params, x, y, k_clean) + (1.0 - alpha) * adv
@@ -156,7 +172,7 @@ def fast_adversarial_training(objective=None, *, eps, step_size=None, bounds=(0.
 
 def ensemble_adversarial_training(objective=None, *, attack: Callable,
                                   static_models: Sequence[Callable], alpha=0.5,
-                                  include_current: bool = True,
+                                  include_current: bool = True, labels: str = 'predicted',
                                   attack_apply_fn: Callable | None = None) -> Objective:
   """Ensemble adversarial training (Tramer, Kurakin, Papernot, Goodfellow, Boneh &
   McDaniel, ICLR 2018).
@@ -171,6 +187,10 @@ def ensemble_adversarial_training(objective=None, *, attack: Callable,
   lambda = 0.3, i.e. ``alpha = 1 / 1.3``). Implemented with
   ``lax.switch``, so the whole step stays one jitted program; only the chosen source's
   attack runs.
+
+  ``labels='predicted'`` (default, as in Tramer et al.'s code, which crafts with the
+  source model's own predictions ``argmax f_src(x)`` to avoid label leaking, Kurakin et
+  al. 2017) or ``'true'`` (craft with ``y``). The training loss always uses ``y``.
   """
   obj = _as_objective(objective)
   _check_attack(attack)
@@ -183,15 +203,21 @@ def ensemble_adversarial_training(objective=None, *, attack: Callable,
     raise ValueError('static_models is empty; expected at least one pre-trained model '
                      '(use adversarial_training without static models).')
   common.check_bool(include_current=include_current)
+  _checks.check_choice('labels', labels, ('predicted', 'true'))
+
+  def craft_on(f, xx, yy, kk):
+    if labels == 'predicted':
+      yy = lax.stop_gradient(common.predict(f(xx))).astype(yy.dtype)
+    return _x_adv_of(attack(f, xx, yy, kk))
 
   def new(apply_fn, params, x, y, key):
     k_src, k_atk, k_clean, k_adv = jax.random.split(key, 4)
     frozen = lax.stop_gradient(params)
-    fwd = attack_apply_fn or apply_fn
+    fwd = _attack_forward(apply_fn, attack_apply_fn)
     sources = [lambda z, f=f: f(z) for f in static_models]
     if include_current:
       sources.append(lambda z: fwd(frozen, z))
-    branches = [lambda xx, yy, kk, f=f: _x_adv_of(attack(f, xx, yy, kk)) for f in sources]
+    branches = [lambda xx, yy, kk, f=f: craft_on(f, xx, yy, kk) for f in sources]
     idx = jax.random.randint(k_src, (), 0, len(branches))
     x_adv = lax.stop_gradient(lax.switch(idx, branches, x, y, k_atk))
     adv = obj(apply_fn, params, x_adv, y, k_adv)
@@ -242,13 +268,21 @@ def trades(loss=None, *, beta=6.0, eps=None, num_steps: int = 10, step_size=None
            attack_apply_fn: Callable | None = None) -> Objective:
   """TRADES (Zhang, Yu, Jiao, Xing, El Ghaoui & Jordan, ICML 2019), eq. (5) / code.
 
-  ``L = loss(f(x), y) + beta * KL(softmax f(x) || softmax f(x'))`` per example, with
+  ``L = loss(f(x), y) + beta * KL(softmax f(x) || softmax f(x'))`` per example (the
+  official ``KLDivLoss(log_softmax(f(x')), softmax(f(x)))``, i.e. ``KL(p_clean ||
+  p_adv)``), with
   ``x' = argmax_{x' in B(x, eps)} KL(f(x) || f(x'))`` found by :func:`trades_attack`
   (or by ``attack`` if given, e.g. a CE-PGD: a documented variant, not TRADES' own inner
   problem). ``x'`` is held fixed (stop_gradient); the gradient flows through both
   ``f(x)`` and ``f(x')`` of the KL term, as in the official code. ``beta = 0`` is the
   plain loss. Official settings: MNIST eps 0.3, 40 steps of 0.01, beta 1/lambda = 1 ... 6;
   CIFAR eps 8/255, 10 steps of 2/255, beta 6.
+
+  ``loss`` takes the forms :func:`adversarial_training` takes: a per-example
+  ``loss(logits, y)``, its name (``jaxsec.losses.get``), or an objective ``(apply_fn,
+  params, x, y, key) -> [B]`` (then the natural term is that objective, and the KL term
+  runs its own forward pass). The inner maximisation runs in inference mode by default
+  (``model.eval()`` in the official code; see the module doc and ``attack_apply_fn``).
   """
   if attack is None:
     if eps is None:
@@ -257,15 +291,16 @@ def trades(loss=None, *, beta=6.0, eps=None, num_steps: int = 10, step_size=None
     attack = trades_attack(eps=eps, num_steps=num_steps, step_size=step_size, bounds=bounds)
   _check_attack(attack)
   _checks.check_float('beta', beta, minimum=0.0)
-  if loss is None:
-    loss = losses_lib.cross_entropy
+  obj, loss = _resolve(loss)
 
   def new(apply_fn, params, x, y, key):
-    x_adv = craft(attack, attack_apply_fn or apply_fn, params, x, y, key)
+    k_atk, k_obj = jax.random.split(key)
+    x_adv = craft(attack, _attack_forward(apply_fn, attack_apply_fn), params, x, y, k_atk)
     b = x.shape[0]
     logits = apply_fn(params, jnp.concatenate([x, x_adv], axis=0))
     z_clean, z_adv = logits[:b], logits[b:]
-    return loss(z_clean, y) + beta * _kl(z_clean, z_adv)
+    natural = loss(z_clean, y) if loss is not None else obj(apply_fn, params, x, y, k_obj)
+    return natural + beta * _kl(z_clean, z_adv)
   return new
 
 

@@ -67,8 +67,10 @@ def test_nonzero_strength_differentiable_and_larger_than_clean():
           'pgd': adv.pgd_adversarial_training(eps=0.2, num_steps=5),
           'fast': adv.fast_adversarial_training(eps=0.2),
           'trades': adv.trades(beta=6.0, eps=0.2, num_steps=5),
+          # true labels: with the sources' predictions the step may lower the loss on y
           'ensemble': adv.ensemble_adversarial_training(attack=fgsm(eps=0.2),
-                                                        static_models=[static])}
+                                                        static_models=[static],
+                                                        labels='true')}
   for name, obj in objs.items():
     v, g = jax.jit(jax.value_and_grad(lambda q, o=obj: jnp.mean(o(_mlp_apply, q, x, y,
                                                                    key))))(p)
@@ -187,12 +189,120 @@ def test_ensemble_uses_static_source():
   w = jnp.array([[0.5], [-2.0], [1.0]])
   x = jnp.full((2, 3), 0.5)
   y = jnp.array([1, 0])
-  obj = adv.ensemble_adversarial_training(attack=fgsm(eps=0.1), static_models=[static],
-                                          include_current=False, alpha=0.0)
-  s = 2.0 * y - 1.0
-  x_adv = x - 0.1 * s[:, None] * jnp.sign(w_static[:, 0])[None]   # crafted on the static model
-  want = optax.sigmoid_binary_cross_entropy((x_adv @ w)[:, 0], y.astype(jnp.float32))
-  np.testing.assert_allclose(obj(apply_fn, w, x, y, jax.random.key(0)), want, rtol=1e-6)
+  for labels in ('true', 'predicted'):
+    obj = adv.ensemble_adversarial_training(attack=fgsm(eps=0.1), static_models=[static],
+                                            include_current=False, alpha=0.0,
+                                            labels=labels)
+    # crafted on the static model, with y or with its prediction (1 for both: 0.5 > 0)
+    s = 2.0 * y - 1.0 if labels == 'true' else jnp.ones(2)
+    x_adv = x - 0.1 * s[:, None] * jnp.sign(w_static[:, 0])[None]
+    want = optax.sigmoid_binary_cross_entropy((x_adv @ w)[:, 0], y.astype(jnp.float32))
+    np.testing.assert_allclose(obj(apply_fn, w, x, y, jax.random.key(0)), want, rtol=1e-6,
+                               err_msg=labels)
+
+
+def test_ensemble_default_labels_are_the_source_predictions():
+  # Tramer et al.'s code crafts with argmax f_src(x) (no label leaking); the default must
+  # not use y. Three classes; the static source predicts class 2 everywhere.
+  static = lambda z: jnp.stack([z[:, 0], -z[:, 0], 5.0 + 0.0 * z[:, 0]], axis=1)
+  seen = []
+  def attack(logits_fn, x, y, key):
+    del logits_fn, key
+    jax.debug.callback(lambda v: seen.append(np.asarray(v)), y)
+    return x
+  obj = adv.ensemble_adversarial_training(attack=attack, static_models=[static],
+                                          include_current=False)
+  x = jnp.ones((3, 2))
+  y = jnp.array([0, 1, 0])
+  jax.block_until_ready(obj(lambda p, z: z @ p, jnp.ones((2, 3)), x, y, jax.random.key(0)))
+  np.testing.assert_array_equal(seen[-1], [2, 2, 2])
+  with pytest.raises(ValueError, match="labels='gold'"):
+    adv.ensemble_adversarial_training(attack=fgsm(eps=0.1), static_models=[static],
+                                      labels='gold')
+
+
+def _dropout_model():
+  # A linear model whose training pass zeroes the first half of the features (a fixed
+  # "dropout" mask, so the two passes differ for sure); apply_fn is the inference pass.
+  apply_fn = lambda p, z: z @ p
+  mask = jnp.array([0.0, 0.0, 0.0, 2.0, 2.0, 2.0])
+  train_apply_fn = lambda p, z, key: (z * mask) @ p
+  return apply_fn, train_apply_fn
+
+
+def _spy_attack(seen):
+  def attack(logits_fn, x, y, key):
+    del y, key
+    jax.debug.callback(lambda v: seen.append(np.asarray(v)), logits_fn(x))
+    return x
+  return attack
+
+
+@pytest.mark.parametrize('name', ['adversarial_training', 'trades', 'ensemble'])
+def test_inner_attack_runs_in_eval_mode_under_fit(name):
+  apply_fn, train_apply_fn = _dropout_model()
+  p = jax.random.normal(jax.random.key(0), (6, 3))
+  x, y = _data(jax.random.key(1))
+  seen = []
+  make = {'adversarial_training': lambda a: adv.adversarial_training(attack=a, alpha=0.0),
+          'trades': lambda a: adv.trades(attack=a, beta=1.0),
+          'ensemble': lambda a: adv.ensemble_adversarial_training(
+              attack=a, static_models=[lambda z: z @ p], alpha=0.0, labels='true')}[name]
+  obj = make(_spy_attack(seen))
+  step = train.make_step(apply_fn, obj, optax.sgd(0.0), train_apply_fn=train_apply_fn)
+  opt = optax.sgd(0.0).init(p)
+  for k in range(4):   # the ensemble draws its source per step: the current model in some
+    jax.block_until_ready(jax.jit(step)(p, opt, x, y, jax.random.key(k)))
+  assert seen
+  for z in seen:       # every logits the attack saw are the eval-mode ones
+    np.testing.assert_allclose(z, apply_fn(p, x), rtol=1e-5, atol=1e-6)
+  # an explicit attack_apply_fn overrides: the training pass is seen then
+  seen.clear()
+  obj = adv.adversarial_training(attack=_spy_attack(seen), alpha=0.0,
+                                 attack_apply_fn=lambda q, z: train_apply_fn(q, z, None))
+  step = train.make_step(apply_fn, obj, optax.sgd(0.0), train_apply_fn=train_apply_fn)
+  jax.block_until_ready(jax.jit(step)(p, opt, x, y, jax.random.key(0)))
+  np.testing.assert_allclose(seen[-1], train_apply_fn(p, x, None), rtol=1e-5, atol=1e-6)
+
+
+def test_trades_accepts_string_loss_and_objective():
+  p = _mlp_params(jax.random.key(0))
+  x, y = _data(jax.random.key(1))
+  key = jax.random.key(2)
+  want = adv.trades(beta=2.0, eps=0.1, num_steps=3)(_mlp_apply, p, x, y, key)
+  by_name = adv.trades('cross_entropy', beta=2.0, eps=0.1, num_steps=3)
+  np.testing.assert_allclose(by_name(_mlp_apply, p, x, y, key), want, rtol=1e-6)
+  as_obj = adv.trades(PLAIN, beta=2.0, eps=0.1, num_steps=3)
+  np.testing.assert_allclose(jax.jit(lambda q: as_obj(_mlp_apply, q, x, y, key))(p), want,
+                             rtol=1e-5)
+  # a 5-argument objective that is not a plain loss: its value is the natural term
+  shifted = lambda apply_fn, q, xx, yy, k: PLAIN(apply_fn, q, xx, yy, k) + 1.0
+  got = adv.trades(shifted, beta=2.0, eps=0.1, num_steps=3)(_mlp_apply, p, x, y, key)
+  np.testing.assert_allclose(got, want + 1.0, rtol=1e-5)
+
+
+def test_trades_objective_by_hand_official_kl_direction():
+  # A 3-class linear model and a fixed x' (the attack returns x + delta): the objective
+  # is CE(f(x), y) + beta * KL(p_clean || p_adv), the official
+  # KLDivLoss(log_softmax(f(x')), softmax(f(x))). The reverse KL differs by > 10%.
+  w = np.array([[1.0, -2.0, 0.5], [0.3, 1.5, -1.0]], np.float32)
+  x = np.array([[0.2, 0.9], [1.0, -0.4]], np.float32)
+  y = np.array([1, 0])
+  delta = np.array([[0.5, -0.6], [-0.7, 0.4]], np.float32)
+  beta = 3.0
+  obj = adv.trades(beta=beta, attack=lambda f, xx, yy, k: xx + delta)
+  got = np.asarray(obj(lambda q, z: z @ q, jnp.asarray(w), jnp.asarray(x), jnp.asarray(y),
+                       jax.random.key(0)))
+
+  def softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+  p, q = softmax(x @ w), softmax((x + delta) @ w)
+  ce = -np.log(p[np.arange(2), y])
+  kl_official = np.sum(p * np.log(p / q), axis=1)
+  kl_reverse = np.sum(q * np.log(q / p), axis=1)
+  assert np.all(np.abs(kl_official - kl_reverse) > 0.1 * kl_official)
+  np.testing.assert_allclose(got, ce + beta * kl_official, rtol=1e-5)
 
 
 def test_bad_arguments_raise():
