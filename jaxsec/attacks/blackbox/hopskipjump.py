@@ -180,7 +180,8 @@ def binary_search(phi, x, x_tilde, active, queries, max_queries, *, norm, theta)
   return x_high, queries
 
 
-def estimate_direction(phi, key_of, x_b, n_used, delta, *, norm, bounds, eval_batch):
+def estimate_direction(phi, key_of, x_b, n_used, delta, *, norm, bounds, eval_batch,
+                       draws=None):
   """The Monte-Carlo gradient-direction estimate with baseline subtraction.
 
   Args:
@@ -189,6 +190,10 @@ def estimate_direction(phi, key_of, x_b, n_used, delta, *, norm, bounds, eval_ba
     x_b: boundary points ``[B, ...]``.
     n_used: ``[B]`` number of random vectors per example (0: no estimate, zero vector).
     delta: ``[B]`` probe radius.
+    draws: None, or the raw random vectors ``[B, M, ...]`` (standard normal for L2,
+      uniform in ``[-1, 1]`` for L_inf, before normalisation) to use instead of drawing
+      them from ``key_of``; ``M`` must be a multiple of ``eval_batch`` and ``>= n_used``
+      (for reference replays with fixed randomness).
 
   Returns the unit-L2 direction ``[B, ...]`` (zero where ``n_used = 0``).
   """
@@ -197,15 +202,22 @@ def estimate_direction(phi, key_of, x_b, n_used, delta, *, norm, bounds, eval_ba
   shape = x_b.shape[1:]
   cnt_max = jnp.max(n_used)
 
+  if draws is not None and (draws.shape[1] % eval_batch or draws.shape[0] != b):
+    raise ValueError(f'draws has shape {tuple(draws.shape)}; expected [{b}, M, ...] with M a '
+                     f'multiple of eval_batch={eval_batch}.')
+
   def cond(st):
     return st[0] * eval_batch < cnt_max
 
   def body(st):
     c, s_frv, s_rv, s_f = st
-    keys = key_of(c)
-    if norm == 'l2':
+    if draws is not None:
+      rv = lax.dynamic_slice_in_dim(draws, c * eval_batch, eval_batch, axis=1)
+    elif norm == 'l2':
+      keys = key_of(c)
       rv = jax.vmap(lambda k: jax.random.normal(k, (eval_batch,) + shape, x_b.dtype))(keys)
     else:
+      keys = key_of(c)
       rv = jax.vmap(lambda k: jax.random.uniform(k, (eval_batch,) + shape, x_b.dtype,
                                                  -1.0, 1.0))(keys)
     axes = tuple(range(2, rv.ndim))
@@ -220,7 +232,8 @@ def estimate_direction(phi, key_of, x_b, n_used, delta, *, norm, bounds, eval_ba
     ex = lambda w: w.reshape((b, eval_batch) + (1,) * len(shape))
     s_frv = s_frv + jnp.sum(ex(f) * rv, axis=1)
     s_rv = s_rv + jnp.sum(ex(m) * rv, axis=1)
-    s_f = s_f + jnp.sum(jnp.where(mask & dec, 1, 0) - jnp.where(mask & ~dec, 1, 0), axis=1)
+    s_f = s_f + jnp.sum(jnp.where(mask & dec, 1, 0) - jnp.where(mask & ~dec, 1, 0),
+                        axis=1).astype(s_f.dtype)
     return c + 1, s_frv, s_rv, s_f
 
   zeros = jnp.zeros_like(x_b)
@@ -233,6 +246,38 @@ def estimate_direction(phi, key_of, x_b, n_used, delta, *, norm, bounds, eval_ba
                    s_frv - _bc(fbar, x_b) * s_rv) / _bc(n, x_b)
   grad = jnp.where(_bc(n_used > 0, x_b), grad, 0.0)
   return grad / _bc(common.norm(grad, 'l2') + _TINY, grad)
+
+
+def geometric_step(phi, x_b, update, xi0, run, queries, max_queries, *, bounds):
+  """The geometric step-size search: halve ``xi`` (from ``xi0`` [B]) until
+  ``clip(x_b + xi * update)`` is adversarial, one query per try, for the ``run`` examples,
+  at most ``_MAX_HALVINGS`` halvings and never past ``max_queries``.
+
+  Returns ``(moved [B], x_tilde, queries)``: ``x_tilde`` is that adversarial point where one
+  was found (``moved``), ``x_b`` elsewhere.
+  """
+  lo, hi = bounds
+  b = x_b.shape[0]
+
+  def gs_running(s):
+    _, _, found, _, qq = s
+    return run & ~found & (qq < max_queries)
+
+  def gs_cond(s):
+    return (s[0] < _MAX_HALVINGS) & jnp.any(gs_running(s))
+
+  def gs_body(s):
+    k, xi, found, x_new, qq = s
+    r = gs_running(s)
+    z = jnp.clip(x_b + _bc(xi, x_b) * update, lo, hi)
+    dec = r & phi.one(z)
+    return (k + 1, jnp.where(r & ~dec, 0.5 * xi, xi), found | dec,
+            common.select(dec, z, x_new), qq + r.astype(jnp.int32))
+
+  _, _, moved, x_tilde, queries = lax.while_loop(
+      gs_cond, gs_body, (jnp.asarray(0, jnp.int32), xi0, jnp.zeros((b,), bool), x_b,
+                         queries))
+  return moved, x_tilde, queries
 
 
 # --------------------------------------------------------------------------- engine
@@ -347,25 +392,8 @@ def run_hsja(query_fn, x, y, key, *, norm, targeted, num_iterations, max_queries
     q = q + n_used
     update = grad if norm == 'l2' else jnp.sign(grad)
 
-    # Geometric progression: halve xi until x_b + xi * update is adversarial.
-    def gs_running(s):
-      _, _, found, _, qq = s
-      return run & ~found & (qq < max_q)
-
-    def gs_cond(s):
-      return (s[0] < _MAX_HALVINGS) & jnp.any(gs_running(s))
-
-    def gs_body(s):
-      k, xi, found, x_new, qq = s
-      r = gs_running(s)
-      z = jnp.clip(x_b + _bc(xi, x_b) * update, lo, hi)
-      dec = r & phi.one(z)
-      return (k + 1, jnp.where(r & ~dec, 0.5 * xi, xi), found | dec,
-              common.select(dec, z, x_new), qq + r.astype(jnp.int32))
-
     xi0 = st['dist_b'] / jnp.sqrt(tf)
-    _, _, moved, x_tilde, q = lax.while_loop(
-        gs_cond, gs_body, (jnp.asarray(0, jnp.int32), xi0, jnp.zeros((b,), bool), x_b, q))
+    moved, x_tilde, q = geometric_step(phi, x_b, update, xi0, run, q, max_q, bounds=bounds)
     d_post = dist(x_tilde)
     x_new, q = binary_search(phi, x, x_tilde, moved, q, max_q, norm=norm, theta=theta)
     x_b = common.select(moved, x_new, x_b)

@@ -247,3 +247,130 @@ def test_labels_of_accepts_labels_and_scores():
                                 [1, 0])
   np.testing.assert_array_equal(hsja_lib.labels_of(jnp.array([[-1.0], [3.0]])), [0, 1])
   assert common.predict(jnp.array([[0.5]]))[0] == 1
+
+
+# --------------------------------------------------------------------------- reference replay
+
+
+def _np_net(d=8, c=3, seed=5):
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(d, 12)), rng.normal(size=(12, c))
+
+
+def _official_hsja_iterations(sample, x_tilde, model, draws, n_iter, theta, box):
+  """numpy transcription of hsja.py (L2, untargeted, geometric progression): the initial
+  binary_search_batch, then ``n_iter`` iterations of select_delta / approximate_gradient /
+  geometric_progression_for_stepsize / clip / binary_search_batch, with the random vectors
+  of approximate_gradient given (``draws[j]`` for iteration j + 1). Returns the boundary
+  point after each iteration and the mean decision of each gradient estimate."""
+  clip_min, clip_max = box
+  d = sample.size
+  label0 = np.argmax(model(sample[None]))
+  decision = lambda im: np.argmax(model(np.clip(im, clip_min, clip_max)), axis=1) != label0
+
+  def binary_search_batch(perturbed):
+    dist_post = np.linalg.norm(sample - perturbed)
+    highs, lows = np.ones(1), np.zeros(1)
+    while np.max((highs - lows) / theta) > 1:
+      mids = (highs + lows) / 2.0
+      mid_images = (1 - mids[:, None]) * sample + mids[:, None] * perturbed
+      dec = decision(mid_images)
+      lows = np.where(dec == 0, mids, lows)
+      highs = np.where(dec == 1, mids, highs)
+    return (1 - highs[0]) * sample + highs[0] * perturbed, dist_post
+
+  perturbed, dist_post_update = binary_search_batch(x_tilde)
+  dist = np.linalg.norm(perturbed - sample)
+  out, fmeans = [], []
+  for j in range(n_iter):
+    cur_iter = j + 1
+    delta = (0.1 * (clip_max - clip_min) if cur_iter == 1
+             else np.sqrt(d) * theta * dist_post_update)
+    num_evals = int(min(int(100 * np.sqrt(j + 1)), 1e4))
+    rv = draws[j][:num_evals]
+    rv = rv / np.sqrt(np.sum(rv ** 2, axis=1, keepdims=True))
+    pert = np.clip(perturbed + delta * rv, clip_min, clip_max)
+    rv = (pert - perturbed) / delta
+    fval = 2 * decision(pert).astype(float)[:, None] - 1.0
+    fmeans.append(np.mean(fval))
+    if np.mean(fval) == 1.0:
+      gradf = np.mean(rv, axis=0)
+    elif np.mean(fval) == -1.0:
+      gradf = -np.mean(rv, axis=0)
+    else:
+      fval -= np.mean(fval)
+      gradf = np.mean(fval * rv, axis=0)
+    update = gradf / np.linalg.norm(gradf)
+    epsilon = dist / np.sqrt(cur_iter)
+    while not decision((perturbed + epsilon * update)[None])[0]:
+      epsilon /= 2.0
+    perturbed = np.clip(perturbed + epsilon * update, clip_min, clip_max)
+    perturbed, dist_post_update = binary_search_batch(perturbed)
+    dist = np.linalg.norm(perturbed - sample)
+    out.append(perturbed)
+  return out, fmeans
+
+
+def test_hsja_iterations_replay_the_official_code():
+  # Two HSJA iterations (gradient estimate with baseline subtraction, geometric step-size
+  # search, binary search back to the boundary) from the same boundary point with the same
+  # random vectors give the numpy transcription's points, in float64.
+  w1, w2 = _np_net()
+  model = lambda z: np.tanh(z @ w1) @ w2
+  rng = np.random.default_rng(0)
+  d, n_iter, box = 8, 2, (0.0, 1.0)
+  theta = 1.0 / (np.sqrt(d) * d)
+  sample = rng.uniform(0.3, 0.7, size=d)
+  label0 = np.argmax(model(sample[None]))
+  cand = rng.uniform(0, 1, size=(200, d))
+  x_tilde = cand[np.argmax(np.argmax(model(cand), 1) != label0)]
+  draws = rng.normal(size=(n_iter, 150, d))
+  ref, fmeans = _official_hsja_iterations(sample, x_tilde, model, draws, n_iter, theta, box)
+  # The probes are mixed and unbalanced, so the baseline changes the estimate.
+  assert all(0.05 < abs(m) < 0.95 for m in fmeans), fmeans
+  with jax.enable_x64(True):
+    f = lambda z: jnp.tanh(z @ jnp.asarray(w1)) @ jnp.asarray(w2)
+    x = jnp.asarray(sample)[None]
+    y = jnp.asarray([label0], jnp.int32)
+    phi = hsja_lib._Phi(f, y, False)
+    q = jnp.zeros((1,), jnp.int32)
+    big = jnp.asarray(10 ** 6, jnp.int32)
+    on = jnp.ones((1,), bool)
+    x_b, q = hsja_lib.binary_search(phi, x, jnp.asarray(x_tilde)[None], on, q, big,
+                                    norm='l2', theta=theta)
+    d_prev = float(np.linalg.norm(x_tilde - sample))
+    for j in range(n_iter):
+      t = j + 1
+      delta = 0.1 * (box[1] - box[0]) if t == 1 else np.sqrt(d) * theta * d_prev
+      n_used = jnp.asarray([int(100 * np.sqrt(t))], jnp.int32)
+      grad = hsja_lib.estimate_direction(
+          phi, None, x_b, n_used, jnp.asarray([delta]), norm='l2', bounds=box, eval_batch=50,
+          draws=jnp.asarray(draws[j])[None])
+      xi0 = hsja_lib.distance(x_b, x, 'l2') / np.sqrt(t)
+      moved, x_t, q = hsja_lib.geometric_step(phi, x_b, grad, xi0, on, q, big, bounds=box)
+      assert bool(moved[0])
+      d_prev = float(hsja_lib.distance(x_t, x, 'l2')[0])
+      x_b, q = hsja_lib.binary_search(phi, x, x_t, moved, q, big, norm='l2', theta=theta)
+      np.testing.assert_allclose(np.asarray(x_b[0]), ref[j], atol=1e-10)
+
+
+def test_gradient_estimate_subtracts_the_baseline():
+  # Fixed probes with unbalanced decisions: the estimate is mean_b (phi_b - mean phi) u_b,
+  # not mean_b phi_b u_b (which differs in direction whenever mean phi != 0).
+  rng = np.random.default_rng(3)
+  rv = rng.normal(size=(1, 40, D))
+  x_b = jnp.zeros((1, D))
+  y = jnp.asarray([int(_labels(x_b)[0])])
+  phi = hsja_lib._Phi(_labels, y, False)
+  delta = 0.5
+  g = hsja_lib.estimate_direction(phi, None, x_b, jnp.asarray([40]), jnp.asarray([delta]),
+                                  norm='l2', bounds=BOX, eval_batch=20,
+                                  draws=jnp.asarray(rv, jnp.float32))
+  u = rv[0] / np.linalg.norm(rv[0], axis=1, keepdims=True)
+  fv = np.where(_margin(delta * u) > 0, 1.0, -1.0) * (1 if int(y[0]) == 0 else -1)
+  assert 0.1 < abs(fv.mean()) < 0.9, fv.mean()
+  want = np.mean((fv - fv.mean())[:, None] * u, axis=0)
+  no_baseline = np.mean(fv[:, None] * u, axis=0)
+  want, no_baseline = (v / np.linalg.norm(v) for v in (want, no_baseline))
+  assert np.dot(want, no_baseline) < 0.999
+  np.testing.assert_allclose(np.asarray(g[0]), want, atol=1e-5)
