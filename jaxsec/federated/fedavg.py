@@ -199,6 +199,22 @@ class FedAvg:
   clients_per_round: int | None
   sampling: str
   sampling_rate: float | None
+  dp_clip_norm: float | None = None
+  dp_noise_multiplier: float = 0.0
+
+  def dp_account(self, *, num_clients: int, num_rounds: int, delta: float,
+                 accountant: str | None = None) -> dp_fedavg.DPFedAvgAccount:
+    """User-level ``(epsilon, delta)`` of ``num_rounds`` rounds over ``num_clients``
+    clients, with the accounting event of this configuration's client sampler
+    (:func:`jaxsec.privacy.fedavg.account`). Raises unless DP-FedAvg is on."""
+    if self.dp_clip_norm is None:
+      raise ValueError('dp_account needs DP-FedAvg: build with make_fedavg(dp_clip_norm=..., '
+                       'dp_noise_multiplier=...).')
+    return dp_fedavg.account(
+        noise_multiplier=self.dp_noise_multiplier, clip_norm=self.dp_clip_norm,
+        num_rounds=num_rounds, num_clients=num_clients, delta=delta, sampling=self.sampling,
+        clients_per_round=self.clients_per_round, sampling_rate=self.sampling_rate,
+        accountant=accountant)
 
 
 def _check_callable(name, fn):
@@ -277,8 +293,10 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
     dp_clip_norm, dp_noise_multiplier: DP-FedAvg (McMahan et al. 2018): updates clipped
       to ``S``, summed, ``N(0, (z S)^2)`` added, divided by the expected number of
       clients (``clients_per_round`` or ``sampling_rate * N``); needs ``aggregator='mean'``.
-      Account user-level privacy with ``sampling='poisson'`` (see
-      :mod:`jaxsec.privacy.fedavg`).
+      :func:`run` reports the user-level ``(epsilon, delta)`` with the event of the
+      sampler used (:meth:`FedAvg.dp_account`): Poisson sampling under add/remove-one-
+      client, fixed-size uniform sampling under replace-one-client (its epsilon is not
+      comparable to the Poisson one; see :mod:`jaxsec.privacy.fedavg`).
   """
   if not callable(apply_fn):
     raise ValueError(f'apply_fn={apply_fn!r} must be callable.')
@@ -440,7 +458,9 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
 
   return FedAvg(apply_fn=apply_fn, local_update=jax.jit(local_update),
                 round=jax.jit(round_fn), clients_per_round=clients_per_round,
-                sampling=sampling, sampling_rate=sampling_rate)
+                sampling=sampling, sampling_rate=sampling_rate,
+                dp_clip_norm=dp_clip_norm if dp else None,
+                dp_noise_multiplier=dp_noise_multiplier if dp else 0.0)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -449,6 +469,7 @@ class FedAvgResult(NamedTuple):
   params: Any
   history: dict   # per round: 'loss' (mean honest participant loss); 'eval_round' /
                   # 'eval_accuracy' at evaluation rounds; 'seconds'
+  privacy: dp_fedavg.DPFedAvgAccount | None = None   # DP-FedAvg: user-level (eps, delta)
 
 
 def _byzantine_mask(byzantine_clients, num_clients):
@@ -464,7 +485,8 @@ def _byzantine_mask(byzantine_clients, num_clients):
 def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarray],
         num_rounds: int, key: jax.Array, byzantine_clients: Sequence[int] = (),
         eval_data: tuple | None = None, eval_every: int = 1, num_classes: int | None = None,
-        progress: bool = False, label: str = 'fedavg') -> FedAvgResult:
+        progress: bool = False, label: str = 'fedavg', dp_delta: float | None = None,
+        dp_accountant: str | None = None) -> FedAvgResult:
   """Runs ``num_rounds`` FedAvg rounds from ``params``; deterministic for a ``key``.
 
   Args:
@@ -478,6 +500,11 @@ def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarra
     eval_data: optional ``(x_test, y_test)``: global-model accuracy every ``eval_every``
       rounds and after the last one.
     progress: one line per evaluation (or every ``eval_every`` rounds) to stderr.
+    dp_delta: with DP-FedAvg (required there, an error otherwise): the delta of the
+      reported user-level guarantee ``FedAvgResult.privacy``, accounted before training
+      for ``num_rounds`` rounds with the event of the client sampler used.
+    dp_accountant: ``'pld'`` or ``'rdp'``; default PLD for Poisson sampling, RDP (the
+      only one) for fixed-size sampling.
   """
   x = np.asarray(x) if not isinstance(x, jax.Array) else x
   train_lib._check_data(x, y, num_classes)  # pylint: disable=protected-access
@@ -489,6 +516,16 @@ def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarra
     raise ValueError(f'clients_per_round={fed.clients_per_round} exceeds the number of '
                      f'clients {num_clients}.')
   byz = _byzantine_mask(byzantine_clients, num_clients)
+  privacy = None
+  if fed.dp_clip_norm is not None:
+    if dp_delta is None:
+      raise ValueError('DP-FedAvg needs dp_delta for its reported (epsilon, delta); got '
+                       'dp_delta=None.')
+    privacy = fed.dp_account(num_clients=num_clients, num_rounds=num_rounds, delta=dp_delta,
+                             accountant=dp_accountant)
+  elif dp_delta is not None or dp_accountant is not None:
+    raise ValueError(f'dp_delta={dp_delta}, dp_accountant={dp_accountant} are for DP-FedAvg; '
+                     'this FedAvg has no dp_clip_norm.')
   xj, yj = jnp.asarray(x), jnp.asarray(y)
   lists_j, counts_j, byz_j = jnp.asarray(index_lists), jnp.asarray(counts), jnp.asarray(byz)
   params = jax.tree.map(jnp.asarray, params)
@@ -510,5 +547,5 @@ def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarra
       print(f'[{label}] round {r + 1}/{num_rounds} loss {history["loss"][-1]:.4f}{extra} '
             f'({time.time() - t0:.1f}s)', file=sys.stderr, flush=True)
   history['seconds'] = time.time() - t0
-  return FedAvgResult(params, history)
+  return FedAvgResult(params, history, privacy)
 

@@ -3,23 +3,38 @@ averaging, for ``jaxsec.federated`` to use.
 
 Each sampled client's model delta is clipped to l2 norm ``S`` (:func:`clip_update`); the
 server sums the clipped deltas, adds ``N(0, (z S)^2)`` and divides by the *expected*
-number of clients ``q W`` (the fixed-denominator estimator of the paper, whose sensitivity
-is ``S / (q W)``), see :func:`dp_aggregate`. Client sampling is Poisson with rate ``q``:
-account with ``sampling.PoissonSampler(dataset_size=num_clients, sampling_probability=q,
-num_steps=rounds)``, whose ``dp_event(z)`` is then a *user-level* guarantee (adjacency:
-adding or removing one client's whole data). Adaptive clipping of the client norm is
-``dpsgd.AdaptiveClipping`` with the client count in place of the batch count.
+number of clients (the fixed-denominator estimator of the paper), see :func:`dp_aggregate`.
+The guarantee is user-level (neighbouring data sets differ in one client's whole data)
+and is accounted by :func:`account` with the event of the client sampler that ran
+(:func:`dp_event`); the number of clients ``W`` is treated as public, as in the paper:
+
+* Poisson sampling (each client joins a round with probability ``q``):
+  ``PoissonSampledDpEvent(q, GaussianDpEvent(z))`` per round under add/remove-one-client
+  (the clipped sum moves by ``S``); PLD or RDP.
+* Fixed-size uniform sampling of ``m`` of the ``W`` clients without replacement (or all of
+  them): ``SampledWithoutReplacementDpEvent(W, m, GaussianDpEvent(z / 2))`` per round
+  under replace-one-client, the only relation under which a fixed round size is
+  meaningful (Wang, Balle, Kasiviswanathan 2019, Thm. 27); the clipped sum moves by
+  ``2 S``, hence ``z / 2``. RDP only. Replace-one epsilons are not comparable to
+  add/remove ones (replacing is removing then adding).
+
+Adaptive clipping of the client norm is ``dpsgd.AdaptiveClipping`` with the client count in
+place of the batch count.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
+import dp_accounting
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxsec import _checks
-from jaxsec.privacy import clipping, dpsgd
+from jaxsec.privacy import accounting, clipping, dpsgd
+
+NR = dp_accounting.NeighboringRelation
 
 
 def clip_update(update: Any, clip_norm: Any) -> tuple[Any, jax.Array]:
@@ -66,3 +81,88 @@ def server_noise(*, noise_multiplier: float, clip_norm: float, expected_clients:
   for FedAvgM)."""
   return dpsgd.gaussian_privatizer(noise_multiplier=noise_multiplier, l2_norm_clip=clip_norm,
                                    normalizer=expected_clients, key=key)
+
+
+# ------------------------------------------------------------------ accounting
+
+SAMPLING = ('uniform', 'poisson')
+
+
+def dp_event(*, noise_multiplier: float, num_rounds: int, num_clients: int,
+             sampling: str, clients_per_round: int | None = None,
+             sampling_rate: float | None = None) -> tuple[dp_accounting.DpEvent, NR]:
+  """``(event, neighbouring relation)`` of ``num_rounds`` DP-FedAvg rounds (module doc).
+
+  Args:
+    noise_multiplier: z (noise std over the clip norm S).
+    num_rounds: T.
+    num_clients: W, the number of clients sampled from.
+    sampling: ``'poisson'`` (needs ``sampling_rate``) or ``'uniform'`` (fixed size
+      ``clients_per_round`` without replacement; ``None``: all clients every round).
+  """
+  _checks.check_float('noise_multiplier', noise_multiplier, minimum=0.0, allow_traced=False)
+  num_rounds = _checks.check_int('num_rounds', num_rounds, minimum=0)
+  num_clients = _checks.check_int('num_clients', num_clients, minimum=1)
+  _checks.check_choice('sampling', sampling, SAMPLING)
+  if sampling == 'poisson':
+    if sampling_rate is None or clients_per_round is not None:
+      raise ValueError("sampling='poisson' takes sampling_rate (not clients_per_round); got "
+                       f'sampling_rate={sampling_rate}, clients_per_round={clients_per_round}.')
+    _checks.check_float('sampling_rate', sampling_rate, minimum=0.0, maximum=1.0,
+                        strict_min=True, allow_traced=False)
+    step = dp_accounting.PoissonSampledDpEvent(
+        float(sampling_rate), dp_accounting.GaussianDpEvent(float(noise_multiplier)))
+    relation = NR.ADD_OR_REMOVE_ONE
+  else:
+    if sampling_rate is not None:
+      raise ValueError(f"sampling_rate={sampling_rate} is only for sampling='poisson'.")
+    m = num_clients if clients_per_round is None else _checks.check_int(
+        'clients_per_round', clients_per_round, minimum=1, maximum=num_clients)
+    step = dp_accounting.SampledWithoutReplacementDpEvent(
+        num_clients, m, dp_accounting.GaussianDpEvent(float(noise_multiplier) / 2.0))
+    relation = NR.REPLACE_ONE
+  return dp_accounting.SelfComposedDpEvent(step, num_rounds), relation
+
+
+class DPFedAvgAccount(NamedTuple):
+  """User-level ``(epsilon, delta)`` of a DP-FedAvg run under ``neighboring_relation``
+  (one client's whole data added/removed, or replaced), for ``event``."""
+  epsilon: float
+  delta: float
+  noise_multiplier: float
+  clip_norm: float
+  num_rounds: int
+  accountant: str
+  neighboring_relation: NR
+  event: dp_accounting.DpEvent
+
+
+def account(*, noise_multiplier: float, clip_norm: float, num_rounds: int, num_clients: int,
+            delta: float, sampling: str, clients_per_round: int | None = None,
+            sampling_rate: float | None = None, accountant: str | None = None
+            ) -> DPFedAvgAccount:
+  """The user-level guarantee of DP-FedAvg with the sampler that ran (:func:`dp_event`).
+
+  ``accountant``: ``'pld'`` (default for Poisson) or ``'rdp'`` (default, and the only one,
+  for fixed-size sampling). ``noise_multiplier=0`` gives ``epsilon = inf``.
+  """
+  _checks.check_float('clip_norm', clip_norm, minimum=0.0, strict_min=True,
+                      allow_traced=False)
+  event, relation = dp_event(noise_multiplier=noise_multiplier, num_rounds=num_rounds,
+                             num_clients=num_clients, sampling=sampling,
+                             clients_per_round=clients_per_round, sampling_rate=sampling_rate)
+  allowed = ('pld', 'rdp') if sampling == 'poisson' else ('rdp',)
+  accountant = allowed[0] if accountant is None else accountant
+  if accountant not in allowed:
+    raise ValueError(f'accountant={accountant!r} cannot account DP-FedAvg with '
+                     f'sampling={sampling!r} ({type(event.event).__name__}); expected one '
+                     f'of {allowed}.')
+  _checks.check_float('delta', delta, minimum=0.0, maximum=1.0, strict_min=True,
+                      strict_max=True)
+  if noise_multiplier == 0:
+    eps = math.inf
+  else:
+    eps = accounting.epsilon(event, delta, accountant=accountant,
+                             neighboring_relation=relation)
+  return DPFedAvgAccount(float(eps), float(delta), float(noise_multiplier), float(clip_norm),
+                         int(num_rounds), accountant, relation, event)

@@ -2,6 +2,7 @@
 against sign flipping, DP hooks, determinism and argument checks."""
 import functools
 
+import dp_accounting
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from jaxsec.defenses import robust_aggregation as ra
 from jaxsec.federated import byzantine
 from jaxsec.federated import fedavg
+from jaxsec.privacy import accounting
 
 
 def apply_fn(p, x):
@@ -284,3 +286,87 @@ def test_bad_arguments_raise_value_error_naming_the_value():
   with pytest.raises(ValueError, match='num_rounds=-1'):
     fedavg.run(fed, _init_linear(), x, y, clients=clients, num_rounds=-1,
                key=jax.random.key(0))
+
+
+# ------------------------------------------------------------------ DP-FedAvg accounting
+
+def _dp_fed(**kw):
+  return fedavg.make_fedavg(apply_fn, client_optimizer=optax.sgd(0.1), batch_size=4,
+                            local_steps=1, dp_clip_norm=0.5, **kw)
+
+
+def test_dp_fedavg_run_reports_user_level_epsilon_of_the_sampler_used():
+  """``run`` reports (epsilon, delta) for the client sampler that ran: Poisson ->
+  PoissonSampledDpEvent under add/remove-one-client, fixed-size uniform ->
+  SampledWithoutReplacementDpEvent under replace-one-client, where the clipped sum moves
+  by 2 S, i.e. noise multiplier z / 2 (Wang, Balle, Kasiviswanathan 2019)."""
+  x, y = _data(32)
+  clients = fedavg.iid_partition(jax.random.key(0), 32, 8)
+  z, rounds, delta = 2.0, 3, 1e-5
+  orders = np.asarray(accounting.DEFAULT_ORDERS)
+  # all clients every round: replace-one Gaussian, RDP 2 lambda / z^2 per round
+  full = _dp_fed(dp_noise_multiplier=z)
+  res = fedavg.run(full, _init_linear(), x, y, clients=clients, num_rounds=rounds,
+                   key=jax.random.key(1), dp_delta=delta)
+  closed, _ = accounting.epsilon_from_rdp(orders, rounds * 2 * orders / z ** 2, delta)
+  acct = res.privacy
+  assert acct.epsilon == pytest.approx(closed, rel=1e-9)
+  assert acct.delta == delta and acct.accountant == 'rdp'
+  assert acct.neighboring_relation == accounting.NeighboringRelation.REPLACE_ONE
+  # 3 of 8 clients per round: the without-replacement event, amplified
+  uni = _dp_fed(dp_noise_multiplier=z, clients_per_round=3)
+  ev = dp_accounting.SelfComposedDpEvent(dp_accounting.SampledWithoutReplacementDpEvent(
+      8, 3, dp_accounting.GaussianDpEvent(z / 2)), rounds)
+  want = accounting.epsilon(ev, delta, accountant='rdp',
+                            neighboring_relation=accounting.NeighboringRelation.REPLACE_ONE)
+  got = uni.dp_account(num_clients=8, num_rounds=rounds, delta=delta)
+  assert got.epsilon == pytest.approx(want, rel=1e-9) and got.epsilon < closed
+  assert isinstance(got.event.event, dp_accounting.SampledWithoutReplacementDpEvent)
+  # Poisson with rate 1: the add/remove Gaussian, RDP lambda / (2 z^2) per round
+  poi = _dp_fed(dp_noise_multiplier=z, sampling='poisson', sampling_rate=1.0)
+  p1 = poi.dp_account(num_clients=8, num_rounds=rounds, delta=delta, accountant='rdp')
+  closed_ar, _ = accounting.epsilon_from_rdp(orders, rounds * orders / (2 * z ** 2), delta)
+  assert p1.epsilon == pytest.approx(closed_ar, rel=1e-9)
+  assert p1.neighboring_relation == accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+  poi = _dp_fed(dp_noise_multiplier=z, sampling='poisson', sampling_rate=0.375)
+  p_acct = poi.dp_account(num_clients=8, num_rounds=rounds, delta=delta)
+  ev_p = dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+      0.375, dp_accounting.GaussianDpEvent(z)), rounds)
+  assert p_acct.accountant == 'pld'
+  assert p_acct.epsilon == pytest.approx(accounting.epsilon(ev_p, delta), rel=1e-9)
+  # without noise there is no guarantee; without DP there is nothing to report
+  assert _dp_fed().dp_account(num_clients=8, num_rounds=1, delta=delta).epsilon == np.inf
+  plain = fedavg.make_fedavg(apply_fn, client_optimizer=optax.sgd(0.1), batch_size=4,
+                             local_steps=1)
+  assert fedavg.run(plain, _init_linear(), x, y, clients=clients, num_rounds=0,
+                    key=jax.random.key(1)).privacy is None
+  with pytest.raises(ValueError, match='dp_delta=None'):
+    fedavg.run(full, _init_linear(), x, y, clients=clients, num_rounds=1,
+               key=jax.random.key(1))
+  with pytest.raises(ValueError, match='dp_delta=1e-05'):
+    fedavg.run(plain, _init_linear(), x, y, clients=clients, num_rounds=1,
+               key=jax.random.key(1), dp_delta=1e-5)
+  with pytest.raises(ValueError, match="accountant='pld'"):
+    uni.dp_account(num_clients=8, num_rounds=rounds, delta=delta, accountant='pld')
+
+
+@pytest.mark.parametrize('sampling', [dict(clients_per_round=3),
+                                      dict(sampling='poisson', sampling_rate=0.5)])
+def test_dp_fedavg_round_noise_has_the_promised_scale(sampling):
+  """Zero client updates (learning rate 0): the global step is the server noise alone,
+  N(0, (z S)^2) divided by the expected number of clients (3, or 0.5 * 8)."""
+  x, y = _data(32, d=40)
+  clients = fedavg.iid_partition(jax.random.key(0), 32, 8)
+  lists, counts = fedavg.client_index_lists(clients, 32)
+  z, clip, lr = 3.0, 0.5, 0.7
+  fed = fedavg.make_fedavg(apply_fn, client_optimizer=optax.sgd(0.0), batch_size=4,
+                           local_steps=1, dp_clip_norm=clip, dp_noise_multiplier=z,
+                           server_lr=lr, **sampling)
+  p0 = _init_linear(d=40)
+  keys = jax.random.split(jax.random.key(9), 100)
+  new = jax.vmap(lambda k: fed.round(p0, x, y, lists, counts, np.zeros(8, bool), k)[0])(keys)
+  steps = np.concatenate([(np.asarray(new[k]) - np.asarray(p0[k])[None]).reshape(100, -1)
+                          for k in p0], axis=1) / lr     # [100 seeds, 123 coordinates]
+  expected = 3.0 if 'clients_per_round' in sampling else 4.0
+  assert abs(float(steps.mean())) < 4 * z * clip / expected / np.sqrt(steps.size)
+  np.testing.assert_allclose(steps.std(), z * clip / expected, rtol=0.05)
