@@ -13,11 +13,13 @@ Two kinds of attack plug into :func:`jaxsec.federated.fedavg.make_fedavg`:
   - :func:`gaussian_noise` -- ``N(0, sigma^2 I)`` (Blanchard et al. 2017's Gaussian
     Byzantine workers), or the honest update plus such noise.
   - :func:`alie` -- "A Little Is Enough" (Baruch, Baruch, Goldberg, NeurIPS 2019):
-    ``mean - z_max * std`` coordinate-wise, with the paper's :func:`alie_z_max`.
+    ``mean - z * std`` coordinate-wise, ``z`` the paper's :func:`alie_z_max` (or the
+    common variant, or the authors' code's fixed ``num_std``).
   - :func:`ipm` -- inner-product manipulation (Xie, Koyejo, Gupta, UAI 2020):
     ``-epsilon * mean of the honest updates``.
   - :func:`model_replacement` -- Bagdasaryan et al. (AISTATS 2020): the attacker's update
-    boosted by ``gamma = n / eta`` so that it replaces the global model.
+    boosted by ``gamma = n / eta`` (``W / (eta w_attacker)`` with client weights) so that
+    it replaces the global model.
 
 * **Data-poisoning clients** ``attack(x, y, key) -> (x', y')`` (the poisoning contract of
   ``jaxsec.attacks.poisoning``) applied to every local minibatch of a Byzantine client,
@@ -149,20 +151,32 @@ def _alie_supporters(n, m):
   return n // 2 + 1 - m
 
 
-def alie_z_max(num_clients: Any, num_byzantine: Any) -> Any:
+Z_RULES = ('paper', 'common')
+
+
+def alie_z_max(num_clients: Any, num_byzantine: Any, *, rule: str = 'paper') -> Any:
   """ALIE's ``z_max`` (Baruch et al. 2019, §4): with ``n`` clients of which ``m`` are
   Byzantine, the attackers need ``s = floor(n/2 + 1) - m`` honest "supporters" further
-  from the mean than their value, and
+  from the mean than their value, and (``rule='paper'``, the paper's Algorithm 3)
 
       z_max = max_z { Phi(z) < (n - s) / n } = Phi^{-1}((n - s) / n),
 
-  ``Phi`` the standard normal CDF. Python ints give a Python float (``ValueError`` unless
-  ``0 <= m <= n`` and the attackers are a minority, ``s >= 1``); a traced ``m`` gives a
-  traced value (``+inf`` once the attackers are a majority, ``s <= 0``).
+  ``Phi`` the standard normal CDF. ``rule='common'`` is the variant of many
+  re-implementations, the quantile among the ``n - m`` honest clients only:
+  ``Phi^{-1}((n - m - s) / (n - m))`` (equal to the paper's for ``m = 0``, smaller
+  otherwise). (The authors' released code uses neither: a fixed ``--num_std``, default
+  1.5; that is :func:`alie`'s ``z=``.)
+
+  Python ints give a Python float (``ValueError`` unless ``0 <= m <= n`` and the attackers
+  are a minority, ``s >= 1``); a traced ``m`` gives a traced value (``+inf`` once the
+  attackers are a majority, ``s <= 0``).
 
   >>> round(alie_z_max(10, 5), 4)   # s = 1, Phi^{-1}(0.9)
   1.2816
+  >>> round(alie_z_max(10, 5, rule='common'), 4)   # Phi^{-1}(4 / 5)
+  0.8416
   """
+  _checks.check_choice('rule', rule, Z_RULES)
   if isinstance(num_byzantine, numbers.Integral) and isinstance(num_clients,
                                                                 numbers.Integral):
     n = _checks.check_int('num_clients', num_clients, minimum=1)
@@ -172,15 +186,20 @@ def alie_z_max(num_clients: Any, num_byzantine: Any) -> Any:
       raise ValueError(f'num_byzantine={m} of num_clients={n} is a majority (s = floor(n/2 '
                        f'+ 1) - m = {s} < 1): z_max is unbounded.')
     import statistics  # pylint: disable=g-import-not-at-top
-    return statistics.NormalDist().inv_cdf((n - s) / n)
+    p = (n - s) / n if rule == 'paper' else (n - m - s) / (n - m)
+    return statistics.NormalDist().inv_cdf(p)
   n = _checks.check_int('num_clients', num_clients, minimum=1)
   m = jnp.asarray(num_byzantine, jnp.float32)
   s = jnp.floor(n / 2 + 1) - m
-  p = jnp.clip((n - s) / n, 0.0, 1.0)
-  return jax.scipy.special.ndtri(p)
+  if rule == 'paper':
+    p = (n - s) / n
+  else:
+    p = jnp.where(s >= 1, (n - m - s) / jnp.maximum(n - m, 1.0), 1.0)
+  return jax.scipy.special.ndtri(jnp.clip(p, 0.0, 1.0))
 
 
-def alie(*, z: float | None = None, statistics: str = 'byzantine') -> UpdateAttack:
+def alie(*, z: float | None = None, z_rule: str | None = None,
+         statistics: str = 'byzantine') -> UpdateAttack:
   """"A Little Is Enough" (Baruch, Baruch, Goldberg, NeurIPS 2019).
 
   Every Byzantine client sends the same vector ``mu - z * sigma``: ``mu`` and ``sigma`` the
@@ -191,18 +210,25 @@ def alie(*, z: float | None = None, statistics: str = 'byzantine') -> UpdateAtta
   every coordinate the same way.
 
   Args:
-    z: a fixed shift in standard deviations (``>= 0``), or ``None`` for ``z_max``.
+    z: a fixed shift in standard deviations (``>= 0``; the authors' code: ``--num_std``,
+      default 1.5), or ``None`` for ``z_max`` of ``z_rule``.
+    z_rule: ``'paper'`` (default) or ``'common'``: the :func:`alie_z_max` rule; not with
+      ``z``.
     statistics: ``'byzantine'`` (the paper's: the attackers' own honest updates) or
       ``'benign'`` (omniscient).
   """
   if z is not None:
     z = _checks.check_float('z', z, minimum=0.0)
+    if z_rule is not None:
+      raise ValueError(f'z={z} is a fixed shift; z_rule={z_rule!r} would be ignored (give '
+                       'one of them).')
+  rule = 'paper' if z_rule is None else _checks.check_choice('z_rule', z_rule, Z_RULES)
   _checks.check_choice('statistics', statistics, STATISTICS)
 
   def attack(updates, byzantine, key):
     del key
     k, byzantine = _check_inputs(updates, byzantine)
-    zz = alie_z_max(k, jnp.sum(byzantine)) if z is None else z
+    zz = alie_z_max(k, jnp.sum(byzantine), rule=rule) if z is None else z
     mu, sd = masked_mean_std(updates, _stat_mask(statistics, byzantine))
     mal = jax.tree.map(lambda a, b: a - zz * b, mu, sd)
     return _replace(updates, byzantine, mal)
@@ -228,26 +254,58 @@ def ipm(*, epsilon: float, statistics: str = 'benign') -> UpdateAttack:
   return attack
 
 
-def model_replacement(*, server_lr: float = 1.0, gamma: float | None = None
-                      ) -> UpdateAttack:
+def model_replacement(*, server_lr: float = 1.0, gamma: float | None = None,
+                      client_weights: Any = None) -> UpdateAttack:
   """Model replacement (Bagdasaryan, Veit, Hua, Estrin, Shmatikov, AISTATS 2020).
 
   A Byzantine client that trained ``X`` (typically on backdoored data, :func:`backdoor`)
   from the global ``G`` sends ``gamma * (X - G)``. With the server update
-  ``G + eta * mean_i(update_i)`` over ``n`` clients, the paper's ``gamma = n / eta`` makes
-  the new global model ``X + (eta / n) * sum_honest(update_i)``, i.e. about ``X`` once the
-  honest updates are small. ``gamma=None`` uses ``n / (eta * m)`` with ``n = K`` and the
-  round's ``m`` Byzantine clients (``m = 1``: the paper's value; ``m`` colluding attackers
-  sharing the boost).
+  ``G + eta * sum_i w_i update_i / W`` (``W = sum_i w_i``), the boost
+  ``gamma = W / (eta * w_attackers)`` (``w_attackers`` the Byzantine rows' total weight)
+  makes the new global model ``X + (eta / W) * sum_honest(w_i update_i)``, exactly ``X``
+  when the honest updates vanish (one attacker; ``m`` colluding attackers share the boost
+  and land on the weighted mean of their ``X``). Uniform weights give the paper's
+  ``gamma = n / eta`` (``n / (eta m)`` for ``m`` attackers).
+
+  Args:
+    server_lr: the server's ``eta``.
+    gamma: a fixed boost instead of the computed one.
+    client_weights: the aggregation weight of each of the round's ``K`` rows: with
+      ``make_fedavg(client_weighting='num_examples')`` and every client in every round,
+      the clients' example counts ``[len(c) for c in clients]``. ``None``: uniform (the
+      plain mean). The attack also takes ``weights=`` per call (the round's rows), which
+      overrides it.
   """
   server_lr = _checks.check_float('server_lr', server_lr, minimum=0.0, strict_min=True)
   if gamma is not None:
     gamma = _checks.check_float('gamma', gamma, minimum=0.0, strict_min=True)
+  if client_weights is not None:
+    if gamma is not None:
+      raise ValueError(f'gamma={gamma} is a fixed boost; client_weights would be ignored '
+                       '(give one of them).')
+    client_weights = np.asarray(client_weights)
+    if (client_weights.ndim != 1 or not np.issubdtype(client_weights.dtype, np.number)
+        or not np.all(np.isfinite(client_weights)) or np.any(client_weights < 0)
+        or not np.any(client_weights > 0)):
+      raise ValueError(f'client_weights={client_weights!r} must be a 1-D array of finite '
+                       'non-negative weights, not all zero.')
 
-  def attack(updates, byzantine, key):
+  def attack(updates, byzantine, key, *, weights=None):
     del key
     k, byzantine = _check_inputs(updates, byzantine)
-    g = (k / (server_lr * jnp.maximum(jnp.sum(byzantine), 1))) if gamma is None else gamma
+    if gamma is not None:
+      g = gamma
+    else:
+      w = client_weights if weights is None else weights
+      if w is None:
+        w = jnp.ones((k,), jnp.float32)
+      w = jnp.asarray(w, jnp.float32)
+      if w.shape != (k,):
+        raise ValueError(f'client weights have shape {tuple(w.shape)}; the round has {k} '
+                         'clients (one weight per row of updates; with client sampling '
+                         'pass the round\'s weights= per call).')
+      w_byz = jnp.sum(jnp.where(byzantine, w, 0.0))
+      g = jnp.sum(w) / (server_lr * jnp.where(w_byz > 0, w_byz, 1.0))
     return _replace(updates, byzantine, jax.tree.map(lambda u: g * u, updates))
   return attack
 

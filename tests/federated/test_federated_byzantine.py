@@ -39,6 +39,21 @@ def test_alie_z_max_matches_the_paper_formula(n, m, z):
   assert float(traced) == pytest.approx(z, abs=1e-5)
 
 
+# The common re-implementation: Phi^{-1}((n - m - s) / (n - m)) (quantile among the honest).
+@pytest.mark.parametrize('n,m,z', [
+    (4, 2, 0.0),                  # s = 1, Phi^{-1}(1/2)
+    (10, 2, 0.0),                 # s = 4, Phi^{-1}(4/8)
+    (10, 5, 0.8416212335729143),  # s = 1, Phi^{-1}(4/5)
+    (5, 1, 0.0),                  # s = floor(3.5) - 1 = 2, Phi^{-1}(2/4)
+    (50, 12, 0.336038140371823),  # s = 14, Phi^{-1}(24/38)
+    (20, 0, -0.12566134685507402),  # s = 11, Phi^{-1}(9/20): equal to the paper's
+])
+def test_alie_z_max_common_rule(n, m, z):
+  assert byzantine.alie_z_max(n, m, rule='common') == pytest.approx(z, abs=1e-9)
+  traced = jax.jit(lambda mm: byzantine.alie_z_max(n, mm, rule='common'))(m)
+  assert float(traced) == pytest.approx(z, abs=1e-5)
+
+
 def test_alie_z_max_majority_and_bad_arguments():
   with pytest.raises(ValueError, match='num_byzantine=6'):
     byzantine.alie_z_max(10, 6)     # s = 0: the attackers already are a majority
@@ -64,6 +79,10 @@ def test_alie_sends_mean_minus_z_max_std(statistics):
   u = np.asarray(upd['b'], np.float64)[rows]
   np.testing.assert_allclose(np.asarray(fixed['b'])[1], u.mean(0) - 1.5 * u.std(0),
                              rtol=1e-5, atol=1e-6)
+  # the common rule: (n - m - s) / (n - m) = (6 - 2 - 2) / 4, Phi^{-1}(1/2) = 0: the mean
+  common = jax.jit(byzantine.alie(z_rule='common', statistics=statistics))(
+      upd, BYZ, jax.random.key(0))
+  np.testing.assert_allclose(np.asarray(common['b'])[4], u.mean(0), rtol=1e-5, atol=1e-6)
 
 
 def test_alie_value_hides_inside_the_honest_spread():
@@ -133,6 +152,61 @@ def test_model_replacement_replaces_the_global_model():
                              rtol=1e-6)
 
 
+def test_model_replacement_with_client_weights_closed_form():
+  """Weighted server mean G + eta * sum w_i u_i / W with gamma = W / (eta w_a): the new
+  global model is X + (eta / W) sum_honest w_i u_i, exactly X with zero honest updates."""
+  upd = _updates()
+  byz = jnp.array([False, False, True, False, False, False])
+  w = np.array([1.0, 5.0, 2.0, 7.0, 3.0, 10.0])
+  eta = 0.5
+  g = {k: jnp.ones(v.shape[1:]) for k, v in upd.items()}
+  for how in ('factory', 'call'):
+    if how == 'factory':
+      out = byzantine.model_replacement(server_lr=eta, client_weights=w)(upd, byz, None)
+    else:
+      out = jax.jit(lambda u, ww: byzantine.model_replacement(server_lr=eta)(
+          u, byz, None, weights=ww))(upd, jnp.asarray(w))
+    _honest_rows_unchanged(out, upd, byz)
+    for k in upd:
+      agg = np.tensordot(w / w.sum(), np.asarray(out[k], np.float64), (0, 0))
+      new = np.asarray(g[k]) + eta * agg
+      x_attacker = np.asarray(g[k] + upd[k][2])
+      honest = np.tensordot(w[~np.asarray(byz)], np.asarray(upd[k])[~np.asarray(byz)],
+                            (0, 0))
+      np.testing.assert_allclose(new, x_attacker + eta / w.sum() * honest, rtol=1e-5,
+                                 atol=1e-5, err_msg=how)
+
+
+def test_model_replacement_through_weighted_fedavg_lands_on_the_target():
+  """make_fedavg(client_weighting='num_examples'), every client, honest clients with zero
+  gradient (inputs 0), the attacker trains on inputs 1: one round makes the global model
+  exactly X = G + u_attacker. The uniform boost n / eta misses it (w_a != W / n)."""
+  from jaxsec.federated import fedavg  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  apply_fn = lambda p, x: x @ p['w']
+  objective = lambda f, p, x, y, key: jnp.sum(f(p, x), axis=-1)    # gradient: x
+  sizes = [3, 9, 4, 12]
+  clients = np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:-1])
+  x = jnp.zeros((sum(sizes), 2))
+  y = jnp.zeros((sum(sizes),), jnp.int32)
+  p0 = {'w': jnp.full((2, 3), 0.25)}
+  lr, eta = 0.1, 0.5
+  # one full-batch step on inputs 1: u_attacker = -lr * ones
+  x_target = np.asarray(p0['w']) - lr
+  for attack, exact in ((byzantine.model_replacement(server_lr=eta, client_weights=sizes),
+                         True), (byzantine.model_replacement(server_lr=eta), False)):
+    fed = fedavg.make_fedavg(
+        apply_fn, client_optimizer=optax.sgd(lr), batch_size=64, local_steps=1,
+        server_lr=eta, client_weighting='num_examples', objective=objective,
+        update_attack=attack, data_attack=lambda xb, yb, k: (jnp.ones_like(xb), yb))
+    new = fedavg.run(fed, p0, x, y, clients=clients, num_rounds=1, key=jax.random.key(0),
+                     byzantine_clients=[0]).params['w']
+    if exact:
+      np.testing.assert_allclose(np.asarray(new), x_target, rtol=1e-6, atol=1e-7)
+    else:
+      assert float(np.abs(np.asarray(new) - x_target).max()) > 0.05
+
+
 def test_data_attacks():
   x = jnp.zeros((10, 5, 5, 1))
   y = jnp.arange(10, dtype=jnp.int32) % 4
@@ -160,6 +234,16 @@ def test_bad_arguments_raise_value_error_naming_the_value():
     byzantine.alie(z=-0.5)
   with pytest.raises(ValueError, match="statistics='all'"):
     byzantine.alie(statistics='all')
+  with pytest.raises(ValueError, match="z_rule='median'"):
+    byzantine.alie(z_rule='median')
+  with pytest.raises(ValueError, match="z=1.5 is a fixed shift; z_rule='common'"):
+    byzantine.alie(z=1.5, z_rule='common')
+  with pytest.raises(ValueError, match="rule='x'"):
+    byzantine.alie_z_max(10, 2, rule='x')
+  with pytest.raises(ValueError, match='client_weights='):
+    byzantine.model_replacement(client_weights=[1.0, -1.0])
+  with pytest.raises(ValueError, match='client weights have shape \\(3,\\); the round has 6'):
+    byzantine.model_replacement(client_weights=[1, 2, 3])(_updates(), BYZ, None)
   with pytest.raises(ValueError, match='epsilon=0'):
     byzantine.ipm(epsilon=0.0)
   with pytest.raises(ValueError, match='gamma=-2'):
