@@ -18,8 +18,9 @@ from jaxsec.defenses.adversarial import (adversarial_training, ensemble_adversar
                                          fast_adversarial_training, fgsm_adversarial_training,
                                          linear_adversarial_training, pgd_adversarial_training,
                                          trades, trades_attack, worst_case_logits)
-from jaxsec.defenses.detectors import (defended_success, detection_report,
+from jaxsec.defenses.detectors import (defended, defended_success, detection_report,
                                        detector_aware_pgd, detector_training_set,
+                                       evasion_success,
                                        feature_squeezing_score, learned_score,
                                        threshold_at_fpr)
 from jaxsec.defenses.distillation import (at_temperature, deployed, distillation as
@@ -40,7 +41,8 @@ __all__ = [
     'adversarial_training', 'ensemble_adversarial_training', 'fast_adversarial_training',
     'fgsm_adversarial_training', 'linear_adversarial_training', 'pgd_adversarial_training',
     'trades', 'trades_attack', 'worst_case_logits',
-    'defended_success', 'detection_report', 'detector_aware_pgd', 'detector_training_set',
+    'defended', 'defended_success', 'detection_report', 'detector_aware_pgd',
+    'detector_training_set', 'evasion_success',
     'feature_squeezing_score', 'learned_score', 'threshold_at_fpr',
     'at_temperature', 'deployed', 'distillation_objective', 'soft_labels',
     'temperature_cross_entropy',

@@ -1,23 +1,21 @@
-"""Adversarial-example detectors as wrappers of ``logits_fn`` (survey §3.3, "detection").
+"""Adversarial-example detectors, and classifier + detector as one ``logits_fn`` (survey §3.3).
 
 A detector is a *score function* ``score_fn: x -> [B]`` (larger = more likely
 adversarial) with a threshold picked on clean data at a false-positive budget
-(:func:`threshold_at_fpr`, Xu et al. use 5%). Detection quality: :func:`detection_report`
-(ROC AUC and TPR at 5% FPR, from :mod:`jaxsec.metrics`).
+(:func:`threshold_at_fpr`, Xu et al. use 5%). :func:`defended` wraps a classifier and a
+detector into one ``logits_fn`` with a reject class (index ``K``), so every attack runs
+against the defended system. Detection quality: :func:`detection_report`.
 
 * :func:`feature_squeezing_score` -- Xu, Evans & Qi (NDSS 2018): the L1 distance between
   the softmax of the model on ``x`` and on each squeezed ``x``; the max over squeezers.
 * Learned detector (Metzen, Genewein, Fischer & Bischoff, ICLR 2017): a binary classifier
   ``detector(params, x) -> one logit`` trained to tell clean inputs from adversarial ones
-  crafted on the classifier (:func:`detector_training_set`, trained with
-  ``jaxsec.train.fit`` and ``losses.cross_entropy``, which is the sigmoid BCE for one
-  logit). Metzen et al. attach the detector to an intermediate feature map; here any
-  ``score_fn`` works, and the experiments attach it to the *input* (the classifier is a
-  black-box ``logits_fn`` to this package), which is documented as a deviation.
-* :func:`detector_aware_pgd` -- the adaptive attack on a detector-defended model (Carlini
-  & Wagner, AISec 2017, "Adversarial examples are not easily detected"): one combined
-  loss, misclassify *and* keep the detector score below its threshold, optimised with
-  L_inf PGD; success means both. :func:`defended_success` evaluates it.
+  (:func:`detector_training_set`, :func:`learned_score`). Metzen et al. attach it to an
+  intermediate feature map; here it sees the *input* (the classifier is a black-box
+  ``logits_fn``): a documented deviation.
+* :func:`detector_aware_pgd` -- the untargeted adaptive attack on classifier + detector
+  (Carlini & Wagner, AISec 2017): one combined loss, misclassify *and* stay below the
+  threshold; success means both. :func:`defended_success` scores any attack's output.
 """
 from __future__ import annotations
 
@@ -31,6 +29,55 @@ from jax import lax
 from jaxsec import _checks
 from jaxsec import metrics
 from jaxsec.attacks.evasion import common
+
+
+def defended(logits_fn: Callable, score_fn: Callable, threshold, *, scale=1.0) -> Callable:
+  """Classifier + detector as one ``logits_fn`` with a reject class: logits ``[..., K + 1]``.
+
+  ``z'_k = z_k`` for the classifier's ``K`` classes and the reject logit
+  ``z'_K = max_k z_k + scale * (s(x) - threshold)`` (``s = score_fn``): Carlini & Wagner's
+  combined model G (AISec 2017, §"perfect-knowledge attack"; ART's ``DetectorClassifier``
+  scales instead of adding). Guarantee: ``argmax z' == K`` exactly when the detector fires
+  (``s(x) > threshold``, the convention of :func:`threshold_at_fpr`); where float rounding
+  would absorb a tiny positive ``s - threshold`` into ``max_k z_k``, the reject logit is
+  raised to the next representable value above it. Differentiable wherever ``z`` and ``s``
+  are (``max`` has the usual subgradient); ``scale > 0`` weighs the detector's gradient
+  against the classifier's.
+
+  Attacks take ``defended(...)`` like any model, with the true labels ``y < K``. Success
+  against the system means predicting neither ``y`` nor ``K`` (:func:`evasion_success`).
+  Targeted attacks (target ``!= y, K``) aim at exactly that. Untargeted attacks whose
+  loss is symmetric in the wrong classes (CE, C&W margin, DLR) count the reject class as
+  one more wrong class: their ``success`` flag over-reports and they may steer into
+  rejection. For them, attack targeted (e.g. at the classifier's runner-up class), or use
+  :func:`detector_aware_pgd`, and score with :func:`evasion_success`.
+  """
+  if not callable(logits_fn) or not callable(score_fn):
+    raise ValueError(f'logits_fn={logits_fn!r} and score_fn={score_fn!r} must be functions.')
+  _checks.check_float('threshold', threshold)
+  _checks.check_float('scale', scale, minimum=0.0, strict_min=True)
+
+  def defended_logits(x):
+    z = common.as_multiclass(logits_fn(x))
+    s = jnp.asarray(score_fn(x), z.dtype)
+    if s.shape != z.shape[:-1]:
+      raise ValueError(f'score_fn(x) has shape {s.shape}; expected {z.shape[:-1]} (one '
+                       f'score per example of logits {z.shape}).')
+    m = jnp.max(z, axis=-1)
+    fires = s > threshold
+    reject = m + scale * (s - threshold)
+    fi = jnp.finfo(z.dtype)
+    above = m + jnp.maximum(jnp.abs(m) * fi.eps, fi.tiny)   # > m in this dtype
+    reject = jnp.where(fires & (reject <= m), above, reject)
+    return jnp.concatenate([z, reject[..., None]], axis=-1)
+  return defended_logits
+
+
+def evasion_success(defended_logits, y):
+  """Success against classifier + detector: the prediction of :func:`defended`'s logits is
+  neither the true class ``y`` nor the reject class (the last one). Bool ``[B]``."""
+  pred = jnp.argmax(defended_logits, axis=-1)
+  return (pred != y) & (pred != defended_logits.shape[-1] - 1)
 
 
 def feature_squeezing_score(logits_fn: Callable, squeezers: Sequence[Callable]) -> Callable:
@@ -106,7 +153,11 @@ def detector_aware_pgd(score_fn: Callable, *, threshold, eps, num_steps: int = 1
                        step_size=None, detector_weight=1.0, confidence=0.0,
                        score_margin=0.0, random_start: bool = True,
                        bounds=(0.0, 1.0)) -> Callable:
-  """L_inf PGD on the C&W-style combined loss against classifier + detector.
+  """Untargeted L_inf PGD on the C&W-style combined loss against classifier + detector.
+
+  What it adds to a generic attack on :func:`defended`: it is untargeted yet treats
+  rejection as failure (its loss and its best-iterate choice), with the weights of the two
+  goals as knobs.
 
   Minimises per example ``max(z_y - max_{j != y} z_j, -kappa) + c * max(s(x') - tau +
   m, 0)`` over ``||x' - x||_inf <= eps`` in the box (``s = score_fn``, ``tau =

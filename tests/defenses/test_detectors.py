@@ -85,6 +85,56 @@ def test_detector_aware_pgd_evades_a_detector_that_plain_pgd_trips():
   assert r['misclassified_and_undetected'] == 1.0
 
 
+def test_defended_rejects_exactly_when_the_detector_fires():
+  W = jax.random.normal(jax.random.key(0), (4, 3))
+  f = lambda x: 1e6 * (x @ W)                    # large logits: rounding would hide s - t
+  t = 0.25
+  tiny = float(np.nextafter(np.float32(t), np.float32(1)))   # the smallest s > t
+  s_vals = jnp.array([0.0, t, tiny, 0.3, 2.0, -1.0, t, tiny])
+  score = lambda x: s_vals[:x.shape[0]] + 0.0 * x[:, 0]
+  x = jax.random.normal(jax.random.key(1), (8, 4))
+  z = jax.jit(detectors.defended(f, score, t))(x)
+  assert z.shape == (8, 4)
+  np.testing.assert_array_equal(z[:, :3], f(x))
+  np.testing.assert_array_equal(jnp.argmax(z, -1) == 3, s_vals > t)
+  # A binary single-logit model gets classes [0, z] and the reject class 2.
+  zb = detectors.defended(lambda a: a[:, :1], score, t)(x)
+  np.testing.assert_array_equal(jnp.argmax(zb, -1) == 2, s_vals > t)
+  with pytest.raises(ValueError, match='scale'):
+    detectors.defended(f, score, t, scale=0.0)
+  with pytest.raises(ValueError, match='shape'):
+    detectors.defended(f, lambda a: a[:, :2], t)(x)
+
+
+def test_defended_gradient_is_classifier_max_plus_scaled_score():
+  W = jnp.array([[1.0, -1.0], [0.5, 2.0]])
+  f = lambda x: x @ W
+  score = lambda x: jnp.sum(x ** 2, -1)
+  x = jnp.array([[0.3, -0.2]])
+  g = jax.grad(lambda a: detectors.defended(f, score, 0.1, scale=3.0)(a)[0, 2])(x)
+  k = int(jnp.argmax(f(x)[0]))
+  np.testing.assert_allclose(g[0], W[:, k] + 3.0 * 2 * x[0], rtol=1e-6)
+
+
+def test_pgd_on_the_defended_model_evades_classifier_and_detector():
+  # The toy of the test above: class 1 iff x1 + x2 > 1, the detector flags x2 > 0.5.
+  f = lambda x: jnp.stack([jnp.zeros(x.shape[0]), 10 * (x[:, 0] + x[:, 1] - 1.0)], 1)
+  score = lambda x: x[:, 1]
+  g = detectors.defended(f, score, 0.5, scale=10.0)
+  x = jnp.full((4, 2), 0.45)
+  y = jnp.zeros(4, jnp.int32)
+  # Untargeted PGD counts the reject class as a wrong class: it "succeeds" into rejection.
+  out = pgd(eps=0.1, num_steps=20, return_info=True)(g, x, y, jax.random.key(0))
+  assert bool(jnp.all(out.info['success']))
+  assert not bool(jnp.any(detectors.evasion_success(g(out.x_adv), y)))
+  # Targeted at the class that is neither y nor reject, the same PGD evades both.
+  x_adv = pgd(eps=0.1, num_steps=50, targeted=True)(g, x, jnp.ones(4, jnp.int32),
+                                                     jax.random.key(0))
+  assert bool(jnp.all(detectors.evasion_success(g(x_adv), y)))
+  r = detectors.defended_success(f, score, 0.5, x, y, x_adv)
+  assert r['misclassified_and_undetected'] == 1.0
+
+
 def test_learned_detector_training_set_and_score():
   f, x, y = _binary_setup()
   xd, ld = detectors.detector_training_set(fgsm(eps=0.3), f, x, y, jax.random.key(0),
