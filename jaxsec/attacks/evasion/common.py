@@ -17,6 +17,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsec import _checks
 
@@ -185,15 +186,25 @@ def normalize(g: jax.Array, p: str) -> jax.Array:
   return g / _bcast(jnp.maximum(norm(g, p), _TINY), g)
 
 
-def steepest_ascent(g: jax.Array, p: str) -> jax.Array:
+def steepest_ascent(g: jax.Array, p: str, x: jax.Array | None = None,
+                    bounds=None) -> jax.Array:
   """The unit-``p``-norm direction d maximising <g, d> (the dual-norm maximiser).
 
   linf: ``sign(g)``; l2: ``g / ||g||_2``; l1: the signed coordinate(s) of largest ``|g|``
-  (mass split evenly between ties).
+  (mass split evenly between ties). Given the current point ``x`` and the box ``bounds``,
+  the l1 direction is box-aware (as PGD's sparse L1 step, Croce & Hein, ICCV 2021): the top
+  coordinate is chosen among those that can move in the direction of ``sign(g)`` (a
+  coordinate at ``hi`` with ``g > 0`` or at ``lo`` with ``g < 0`` is skipped); zero when
+  none can.
   """
   if p != 'l1':
     return normalize(g, p)
   a = jnp.abs(_flat(g))
+  if x is not None:
+    lo, hi = bounds
+    xf, gf = _flat(x), _flat(g)
+    blocked = ((xf >= hi) & (gf > 0)) | ((xf <= lo) & (gf < 0))
+    a = jnp.where(blocked, 0.0, a)
   top = (a >= jnp.max(a, axis=-1, keepdims=True)) & (a > 0)
   d = jnp.where(top, 1.0, 0.0) / jnp.maximum(jnp.sum(top, axis=-1, keepdims=True), 1)
   return (d * jnp.sign(_flat(g))).reshape(g.shape).astype(g.dtype)
@@ -347,13 +358,26 @@ def check_bool(**kw):
       raise ValueError(f'{k}={v!r} must be a bool (True or False).')
 
 
-def check_call(x, y, bounds):
-  """Call-time checks on the batch (shapes, dtypes; bounds only on concrete inputs)."""
+def check_call(x, y, bounds, logits_fn=None):
+  """Call-time checks on the batch, shared by the attacks.
+
+  Always: shapes and dtypes. On concrete (eager, non-traced) values only: ``x`` finite (no
+  NaN / inf) and inside ``bounds``, and, given ``logits_fn``, labels ``y`` in
+  ``[0, num_classes)`` of the model (a single-logit model has 2 classes; the number of
+  classes comes from ``jax.eval_shape``, no model evaluation). Under ``jit`` / ``vmap``
+  the value checks are skipped, so attacks still trace.
+  """
   _checks.check_array('x', x, dtype_kind='f')
   if x.ndim < 1:
     raise ValueError(f'x has shape {tuple(x.shape)}; expected a batch [B, ...].')
   _checks.check_labels('y', y, batch=x.shape[0])
-  _checks.check_in_bounds('x', x, bounds, tol=1e-5)
+  if _checks.is_concrete(x):
+    arr = np.asarray(x)            # one device-to-host copy for both value checks
+    _checks.check_array('x', arr, finite=True)
+    _checks.check_in_bounds('x', arr, bounds, tol=1e-5)
+  if logits_fn is not None and _checks.is_concrete(y) and y.size:
+    spec = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    _checks.check_labels('y', y, num_classes=max(int(spec.shape[-1]), 2))
 
 
 def select(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:

@@ -139,7 +139,7 @@ def _state_machine_attack(make, *, loop, bounds, return_info):
 
   def attack(logits_fn, x, y, key=None):
     del key
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     if x.shape[0] == 0:   # empty batch: nothing to attack
       return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
     return _while_attack(loop, make, host_block, logits_fn, x, y)
@@ -315,7 +315,7 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
 
   def attack(logits_fn, x, y, key=None):
     del key
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     if x.shape[0] == 0:   # empty batch: nothing to attack
       return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
     if _loop_mode(loop, logits_fn, x, y) == 'host':

@@ -27,7 +27,10 @@ def fgm(*, eps, norm: str = 'l2', loss: str = 'ce', targeted: bool = False,
   Goodfellow et al., ICLR 2015), ``g / ||g||_2`` for L2, and for L1 all the mass on the
   coordinate of largest ``|g|`` (split evenly between exact ties) -- the first-order optimum
   of the L1-constrained problem, as in CleverHans (ART's FGM instead uses ``g / ||g||_1``,
-  which is not the steepest direction). For ``targeted=True`` the step descends the loss of
+  which is not the steepest direction). The L1 step is box-aware, as PGD's: the top
+  coordinate is taken among those not at the bound they would move towards (one at ``hi``
+  with ``g > 0`` or at ``lo`` with ``g < 0``, whose step would be clipped away, leaving
+  ``x`` unchanged). For ``targeted=True`` the step descends the loss of
   the target label: ``x - eps * sign(grad CE(x, t))`` for L_inf / CE.
 
   With ``random_start=True`` the step starts from a uniform point of the eps-ball and has
@@ -54,7 +57,7 @@ def fgm(*, eps, norm: str = 'l2', loss: str = 'ce', targeted: bool = False,
   obj = common.objective(loss, targeted)
 
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     e = jnp.asarray(eps, x.dtype)
     if random_start:
       x0 = common.project(x + common.random_in_ball(key, x.shape, e, norm, x.dtype), x, e,
@@ -64,7 +67,8 @@ def fgm(*, eps, norm: str = 'l2', loss: str = 'ce', targeted: bool = False,
       x0 = x
       step = e if step_size is None else step_size
     _, _, g = common.value_and_grad(logits_fn, obj)(x0, y)
-    x_adv = common.project(x0 + step * common.steepest_ascent(g, norm), x, e, norm, bounds)
+    d = common.steepest_ascent(g, norm, x0, bounds)
+    x_adv = common.project(x0 + step * d, x, e, norm, bounds)
     if return_info:
       return AttackOutput(x_adv, _info(logits_fn, x_adv, y, obj, targeted, 1))
     return x_adv
@@ -109,7 +113,7 @@ def bim(*, eps, step_size=None, num_steps: int = 10, norm: str = 'linf', loss: s
   obj = common.objective(loss, targeted)
 
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     step = 1.25 * jnp.asarray(eps, x.dtype) / num_steps if step_size is None else step_size
     x_adv, s, v = run_pgd(logits_fn, x, y, key, eps=eps, step_size=step,
                           num_steps=num_steps, p=norm, random_start=False, restarts=1,
@@ -142,7 +146,7 @@ def mi_fgsm(*, eps, step_size=None, num_steps: int = 10, decay: float = 1.0,
   obj = common.objective(loss, targeted)
 
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     e = jnp.asarray(eps, x.dtype)
     step = e / num_steps if step_size is None else step_size
     vg = common.value_and_grad(logits_fn, obj)

@@ -147,7 +147,7 @@ def pgd(*, eps, step_size=None, num_steps: int = 40, norm: str = 'linf',
     num_steps: gradient steps per restart (static).
     norm: 'linf', 'l2' or 'l1'.
     random_start: start at a uniform point of the ball (else at ``x``).
-    restarts: number of runs (>= 1); random_start should be True for restarts > 1.
+    restarts: number of runs (>= 1); restarts > 1 needs random_start=True (ValueError).
     loss: 'ce' (cross-entropy), 'cw' (C&W margin) or 'dlr' (Croce & Hein); see
       :func:`common.objective`.
     targeted: ``y`` are target labels and success means predicting them.
@@ -175,12 +175,15 @@ def pgd(*, eps, step_size=None, num_steps: int = 40, norm: str = 'linf',
   restarts = _checks.check_int('restarts', restarts, minimum=1)
   common.check_bool(random_start=random_start, targeted=targeted, keep_best=keep_best,
                     return_info=return_info)
+  if restarts > 1 and not random_start:
+    raise ValueError(f'restarts={restarts} needs random_start=True: without a random start '
+                     'every restart runs the same deterministic iterations.')
   l1_quantile = float(_checks.check_float('l1_quantile', l1_quantile, minimum=0.0,
                                           maximum=1.0, strict_max=True, allow_traced=False))
   obj = common.objective(loss, targeted)
 
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     step = 2.5 * jnp.asarray(eps, x.dtype) / num_steps if step_size is None else step_size
     x_adv, s, v = run_pgd(logits_fn, x, y, key, eps=eps, step_size=step,
                           num_steps=num_steps, p=norm, random_start=random_start,
