@@ -8,8 +8,14 @@ and hand the result to any optax optimizer. The noise is the optax transformatio
 optax.sgd(...))``), or use :func:`train`, which also does sampling and accounting.
 
 The guarantee: with the sampler's event and noise multiplier ``sigma``, the released
-sequence of parameters is ``(epsilon, delta)``-DP with ``epsilon =
-sampler.epsilon(sigma, delta)`` (dp_accounting, PLD or RDP) under the sampler's adjacency.
+sequence of parameters is ``(epsilon, delta')``-DP with ``epsilon =
+sampler.epsilon(sigma, delta)`` (dp_accounting, PLD or RDP) under the sampler's adjacency,
+and ``delta' = sampler.delta_spent(epsilon, delta)``: ``delta`` plus the Poisson sampler's
+batch-overflow term (:mod:`jaxsec.privacy.sampling`; ``DPResult.delta`` is ``delta'``).
+Only the parameters (and, with adaptive clipping, the noised clip norms) are covered.
+The per-step statistics in ``DPResult.nonprivate_diagnostics`` (clipped fraction, mean
+per-example norm, realised Poisson batch sizes) are computed from the private batch
+without noise and are NOT covered by ``(epsilon, delta)``: do not publish them.
 
 Adaptive clipping (Andrew, Thakkar, McMahan, Ramaswamy 2021, "Differentially private
 learning with adaptive clipping"): the clip norm follows the ``target_quantile`` of the
@@ -109,10 +115,13 @@ class AdaptiveClipping:
 
 
 class StepMetrics(NamedTuple):
-  batch_size: jax.Array        # number of real examples
+  """Per-step values. Only ``clip_norm`` is covered by the DP guarantee (a constant, or
+  the adaptive clip norm computed from the noised count); the other three are
+  NON-PRIVATE diagnostics computed from the batch without noise."""
+  batch_size: jax.Array        # non-private: number of real examples
   clip_norm: jax.Array         # C used at this step
-  clipped_fraction: jax.Array  # fraction of real examples with ||g_i|| > C
-  mean_norm: jax.Array         # mean per-example norm (not private; for monitoring)
+  clipped_fraction: jax.Array  # non-private: fraction of real examples with ||g_i|| > C
+  mean_norm: jax.Array         # non-private: mean per-example norm
 
 
 def make_step(loss_fn: Callable[..., jax.Array], optimizer: optax.GradientTransformation, *,
@@ -165,7 +174,28 @@ def make_step(loss_fn: Callable[..., jax.Array], optimizer: optax.GradientTransf
   return step
 
 
+#: keys of ``DPResult.nonprivate_diagnostics`` (besides 'step')
+NONPRIVATE_KEYS = ('clipped_fraction', 'mean_norm', 'batch_size')
+
+
 class DPResult(NamedTuple):
+  """Outcome of :func:`train`.
+
+  Attributes:
+    params, opt_state: final state; ``params`` is what ``(epsilon, delta)`` covers.
+    l2_norm_clip: final C (with adaptive clipping a function of noised counts: covered).
+    noise_multiplier: sigma used.
+    epsilon: the accountant's epsilon for the sampler's event.
+    delta: the delta to report: the requested delta plus the sampler's overflow term
+      (``sampler.delta_spent``); ``overflow_delta`` is that term alone.
+    accountant, sampler: how it was accounted and drawn.
+    history: per chunk, ``step`` and ``clip_norm`` (covered by the guarantee).
+    nonprivate_diagnostics: per chunk, ``step`` and the chunk means of
+      ``clipped_fraction``, ``mean_norm`` (per-example gradient norm) and ``batch_size``
+      (realised Poisson sizes). Computed from the private batches WITHOUT noise: NOT
+      covered by ``(epsilon, delta)``. For debugging; never publish them next to epsilon.
+    overflow_delta: the Poisson overflow term included in ``delta``.
+  """
   params: Any
   opt_state: Any
   l2_norm_clip: float
@@ -175,6 +205,8 @@ class DPResult(NamedTuple):
   accountant: str
   sampler: Any
   history: dict
+  nonprivate_diagnostics: dict
+  overflow_delta: float
 
 
 # Compiled chunks, reused across ``train`` calls with the same loss, optimizer, noise and
@@ -244,20 +276,23 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
     sampler: a :mod:`jaxsec.privacy.sampling` sampler (its ``num_steps`` is the run).
     key: PRNG key (sampling, noise).
     l2_norm_clip: C (initial C with adaptive clipping).
-    delta: target delta for the reported epsilon.
+    delta: target delta of the accountant; the reported ``DPResult.delta`` adds the
+      sampler's overflow term (``sampler.delta_spent``); a sampler whose term is too
+      large is refused before training.
     noise_multiplier / target_epsilon: give one; with ``target_epsilon`` the smallest
       sigma meeting it is calibrated with the sampler's own event.
     accountant: 'pld' or 'rdp' (default: the sampler's default).
     method, microbatch_size: see :func:`jaxsec.privacy.clipping.clipped_grad`.
     adaptive_clipping: an :class:`AdaptiveClipping` or None (fixed C).
     steps_per_call: steps fused in one jitted ``lax.scan`` between host callbacks.
-    callback: ``callback(step, params, metrics_of_last_chunk)`` after each chunk (used
-      for progress, evaluation and checkpoints).
+    callback: ``callback(step, params, extra)`` after each chunk (used for progress,
+      evaluation and checkpoints); ``extra`` has ``opt_state`` and ``l2_norm_clip``.
     start_step, opt_state: resume a run at ``start_step`` (same key -> same run).
     clip_fn: override of the clipped-gradient function (see :func:`make_step`).
 
   Returns:
-    :class:`DPResult` with the final params, the epsilon spent for ``delta`` and history.
+    :class:`DPResult` with the final params, the ``(epsilon, delta)`` spent, the private
+    history and, apart, the non-private diagnostics.
   """
   data = tuple(data)
   n = sampler.dataset_size
@@ -273,6 +308,7 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
   if noise_multiplier is None:
     noise_multiplier = sampler.calibrate(target_epsilon, delta, accountant=accountant)
   eps = sampler.epsilon(noise_multiplier, delta, accountant=accountant)
+  overflow_delta = sampler.overflow_delta(eps)
   _checks.check_int('steps_per_call', steps_per_call, minimum=1)
   k_sched, k_noise = jax.random.split(key)
   schedule = sampler.schedule(k_sched)
@@ -285,8 +321,8 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
   if opt_state is None:
     opt_state = optimizer.init(params)
   clip = jnp.asarray(l2_norm_clip, jnp.float32)
-  history = {'step': [], 'clip_norm': [], 'clipped_fraction': [], 'mean_norm': [],
-             'batch_size': []}
+  history = {'step': [], 'clip_norm': []}
+  diagnostics = {'step': [], **{k: [] for k in NONPRIVATE_KEYS}}
   t = start_step
   t0 = time.time()
   while t < sampler.num_steps:
@@ -298,14 +334,15 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
     ms = jax.tree_util.tree_map(np.asarray, ms)
     history['step'].append(t)
     history['clip_norm'].append(float(ms.clip_norm[-1]))
-    history['clipped_fraction'].append(float(ms.clipped_fraction.mean()))
-    history['mean_norm'].append(float(ms.mean_norm.mean()))
-    history['batch_size'].append(float(ms.batch_size.mean()))
+    diagnostics['step'].append(t)
+    for k in NONPRIVATE_KEYS:
+      diagnostics[k].append(float(getattr(ms, k).mean()))
     if verbose:
-      print(f'  step {t}/{sampler.num_steps}  C={float(clip):.3g}  '
-            f'clipped={history["clipped_fraction"][-1]:.2f}  {time.time() - t0:.0f}s',
+      print(f'  step {t}/{sampler.num_steps}  C={float(clip):.3g}  clipped (non-private)='
+            f'{diagnostics["clipped_fraction"][-1]:.2f}  {time.time() - t0:.0f}s',
             flush=True)
     if callback is not None:
       callback(t, params, {'opt_state': opt_state, 'l2_norm_clip': float(clip)})
   return DPResult(params, opt_state, float(clip), float(noise_multiplier), float(eps),
-                  float(delta), accountant, sampler, history)
+                  sampler.delta_spent(eps, delta), accountant, sampler, history,
+                  diagnostics, float(overflow_delta))

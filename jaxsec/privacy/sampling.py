@@ -29,16 +29,24 @@ independent with probability ``q``.) Each step works on a padded batch of static
 (:meth:`PoissonSampler.schedule`); when one exceeds ``max_batch_size``:
 
 * ``overflow='raise'`` (default): ``schedule`` raises ``ValueError`` before any data are
-  touched; nothing was trained and the sizes do not depend on the data's content. The
-  default ``max_batch_size`` is the smallest size whose overflow probability over the
-  whole run is below ``overflow_tolerance`` (default 1e-9, far below any useful delta).
-  Re-running with another key conditions the sampler on "no overflow", an event of
-  probability >= 1 - overflow_tolerance; the output distribution then moves by at most
-  that much in total variation, which adds at most ``(1 + e^eps) * overflow_tolerance``
-  to delta (negligible, and reported as :attr:`PoissonSampler.overflow_probability`).
+  touched; nothing was trained and the sizes do not depend on the data's content. No
+  batch is ever truncated in this mode. The mechanism actually run (Poisson DP-SGD that
+  halts, or is re-run with a fresh key, on the data-independent event "some step
+  overflows") differs from the accounted ``PoissonSampledDpEvent`` mechanism only on
+  that event, of probability ``p <= T * P[Binomial(N, q) > max_batch_size]`` (binomial
+  tail, union bound over the T steps: :attr:`PoissonSampler.overflow_probability`). So
+  its output is within ``p`` of the accounted one in total variation, and it is
+  ``(eps, delta + (1 + e^eps) p)``-DP. This term, :meth:`PoissonSampler.overflow_delta`,
+  is *added to the reported delta* (:meth:`PoissonSampler.delta_spent`, ``DPResult.delta``
+  of DP-SGD), and :meth:`PoissonSampler.epsilon` refuses (``ValueError`` naming
+  ``max_batch_size``, ``p`` and the smallest size that passes) when it exceeds
+  ``max_overflow_delta_fraction * delta`` (default 1%). The default ``max_batch_size`` is
+  the smallest size with ``p <= overflow_tolerance`` (default 1e-15: the term stays below
+  1% of delta = 1e-5 up to eps = 18, of delta = 1e-8 up to eps = 11.5).
 * ``overflow='truncate'``: a uniformly random ``max_batch_size``-subset of the Poisson
   sample is kept, and this is *accounted* with ``TruncatedSubsampledGaussianDpEvent``
-  (PLD only), the event of exactly this mechanism. Nothing is dropped silently.
+  (PLD only), the event of exactly this mechanism (no overflow term). Nothing is dropped
+  silently.
 
 We never resample an oversized batch inside training: conditioning the sample on its size
 is a different mechanism from the one ``PoissonSampledDpEvent`` describes.
@@ -95,6 +103,16 @@ class _Sampler:
 
   def default_accountant(self) -> str:
     return self.accountants[0]
+
+  def overflow_delta(self, epsilon: float) -> float:
+    """What the batch-drawing adds to delta beyond the accounted event (0 here)."""
+    del epsilon
+    return 0.0
+
+  def delta_spent(self, epsilon: float, delta: float) -> float:
+    """The delta to report with ``epsilon``: the accountant's ``delta`` plus
+    :meth:`overflow_delta`."""
+    return float(delta) + self.overflow_delta(epsilon)
 
   def epsilon(self, noise_multiplier: float, delta: float, *, num_steps: int | None = None,
               accountant: str | None = None) -> float:
@@ -154,6 +172,9 @@ class PoissonSampler(_Sampler):
       probability of being exceeded in any of the T steps is <= ``overflow_tolerance``.
     overflow: 'raise' (default) or 'truncate' (accounted, PLD only). See module doc.
     overflow_tolerance: target run-wide overflow probability for the default size.
+    max_overflow_delta_fraction: with ``overflow='raise'``, :meth:`epsilon` refuses a
+      ``max_batch_size`` whose delta term ``(1 + e^eps) p`` exceeds this fraction of
+      delta (default 0.01).
     normalizer: what the noisy sum is divided by; default the expected batch size q N.
       Like every DP library, the default treats N as public; under strict add/remove
       adjacency pass a public constant (the audit experiment does).
@@ -163,7 +184,8 @@ class PoissonSampler(_Sampler):
                expected_batch_size: float | None = None,
                sampling_probability: float | None = None,
                max_batch_size: int | None = None, overflow: str = 'raise',
-               overflow_tolerance: float = 1e-9, normalizer: float | None = None):
+               overflow_tolerance: float = 1e-15, normalizer: float | None = None,
+               max_overflow_delta_fraction: float = 0.01):
     _check_common(dataset_size, num_steps)
     if (expected_batch_size is None) == (sampling_probability is None):
       raise ValueError('Give exactly one of expected_batch_size and sampling_probability; '
@@ -178,6 +200,9 @@ class PoissonSampler(_Sampler):
     _checks.check_choice('overflow', overflow, ('raise', 'truncate'))
     _checks.check_float('overflow_tolerance', overflow_tolerance, minimum=0.0, maximum=1.0,
                         strict_min=True)
+    _checks.check_float('max_overflow_delta_fraction', max_overflow_delta_fraction,
+                        minimum=0.0, maximum=1.0)
+    self.max_overflow_delta_fraction = float(max_overflow_delta_fraction)
     self.dataset_size = int(dataset_size)
     self.num_steps = int(num_steps)
     self.q = float(sampling_probability)
@@ -185,8 +210,7 @@ class PoissonSampler(_Sampler):
     binom = stats.binom(self.dataset_size, self.q)
     if max_batch_size is None:
       # smallest m with T * P[Bin(N, q) > m] <= tol  (union bound over steps)
-      max_batch_size = int(binom.isf(overflow_tolerance / self.num_steps))
-      max_batch_size = max(1, min(max_batch_size, self.dataset_size))
+      max_batch_size = max(1, self._smallest_size(overflow_tolerance))
     _checks.check_int('max_batch_size', max_batch_size, minimum=1, maximum=self.dataset_size)
     self.batch_size = int(max_batch_size)
     if normalizer is not None:
@@ -196,6 +220,52 @@ class PoissonSampler(_Sampler):
     # P[some step overflows] <= T * P[Bin(N,q) > m]
     self.overflow_probability = float(min(1.0, self.num_steps * binom.sf(self.batch_size)))
     self.accountants = ('pld',) if overflow == 'truncate' else ('pld', 'rdp')
+
+  def _smallest_size(self, run_probability: float) -> int:
+    """Smallest m with ``T * P[Bin(N, q) > m] <= run_probability`` (bisection on the
+    survival function; scipy's discrete ``isf`` returns N below ~1e-13)."""
+    binom = stats.binom(self.dataset_size, self.q)
+    target = run_probability / self.num_steps
+    lo, hi = 0, self.dataset_size          # sf(N) = 0 always passes
+    while lo < hi:
+      mid = (lo + hi) // 2
+      if binom.sf(mid) <= target:
+        hi = mid
+      else:
+        lo = mid + 1
+    return lo
+
+  def overflow_delta(self, epsilon: float) -> float:
+    """``(1 + e^eps) p`` with ``overflow='raise'`` (see module doc); 0 for 'truncate'."""
+    if self.overflow == 'truncate' or self.overflow_probability == 0.0:
+      return 0.0
+    if epsilon >= 700:          # e^eps overflows a float; the guarantee is void anyway
+      return math.inf
+    return (1.0 + math.exp(epsilon)) * self.overflow_probability
+
+  def epsilon(self, noise_multiplier: float, delta: float, *, num_steps: int | None = None,
+              accountant: str | None = None) -> float:
+    """Epsilon at ``delta`` after ``num_steps``; report it with :meth:`delta_spent`.
+
+    Raises ``ValueError`` (nothing trained) when ``overflow='raise'`` and the overflow
+    term :meth:`overflow_delta` exceeds ``max_overflow_delta_fraction * delta``.
+    """
+    eps = super().epsilon(noise_multiplier, delta, num_steps=num_steps,
+                          accountant=accountant)
+    if math.isfinite(eps):
+      od = self.overflow_delta(eps)
+      limit = self.max_overflow_delta_fraction * float(delta)
+      if od > limit:
+        ok = self._smallest_size(limit / (1.0 + math.exp(min(eps, 700.0))))
+        raise ValueError(
+            f'max_batch_size={self.batch_size}: overflow probability '
+            f'{self.overflow_probability:.3g} (P[some of the {self.num_steps} Poisson '
+            f'batches exceeds {self.batch_size}], binomial tail with a union bound) adds '
+            f'(1 + e^eps) * p = {od:.3g} to delta={delta:g} at eps={eps:.4g}, more than '
+            f'max_overflow_delta_fraction={self.max_overflow_delta_fraction:g} of delta. '
+            f'The smallest max_batch_size that passes is {ok} (or use '
+            "overflow='truncate', accounted exactly). Nothing was trained.")
+    return eps
 
   def __repr__(self):
     return (f'PoissonSampler(N={self.dataset_size}, q={self.q:.6g}, T={self.num_steps}, '

@@ -20,6 +20,9 @@ def test_smoke_run_writes_json(tmp_path):
   assert r['noise_multiplier'] > 0 and 0.0 <= r['test_accuracy'] <= 1.0
   assert r['test_accuracy'] > 0.2          # better than chance (10 classes)
   assert 'DP-SGD' in dp_sgd.render_markdown(res)
+  # the clipped fraction is published only under its non-private label; delta reported
+  assert 'mean_clipped_fraction' not in r and 0 <= r[dp_sgd.NONPRIVATE_KEY] <= 1
+  assert r['reported_delta'] == r['delta'] + r['overflow_delta'] and r['overflow_delta'] > 0
   # a second run resumes from the JSON without retraining
   again = dp_sgd.run(cfg, str(tmp_path), str(tmp_path / 'ckpt'))
   assert again['runs'][0]['train_seconds'] == r['train_seconds']
@@ -34,3 +37,28 @@ def test_smoke_run_writes_json(tmp_path):
   fourth = dp_sgd.run(cfg3, str(tmp_path), str(tmp_path / 'ckpt'))
   assert fourth['runs'][0]['train_seconds'] != r['train_seconds']
   assert fourth['nonprivate']['epochs'] == 1
+
+
+def _results(run_extra):
+  run = {'target_epsilon': 3.0, 'epsilon': 2.99, 'delta': 1e-5, 'accountant': 'pld',
+         'noise_multiplier': 1.1, 'epochs': 2, 'steps': 10, 'test_accuracy': 0.5,
+         'train_seconds': 1.0, **run_extra}
+  return {'dataset': 'fashion_mnist', 'model': 'cnn', 'activation': 'tanh',
+          'num_params': 10, 'num_train': 1000, 'num_test': 10, 'runs': [run]}
+
+
+def test_render_labels_clipped_fraction_as_nonprivate():
+  # committed results (old key) and new results (labelled key) both render it as a
+  # non-private diagnostic, apart from the table of private quantities
+  for key in ('mean_clipped_fraction', dp_sgd.NONPRIVATE_KEY):
+    md = dp_sgd.render_markdown(_results({key: 0.4195}))
+    line = [l for l in md.splitlines() if '0.42' in l]
+    assert len(line) == 1 and line[0].startswith('Non-private diagnostic')
+    assert 'not covered by (epsilon, delta)' in line[0]
+  assert dp_sgd.NONPRIVATE_KEY.startswith('nonprivate_diagnostic')
+  md = dp_sgd.render_markdown(_results({'overflow_delta': 3e-12}))
+  assert 'overflow term' in md and '1e-05 + 3e-12' in md and 'refused now' not in md
+  # results written before the term was recorded: recomputed from max_batch_size
+  md = dp_sgd.render_markdown(_results({'steps': 50, 'sampling_probability': 0.1,
+                                        'max_batch_size': 115, 'epsilon': 5.148}))
+  assert '1e-05 + 1.7e+02' in md and 'refused now' in md

@@ -149,9 +149,50 @@ def test_poisson_overflow_raises_before_training_or_truncates():
                               max_batch_size=100, overflow='truncate')
   sched = t.schedule(jax.random.key(0))
   assert int(sched.sizes.max()) == 100
-  # default size: run-wide overflow probability below the tolerance
+  # default size: run-wide overflow probability below the tolerance (1e-15: its delta term
+  # (1 + e^eps) p stays under 1% of delta = 1e-5 up to eps = 18), and the smallest such
   d = sampling.PoissonSampler(dataset_size=60000, num_steps=1000, expected_batch_size=256)
-  assert d.overflow_probability <= 1e-9 and d.batch_size < 400
+  b = stats.binom(60000, 256 / 60000)
+  assert d.overflow_probability <= 1e-15 and d.batch_size < 420
+  assert 1000 * b.sf(d.batch_size - 1) > 1e-15
+
+
+def test_poisson_overflow_is_in_the_reported_delta_or_refused():
+  # the issue's setting: N=1000, q=0.1, T=50, max_batch_size=115: P[overflow] = 1
+  s = sampling.PoissonSampler(dataset_size=1000, num_steps=50, sampling_probability=0.1,
+                              max_batch_size=115)
+  assert s.overflow_probability == 1.0
+  p_step = stats.binom(1000, 0.1).sf(115)
+  assert p_step > 0.05        # a step overflows with probability 5%: 50 steps, union = 1
+  with pytest.raises(ValueError, match=r'max_batch_size=115.*overflow probability 1'
+                     ) as err:
+    s.epsilon(1.0, 1e-5)      # was 5.148 reported at delta 1e-5
+  m = int(str(err.value).split('smallest max_batch_size that passes is ')[1].split()[0]
+          .rstrip('.;,'))
+  # that size passes, one less does not; the reported delta grows by (1 + e^eps) p
+  eps_acc = accounting.epsilon(s.dp_event(1.0), 1e-5)
+  def term(mm):
+    return (1 + math.exp(eps_acc)) * 50 * stats.binom(1000, 0.1).sf(mm)
+  assert term(m) <= 0.01 * 1e-5 < term(m - 1)
+  ok = sampling.PoissonSampler(dataset_size=1000, num_steps=50, sampling_probability=0.1,
+                               max_batch_size=m)
+  eps = ok.epsilon(1.0, 1e-5)
+  assert eps == pytest.approx(eps_acc, rel=1e-12)
+  od = ok.overflow_delta(eps)
+  assert od == pytest.approx((1 + math.exp(eps)) * ok.overflow_probability, rel=1e-12)
+  assert 0 < od <= 1e-7
+  assert ok.delta_spent(eps, 1e-5) == pytest.approx(1e-5 + od, rel=1e-12)
+  # the refusal threshold is a documented keyword
+  loose = sampling.PoissonSampler(dataset_size=1000, num_steps=50, sampling_probability=0.1,
+                                  max_batch_size=m - 2, max_overflow_delta_fraction=0.5)
+  assert loose.epsilon(1.0, 1e-5) == pytest.approx(eps_acc, rel=1e-12)
+  with pytest.raises(ValueError, match='max_overflow_delta_fraction'):
+    sampling.PoissonSampler(dataset_size=10, num_steps=1, sampling_probability=0.1,
+                            max_overflow_delta_fraction=1.5)
+  # truncation is accounted exactly: no overflow term
+  t = sampling.PoissonSampler(dataset_size=1000, num_steps=50, sampling_probability=0.1,
+                              max_batch_size=115, overflow='truncate')
+  assert t.overflow_delta(t.epsilon(1.0, 1e-5)) == 0.0
 
 
 def test_shuffle_sampler_visits_each_example_once_per_epoch():

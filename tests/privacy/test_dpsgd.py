@@ -90,9 +90,19 @@ def test_train_end_to_end_reports_sampler_epsilon():
                     key=jax.random.key(1), l2_norm_clip=1.0, delta=1e-5,
                     noise_multiplier=1.0, accountant='rdp', steps_per_call=30)
   assert res.epsilon == pytest.approx(s.epsilon(1.0, 1e-5, accountant='rdp'))
+  # the reported delta includes the (tiny) Poisson overflow term of the padded batch size
+  assert res.delta == pytest.approx(1e-5 + s.overflow_delta(res.epsilon), rel=1e-12)
+  assert res.delta > 1e-5 and res.overflow_delta == s.overflow_delta(res.epsilon)
   acc = float(jnp.mean(((x @ res.params) > 0) == (y > 0)))
   assert acc > 0.85
   assert len(res.history['step']) == 2 and res.history['step'][-1] == 60
+  # statistics computed from the private batches without noise live apart, named so
+  assert set(res.history) == {'step', 'clip_norm'}
+  diag = res.nonprivate_diagnostics
+  assert set(diag) == {'step', 'clipped_fraction', 'mean_norm', 'batch_size'}
+  assert diag['step'] == [30, 60] and all(0 <= f <= 1 for f in diag['clipped_fraction'])
+  assert abs(np.mean(diag['batch_size']) - 80) < 10 and min(diag['mean_norm']) > 0
+  assert 'NOT covered' in ' '.join(dpsgd.DPResult.__doc__.split())
   with pytest.raises(ValueError, match='dataset_size'):
     dpsgd.train(lf, jnp.zeros(d), (x[:10], y[:10]), optimizer=optax.sgd(1.0), sampler=s,
                 key=jax.random.key(1), l2_norm_clip=1.0, delta=1e-5, noise_multiplier=1.0)
@@ -148,3 +158,17 @@ def test_repeated_trains_reuse_one_compiled_chunk_without_leaking_state():
   cold = run(x2, 1)
   np.testing.assert_array_equal(np.asarray(shifted.params), np.asarray(cold.params))
   assert float(jnp.mean(shifted.params)) > float(jnp.mean(first.params)) + 0.5
+
+
+def test_train_refuses_poisson_overflow_outside_delta():
+  """The issue's run (N=1000, q=0.1, T=50, max_batch_size=115) reported eps 5.15 at delta
+  1e-5 although some batch overflows with probability 1: refused before training."""
+  x = jax.random.normal(jax.random.key(3), (1000, 3))
+  lf = lambda w, x: jnp.sum((x - w) ** 2, axis=-1)
+  s = sampling.PoissonSampler(dataset_size=1000, num_steps=50, sampling_probability=0.1,
+                              max_batch_size=115)
+  # refused by the accounting (the old code only raised if this key's draw overflowed)
+  with pytest.raises(ValueError, match=r'max_batch_size=115: overflow probability 1\b.*'
+                     r'smallest max_batch_size that passes'):
+    dpsgd.train(lf, jnp.zeros(3), (x,), optimizer=optax.sgd(0.1), sampler=s,
+                key=jax.random.key(4), l2_norm_clip=1.0, delta=1e-5, noise_multiplier=1.0)
