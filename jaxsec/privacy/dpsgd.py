@@ -30,6 +30,8 @@ accountant therefore uses ``sigma`` unchanged: adaptive clipping is accounted.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import time
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -41,6 +43,14 @@ import optax
 from jaxsec import _checks
 from jaxsec.privacy import clipping as clipping_lib
 from jaxsec.privacy import sampling as sampling_lib
+
+
+def secure_key() -> jax.Array:
+  """A PRNG key of the default implementation whose bits all come from ``os.urandom``
+  (the OS CSPRNG), for ``secure_mode``."""
+  shape = jax.random.key_data(jax.random.key(0)).shape
+  words = np.frombuffer(os.urandom(4 * math.prod(shape)), np.uint32).reshape(shape)
+  return jax.random.wrap_key_data(jnp.asarray(words))
 
 
 class PrivatizerState(NamedTuple):
@@ -258,14 +268,14 @@ def _compiled_chunk(loss_fn, optimizer, sampler, *, noise_multiplier, method,
 
 def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Array], *,
           optimizer: optax.GradientTransformation, sampler: sampling_lib._Sampler,
-          key: jax.Array, l2_norm_clip: float, delta: float,
+          key: jax.Array | None, l2_norm_clip: float, delta: float,
           noise_multiplier: float | None = None, target_epsilon: float | None = None,
           accountant: str | None = None, method: str = 'vmap',
           microbatch_size: int | None = None,
           adaptive_clipping: AdaptiveClipping | None = None,
           steps_per_call: int = 50, callback: Callable[[int, Any, dict], None] | None = None,
           start_step: int = 0, opt_state: Any = None, clip_fn: Callable | None = None,
-          verbose: bool = False) -> DPResult:
+          verbose: bool = False, secure_mode: bool = False) -> DPResult:
   """Trains with DP-SGD; the sampler both draws the batches and accounts them.
 
   Args:
@@ -274,7 +284,7 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
     data: tuple of arrays with a common leading size N = ``sampler.dataset_size``.
     optimizer: any optax optimizer (receives the privatised mean gradient).
     sampler: a :mod:`jaxsec.privacy.sampling` sampler (its ``num_steps`` is the run).
-    key: PRNG key (sampling, noise).
+    key: PRNG key (sampling, noise). Ignored with ``secure_mode`` (may be None there).
     l2_norm_clip: C (initial C with adaptive clipping).
     delta: target delta of the accountant; the reported ``DPResult.delta`` adds the
       sampler's overflow term (``sampler.delta_spent``); a sampler whose term is too
@@ -289,12 +299,26 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
       evaluation and checkpoints); ``extra`` has ``opt_state`` and ``l2_norm_clip``.
     start_step, opt_state: resume a run at ``start_step`` (same key -> same run).
     clip_fn: override of the clipped-gradient function (see :func:`make_step`).
+    secure_mode: like Opacus' ``secure_mode``: the key for Poisson sampling and noise is
+      drawn from ``os.urandom`` (:func:`secure_key`) at each call and ``key`` is ignored,
+      so an adversary who knows the user's seed cannot subtract the noise; runs are not
+      reproducible (a resumed run draws fresh randomness for its remaining steps, which
+      is the same mechanism). What it does not do: JAX expands that key with threefry2x32,
+      a counter-based PRF (Salmon et al. 2011) that is not a vetted cryptographic
+      generator, and the Gaussian is sampled in float32 by an inverse-erf transform that
+      is not hardened against floating-point attacks on the noise's low-order bits
+      (Mironov 2012); a discrete Gaussian (Canonne, Kamath, Steinke 2020) would be.
 
   Returns:
     :class:`DPResult` with the final params, the ``(epsilon, delta)`` spent, the private
     history and, apart, the non-private diagnostics.
   """
   data = tuple(data)
+  if secure_mode:
+    key = secure_key()
+  elif key is None:
+    raise ValueError('key=None: give a jax.random key, or secure_mode=True (keys from '
+                     'os.urandom).')
   n = sampler.dataset_size
   for i, a in enumerate(data):
     if a.shape[0] != n:

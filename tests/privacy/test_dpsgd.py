@@ -172,3 +172,26 @@ def test_train_refuses_poisson_overflow_outside_delta():
                      r'smallest max_batch_size that passes'):
     dpsgd.train(lf, jnp.zeros(3), (x,), optimizer=optax.sgd(0.1), sampler=s,
                 key=jax.random.key(4), l2_norm_clip=1.0, delta=1e-5, noise_multiplier=1.0)
+
+
+def test_secure_mode_draws_noise_and_batches_from_os_randomness():
+  x = jax.random.normal(jax.random.key(3), (50, 3))
+  lf = lambda w, x: jnp.sum((x - w) ** 2, axis=-1)
+  def run(**kw):
+    s = sampling.PoissonSampler(dataset_size=50, num_steps=4, expected_batch_size=10)
+    return dpsgd.train(lf, jnp.zeros(3), (x,), optimizer=optax.sgd(0.1), sampler=s,
+                       l2_norm_clip=1.0, delta=1e-5, noise_multiplier=1.0,
+                       accountant='rdp', **kw)
+  a, b = run(key=jax.random.key(4)), run(key=jax.random.key(4))
+  np.testing.assert_array_equal(np.asarray(a.params), np.asarray(b.params))
+  c = run(key=jax.random.key(4), secure_mode=True)
+  d = run(key=jax.random.key(4), secure_mode=True)
+  e = run(key=None, secure_mode=True)
+  outs = [np.asarray(r.params) for r in (a, c, d, e)]
+  assert all(not np.array_equal(outs[i], outs[j]) for i in range(4) for j in range(i))
+  assert c.epsilon == a.epsilon        # same mechanism, same accounting
+  with pytest.raises(ValueError, match='secure_mode'):
+    run(key=None)
+  k1, k2 = dpsgd.secure_key(), dpsgd.secure_key()
+  assert jax.random.key_data(k1).shape == jax.random.key_data(jax.random.key(0)).shape
+  assert not np.array_equal(jax.random.key_data(k1), jax.random.key_data(k2))
