@@ -37,6 +37,7 @@ from jaxsec import data
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
+from jaxsec.attacks.evasion import physical
 from jaxsec.attacks.evasion.physical import adversarial_patch
 
 NAME = 'physical'
@@ -113,8 +114,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     success_noise = _target_rate(hit, x_eval, noise, ke, c.eval_draws, c.eval_batch)
     hist = np.asarray(info['objective'])
     rate = np.asarray(info['success_rate'])
-    row = {'size': float(size), 'area_fraction': atk.area_fraction(ds.input_shape[:2]),
-           'patch_side': atk.patch_side(ds.input_shape[:2]),
+    geo = dict(size=size, shape=c.patch.to_dict().get('shape', 'square'))
+    row = {'size': float(size),
+           'area_fraction': physical.patch_area_fraction(ds.input_shape[:2], **geo),
+           'patch_side': physical.patch_side(ds.input_shape[:2], **geo),
            'targeted_success': success, 'random_patch_success': success_noise,
            'train_objective': hist[::c.history_every].tolist(),
            'train_success_rate_last': float(rate[-max(1, len(rate) // 10):].mean()),

@@ -45,7 +45,7 @@ import numpy as np
 import optax
 
 from jaxsec import _checks
-from jaxsec.attacks.base import AttackOutput
+from jaxsec.attacks.base import AttackOutput, FittedAttack
 from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.adaptive import eot_logits_fn
 
@@ -237,6 +237,50 @@ def _as_attack(fit, apply, bounds, targeted, return_info):
   return attack
 
 
+def _check_patch(size, shape):
+  _checks.check_float('size', size, minimum=0.0, maximum=1.0, strict_min=True,
+                      allow_traced=False)
+  _checks.check_choice('shape', shape, PATCH_SHAPES)
+  return float(size)
+
+
+def _patch_side(image_shape, size, shape):
+  h, w = int(image_shape[0]), int(image_shape[1])
+  area = size * h * w
+  side = math.sqrt(area) if shape == 'square' else math.sqrt(4.0 * area / math.pi)
+  side = max(1, int(round(side)))
+  if side > min(h, w):
+    raise ValueError(f'size={size} gives a {shape} patch of side {side}, larger than the '
+                     f'{h}x{w} image.')
+  return side
+
+
+def _patch_mask(image_shape, size, shape):
+  s = _patch_side(image_shape, size, shape)
+  if shape == 'square':
+    return np.ones((s, s), np.float32)
+  r = np.arange(s, dtype=np.float64) - (s - 1) / 2.0
+  return ((r[:, None] ** 2 + r[None, :] ** 2) <= (s / 2.0) ** 2).astype(np.float32)
+
+
+def patch_side(image_shape, *, size, shape: str = 'square') -> int:
+  """Side ``s`` of the :func:`adversarial_patch` of this ``size`` / ``shape`` on images
+  ``[H, W]``: ``round(sqrt(size H W))`` (square) or ``round(sqrt(4 size H W / pi))`` (disc)."""
+  return _patch_side(image_shape, _check_patch(size, shape), shape)
+
+
+def patch_mask(image_shape, *, size, shape: str = 'square') -> np.ndarray:
+  """The ``[s, s]`` 0/1 mask of the patch: all ones, or the pixel centres within ``s / 2``
+  of the patch centre (disc)."""
+  return _patch_mask(image_shape, _check_patch(size, shape), shape)
+
+
+def patch_area_fraction(image_shape, *, size, shape: str = 'square') -> float:
+  """The exact fraction of the ``[H, W]`` image the unscaled patch covers (after rounding)."""
+  m = patch_mask(image_shape, size=size, shape=shape)
+  return float(m.sum()) / (int(image_shape[0]) * int(image_shape[1]))
+
+
 def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
                       loss: str = 'ce', num_steps: int = 500, batch_size: int = 32,
                       learning_rate=0.05, max_rotation=22.5, scale=(0.9, 1.1),
@@ -256,26 +300,23 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
 
   Size. ``size`` is the fraction of the image area the (unscaled) patch covers: a square
   of side ``s = round(sqrt(size H W))`` or a disc of diameter ``s = round(sqrt(4 size H W /
-  pi))`` (pixel centres within ``s / 2`` of the patch centre); ``attack.area_fraction(
-  image_shape)`` gives the exact fraction after rounding.
+  pi))`` (pixel centres within ``s / 2`` of the patch centre); :func:`patch_side`,
+  :func:`patch_mask` and :func:`patch_area_fraction` give the geometry after rounding.
 
   Guarantees: the patch is inside ``[lo, hi]``; ``apply`` returns images inside the bounds
   that equal the input exactly wherever the transformed mask is 0.
 
-  Interface (like :func:`universal_perturbation`): ``attack(logits_fn, x, y, key)`` fits
-  the patch on the batch and applies it with random transformations to the same batch;
-  attributes:
+  Returns a :class:`~jaxsec.attacks.base.FittedAttack`:
 
-  * ``attack.fit(logits_fn, x, y, key) -> patch`` (``(patch, info)`` with
-    ``return_info=True``; ``info['objective']`` and ``info['success_rate']`` are the
-    minibatch objective and success rate at each step, ``[num_steps]``);
-    ``y`` are the target labels (targeted) or the true labels.
-  * ``attack.apply(x, patch, key=None, *, transform=None, return_mask=False,
+  * ``fit(logits_fn, x, y, key) -> patch`` (``(patch, info)`` with ``return_info=True``;
+    ``info['objective']`` and ``info['success_rate']`` are the minibatch objective and
+    success rate at each step, ``[num_steps]``); ``y`` are the target labels (targeted)
+    or the true labels.
+  * ``apply(x, patch, key=None, *, transform=None, return_mask=False,
     return_transform=False)``: place the patch on each image of ``x``, with random
     transformations drawn from ``key`` or the given :class:`PatchTransform`.
-  * ``attack.sample_transform(key, image_shape, batch)``, ``attack.patch_side(
-    image_shape)``, ``attack.patch_mask(image_shape)``, ``attack.area_fraction(
-    image_shape)``.
+  * ``attack(logits_fn, x, y, key)``: fit the patch on the batch and apply it with random
+    transformations to the same batch.
 
   Args:
     size: fraction of the image area, in (0, 1].
@@ -300,9 +341,7 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
   >>> atk.fit(f, x, t, jax.random.key(0)).shape
   (4, 4, 1)
   """
-  _checks.check_float('size', size, minimum=0.0, maximum=1.0, strict_min=True,
-                      allow_traced=False)
-  _checks.check_choice('shape', shape, PATCH_SHAPES)
+  size = _check_patch(size, shape)
   common.check_bool(targeted=targeted, return_info=return_info)
   _checks.check_choice('loss', loss, common.LOSSES)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
@@ -314,29 +353,11 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
   b_lo, b_hi = _check_range('brightness', brightness, minimum=0.0)
   bounds = _checks.check_bounds(bounds)
   lo, hi = bounds
-  size = float(size)
   max_rad = math.radians(float(max_rotation))
   obj = common.objective(loss, targeted)
 
-  def patch_side(image_shape):
-    h, w = int(image_shape[0]), int(image_shape[1])
-    area = size * h * w
-    side = math.sqrt(area) if shape == 'square' else math.sqrt(4.0 * area / math.pi)
-    side = max(1, int(round(side)))
-    if side > min(h, w):
-      raise ValueError(f'size={size} gives a {shape} patch of side {side}, larger than the '
-                       f'{h}x{w} image.')
-    return side
-
-  def patch_mask(image_shape):
-    s = patch_side(image_shape)
-    if shape == 'square':
-      return np.ones((s, s), np.float32)
-    r = np.arange(s, dtype=np.float64) - (s - 1) / 2.0
-    return ((r[:, None] ** 2 + r[None, :] ** 2) <= (s / 2.0) ** 2).astype(np.float32)
-
-  def area_fraction(image_shape):
-    return float(patch_mask(image_shape).sum()) / (int(image_shape[0]) * int(image_shape[1]))
+  side_of = lambda image_shape: _patch_side(image_shape, size, shape)
+  mask_of = lambda image_shape: _patch_mask(image_shape, size, shape)
 
   def _half_extent(s, ang, sc):
     """Half the extent, along rows / cols, of the rotated scaled patch's pixel centres."""
@@ -349,7 +370,7 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
   def _transform_from_uniform(u, image_shape):
     """A PatchTransform per row of ``u`` [B, 5] (i.i.d. U[0, 1))."""
     h, w = image_shape
-    s = patch_side(image_shape)
+    s = side_of(image_shape)
     ang = max_rad * (2.0 * u[:, 0] - 1.0)
     sc = s_lo + (s_hi - s_lo) * u[:, 1]
     br = b_lo + (b_hi - b_lo) * u[:, 2]
@@ -399,7 +420,7 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
   def apply(x, patch, key=None, *, transform=None, return_mask=False,
             return_transform=False):
     _check_images('x', x)
-    s = patch_side(x.shape[1:3])
+    s = side_of(x.shape[1:3])
     if patch.shape != (s, s, x.shape[3]):
       raise ValueError(f'patch has shape {tuple(patch.shape)}; expected {(s, s, x.shape[3])} '
                        f'for images of shape {tuple(x.shape[1:])} and size={size}.')
@@ -408,7 +429,7 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
         raise ValueError('apply needs a key (random placement) or a transform.')
       transform = sample_transform(key, x.shape[1:3], x.shape[0])
     t = _broadcast_transform(transform, x.shape[0])
-    x_adv, m_t = _place_jit(x, patch.astype(x.dtype), patch_mask(x.shape[1:3]), t)
+    x_adv, m_t = _place_jit(x, patch.astype(x.dtype), mask_of(x.shape[1:3]), t)
     x_adv = x_adv.astype(x.dtype)
     out = (x_adv,)
     if return_mask:
@@ -422,8 +443,8 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
     _checks.check_labels('y', y, batch=x.shape[0])
     _checks.check_in_bounds('x', x, bounds, tol=1e-5)
     n, h, w, ch = x.shape
-    s = patch_side((h, w))
-    mask = patch_mask((h, w))
+    s = side_of((h, w))
+    mask = mask_of((h, w))
     k_init, k_run = jax.random.split(key)
     patch0 = jax.random.uniform(k_init, (s, s, ch), x.dtype, lo, hi)
     opt = optax.adam(learning_rate)
@@ -452,14 +473,7 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
       return patch, {'objective': hist, 'success_rate': rate}
     return patch
 
-  attack = _as_attack(fit, apply, bounds, targeted, return_info)
-  attack.fit = fit
-  attack.apply = apply
-  attack.sample_transform = sample_transform
-  attack.patch_side = patch_side
-  attack.patch_mask = patch_mask
-  attack.area_fraction = area_fraction
-  return attack
+  return FittedAttack(fit, apply, _as_attack(fit, apply, bounds, targeted, return_info))
 
 
 # --------------------------------------------------------------------------- RP2
@@ -529,17 +543,14 @@ def rp2(*, mask, lam=0.01, norm: str = 'l2', num_steps: int = 300, learning_rate
 
   Guarantees: ``lo <= x_adv <= hi``, and ``x_adv == x`` exactly wherever the mask is 0.
 
-  Interface: ``attack(logits_fn, x, y, key)`` optimises one ``delta`` per example
-  (independent problems, ``delta_i`` kept within ``[lo - x_i, hi - x_i]`` so the clip is
-  inactive). Attributes:
+  Returns a :class:`~jaxsec.attacks.base.FittedAttack`:
 
-  * ``attack.fit(logits_fn, x, y, key) -> delta``: one perturbation shared by all images
-    of ``x`` (the paper's setting: ``x`` holds views of one object, the objective
-    averages over them); ``(delta, info)`` with ``return_info=True``.
-  * ``attack.apply(x, delta) -> x_adv`` (``where(M != 0, clip(x + M . delta), x)``).
-  * ``attack.objective(logits_fn, x, y, delta, key) -> [B]``: the per-example objective
-    with a fixed set of ``num_samples`` transformations drawn from ``key``
-    (deterministic, for evaluation).
+  * ``attack(logits_fn, x, y, key)`` optimises one ``delta`` per example (independent
+    problems, ``delta_i`` kept within ``[lo - x_i, hi - x_i]`` so the clip is inactive);
+  * ``fit(logits_fn, x, y, key) -> delta``: one perturbation shared by all images of ``x``
+    (the paper's setting: ``x`` holds views of one object, the objective averages over
+    them); ``(delta, info)`` with ``return_info=True``;
+  * ``apply(x, delta) -> x_adv`` (``where(M != 0, clip(x + M . delta), x)``).
 
   Args:
     mask: the sticker mask ``M`` (array, values in [0, 1], not all 0).
@@ -631,10 +642,6 @@ def rp2(*, mask, lam=0.01, norm: str = 'l2', num_steps: int = 300, learning_rate
                        f'{x.shape[-1]}] for images of shape {tuple(x.shape[1:])}.')
     return total, nrm
 
-  def objective(logits_fn, x, y, delta, key):
-    """Per-example objective with fixed transformation draws (deterministic)."""
-    return _terms(logits_fn, x, y, jnp.asarray(delta, x.dtype), key, 'fixed')[0]
-
   def _optimize(logits_fn, x, y, key, shared):
     common.check_call(x, y, bounds)
     mm = _mask_for(x)
@@ -680,7 +687,4 @@ def rp2(*, mask, lam=0.01, norm: str = 'l2', num_steps: int = 300, learning_rate
             'norm': _safe_norm(mm * delta, norm), 'objective': hist, 'delta': delta}
     return AttackOutput(x_adv, info)
 
-  attack.fit = fit
-  attack.apply = apply
-  attack.objective = objective
-  return attack
+  return FittedAttack(fit, apply, attack)

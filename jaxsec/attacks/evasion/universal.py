@@ -24,14 +24,15 @@ it is one ``lax.scan`` per pass inside a ``lax.while_loop`` over passes, so the 
 is one jitted program.
 
 Interface. The universal perturbation is fitted on a set of inputs, not per example, so the
-factory returns an attack with the standard signature that fits ``v`` on the batch it is
-given and applies it to that same batch, plus two attributes:
+factories return a :class:`~jaxsec.attacks.base.FittedAttack`:
 
-* ``attack.fit(logits_fn, x, key) -> (v, info)``: fit ``v`` (shape ``x.shape[1:]``) on the
-  data ``x``; ``info`` has ``fooling_rate`` (on ``x``), ``passes`` and ``updates``;
-* ``attack.apply(x, v) -> clip(x + v, lo, hi)``: apply a fitted ``v`` to any inputs (the
+* ``fit(logits_fn, x, key) -> (v, info)``: fit ``v`` (shape ``x.shape[1:]``) on the data
+  ``x``; ``info`` has ``fooling_rate`` (on ``x``) and ``passes`` / ``updates`` (or ``steps``);
+* ``apply(x, v) -> clip(x + v, lo, hi)``: apply a fitted ``v`` to any inputs (the
   transfer-to-unseen-data setting of the paper: fit on a training set, apply to a test
-  set).
+  set);
+* ``attack(logits_fn, x, y, key)``: the standard signature, fit on the batch and applied
+  to it.
 """
 from __future__ import annotations
 
@@ -40,14 +41,22 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxsec import _checks
-from jaxsec.attacks.base import AttackOutput
+from jaxsec.attacks.base import AttackOutput, FittedAttack
 from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.deepfool import run_deepfool
 
 
-def _as_attack(fit, apply, bounds, return_info):
-  """The standard-signature attack around a universal ``fit`` / ``apply`` pair: fit ``v`` on
-  the batch, apply it to the same batch; ``.fit`` and ``.apply`` stay reachable."""
+def _project(v, xi, norm):
+  """``v`` (one perturbation, no batch axis) onto the L_p ball of radius ``xi``."""
+  vb = v[None]
+  vb = common.project_linf(vb, xi) if norm == 'linf' else common.project_l2(vb, xi)
+  return vb[0]
+
+
+def _fitted(fit, apply, bounds, return_info):
+  """The FittedAttack of a universal ``fit`` / ``apply``: the standard attack fits ``v`` on
+  the batch and applies it to the same batch."""
+
   def attack(logits_fn, x, y, key):
     common.check_call(x, y, bounds)
     v, finfo = fit(logits_fn, x, key)
@@ -60,9 +69,7 @@ def _as_attack(fit, apply, bounds, return_info):
     info = {'success': pred != y, 'fooled': pred != pred0, 'perturbation': v, **finfo}
     return AttackOutput(x_adv, info)
 
-  attack.fit = fit
-  attack.apply = apply
-  return attack
+  return FittedAttack(fit, apply, attack)
 
 
 def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int = 10,
@@ -90,7 +97,7 @@ def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int
       ``passes``, ``updates`` and ``perturbation`` (``v``).
 
   Returns:
-    ``attack(logits_fn, x, y, key) -> x_adv`` with attributes ``fit`` and ``apply``.
+    ``FittedAttack(fit, apply, attack)`` (see the module docstring).
   """
   _checks.check_float('xi', xi, minimum=0.0, strict_min=True)
   _checks.check_choice('norm', norm, ('linf', 'l2'))
@@ -104,13 +111,8 @@ def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int
   bounds = _checks.check_bounds(bounds)
   lo, hi = bounds
 
-  def project(v):
-    vb = v[None]
-    vb = common.project_linf(vb, xi) if norm == 'linf' else common.project_l2(vb, xi)
-    return vb[0]
-
-  def apply(x, v):
-    return jnp.clip(x + v[None], lo, hi)
+  project = lambda v: _project(v, xi, norm)
+  apply = lambda x, v: jnp.clip(x + v[None], lo, hi)
 
   def _predict(f, x):
     fn = lambda xi_: jnp.argmax(f(xi_[None])[0], axis=-1)
@@ -158,7 +160,7 @@ def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int
     v, passes, fr, updates, _ = lax.while_loop(cond, body, init)
     return v, {'fooling_rate': fr, 'passes': passes, 'updates': updates}
 
-  return _as_attack(fit, apply, bounds, return_info)
+  return _fitted(fit, apply, bounds, return_info)
 
 
 def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
@@ -176,9 +178,8 @@ def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
   stronger at small budgets: on the FMNIST reference CNN at L_inf 0.1, 25% test fooling
   rate vs ~10% for :func:`universal_perturbation` (Algorithm 1).
 
-  Same interface as :func:`universal_perturbation`: ``attack(logits_fn, x, y, key)`` fits
-  on ``x`` and applies to it; ``attack.fit(logits_fn, x, key) -> (v, info)`` with
-  ``fooling_rate`` (on ``x``) and ``steps``; ``attack.apply(x, v) = clip(x + v, lo, hi)``.
+  Same interface as :func:`universal_perturbation`: a ``FittedAttack``; ``fit``'s info
+  has ``fooling_rate`` (on ``x``) and ``steps``.
 
   Args:
     xi: radius of the perturbation ball, > 0.
@@ -204,13 +205,8 @@ def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
   bounds = _checks.check_bounds(bounds)
   lo, hi = bounds
 
-  def project(v):
-    vb = v[None]
-    vb = common.project_linf(vb, xi) if norm == 'linf' else common.project_l2(vb, xi)
-    return vb[0]
-
-  def apply(x, v):
-    return jnp.clip(x + v[None], lo, hi)
+  project = lambda v: _project(v, xi, norm)
+  apply = lambda x, v: jnp.clip(x + v[None], lo, hi)
 
   def fit(logits_fn, x, key):
     _checks.check_array('x', x, dtype_kind='f')
@@ -235,4 +231,4 @@ def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
     fr = jnp.mean((jnp.argmax(f(apply(x, v)), axis=-1) != k0).astype(jnp.float32))
     return v, {'fooling_rate': fr, 'steps': jnp.asarray(num_steps)}
 
-  return _as_attack(fit, apply, bounds, return_info)
+  return _fitted(fit, apply, bounds, return_info)

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxsec.attacks.base import FittedAttack
 from jaxsec.attacks.evasion.lbfgs import lbfgs
 from jaxsec.attacks.evasion.universal import universal_perturbation
 from jaxsec.attacks.evasion.universal import universal_perturbation_sgd
@@ -57,7 +58,7 @@ def test_uap_reaches_fooling_rate_on_linear(norm):
   xi = float(jnp.quantile(margin, 0.9) / dual)
   atk = universal_perturbation(xi=xi, norm=norm, delta=0.2, return_info=True)
   if norm == 'l2':     # the standard signature: fit on the batch, apply to it
-    out = jax.jit(atk, static_argnums=0)(f, xs, jnp.zeros(60, jnp.int32), jax.random.key(0))
+    out = jax.jit(atk.attack, static_argnums=0)(f, xs, jnp.zeros(60, jnp.int32), jax.random.key(0))
     v, fr = out.info['perturbation'], out.info['fooling_rate']
     np.testing.assert_allclose(fr, jnp.mean(out.info['fooled']), atol=1e-6)
     np.testing.assert_allclose(out.x_adv, jnp.clip(xs + v, 0.0, 1.0))
@@ -81,9 +82,17 @@ def test_uap_bounds_and_stops_at_max_passes():
   lo, hi = -1.0, 2.0
   atk = universal_perturbation(xi=1e-3, norm='linf', max_passes=2, bounds=(lo, hi),
                                return_info=True)
-  out = atk(f, xs, jnp.zeros(20, jnp.int32), jax.random.key(1))
+  out = atk.attack(f, xs, jnp.zeros(20, jnp.int32), jax.random.key(1))
   assert int(out.info['passes']) == 2               # cannot reach 80% with a tiny radius
   assert float(out.x_adv.min()) >= lo and float(out.x_adv.max()) <= hi
+
+
+@pytest.mark.parametrize('factory', [universal_perturbation, universal_perturbation_sgd])
+def test_uap_is_a_fitted_attack(factory):
+  """A named tuple of pure functions (optax's pattern), not a closure with attributes."""
+  atk = factory(xi=0.1)
+  assert isinstance(atk, FittedAttack) and atk._fields == ('fit', 'apply', 'attack')
+  assert not hasattr(atk.attack, 'fit')
 
 
 @pytest.mark.parametrize('factory,kw', [
@@ -124,7 +133,7 @@ def test_uap_sgd_standard_signature_bounds_and_clamp():
   x = jax.random.uniform(jax.random.key(4), (32, 6), minval=-1.0, maxval=2.0)
   atk = universal_perturbation_sgd(xi=0.3, num_steps=20, loss_clamp=2.0, bounds=(-1.0, 2.0),
                                    return_info=True)
-  out = jax.jit(atk, static_argnums=0)(f, x, jnp.argmax(f(x), 1), jax.random.key(5))
+  out = jax.jit(atk.attack, static_argnums=0)(f, x, jnp.argmax(f(x), 1), jax.random.key(5))
   assert float(jnp.max(jnp.abs(out.x_adv - x))) <= 0.3 + 1e-6
   assert float(out.x_adv.min()) >= -1.0 and float(out.x_adv.max()) <= 2.0
   np.testing.assert_allclose(float(out.info['fooling_rate']), float(jnp.mean(out.info['fooled'])),

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxsec.attacks.base import FittedAttack
 from jaxsec.attacks.evasion import adversarial_patch
+from jaxsec.attacks.evasion import eot_logits_fn
 from jaxsec.attacks.evasion import physical
 from jaxsec.attacks.evasion import rp2
 from jaxsec.attacks.evasion.physical import PatchTransform
@@ -46,7 +48,7 @@ def test_patch_in_bounds_and_only_transformed_mask_changes(shape):
   x = _uniform(1, (6, 12, 10, 3), lo, hi)
   atk = adversarial_patch(size=0.2, shape=shape, brightness=(0.5, 1.5), scale=(0.7, 1.3),
                           bounds=(lo, hi))
-  s = atk.patch_side((12, 10))
+  s = physical.patch_side((12, 10), size=0.2, shape=shape)
   patch = _uniform(2, (s, s, 3), lo, hi)
   x_adv, m_t, t = atk.apply(x, patch, jax.random.key(3), return_mask=True,
                             return_transform=True)
@@ -60,7 +62,7 @@ def test_patch_in_bounds_and_only_transformed_mask_changes(shape):
   assert not np.any(changed & (np.asarray(m_t)[..., 0] == 0))
   # The transformed mask covers about scale^2 times the patch's area (bilinear edges
   # cut by the border account for the slack).
-  area = atk.patch_mask((12, 10)).sum()
+  area = physical.patch_mask((12, 10), size=0.2, shape=shape).sum()
   got = np.asarray(m_t).sum(axis=(1, 2, 3))
   want = area * np.asarray(t.scale) ** 2
   np.testing.assert_allclose(got, want, rtol=0.25)
@@ -74,8 +76,8 @@ def test_patch_exact_placement_closed_form(shape):
   h, w, ch = 11, 13, 2
   x = _uniform(4, (3, h, w, ch))
   atk = adversarial_patch(size=0.15, shape=shape)
-  s = atk.patch_side((h, w))
-  mask = atk.patch_mask((h, w))
+  s = physical.patch_side((h, w), size=0.15, shape=shape)
+  mask = physical.patch_mask((h, w), size=0.15, shape=shape)
   patch = _uniform(5, (s, s, ch))
   offs = np.array([[0, 0], [2, 5], [h - s, w - s]])          # top-left corners
   t = PatchTransform(center=jnp.asarray(offs + (s - 1) / 2.0, jnp.float32), angle=0.0,
@@ -106,14 +108,22 @@ def test_patch_exact_placement_closed_form(shape):
 
 
 def test_patch_side_and_area():
-  atk = adversarial_patch(size=0.09)
-  assert atk.patch_side((28, 28)) == 8                       # round(sqrt(70.56))
-  assert atk.area_fraction((28, 28)) == pytest.approx(64 / 784)
-  disc = adversarial_patch(size=0.09, shape='circle')
-  assert disc.patch_side((28, 28)) == 9                      # round(sqrt(4 * 70.56 / pi))
-  assert abs(disc.area_fraction((28, 28)) - 0.09) < 0.02
+  assert physical.patch_side((28, 28), size=0.09) == 8           # round(sqrt(70.56))
+  assert physical.patch_area_fraction((28, 28), size=0.09) == pytest.approx(64 / 784)
+  disc = dict(size=0.09, shape='circle')
+  assert physical.patch_side((28, 28), **disc) == 9              # round(sqrt(4 * 70.56 / pi))
+  assert abs(physical.patch_area_fraction((28, 28), **disc) - 0.09) < 0.02
   with pytest.raises(ValueError, match='larger than'):
-    adversarial_patch(size=1.0, shape='circle').patch_side((8, 8))
+    physical.patch_side((8, 8), size=1.0, shape='circle')
+  with pytest.raises(ValueError, match='triangle'):
+    physical.patch_mask((8, 8), size=0.1, shape='triangle')
+
+
+def test_patch_and_rp2_are_fitted_attacks():
+  """Named tuples of pure functions (optax's pattern), not closures with attributes."""
+  for atk in (adversarial_patch(size=0.25), rp2(mask=np.ones((4, 4)))):
+    assert isinstance(atk, FittedAttack) and atk._fields == ('fit', 'apply', 'attack')
+    assert not hasattr(atk.attack, 'fit')
 
 
 def test_targeted_patch_finds_trigger_far_above_random_patch():
@@ -151,7 +161,7 @@ def test_patch_fit_in_bounds_standard_signature_jit_untargeted():
   # A huge step drives the patch into the box's faces; it must stay inside.
   atk = adversarial_patch(size=0.25, targeted=False, num_steps=5, batch_size=8,
                           learning_rate=10.0, bounds=(lo, hi), return_info=True)
-  out = jax.jit(atk, static_argnums=0)(f, x, y, KEY)
+  out = jax.jit(atk.attack, static_argnums=0)(f, x, y, KEY)
   patch = out.info['patch']
   assert patch.shape == (4, 4, 3)
   assert float(patch.min()) >= lo and float(patch.max()) <= hi
@@ -186,18 +196,18 @@ def test_rp2_changes_only_mask_and_objective_decreases():
   mask = _sticker_mask()
   atk = rp2(mask=mask, lam=0.05, norm='l2', num_steps=60, learning_rate=0.05,
             num_samples=4, return_info=True)
-  out = jax.jit(atk, static_argnums=0)(f, x, y, KEY)
+  out = jax.jit(atk.attack, static_argnums=0)(f, x, y, KEY)
   xa = np.asarray(out.x_adv)
   outside = np.broadcast_to(mask[..., None] == 0, x.shape)
   np.testing.assert_array_equal(xa[outside], np.asarray(x)[outside])
   assert xa.min() >= 0.0 and xa.max() <= 1.0
   assert np.any(xa[~outside] != np.asarray(x)[~outside])
-  # The objective, under one fixed set of transformations, is lower at the result than at
-  # delta = 0 (where it is the mean target cross-entropy), and the training trace falls.
-  obj = jax.jit(atk.objective, static_argnums=0)
-  k = jax.random.key(14)
-  before = obj(f, x, y, jnp.zeros_like(x), k)
-  after = obj(f, x, y, out.info['delta'], k)
+  # The objective (lam ||M delta||_2 + the target cross-entropy under one fixed set of
+  # transformations) is lower at the result than at delta = 0, and the training trace falls.
+  eot = jax.jit(eot_logits_fn(f, physical.physical_transform(), num_samples=4,
+                              key=jax.random.key(14), average='log_probs', resample='fixed'))
+  before = -eot(x)[:, 2]
+  after = -eot(out.x_adv)[:, 2] + 0.05 * out.info['norm']
   print('objective before', before, 'after', after)
   assert float(jnp.min(before)) > 1.0                 # no image starts as the target
   assert np.all(np.asarray(after) < 0.5 * np.asarray(before))
@@ -221,7 +231,7 @@ def test_rp2_lambda_sweep_is_one_vmap_and_shared_fit():
   def sweep(lams):
     def one(lam):
       out = rp2(mask=mask, lam=lam, norm='l1', num_steps=40, learning_rate=0.05,
-                transform=None, return_info=True)(f, x, y, KEY)
+                transform=None, return_info=True).attack(f, x, y, KEY)
       return out.info['norm'], out.x_adv
     return jax.vmap(one)(lams)
 
@@ -258,7 +268,7 @@ def test_non_printability_score_closed_form_and_term():
     def one(wgt):
       atk = rp2(mask=mask, lam=0.0, num_steps=40, learning_rate=0.05, transform=None,
                 printable_colors=colors, nps_weight=wgt)
-      return jnp.mean(physical.non_printability_score(atk(f, xs, y, KEY), pix, colors))
+      return jnp.mean(physical.non_printability_score(atk.attack(f, xs, y, KEY), pix, colors))
     return jax.vmap(one)(weights)
 
   res = sweep(jnp.array([0.0, 20.0]))
@@ -334,4 +344,4 @@ def test_bad_call_arguments():
     atk.fit(lambda a: a, jnp.zeros((2, 8)), jnp.zeros(2, jnp.int32), KEY)
   r = rp2(mask=np.ones((5, 5)))
   with pytest.raises(ValueError, match='does not broadcast'):
-    r(lambda a: a.reshape(2, -1), x, jnp.zeros(2, jnp.int32), KEY)
+    r.attack(lambda a: a.reshape(2, -1), x, jnp.zeros(2, jnp.int32), KEY)
