@@ -46,7 +46,7 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   c.trades_steps = 2
   c.eval_pgd_steps = 3
   c.eval_batch = 32
-  c.autoattack_version = 'fast'
+  c.autoattack_version = 'jaxsec-fast'
   c.autoattack_methods = ('pgd_at',)
   c.methods = ('pgd_at',)
 
@@ -58,7 +58,7 @@ def _budget(c: ml_collections.ConfigDict) -> None:
   c.epochs = 2
   c.pgd_train_steps, c.pgd_train_step_size = 3, 0.04
   c.trades_steps, c.trades_step_size = 3, 0.04
-  c.autoattack_version = 'fast'
+  c.autoattack_version = 'jaxsec-fast'
   c.autoattack_methods = ('pgd_at',)
 
 

@@ -53,7 +53,7 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   c.trained = ('plain',)
   c.dae_hidden = (32,)
   c.eval_batch = 32
-  c.autoattack_n, c.autoattack_version = 16, 'fast'
+  c.autoattack_n, c.autoattack_version = 16, 'jaxsec-fast'
 
 
 def _budget(c: ml_collections.ConfigDict) -> None:

@@ -55,7 +55,7 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   c.attack_batch = 32
   c.eps = (0.0, 0.1, 0.3)
   c.pgd_steps = 3
-  c.table.update({'num_images': 16, 'apgd_steps': 5, 'autoattack_version': 'fast',
+  c.table.update({'num_images': 16, 'apgd_steps': 5, 'autoattack_version': 'jaxsec-fast',
                   'cw_images': 8, 'cw_binary_steps': 2, 'cw_steps': 5, 'jsma_images': 4,
                   'deepfool_images': 16, 'universal_fit_images': 32,
                   'universal_max_passes': 1, 'universal_sgd_steps': 5, 'surrogate_epochs': 1,

@@ -28,8 +28,23 @@ Stages, each run only on the points that are still robust (correctly classified)
      queries per point (the clean query included). It uses no gradients, so it catches
      gradient masking.
 
-``version='fast'``: ``apgd-ce`` (50 iterations) and ``apgd-t`` (50 iterations, 3 target
-classes) only (``fab_stage`` is ignored).
+``version='plus'`` (official "plus"): ``apgd-ce`` and ``apgd-dlr`` (5 restarts each),
+``fab`` (untargeted FAB, 5 restarts), ``square`` (5000 queries), ``apgd-t`` (9 targets,
+1 restart), ``fab-t`` (9 targets, 1 restart), 100 iterations each, in this order.
+
+``version='rand'`` (official "rand", for randomised defenses): ``apgd-ce`` and
+``apgd-dlr``, 100 iterations, 1 restart, each gradient the EOT mean over 20 draws
+(``apgd(eot_iter=20)``); ``logits_fn`` is then the randomised model ``(x, key) -> logits``
+and accuracies are measured on single draws.
+
+``version='jaxsec-fast'`` (not an official version; called ``'fast'`` before, a name now
+refused): ``apgd-ce`` (50 iterations) and ``apgd-t`` (50 iterations, 3 target classes)
+only (``fab_stage`` is ignored).
+
+With fewer classes than the DLR losses need, ``apgd-dlr`` becomes APGD on the C&W margin
+(2 classes) and ``apgd-t`` is left out of 'plus' (3 classes or fewer). The official checks
+(randomness, probabilities instead of logits, zero gradients, Square-only robustness drop)
+run in :func:`run_auto_attack`.
 
 Two drivers:
 
@@ -47,6 +62,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+import warnings
 from typing import Callable
 
 import jax
@@ -57,10 +73,10 @@ from jaxsec import _checks
 from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.autopgd import apgd, apgd_t, top_other_classes
-from jaxsec.attacks.evasion.fab import fab_t
+from jaxsec.attacks.evasion.fab import fab, fab_t
 from jaxsec.attacks.evasion.pgd import run_pgd
 
-VERSIONS = ('standard', 'fast')
+VERSIONS = ('standard', 'plus', 'rand', 'jaxsec-fast')
 FAB_STAGES = ('fab-t', 'pgd-t-margin')
 
 
@@ -103,6 +119,38 @@ def _margin_pgd_t(*, eps, norm, num_steps, num_target_classes, bounds):
   return attack
 
 
+def _square_stage(eps, norm, bounds):
+  sq = _square_factory()
+  params = inspect.signature(sq).parameters
+  kw = {'eps': eps, 'norm': norm, 'bounds': bounds, 'return_info': True}
+  for name, val in (('num_queries', 5000), ('max_queries', 5000)):
+    if name in params:
+      kw[name] = val
+  kw = {a: b for a, b in kw.items() if a in params}
+  sq_attack = sq(**kw)
+
+  def square_stage(logits_fn, x, y, key, _a=sq_attack, _ri='return_info' in kw):
+    res = _a(logits_fn, x, y, key)
+    x_adv = res.x_adv if _ri else res
+    info = dict(res.info) if _ri else {}
+    info['success'] = common.predict(logits_fn(x_adv)) != y
+    return AttackOutput(x_adv, info)
+  return square_stage
+
+
+def _single_draw_success(attack):
+  """For a randomised ``logits_fn(x, key)``: success judged on one fresh draw of the model
+  at ``x_adv`` (as the official code re-evaluates ``get_logits(adv)`` once)."""
+
+  def stage(logits_fn, x, y, key):
+    k_att, k_eval = jax.random.split(key)
+    out = attack(logits_fn, x, y, k_att)
+    info = dict(out.info)
+    info['success'] = common.predict(logits_fn(out.x_adv, k_eval)) != y
+    return AttackOutput(out.x_adv, info)
+  return stage
+
+
 def stages(*, eps, norm: str, version: str, bounds, num_classes: int,
            fab_stage: str = 'fab-t', split_targets: bool = False
            ) -> list[tuple[str, Callable]]:
@@ -113,19 +161,50 @@ def stages(*, eps, norm: str, version: str, bounds, num_classes: int,
   ``'pgd-t-margin'`` (the targeted margin-PGD substitute); see the module docstring.
   ``split_targets=True`` gives the targeted stages (``apgd-t``, ``fab-t``) as one entry per
   target class (same name, ``first_target = 0 .. k - 1``) so that a host driver can run
-  each target only on the points still robust, as the official code does."""
-  n = 100 if version == 'standard' else 50
-  k = min(9 if version == 'standard' else 3, num_classes - 1)
-  out = [('apgd-ce', apgd(eps=eps, norm=norm, num_steps=n, loss='ce', bounds=bounds,
-                          return_info=True))]
-  if num_classes >= 4:
+  each target only on the points still robust, as the official code does. For
+  ``version='rand'`` the attacks take the randomised model ``logits_fn(x, key)``."""
+  version = _check_version(version)
+  if version == 'rand':
+    loss2 = 'dlr' if num_classes >= 3 else 'cw'
+    return [(f'apgd-{n}', _single_draw_success(apgd(
+        eps=eps, norm=norm, num_steps=100, loss=l, restarts=1, eot_iter=20, bounds=bounds,
+        return_info=True))) for n, l in (('ce', 'ce'), (loss2, loss2))]
+  n = 100 if version != 'jaxsec-fast' else 50
+  k = min(9 if version != 'jaxsec-fast' else 3, num_classes - 1)
+  r = 5 if version == 'plus' else 1
+
+  def apgd_t_entries():
     if split_targets:
-      out += [('apgd-t', apgd_t(eps=eps, norm=norm, num_steps=n, num_target_classes=1,
+      return [('apgd-t', apgd_t(eps=eps, norm=norm, num_steps=n, num_target_classes=1,
                                 first_target=j, bounds=bounds, return_info=True))
               for j in range(k)]
-    else:
-      out.append(('apgd-t', apgd_t(eps=eps, norm=norm, num_steps=n, num_target_classes=k,
-                                   bounds=bounds, return_info=True)))
+    return [('apgd-t', apgd_t(eps=eps, norm=norm, num_steps=n, num_target_classes=k,
+                              bounds=bounds, return_info=True))]
+
+  def fab_t_entries():
+    if split_targets:
+      return [('fab-t', fab_t(eps=eps, norm=norm, num_steps=100, num_target_classes=1,
+                              first_target=j, restarts=1, bounds=bounds,
+                              return_info=True)) for j in range(k)]
+    return [('fab-t', fab_t(eps=eps, norm=norm, num_steps=100, num_target_classes=k,
+                            restarts=1, bounds=bounds, return_info=True))]
+
+  out = [('apgd-ce', apgd(eps=eps, norm=norm, num_steps=n, loss='ce', restarts=r,
+                          bounds=bounds, return_info=True))]
+  if version == 'plus':
+    # Official order: apgd-ce, apgd-dlr, fab, square, apgd-t, fab-t.
+    loss2 = 'dlr' if num_classes >= 3 else 'cw'
+    out.append((f'apgd-{loss2}', apgd(eps=eps, norm=norm, num_steps=n, loss=loss2,
+                                      restarts=5, bounds=bounds, return_info=True)))
+    out.append(('fab', fab(eps=eps, norm=norm, num_steps=100, restarts=5, bounds=bounds,
+                           return_info=True)))
+    out.append(('square', _square_stage(eps, norm, bounds)))
+    if num_classes >= 4:
+      out += apgd_t_entries()
+    out += fab_t_entries()
+    return out
+  if num_classes >= 4:
+    out += apgd_t_entries()
   elif num_classes == 3:
     out.append(('apgd-dlr', apgd(eps=eps, norm=norm, num_steps=n, loss='dlr',
                                  bounds=bounds, return_info=True)))
@@ -134,39 +213,26 @@ def stages(*, eps, norm: str, version: str, bounds, num_classes: int,
                                 return_info=True)))
   if version == 'standard':
     if fab_stage == 'fab-t':
-      if split_targets:
-        out += [('fab-t', fab_t(eps=eps, norm=norm, num_steps=100, num_target_classes=1,
-                                first_target=j, restarts=1, bounds=bounds,
-                                return_info=True)) for j in range(k)]
-      else:
-        out.append(('fab-t', fab_t(eps=eps, norm=norm, num_steps=100, num_target_classes=k,
-                                   restarts=1, bounds=bounds, return_info=True)))
+      out += fab_t_entries()
     else:
       out.append(('pgd-t-margin', _margin_pgd_t(eps=eps, norm=norm, num_steps=100,
                                                 num_target_classes=k, bounds=bounds)))
-    sq = _square_factory()
-    if sq is not None:
-      params = inspect.signature(sq).parameters
-      kw = {'eps': eps, 'norm': norm, 'bounds': bounds, 'return_info': True}
-      for name, val in (('num_queries', 5000), ('max_queries', 5000)):
-        if name in params:
-          kw[name] = val
-      kw = {a: b for a, b in kw.items() if a in params}
-      sq_attack = sq(**kw)
-
-      def square_stage(logits_fn, x, y, key, _a=sq_attack, _ri='return_info' in kw):
-        res = _a(logits_fn, x, y, key)
-        x_adv = res.x_adv if _ri else res
-        info = dict(res.info) if _ri else {}
-        info['success'] = common.predict(logits_fn(x_adv)) != y
-        return AttackOutput(x_adv, info)
-      out.append(('square', square_stage))
+    out.append(('square', _square_stage(eps, norm, bounds)))
   return out
+
+
+def _check_version(version):
+  if version == 'fast':
+    raise ValueError("version='fast' is not an official AutoAttack version and was renamed "
+                     "'jaxsec-fast' (APGD-CE and APGD-T with 50 iterations, 3 targets); "
+                     f'the versions are {VERSIONS}.')
+  _checks.check_choice('version', version, VERSIONS)
+  return version
 
 
 def _check(eps, norm, version, bounds, fab_stage):
   bounds = common.check_common(eps=eps, norm_=norm, bounds=bounds, norms=('linf', 'l2'))
-  _checks.check_choice('version', version, VERSIONS)
+  _check_version(version)
   _checks.check_choice('fab_stage', fab_stage, FAB_STAGES)
   return bounds
 
@@ -185,13 +251,21 @@ def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0
   each stage, cumulative), ``stage_success`` [S, B] (the stage alone, on all points) and
   ``gradients`` [B]. ``attack.stage_names(num_classes)`` gives the stage names.
   ``fab_stage``: ``'fab-t'`` (default) or ``'pgd-t-margin'``, the third standard stage.
+  With ``version='rand'``, ``logits_fn`` is the randomised model ``(x, key) -> logits``;
+  clean and final predictions are single draws (as in the official code).
   """
   bounds = _check(eps, norm, version, bounds, fab_stage)
   common.check_bool(return_info=return_info)
 
   def attack(logits_fn, x, y, key):
     common.check_call(x, y, bounds)
-    logits = logits_fn(x)
+    if version == 'rand':
+      k_clean, k_final, key = jax.random.split(key, 3)
+      predict_fn = lambda z, k: logits_fn(z, k)
+    else:
+      k_clean = k_final = None
+      predict_fn = lambda z, k: logits_fn(z)
+    logits = predict_fn(x, k_clean)
     c = common.as_multiclass(logits).shape[-1]
     robust = common.predict(logits) == y
     clean_correct = robust
@@ -210,7 +284,7 @@ def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0
       stage_success.append(s)
     if not return_info:
       return x_adv
-    final = common.predict(logits_fn(x_adv)) != y
+    final = common.predict(predict_fn(x_adv, k_final)) != y
     return AttackOutput(x_adv, {'success': final, 'clean_correct': clean_correct,
                                 'robust_per_stage': jnp.stack(per_stage),
                                 'stage_success': jnp.stack(stage_success),
@@ -228,35 +302,130 @@ def _bucket(n: int) -> int:
 
 def run_auto_attack(logits_fn, x, y, key, *, eps, norm: str = 'linf',
                     version: str = 'standard', bounds=(0.0, 1.0), batch_size: int = 256,
-                    fab_stage: str = 'fab-t', verbose: bool = False) -> dict:
+                    fab_stage: str = 'fab-t', run_checks: bool = True,
+                    verbose: bool = False) -> dict:
   """Host-level AutoAttack driver that runs each stage only on the still-robust points.
 
   Each stage is jitted once per bucket size (the robust subset padded to a power of two,
   at most ``batch_size``, and processed in chunks of ``batch_size``). The targeted stages
   (APGD-T, FAB-T) run one target class at a time, each on the points that are still robust
   after the previous targets (as in the official code; ``stages(split_targets=True)``), so
-  their cost falls as points break; each reports as one stage.
+  their cost falls as points break; each reports as one stage. With ``version='rand'``,
+  ``logits_fn`` is the randomised model ``(x, key) -> logits`` and every accuracy is
+  measured on single draws (as in the official code).
+
+  ``run_checks`` runs the official code's checks (``autoattack/checks.py``) on the first
+  batch, warns (``UserWarning``) for each that fires and reports them in ``checks``:
+  ``randomized`` (five evaluations of the same input disagree; not run for 'rand'),
+  ``probabilities`` (the outputs look like probabilities, not logits),
+  ``zero_gradients`` (number of points whose cross-entropy input gradient is exactly 0)
+  and ``square_only`` (Square lowers robust accuracy by more than 0.2% below every other
+  stage's: the gradient stages may be masked). ``messages`` lists the warnings. The
+  official dynamic-defense check (tracing autograd calls) has no JAX counterpart.
 
   Returns a dict: ``x_adv`` (np.ndarray), ``clean_accuracy``, ``robust_accuracy`` (after
   all stages), ``stages`` (list of ``{'name', 'robust_accuracy', 'attacked', 'seconds',
   'gradients'}``; robust accuracy after the stage, cumulative), ``gradients`` (total
-  gradient evaluations actually spent), ``success`` (np bool [N]). ``fab_stage`` as in
-  :func:`auto_attack`.
+  gradient evaluations actually spent), ``success`` (np bool [N]), ``checks``.
+  ``fab_stage`` as in :func:`auto_attack`.
   """
   bounds = _check(eps, norm, version, bounds, fab_stage)
   batch_size = _checks.check_int('batch_size', batch_size, minimum=1)
+  common.check_bool(run_checks=run_checks, verbose=verbose)
   x = jnp.asarray(x)
   y = jnp.asarray(y)
   common.check_call(x, y, bounds)
-  c = common.as_multiclass(jnp.asarray(logits_fn(x[:1]))).shape[-1]
-  return run_stages(logits_fn, x, y, key,
-                    stages(eps=eps, norm=norm, version=version, bounds=bounds, num_classes=c,
-                           fab_stage=fab_stage, split_targets=True),
-                    batch_size=batch_size, verbose=verbose)
+  if version == 'rand':
+    k_eval, key = jax.random.split(key)
+    calls = iter(range(1 << 30))
+    eval_fn = lambda z: logits_fn(z, jax.random.fold_in(k_eval, next(calls)))
+  else:
+    eval_fn = logits_fn
+  c = common.as_multiclass(jnp.asarray(eval_fn(x[:1]))).shape[-1]
+  flags = {'messages': []}
+  if run_checks:
+    xb, yb = x[:batch_size], y[:batch_size]
+    flags['randomized'] = (None if version == 'rand'
+                           else _warn(flags, check_randomized(logits_fn, xb, yb)))
+    flags['probabilities'] = _warn(flags, check_range_output(eval_fn, xb))
+    n_zero = count_zero_gradients(eval_fn, xb, yb)
+    flags['zero_gradients'] = n_zero
+    if n_zero:
+      _warn(flags, f'there are {n_zero} points with zero gradient! This might lead to '
+                   'unreliable evaluation with gradient-based attacks.')
+  res = run_stages(logits_fn, x, y, key,
+                   stages(eps=eps, norm=norm, version=version, bounds=bounds, num_classes=c,
+                          fab_stage=fab_stage, split_targets=True),
+                   batch_size=batch_size, verbose=verbose, eval_fn=eval_fn)
+  if run_checks:
+    acc = {'clean': res['clean_accuracy']}
+    acc.update({st['name']: st['robust_accuracy'] for st in res['stages']})
+    flags['square_only'] = _warn(flags, check_square_sr(acc))
+  res['checks'] = flags
+  return res
+
+
+# --------------------------------------------------------------------------- checks
+# The official code's checks (autoattack/checks.py): each returns a message or None.
+
+
+def _warn(flags, msg):
+  if msg is None:
+    return False
+  flags['messages'].append(msg)
+  warnings.warn(msg, UserWarning, stacklevel=3)
+  return True
+
+
+def check_randomized(logits_fn, x, y, n: int = 5, alpha: float = 1e-4):
+  """A message if ``n`` evaluations of ``logits_fn`` on the same ``x`` disagree: a
+  different number of correct predictions, or L2-normalised outputs more than ``alpha``
+  apart (official ``check_randomized``); None otherwise."""
+  outs, corr = [], []
+  for _ in range(n):
+    z = np.asarray(common.as_multiclass(jnp.asarray(logits_fn(x))), np.float64)
+    corr.append(int(np.sum(z.argmax(-1) == np.asarray(y))))
+    outs.append(z / (np.linalg.norm(z, axis=-1, keepdims=True) + 1e-10))
+  diff = max((float(np.linalg.norm(outs[i] - outs[j], axis=-1).max())
+              for i in range(n) for j in range(i + 1, n)), default=0.0)
+  if any(cc != corr[-1] for cc in corr) or diff > alpha:
+    return ("it seems to be a randomized defense (two evaluations of the same input "
+            f"differ by {diff:.3g}): use version='rand'.")
+  return None
+
+
+def check_range_output(logits_fn, x, alpha: float = 1e-5):
+  """A message if the outputs look like probabilities (in [0, 1], rows summing to 1)."""
+  z = np.asarray(common.as_multiclass(jnp.asarray(logits_fn(x))), np.float64)
+  if z.max() < 1 + alpha and z.min() > -alpha and np.all(np.abs(z.sum(-1) - 1) < alpha):
+    return ('it seems that the output is a probability distribution, please be sure that '
+            'the logits are used!')
+  return None
+
+
+def count_zero_gradients(logits_fn, x, y) -> int:
+  """The number of points whose cross-entropy gradient w.r.t. the input is exactly 0
+  (official ``check_zero_gradients``, there on APGD's gradient)."""
+  _, _, g = common.value_and_grad(logits_fn, common.cross_entropy)(x, y)
+  return int(np.sum(np.abs(np.asarray(g).reshape((g.shape[0], -1))).sum(-1) == 0))
+
+
+def check_square_sr(acc: dict, alpha: float = 0.002):
+  """A message if Square lowered the robust accuracy by more than ``alpha`` below the
+  lowest of the other entries of ``acc`` (``{'clean': .., stage: cumulative robust
+  accuracy}``; official ``check_square_sr``)."""
+  if 'square' in acc and len(acc) > 2:
+    low = min(v for k, v in acc.items() if k != 'square')
+    if acc['square'] < low - alpha:
+      return (f'Square Attack has decreased the robust accuracy of {low - acc["square"]:.2%}. '
+              'This might indicate that the robustness evaluation using AutoAttack is '
+              'unreliable. Consider running Square Attack with more iterations and '
+              'restarts or an adaptive attack.')
+  return None
 
 
 def run_stages(logits_fn, x, y, key, stage_list, *, batch_size: int = 256,
-               verbose: bool = False) -> dict:
+               verbose: bool = False, eval_fn=None) -> dict:
   """Runs ``(name, attack)`` stages in order, each only on the points still robust.
 
   Each ``attack(logits_fn, x, y, key)`` must return an ``AttackOutput`` whose
@@ -264,13 +433,15 @@ def run_stages(logits_fn, x, y, key, stage_list, *, batch_size: int = 256,
   Consecutive entries with the same name (one target class each, see
   ``stages(split_targets=True)``) report as one stage. Returns what
   :func:`run_auto_attack` returns; a stage's ``attacked_per_target`` lists how many points
-  each of its entries attacked.
+  each of its entries attacked. ``eval_fn`` (default ``logits_fn``): ``x -> logits`` for
+  the clean and final predictions.
   """
+  eval_fn = logits_fn if eval_fn is None else eval_fn
   batch_size = _checks.check_int('batch_size', batch_size, minimum=1)
   x = jnp.asarray(x)
   y = jnp.asarray(y)
   n = x.shape[0]
-  logits = np.concatenate([np.asarray(logits_fn(x[i:i + batch_size]))
+  logits = np.concatenate([np.asarray(eval_fn(x[i:i + batch_size]))
                            for i in range(0, n, batch_size)])
   robust = np.asarray(common.predict(jnp.asarray(logits))) == np.asarray(y)
   clean_acc = float(robust.mean()) if n else float('nan')
@@ -309,7 +480,7 @@ def run_stages(logits_fn, x, y, key, stage_list, *, batch_size: int = 256,
     if verbose:
       print(f'[auto_attack] {name}: attacked {len(idx)}, robust accuracy '
             f'{robust.mean():.4f} ({time.time() - t0:.1f}s)')
-  final_logits = np.concatenate([np.asarray(logits_fn(jnp.asarray(x_adv[i:i + batch_size])))
+  final_logits = np.concatenate([np.asarray(eval_fn(jnp.asarray(x_adv[i:i + batch_size])))
                                  for i in range(0, n, batch_size)])
   success = np.asarray(common.predict(jnp.asarray(final_logits))) != np.asarray(y)
   return {'x_adv': x_adv, 'clean_accuracy': clean_acc,

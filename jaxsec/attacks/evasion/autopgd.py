@@ -109,8 +109,9 @@ def _apgd_start(key, x, eps, p, bounds):
 
 def _eot_value_and_grad(logits_fn, obj, eot_iter):
   """``(x, y, key) -> (f, logits, grad)`` for a randomised ``logits_fn(x, key)``: the mean of
-  ``eot_iter`` per-draw gradients of the per-example objective; ``f`` and ``logits`` of the
-  last draw (as the official code)."""
+  ``eot_iter`` per-draw gradients of the per-example objective, draw ``s`` with key
+  ``jax.random.split(key, eot_iter)[s]``; ``f`` and ``logits`` of the last draw (as the
+  official code)."""
 
   def run(xx, yy, key):
     def one(gsum, k):

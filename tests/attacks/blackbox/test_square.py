@@ -375,7 +375,7 @@ def test_bad_inputs():
 def test_autoattack_standard_has_square():
   assert attacks.auto_attack(eps=0.1).stage_names(10) == [
       'apgd-ce', 'apgd-t', 'fab-t', 'square']
-  assert 'square' not in attacks.auto_attack(eps=0.1, version='fast').stage_names(10)
+  assert 'square' not in attacks.auto_attack(eps=0.1, version='jaxsec-fast').stage_names(10)
 
 
 def test_run_auto_attack_square_catches_gradient_masking():
@@ -386,9 +386,12 @@ def test_run_auto_attack_square_catches_gradient_masking():
   f = lambda x: jax.lax.stop_gradient(x) @ w
   x = jax.random.uniform(jax.random.key(13), (24, d), minval=0.3, maxval=0.7)
   y = common.predict(f(x))
-  res = attacks.run_auto_attack(f, x, y, KEY, eps=0.08, norm='linf', batch_size=32)
+  with pytest.warns(UserWarning, match='Square Attack has decreased'):
+    res = attacks.run_auto_attack(f, x, y, KEY, eps=0.08, norm='linf', batch_size=32)
   names = [s['name'] for s in res['stages']]
   assert names == ['apgd-ce', 'apgd-t', 'fab-t', 'square']
+  # The official checks flag it: all-zero gradients and a Square-only robustness drop.
+  assert res['checks']['zero_gradients'] == len(y) and res['checks']['square_only']
   acc = [s['robust_accuracy'] for s in res['stages']]
   assert acc[2] >= 0.5, acc                                   # gradients are useless here
   assert acc[3] <= 0.5 * acc[2], acc                          # Square is not

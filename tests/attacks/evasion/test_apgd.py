@@ -175,7 +175,7 @@ def test_apgd_l2_vmap_over_eps(digits_mlp):
 def test_apgd_t_and_auto_attack_stages(digits_mlp):
   f, x, y = digits_mlp
   eps = 0.1
-  aa = attacks.auto_attack(eps=eps, version='fast', return_info=True)
+  aa = attacks.auto_attack(eps=eps, version='jaxsec-fast', return_info=True)
   out = jax.jit(aa, static_argnums=0)(f, x, y, KEY)
   assert aa.stage_names(10) == ['apgd-ce', 'apgd-t']
   rob = np.asarray(out.info['robust_per_stage']).mean(1)
@@ -194,7 +194,7 @@ def test_apgd_t_and_auto_attack_stages(digits_mlp):
 def test_run_auto_attack_host_driver(digits_mlp):
   f, x, y = digits_mlp
   x, y = x[:40], y[:40]
-  res = attacks.run_auto_attack(f, x, y, KEY, eps=0.1, version='fast', batch_size=64)
+  res = attacks.run_auto_attack(f, x, y, KEY, eps=0.1, version='jaxsec-fast', batch_size=64)
   names = [s['name'] for s in res['stages']]
   assert names == ['apgd-ce', 'apgd-t']
   accs = [s['robust_accuracy'] for s in res['stages']]
@@ -217,7 +217,8 @@ def test_run_auto_attack_host_driver(digits_mlp):
     (attacks.apgd, dict(eps=0.1, schedule='ceil'), 'schedule'),
     (attacks.apgd, dict(eps=0.1, eot_iter=0), 'eot_iter'),
     (attacks.apgd_t, dict(eps=0.1, num_target_classes=0), 'num_target_classes'),
-    (attacks.auto_attack, dict(eps=0.1, version='plus'), 'version'),
+    (attacks.auto_attack, dict(eps=0.1, version='fast'), 'jaxsec-fast'),
+    (attacks.auto_attack, dict(eps=0.1, version='plus2'), 'version'),
     (attacks.auto_attack, dict(eps=0.1, norm='l0'), 'norm'),
 ])
 def test_bad_hyperparameters(factory, kw, name):
