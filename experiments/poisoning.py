@@ -711,7 +711,8 @@ def render_markdown(results: dict) -> str:
     for rule, r in c['rules'].items():
       disp = ', '.join(f"{i}: {v:.2f}" for i, v in zip(r['points'], r['displacement_radii']))
       bound = ', '.join(f'{v:.2f}' for v in r['bound_i_over_n'])
-      lines.append(f"| {rule}-out | {disp} | {bound} | {r['points_to_accept_target']} |")
+      name = 'infinite horizon' if rule == 'infinite' else f'{rule}-out'
+      lines.append(f"| {name} | {disp} | {bound} | {r['points_to_accept_target']} |")
     lines += ['', '| attack share of stream | displacement (radii) | innocent false alarms '
               'at end | mean-test recall | mean-test false positives |', '|---|---|---|---|---|']
     for r in c['mixed']:

@@ -62,7 +62,7 @@ def test_poisoning_smoke(tmp_path, monkeypatch):
   assert set(bd) == {'sphere', 'slab', 'knn', 'spectral_signatures', 'robust_pca'}
   for d in bd.values():
     assert 0.0 <= d['recall'] <= 1.0 and d['num_poison'] == 30               # 10% of 300
-  for rule in ('average', 'random', 'nearest'):
+  for rule in ('average', 'random', 'nearest', 'infinite'):
     assert rule in s['centroid']['rules']
   avg = s['centroid']['rules']['average']
   for i, v, b in zip(avg['points'], avg['displacement_radii'], avg['bound_i_over_n']):
@@ -71,7 +71,7 @@ def test_poisoning_smoke(tmp_path, monkeypatch):
   assert sig[0]['keeps_true_invariants'] and sig[0]['variant_detection_rate'] == 1.0
   assert not sig[-1]['keeps_true_invariants'] and sig[-1]['variant_detection_rate'] == 0.0
   md = poisoning.render_markdown(res)
-  assert 'ALFA' in md and 'Biggio' in md and 'BadNets' in md
+  assert 'ALFA' in md and 'Biggio' in md and 'BadNets' in md and 'infinite horizon' in md
   assert os.path.exists(os.path.join(tmp_path, 'poisoning.png'))
   # a second run resumes: every study is skipped and the numbers are unchanged
   again = poisoning.run(cfg, str(tmp_path))

@@ -1,12 +1,18 @@
 """Online centroid anomaly detection and its greedy poisoning (Kloft and Laskov, AISTATS
 2010; JMLR 2012, "Security analysis of online centroid anomaly detection").
 
-The detector keeps a centre ``c`` (the mean of a working set of ``n`` points) and accepts
-a new point ``x`` as normal iff ``||x - c|| <= r``; accepted points update the centre:
+The detector keeps a centre ``c`` and accepts a new point ``x`` as normal iff
+``||x - c|| <= r``; accepted points update the centre. Finite horizon (a working set of
+``n`` points, Kloft-Laskov's removal strategies):
 
-* ``'average'`` (average-out, infinite horizon): ``c <- c + (x - c) / n``;
+* ``'average'`` (average-out): ``c <- c + (x - c) / n`` (the mean of the working set
+  minus its mean, plus ``x``);
 * ``'random'`` (random-out): a uniformly chosen working-set point is replaced by ``x``;
 * ``'nearest'`` (nearest-out): the working-set point nearest to ``x`` is replaced.
+
+Infinite horizon (``'infinite'``): nothing is removed, the centre is the mean of all the
+points accepted so far (the ``n`` initial ones included): after ``m`` of them,
+``c <- c + (x - c) / (m + 1)``.
 
 The attacker, who knows the state, wants the centre to reach a target ``t`` (so that ``t``
 is accepted). Its greedy attack sends ``x = c + r (t - c) / ||t - c||`` (or ``t`` once it
@@ -14,7 +20,9 @@ lies inside the sphere): the accepted point that moves the centre furthest towar
 For average-out it is optimal: each point moves the centre by exactly ``r / n`` along
 ``t - c``, so after ``i`` points the displacement is ``i r / n`` (Kloft-Laskov's bound
 ``D_i <= i / n`` in radii, met with equality); random-out moves it by ``r / n`` in
-expectation. Against nearest-out it stalls (each boundary point is nearest to, and
+expectation. Under the infinite horizon the ``j``-th point moves it by ``r / (n + j)``:
+``D_i = H_{n+i} - H_n ~ log(1 + i / n)`` radii (``H`` the harmonic numbers), so the
+attacker needs exponentially many points (``~ n (e^D - 1)``) to move the centre ``D`` radii. Against nearest-out it stalls (each boundary point is nearest to, and
 replaces, the previous attack point, so the centre soon stops moving); the paper's optimal
 nearest-out attack solves a program per step and is not implemented here.
 """
@@ -28,36 +36,43 @@ import jax.numpy as jnp
 from jaxsec import _checks
 from jaxsec.attacks.poisoning.base import PoisonOutput, check_fraction
 
-RULES = ('average', 'random', 'nearest')
+RULES = ('average', 'random', 'nearest', 'infinite')
 
 
 class CentroidState(NamedTuple):
-  """Detector state: ``center`` [d] and the working set ``window`` [n, d]."""
+  """Detector state: ``center`` [d], the working set ``window`` [n, d] and ``count``, the
+  number of points the centre averages (``n``, growing only under ``'infinite'``)."""
   center: jax.Array
   window: jax.Array
+  count: jax.Array | None = None
 
 
 def centroid_init(x: jax.Array) -> CentroidState:
   """The detector trained on ``x`` [n, d]: centre = mean, working set = ``x``."""
   _checks.check_array('x', x, ndim=2, dtype_kind='f', finite=True)
-  return CentroidState(jnp.mean(x, axis=0), x)
+  return CentroidState(jnp.mean(x, axis=0), x, jnp.asarray(x.shape[0], x.dtype))
 
 
 def centroid_update(state: CentroidState, x: jax.Array, key: jax.Array, *, radius: float,
                     rule: str = 'average') -> tuple[CentroidState, jax.Array]:
   """Tests one point ``x`` [d]; if accepted (``||x - c|| <= radius``) updates the state."""
   _checks.check_choice('rule', rule, RULES)
-  c, win = state
+  c, win, count = state
+  if rule == 'infinite' and count is None:
+    raise ValueError("state.count is None; rule='infinite' needs the number of points "
+                     'the centre averages (build the state with centroid_init).')
   n = win.shape[0]
   accept = jnp.linalg.norm(x - c) <= radius
   if rule == 'average':
-    new = CentroidState(c + (x - c) / n, win)
+    new = CentroidState(c + (x - c) / n, win, count)
+  elif rule == 'infinite':
+    new = CentroidState(c + (x - c) / (count + 1), win, count + 1)
   else:
     if rule == 'random':
       j = jax.random.randint(key, (), 0, n)
     else:
       j = jnp.argmin(jnp.sum((win - x) ** 2, axis=1))
-    new = CentroidState(c + (x - win[j]) / n, win.at[j].set(x))
+    new = CentroidState(c + (x - win[j]) / n, win.at[j].set(x), count)
   state = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, state)
   return state, accept
 

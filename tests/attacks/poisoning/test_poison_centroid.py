@@ -25,12 +25,50 @@ def test_average_out_greedy_attack_moves_r_over_n_per_point():
   assert np.linalg.norm(final - np.asarray(target)) == pytest.approx(expect[-1], abs=1e-3)
 
 
+def test_infinite_horizon_displacement_is_harmonic_not_linear():
+  """Kloft-Laskov's infinite horizon (centre = mean of all points so far): the j-th greedy
+  point moves the centre by r / (n + j), D_i = r (H_{n+i} - H_n) ~ r log(1 + i / n);
+  average-out (finite horizon) moves it i r / n."""
+  rng = np.random.RandomState(0)
+  n, r, k = 20, 2.0, 60
+  x = jnp.asarray(rng.randn(n, 3).astype(np.float32))
+  c0 = np.asarray(x).mean(0)
+  target = jnp.asarray(c0 + np.array([100.0, 0, 0], np.float32))
+  r_eff = r * (1 - 1e-4)
+  disp = {}
+  for rule in ('infinite', 'average'):
+    out = poisoning.centroid_poisoning(target=target, radius=r, num_points=k, rule=rule,
+                                       return_info=True)(x, jnp.zeros(n, jnp.int32),
+                                                         jax.random.key(0))
+    assert np.asarray(out.info['accepted']).all()
+    disp[rule] = 100.0 - np.asarray(out.info['target_distance'], np.float64)
+  harmonic = r_eff * np.cumsum(1.0 / (n + np.arange(1, k + 1)))
+  np.testing.assert_allclose(disp['infinite'], harmonic, rtol=1e-4, atol=2e-4)
+  np.testing.assert_allclose(disp['average'], r_eff * np.arange(1, k + 1) / n, rtol=1e-4,
+                             atol=2e-4)
+  # after 3n points: log(4) ~ 1.39 radii against 3 radii
+  assert disp['infinite'][-1] / r == pytest.approx(np.log((n + k + 0.5) / (n + 0.5)),
+                                                   abs=1e-3)
+  assert disp['average'][-1] > 2 * disp['infinite'][-1]
+  # a rejected point leaves the count unchanged
+  st = poisoning.centroid_init(x)
+  st2, acc = poisoning.centroid_update(st, jnp.full((3,), 50.0), jax.random.key(0),
+                                       radius=r, rule='infinite')
+  assert not bool(acc) and float(st2.count) == n
+  st3, acc = poisoning.centroid_update(st, jnp.asarray(c0), jax.random.key(0), radius=r,
+                                       rule='infinite')
+  assert bool(acc) and float(st3.count) == n + 1
+  with pytest.raises(ValueError, match='state.count is None'):
+    poisoning.centroid_update(poisoning.CentroidState(st.center, st.window),
+                              jnp.asarray(c0), jax.random.key(0), radius=r, rule='infinite')
+
+
 def test_other_rules_and_rejection():
   rng = np.random.RandomState(1)
   x = jnp.asarray(rng.randn(10, 2).astype(np.float32))
   st = poisoning.centroid_init(x)
   far = jnp.full((1, 2), 100.0)
-  for rule in ('average', 'random', 'nearest'):
+  for rule in ('average', 'random', 'nearest', 'infinite'):
     st2, acc = poisoning.centroid_update(st, far[0], jax.random.key(0), radius=1.0, rule=rule)
     assert not bool(acc)
     np.testing.assert_array_equal(np.asarray(st2.center), np.asarray(st.center))
@@ -45,7 +83,8 @@ def test_other_rules_and_rejection():
       # stalls against nearest-out (documented; Kloft-Laskov's optimal attack is needed)
       assert dist[-1] < d0 and dist[-1] > d0 - 0.5
     else:
-      assert dist[-1] < d0 - 3.0   # ~ 15 r / n = 4.5 for average-out
+      # ~ 15 r / n = 4.5 for average-out, r (H_25 - H_10) = 2.67 for the infinite horizon
+      assert dist[-1] < d0 - (2.5 if rule == 'infinite' else 3.0)
   with pytest.raises(ValueError, match='rule'):
     poisoning.centroid_update(st, far[0], jax.random.key(0), radius=1.0, rule='oldest')
   with pytest.raises(ValueError, match='exactly one'):
