@@ -9,6 +9,14 @@ adjacency = replacing one record):
 * :func:`gaussian_features` clips to an l2 ball of radius ``R`` and adds ``N(0, s^2)``
   with ``s`` the exact (analytic, Balle & Wang 2018) calibration for l2 sensitivity
   ``2R`` at ``(eps, delta)`` from dp_accounting.
+* :func:`snapping_laplace`: Mironov's (2012) snapping mechanism, the floating-point-safe
+  Laplace mechanism. Textbook Laplace sampling (``jax.random.laplace``, as in
+  :func:`laplace_features`) leaves a data-dependent pattern in the low-order bits of
+  the output that can reveal the input exactly (Mironov 2012, Sec. 3); the snapping
+  mechanism clamps, adds Laplace noise from a full-precision uniform and a correctly
+  rounded log, snaps to a power-of-two grid and clamps again. Its randomness comes
+  from the OS CSPRNG (``secrets``), on the host. :func:`gaussian_features` is *not*
+  floating-point hardened (a discrete Gaussian would be; not provided).
 * :func:`randomized_response` on labels (Warner 1965; k-ary): keep the label w.p.
   ``e^eps / (e^eps + k - 1)``, else a uniformly random *other* label: eps-DP.
   :func:`debias_label_frequencies` is the unbiased estimator of the true label
@@ -40,8 +48,10 @@ from __future__ import annotations
 
 import functools
 import math
+import secrets
 from typing import Any, NamedTuple
 
+import gmpy2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,7 +72,11 @@ def _clip_rows(x, radius, order):
 
 def laplace_features(x: jax.Array, key: jax.Array, *, eps: float, l1_radius: float
                      ) -> jax.Array:
-  """eps-LDP records: clip each to l1 norm ``R``, add ``Lap(2R/eps)`` per coordinate."""
+  """eps-LDP records: clip each to l1 norm ``R``, add ``Lap(2R/eps)`` per coordinate.
+
+  Textbook float32 Laplace sampling, not hardened against floating-point attacks
+  (Mironov 2012); :func:`snapping_laplace` is (per coordinate, with its own budget).
+  """
   _checks.check_array('x', x, dtype_kind='f')
   _checks.check_float('eps', eps, minimum=0.0, strict_min=True)
   _checks.check_float('l1_radius', l1_radius, minimum=0.0, strict_min=True)
@@ -79,6 +93,92 @@ def gaussian_features(x: jax.Array, key: jax.Array, *, eps: float, delta: float,
   std = accounting.gaussian_sigma(eps, delta, sensitivity=2.0 * l2_radius)
   xc = _clip_rows(x, l2_radius, 2)
   return xc + std * jax.random.normal(key, x.shape, x.dtype)
+
+
+#: eta of Mironov (2012): the unit roundoff of IEEE double precision
+_ETA = 2.0 ** -53
+
+
+def snapping_epsilon(eps: float, *, bound: float, sensitivity: float = 1.0) -> float:
+  """The epsilon :func:`snapping_laplace` guarantees: ``eps (1 + 2^-49 B / Delta)``.
+
+  Mironov (2012), Thm. 1: for a query of sensitivity 1, ``lambda = 1 / eps`` and
+  ``lambda < B < 2^46 lambda``, the snapping mechanism is
+  ``(1/lambda + 2^-49 B/lambda)``-DP (the proof's ``(1 + 12 B eta)/lambda + 2 eta``
+  with ``eta = 2^-53``, rounded up). In units of ``Delta`` the bound is ``B / Delta``.
+  """
+  _check_snapping(eps, bound, sensitivity)
+  return float(eps) * (1.0 + 2.0 ** -49 * float(bound) / float(sensitivity))
+
+
+def _check_snapping(eps, bound, sensitivity):
+  _checks.check_float('eps', eps, minimum=0.0, strict_min=True)
+  _checks.check_float('sensitivity', sensitivity, minimum=0.0, strict_min=True)
+  _checks.check_float('bound', bound, minimum=0.0, strict_min=True)
+  lam, b1 = 1.0 / eps, bound / sensitivity
+  if not lam < b1 < 2.0 ** 46 * lam:
+    raise ValueError(
+        f'bound={bound}: the snapping mechanism (Mironov 2012, Thm. 1) needs '
+        f'sensitivity / eps < bound < 2^46 sensitivity / eps, i.e. bound in '
+        f'({sensitivity / eps:.6g}, {2.0 ** 46 * sensitivity / eps:.6g}); a clamp bound '
+        'wider than the data costs nothing but 2^-49 bound / sensitivity in epsilon.')
+
+
+def _uniform_full_precision(n: int) -> np.ndarray:
+  """``n`` draws of U*: every double in (0, 1) with probability equal to the length of
+  the real interval it rounds from (Mironov 2012, Sec. 5.2): a 52-bit significand and a
+  geometric exponent, from the OS CSPRNG."""
+  out = np.empty(n, np.float64)
+  for i in range(n):
+    mantissa = (1 << 52) | secrets.randbits(52)
+    exponent = -53
+    while True:                      # geometric(1/2): leading zeros of random words
+      word = secrets.randbits(32)
+      exponent -= 32 - word.bit_length()
+      if word:
+        break
+    out[i] = math.ldexp(mantissa, exponent)
+  return out
+
+
+def snapping_laplace(values: Any, *, eps: float, sensitivity: float, bound: float
+                     ) -> np.ndarray:
+  """Mironov's (2012) snapping mechanism: a floating-point-safe Laplace mechanism.
+
+  Each entry ``v`` (a query of l1 sensitivity ``Delta``; each entry is its own release,
+  so k entries of one record compose to ``k`` times the epsilon) is released in units
+  of ``Delta`` as
+
+      clamp_B( round_Lambda( clamp_B(v / Delta) + S lambda ln(U*) ) ) * Delta
+
+  with ``lambda = 1/eps``, ``S`` a uniform sign, ``U*`` uniform over the doubles in
+  (0, 1) at full precision, ``ln`` correctly rounded (MPFR via gmpy2), ``round_Lambda``
+  to the nearest multiple of ``Lambda``, the smallest power of two ``>= lambda``, and
+  ``B = bound / Delta``. Guarantee: :func:`snapping_epsilon` ``= eps (1 + 2^-49 B)``-DP
+  (Thm. 1; needs ``lambda < B < 2^46 lambda``). Outputs lie on the grid
+  ``Lambda * Delta`` or at ``+-bound``. Randomness: ``secrets`` (OS CSPRNG), host-side
+  (not jittable). Make ``Delta`` a power of two for the scaling to be exact in floating
+  point (otherwise ``v / Delta`` is rounded to the nearest double first).
+  """
+  _check_snapping(eps, bound, sensitivity)
+  v = np.asarray(values, np.float64)
+  if not np.all(np.isfinite(v)):
+    raise ValueError('values contain NaN or inf; the snapping mechanism needs finite values.')
+  delta_ = float(sensitivity)
+  b1 = float(bound) / delta_
+  lam = 1.0 / float(eps)
+  big_lam = 2.0 ** math.ceil(math.log2(lam))     # smallest power of two >= lambda
+  if big_lam / 2 >= lam:                          # guard log2 rounding
+    big_lam /= 2
+  n = v.size
+  u = _uniform_full_precision(n)
+  with gmpy2.context(precision=53, round=gmpy2.RoundToNearest):   # correctly rounded
+    ln_u = np.array([float(gmpy2.log(gmpy2.mpfr(x))) for x in u], np.float64)
+  sign = np.array([1.0 if secrets.randbits(1) else -1.0 for _ in range(n)], np.float64)
+  x = np.clip(v.reshape(-1) / delta_, -b1, b1) + sign * (lam * ln_u)
+  snapped = np.round(x / big_lam) * big_lam      # division by a power of two is exact
+  out = np.clip(snapped, -b1, b1) * delta_
+  return out.reshape(v.shape)
 
 
 def rr_keep_probability(eps: float, num_classes: int) -> float:

@@ -123,3 +123,56 @@ def test_erm_validation():
     pt.erm(x, (y + 1) / 2, regularization=1e-2)
   with pytest.raises(ValueError, match='loss'):
     pt.erm(x, y, regularization=1e-2, loss='hinge')
+
+
+def test_snapping_laplace_grid_bounds_and_scale():
+  # sensitivity 0.25 (a power of two: exact scaling), eps 0.75 -> lambda = 4/3,
+  # Lambda = 2, grid 0.5 in data units
+  v = np.concatenate([np.zeros(6000), np.full(10, 1e6)])
+  out = pt.snapping_laplace(v, eps=0.75, sensitivity=0.25, bound=50.0)
+  assert out.shape == v.shape and np.all(np.abs(out) <= 50.0)
+  on_grid = np.mod(out, 0.5) == 0
+  assert np.all(on_grid | (np.abs(out) == 50.0))
+  assert np.all(out[-10:] <= 50.0) and np.all(out[-10:] >= 50.0 - 30)   # clamped input
+  # noise of the zeros: Laplace(Delta / eps) snapped to the grid: mean |.| ~ Delta / eps,
+  # a 10x smaller (or larger) scale fails
+  z = out[:6000]
+  b = 0.25 / 0.75
+  assert abs(z.mean()) < 0.05
+  assert 0.85 * b < np.mean(np.abs(z)) < 1.2 * b + 0.25 / 2
+  assert np.var(z) == pytest.approx(2 * b ** 2 + 0.5 ** 2 / 12, rel=0.1)
+  assert len(set(z.tolist())) > 10          # not a constant
+  # fresh OS randomness on each call
+  assert not np.array_equal(z, pt.snapping_laplace(v, eps=0.75, sensitivity=0.25,
+                                                   bound=50.0)[:6000])
+  # Mironov Thm 1: eps (1 + 2^-49 B / Delta), only for lambda < B / Delta < 2^46 lambda
+  assert pt.snapping_epsilon(0.75, bound=50.0, sensitivity=0.25) == pytest.approx(
+      0.75 * (1 + 2.0 ** -49 * 200))
+  with pytest.raises(ValueError, match='bound=0.2'):
+    pt.snapping_laplace(np.zeros(3), eps=0.75, sensitivity=0.25, bound=0.2)
+  with pytest.raises(ValueError, match='NaN'):
+    pt.snapping_laplace(np.array([np.nan]), eps=1.0, sensitivity=1.0, bound=10.0)
+
+
+def test_full_precision_uniform_reaches_below_2_to_minus_53():
+  u = pt._uniform_full_precision(4000)
+  assert np.all((u > 0) & (u < 1))
+  assert abs(u.mean() - 0.5) < 0.03 and np.mean(u < 0.25) == pytest.approx(0.25, abs=0.03)
+  # the low bits of small draws are random (a plain k/2^53 grid would leave them zero)
+  small = u[u < 2 ** -4]
+  assert np.any(np.mod(small * 2 ** 53, 1) != 0)
+
+
+def test_output_perturbation_noise_has_the_documented_scale_from_both_sides():
+  """||b|| ~ Gamma(d, 2 / (n Lambda eps)) (CMS Alg. 1): a 10x smaller (or larger) noise
+  fails; the former test only bounded it from above."""
+  x, y = _toy()
+  n, d = x.shape
+  lam, eps = 1e-2, 2.0
+  base = pt.erm(x, y, regularization=lam)
+  norms = [float(jnp.linalg.norm(
+      pt.output_perturbation(x, y, jax.random.key(100 + i), eps=eps, regularization=lam
+                             ).weights - base.weights)) for i in range(40)]
+  scale = 2.0 / (n * lam * eps)
+  assert stats.kstest(np.asarray(norms), stats.gamma(d, scale=scale).cdf).pvalue > 1e-3
+  assert 0.75 * d * scale < np.mean(norms) < 1.3 * d * scale
