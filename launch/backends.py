@@ -171,15 +171,37 @@ def run_sweep(spec: str, workdir: str, *, config: ml_collections.ConfigDict | No
     ``{'points', 'skipped', 'ran', 'failed', 'retries', 'table', ...}``; ``failed`` names
     the points that failed every attempt (their rows say ``failed``).
   """
+  config, points, _ = points_lib.load(spec, config)
+  return run_points(config, points, workdir, spec=spec, backend=backend,
+                    ray_address=ray_address, num_cpus=num_cpus, max_retries=max_retries,
+                    max_parallel=max_parallel, submitit_cluster=submitit_cluster,
+                    timeout_min=timeout_min, slurm_partition=slurm_partition,
+                    progress_every_s=progress_every_s, dry_run=dry_run)
+
+
+def run_points(config: ml_collections.ConfigDict, points: Sequence[dict], workdir: str, *,
+               spec: str = '<points>', backend: str = 'ray', ray_address: str | None = None,
+               num_cpus: int | None = None, max_retries: int = 2, max_parallel: int = 0,
+               submitit_cluster: str | None = None, timeout_min: int = 24 * 60,
+               slurm_partition: str | None = None, progress_every_s: float = 30.0,
+               dry_run: bool = False, engine=None) -> dict:
+  """``run_sweep`` on points given as a list (overrides of ``config``); ``engine``: an
+  already started backend to reuse (else one is started and closed here)."""
   if backend not in ('ray', 'submitit'):
     raise ValueError(f"backend={backend!r}; expected 'ray' or 'submitit'.")
   if not isinstance(max_retries, int) or max_retries < 0:
     raise ValueError(f'max_retries={max_retries!r}; expected an int >= 0.')
-  config, points, _ = points_lib.load(spec, config)
+  points = [dict(p) for p in points]
+  for p in points:  # every override and study checked before anything starts
+    c = points_lib.point_config(config, p)
+    points_lib.study_module(c.study)
+    points_lib.resources(c)
   os.makedirs(workdir, exist_ok=True)
   metrics = config.get('sweep_metrics', None)
   metrics = list(metrics) if metrics else None
   names = [points_lib.point_name(p) for p in points]
+  if len(set(names)) != len(names):
+    raise ValueError(f'{spec}: the same point is listed twice.')
   todo = [(n, p) for n, p in zip(names, points)
           if not points_lib.is_finished(os.path.join(workdir, n))]
   jio.write_json_atomic(os.path.join(workdir, 'sweep.json'), {
@@ -195,9 +217,10 @@ def run_sweep(spec: str, workdir: str, *, config: ml_collections.ConfigDict | No
     return summary
   failed: dict[str, str] = {}
   if todo:
-    if backend == 'ray':
+    own = engine is None
+    if own and backend == 'ray':
       engine = RayBackend(ray_address, num_cpus)
-    else:
+    elif own:
       engine = SubmititBackend(os.path.join(workdir, '_submitit'), cluster=submitit_cluster,
                                max_parallel=max_parallel, timeout_min=timeout_min,
                                slurm_partition=slurm_partition)
@@ -205,11 +228,14 @@ def run_sweep(spec: str, workdir: str, *, config: ml_collections.ConfigDict | No
       failed = _schedule(engine, config, workdir, todo, max_retries, progress_every_s,
                          summary)
     finally:
-      engine.close()
+      if own:
+        engine.close()
   summary['failed'] = sorted(failed)
+  t = time.monotonic()
   table = points_lib.gather(workdir, points, metrics=metrics, failed=failed)
   summary.update(table=table['csv'], json=table['json'], plots=table['plots'],
-                 axes=table['axes'], metrics=table['metrics'])
+                 axes=table['axes'], metrics=table['metrics'],
+                 gather_seconds=time.monotonic() - t)
   logging.info('sweep %s: %d ran, %d skipped, %d failed; table %s', spec, summary['ran'],
                summary['skipped'], len(failed), table['csv'])
   return summary
@@ -232,10 +258,12 @@ def _schedule(engine, config, workdir, todo, max_retries, progress_every_s, summ
     rate = done / elapsed if elapsed > 0 else 0.0
     left = total - done - len(failed)
     eta = left / rate if rate > 0 else float('inf')
-    logging.info('sweep: %d/%d done, %d running, %d queued, %d failed (%d errors retried); '
-                 '%.2f points/min, elapsed %s, ETA %s', done, total, len(inflight),
-                 len(pending), len(failed), errors - len(failed), 60 * rate, _fmt_s(elapsed),
-                 _fmt_s(eta))
+    running = sum(points_lib.started(os.path.join(workdir, n), a)
+                  for n, _, a in inflight.values())
+    logging.info('sweep: %d/%d done, %d running, %d waiting, %d failed (%d errors retried); '
+                 '%.2f points/min, elapsed %s, ETA %s', done, total, running,
+                 len(pending) + len(inflight) - running, len(failed), errors - len(failed),
+                 60 * rate, _fmt_s(elapsed), _fmt_s(eta))
 
   while pending or inflight:
     while pending and (engine.max_parallel is None or len(inflight) < engine.max_parallel):

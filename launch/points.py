@@ -32,6 +32,7 @@ from launch import hyper
 
 POINT_FILE = 'sweep_point.json'
 ERROR_FILE = 'sweep_error.txt'
+STARTED_FILE = 'sweep_started.json'
 MAX_PLOTTED_METRICS = 6
 
 
@@ -55,27 +56,32 @@ def load_module(path: str):
   return mod
 
 
-def study_module(study: Any) -> str:
-  """The module that runs ``config.study``: ``experiments.<study>``, or a dotted module path.
+def _exists(name: str) -> bool:
+  try:
+    return importlib.util.find_spec(name) is not None
+  except ModuleNotFoundError:
+    return False
 
-  Raises ValueError naming the study when no such module exists.
+
+def study_module(study: Any) -> str:
+  """The module that runs ``config.study``: ``experiments.<study>`` (``'main'``,
+  ``'benchmarks.dp_speed'``), else ``study`` itself as a module path (a study outside
+  experiments/, e.g. the launcher's tests). Raises ValueError naming an unknown study.
   """
   if not isinstance(study, str) or not study:
     raise ValueError(f'config.study={study!r}; expected the name of a module under '
                      'experiments/ (e.g. "main").')
-  name = study if '.' in study else f'experiments.{study}'
-  try:
-    found = importlib.util.find_spec(name) is not None
-  except ModuleNotFoundError:
-    found = False
-  if not found:
-    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        'experiments')
-    known = sorted(f[:-3] for f in os.listdir(here) if f.endswith('.py')
-                   and not f.startswith('_')) if os.path.isdir(here) else []
-    raise ValueError(f'unknown study config.study={study!r}: no module {name!r}. '
-                     f'Studies: {", ".join(known)}.')
-  return name
+  name = f'experiments.{study}'
+  if _exists(name):
+    return name
+  if '.' in study and _exists(study):
+    return study
+  here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      'experiments')
+  known = sorted(f[:-3] for f in os.listdir(here) if f.endswith('.py')
+                 and not f.startswith('_')) if os.path.isdir(here) else []
+  raise ValueError(f'unknown study config.study={study!r}: no module {name!r}. '
+                   f'Studies: {", ".join(known)}.')
 
 
 def load(spec: str, config: ml_collections.ConfigDict | None = None
@@ -106,14 +112,10 @@ def load(spec: str, config: ml_collections.ConfigDict | None = None
     if key not in config:
       raise ValueError(f'config of {path!r} has no field {key!r} (see experiments/configs/'
                        'base.py).')
-  names = set()
   for p in points:
     c = point_config(config, p)
     study_module(c.study)
     resources(c)
-    names.add(point_name(p))
-  if len(names) != len(points):
-    raise ValueError(f'get_hyper of {path!r} returned the same point twice.')
   return config, [dict(p) for p in points], mod
 
 
@@ -133,6 +135,8 @@ def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
   old = node[parts[-1]]
   if isinstance(old, tuple) and isinstance(value, list):
     value = tuple(value)
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
   try:
     node[parts[-1]] = value
   except (TypeError, ValueError, AttributeError) as e:
@@ -161,6 +165,10 @@ def resources(config: ml_collections.ConfigDict) -> tuple[float, float]:
   return out[0], out[1]
 
 
+def _is_scalar(v: Any) -> bool:
+  return isinstance(v, (bool, int, float, str)) or v is None
+
+
 def _short(v: Any) -> str:
   if isinstance(v, float):
     v = f'{v:g}'
@@ -172,7 +180,7 @@ def point_name(overrides: dict) -> str:
   blob = json.dumps(overrides, sort_keys=True, default=repr)
   digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
   parts = [f'{k.rsplit(".", 1)[-1]}{_short(v) if not isinstance(v, str) else "_" + _short(v)}'
-           for k, v in sorted(overrides.items())]
+           for k, v in sorted(overrides.items()) if _is_scalar(v)]
   prefix = '-'.join(parts)[:80].strip('-') or 'point'
   return f'{prefix}-{digest}'
 
@@ -183,16 +191,12 @@ def is_finished(point_dir: str) -> bool:
 
 def run_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs ``config.study`` in this process: ``experiments.run.run_config`` for a study
-  under experiments/, the module's ``run(config, workdir)`` for a dotted module path."""
-  if '.' not in config.study:
-    try:
-      from experiments import run as entry  # pylint: disable=g-import-not-at-top
-    except ModuleNotFoundError as e:
-      if e.name != 'experiments.run':
-        raise
-    else:
-      return entry.run_config(config, workdir)
-  return importlib.import_module(study_module(config.study)).run(config, workdir)
+  under experiments/ (its TensorBoard scalars included), else the module's ``run``."""
+  name = study_module(config.study)
+  if name.startswith('experiments.'):
+    from experiments import run as entry  # pylint: disable=g-import-not-at-top
+    return entry.run_config(config, workdir)
+  return importlib.import_module(name).run(config, workdir)
 
 
 def run_point(config: ml_collections.ConfigDict, point_dir: str, overrides: dict,
@@ -202,6 +206,9 @@ def run_point(config: ml_collections.ConfigDict, point_dir: str, overrides: dict
   Returns the record written: overrides, the study's result, seconds, host, attempt.
   """
   os.makedirs(point_dir, exist_ok=True)
+  jio.write_json_atomic(os.path.join(point_dir, STARTED_FILE), {
+      'attempt': attempt, 'host': socket.gethostname(), 'pid': os.getpid(),
+      'started_at': time.time()})
   config = copy.deepcopy(config)
   config.lock()
   t0 = time.time()
@@ -212,6 +219,14 @@ def run_point(config: ml_collections.ConfigDict, point_dir: str, overrides: dict
             'attempt': attempt, 'finished_at': time.time()}
   jio.write_json_atomic(os.path.join(point_dir, POINT_FILE), record)
   return {k: v for k, v in record.items() if k != 'result'}
+
+
+def started(point_dir: str, attempt: int) -> bool:
+  """Whether ``attempt`` of the point has started (the backend may still queue it)."""
+  try:
+    return jio.read_json(os.path.join(point_dir, STARTED_FILE)).get('attempt') == attempt
+  except (OSError, ValueError):
+    return False
 
 
 def write_error(point_dir: str, attempt: int, error: BaseException | str) -> None:
@@ -244,7 +259,8 @@ def gather(workdir: str, points: Sequence[dict], *, metrics: Sequence[str] | Non
   Args:
     workdir: the sweep folder.
     points: the sweep's points (overrides), in order; unfinished ones get an empty row.
-    metrics: result keys (dotted) to plot; default: every numeric scalar of the results.
+    metrics: result keys (dotted) to plot; default: every numeric scalar of the results
+      that is not the same for all points (``config.sweep_metrics`` chooses).
     failed: ``{point_name: error}`` of points that failed every attempt in this launch.
 
   Returns:
@@ -262,7 +278,10 @@ def gather(workdir: str, points: Sequence[dict], *, metrics: Sequence[str] | Non
     if os.path.isfile(path):
       rec = jio.read_json(path)
       row.update(status='done', seconds=rec.get('seconds'), attempt=rec.get('attempt'))
-      res = flatten(rec.get('result', {}))
+      result = rec.get('result', {})
+      if isinstance(result, dict):  # the study's copy of its inputs is not a measurement
+        result = {k: v for k, v in result.items() if k != 'config'}
+      res = flatten(result)
       row.update({f'result.{k}': v for k, v in res.items()})
       found.extend(k for k, v in res.items() if _is_number(v))
     else:
@@ -271,8 +290,11 @@ def gather(workdir: str, points: Sequence[dict], *, metrics: Sequence[str] | Non
         row['error'] = str(failed[name]).strip().splitlines()[-1][:300] if str(
             failed[name]).strip() else 'failed'
     rows.append(row)
-  if metrics is None:
-    metrics = list(dict.fromkeys(found))
+  if metrics is None:  # every numeric scalar that differs between points (else all)
+    found = list(dict.fromkeys(found))
+    varying = [m for m in found if len({json.dumps(r.get(f'result.{m}')) for r in rows
+                                        if r['status'] == 'done'}) > 1]
+    metrics = varying or found
   else:
     metrics = list(metrics)
   columns = list(dict.fromkeys(k for r in rows for k in r))
@@ -287,7 +309,8 @@ def gather(workdir: str, points: Sequence[dict], *, metrics: Sequence[str] | Non
   os.replace(tmp, csv_path)
   json_path = os.path.join(workdir, 'results.json')
   jio.write_json_atomic(json_path, {'axes': axes, 'metrics': metrics, 'rows': rows})
-  plots = [plot_axis(workdir, rows, axis, metrics[:MAX_PLOTTED_METRICS]) for axis in axes]
+  plots = [plot_axis(workdir, rows, axis, metrics[:MAX_PLOTTED_METRICS]) for axis in axes
+           if all(_is_scalar(p.get(axis)) for p in points)]  # dict-valued axes: table only
   return {'rows': rows, 'axes': axes, 'metrics': metrics, 'csv': csv_path, 'json': json_path,
           'plots': [p for p in plots if p]}
 
