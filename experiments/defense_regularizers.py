@@ -178,7 +178,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                            objective=dae.denoising_objective(noise_std=cfg.dae_noise),
                            checkpoint_dir=dc.ckpt_dir(scratch, NAME, 'dae', dtag), label='dae')
     den = lambda z: dae.apply(dp, z)
-    defended = dae.denoised(plain_fn, den)
+    defended = preprocessors.preprocessed(plain_fn, den)
     through = _robust(defended, defended, xt, yt, cfg, k_eval)
     bpda = _robust(defended, evasion.bpda_logits_fn(plain_fn, den), xt, yt, cfg, k_eval)
     recon = float(jnp.mean((den(jnp.asarray(xt[:500])) - xt[:500]) ** 2))

@@ -3,17 +3,18 @@
 A pure-JAX MLP autoencoder (no Flax, by the package contract): :func:`init` and
 :func:`apply` are the ``(init, apply_fn)`` pair, trained with ``jaxsec.train.fit`` on the
 :func:`denoising_objective` (reconstruct the clean ``x`` from ``x + N(0, sigma^2)``,
-clipped to the box). Any other denoiser ``apply_fn(params, x) -> x'`` works the same
-with :func:`denoised`.
+clipped to the box). The defended model is
+``jaxsec.defenses.preprocessors.preprocessed(logits_fn, lambda x: apply(params, x))``, as
+for any other denoiser ``apply_fn(params, x) -> x'``.
 
 Gu & Rigazio found that a DAE trained on adversarial noise removes much of it, and that
 the stacked DAE + classifier is again vulnerable to attacks through the whole stack: the
-adaptive evaluation attacks ``denoised(...)`` end to end (it is differentiable), and with
-BPDA (identity backward) as a second opinion.
+adaptive evaluation attacks the preprocessed model end to end (it is differentiable),
+and with BPDA (identity backward) as a second opinion.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +62,3 @@ def denoising_objective(*, noise_std, bounds=(0.0, 1.0)):
     return jnp.mean(r.reshape((x.shape[0], -1)) ** 2, axis=-1)
   return objective
 
-
-def denoised(logits_fn: Callable, denoise_fn: Callable) -> Callable:
-  """``x -> logits_fn(denoise_fn(x))``: the classifier behind the denoiser."""
-  return lambda x: logits_fn(denoise_fn(x))

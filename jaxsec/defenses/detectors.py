@@ -1,4 +1,4 @@
-"""Adversarial-example detectors, and classifier + detector as one ``logits_fn`` (survey §3.3).
+"""Adversarial-example detectors; classifier + detector as one ``logits_fn`` (survey §3.3).
 
 A detector is a *score function* ``score_fn: x -> [B]`` (larger = more likely
 adversarial) with a threshold picked on clean data at a false-positive budget

@@ -162,7 +162,7 @@ def test_dae_trains_and_composes_with_bpda():
   after = float(jnp.mean(obj(dae.apply, p, x, None, jax.random.key(3))))
   assert after < 0.3 * before
   clf = lambda z: z.reshape(z.shape[0], -1)[:, :3]
-  defended = dae.denoised(clf, lambda z: dae.apply(p, z))
+  defended = preprocessors.preprocessed(clf, lambda z: dae.apply(p, z))
   g = jax.grad(lambda z: jnp.sum(defended(z)))(x)
   g_bpda = jax.grad(lambda z: jnp.sum(clf(bpda(lambda u: dae.apply(p, u))(z))))(x)
   assert np.all(np.isfinite(g)) and float(jnp.abs(g_bpda).sum()) > 0

@@ -9,7 +9,6 @@ from jaxsec.attacks.privacy.extraction import Counter
 from jaxsec.attacks.privacy.extraction import ExtractionResult
 from jaxsec.attacks.privacy.extraction import extract_logistic_binary
 from jaxsec.attacks.privacy.extraction import extract_softmax_regression
-from jaxsec.attacks.privacy.extraction import jacobian_augmentation
 from jaxsec.attacks.privacy.extraction import jacobian_extraction
 from jaxsec.attacks.privacy.extraction import knockoff_extraction
 from jaxsec.attacks.privacy.extraction import linear_logits
@@ -80,7 +79,7 @@ __all__ = (
     # model extraction (Tramer 2016, Papernot 2017, KnockoffNets)
     'Counter', 'extract_logistic_binary', 'extract_softmax_regression', 'linear_logits',
     'retrain_extraction', 'ExtractionResult', 'knockoff_extraction',
-    'jacobian_augmentation', 'jacobian_extraction',
+    'jacobian_extraction',
     # property inference (Ateniese 2015)
     'property_masks', 'parameter_features', 'MetaClassifier', 'fit_meta_classifier',
     'meta_scores',

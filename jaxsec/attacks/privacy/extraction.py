@@ -40,6 +40,7 @@ import optax
 from jaxsec import _checks
 from jaxsec import losses
 from jaxsec import train
+from jaxsec.attacks.blackbox.substitute import jacobian_augmentation
 
 
 class Counter:
@@ -225,15 +226,6 @@ def knockoff_extraction(query_fn: Callable, apply_fn: Callable, init_params: Any
   return ExtractionResult(params, oracle.queries, history)
 
 
-def jacobian_augmentation(apply_fn: Callable, params: Any, x, labels, step: float
-                          ) -> jax.Array:
-  """Papernot 2017's new points ``x + step * sign(d F[labels](x) / dx)`` (unclipped)."""
-  def f(xi, yi):
-    return apply_fn(params, xi[None])[0, yi]
-  g = jax.vmap(jax.grad(f))(jnp.asarray(x), jnp.asarray(labels))
-  return jnp.asarray(x) + step * jnp.sign(g)
-
-
 def jacobian_extraction(label_fn: Callable, apply_fn: Callable, init_params: Any, seed_x, *,
                         budget: int, key: jax.Array, rounds: int = 6, lam: float = 0.1,
                         tau: int = 3, bounds: tuple[float, float] | None = (0.0, 1.0),
@@ -244,7 +236,8 @@ def jacobian_extraction(label_fn: Callable, apply_fn: Callable, init_params: Any
 
   Round ``r``: query the labels of the new points, train the substitute (from
   ``init_params``, on all points labelled so far), then double the set with
-  :func:`jacobian_augmentation` at step ``lam * (-1)^floor(r / tau)``; new points are kept
+  :func:`~jaxsec.attacks.blackbox.jacobian_augmentation` (on the logits) at step
+  ``lam * (-1)^floor(r / tau)``; new points are kept
   inside ``bounds``. Stops after ``rounds`` rounds or when the next round's queries would
   exceed ``budget`` (the last round is truncated to fit it exactly).
 
@@ -273,9 +266,9 @@ def jacobian_extraction(label_fn: Callable, apply_fn: Callable, init_params: Any
     if r == rounds - 1 or room <= 0:
       break
     step = lam * (-1.0) ** (r // tau)
-    new = np.asarray(jacobian_augmentation(apply_fn, params, xs, ys, step))
-    if bounds is not None:
-      new = np.clip(new, *_checks.check_bounds(bounds))
+    new = np.asarray(jacobian_augmentation(
+        apply_fn, params, jnp.asarray(xs), jnp.asarray(ys), step, jacobian='logits',
+        bounds=None if bounds is None else _checks.check_bounds(bounds)))
     new = new[:room]
     xs = np.concatenate([xs, new])
     ys = np.concatenate([ys, np.asarray(oracle(new)).astype(np.int32)])
@@ -284,4 +277,4 @@ def jacobian_extraction(label_fn: Callable, apply_fn: Callable, init_params: Any
 
 __all__ = ('Counter', 'extract_logistic_binary', 'extract_softmax_regression',
            'linear_logits', 'retrain_extraction', 'ExtractionResult', 'knockoff_extraction',
-           'jacobian_augmentation', 'jacobian_extraction')
+           'jacobian_extraction')

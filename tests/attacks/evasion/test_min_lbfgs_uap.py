@@ -58,7 +58,8 @@ def test_uap_reaches_fooling_rate_on_linear(norm):
   xi = float(jnp.quantile(margin, 0.9) / dual)
   atk = universal_perturbation(xi=xi, norm=norm, delta=0.2, return_info=True)
   if norm == 'l2':     # the standard signature: fit on the batch, apply to it
-    out = jax.jit(atk.attack, static_argnums=0)(f, xs, jnp.zeros(60, jnp.int32), jax.random.key(0))
+    out = jax.jit(atk.attack, static_argnums=0)(f, xs, jnp.zeros(60, jnp.int32),
+                                                jax.random.key(0))
     v, fr = out.info['perturbation'], out.info['fooling_rate']
     np.testing.assert_allclose(fr, jnp.mean(out.info['fooled']), atol=1e-6)
     np.testing.assert_allclose(out.x_adv, jnp.clip(xs + v, 0.0, 1.0))
