@@ -19,9 +19,23 @@ def _experiment_modules():
   return mods
 
 
+_HELPERS = {'experiments.common', 'experiments.defense_common', 'experiments.run',
+            'experiments.benchmarks.machine', 'experiments.configs.base'}
+
+
 def test_all_experiment_modules_import_together():
+  """Studies expose run(config, workdir), config files get_config(arg); no module has a main."""
   mods = _experiment_modules()
   assert len(mods) >= 15, mods
   for m in mods:
     module = importlib.import_module(m)
-    assert hasattr(module, 'main') or m.endswith('common'), f'{m} has no main()'
+    if m in _HELPERS:
+      continue
+    if m.startswith('experiments.configs.'):
+      assert callable(getattr(module, 'get_config', None)), f'{m} has no get_config(arg)'
+      study = 'experiments.' + m[len('experiments.configs.'):]
+      assert study in mods, f'config {m} names no study module {study}'
+    else:
+      assert callable(getattr(module, 'run', None)), f'{m} has no run(config, workdir)'
+      assert not hasattr(module, 'main'), f'{m} still defines an absl main()'
+      assert 'experiments.configs.' + m[len('experiments.'):] in mods, f'{m} has no config file'
