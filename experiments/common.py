@@ -8,7 +8,6 @@ import tempfile
 import time
 from typing import Any, Iterable
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -52,29 +51,6 @@ def apply_overrides(cfg: ml_collections.ConfigDict, items: Iterable[str]
       value = float(value)
     node[parts[-1]] = value
   return cfg
-
-
-class Progress:
-  """Progress of a long host loop as ``absl.logging`` INFO lines with rate and ETA.
-
-  >>> bar = Progress('main/table APGD-CE', total=4, unit='batch')
-  >>> for _ in range(4):
-  ...   bar.update()    # '[main/table APGD-CE] batch 1/4, 2.1 batch/s, ETA 1.4s'
-  """
-
-  def __init__(self, label: str, total: int, unit: str = 'step'):
-    self.label, self.total, self.unit = label, int(total), unit
-    self.done = 0
-    self.t0 = time.time()
-
-  def update(self, n: int = 1, extra: str = '') -> None:
-    self.done += n
-    el = max(time.time() - self.t0, 1e-9)
-    rate = self.done / el
-    eta = (self.total - self.done) / rate if rate > 0 else float('inf')
-    logging.info('[%s] %s %d/%d, %.3g %s/s, %.1fs elapsed, ETA %.1fs%s', self.label,
-                 self.unit, self.done, self.total, rate, self.unit, el, eta,
-                 f' {extra}' if extra else '')
 
 
 def command(study: str, variant: str = 'full', workdir: str = 'docs/results') -> str:

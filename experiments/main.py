@@ -25,6 +25,7 @@ import optax
 from experiments import common
 from jaxsec import attacks
 from jaxsec import data
+from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import losses as losses_lib
 from jaxsec import metrics
@@ -47,21 +48,16 @@ def robust_accuracy(logits_fn, x, y, eps_grid, attack_name, cfg, key):
     x_adv = atk(logits_fn, xb, yb, k)
     return jnp.argmax(logits_fn(x_adv), -1) == yb, x_adv
 
-  sweep = jax.jit(jax.vmap(attack_at, in_axes=(0, None, None, None)))
-  correct, first_adv = [], None
+  sweep = jax.vmap(attack_at, in_axes=(0, None, None, None))
   # eps = 0 needs no attack: its accuracy is the clean one on the same images.
   attacked = [e for e in eps_grid if e > 0]
   eps_arr = jnp.asarray(attacked, jnp.float32)
-  bar = common.Progress(f'main/{attack_name} eps sweep', -(-x.shape[0] // cfg.attack_batch),
-                        unit='batch')
-  for i in range(0, x.shape[0], cfg.attack_batch):
-    xb, yb = jnp.asarray(x[i:i + cfg.attack_batch]), jnp.asarray(y[i:i + cfg.attack_batch])
-    c, adv = sweep(eps_arr, xb, yb, jax.random.fold_in(key, i))
-    correct.append(np.asarray(c))
-    bar.update()
-    if first_adv is None:
-      first_adv = np.asarray(adv)
-  correct = np.concatenate(correct, axis=1)
+  # Batch at example i: key fold_in(key, i); outputs with the batch axis first.
+  correct, advs = evaluate.map_batches(
+      lambda xb, yb, k: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), sweep(eps_arr, xb, yb, k)),
+      (x, y), batch_size=cfg.attack_batch, key=key, pad=False,
+      progress=f'main/{attack_name} eps sweep')
+  correct, first_adv = correct.T, np.swapaxes(advs[:cfg.attack_batch], 0, 1)
   acc = dict(zip(attacked, correct.mean(axis=1)))
   clean = np.mean(np.argmax(np.asarray(logits_fn(jnp.asarray(x))), -1) == np.asarray(y))
   adv = dict(zip(attacked, first_adv))
@@ -73,19 +69,6 @@ def robust_accuracy(logits_fn, x, y, eps_grid, attack_name, cfg, key):
 def _row(category, attack, setting, metric, value, seconds, **extra):
   return {'category': category, 'attack': attack, 'setting': setting, 'metric': metric,
           'value': float(value), 'seconds': float(seconds), **extra}
-
-
-def _batched(fn, xs, batch, label=None):
-  """Runs the jitted ``fn(*chunk)`` over leading-axis chunks, concatenates the outputs
-  (logging progress per chunk when ``label`` is given)."""
-  n = xs[0].shape[0]
-  bar = common.Progress(label, -(-n // batch), unit='batch') if label else None
-  outs = []
-  for i in range(0, n, batch):
-    outs.append(jax.block_until_ready(fn(*(jnp.asarray(a[i:i + batch]) for a in xs))))
-    if bar:
-      bar.update()
-  return jax.tree.map(lambda *o: np.concatenate([np.asarray(v) for v in o]), *outs)
 
 
 def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> list:
@@ -110,8 +93,14 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   ks = jax.random.split(key, 8)
   n = min(t.num_images, x_test.shape[0])
   xe, ye = x_test[:n], y_test[:n]
-  pred = lambda xx: np.asarray(_batched(lambda a: jnp.argmax(logits_fn(a), -1), (xx,),
-                                        cfg.attack_batch))
+  def batched(fn, xs, label=None):   # the old runner's behaviour: no padding
+    return evaluate.map_batches(fn, xs, batch_size=cfg.attack_batch, pad=False,
+                                progress=label)
+
+  def attack(atk, xs, ys, k, label):  # every batch with the same key k (as before)
+    return evaluate.run_attack(atk, logits_fn, xs, ys, k, batch_size=cfg.attack_batch,
+                               fold_key=False, pad=False, progress=label)
+  pred = lambda xx: batched(lambda a: jnp.argmax(logits_fn(a), -1), (xx,))
   correct = pred(xe) == ye
 
   def l2(a, b):
@@ -119,9 +108,8 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
 
   # 1. APGD-CE (Croce & Hein 2020).
   t0 = time.time()
-  apgd = jax.jit(lambda a, b: attacks.apgd(eps=eps, num_steps=t.apgd_steps, loss='ce')(
-      logits_fn, a, b, ks[0]))
-  adv = _batched(apgd, (xe, ye), cfg.attack_batch, label='main/table APGD-CE')
+  adv, _ = attack(attacks.apgd(eps=eps, num_steps=t.apgd_steps, loss='ce'), xe, ye, ks[0],
+                  'main/table APGD-CE')
   add(_row('evasion, white-box', f'APGD-CE ({t.apgd_steps} steps)',
            f'L_inf eps={eps:g}, {n} images', 'robust accuracy',
            np.mean(pred(adv) == ye), time.time() - t0))
@@ -137,10 +125,8 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   # 3. DeepFool L2 (Moosavi-Dezfooli 2016): minimal perturbation.
   t0 = time.time()
   nd = min(t.deepfool_images, n)
-  df = jax.jit(lambda a, b: tuple(attacks.deepfool(norm='l2', return_info=True)(
-      logits_fn, a, b, ks[2])[:2]))
-  adv, info = _batched(df, (xe[:nd], ye[:nd]), cfg.attack_batch,
-                       label='main/table DeepFool')
+  adv, info = attack(attacks.deepfool(norm='l2', return_info=True), xe[:nd], ye[:nd], ks[2],
+                     'main/table DeepFool')
   ok = info['success'] & correct[:nd]
   add(_row('evasion, white-box', 'DeepFool-L2 (overshoot 0.02)',
            f'minimal, {nd} images', 'median L2 (success rate)',
@@ -149,10 +135,10 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   # 4. C&W L2 (Carlini & Wagner 2017).
   t0 = time.time()
   nc = min(t.cw_images, n)
-  cw = jax.jit(lambda a, b: tuple(attacks.carlini_wagner_l2(
+  cw = attacks.carlini_wagner_l2(
       num_binary_steps=t.cw_binary_steps, num_steps=t.cw_steps, learning_rate=0.01,
-      initial_const=1.0, return_info=True)(logits_fn, a, b, ks[3])[:2]))
-  adv, info = _batched(cw, (xe[:nc], ye[:nc]), cfg.attack_batch, label='main/table C&W-L2')
+      initial_const=1.0, return_info=True)
+  adv, info = attack(cw, xe[:nc], ye[:nc], ks[3], 'main/table C&W-L2')
   ok = info['success'] & correct[:nc]
   add(_row('evasion, white-box',
            f'C&W-L2 ({t.cw_binary_steps} x {t.cw_steps} steps)',
@@ -163,9 +149,8 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   t0 = time.time()
   nj = min(t.jsma_images, n)
   tgt = (ye[:nj] + np.asarray(jax.random.randint(ks[4], (nj,), 1, 10))) % 10
-  js = jax.jit(lambda a, b: tuple(attacks.jsma(return_info=True)(logits_fn, a, b, ks[4])[:2]))
-  _, info = _batched(js, (xe[:nj], tgt.astype(np.int32)), cfg.attack_batch,
-                    label='main/table JSMA')
+  _, info = attack(attacks.jsma(return_info=True), xe[:nj], tgt.astype(np.int32), ks[4],
+                   'main/table JSMA')
   ok = info['success'] & correct[:nj]
   add(_row('evasion, white-box', 'JSMA (targeted, random target)',
            f'gamma=14.5%, {nj} images', 'success rate (features changed)',
@@ -199,9 +184,9 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   sp = train.fit(sur.apply, sp, x_train[-ns:], y_train[-ns:], optimizer=optax.adam(1e-3),
                  key=ks[6], batch_size=128, num_epochs=t.surrogate_epochs).params
   sur_fn = models.logits_fn(sur, sp)
-  pgd = jax.jit(lambda a, b: attacks.pgd(eps=eps, step_size=2.5 * eps / 20, num_steps=20)(
-      sur_fn, a, b, ks[6]))
-  adv = _batched(pgd, (xe, ye), cfg.attack_batch, label='main/table transfer PGD')
+  adv, _ = evaluate.run_attack(attacks.pgd(eps=eps, step_size=2.5 * eps / 20, num_steps=20),
+                               sur_fn, xe, ye, ks[6], batch_size=cfg.attack_batch,
+                               fold_key=False, pad=False, progress='main/table transfer PGD')
   add(_row('evasion, transfer (black-box)', 'PGD-20 on an MLP surrogate',
            f'L_inf eps={eps:g}, {n} images', 'robust accuracy of the CNN',
            np.mean(pred(adv) == ye), time.time() - t0))
@@ -209,8 +194,8 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   t0 = time.time()
   nm = min(t.mia_members, x_train.shape[0], x_test.shape[0])
   lossf = jax.jit(lambda a, b: -losses_lib.cross_entropy(logits_fn(a), b))
-  s_in = _batched(lossf, (x_train[:nm], y_train[:nm]), cfg.attack_batch)
-  s_out = _batched(lossf, (x_test[-nm:], y_test[-nm:]), cfg.attack_batch)
+  s_in = batched(lossf, (x_train[:nm], y_train[:nm]))
+  s_out = batched(lossf, (x_test[-nm:], y_test[-nm:]))
   scores = np.concatenate([s_in, s_out])
   labels = np.concatenate([np.ones(nm, bool), np.zeros(nm, bool)])
   add(_row('privacy, membership inference', 'loss threshold (Yeom 2018)',
@@ -226,8 +211,7 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   st = models.init(stolen, ks[7], (1,) + x_test.shape[1:])
   st = train.fit(stolen.apply, st, xq, pred(xq).astype(np.int32), optimizer=optax.adam(1e-3),
                  key=ks[7], batch_size=128, num_epochs=t.extraction_epochs).params
-  st_pred = np.asarray(_batched(lambda a: jnp.argmax(stolen.apply(st, a), -1), (xh,),
-                                cfg.attack_batch))
+  st_pred = batched(lambda a: jnp.argmax(stolen.apply(st, a), -1), (xh,))
   add(_row('privacy, model extraction', 'retraining on label queries',
            f'{nq} queries, same architecture', 'fidelity on held-out (accuracy)',
            np.mean(st_pred == pred(xh)), time.time() - t0,

@@ -16,6 +16,10 @@ budget (the whole input box); an iterative attack is at least as strong as a sin
 one; more random restarts never hurt. Each check returns ``{'pass': bool, ...details}``.
 A failed check means the evaluation (not the model) is suspect: gradient masking, a bug,
 too few steps.
+
+:func:`run_attack` (and the general :func:`map_batches` under it) is the one batched runner
+the studies use: an attack over a data set in fixed-size batches, compiled once, with a
+documented per-batch key schedule and progress lines with rate and ETA.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsec import _checks
+from jaxsec import progress as progress_lib
 from jaxsec.attacks import evasion
 from jaxsec.attacks.evasion import common
 
@@ -112,6 +117,104 @@ def sweep(logits_fn, x, y, key, make_attack: AttackMaker, eps: Sequence[float], 
     xs.append(np.asarray(xa))
     infos.append({k: np.asarray(v) for k, v in info.items()})
   return np.stack(xs), infos, False
+
+
+def _batch_leaf(name, o, rows):
+  o = np.asarray(o)
+  if o.ndim == 0:
+    return o
+  if o.shape[0] != rows:
+    raise ValueError(f'output {name} has shape {o.shape}; expected a leading batch axis of '
+                     f'{rows} (or a scalar).')
+  return o
+
+
+def map_batches(fn: Callable, arrays: Sequence[Any], *, batch_size: int,
+                key: jax.Array | None = None, fold_key: bool = True, pad: bool = True,
+                progress: progress_lib.ProgressArg = None, jit: bool = True) -> Any:
+  """``fn`` over leading-axis batches of ``arrays``; the outputs concatenated (numpy).
+
+  Args:
+    fn: ``fn(*batch) -> pytree`` (``fn(*batch, key_b)`` when ``key`` is given); jitted once
+      here unless ``jit=False``.
+    arrays: arrays sharing their leading (example) axis.
+    batch_size: examples per call; a set of ``n <= batch_size`` examples is one call of
+      size ``n``.
+    key: PRNG key. Key schedule: the batch starting at example ``i`` gets
+      ``jax.random.fold_in(key, i)`` (``fold_key=False``: ``key`` itself for every batch).
+      Results therefore depend on ``batch_size`` for randomised attacks, never on anything
+      else (not on padding or on which batches ran before).
+    fold_key: see ``key``.
+    pad: pad the last batch, when shorter, to the size of the others by repeating its last
+      example (one compiled shape; the padded rows are dropped). ``pad=False`` runs it at
+      its own size (a second compilation). For per-example computations the kept rows are
+      the same either way, up to the random draws of attacks whose noise depends on the
+      batch shape.
+    progress: None (silent), a label (logs ``[label] batch i/N, rate, ETA`` through
+      ``absl.logging``), a :class:`jaxsec.progress.Progress`, or ``progress(done, total)``.
+    jit: wrap ``fn`` in ``jax.jit``.
+
+  Returns:
+    The pytree of ``fn``'s output with every leaf concatenated over batches; a scalar leaf
+    becomes one value per batch (``[num_batches]``; a ``ValueError`` on a padded batch,
+    where the padding would count in it). Any other leaf without the batch axis is a
+    ``ValueError``.
+  """
+  batch_size = _checks.check_int('batch_size', batch_size, minimum=1)
+  if not arrays:
+    raise ValueError('arrays=() must hold at least one array.')
+  n = int(np.shape(arrays[0])[0]) if np.ndim(arrays[0]) else 0
+  for a in arrays:
+    if np.ndim(a) == 0 or np.shape(a)[0] != n:
+      raise ValueError(f'arrays have leading sizes {[np.shape(a)[:1] for a in arrays]}; '
+                       'expected one shared example axis.')
+  if n == 0:
+    raise ValueError('arrays hold 0 examples; expected at least one.')
+  size = min(batch_size, n)
+  call = jax.jit(fn) if jit else fn
+  starts = range(0, n, size)
+  update = progress_lib.make(progress, len(starts), 'batch')
+  outs = []
+  for i in starts:
+    parts = [np.asarray(a[i:i + size]) for a in arrays]
+    m = parts[0].shape[0]
+    if pad and m < size:
+      parts = [np.concatenate([p, np.repeat(p[-1:], size - m, axis=0)]) for p in parts]
+    args = [jnp.asarray(p) for p in parts]
+    if key is not None:
+      args.append(jax.random.fold_in(key, i) if fold_key else key)
+    out = call(*args)
+    rows = parts[0].shape[0]
+    out = jax.tree_util.tree_map_with_path(
+        lambda path, o: _batch_leaf(jax.tree_util.keystr(path), o, rows), out)
+    if rows > m and any(o.ndim == 0 for o in jax.tree.leaves(out)):
+      raise ValueError(f'fn returned a scalar on a batch padded from {m} to {rows} rows '
+                       '(the padding would count in it); return per-example values or '
+                       'pass pad=False.')
+    outs.append(jax.tree.map(lambda o: o if o.ndim == 0 else o[:m], out))
+    if update:
+      update()
+  return jax.tree.map(lambda *o: np.stack(o) if o[0].ndim == 0 else np.concatenate(o), *outs)
+
+
+def run_attack(attack: Callable, logits_fn: Callable, x: Any, y: Any, key: jax.Array, *,
+               batch_size: int, fold_key: bool = True, pad: bool = True,
+               progress: progress_lib.ProgressArg = None) -> tuple[np.ndarray, dict]:
+  """``attack(logits_fn, x_b, y_b, key_b)`` over ``x`` in batches, compiled once.
+
+  The batched runner every study uses (robustness sweeps, attack tables, defenses). The
+  per-batch key and the last-batch padding follow :func:`map_batches` (batch at example
+  ``i``: ``fold_in(key, i)``; the last batch padded to the batch size). ``logits_fn`` is
+  closed over: its parameters are constants of the compiled program.
+
+  Returns:
+    ``(x_adv, info)``: numpy ``x_adv`` of the whole set and the attack's info dict
+    (per-example arrays concatenated; ``{}`` for an attack without ``return_info``).
+  """
+  def one(xb, yb, kb):
+    return _unpack(attack(logits_fn, xb, yb, kb))
+  return map_batches(one, (x, y), batch_size=batch_size, key=key, fold_key=fold_key,
+                     pad=pad, progress=progress)
 
 
 def _max_eps(norm: str, bounds, dim: int) -> float:

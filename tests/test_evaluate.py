@@ -93,3 +93,86 @@ def test_bad_arguments(kw, name):
   f = _model()
   with pytest.raises(ValueError, match=name):
     evaluate.robustness_report(f, jnp.zeros((2, 10)), jnp.zeros(2, jnp.int32), KEY, **kw)
+
+
+# ------------------------------------------------------------------ batched attack runner
+
+
+def _xy(n, seed=2):
+  x = jax.random.uniform(jax.random.key(seed), (n, 10))
+  return x, jnp.argmax(_model()(x), -1)
+
+
+def _pgd():
+  from jaxsec.attacks import evasion as ev
+  return ev.pgd(eps=0.1, step_size=0.05, num_steps=3, random_start=True, return_info=True)
+
+
+def test_run_attack_batched_equals_unbatched_calls_with_the_key_schedule():
+  f = _model()
+  x, y = _xy(12)
+  atk = _pgd()
+  xa, info = evaluate.run_attack(atk, f, x, y, KEY, batch_size=4)
+  # The documented schedule: batch at example i gets fold_in(key, i).
+  ref = [atk(f, x[i:i + 4], y[i:i + 4], jax.random.fold_in(KEY, i)) for i in (0, 4, 8)]
+  np.testing.assert_allclose(xa, np.concatenate([np.asarray(r.x_adv) for r in ref]),
+                             atol=1e-6)
+  assert set(info) == set(ref[0].info)
+  # A deterministic attack does not depend on the batching at all.
+  fgm = evaluate.evasion.fgm(eps=0.1, norm='linf')
+  xb, _ = evaluate.run_attack(fgm, f, x, y, KEY, batch_size=5)
+  np.testing.assert_allclose(xb, np.asarray(fgm(f, x, y, KEY)), atol=1e-6)
+  # fold_key=False: the same key for every batch.
+  xs, _ = evaluate.run_attack(atk, f, x, y, KEY, batch_size=4, fold_key=False)
+  np.testing.assert_allclose(xs[4:8], np.asarray(atk(f, x[4:8], y[4:8], KEY).x_adv),
+                             atol=1e-6)
+
+
+def test_run_attack_remainder_batch_padded_once_compiled_and_dropped():
+  f = _model()
+  x, y = _xy(10)
+  shapes = []
+
+  def fgm(logits_fn, xb, yb, key):
+    shapes.append(xb.shape)          # runs at trace time only: one entry per compilation
+    return evaluate.evasion.fgm(eps=0.1, norm='linf')(logits_fn, xb, yb, key)
+  xa, info = evaluate.run_attack(fgm, f, x, y, KEY, batch_size=4)
+  assert xa.shape == (10, 10) and info == {}
+  assert shapes == [(4, 10)]         # 4 + 4 + (2 padded to 4): one shape
+  np.testing.assert_allclose(xa, np.asarray(fgm(f, x, y, KEY)), atol=1e-6)
+  shapes.clear()
+  xu, _ = evaluate.run_attack(fgm, f, x, y, KEY, batch_size=4, pad=False)
+  assert shapes == [(4, 10), (2, 10)]
+  np.testing.assert_allclose(xu, xa, atol=1e-6)
+
+
+def test_run_attack_progress_called_and_logged(caplog):
+  f = _model()
+  x, y = _xy(10)
+  calls = []
+  evaluate.run_attack(evaluate.evasion.fgm(eps=0.1), f, x, y, KEY, batch_size=4,
+                      progress=lambda done, total: calls.append((done, total)))
+  assert calls == [(1, 3), (2, 3), (3, 3)]
+  with caplog.at_level('INFO'):
+    evaluate.run_attack(evaluate.evasion.fgm(eps=0.1), f, x, y, KEY, batch_size=4,
+                        progress='t/fgm')
+  lines = [r.getMessage() for r in caplog.records if '[t/fgm]' in r.getMessage()]
+  assert len(lines) == 3 and 'batch 3/3' in lines[-1] and 'ETA' in lines[-1]
+  assert 'batch/s' in lines[0]
+
+
+def test_map_batches_scalar_leaves_per_batch_and_bad_input():
+  f = lambda a: (a * 2, jnp.sum(a))
+  out = evaluate.map_batches(f, (np.arange(5.0),), batch_size=2, pad=False)
+  np.testing.assert_array_equal(out[0], np.arange(5.0) * 2)
+  np.testing.assert_array_equal(out[1], [1.0, 5.0, 4.0])
+  with pytest.raises(ValueError, match='padded'):   # the padding would count in the sum
+    evaluate.map_batches(f, (np.arange(5.0),), batch_size=2)
+  with pytest.raises(ValueError, match='batch_size'):
+    evaluate.map_batches(lambda a: a, (np.ones(3),), batch_size=0)
+  with pytest.raises(ValueError, match='leading sizes'):
+    evaluate.map_batches(lambda a, b: a, (np.ones(3), np.ones(4)), batch_size=2)
+  with pytest.raises(ValueError, match='leading batch axis'):
+    evaluate.map_batches(lambda a: a.reshape(1, -1), (np.ones(4),), batch_size=2)
+  with pytest.raises(ValueError, match='progress'):
+    evaluate.map_batches(lambda a: a, (np.ones(3),), batch_size=2, progress=3)
