@@ -139,7 +139,7 @@ def gaussian_noise(*, stddev: float, center: str = 'zero') -> UpdateAttack:
     sizes = [int(np.prod(l.shape[1:])) for l in leaves]
     z = stddev * jax.random.normal(key, (k, sum(sizes)), jnp.float32)
     mal, start = [], 0
-    for l, size in zip(leaves, sizes):
+    for l, size in zip(leaves, sizes, strict=True):
       noise = z[:, start:start + size].reshape(l.shape).astype(l.dtype)
       start += size
       mal.append(noise if center == 'zero' else l + noise)
@@ -274,7 +274,8 @@ def model_replacement(*, server_lr: float = 1.0, gamma: float | None = None,
       ``make_fedavg(client_weighting='num_examples')`` and every client in every round,
       the clients' example counts ``[len(c) for c in clients]``. ``None``: uniform (the
       plain mean). The attack also takes ``weights=`` per call (the round's rows), which
-      overrides it.
+      overrides it; :func:`jaxsec.federated.fedavg.make_fedavg` passes the round's
+      weights of the sampled clients itself, so there ``client_weights`` is not needed.
   """
   server_lr = _checks.check_float('server_lr', server_lr, minimum=0.0, strict_min=True)
   if gamma is not None:

@@ -35,6 +35,7 @@ so the vmapped round equals a Python loop over :func:`FedAvg.local_update` calls
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 import time
 from typing import Any, Callable, NamedTuple, Sequence
@@ -223,6 +224,16 @@ def _check_callable(name, fn):
   return fn
 
 
+def _accepts_weights(fn) -> bool:
+  """Whether ``fn`` takes a ``weights=`` keyword (or ``**kwargs``)."""
+  try:
+    params = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):
+    return False
+  return any(p.kind == p.VAR_KEYWORD or (p.name == 'weights' and p.kind in (
+      p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)) for p in params)
+
+
 def _resolve_aggregator(aggregator):
   if isinstance(aggregator, str):
     return aggregator, robust_aggregation.aggregator(aggregator)
@@ -287,7 +298,10 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       mean; only with ``aggregator='mean'`` and without DP).
     loss / objective: as in :func:`jaxsec.train.fit` (default cross-entropy).
     update_attack: ``attack(updates, byzantine_mask, key) -> updates`` replacing the
-      Byzantine clients' updates (:mod:`jaxsec.federated.byzantine`).
+      Byzantine clients' updates (:mod:`jaxsec.federated.byzantine`). An attack that
+      takes ``weights=`` (:func:`~jaxsec.federated.byzantine.model_replacement`) gets the
+      round's aggregation weights of the ``K`` selected clients with the mean aggregator
+      (plain or DP): their example counts under ``'num_examples'``, ones otherwise.
     data_attack: ``attack(x, y, key) -> (x', y')`` applied to every local minibatch of a
       Byzantine client (label flipping, backdoors).
     dp_clip_norm, dp_noise_multiplier: DP-FedAvg (McMahan et al. 2018): updates clipped
@@ -351,6 +365,8 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
                      f'aggregator="mean" without DP, got aggregator={aggregator!r}, '
                      f'dp_clip_norm={dp_clip_norm}.')
   objective = train_lib._resolve_objective(loss, objective)  # pylint: disable=protected-access
+  attack_weights = (update_attack is not None and agg_name == 'mean'
+                    and _accepts_weights(update_attack))
 
   def local_update(params, x, y, index_list, count, key, poisoned):
     width = index_list.shape[0]
@@ -435,15 +451,21 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
     keys = jax.vmap(lambda c: jax.random.fold_in(k_train, c))(sel)
     updates, losses = jax.vmap(local_update, in_axes=(None, None, None, 0, 0, 0, 0))(
         params, x, y, index_lists[sel], counts[sel], keys, byz)
-    if update_attack is not None:
-      updates = update_attack(updates, byz, k_attack)
     partf = part.astype(jnp.float32)
+    if client_weighting == 'num_examples':
+      weights = counts[sel].astype(jnp.float32) * partf
+    else:
+      weights = partf
+    if attack_weights:
+      updates = update_attack(updates, byz, k_attack, weights=weights)
+    elif update_attack is not None:
+      updates = update_attack(updates, byz, k_attack)
     if dp:
       agg, _ = dp_fedavg.dp_aggregate(updates, k_agg, clip_norm=dp_clip_norm,
                                       noise_multiplier=dp_noise_multiplier,
                                       expected_clients=expected, mask=partf)
     elif client_weighting == 'num_examples':
-      w = counts[sel].astype(jnp.float32) * partf
+      w = weights
       agg = jax.tree.map(lambda l: jnp.tensordot(w / jnp.maximum(jnp.sum(w), 1.0), l,
                                                  (0, 0)).astype(l.dtype), updates)
     elif sampling == 'poisson':

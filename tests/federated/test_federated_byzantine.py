@@ -180,7 +180,8 @@ def test_model_replacement_with_client_weights_closed_form():
 def test_model_replacement_through_weighted_fedavg_lands_on_the_target():
   """make_fedavg(client_weighting='num_examples'), every client, honest clients with zero
   gradient (inputs 0), the attacker trains on inputs 1: one round makes the global model
-  exactly X = G + u_attacker. The uniform boost n / eta misses it (w_a != W / n)."""
+  exactly X = G + u_attacker, with factory client_weights or with the round's weights that
+  make_fedavg passes. The uniform boost n / eta misses it (w_a != W / n)."""
   from jaxsec.federated import fedavg  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   apply_fn = lambda p, x: x @ p['w']
@@ -194,7 +195,8 @@ def test_model_replacement_through_weighted_fedavg_lands_on_the_target():
   # one full-batch step on inputs 1: u_attacker = -lr * ones
   x_target = np.asarray(p0['w']) - lr
   for attack, exact in ((byzantine.model_replacement(server_lr=eta, client_weights=sizes),
-                         True), (byzantine.model_replacement(server_lr=eta), False)):
+                         True), (byzantine.model_replacement(server_lr=eta), True),
+                        (byzantine.model_replacement(server_lr=eta, gamma=4 / eta), False)):
     fed = fedavg.make_fedavg(
         apply_fn, client_optimizer=optax.sgd(lr), batch_size=64, local_steps=1,
         server_lr=eta, client_weighting='num_examples', objective=objective,
@@ -258,3 +260,39 @@ def test_bad_arguments_raise_value_error_naming_the_value():
     byzantine.backdoor(target_label=0, fraction=1.5)
   with pytest.raises(ValueError, match=r'byzantine has shape \(3,\)'):
     byzantine.sign_flip()(_updates(), jnp.zeros(3, bool), jax.random.key(0))
+
+
+def test_model_replacement_through_sampled_weighted_fedavg_lands_on_the_target():
+  """Client sampling (2 of 4 per round) + num_examples weighting: make_fedavg passes the
+  round's weights (the sampled clients' example counts) to the attack, so the boost
+  W_round / (eta w_attacker) makes the global model exactly X = G + u_attacker in a round
+  where the attacker is sampled; the factory-time uniform boost would miss it."""
+  from jaxsec.federated import fedavg  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  apply_fn = lambda p, x: x @ p['w']
+  objective = lambda f, p, x, y, key: jnp.sum(f(p, x), axis=-1)    # gradient: x
+  sizes = [3, 9, 4, 12]
+  clients = np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:-1])
+  x = jnp.zeros((sum(sizes), 2))
+  y = jnp.zeros((sum(sizes),), jnp.int32)
+  p0 = {'w': jnp.full((2, 3), 0.25)}
+  lr, eta = 0.1, 0.5
+  x_target = np.asarray(p0['w']) - lr
+  fed = fedavg.make_fedavg(
+      apply_fn, client_optimizer=optax.sgd(lr), batch_size=64, local_steps=1,
+      server_lr=eta, clients_per_round=2, client_weighting='num_examples',
+      objective=objective, update_attack=byzantine.model_replacement(server_lr=eta),
+      data_attack=lambda xb, yb, k: (jnp.ones_like(xb), yb))
+  lists, counts = fedavg.client_index_lists(clients, sum(sizes))
+  byz = jnp.array([False, False, False, True])   # the largest client attacks
+  seen = 0
+  for r in range(12):
+    new, info = fed.round(p0, x, y, jnp.asarray(lists), jnp.asarray(counts), byz,
+                          jax.random.key(r))
+    if not bool(np.any(np.asarray(info.byzantine))):
+      np.testing.assert_allclose(np.asarray(new['w']), np.asarray(p0['w']), atol=1e-7)
+      continue
+    seen += 1
+    np.testing.assert_allclose(np.asarray(new['w']), x_target, rtol=1e-6, atol=1e-7,
+                               err_msg=f'round key {r}, clients {np.asarray(info.clients)}')
+  assert seen >= 2
