@@ -37,6 +37,7 @@ import numpy as np
 
 from experiments import common as exp_common
 from jaxsec import data
+from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
@@ -114,10 +115,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   sub_init = lambda k: models.init(sub_model, k, (1,) + ds.input_shape)
   white = {}
   for eps in cfg.fgsm_eps:
-    atk = jax.jit(lambda xb, yb, e=eps: fgsm(eps=e, bounds=bounds)(logits_fn, xb, yb, None))
-    xa = np.concatenate([np.asarray(atk(x_eval[i:i + cfg.attack_batch],
-                                        y_eval[i:i + cfg.attack_batch]))
-                         for i in range(0, x_eval.shape[0], cfg.attack_batch)])
+    xa, _ = evaluate.run_attack(fgsm(eps=eps, bounds=bounds), logits_fn, x_eval, y_eval,
+                                k_sel, batch_size=cfg.attack_batch, pad=False)
     white[eps] = float(np.mean(np.asarray(oracle_labels(xa)) != y_eval))
   substitutes = []
   for tau in sc.lam_periods:

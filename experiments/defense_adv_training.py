@@ -25,6 +25,7 @@ import optax
 
 from experiments import common
 from experiments import defense_common as dc
+from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec.attacks import evasion
@@ -98,10 +99,12 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     logits_fn = lambda z, p=params: apply_fn(p, z)
     k_eval = jax.random.fold_in(key, 3)
     r = {'train': tinfo}
-    x_f = dc.run_attack(apply_fn, params, fgsm_atk, xt, yt, k_eval, batch_size=cfg.eval_batch)
+    x_f, _ = evaluate.run_attack(fgsm_atk, logits_fn, xt, yt, k_eval,
+                                 batch_size=cfg.eval_batch, progress=f'{NAME}/{method} FGSM')
     r['fgsm'] = dc.attack_summary(logits_fn, xt, yt, x_f, eps=cfg.eps)
     t0 = time.time()
-    x_p = dc.run_attack(apply_fn, params, pgd_atk, xt, yt, k_eval, batch_size=cfg.eval_batch)
+    x_p, _ = evaluate.run_attack(pgd_atk, logits_fn, xt, yt, k_eval,
+                                 batch_size=cfg.eval_batch, progress=f'{NAME}/{method} PGD')
     r['pgd'] = dc.attack_summary(logits_fn, xt, yt, x_p, eps=cfg.eps)
     r['pgd']['seconds'] = time.time() - t0
     r['clean_accuracy'] = r['pgd']['clean_accuracy']
@@ -126,7 +129,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     jio.write_json_atomic(out, results)
 
   clean_epoch = results['methods'].get('clean', {}).get('train', {}).get('seconds_per_epoch')
-  for m, r in results['methods'].items():
+  for r in results['methods'].values():
     spe = r['train'].get('seconds_per_epoch')
     r['train']['relative_to_clean'] = spe / clean_epoch if (spe and clean_epoch) else None
   jio.write_json_atomic(out, results)

@@ -1,9 +1,8 @@
 """Helpers shared by the defense experiments (``experiments/defense_*.py``).
 
-Data subsets, training with checkpoint / resume and wall-time, batched evaluation of an
-attack against a ``logits_fn`` (jitted once per attack, params passed as arguments so
-they are not baked into the program), and a per-stage result cache so that a run cut off
-resumes without redoing finished stages.
+Data subsets, training with checkpoint / resume and wall-time, attack summaries, and a
+per-stage result cache so that a run cut off resumes without redoing finished stages.
+Attacks run in batches through ``jaxsec.evaluate.run_attack``.
 """
 from __future__ import annotations
 
@@ -12,13 +11,12 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxsec import data
+from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import train
 from jaxsec.attacks.evasion import common
@@ -121,43 +119,9 @@ def train_timed(apply_fn, params, x, y, *, optimizer, key, num_epochs, batch_siz
                       'final_loss': float(loss[-1]) if loss.size else None}
 
 
-def jit_attack(apply_fn, attack):
-  """``(params, x, y, key) -> attack output`` jitted once, params an argument."""
-  return jax.jit(lambda p, xx, yy, kk: attack(lambda z: apply_fn(p, z), xx, yy, kk))
-
-
-def _x_adv(out):
-  return out.x_adv if hasattr(out, 'x_adv') else out
-
-
-def run_attack(apply_fn, params, attack, x, y, key, *, batch_size=250,
-               logits_fn_of: Callable | None = None, jitted=None):
-  """Runs ``attack`` in batches; returns ``x_adv`` (np) of the whole set.
-
-  ``logits_fn_of(p)`` builds the attacked ``x -> logits`` from params (default
-  ``apply_fn(p, .)``); the last batch is padded to ``batch_size`` (one compilation).
-  """
-  if jitted is None:
-    make = logits_fn_of or (lambda p: (lambda z: apply_fn(p, z)))
-    jitted = jax.jit(lambda p, xx, yy, kk: _x_adv(attack(make(p), xx, yy, kk)))
-  n = x.shape[0]
-  outs = []
-  for i in range(0, n, batch_size):
-    xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-    m = xb.shape[0]
-    if m < batch_size and n > batch_size:
-      xb = np.concatenate([xb, np.repeat(xb[:1], batch_size - m, 0)])
-      yb = np.concatenate([yb, np.repeat(yb[:1], batch_size - m, 0)])
-    out = np.asarray(jitted(params, jnp.asarray(xb), jnp.asarray(yb),
-                            jax.random.fold_in(key, i)))
-    outs.append(out[:m])
-  return np.concatenate(outs)
-
-
 def predictions(logits_fn, x, batch_size=1000):
-  f = jax.jit(logits_fn)
-  return np.concatenate([np.asarray(common.predict(f(jnp.asarray(x[i:i + batch_size]))))
-                         for i in range(0, x.shape[0], batch_size)])
+  return evaluate.map_batches(lambda a: common.predict(logits_fn(a)), (x,),
+                              batch_size=batch_size, pad=False)
 
 
 def attack_summary(logits_fn, x, y, x_adv, *, eps=None, norm='linf') -> dict:

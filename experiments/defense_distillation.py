@@ -25,6 +25,7 @@ import optax
 
 from experiments import common
 from experiments import defense_common as dc
+from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
@@ -100,32 +101,23 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     r = {'clean_accuracy': float(np.mean(dc.predictions(logits_fn, xt) == yt))}
     r['mean_abs_logit'] = float(np.mean(np.abs(np.asarray(logits_fn(jnp.asarray(xa))))))
     r['softmax_grad_l1'] = _softmax_grad_norm(logits_fn, xa, ya)
-    x_f = dc.run_attack(apply_fn, params, fgsm, xa, ya, k_eval, batch_size=cfg.eval_batch)
+    x_f, _ = evaluate.run_attack(fgsm, logits_fn, xa, ya, k_eval, batch_size=cfg.eval_batch)
     r['fgsm'] = dc.attack_summary(logits_fn, xa, ya, x_f, eps=cfg.fgsm_eps)
     # Adaptive FGSM: the gradient of the CE of logits / T (undoes the saturation).
-    x_fa = dc.run_attack(apply_fn, params, fgsm, xa, ya, k_eval, batch_size=cfg.eval_batch,
-                         logits_fn_of=lambda p: distillation.at_temperature(
-                             lambda z: apply_fn(p, z), T))
+    x_fa, _ = evaluate.run_attack(fgsm, distillation.at_temperature(
+        lambda z, p=params: apply_fn(p, z), T), xa, ya, k_eval, batch_size=cfg.eval_batch)
     r['fgsm_logits_over_T'] = dc.attack_summary(logits_fn, xa, ya, x_fa, eps=cfg.fgsm_eps)
     for atk_name, atk, yy in (('jsma', jsma_f, targets), ('jsma_logits', jsma_z, targets),
                               ('cw_l2', cw, ya)):
-      f = jax.jit(lambda p, xx, t, kk, a=atk: a(lambda z: apply_fn(p, z), xx, t, kk))
-      succ, extra, empties = [], [], []
-      for i in range(0, na, cfg.eval_batch):
-        out = f(params, jnp.asarray(xa[i:i + cfg.eval_batch]),
-                jnp.asarray(yy[i:i + cfg.eval_batch]), jax.random.fold_in(k_eval, i))
-        x_adv = np.asarray(out.x_adv)
-        pred = dc.predictions(logits_fn, x_adv)
-        # success measured on the deployed model (not trusted from the attack's flag)
-        ok = pred == yy[i:i + cfg.eval_batch] if atk_name.startswith('jsma') else (
-            pred != yy[i:i + cfg.eval_batch])
-        succ.append(ok)
-        if 'empty_map_iterations' in out.info:
-          empties.append(np.asarray(out.info['empty_map_iterations']))
-        d = (x_adv - xa[i:i + cfg.eval_batch]).reshape(x_adv.shape[0], -1)
-        extra.append(np.stack([np.sqrt((d ** 2).sum(1)), (d != 0).mean(1)], 1))
-      succ = np.concatenate(succ)
-      extra = np.concatenate(extra)
+      x_adv, info = evaluate.run_attack(
+          atk, lambda z, p=params: apply_fn(p, z), xa, yy, k_eval, batch_size=cfg.eval_batch,
+          pad=False, progress=f'{NAME}/{name} {atk_name}')
+      pred = dc.predictions(logits_fn, x_adv)
+      # success measured on the deployed model (not trusted from the attack's flag)
+      succ = pred == yy if atk_name.startswith('jsma') else pred != yy
+      empties = [info['empty_map_iterations']] if 'empty_map_iterations' in info else []
+      d = (x_adv - xa).reshape(x_adv.shape[0], -1)
+      extra = np.stack([np.sqrt((d ** 2).sum(1)), (d != 0).mean(1)], 1)
       r[atk_name] = {'success_rate': float(succ.mean()),
                      'mean_l2_success': float(extra[succ, 0].mean()) if succ.any() else None,
                      'mean_fraction_changed_success': float(extra[succ, 1].mean())

@@ -35,6 +35,7 @@ import optax
 
 from experiments import common
 from experiments import defense_common as dc
+from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import losses
 from jaxsec import models
@@ -96,8 +97,7 @@ def _robust(logits_fn, attack_logits_fn, xt, yt, cfg, key):
   out = {}
   for eps in cfg.eps:
     atk = _pgd(eps, cfg)
-    x_adv = dc.run_attack(None, None, atk, xt, yt, key, batch_size=cfg.eval_batch,
-                          logits_fn_of=lambda _: attack_logits_fn)
+    x_adv, _ = evaluate.run_attack(atk, attack_logits_fn, xt, yt, key, batch_size=cfg.eval_batch)
     out[f'{eps:g}'] = dc.attack_summary(logits_fn, xt, yt, x_adv, eps=eps)['robust_accuracy']
   return out
 
@@ -149,8 +149,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       aa = evasion.run_auto_attack(f, xt[:n_aa], yt[:n_aa], jax.random.fold_in(key, 4),
                                    eps=eps_aa, version=cfg.autoattack_version,
                                    batch_size=cfg.eval_batch)
-      x_p = dc.run_attack(None, None, _pgd(eps_aa, cfg), xt[:n_aa], yt[:n_aa], k_eval,
-                          batch_size=cfg.eval_batch, logits_fn_of=lambda _, g=f: g)
+      x_p, _ = evaluate.run_attack(_pgd(eps_aa, cfg), f, xt[:n_aa], yt[:n_aa], k_eval,
+                                   batch_size=cfg.eval_batch)
       hit['autoattack'] = {
           'eps': eps_aa, 'n': n_aa, 'version': cfg.autoattack_version,
           'robust_accuracy': aa['robust_accuracy'],
@@ -260,20 +260,17 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 def _detector_eval(logits_fn, score, score_grad, xt, yt, cfg, key):
   """Detection of non-adaptive PGD examples, then the joint detector-aware attack."""
   eps = cfg.detector_eps
-  clean_s = np.concatenate([np.asarray(jax.jit(score)(jnp.asarray(xt[i:i + cfg.eval_batch])))
-                            for i in range(0, xt.shape[0], cfg.eval_batch)])
+  clean_s = evaluate.map_batches(score, (xt,), batch_size=cfg.eval_batch, pad=False)
   thr = detectors.threshold_at_fpr(clean_s, 0.05)
-  x_adv = dc.run_attack(None, None, _pgd(eps, cfg), xt, yt, key, batch_size=cfg.eval_batch,
-                        logits_fn_of=lambda _: logits_fn)
+  x_adv, _ = evaluate.run_attack(_pgd(eps, cfg), logits_fn, xt, yt, key,
+                                 batch_size=cfg.eval_batch)
   fooled = dc.predictions(logits_fn, x_adv) != yt
-  adv_s = np.concatenate([np.asarray(jax.jit(score)(jnp.asarray(x_adv[i:i + cfg.eval_batch])))
-                          for i in range(0, xt.shape[0], cfg.eval_batch)])
+  adv_s = evaluate.map_batches(score, (x_adv,), batch_size=cfg.eval_batch, pad=False)
   rep = detectors.detection_report(clean_s, adv_s[fooled] if fooled.any() else adv_s, 0.05)
   static = detectors.defended_success(logits_fn, score, thr, xt, yt, x_adv)
   joint = detectors.detector_aware_pgd(score_grad, threshold=thr, eps=eps,
                                        num_steps=5 * cfg.pgd_steps, detector_weight=10.0)
-  x_j = dc.run_attack(None, None, joint, xt, yt, key, batch_size=cfg.eval_batch,
-                      logits_fn_of=lambda _: logits_fn)
+  x_j, _ = evaluate.run_attack(joint, logits_fn, xt, yt, key, batch_size=cfg.eval_batch)
   adaptive = detectors.defended_success(logits_fn, score, thr, xt, yt, x_j)
   return {'eps': eps, 'threshold': thr, 'detection_of_pgd': rep, 'pgd_vs_system': static,
           'joint_attack_vs_system': adaptive}

@@ -56,6 +56,7 @@ import numpy as np
 from experiments import common as exp_common
 from experiments import evasion_suite as suite
 from jaxsec import data
+from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
@@ -65,7 +66,6 @@ from jaxsec.attacks.evasion.jsma import jsma
 NAME = 'evasion_proxy'
 PUBLISHED = {k: suite.PUBLISHED[k] for k in ('jsma', 'deepfool')}
 # The suite's helpers, so that both experiments compute the same quantities.
-_batched = suite._batched  # pylint: disable=protected-access
 _l2 = suite._l2  # pylint: disable=protected-access
 
 _CNN = {'features': (32, 64), 'dense': 128}                      # the suite's reference CNN
@@ -157,7 +157,7 @@ def run_jsma(logits_fn, x, t, *, theta, jacobian, gamma, bounds, batch):
                                          bounds=bounds, empty_map='continue',
                                          return_info=True)(logits_fn, xb, tb)))
   t0 = time.time()
-  x_adv, info = _batched(js, (x, t), batch)
+  x_adv, info = evaluate.map_batches(js, (x, t), batch_size=batch)
   args = (x, x_adv, info['success'], info['features_changed'], info['empty_map_iterations'])
   kw = {'theta': theta, 'gamma': gamma, 'bounds': bounds}
   reasons = jsma_stop_reasons(*args, **kw)
@@ -183,11 +183,11 @@ def run_rho(logits_fn, x, y, *, bounds, cfg, batch):
   t0 = time.time()
   df = jax.jit(lambda xb, yb: tuple(deepfool(norm='l2', bounds=bounds, return_info=True,
                                              **cfg.deepfool.to_dict())(logits_fn, xb, yb)))
-  x_df, info_df = _batched(df, (x, y), batch)
+  x_df, info_df = evaluate.map_batches(df, (x, y), batch_size=batch)
   ls = jax.jit(lambda xb, yb: suite.fgsm_line_search(
       logits_fn, xb, yb, bounds=bounds, grid=cfg.line_search_grid,
       bisect=cfg.line_search_bisect))
-  eps_f, r_f = _batched(ls, (x, y), batch)
+  eps_f, r_f = evaluate.map_batches(ls, (x, y), batch_size=batch)
   r_df, r_fg, xn = _l2(x_df - x), _l2(r_f), _l2(x)
   ok_d = np.asarray(info_df['success'])
   ok_f = np.isfinite(eps_f)
@@ -290,7 +290,7 @@ def headline(r: dict) -> list:
     return []
   rows = []
   for model, run in r['runs'].items():
-    for v, j in run['jsma'].items():
+    for j in run['jsma'].values():
       if j.get('theta', 1.0) < 0:
         continue
       rows.append((f"JSMA targeted (theta +1, gamma 14.5%, {j['jacobian']} Jacobian), "

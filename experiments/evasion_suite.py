@@ -47,6 +47,7 @@ import numpy as np
 
 from experiments import common as exp_common
 from jaxsec import data
+from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
@@ -75,20 +76,6 @@ PUBLISHED = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _batched(fn, arrays, batch):
-  """Applies a jitted ``fn(*arrays_batch)`` in fixed-size batches (last one padded)."""
-  n = arrays[0].shape[0]
-  outs = []
-  for i in range(0, n, batch):
-    parts = [np.asarray(a[i:i + batch]) for a in arrays]
-    m = parts[0].shape[0]
-    if m < batch:
-      parts = [np.concatenate([p, np.repeat(p[-1:], batch - m, axis=0)]) for p in parts]
-    out = fn(*[jnp.asarray(p) for p in parts])
-    outs.append(jax.tree.map(lambda o: np.asarray(o)[:m] if np.ndim(o) else o, out))
-  return jax.tree.map(lambda *o: np.concatenate(o) if np.ndim(o[0]) else o[0], *outs)
 
 
 def _l2(a):
@@ -144,13 +131,14 @@ def fgsm_single_eps(logits_fn, x, y, *, bounds, fool_rate, batch, bisect=20):
   lo, hi = bounds
   sign = jax.jit(lambda xb, yb: jnp.sign(
       common.value_and_grad(logits_fn, common.cross_entropy)(xb, yb)[2]))
-  s = _batched(sign, (x, y), batch)
+  s = evaluate.map_batches(sign, (x, y), batch_size=batch)
   adv = jax.jit(lambda xb, sb, e: jnp.clip(xb + e * sb, lo, hi))
   fooled = jax.jit(lambda xb, sb, yb, e: jnp.argmax(logits_fn(adv(xb, sb, e)), -1) != yb)
 
   def rate(e):
     e = jnp.asarray(e, x.dtype)
-    return float(np.mean(_batched(lambda a, b, c: fooled(a, b, c, e), (x, s, y), batch)))
+    return float(np.mean(evaluate.map_batches(lambda a, b, c: fooled(a, b, c, e), (x, s, y),
+                                              batch_size=batch)))
 
   a, b = 0.0, float(hi - lo)
   rb = rate(b)
@@ -164,7 +152,7 @@ def fgsm_single_eps(logits_fn, x, y, *, bounds, fool_rate, batch, bisect=20):
     else:
       a = m
   e = jnp.asarray(b, x.dtype)
-  x_adv = _batched(lambda a_, b_: adv(a_, b_, e), (x, s), batch)
+  x_adv = evaluate.map_batches(lambda a_, b_: adv(a_, b_, e), (x, s), batch_size=batch)
   return b, rb, np.asarray(x_adv) - np.asarray(x)
 
 
@@ -172,26 +160,20 @@ def square_vs_apgd(logits_fn, x, y, key, *, bounds, eps, num_queries, p_init, ap
                    batch):
   """Robust accuracy under Square L_inf (score-based) and APGD-CE (white-box) at ``eps``
   on the same images, and Square's per-example query counts (clean query included)."""
-  idx = np.arange(x.shape[0])
-
-  def key_of(ib):                      # a different key per batch (Square's per-example
-    return jax.random.fold_in(key, ib[0])   # draws depend on the position in the batch)
-
-  t = time.time()
-  ap = jax.jit(lambda xb, yb, ib: apgd(eps=eps, num_steps=apgd_steps, loss='ce',
-                                       bounds=bounds)(logits_fn, xb, yb, key_of(ib)))
-  x_ap = _batched(ap, (x, y, idx), batch)
+  t = time.time()   # batch at example i: key fold_in(key, i) (Square's draws are per batch)
+  x_ap, _ = evaluate.run_attack(apgd(eps=eps, num_steps=apgd_steps, loss='ce', bounds=bounds),
+                                logits_fn, x, y, key, batch_size=batch,
+                                progress=f'{NAME}/APGD-CE')
   t_ap = time.time() - t
   t = time.time()
-  sq = jax.jit(lambda xb, yb, ib: tuple(square(
-      eps=eps, norm='linf', num_queries=num_queries, p_init=p_init, bounds=bounds,
-      return_info=True)(logits_fn, xb, yb, key_of(ib))))
-  x_sq, info = _batched(sq, (x, y, idx), batch)
+  x_sq, info = evaluate.run_attack(
+      square(eps=eps, norm='linf', num_queries=num_queries, p_init=p_init, bounds=bounds,
+             return_info=True), logits_fn, x, y, key, batch_size=batch,
+      progress=f'{NAME}/Square')
   t_sq = time.time() - t
 
   def pred(a):
-    return np.concatenate([np.argmax(np.asarray(logits_fn(jnp.asarray(a[i:i + batch]))), -1)
-                           for i in range(0, a.shape[0], batch)])
+    return evaluate.map_batches(lambda b: jnp.argmax(logits_fn(b), -1), (a,), batch_size=batch)
 
   clean_ok = pred(x) == y
   rob_ap = pred(x_ap) == y
@@ -282,11 +264,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
         return jnp.argmax(logits_fn(xa), -1) != yb
       return jax.lax.map(one, jnp.asarray(cfg.fgsm_eps, jnp.float32)).T   # [B, E]
 
-    wrong = _batched(fgsm_err, (x_test[idx], y_test[idx]), bs)
+    wrong = evaluate.map_batches(fgsm_err, (x_test[idx], y_test[idx]), batch_size=bs)
     res_fgsm = {'eps': list(cfg.fgsm_eps), 'error': wrong.mean(0).tolist(),
                 'n': int(idx.shape[0]), 'seconds': time.time() - t}
     stages.put('fgsm', res_fgsm)
-  print('FGSM error vs eps:', dict(zip(res_fgsm['eps'], np.round(res_fgsm['error'], 4))),
+  print('FGSM error vs eps:', dict(zip(res_fgsm['eps'], np.round(res_fgsm['error'], 4), strict=True)),
         flush=True)
 
   # ---- DeepFool vs FGSM (line search) average robustness.
@@ -297,7 +279,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
     t = time.time()
     df = jax.jit(lambda xb, yb: deepfool(norm='l2', bounds=bounds, return_info=True,
                                          **cfg.deepfool.to_dict())(logits_fn, xb, yb))
-    out = _batched(lambda a, b: tuple(df(a, b)), (xr, yr), bs)
+    out = evaluate.map_batches(lambda a, b: tuple(df(a, b)), (xr, yr), batch_size=bs,
+                               progress=f'{NAME}/DeepFool')
     x_df, info_df = out
     r_df = _l2(x_df - xr)
     t_df = time.time() - t
@@ -305,7 +288,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
     ls = jax.jit(lambda xb, yb: fgsm_line_search(
         logits_fn, xb, yb, bounds=bounds, grid=cfg.line_search_grid,
         bisect=cfg.line_search_bisect))
-    eps_f, r_f = _batched(ls, (xr, yr), bs)
+    eps_f, r_f = evaluate.map_batches(ls, (xr, yr), batch_size=bs)
     t_ls = time.time() - t
     xn = _l2(xr)
     ok_f = np.isfinite(eps_f)
@@ -358,7 +341,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
     tgt = ((y_test[idx] + off) % ds.num_classes).astype(np.int32)
     js = jax.jit(lambda xb, tb: tuple(jsma(bounds=bounds, return_info=True,
                                            **cfg.jsma.to_dict())(logits_fn, xb, tb)))
-    _, info = _batched(js, (x_test[idx], tgt), min(bs, 50))
+    _, info = evaluate.map_batches(js, (x_test[idx], tgt), batch_size=min(bs, 50),
+                                   progress=f'{NAME}/JSMA')
     succ = np.asarray(info['success'])
     pct = 100 * np.asarray(info['features_changed_frac'])
     res_jsma = {'n': int(idx.shape[0]), 'success_rate': float(succ.mean()),
@@ -378,7 +362,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
     m = min(cfg.cw_examples, xr.shape[0])
     cw = jax.jit(lambda xb, yb: tuple(carlini_wagner_l2(bounds=bounds, return_info=True,
                                                         **cfg.cw.to_dict())(logits_fn, xb, yb)))
-    x_cw, info = _batched(cw, (xr[:m], yr[:m]), bs)
+    x_cw, info = evaluate.map_batches(cw, (xr[:m], yr[:m]), batch_size=bs,
+                                      progress=f'{NAME}/C&W-L2')
     succ = np.asarray(info['success'])
     l2_cw = _l2(x_cw - xr[:m])
     df_l2 = np.asarray(res_rho['per_example_deepfool_l2'])[:m]

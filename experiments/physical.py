@@ -34,6 +34,7 @@ import numpy as np
 
 from experiments import common as exp_common
 from jaxsec import data
+from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
@@ -50,17 +51,11 @@ PUBLISHED = {'brown2017': {
 
 def _target_rate(eval_fn, x, patch, key, draws, batch):
   """Mean over images and placement draws of [pred == target] (the last batch padded)."""
-  n = x.shape[0]
-  hits = np.zeros((draws, n), bool)
-  for d in range(draws):
-    for i in range(0, n, batch):
-      xb = np.asarray(x[i:i + batch])
-      m = xb.shape[0]
-      if m < batch:
-        xb = np.concatenate([xb, np.repeat(xb[-1:], batch - m, axis=0)])
-      k = jax.random.fold_in(jax.random.fold_in(key, d), i)
-      hits[d, i:i + m] = np.asarray(eval_fn(jnp.asarray(xb), patch, k))[:m]
-  return float(hits.mean())
+  # Draw d, batch at example i: key fold_in(fold_in(key, d), i).
+  hits = [evaluate.map_batches(lambda xb, k: eval_fn(xb, patch, k), (x,), batch_size=batch,
+                               key=jax.random.fold_in(key, d), jit=False)
+          for d in range(draws)]
+  return float(np.mean(hits))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

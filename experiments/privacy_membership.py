@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from jaxsec import data
+from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import metrics
 from jaxsec import models
@@ -111,15 +112,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = No
            'test_logits': train.predict_logits(model.apply, r.params, x_test)}
     # Label-only attacks (Choquette-Choo 2021) query the target's labels.
     fn = jax.jit(lambda v: jnp.argmax(model.apply(r.params, v), -1))
-    aug, noi = [], []
-    for i in range(0, n, 1000):
-      xb, yb = jnp.asarray(x[i:i + 1000]), jnp.asarray(y[i:i + 1000])
-      aug.append(np.asarray(priv.augmentation_robustness_scores(
-          fn, xb, yb, max_shift=cfg.label_only_max_shift)))
-      noi.append(np.asarray(priv.noise_robustness_scores(
-          fn, xb, yb, jax.random.fold_in(k_noise, i), sigma=cfg.noise_sigma,
-          num_samples=cfg.noise_samples)))
-    out['augment'], out['noise'] = np.concatenate(aug), np.concatenate(noi)
+    # Batch at example i: noise key fold_in(k_noise, i); the last batch at its own size.
+    def scores(xb, yb, k):
+      return (priv.augmentation_robustness_scores(fn, xb, yb,
+                                                  max_shift=cfg.label_only_max_shift),
+              priv.noise_robustness_scores(fn, xb, yb, k, sigma=cfg.noise_sigma,
+                                           num_samples=cfg.noise_samples))
+    out['augment'], out['noise'] = evaluate.map_batches(
+        scores, (x, y), batch_size=1000, key=k_noise, pad=False, jit=False,
+        progress=f'{NAME}/label-only')
     return out
   tgt = cache.get('target', train_target)
   logits = tgt['logits']
