@@ -70,3 +70,31 @@ def test_max_pool_matches_flax():
   for shape in [(2, 28, 28, 3), (1, 7, 9, 2)]:
     x = jax.random.normal(jax.random.key(0), shape)
     np.testing.assert_allclose(models.max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
+
+
+def test_tempered_cnn_architecture_of_papernot_2021():
+  m = models.get('tempered_cnn', num_classes=10)
+  p = models.init(m, jax.random.key(0), (1, 28, 28, 1))
+  # Papernot et al. 2021, Table 1: 26,010 parameters on 28x28x1 inputs.
+  assert sum(np.size(l) for l in jax.tree.leaves(p)) == 26010
+  shapes = jax.tree.map(np.shape, p)['params']
+  assert shapes['conv0']['kernel'] == (8, 8, 1, 16)
+  assert shapes['conv1']['kernel'] == (4, 4, 16, 32)
+  assert shapes['dense']['kernel'] == (512, 32)    # 4 x 4 x 32 after conv / pool
+  x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
+  out = m.apply(p, x)
+  assert out.shape == (3, 10)
+  relu = models.TemperedCNN(activation='relu')
+  assert not np.allclose(relu.apply(p, x), out)    # same parameters, other activation
+  # conv0 under tanh: the first hidden activations lie in (-1, 1).
+  _, inter = m.apply(p, x, capture_intermediates=lambda mdl, _: mdl.name == 'conv0')
+  h = np.tanh(np.asarray(inter['intermediates']['conv0']['__call__'][0]))
+  assert h.shape == (3, 14, 14, 16) and np.all(np.abs(h) < 1)
+
+
+def test_tempered_cnn_bad_activation():
+  with pytest.raises(ValueError, match="activation='gelu'"):
+    models.get('tempered_cnn', activation='gelu')
+  with pytest.raises(ValueError, match="activation='gelu'"):
+    m = models.TemperedCNN(activation='gelu')
+    models.init(m, jax.random.key(0), (1, 28, 28, 1))
