@@ -6,9 +6,11 @@
   accountant: :mod:`~jaxsec.privacy.sampling`, :func:`dpsgd_train`,
   :func:`gaussian_privatizer`, :class:`AdaptiveClipping`.
 * Accounting and calibration with ``dp_accounting`` (RDP / PLD): :mod:`accounting`.
-* Input, objective and output perturbation (CMS 2011): :mod:`perturbation`.
+* Input, objective and output perturbation (CMS 2011) and the floating-point-safe
+  snapping mechanism (Mironov 2012): :mod:`perturbation`, :func:`snapping_laplace`.
+* Secure mode: DP noise and sampling keyed from the OS CSPRNG: :func:`secure_key`.
 * PATE (2017, 2018): :mod:`pate`.
-* DP-FedAvg hooks: :mod:`fedavg`.
+* DP-FedAvg hooks and user-level accounting: :mod:`fedavg`.
 * Secure aggregation with pairwise masks (Bonawitz 2017) and additive secret sharing:
   :mod:`secure_aggregation`, :func:`secure_sum`.
 * Auditing (Jagielski 2020, Nasr 2021, Steinke 2023): :mod:`audit`.
@@ -32,7 +34,11 @@ from jaxsec.privacy.dpsgd import AdaptiveClipping
 from jaxsec.privacy.dpsgd import DPResult
 from jaxsec.privacy.dpsgd import gaussian_privatizer
 from jaxsec.privacy.dpsgd import make_step as dpsgd_step
+from jaxsec.privacy.dpsgd import secure_key
 from jaxsec.privacy.dpsgd import train as dpsgd_train
+from jaxsec.privacy.fedavg import DPFedAvgAccount
+from jaxsec.privacy.perturbation import snapping_epsilon
+from jaxsec.privacy.perturbation import snapping_laplace
 from jaxsec.privacy.sampling import FixedSizeSampler
 from jaxsec.privacy.sampling import PoissonSampler
 from jaxsec.privacy.sampling import ShuffleSampler
@@ -45,6 +51,7 @@ __all__ = [
     'sampling', 'secure_aggregation', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo',
     'clipped_grad',
     'per_example_grads', 'AdaptiveClipping', 'DPResult', 'gaussian_privatizer',
-    'dpsgd_step', 'dpsgd_train', 'FixedSizeSampler', 'PoissonSampler', 'ShuffleSampler',
+    'dpsgd_step', 'dpsgd_train', 'secure_key', 'DPFedAvgAccount', 'snapping_epsilon',
+    'snapping_laplace', 'FixedSizeSampler', 'PoissonSampler', 'ShuffleSampler',
     'additive_shares', 'reconstruct_additive', 'secure_sum',
 ]

@@ -46,6 +46,7 @@ times a ``Gamma(d, 1/beta)`` norm (CMS Sec. 4).
 """
 from __future__ import annotations
 
+import fractions
 import functools
 import math
 import secrets
@@ -102,26 +103,33 @@ _ETA = 2.0 ** -53
 def snapping_epsilon(eps: float, *, bound: float, sensitivity: float = 1.0) -> float:
   """The epsilon :func:`snapping_laplace` guarantees: ``eps (1 + 2^-49 B / Delta)``.
 
-  Mironov (2012), Thm. 1: for a query of sensitivity 1, ``lambda = 1 / eps`` and
-  ``lambda < B < 2^46 lambda``, the snapping mechanism is
-  ``(1/lambda + 2^-49 B/lambda)``-DP (the proof's ``(1 + 12 B eta)/lambda + 2 eta``
-  with ``eta = 2^-53``, rounded up). In units of ``Delta`` the bound is ``B / Delta``.
+  Mironov (2012), Thm. 1: for a query of sensitivity 1 and ``lambda < B < 2^46 lambda``,
+  the snapping mechanism with clamp ``B`` and noise scale ``lambda`` is
+  ``(1/lambda + 2^-49 B/lambda)``-DP. The mechanism runs in units of ``Delta``, so ``B`` is
+  ``bound / Delta``; the value returned is the theorem's, computed exactly for the
+  floating-point ``lambda = 1/eps`` and ``B`` the mechanism uses and rounded up (so never
+  below the guarantee by a rounding).
   """
-  _check_snapping(eps, bound, sensitivity)
-  return float(eps) * (1.0 + 2.0 ** -49 * float(bound) / float(sensitivity))
+  lam, b1 = _check_snapping(eps, bound, sensitivity)
+  exact = (1 + fractions.Fraction(b1) / 2 ** 49) / fractions.Fraction(lam)
+  out = float(exact)
+  if fractions.Fraction(out) < exact:
+    out = math.nextafter(out, math.inf)
+  return out
 
 
 def _check_snapping(eps, bound, sensitivity):
   _checks.check_float('eps', eps, minimum=0.0, strict_min=True)
   _checks.check_float('sensitivity', sensitivity, minimum=0.0, strict_min=True)
   _checks.check_float('bound', bound, minimum=0.0, strict_min=True)
-  lam, b1 = 1.0 / eps, bound / sensitivity
+  lam, b1 = 1.0 / float(eps), float(bound) / float(sensitivity)
   if not lam < b1 < 2.0 ** 46 * lam:
     raise ValueError(
         f'bound={bound}: the snapping mechanism (Mironov 2012, Thm. 1) needs '
         f'sensitivity / eps < bound < 2^46 sensitivity / eps, i.e. bound in '
         f'({sensitivity / eps:.6g}, {2.0 ** 46 * sensitivity / eps:.6g}); a clamp bound '
         'wider than the data costs nothing but 2^-49 bound / sensitivity in epsilon.')
+  return lam, b1
 
 
 def _uniform_full_precision(n: int) -> np.ndarray:
@@ -154,19 +162,17 @@ def snapping_laplace(values: Any, *, eps: float, sensitivity: float, bound: floa
   with ``lambda = 1/eps``, ``S`` a uniform sign, ``U*`` uniform over the doubles in
   (0, 1) at full precision, ``ln`` correctly rounded (MPFR via gmpy2), ``round_Lambda``
   to the nearest multiple of ``Lambda``, the smallest power of two ``>= lambda``, and
-  ``B = bound / Delta``. Guarantee: :func:`snapping_epsilon` ``= eps (1 + 2^-49 B)``-DP
+  ``B = bound / Delta``. Guarantee: :func:`snapping_epsilon` ``~ eps (1 + 2^-49 B)``-DP
   (Thm. 1; needs ``lambda < B < 2^46 lambda``). Outputs lie on the grid
   ``Lambda * Delta`` or at ``+-bound``. Randomness: ``secrets`` (OS CSPRNG), host-side
   (not jittable). Make ``Delta`` a power of two for the scaling to be exact in floating
   point (otherwise ``v / Delta`` is rounded to the nearest double first).
   """
-  _check_snapping(eps, bound, sensitivity)
+  lam, b1 = _check_snapping(eps, bound, sensitivity)
   v = np.asarray(values, np.float64)
   if not np.all(np.isfinite(v)):
     raise ValueError('values contain NaN or inf; the snapping mechanism needs finite values.')
   delta_ = float(sensitivity)
-  b1 = float(bound) / delta_
-  lam = 1.0 / float(eps)
   big_lam = 2.0 ** math.ceil(math.log2(lam))     # smallest power of two >= lambda
   if big_lam / 2 >= lam:                          # guard log2 rounding
     big_lam /= 2

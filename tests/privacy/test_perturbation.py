@@ -176,3 +176,36 @@ def test_output_perturbation_noise_has_the_documented_scale_from_both_sides():
   scale = 2.0 / (n * lam * eps)
   assert stats.kstest(np.asarray(norms), stats.gamma(d, scale=scale).cdf).pvalue > 1e-3
   assert 0.75 * d * scale < np.mean(norms) < 1.3 * d * scale
+
+
+@pytest.mark.parametrize('eps,bound,sensitivity', [(0.75, 50.0, 0.25), (0.3, 7.0, 1.0),
+                                                   (3.0, 1000.0, 1.0), (1.7, 7.0, 1.0)])
+def test_snapping_epsilon_is_theorem_1_for_the_lambda_and_clamp_used(eps, bound,
+                                                                      sensitivity):
+  """Mironov 2012 Thm. 1 (sensitivity 1, lambda < B < 2^46 lambda): the snapping mechanism
+  is (1/lambda + 2^-49 B / lambda)-DP. In units of Delta, with the floating-point
+  lambda = 1/eps and B = bound/Delta the mechanism runs with, the reported epsilon is that
+  exact rational value rounded up (never below it; the 2^-49 B term is ~1e-13 relative,
+  invisible to approx)."""
+  from fractions import Fraction  # pylint: disable=g-import-not-at-top
+  got = pt.snapping_epsilon(eps, bound=bound, sensitivity=sensitivity)
+  lam, b1 = 1.0 / eps, bound / sensitivity
+  exact = (1 + Fraction(b1) / 2 ** 49) / Fraction(lam)
+  assert Fraction(got) >= exact
+  assert Fraction(got) - exact <= exact * Fraction(1, 2 ** 51)
+  # the clamp term is there: dropping it (eps alone) is below the bound
+  assert Fraction(1) / Fraction(lam) < exact
+  assert Fraction(got) - Fraction(1) / Fraction(lam) >= Fraction(b1) / 2 ** 50 / Fraction(lam)
+
+
+def test_privacy_package_exports_the_recent_public_api():
+  import jaxsec.privacy as privacy  # pylint: disable=g-import-not-at-top
+  from jaxsec.privacy import dpsgd, fedavg  # pylint: disable=g-import-not-at-top
+  assert privacy.snapping_laplace is pt.snapping_laplace
+  assert privacy.snapping_epsilon is pt.snapping_epsilon
+  assert privacy.secure_key is dpsgd.secure_key
+  assert privacy.DPFedAvgAccount is fedavg.DPFedAvgAccount
+  for name in ('snapping_laplace', 'snapping_epsilon', 'secure_key', 'DPFedAvgAccount'):
+    assert name in privacy.__all__
+  for name in privacy.__all__:
+    assert hasattr(privacy, name), name
