@@ -23,10 +23,9 @@ import dataclasses
 import functools
 import math
 import os
-import sys
-import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsec import _checks
 from jaxsec import losses as losses_lib
+from jaxsec import progress as progress_lib
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 Objective = Callable[[ApplyFn, Any, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -151,19 +151,6 @@ def _plan(min_count, batch_size, num_epochs, num_steps):
     # largest divisor of num_steps that is <= spe
     k = max(d for d in range(1, spe + 1) if num_steps % d == 0)
   return _Plan(k, num_steps // k)
-
-
-class _Progress:
-  def __init__(self, total, label, enabled):
-    self.total, self.label, self.enabled = total, label, enabled
-    self.t0 = time.time()
-
-  def update(self, epoch, loss, extra=''):
-    if not self.enabled:
-      return
-    el = time.time() - self.t0
-    print(f'[{self.label}] epoch {epoch}/{self.total} loss {loss:.4f}{extra} '
-          f'({el:.1f}s)', file=sys.stderr, flush=True)
 
 
 def _checkpointer():
@@ -301,7 +288,6 @@ def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_
   x = jnp.asarray(x)
   y = jnp.asarray(y)
 
-  data_sharding = None
   if mesh is not None:
     if 'data' not in mesh.axis_names:
       raise ValueError(f'mesh has axes {mesh.axis_names}; expected a "data" axis '
@@ -347,13 +333,14 @@ def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_
       params, opt_state = state['params'], state['opt_state']
       history['loss'] = [np.asarray(l) for l in np.asarray(state['history_loss'])[:start]]
       if progress:
-        print(f'[{label}] resumed from {checkpoint_dir} at epoch {start}', file=sys.stderr)
+        logging.info('[%s] resumed from %s at epoch %d', label, checkpoint_dir, start)
 
-  bar = _Progress(plan.num_epochs, label, progress)
+  # Host-side progress (rate, ETA): the loss is already fetched each epoch for history.
+  bar = progress_lib.Progress(label, plan.num_epochs, 'epoch', start=start) if progress else None
   index_lists_j = jnp.asarray(index_lists)
   counts_j = jnp.asarray(counts)
   for epoch in range(start, plan.num_epochs):
-    ekeys = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(keys)
+    ekeys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, epoch)
     params, opt_state, loss = epoch_fn(params, opt_state, ekeys, index_lists_j, counts_j,
                                        x, y)
     loss = np.asarray(loss)
@@ -363,7 +350,8 @@ def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_
       acc = evaluate(apply_fn, params, *eval_data)
       history['eval_accuracy'].append(acc)
       extra = f' eval_acc {acc:.4f}'
-    bar.update(epoch + 1, float(np.mean(loss)), extra)
+    if bar:
+      bar.update(1, f'loss {float(np.mean(loss)):.4f}{extra}')
     if checkpoint_dir is not None:
       hl = np.zeros_like(template['history_loss'])
       hl[:epoch + 1] = np.stack(history['loss'])
@@ -412,7 +400,7 @@ def fit(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *,
     mesh: optional ``Mesh`` with a ``'data'`` axis: the batch axis is sharded over it.
     checkpoint_dir: orbax checkpoints after every epoch; an existing one is resumed.
     eval_data: optional ``(x, y)`` evaluated after every epoch (history['eval_accuracy']).
-    progress: print one line per epoch to stderr.
+    progress: log one ``absl.logging`` INFO line per epoch (loss, epochs/s, ETA).
     loop: 'scan' (each epoch one compiled ``lax.scan``), 'host' (a host loop over jitted
       steps) or 'auto': scan on accelerators, host on CPU, where XLA runs convolutions
       inside loop bodies several times slower (jax-ml/jax#12868). Same result either way.

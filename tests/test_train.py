@@ -24,7 +24,7 @@ def _digits_mlp():
 
 def _max_diff(a, b):
   return max(float(jnp.max(jnp.abs(u - v))) for u, v in
-             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+             zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def test_fit_reaches_stated_accuracy_on_digits():
@@ -60,9 +60,9 @@ def test_fit_many_equals_separate_fits():
   many = train.fit_many(m.apply, ps, x, y, masks=masks, keys=keys, **kw)
   assert many.history['loss'].shape == (2, M)
   for i in range(M):
-    one = train.fit(m.apply, jax.tree.map(lambda a: a[i], ps), x, y, indices=idx[i],
+    one = train.fit(m.apply, jax.tree.map(lambda a, i=i: a[i], ps), x, y, indices=idx[i],
                     key=keys[i], **kw)
-    assert _max_diff(jax.tree.map(lambda a: a[i], many.params), one.params) < 1e-5
+    assert _max_diff(jax.tree.map(lambda a, i=i: a[i], many.params), one.params) < 1e-5
   logits = train.predict_logits_many(m.apply, many.params, x[:10])
   assert logits.shape == (M, 10, 10)
 
@@ -177,5 +177,38 @@ def test_repeated_fits_reuse_one_compiled_program():
   assert len(train._EPOCH_CACHE) == 1
   train._EPOCH_CACHE.clear()
   cold = train.fit(m.apply, p0, x, y, indices=np.arange(600, 1200), key=jax.random.key(1), **kw)
-  for a, b in zip(jax.tree.leaves(warm[1].params), jax.tree.leaves(cold.params)):
+  for a, b in zip(jax.tree.leaves(warm[1].params), jax.tree.leaves(cold.params), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_progress_logs_rate_and_eta_per_epoch(caplog, tmp_path):
+  x, y, m, p = _digits_mlp()
+  kw = dict(optimizer=optax.adam(1e-3), batch_size=256, key=jax.random.key(3))
+  with caplog.at_level('INFO'):
+    train.fit(m.apply, p, x[:512], y[:512], num_epochs=3, progress=True, label='t/fit',
+              checkpoint_dir=str(tmp_path / 'c'), **kw)
+  lines = [r.getMessage() for r in caplog.records if '[t/fit]' in r.getMessage()]
+  assert [l.split(',')[0] for l in lines] == [f'[t/fit] epoch {e}/3' for e in (1, 2, 3)]
+  assert all('epoch/s' in l and 'ETA' in l and 'loss ' in l for l in lines)
+  caplog.clear()
+  with caplog.at_level('INFO'):   # a resumed run counts from where it stopped
+    train.fit(m.apply, p, x[:512], y[:512], num_epochs=4, progress=True, label='t/fit',
+              checkpoint_dir=str(tmp_path / 'c'), **kw)
+  lines = [r.getMessage() for r in caplog.records if '[t/fit]' in r.getMessage()]
+  assert 'resumed' in lines[0] and lines[-1].startswith('[t/fit] epoch 4/4')
+  caplog.clear()
+  with caplog.at_level('INFO'):
+    train.fit(m.apply, p, x[:512], y[:512], num_epochs=1, label='t/quiet', **kw)
+  assert not [r for r in caplog.records if '[t/quiet]' in r.getMessage()]
+
+
+def test_shadow_models_report_progress(caplog):
+  from jaxsec.attacks.privacy import shadow
+  x, y, m, _ = _digits_mlp()
+  masks = shadow.complementary_membership(jax.random.key(0), 2, 256)
+  with caplog.at_level('INFO'):
+    shadow.train_shadow_models(m.apply, lambda k: models.init(m, k, (1, 64)), x[:256],
+                               y[:256], masks, key=jax.random.key(1),
+                               optimizer=optax.adam(1e-3), batch_size=64, num_epochs=2)
+  lines = [r.getMessage() for r in caplog.records if '[shadow models (2)]' in r.getMessage()]
+  assert len(lines) == 2 and 'epoch 2/2' in lines[-1] and 'ETA' in lines[-1]

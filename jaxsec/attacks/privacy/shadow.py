@@ -60,7 +60,9 @@ def train_shadow_models(apply_fn: Callable, init_fn: Callable[[jax.Array], Any],
     init_fn: ``key -> params`` of one model.
     x, y: the attacker's shared data set; masks: bool ``[M, N]`` training sets.
     fit_kwargs: passed to ``train.fit_many`` (``loss``, ``objective``, ``num_classes``,
-      ``mesh``, ``checkpoint_dir``, ``progress``, ...).
+      ``mesh``, ``checkpoint_dir``, ...). ``progress`` defaults to True here: one
+      ``absl.logging`` line per epoch of the whole program (mean loss, epochs/s, ETA),
+      labelled ``shadow models (M)`` unless ``label`` is given.
 
   Returns:
     ``train.FitResult`` with stacked params (leading axis ``M``).
@@ -69,6 +71,8 @@ def train_shadow_models(apply_fn: Callable, init_fn: Callable[[jax.Array], Any],
   if masks.ndim != 2:
     raise ValueError(f'masks has shape {masks.shape}; expected bool [num_models, N].')
   init_keys, train_keys = shadow_keys(key, masks.shape[0])
+  fit_kwargs.setdefault('progress', True)
+  fit_kwargs.setdefault('label', f'shadow models ({masks.shape[0]})')
   params = train.init_many(init_fn, init_keys)
   return train.fit_many(apply_fn, params, x, y, masks=masks, optimizer=optimizer,
                         keys=train_keys, batch_size=batch_size, num_epochs=num_epochs,
