@@ -137,7 +137,7 @@ def _fedavg(c, pk, sk, rng) -> tuple[dict, dict]:
         lambda p, u: np.asarray(p, np.float64) + u.astype(np.float64).mean(0), plain, dp))
     # encrypted FedAvg
     de = jax.tree_util.tree_map(np.asarray, local_update(enc, xs, ys, ms))
-    updates = [jax.tree_util.tree_map(lambda a: a[i], de) for i in range(c.num_clients)]
+    updates = [jax.tree_util.tree_map(lambda a, i=i: a[i], de) for i in range(c.num_clients)]
     t0 = time.perf_counter()
     cts = [paillier.encrypt_update(pk, u, scale_bits=c.scale_bits, max_abs=c.update_max_abs)
            for u in updates]
@@ -150,7 +150,7 @@ def _fedavg(c, pk, sk, rng) -> tuple[dict, dict]:
     t_dec = time.perf_counter() - t0
     clear_mean = jax.tree_util.tree_map(lambda u: u.astype(np.float64).mean(0), de)
     err = max(float(np.max(np.abs(a - b))) for a, b in zip(
-        jax.tree_util.tree_leaves(mean), jax.tree_util.tree_leaves(clear_mean)))
+        jax.tree_util.tree_leaves(mean), jax.tree_util.tree_leaves(clear_mean), strict=True))
     enc = _to_f32(jax.tree_util.tree_map(lambda p, u: np.asarray(p, np.float64) + u,
                                          enc, mean))
     # A float32 delta with |x| >= 2^(23 - s) is already on the 2^-s grid (its ulp is at
@@ -174,7 +174,7 @@ def _fedavg(c, pk, sk, rng) -> tuple[dict, dict]:
   pred_e = np.asarray(_logits(enc, xte)) > 0
   param_diff = max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
                    for a, b in zip(jax.tree_util.tree_leaves(plain),
-                                   jax.tree_util.tree_leaves(enc)))
+                                   jax.tree_util.tree_leaves(enc), strict=True))
   fed = {'dataset': 'breast_cancer', 'num_train': int(len(ytr)), 'num_test': int(len(yte)),
          'num_params': num_params, 'num_clients': c.num_clients, 'rounds': c.rounds,
          'local_steps': c.local_steps, 'learning_rate': c.learning_rate,
@@ -229,7 +229,7 @@ def _sharing(c, rng) -> dict:
   sh, t_share, _ = _per_value(lambda: shamir.share_array(
       x, threshold=t, num_shares=n, scale_bits=c.sharing_scale_bits), n_val)
   rec, t_rec, _ = _per_value(lambda: shamir.reconstruct_array(sh[n - t:]), n_val)
-  _, t_add, _ = _per_value(lambda: [shamir.add(a, b) for a, b in zip(sh, sh)], n_val)
+  _, t_add, _ = _per_value(lambda: [shamir.add(a, b) for a, b in zip(sh, sh, strict=True)], n_val)
   m = c.additive_parties
   parts = [x, x[::-1].copy()]
   tot, t_ass, _ = _per_value(lambda: additive.secure_sum(

@@ -231,7 +231,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = 
                              'train_seconds': time.time() - t0,
                              'device': common.device_info()}
     jio.write_json_atomic(out_path, results)
-  for eps, epochs in zip(c.epsilons, c.epochs):
+  for eps, epochs in zip(c.epsilons, c.epochs, strict=True):
     if eps in done:
       continue
     print(f'DP-SGD eps={eps} epochs={epochs}', flush=True)

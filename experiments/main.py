@@ -58,9 +58,9 @@ def robust_accuracy(logits_fn, x, y, eps_grid, attack_name, cfg, key):
       (x, y), batch_size=cfg.attack_batch, key=key, pad=False,
       progress=f'main/{attack_name} eps sweep')
   correct, first_adv = correct.T, np.swapaxes(advs[:cfg.attack_batch], 0, 1)
-  acc = dict(zip(attacked, correct.mean(axis=1)))
+  acc = dict(zip(attacked, correct.mean(axis=1), strict=True))
   clean = np.mean(np.argmax(np.asarray(logits_fn(jnp.asarray(x))), -1) == np.asarray(y))
-  adv = dict(zip(attacked, first_adv))
+  adv = dict(zip(attacked, first_adv, strict=True))
   return (np.asarray([acc[e] if e > 0 else clean for e in eps_grid]),
           np.stack([adv[e] if e > 0 else np.asarray(x[:first_adv.shape[1]])
                     for e in eps_grid]))
@@ -244,7 +244,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   acc_fgsm, adv_fgsm = robust_accuracy(logits_fn, xa, ya, cfg.eps, 'fgsm', cfg, k_fgsm)
   acc_pgd, adv_pgd = robust_accuracy(logits_fn, xa, ya, cfg.eps, 'pgd', cfg, k_pgd)
   attack_time = time.time() - t1
-  for e, a, b in zip(cfg.eps, acc_fgsm, acc_pgd):
+  for e, a, b in zip(cfg.eps, acc_fgsm, acc_pgd, strict=True):
     print(f'eps {e:.3f}: FGSM {a:.4f}  PGD-{cfg.pgd_steps} {b:.4f}', flush=True)
 
   # Adversarial example grid at grid_eps (the eps in the sweep closest to it).
@@ -297,7 +297,7 @@ def render_markdown(r: dict) -> str:
       '| eps | FGSM | PGD |',
       '|---|---|---|',
   ]
-  for e, a, b in zip(r['eps'], r['fgsm_accuracy'], r['pgd_accuracy']):
+  for e, a, b in zip(r['eps'], r['fgsm_accuracy'], r['pgd_accuracy'], strict=True):
     lines.append(f'| {e:g} | {100 * a:.2f}% | {100 * b:.2f}% |')
   lines += ['', '![accuracy vs eps](accuracy_vs_eps.png)', '',
             '![clean and adversarial examples](adversarial_examples.png)', '']

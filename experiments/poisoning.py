@@ -293,6 +293,16 @@ def _mlp(cfg):
   return model.apply, train_fn
 
 
+def _mean_test_accuracy(apply_fn, train_fn, xte, yte, keys):
+  """Returns `(x, y) -> mean test accuracy` over one training run per key."""
+  @jax.jit
+  def test_acc(xx, yy, k):
+    p = train_fn(xx, yy, k)
+    return jnp.mean(jnp.argmax(apply_fn(p, xte), -1) == yte)
+
+  return lambda xx, yy: float(np.mean([float(test_acc(xx, yy, k)) for k in keys]))
+
+
 def study_bilevel(cfg, key):
   x, y = _digits_pixels()
   perm = np.asarray(jax.random.permutation(key, len(y)))
@@ -314,14 +324,8 @@ def study_bilevel(cfg, key):
          'step_size': cfg.bilevel_step_size, 'learners': {}}
   for lname in cfg.bilevel_learners:
     apply_fn, train_fn, seeds = learners_[lname]
-    @jax.jit
-    def test_acc(xx, yy, k):
-      p = train_fn(xx, yy, k)
-      return jnp.mean(jnp.argmax(apply_fn(p, xte), -1) == yte)
-
-    def evaluate(xx, yy):
-      ks = jax.random.split(jax.random.key(cfg.seed + 123), seeds)   # not the attack's key
-      return float(np.mean([float(test_acc(xx, yy, k)) for k in ks]))
+    evaluate = _mean_test_accuracy(    # keys apart from the attack's
+        apply_fn, train_fn, xte, yte, jax.random.split(jax.random.key(cfg.seed + 123), seeds))
 
     rows = []
     clean = evaluate(xtr, ytr)
@@ -630,7 +634,7 @@ def render_markdown(results: dict) -> str:
               '|---|---|---|---|---|---|---|---|---|']
     for name, r in s['label_flip']['datasets'].items():
       for row in r['curve']:
-        g = lambda k: _pct(row.get(k))
+        g = lambda k, row=row: _pct(row.get(k))
         lines.append(f"| {name} (n={r['n_train']}) | {_pct(row['fraction'])} | "
                      f"{g('random_accuracy')} | {g('farthest_first_accuracy')} | "
                      f"{g('nearest_first_accuracy')} | {g('alfa_accuracy')} | "
@@ -660,7 +664,7 @@ def render_markdown(results: dict) -> str:
               'flipped copies, max pts |', '|---|---|---|---|---|---|---|---|---|---|']
     for r in b['pairs']:
       e = r['test_error']
-      get = lambda i: _pct(e[i]) if i < len(e) else '-'
+      get = lambda i, e=e: _pct(e[i]) if i < len(e) else '-'
       data_name = f"{r.get('dataset', 'digits')} (d={r.get('n_features', 64)})"
       steps = f"{r.get('steps', b.get('steps'))} x {r.get('step_size', b.get('step_size'))}"
       lines.append(f"| {data_name} | {r['pair'][0]} vs {r['pair'][1]} | {r['C']:g} | {steps} | "
@@ -709,7 +713,7 @@ def render_markdown(results: dict) -> str:
               '| rule | displacement (radii) after points | bound i/n | points until the '
               'target is accepted |', '|---|---|---|---|']
     for rule, r in c['rules'].items():
-      disp = ', '.join(f"{i}: {v:.2f}" for i, v in zip(r['points'], r['displacement_radii']))
+      disp = ', '.join(f"{i}: {v:.2f}" for i, v in zip(r['points'], r['displacement_radii'], strict=True))
       bound = ', '.join(f'{v:.2f}' for v in r['bound_i_over_n'])
       name = 'infinite horizon' if rule == 'infinite' else f'{rule}-out'
       lines.append(f"| {name} | {disp} | {bound} | {r['points_to_accept_target']} |")
@@ -744,7 +748,7 @@ def render_plots(results: dict, path: str) -> None:
   if not panels:
     return
   fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-  for ax, name in zip(axes[0], panels):
+  for ax, name in zip(axes[0], panels, strict=True):
     if name == 'label_flip':
       for dn, r in s[name]['datasets'].items():
         f = [row['fraction'] for row in r['curve']]

@@ -112,8 +112,8 @@ def _model_inversion(cfg, key, x_tr, y_tr, x_te, y_te):
     invert = priv.model_inversion(num_steps=cfg.inv_steps, step_size=cfg.inv_step_size,
                                   tv_weight=cfg.inv_tv,
                                   denoise_every=cfg.inv_denoise_every, return_info=True)
-    res = jax.jit(lambda x0, yy: invert(models.logits_fn(model, params), x0, yy,
-                                        jax.random.key(0)))(
+    fn = models.logits_fn(model, params)
+    res = jax.jit(lambda x0, yy, invert=invert, fn=fn: invert(fn, x0, yy, jax.random.key(0)))(
         jnp.zeros((10, 28, 28, 1)), jnp.arange(10))
     rec = np.asarray(res.x_adv)
     sim = np.asarray(metrics.ssim(np.repeat(rec[:, None], 10, 1),
@@ -223,7 +223,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   # Figures: DLG reconstructions (originals / reconstructions) and inverted classes.
   names = [k for k in examples if k.endswith('joint')][-2:] + \
       [k for k in examples if k.endswith('idlg')][:1]
-  rows, preds, titles = [], [], []
+  rows, titles = [], []
   for k in names:
     orig, rec = examples[k]
     pad = lambda a: np.concatenate([a, np.zeros((8 - a.shape[0],) + a.shape[1:], a.dtype)])

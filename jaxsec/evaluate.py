@@ -186,12 +186,12 @@ def map_batches(fn: Callable, arrays: Sequence[Any], *, batch_size: int,
     out = call(*args)
     rows = parts[0].shape[0]
     out = jax.tree_util.tree_map_with_path(
-        lambda path, o: _batch_leaf(jax.tree_util.keystr(path), o, rows), out)
+        lambda path, o, rows=rows: _batch_leaf(jax.tree_util.keystr(path), o, rows), out)
     if rows > m and any(o.ndim == 0 for o in jax.tree.leaves(out)):
       raise ValueError(f'fn returned a scalar on a batch padded from {m} to {rows} rows '
                        '(the padding would count in it); return per-example values or '
                        'pass pad=False.')
-    outs.append(jax.tree.map(lambda o: o if o.ndim == 0 else o[:m], out))
+    outs.append(jax.tree.map(lambda o, m=m: o if o.ndim == 0 else o[:m], out))
     if update:
       update()
   return jax.tree.map(lambda *o: np.stack(o) if o[0].ndim == 0 else np.concatenate(o), *outs)
@@ -263,7 +263,7 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
   eps = [float(_checks.check_float('eps', e, minimum=0.0, allow_traced=False)) for e in eps]
   if not eps:
     raise ValueError('eps=[] must contain at least one budget.')
-  if any(b < a for a, b in zip(eps, eps[1:])):
+  if any(b < a for a, b in zip(eps, eps[1:], strict=False)):
     raise ValueError(f'eps={eps} must be non-decreasing.')
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
   restarts = _checks.check_int('restarts', restarts, minimum=1)
@@ -329,7 +329,7 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
     s_rows, _, _ = evaluate_grid(single, eps, keys[2])
     ss_sr = [r['success_rate'] for r in s_rows]
     checks['iterative_at_least_single_step'] = {
-        'pass': bool(all(a >= b - tol for a, b in zip(sr, ss_sr))),
+        'pass': bool(all(a >= b - tol for a, b in zip(sr, ss_sr, strict=True))),
         'iterative_success_rate': sr, 'single_step_success_rate': ss_sr}
 
   if 'restarts_never_hurt' in todo:
@@ -339,10 +339,10 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
     else:
       r1, f1, _ = evaluate_grid(lambda e: default_pgd(e, 1), eps, keys[0])
     rr, fr, _ = evaluate_grid(lambda e: default_pgd(e, restarts), eps, keys[0])
-    lost = [int(np.sum(a & ~b)) for a, b in zip(f1, fr)]
+    lost = [int(np.sum(a & ~b)) for a, b in zip(f1, fr, strict=True)]
     checks['restarts_never_hurt'] = {
         'pass': bool(all(l == 0 for l in lost) and all(
-            b['success_rate'] >= a['success_rate'] - 1e-12 for a, b in zip(r1, rr))),
+            b['success_rate'] >= a['success_rate'] - 1e-12 for a, b in zip(r1, rr, strict=True))),
         'restarts': restarts, 'success_rate_1': [r['success_rate'] for r in r1],
         f'success_rate_{restarts}': [r['success_rate'] for r in rr],
         'examples_lost': lost}

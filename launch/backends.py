@@ -202,11 +202,11 @@ def run_points(config: ml_collections.ConfigDict, points: Sequence[dict], workdi
   names = [points_lib.point_name(p) for p in points]
   if len(set(names)) != len(names):
     raise ValueError(f'{spec}: the same point is listed twice.')
-  todo = [(n, p) for n, p in zip(names, points)
+  todo = [(n, p) for n, p in zip(names, points, strict=True)
           if not points_lib.is_finished(os.path.join(workdir, n))]
   jio.write_json_atomic(os.path.join(workdir, 'sweep.json'), {
       'spec': spec, 'config': config.to_dict(), 'backend': backend,
-      'points': [{'name': n, 'overrides': p} for n, p in zip(names, points)]})
+      'points': [{'name': n, 'overrides': p} for n, p in zip(names, points, strict=True)]})
   logging.info('sweep %s: %d points, %d finished already, %d to run (%s) in %s', spec,
                len(points), len(points) - len(todo), len(todo), backend, workdir)
   summary = {'points': len(points), 'skipped': len(points) - len(todo), 'ran': 0,

@@ -335,7 +335,7 @@ def plot_axis(workdir: str, rows: list[dict], axis: str, metrics: Sequence[str])
   ncol = min(3, len(metrics))
   nrow = -(-len(metrics) // ncol)
   fig, axs = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3 * nrow), squeeze=False)
-  for ax, m in zip(axs.flat, metrics):
+  for ax, m in zip(axs.flat, metrics, strict=False):  # the grid may have spare cells
     pts = [(pos[json.dumps(r.get(col), default=repr)], r[f'result.{m}']) for r in done
            if _is_number(r.get(f'result.{m}'))]
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.6)

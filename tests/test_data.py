@@ -85,12 +85,12 @@ def test_partition_disjoint_deterministic():
   key = jax.random.key(3)
   a = data.partition(key, 100, [10, 20, 30])
   b = data.partition(key, 100, [10, 20, 30])
-  for u, v in zip(a, b):
+  for u, v in zip(a, b, strict=True):
     np.testing.assert_array_equal(u, v)
   allidx = np.concatenate(a)
   assert len(np.unique(allidx)) == 60 and [len(s) for s in a] == [10, 20, 30]
   c = data.partition(jax.random.key(4), 100, [10, 20, 30])
-  assert any(not np.array_equal(u, v) for u, v in zip(a, c))
+  assert any(not np.array_equal(u, v) for u, v in zip(a, c, strict=True))
   with pytest.raises(ValueError, match='add up to 110'):
     data.partition(key, 100, [50, 60])
 

@@ -61,7 +61,7 @@ def test_robustness_report_runs_checks_and_is_json():
                              1.0 - np.asarray(rep['success_rate']), atol=1e-7)
   assert rep['gradients'] == [10.0] * 4
   # Successful examples at eps use at most eps in L_inf.
-  for e, p in zip(rep['eps'], rep['perturbation']):
+  for e, p in zip(rep['eps'], rep['perturbation'], strict=True):
     if p['count']:
       assert p['linf']['mean'] <= e + 1e-6
   assert set(rep['checks']) == {'success_monotone_in_eps', 'unbounded_eps_success',

@@ -50,7 +50,7 @@ def test_load_splits_and_train_classifier_follow_their_contract():
       optax.cosine_decay_schedule(0.01, 100)), key=k2, batch_size=32, num_epochs=2,
       num_classes=10).params
   assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params),
-                                                       jax.tree_util.tree_leaves(other)))
+                                                       jax.tree_util.tree_leaves(other), strict=True))
 
 
 @requires_fashion_mnist

@@ -69,7 +69,7 @@ def render(results_dir: str) -> str:
     # Figures sit beside their JSON; the rendered page lives in docs/: re-root the links.
     fig_dir = os.path.relpath(os.path.dirname(path), os.path.join(ROOT, 'docs'))
     section = re.sub(r'(!\[[^\]]*\]\()(?![a-z]+://|/)([^)]+)\)',
-                     lambda m: f'{m.group(1)}{fig_dir}/{m.group(2)})', section)
+                     lambda m, fig_dir=fig_dir: f'{m.group(1)}{fig_dir}/{m.group(2)})', section)
     if not section.lstrip().startswith('#'):
       section = f'## {mod.__name__} (`{rel}`)\n\n' + section
     parts += [section, '']

@@ -96,7 +96,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   res = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
          'device': str(jax.devices()[0].device_kind),
          'loop': 'scan' if use_scan else 'host', 'methods': {}, 'machine': info}
-  for name, (f, k, compile_s) in runners.items():
+  for name, (_, k, compile_s) in runners.items():
     best = float(np.min(times[name]))
     res['methods'][name] = {'attack_steps': k, 'seconds_per_step': best,
                             'median_seconds_per_step': float(np.median(times[name])),

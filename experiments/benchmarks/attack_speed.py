@@ -127,7 +127,7 @@ def _run_jaxsec(cfg, logits_fn, x, y, key):
     t0 = time.perf_counter()
     xa = _block(f(logits_fn, x, y, key))
     compile_s = time.perf_counter() - t0
-    t = _time(lambda: _block(f(logits_fn, x, y, key)), _repeats(cfg, name))
+    t = _time(lambda f=f: _block(f(logits_fn, x, y, key)), _repeats(cfg, name))
     res[name] = {'seconds': t, 'compile_seconds': compile_s,
                  **_strength(logits_fn, x, y, xa, minimal)}
   # The official code (and torchattacks' port) runs APGD only on the correctly classified
@@ -238,7 +238,7 @@ def _run_torchattacks(cfg, params, logits_fn, x, y):
       atk = make()
       out = {}
 
-      def run():
+      def run(atk=atk, out=out):
         out['x'] = atk(xt, yt)
       t = _time(run, _repeats(cfg, name))
       xa = out['x'].detach().numpy().transpose(0, 2, 3, 1)
@@ -283,7 +283,7 @@ def _run_foolbox(cfg, logits_fn, x, y):
       atk = make()
       out = {}
 
-      def run():
+      def run(atk=atk, e=e, out=out):
         _, clipped, _ = atk(fmodel, xj, yj, epsilons=e)
         out['x'] = _block(clipped)
       t0 = time.perf_counter()
@@ -339,7 +339,7 @@ def run(cfg, workdir: str) -> dict:
     pgd = jax.jit(attacks.pgd(eps=cfg.eps, step_size=cfg.pgd_rel_step * cfg.eps / k,
                               num_steps=k, keep_best=kb), static_argnums=0)
     _block(pgd(logits_fn, x, y, key))
-    t_pgd = _time(lambda: _block(pgd(logits_fn, x, y, key)), cfg.repeats)
+    t_pgd = _time(lambda pgd=pgd: _block(pgd(logits_fn, x, y, key)), cfg.repeats)
     limit[f'pgd_seconds{label}'] = t_pgd
     limit[f'ratio{label}'] = t_pgd / (k * t_grad)
     print(f'[attack_speed] PGD-{k} (keep_best={kb}): {t_pgd:.3f}s; one gradient pass '

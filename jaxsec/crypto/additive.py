@@ -168,5 +168,5 @@ def secure_sum(updates: Sequence[Any], *, num_parties: int = 2,
                        insecure_test_rng=insecure_test_rng)
     except ValueError as e:
       raise ValueError(f'client {ci}: {e}') from None
-    totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh)]
+    totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh, strict=True)]
   return reconstruct_array(totals)

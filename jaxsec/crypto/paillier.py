@@ -313,7 +313,7 @@ def mul_public(a: EncryptedArray, k: Any) -> EncryptedArray:
   bound = _check_bound(a.bound * (max(abs(int(e)) for e in kb.flat) if kb.size else 0),
                        a.public_key, 'the product')
   out = np.empty(a.shape, dtype=object)
-  out.flat[:] = [c * int(e) for c, e in zip(a.ciphertexts.flat, kb.flat)]
+  out.flat[:] = [c * int(e) for c, e in zip(a.ciphertexts.flat, kb.flat, strict=True)]
   return EncryptedArray(a.public_key, out, a.scale_bits, bound)
 
 

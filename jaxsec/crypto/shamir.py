@@ -181,7 +181,7 @@ def reconstruct(shares: Sequence[ShamirShare]) -> np.ndarray:
   use = shares[:t]
   lams = lagrange_coefficients([s.x for s in use], p)
   acc = np.zeros(np.shape(use[0].y), np.int64)
-  for lam, s in zip(lams, use):
+  for lam, s in zip(lams, use, strict=True):
     y = field.check_residues(f'share {s.x}', s.y, p)
     acc = (acc + (np.int64(lam) * y) % p) % p
   return acc
@@ -305,5 +305,5 @@ def secure_sum(updates: Sequence[Any], *, threshold: int, num_parties: int,
                        insecure_test_rng=insecure_test_rng)
     except ValueError as e:
       raise ValueError(f'client {ci}: {e}') from None
-    totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh)]
+    totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh, strict=True)]
   return reconstruct_array([s for s in totals if s.x not in dropped])

@@ -32,7 +32,7 @@ def init(key: jax.Array, input_shape: Sequence[int], hidden: Sequence[int] = (51
   if any(s < 1 for s in sizes):
     raise ValueError(f'hidden={tuple(hidden)} must be positive layer widths.')
   layers = []
-  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
     k = jax.random.fold_in(key, i)
     layers.append({'w': jax.random.normal(k, (a, b), jnp.float32) * jnp.sqrt(2.0 / a),
                    'b': jnp.zeros((b,), jnp.float32)})

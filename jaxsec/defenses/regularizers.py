@@ -181,7 +181,7 @@ def deep_contractive(objective=None, *, layers: Sequence[Callable[[Any, jax.Arra
     k_obj, k_proj = jax.random.split(key)
     h = x
     pen = jnp.zeros((x.shape[0],), x.dtype)
-    for j, (layer, lam) in enumerate(zip(layers, strengths)):
+    for j, (layer, lam) in enumerate(zip(layers, strengths, strict=True)):
       f = lambda z, layer=layer: layer(params, z)
       pen = pen + lam * jacobian_frobenius_sq(f, h, jax.random.fold_in(k_proj, j),
                                               num_projections)

@@ -357,14 +357,14 @@ def geometric_median(updates: Any, *, iters: int = 50, eps: Any = 1e-6) -> Any:
   z0 = [jnp.where(jnp.isfinite(z), z, 0.0) for z in z0]
 
   def step(_, z):
-    dist = jnp.sqrt(sum(jnp.sum(jnp.square(x - zz), axis=1) for x, zz in zip(xs, z)))
+    dist = jnp.sqrt(sum(jnp.sum(jnp.square(x - zz), axis=1) for x, zz in zip(xs, z, strict=True)))
     w = jnp.where(finite, 1.0 / jnp.maximum(dist, eps), 0.0)
     w = w / jnp.sum(w)
     return [jnp.tensordot(w.astype(x.dtype), x, (0, 0)) for x in xs]
 
   z = jax.lax.fori_loop(0, iters, step, z0)
   return jax.tree_util.tree_unflatten(
-      treedef, [zz.reshape(l.shape[1:]).astype(l.dtype) for zz, l in zip(z, leaves)])
+      treedef, [zz.reshape(l.shape[1:]).astype(l.dtype) for zz, l in zip(z, leaves, strict=True)])
 
 
 # ------------------------------------------------------------------------------ factory

@@ -183,7 +183,7 @@ def _unfold_by_slicing(a, ks, strides, pad, k_dil):
   conv_general_dilated_patches is an identity-kernel convolution, K times the work)."""
   nd = a.ndim - 2
   spatial = a.shape[1:-1]
-  eff = [(k - 1) * d + 1 for k, d in zip(ks, k_dil)]
+  eff = [(k - 1) * d + 1 for k, d in zip(ks, k_dil, strict=True)]
   if isinstance(pad, str):
     pads = jax.lax.padtype_to_pads(spatial, eff, strides, pad)
   else:
@@ -192,9 +192,9 @@ def _unfold_by_slicing(a, ks, strides, pad, k_dil):
   out = [(a.shape[1 + i] - eff[i]) // strides[i] + 1 for i in range(nd)]
   cols = []
   for offs in np.ndindex(*ks):
-    start = [0] + [o * d for o, d in zip(offs, k_dil)] + [0]
+    start = [0] + [o * d for o, d in zip(offs, k_dil, strict=True)] + [0]
     limit = [a.shape[0]] + [st + (n - 1) * sd + 1 for st, n, sd in
-                            zip(start[1:-1], out, strides)] + [a.shape[-1]]
+                            zip(start[1:-1], out, strides, strict=True)] + [a.shape[-1]]
     cols.append(jax.lax.slice(a, start, limit, [1] + list(strides) + [1]))
   patches = jnp.stack(cols, axis=-2)          # [B, *out, prod(ks), C]
   return patches.reshape(a.shape[0], int(np.prod(out)), -1)
@@ -260,7 +260,7 @@ def _ghost_clipped(loss_fn, params, batch, mask, c):
   cot = mask.astype(losses.dtype)
   _, gz = vjp_fn(cot)   # per-example output gradients (param grads are dead code)
   sq = jnp.zeros((bsz,), jnp.float32)
-  for path, (m, s) in record.items():
+  for path, (m, _) in record.items():
     a, g = acts[path].astype(jnp.float32), gz[path].astype(jnp.float32)
     if isinstance(m, nn.Conv):
       u = _unfold(m, a)
@@ -339,7 +339,7 @@ def _bypass_params(loss_fn, params, batch) -> list[str]:
     refs |= {id(v) for v in closed.jaxpr.outvars}
     used = [id(v) in refs for v in closed.jaxpr.invars]
   return ['/'.join(str(_key_name(k)) for k in kp)
-          for (kp, _), u in zip(flat, used[n:2 * n]) if u]
+          for (kp, _), u in zip(flat, used[n:2 * n], strict=True) if u]
 
 
 def _check_no_bypass(loss_fn, params, batch):

@@ -3,9 +3,11 @@
 One step: draw the batch with a sampler (:mod:`jaxsec.privacy.sampling`), sum the
 per-example gradients clipped to ``C`` (:func:`jaxsec.privacy.clipping.clipped_grad`), add
 ``N(0, (sigma C)^2 I)``, divide by the sampler's normaliser (the *expected* batch size),
-and hand the result to any optax optimizer. The noise is the optax transformation
-:func:`gaussian_privatizer`; chain it before any optimizer (``optax.chain(privatizer,
-optax.sgd(...))``), or use :func:`train`, which also does sampling and accounting.
+and hand the result to any optax optimizer. The noise is :mod:`jaxsec.privacy.noise`
+(shared with DP-FedAvg); as an optax transformation,
+:func:`~jaxsec.privacy.noise.gaussian_privatizer`, chained before any optimizer
+(``optax.chain(privatizer, optax.sgd(...))``), or use :func:`train`, which also does
+sampling and accounting.
 
 The guarantee: with the sampler's event and noise multiplier ``sigma``, the released
 sequence of parameters is ``(epsilon, delta')``-DP with ``epsilon =
@@ -42,6 +44,7 @@ import optax
 
 from jaxsec import _checks
 from jaxsec.privacy import clipping as clipping_lib
+from jaxsec.privacy import noise as noise_lib
 from jaxsec.privacy import sampling as sampling_lib
 
 
@@ -51,44 +54,6 @@ def secure_key() -> jax.Array:
   shape = jax.random.key_data(jax.random.key(0)).shape
   words = np.frombuffer(os.urandom(4 * math.prod(shape)), np.uint32).reshape(shape)
   return jax.random.wrap_key_data(jnp.asarray(words))
-
-
-class PrivatizerState(NamedTuple):
-  key: jax.Array
-
-
-def add_gaussian_noise(tree: Any, key: jax.Array, std: Any) -> Any:
-  """``tree + N(0, std^2)`` leafwise, with independent keys per leaf."""
-  leaves, treedef = jax.tree_util.tree_flatten(tree)
-  keys = jax.random.split(key, len(leaves))
-  noisy = [l + (std * jax.random.normal(k, l.shape, jnp.float32)).astype(l.dtype)
-           for l, k in zip(leaves, keys)]
-  return jax.tree_util.tree_unflatten(treedef, noisy)
-
-
-def gaussian_privatizer(*, noise_multiplier: float, l2_norm_clip: float, normalizer: float,
-                        key: jax.Array) -> optax.GradientTransformation:
-  """Optax transformation: summed clipped gradients -> ``(sum + N(0, (sigma C)^2)) / m``.
-
-  Its input must be the *sum* of per-example gradients clipped to ``l2_norm_clip``
-  (``clipped_grad``); ``normalizer`` m is the sampler's (expected) batch size. Chain it in
-  front of any optimizer: ``optax.chain(gaussian_privatizer(...), optax.adam(1e-3))``.
-  """
-  _checks.check_float('noise_multiplier', noise_multiplier, minimum=0.0)
-  _checks.check_float('l2_norm_clip', l2_norm_clip, minimum=0.0, strict_min=True)
-  _checks.check_float('normalizer', normalizer, minimum=0.0, strict_min=True)
-
-  def init_fn(params):
-    del params
-    return PrivatizerState(key)
-
-  def update_fn(updates, state, params=None):
-    del params
-    k, nk = jax.random.split(state.key)
-    noisy = add_gaussian_noise(updates, k, noise_multiplier * l2_norm_clip)
-    return jax.tree_util.tree_map(lambda l: l / normalizer, noisy), PrivatizerState(nk)
-
-  return optax.GradientTransformation(init_fn, update_fn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +125,7 @@ def make_step(loss_fn: Callable[..., jax.Array], optimizer: optax.GradientTransf
   def step(params, opt_state, l2_norm_clip, batch, mask, key):
     k_noise, k_count = jax.random.split(key)
     summed, info = cg(params, *batch, mask=mask, l2_norm_clip=l2_norm_clip)
-    noisy = add_gaussian_noise(summed, k_noise, grad_sigma * l2_norm_clip)
+    noisy = noise_lib.add_gaussian_noise(summed, k_noise, grad_sigma * l2_norm_clip)
     grads = jax.tree_util.tree_map(lambda l: l / normalizer, noisy)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)

@@ -571,7 +571,7 @@ def _sanitise_gnmax(votes, logq, check_rdp, delta, *, sigma, orders, num_teacher
   """Smooth-sensitivity release of the data-dependent RDP (see :class:`SanitisedEpsilon`)."""
   num_classes = votes.shape[1]
   cands = []
-  for lam, chk in zip(orders, check_rdp):
+  for lam, chk in zip(orders, check_rdp, strict=True):
     betas = [b / lam for b in SS_BETA_GRID] if beta is None else [beta]
     betas = [b for b in betas if 1 < lam < (1 / (2 * b) if b > 0 else np.inf)]
     if betas:
@@ -593,7 +593,7 @@ def _sanitise_gnmax(votes, logq, check_rdp, delta, *, sigma, orders, num_teacher
     for k, (lam, _, _, regime) in enumerate(cands):
       ls[k] += mult[lo:lo + step] @ _ls_by_distance(walks, sigma, lam, num_classes, regime)
   best = None
-  for (lam, betas, dep, regime), ls_k in zip(cands, ls):
+  for (lam, betas, dep, regime), ls_k in zip(cands, ls, strict=True):
     for b in betas:
       ss = discounted_max(ls_k, b)
       if ss > 0:

@@ -49,7 +49,7 @@ def test_linearity_and_arguments():
   rng = np.random.default_rng(5)
   a = additive.share_array([1.5, -2.0], num_shares=2, num_summands=2, insecure_test_rng=rng)
   b = additive.share_array([-0.25, 8.0], num_shares=2, num_summands=2, insecure_test_rng=rng)
-  s = [additive.add(x, y) for x, y in zip(a, b)]
+  s = [additive.add(x, y) for x, y in zip(a, b, strict=True)]
   np.testing.assert_array_equal(additive.reconstruct_array(s), [1.25, 6.0])
   with pytest.raises(ValueError, match='different parties'):
     additive.add(a[0], b[1])

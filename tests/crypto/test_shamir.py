@@ -84,7 +84,7 @@ def test_share_addition_is_a_sharing_of_the_sum():
   u, v = rng.integers(0, p, size=10), rng.integers(0, p, size=10)
   su = shamir.share(u, threshold=2, num_shares=3, insecure_test_rng=rng)
   sv = shamir.share(v, threshold=2, num_shares=3, insecure_test_rng=rng)
-  summed = [shamir.add(a, b) for a, b in zip(su, sv)]
+  summed = [shamir.add(a, b) for a, b in zip(su, sv, strict=True)]
   for combo in itertools.combinations(summed, 2):
     np.testing.assert_array_equal(shamir.reconstruct(combo), (u + v) % p)
   tripled = [shamir.mul_public(a, -3) for a in su]
@@ -93,7 +93,7 @@ def test_share_addition_is_a_sharing_of_the_sum():
   x, y = np.array([1.25, -3.0]), np.array([-0.5, 10.75])
   sx = shamir.share_array(x, threshold=2, num_shares=3, num_summands=2, insecure_test_rng=rng)
   sy = shamir.share_array(y, threshold=2, num_shares=3, num_summands=2, insecure_test_rng=rng)
-  got = shamir.reconstruct_array([shamir.add(a, b) for a, b in zip(sx, sy)][::2])
+  got = shamir.reconstruct_array([shamir.add(a, b) for a, b in zip(sx, sy, strict=True)][::2])
   np.testing.assert_array_equal(got, x + y)
   with pytest.raises(ValueError, match='cannot add'):
     shamir.add(sx[0], sy[1])

@@ -53,7 +53,7 @@ def test_strength_zero_is_plain_loss_and_jit_grad_work():
     f = jax.jit(lambda q, o=obj: o(_mlp_apply, q, x, y, key))
     np.testing.assert_allclose(f(p), want, rtol=1e-5, atol=1e-6, err_msg=name)
     g = jax.jit(jax.grad(lambda q, o=obj: jnp.mean(o(_mlp_apply, q, x, y, key))))(p)
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_want)):
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_want), strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
@@ -90,7 +90,7 @@ def test_no_gradient_through_x_adv():
   k_atk = jax.random.split(key, 3)[0]
   x_adv = atk(lambda z: _mlp_apply(p, z), x, y, k_atk)
   g_fixed = jax.grad(lambda q: jnp.mean(losses.cross_entropy(_mlp_apply(q, x_adv), y)))(p)
-  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_fixed)):
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_fixed), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 

@@ -69,7 +69,7 @@ def test_decoupled_weight_decay_after_adam_is_adamw():
       u, s = opt.update(jax.grad(loss)(q), s, q)
       q = optax.apply_updates(q, u)
     outs.append(q)
-  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
+  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 

@@ -127,7 +127,7 @@ def test_pytree_structure_dtypes_and_jit():
     fn = ra.aggregator(name, **kw)
     eager, jitted = fn(u), jax.jit(fn)(u)
     assert jax.tree_util.tree_structure(eager) == jax.tree_util.tree_structure(u)
-    for e, j, l in zip(*map(jax.tree_util.tree_leaves, (eager, jitted, u))):
+    for e, j, l in zip(*map(jax.tree_util.tree_leaves, (eager, jitted, u)), strict=True):
       assert e.shape == l.shape[1:] and e.dtype == l.dtype, (name, e.shape, e.dtype)
       np.testing.assert_allclose(np.asarray(e, np.float32), np.asarray(j, np.float32),
                                  rtol=2e-2, atol=1e-5, err_msg=name)

@@ -20,7 +20,7 @@ def test_main_smoke(tmp_path):
   assert fg[0] == pg[0]  # eps = 0: both attacks leave the input unchanged
   # PGD (iterative, random start) is never weaker than FGSM by more than noise, and
   # accuracy does not grow with eps.
-  assert all(p <= f + 0.05 for p, f in zip(pg, fg))
+  assert all(p <= f + 0.05 for p, f in zip(pg, fg, strict=True))
   assert pg[-1] <= pg[0]
   assert '| eps | FGSM | PGD |' in open(tmp_path / 'report.md').read()
   assert 0.0 <= r['clean_accuracy'] <= 1.0

@@ -21,7 +21,7 @@ def test_smoke_run_writes_json(tmp_path):
   rows = saved['rows']
   assert [r['size'] for r in rows] == list(cfg.sizes)
   areas = [r['area_fraction'] for r in rows]
-  assert areas == sorted(areas) and all(abs(a - s) < 0.03 for a, s in zip(areas, cfg.sizes))
+  assert areas == sorted(areas) and all(abs(a - s) < 0.03 for a, s in zip(areas, cfg.sizes, strict=True))
   for r in rows:
     assert 0.0 <= r['targeted_success'] <= 1.0 and 0.0 <= r['random_patch_success'] <= 1.0
     p = np.asarray(r['patch'])

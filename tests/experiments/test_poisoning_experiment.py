@@ -65,7 +65,7 @@ def test_poisoning_smoke(tmp_path, monkeypatch):
   for rule in ('average', 'random', 'nearest', 'infinite'):
     assert rule in s['centroid']['rules']
   avg = s['centroid']['rules']['average']
-  for i, v, b in zip(avg['points'], avg['displacement_radii'], avg['bound_i_over_n']):
+  for _, v, b in zip(avg['points'], avg['displacement_radii'], avg['bound_i_over_n'], strict=True):
     assert abs(v - b) < 1e-2   # average-out: displacement i/n radii exactly
   sig = s['signature']['rows']
   assert sig[0]['keeps_true_invariants'] and sig[0]['variant_detection_rate'] == 1.0

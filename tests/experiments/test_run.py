@@ -76,7 +76,7 @@ def test_main_variants_and_hyper():
 
     @staticmethod
     def zip(axes):
-      return [dict(kv for part in parts for kv in part.items()) for parts in zip(*axes)]
+      return [dict(kv for part in parts for kv in part.items()) for parts in zip(*axes, strict=True)]
 
   points = main_config.get_hyper(H())
   assert len(points) == 6

@@ -28,9 +28,9 @@ def test_dirichlet_partition_covers_every_example_once(alpha):
   assert min(c.size for c in clients) >= 1
   # deterministic by key, different for another key
   again = fedavg.dirichlet_partition(jax.random.key(1), y, 20, alpha=alpha)
-  assert all(np.array_equal(a, b) for a, b in zip(clients, again))
+  assert all(np.array_equal(a, b) for a, b in zip(clients, again, strict=True))
   other = fedavg.dirichlet_partition(jax.random.key(2), y, 20, alpha=alpha)
-  assert not all(np.array_equal(a, b) for a, b in zip(clients, other))
+  assert not all(np.array_equal(a, b) for a, b in zip(clients, other, strict=True))
 
 
 def test_dirichlet_label_skew_grows_as_alpha_falls():
@@ -40,7 +40,7 @@ def test_dirichlet_label_skew_grows_as_alpha_falls():
     s = np.mean([fedavg.label_skew(y, fedavg.dirichlet_partition(
         jax.random.key(k), y, 10, alpha=alpha), 10) for k in range(3)])
     skews.append(s)
-  assert all(a < b for a, b in zip(skews, skews[1:])), skews
+  assert all(a < b for a, b in zip(skews, skews[1:], strict=False)), skews
   assert skews[0] < 0.05 and skews[-1] > 0.5, skews
   # IID shards are nearly balanced
   iid = fedavg.label_skew(y, fedavg.iid_partition(jax.random.key(0), y.size, 10), 10)

@@ -52,13 +52,13 @@ def _loop_reference(lf, params, x, y, c, mask):
     n = float(np.sqrt(sum(np.sum(np.asarray(l) ** 2) for l in jax.tree_util.tree_leaves(g))))
     norms.append(n * mask[i])
     f = mask[i] * min(1.0, c / n)
-    total = jax.tree_util.tree_map(lambda t, l: t + f * l, total, g)
+    total = jax.tree_util.tree_map(lambda t, l, f=f: t + f * l, total, g)
   return total, np.array(norms)
 
 
 def _maxdiff(a, b):
   return max(float(jnp.max(jnp.abs(u - v))) for u, v in
-             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True))
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,7 +102,7 @@ def test_traced_clip_norm_under_vmap():
       lambda c: clipping.tree_norm(fn(params, x, y, l2_norm_clip=c)[0])))(cs)
   ref_fn = jax.jit(lambda c: clipping.tree_norm(
       clipping.clipped_grad(lf)(params, x, y, l2_norm_clip=c)[0]))
-  for c, n in zip(cs, norms):
+  for c, n in zip(cs, norms, strict=True):
     np.testing.assert_allclose(n, ref_fn(c), rtol=1e-5)
 
 

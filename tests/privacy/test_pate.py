@@ -72,7 +72,7 @@ def test_data_dependent_gnmax_rdp_upper_bounds_true_divergence():
     assert la == pytest.approx(logq)
     for g2 in (gap - 2, gap + 2):
       la2 = stats.norm.logsf(g2 / (math.sqrt(2) * sigma))
-      for lam, b in zip(orders, bound):
+      for lam, b in zip(orders, bound, strict=True):
         true = _bernoulli_renyi(la, la2, lam)
         assert 0 <= true <= b * (1 + 1e-9) + 1e-300
     assert np.all(bound <= orders / sigma ** 2)

@@ -106,7 +106,7 @@ def bilevel_poisoning(*, train_fn: Callable[[jax.Array, jax.Array, jax.Array], A
     n = x.shape[0]
     k_init, k_train = jax.random.split(key)
     x2, y2 = init(x, y, k_init)
-    xp0, yp = proj(x2[n:]), y2[n:]
+    xp0 = proj(x2[n:])
 
     def objective(xp):
       params = train_fn(jnp.concatenate([x, xp]), y2, k_train)

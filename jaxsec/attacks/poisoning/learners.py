@@ -199,7 +199,6 @@ def svm_kkt_solution(x: Array, y: Array, sol: SVMSolution, margin: Array | None 
     margin: optional bool [n] margin set; default :func:`svm_margin_mask`.
   """
   xf = _flat(x)
-  n = xf.shape[0]
   s = _svm_sign(y, xf.dtype)
   m = (svm_margin_mask(sol) if margin is None else margin).astype(xf.dtype)
   fixed = jnp.where(sol.alpha >= sol.upper * 0.5, sol.upper, 0.0)  # C for error vectors

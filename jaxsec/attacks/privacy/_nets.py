@@ -12,7 +12,7 @@ def mlp_init(key: jax.Array, sizes: Sequence[int]) -> dict:
   """LeCun-normal weights, zero biases; ``sizes = (in, hidden..., out)``."""
   keys = jax.random.split(key, len(sizes) - 1)
   params = {}
-  for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
+  for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
     params[f'w{i}'] = jax.random.normal(k, (a, b), jnp.float32) / jnp.sqrt(a)
     params[f'b{i}'] = jnp.zeros((b,), jnp.float32)
   return params

@@ -66,11 +66,11 @@ def idlg_labels(last_weight_grad: jax.Array, *, batch_size: int = 1,
 
 
 def _sq_distance(a, b):
-  return sum(jnp.sum((x - y) ** 2) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return sum(jnp.sum((x - y) ** 2) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def _cos_distance(a, b):
-  dot = sum(jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  dot = sum(jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
   na = jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(a)))
   nb = jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(b)))
   return 1.0 - dot / (na * nb + 1e-12)

@@ -183,7 +183,6 @@ def calibrate_threshold(nonmember_scores, target_fpr: float) -> float:
 
 def _shift(x: jax.Array, dy: int, dx: int) -> jax.Array:
   """Translates NHWC images by (dy, dx) pixels, filling with zeros."""
-  h, w = x.shape[1], x.shape[2]
   p = max(abs(dy), abs(dx))
   if p == 0:
     return x

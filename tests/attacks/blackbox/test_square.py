@@ -11,9 +11,10 @@ import pytest
 
 from jaxsec import attacks
 from jaxsec.attacks import blackbox
+from jaxsec.attacks.evasion import common
+
 # The package re-exports the factory under the module's name: fetch the module itself.
 sq_lib = importlib.import_module('jaxsec.attacks.blackbox.square')
-from jaxsec.attacks.evasion import common
 
 KEY = jax.random.key(0)
 

@@ -258,7 +258,7 @@ def test_run_auto_attack_runs_targets_only_on_points_still_robust(digits_mlp):
     per = st[name]['attacked_per_target']
     assert st[name]['target_runs'] == 9 and len(per) == 9
     assert per[0] == st[name]['attacked']
-    assert all(b <= a for a, b in zip(per, per[1:]))
+    assert all(b <= a for a, b in zip(per, per[1:], strict=False))
     # What the next stage attacks is what the last target left robust.
   assert st['fab-t']['attacked'] == round(st['apgd-t']['robust_accuracy'] * len(y))
   per = st['apgd-t']['attacked_per_target']

@@ -61,7 +61,7 @@ def test_eot_gradient_is_the_mean_of_per_draw_loss_gradients():
   key = jax.random.key(5)
   obj = common.objective('ce', False)
   _, _, g = apgd_lib._eot_value_and_grad(f, obj, 7)(x, y, key)
-  per = [jax.grad(lambda z: jnp.sum(obj(f(z, k), y)))(x) for k in jax.random.split(key, 7)]
+  per = [jax.grad(lambda z, k=k: jnp.sum(obj(f(z, k), y)))(x) for k in jax.random.split(key, 7)]
   np.testing.assert_allclose(g, np.mean(per, axis=0), rtol=1e-5, atol=1e-6)
   mean_out = jax.grad(lambda z: jnp.sum(obj(
       jnp.mean(jnp.stack([f(z, k) for k in jax.random.split(key, 7)]), 0), y)))(x)

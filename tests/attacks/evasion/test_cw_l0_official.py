@@ -53,7 +53,7 @@ def test_l0_pixels_to_fix_is_the_official_rule(channels):
   rng = np.random.default_rng(channels)
   h, n = 8, 40                                     # 64 pixels (x 3 channels)
   cases = [_case(rng, h, channels) for _ in range(n)]
-  img, nimg, grad, valid = (np.stack(a) for a in zip(*cases))
+  img, nimg, grad, valid = (np.stack(a) for a in zip(*cases, strict=True))
   expected = np.stack([_official_fix(*c) for c in cases]).reshape((n, -1))
   if channels == 3:
     args = (img, nimg, grad)

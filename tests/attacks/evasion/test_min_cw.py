@@ -272,10 +272,10 @@ def test_linf_l0_loop_auto_under_jit_with_traced_closure():
   y = jnp.argmax(x @ w, -1)
   for factory in (carlini_wagner_linf, carlini_wagner_l0):
     att = factory(num_steps=5, initial_const=0.1, learning_rate=0.05)
-    got = jax.jit(lambda w: att(lambda z: z @ w, x, y))(w)        # auto -> the program
+    got = jax.jit(lambda w, att=att: att(lambda z: z @ w, x, y))(w)        # auto -> the program
     want = factory(num_steps=5, initial_const=0.1, learning_rate=0.05,
                    loop='program')(lambda z: z @ w, x, y)
     np.testing.assert_allclose(got, want, atol=1e-5)
     host = factory(num_steps=5, initial_const=0.1, learning_rate=0.05, loop='host')
     with pytest.raises(ValueError, match="loop='host' needs a hashable logits_fn"):
-      jax.jit(lambda w: host(lambda z: z @ w, x, y))(w)
+      jax.jit(lambda w, host=host: host(lambda z: z @ w, x, y))(w)

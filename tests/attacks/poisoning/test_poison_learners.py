@@ -84,7 +84,7 @@ def test_multiclass_logreg_and_unrolled_gd_reach_same_optimum():
   tf = learners.unrolled_gd(learners.linear_apply, init, num_steps=300, learning_rate=1.0,
                             momentum=0.5, l2=0.05)
   q = tf(jnp.asarray(x), jnp.asarray(y), jax.random.key(0))
-  for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(q)):
+  for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(q), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3)
 
 

@@ -27,7 +27,7 @@ def test_shadow_models_equal_separately_trained():
   for m in range(3):
     one = train.fit(_nets.mlp_apply, init_fn(init_keys[m]), x, y,
                     indices=np.nonzero(in_masks[m])[0], key=train_keys[m], **kw)
-    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(many.params)):
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(many.params), strict=True):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b)[m], rtol=1e-5, atol=1e-6)
   cm = priv.complementary_membership(jax.random.key(3), 6, 12)
   assert (cm.sum(1) == 6).all() and (cm.sum(0) == 3).all()
