@@ -61,7 +61,6 @@ UpdateAttack = Callable[[Any, jax.Array, jax.Array], Any]
 # attack(x_batch, y_batch, key) -> (x_batch', y_batch'), applied to Byzantine clients' data
 DataAttack = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
-SAMPLING = ('uniform', 'poisson')
 WEIGHTING = ('uniform', 'num_examples')
 
 
@@ -327,7 +326,7 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
                                         allow_traced=False))
   if clients_per_round is not None:
     clients_per_round = _checks.check_int('clients_per_round', clients_per_round, minimum=1)
-  _checks.check_choice('sampling', sampling, SAMPLING)
+  _checks.check_choice('sampling', sampling, dp_fedavg.SAMPLING)
   _checks.check_choice('client_weighting', client_weighting, WEIGHTING)
   _check_callable('update_attack', update_attack)
   _check_callable('data_attack', data_attack)

@@ -4,7 +4,9 @@
   :func:`clipped_grad`.
 * DP-SGD (Abadi et al. 2016) as an optax-compatible path whose batch sampler is its own
   accountant: :mod:`~jaxsec.privacy.sampling`, :func:`dpsgd_train`,
-  :func:`gaussian_privatizer`, :class:`AdaptiveClipping`.
+  :class:`AdaptiveClipping`.
+* The one Gaussian noise addition of DP-SGD and DP-FedAvg: :mod:`noise`
+  (:func:`add_gaussian_noise`, :func:`gaussian_privatizer`).
 * Accounting and calibration with ``dp_accounting`` (RDP / PLD): :mod:`accounting`.
 * Input, objective and output perturbation (CMS 2011) and the floating-point-safe
   snapping mechanism (Mironov 2012): :mod:`perturbation`, :func:`snapping_laplace`.
@@ -20,6 +22,7 @@ from jaxsec.privacy import audit
 from jaxsec.privacy import clipping
 from jaxsec.privacy import dpsgd
 from jaxsec.privacy import fedavg
+from jaxsec.privacy import noise
 from jaxsec.privacy import pate
 from jaxsec.privacy import perturbation
 from jaxsec.privacy import sampling
@@ -32,11 +35,12 @@ from jaxsec.privacy.clipping import clipped_grad
 from jaxsec.privacy.clipping import per_example_grads
 from jaxsec.privacy.dpsgd import AdaptiveClipping
 from jaxsec.privacy.dpsgd import DPResult
-from jaxsec.privacy.dpsgd import gaussian_privatizer
 from jaxsec.privacy.dpsgd import make_step as dpsgd_step
 from jaxsec.privacy.dpsgd import secure_key
 from jaxsec.privacy.dpsgd import train as dpsgd_train
 from jaxsec.privacy.fedavg import DPFedAvgAccount
+from jaxsec.privacy.noise import add_gaussian_noise
+from jaxsec.privacy.noise import gaussian_privatizer
 from jaxsec.privacy.perturbation import snapping_epsilon
 from jaxsec.privacy.perturbation import snapping_laplace
 from jaxsec.privacy.sampling import FixedSizeSampler
@@ -47,11 +51,12 @@ from jaxsec.privacy.secure_aggregation import reconstruct_additive
 from jaxsec.privacy.secure_aggregation import secure_sum
 
 __all__ = [
-    'accounting', 'audit', 'clipping', 'dpsgd', 'fedavg', 'pate', 'perturbation',
+    'accounting', 'audit', 'clipping', 'dpsgd', 'fedavg', 'noise', 'pate', 'perturbation',
     'sampling', 'secure_aggregation', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo',
     'clipped_grad',
     'per_example_grads', 'AdaptiveClipping', 'DPResult', 'gaussian_privatizer',
-    'dpsgd_step', 'dpsgd_train', 'secure_key', 'DPFedAvgAccount', 'snapping_epsilon',
+    'dpsgd_step', 'dpsgd_train', 'secure_key', 'DPFedAvgAccount', 'add_gaussian_noise',
+    'snapping_epsilon',
     'snapping_laplace', 'FixedSizeSampler', 'PoissonSampler', 'ShuffleSampler',
     'additive_shares', 'reconstruct_additive', 'secure_sum',
 ]

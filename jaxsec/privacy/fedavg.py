@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsec import _checks
-from jaxsec.privacy import accounting, clipping, dpsgd
+from jaxsec.privacy import accounting, clipping, noise
 
 NR = dp_accounting.NeighboringRelation
 
@@ -69,7 +69,7 @@ def dp_aggregate(updates: Any, key: jax.Array, *, clip_norm: Any, noise_multipli
   w = jnp.ones((m,), jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
   summed = jax.tree_util.tree_map(lambda l: jnp.tensordot(w.astype(l.dtype), l, (0, 0)),
                                   clipped)
-  noisy = dpsgd.add_gaussian_noise(summed, key, noise_multiplier * clip_norm)
+  noisy = noise.add_gaussian_noise(summed, key, noise_multiplier * clip_norm)
   return (jax.tree_util.tree_map(lambda l: l / expected_clients, noisy),
           AggregateInfo(norms * w, jnp.sum(w)))
 
@@ -79,12 +79,14 @@ def server_noise(*, noise_multiplier: float, clip_norm: float, expected_clients:
   """The server's noise as an optax transformation on the *sum* of clipped client deltas
   (chain before a server optimizer, e.g. ``optax.sgd(1.0)`` for plain FedAvg or momentum
   for FedAvgM)."""
-  return dpsgd.gaussian_privatizer(noise_multiplier=noise_multiplier, l2_norm_clip=clip_norm,
+  return noise.gaussian_privatizer(noise_multiplier=noise_multiplier, l2_norm_clip=clip_norm,
                                    normalizer=expected_clients, key=key)
 
 
 # ------------------------------------------------------------------ accounting
 
+#: the client samplers of :func:`jaxsec.federated.fedavg.make_fedavg` (the one home; each
+#: has its accounting event in :func:`dp_event`)
 SAMPLING = ('uniform', 'poisson')
 
 

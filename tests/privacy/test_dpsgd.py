@@ -9,15 +9,15 @@ import optax
 import pytest
 from scipy import stats
 
-from jaxsec.privacy import dpsgd, sampling
+from jaxsec.privacy import dpsgd, fedavg, noise, sampling
 
 
 
 
 def test_privatizer_noise_std_is_sigma_c_over_m():
   d, sigma, c, m = 20000, 1.3, 0.7, 4.0
-  tx = dpsgd.gaussian_privatizer(noise_multiplier=sigma, l2_norm_clip=c, normalizer=m,
-                                 key=jax.random.key(0))
+  tx = noise.gaussian_privatizer(noise_multiplier=sigma, l2_norm_clip=c, normalizer=m,
+                                key=jax.random.key(0))
   grads = {'a': jnp.zeros(d), 'b': jnp.zeros((d // 4, 4))}
   state = tx.init(grads)
   out, state2 = jax.jit(tx.update)(grads, state)
@@ -195,3 +195,33 @@ def test_secure_mode_draws_noise_and_batches_from_os_randomness():
   k1, k2 = dpsgd.secure_key(), dpsgd.secure_key()
   assert jax.random.key_data(k1).shape == jax.random.key_data(jax.random.key(0)).shape
   assert not np.array_equal(jax.random.key_data(k1), jax.random.key_data(k2))
+
+
+def test_one_noise_addition_for_dpsgd_and_dp_fedavg():
+  """DP-SGD's step, the optax privatizer and DP-FedAvg's server aggregate all add exactly
+  noise.add_gaussian_noise(sum, key, sigma * C) for their noise key (issue 13: one home)."""
+  lf = lambda p, x: 0.5 * jnp.sum((p['w'][None] - x) ** 2, -1) + jnp.sum(p['b']) * x[:, 0]
+  params = {'w': jnp.zeros(3), 'b': jnp.zeros((2, 2))}
+  x = jnp.arange(12.0).reshape(4, 3) / 10
+  mask = jnp.ones(4, bool)
+  sigma, c, m = 1.7, 0.5, 4.0
+  key = jax.random.key(3)
+  k_noise, _ = jax.random.split(key)
+  summed, _ = dpsgd.clipping_lib.clipped_grad(lf)(params, x, mask=mask, l2_norm_clip=c)
+  want = jax.tree.map(lambda l: l / m, noise.add_gaussian_noise(summed, k_noise, sigma * c))
+  step = dpsgd.make_step(lf, optax.sgd(-1.0), noise_multiplier=sigma, normalizer=m)
+  new, _, _, _ = step(params, optax.sgd(-1.0).init(params), c, (x,), mask, key)
+  for k in params:   # sgd(-1) from zeros: params = the privatised gradient
+    np.testing.assert_array_equal(np.asarray(new[k]), np.asarray(want[k]))
+  tx = noise.gaussian_privatizer(noise_multiplier=sigma, l2_norm_clip=c, normalizer=m, key=key)
+  out, _ = tx.update(summed, tx.init(params))
+  k_tx, _ = jax.random.split(key)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), out,
+               jax.tree.map(lambda l: l / m,
+                            noise.add_gaussian_noise(summed, k_tx, sigma * c)))
+  updates = {'w': jnp.ones((3, 3)) * 0.1, 'b': jnp.zeros((3, 2, 2))}
+  agg, _ = fedavg.dp_aggregate(updates, key, clip_norm=c, noise_multiplier=sigma,
+                               expected_clients=3.0)
+  s = jax.tree.map(lambda l: jnp.sum(l, 0), updates)   # norms 0.17 < c: no clipping
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), agg,
+               jax.tree.map(lambda l: l / 3.0, noise.add_gaussian_noise(s, key, sigma * c)))
