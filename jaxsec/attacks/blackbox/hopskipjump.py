@@ -495,7 +495,7 @@ def hop_skip_jump(*, norm: str = 'l2', num_iterations: int = 64, max_queries=Non
   common.check_bool(targeted=targeted, return_info=return_info)
 
   def attack(query_fn, x, y, key, *, starting_points=None):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, query_fn)
     if x.ndim < 2:
       raise ValueError(f'x has shape {tuple(x.shape)}; expected a batch [B, ...].')
     if targeted and starting_points is None:

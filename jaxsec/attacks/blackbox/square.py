@@ -488,7 +488,7 @@ def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 
   common.check_bool(targeted=targeted, return_info=return_info)
 
   def attack(query_fn, x, y, key):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, query_fn)
     if x.ndim not in (2, 3, 4):
       raise ValueError(f'x has shape {tuple(x.shape)}; the Square Attack expects images '
                        '[B, H, W, C] or [B, H, W], or flat inputs [B, D].')

@@ -45,6 +45,7 @@ import numpy as np
 import optax
 
 from jaxsec import _checks
+from jaxsec.attacks.evasion import common
 from jaxsec import train as train_lib
 
 JACOBIANS = ('probs', 'logits')
@@ -230,7 +231,7 @@ def substitute_training(*, substitute_apply: Callable, substitute_init: Callable
     return np.concatenate(outs)
 
   def run(oracle_fn, x_seed, key, *, eval_data=None) -> SubstituteOutput:
-    _checks.check_array('x_seed', x_seed, dtype_kind='f')
+    _checks.check_array('x_seed', x_seed, dtype_kind='f', finite=True)
     if x_seed.ndim < 2 or x_seed.shape[0] == 0:
       raise ValueError(f'x_seed has shape {tuple(x_seed.shape)}; expected a non-empty '
                        'batch [N0, ...].')
@@ -329,9 +330,9 @@ def transfer_attack(attack: Callable, substitute_apply: Callable, substitute_par
   _checks.check_int('batch_size', batch_size, minimum=1)
   x = np.asarray(x)
   y = np.asarray(y).astype(np.int32)
-  _checks.check_array('x', x, dtype_kind='f')
-  _checks.check_labels('y', y, batch=x.shape[0])
   logits_fn = lambda z: substitute_apply(substitute_params, z)
+  # Finite inputs, labels in the substitute's classes (the attack itself runs jitted).
+  common.check_call(x, y, None, logits_fn)
 
   @jax.jit
   def craft(xb, yb, kb):

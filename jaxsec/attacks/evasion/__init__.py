@@ -13,6 +13,10 @@ minimal-perturbation and other attacks: :func:`lbfgs`, :func:`jsma`, :func:`deep
 :func:`eot_logits_fn`, :func:`bpda`, :func:`bpda_logits_fn`; physical-world attacks:
 :func:`adversarial_patch` (Brown et al. 2017), :func:`rp2` (Eykholt et al. 2018),
 :func:`physical_transform`.
+
+Bad input: every entry point that takes ``(x, y)`` refuses, on concrete (eager) inputs,
+non-finite ``x``, ``x`` outside ``bounds`` and labels outside the model's classes
+(:func:`common.check_call`); under ``jit`` these value checks are skipped.
 """
 from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.adaptive import bpda, bpda_logits_fn, eot, eot_logits_fn

@@ -37,6 +37,15 @@ Stages, each run only on the points that are still robust (correctly classified)
 (``apgd(eot_iter=20)``); ``logits_fn`` is then the randomised model ``(x, key) -> logits``
 and accuracies are measured on single draws.
 
+``norm='l1'`` (L1 AutoAttack, Croce & Hein, "Mind the box", ICCV 2021), ``version=
+'standard'`` as the official ``set_version`` for L1: ``apgd-ce`` (l1-APGD, 5 restarts) and
+``apgd-t`` (``min(5, C - 1)`` targets), both with the official ``use_largereps`` radius
+schedule (3 eps, 2 eps, eps; :func:`jaxsec.attacks.evasion.autopgd.apgd_l1_largereps_run`),
+then ``fab-t`` (L1 FAB-T, 9 targets). The official list also names ``square``, but the
+official ``square.py`` accepts only L_inf and L2 (it asserts), so L1 runs without it.
+``'rand'`` and ``'jaxsec-fast'`` take ``norm='l1'`` (l1-APGD without the radius schedule,
+as the official 'rand'); ``'plus'`` with L1 is refused.
+
 ``version='jaxsec-fast'`` (not an official version; called ``'fast'`` before, a name now
 refused): ``apgd-ce`` (50 iterations) and ``apgd-t`` (50 iterations, 3 target classes)
 only (``fab_stage`` is ignored).
@@ -172,14 +181,20 @@ def stages(*, eps, norm: str, version: str, bounds, num_classes: int,
   n = 100 if version != 'jaxsec-fast' else 50
   k = min(9 if version != 'jaxsec-fast' else 3, num_classes - 1)
   r = 5 if version == 'plus' else 1
+  # Official L1 'standard': APGD with use_largereps, APGD-CE 5 restarts, APGD-T 5 targets.
+  l1_std = norm == 'l1' and version == 'standard'
+  lr = {'use_largereps': True} if l1_std else {}
+  k_apgd = min(5, num_classes - 1) if l1_std else k
+  if l1_std:
+    r = 5
 
   def apgd_t_entries():
     if split_targets:
       return [('apgd-t', apgd_t(eps=eps, norm=norm, num_steps=n, num_target_classes=1,
-                                first_target=j, bounds=bounds, return_info=True))
-              for j in range(k)]
-    return [('apgd-t', apgd_t(eps=eps, norm=norm, num_steps=n, num_target_classes=k,
-                              bounds=bounds, return_info=True))]
+                                first_target=j, bounds=bounds, return_info=True, **lr))
+              for j in range(k_apgd)]
+    return [('apgd-t', apgd_t(eps=eps, norm=norm, num_steps=n, num_target_classes=k_apgd,
+                              bounds=bounds, return_info=True, **lr))]
 
   def fab_t_entries():
     if split_targets:
@@ -190,7 +205,7 @@ def stages(*, eps, norm: str, version: str, bounds, num_classes: int,
                             restarts=1, bounds=bounds, return_info=True))]
 
   out = [('apgd-ce', apgd(eps=eps, norm=norm, num_steps=n, loss='ce', restarts=r,
-                          bounds=bounds, return_info=True))]
+                          bounds=bounds, return_info=True, **lr))]
   if version == 'plus':
     # Official order: apgd-ce, apgd-dlr, fab, square, apgd-t, fab-t.
     loss2 = 'dlr' if num_classes >= 3 else 'cw'
@@ -207,17 +222,18 @@ def stages(*, eps, norm: str, version: str, bounds, num_classes: int,
     out += apgd_t_entries()
   elif num_classes == 3:
     out.append(('apgd-dlr', apgd(eps=eps, norm=norm, num_steps=n, loss='dlr',
-                                 bounds=bounds, return_info=True)))
+                                 bounds=bounds, return_info=True, **lr)))
   else:
     out.append(('apgd-cw', apgd(eps=eps, norm=norm, num_steps=n, loss='cw', bounds=bounds,
-                                return_info=True)))
+                                return_info=True, **lr)))
   if version == 'standard':
     if fab_stage == 'fab-t':
       out += fab_t_entries()
     else:
       out.append(('pgd-t-margin', _margin_pgd_t(eps=eps, norm=norm, num_steps=100,
                                                 num_target_classes=k, bounds=bounds)))
-    out.append(('square', _square_stage(eps, norm, bounds)))
+    if norm != 'l1':   # the official Square (square.py) has no L1 version
+      out.append(('square', _square_stage(eps, norm, bounds)))
   return out
 
 
@@ -231,8 +247,13 @@ def _check_version(version):
 
 
 def _check(eps, norm, version, bounds, fab_stage):
-  bounds = common.check_common(eps=eps, norm_=norm, bounds=bounds, norms=('linf', 'l2'))
+  bounds = common.check_common(eps=eps, norm_=norm, bounds=bounds,
+                               norms=('linf', 'l2', 'l1'))
   _check_version(version)
+  if norm == 'l1' and version == 'plus':
+    raise ValueError("version='plus' has no L1 form (its Square stage is L_inf / L2 only; "
+                     "the official code warns 'please check'); use version='standard' "
+                     "for L1 AutoAttack.")
   _checks.check_choice('fab_stage', fab_stage, FAB_STAGES)
   return bounds
 
@@ -258,7 +279,7 @@ def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0
   common.check_bool(return_info=return_info)
 
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     if version == 'rand':
       k_clean, k_final, key = jax.random.split(key, 3)
       predict_fn = lambda z, k: logits_fn(z, k)
@@ -334,7 +355,7 @@ def run_auto_attack(logits_fn, x, y, key, *, eps, norm: str = 'linf',
   common.check_bool(run_checks=run_checks, verbose=verbose)
   x = jnp.asarray(x)
   y = jnp.asarray(y)
-  common.check_call(x, y, bounds)
+  common.check_call(x, y, bounds, logits_fn)
   if version == 'rand':
     k_eval, key = jax.random.split(key)
     calls = iter(range(1 << 30))

@@ -37,6 +37,16 @@ EOT (``eot_iter``, AutoAttack's ``version='rand'``): against a randomised model
 per-example loss (independent draws); the loss and prediction used for the step-size control
 and success are those of the last draw, as in the official code.
 
+L1 (``norm='l1'``): l1-APGD of Croce & Hein ("Mind the box", ICCV 2021) as the official
+``autopgd_base.py``: sparse steps on the top ``topk`` fraction of ``|grad|`` with an
+adaptive sparsity, the exact projection onto the L1 ball ∩ box (equal to the official
+``L1_projection``), no momentum, its own step-size rule every ``max(floor(0.04 N), 1)``
+iterations (:func:`apgd_l1_run`) and optionally the ``use_largereps`` radius schedule
+(:func:`apgd_l1_largereps_run`). One deliberate difference: the new iterate is
+``x + (d_u + d_p)`` where the official code computes ``(x + d_u) + d_p``, whose rounding
+leaves residues ~1e-8 on coordinates the projection zeroes and which the official L0
+sparsity count then includes; here they are exactly 0.
+
 Cost: ``N + 1`` forward-backward passes per restart (and per target class for APGD-T).
 """
 from __future__ import annotations
@@ -219,9 +229,138 @@ def apgd_run(logits_fn, x, y, key, *, eps, p, num_steps, obj, success_fn, bounds
   return st['x_out'], st['s_out'], st['v_out']
 
 
+def _value_and_grad(logits_fn, obj, eot_iter, key):
+  """``(x, y, i) -> (f, logits, grad)``: deterministic, or EOT with the draws of step ``i``."""
+  if eot_iter is None:
+    vg0 = common.value_and_grad(logits_fn, obj)
+    return lambda xx, yy, i: vg0(xx, yy)
+  vge = _eot_value_and_grad(logits_fn, obj, eot_iter)
+  return lambda xx, yy, i: vge(xx, yy, jax.random.fold_in(key, i))
+
+
+def l1_topk_direction(g: jax.Array, topk: jax.Array) -> jax.Array:
+  """APGD-L1's sparse step direction (Croce & Hein, ICCV 2021, official code): the signs of
+  the coordinates with ``|g_i| >= q``, ``q`` the entry at index
+  ``clip(floor((1 - topk) n), 0, n - 1)`` of the ascending ``|g|`` (about the top
+  ``topk`` fraction), divided by their number: a step of unit L1 norm."""
+  b = g.shape[0]
+  a = jnp.abs(g.reshape((b, -1)))
+  n = a.shape[1]
+  idx = jnp.clip(jnp.floor((1.0 - topk) * n), 0, n - 1).astype(jnp.int32)
+  q = jnp.take_along_axis(jnp.sort(a, axis=-1), idx[:, None], axis=-1)
+  sg = jnp.sign(g.reshape((b, -1))) * (a >= q)
+  d = sg / (jnp.sum(jnp.abs(sg), axis=-1, keepdims=True) + 1e-10)
+  return d.reshape(g.shape).astype(g.dtype)
+
+
+def apgd_l1_run(logits_fn, x, y, key, *, eps, num_steps, obj, success_fn, bounds,
+                x_init=None, eot_iter=None):
+  """One run of l1-APGD (Croce & Hein, "Mind the box", ICCV 2021), as the official
+  ``autopgd_base.py`` with ``norm='L1'``:
+
+  * start: ``x^(0) = clip(x + t + P(t))``, ``t ~ N(0, I)``, ``P`` the exact projection of
+    :func:`common.project_l1` onto ``{||d||_1 <= eps} ∩ box`` (the official
+    ``L1_projection``); or ``x_init``;
+  * step: ``x^(k+1) = x + P(x^(k) + eta d_k - x)``, ``d_k`` of :func:`l1_topk_direction`
+    with the current sparsity ``topk`` (initially 0.2; ``L0(x_init - x) / (1.5 n)`` from
+    ``x_init``), initial ``eta = eps``, no momentum;
+  * every ``k = max(floor(0.04 N), 1)`` iterations: with ``s = L0(x_max - x)`` (``x_max``
+    the best-objective point) and ``s_old`` its value at the previous check (``n``, or
+    ``L0(x_init - x)``): ``topk = s / (1.5 n)``; where ``s / s_old < 0.95`` the step
+    returns to ``eps`` and the iterate and its gradient are reset to ``x_max``, elsewhere
+    the step is divided by 1.5; then ``eta`` is clipped to ``[eps / 10, eps]``.
+
+  Returns ``(x_out, success, objective_at_x_out, x_max)`` (``x_out`` as in :func:`apgd_run`).
+  """
+  b = x.shape[0]
+  lo, hi = bounds
+  eps_b = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (b,))
+  k_start, k_eot = jax.random.split(key)
+  vg = _value_and_grad(logits_fn, obj, eot_iter, k_eot)
+  proj = lambda z: x + common.project_l1(z - x, eps_b, lo - x, hi - x)
+  n = math.prod(x.shape[1:])
+  l0 = lambda d: common.norm(d, 'l0')
+  if x_init is None:
+    t = jax.random.normal(k_start, x.shape, x.dtype)
+    x0 = jnp.clip(x + common.project_l1(t, eps_b, lo - x, hi - x), lo, hi)
+    topk0 = jnp.full((b,), 0.2, x.dtype)
+    sp0 = jnp.full((b,), float(n), x.dtype)
+  else:
+    x0 = jnp.clip(jnp.asarray(x_init, x.dtype), lo, hi)
+    sp0 = l0(x0 - x)
+    topk0 = sp0 / n / 1.5
+  f0, logits0, g0 = vg(x0, y, 0)
+  s0 = success_fn(logits0)
+  every = max(int(0.04 * num_steps), 1)
+
+  state = dict(x_cur=x0, g=g0, eta=eps_b, topk=topk0, sp_old=sp0,
+               x_max=x0, f_max=f0, g_max=g0, x_out=x0, s_out=s0, v_out=f0)
+
+  def body(i, st):
+    xk = st['x_cur']
+    x_new = proj(xk + common._bcast(st['eta'], xk) * l1_topk_direction(st['g'], st['topk']))
+    f_new, logits, g_new = vg(x_new, y, i + 1)
+    s_new = success_fn(logits)
+    imp = common.better(s_new, f_new, st['s_out'], st['v_out'])
+    x_out = common.select(imp, x_new, st['x_out'])
+    v_out = jnp.where(imp, f_new, st['v_out'])
+    s_out = st['s_out'] | s_new
+    up = f_new > st['f_max']
+    x_max = common.select(up, x_new, st['x_max'])
+    g_max = common.select(up, g_new, st['g_max'])
+    f_max = jnp.where(up, f_new, st['f_max'])
+    at_ck = (i + 1) % every == 0
+    sp = l0(x_max - x)
+    red = at_ck & (sp / st['sp_old'] < 0.95)
+    eta = jnp.where(red, eps_b, st['eta'] / 1.5)
+    eta = jnp.where(at_ck, jnp.clip(eta, eps_b / 10.0, eps_b), st['eta'])
+    return dict(
+        x_cur=common.select(red, x_max, x_new), g=common.select(red, g_max, g_new),
+        eta=eta, topk=jnp.where(at_ck, sp / n / 1.5, st['topk']),
+        sp_old=jnp.where(at_ck, sp, st['sp_old']),
+        x_max=x_max, f_max=f_max, g_max=g_max, x_out=x_out, s_out=s_out, v_out=v_out)
+
+  # A loop, never unrolled: the projection's sort-based program is large, and the CPU
+  # unrolling of common.fori_loop would copy it N times (compile time grows with N).
+  st = lax.fori_loop(0, num_steps, body, state)
+  return st['x_out'], st['s_out'], st['v_out'], st['x_max']
+
+
+def largereps_iters(num_steps: int) -> list[int]:
+  """Iterations per radius of the official ``use_largereps`` schedule (3 eps, 2 eps, eps):
+  ``ceil(0.3 N), ceil(0.3 N)`` and the rest."""
+  a = math.ceil(0.3 * num_steps)
+  return [a, a, num_steps - 2 * a]
+
+
+def apgd_l1_largereps_run(logits_fn, x, y, key, *, eps, num_steps, obj, success_fn,
+                          bounds, eot_iter=None):
+  """The official ``decr_eps_pgd`` (``use_largereps``, AutoAttack's L1 'standard'): l1-APGD
+  at radii 3 eps, 2 eps, eps for :func:`largereps_iters` iterations, each stage started
+  from the previous stage's best-objective point projected onto the new ball. The first
+  start is the official one: ``v = x + t``, ``t ~ N(0, I)``, is projected as if it were a
+  perturbation, ``u = v + L1_projection(x, v, 3 eps)``, and ``u`` (now a small vector) is
+  used as a point and projected onto the 3 eps ball around ``x``. Success and ``x_out``
+  come from the last stage (radius eps) only."""
+  lo, hi = bounds
+  eps_b = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (x.shape[0],))
+  k0, k1 = jax.random.split(key)
+  v = x + jax.random.normal(k0, x.shape, x.dtype)
+  x_init = common.project_l1(v, 3.0 * eps_b, lo - x, hi - x)
+  for j, (mult, it) in enumerate(zip((3.0, 2.0, 1.0), largereps_iters(num_steps), strict=True)):
+    e = mult * eps_b
+    x_init = x + common.project_l1(x_init - x, e, lo - x, hi - x)
+    out = apgd_l1_run(logits_fn, x, y, jax.random.fold_in(k1, j), eps=e,
+                      num_steps=max(it, 0), obj=obj, success_fn=success_fn, bounds=bounds,
+                      x_init=x_init, eot_iter=eot_iter)
+    x_init = out[3]
+  return out
+
+
 def _check_apgd(eps, norm, num_steps, restarts, rho, alpha, bounds, schedule='official',
                 eot_iter=None):
-  bounds = common.check_common(eps=eps, norm_=norm, bounds=bounds, norms=('linf', 'l2'))
+  bounds = common.check_common(eps=eps, norm_=norm, bounds=bounds,
+                               norms=('linf', 'l2', 'l1'))
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
   restarts = _checks.check_int('restarts', restarts, minimum=1)
   _checks.check_float('rho', rho, minimum=0.0, maximum=1.0)
@@ -230,6 +369,25 @@ def _check_apgd(eps, norm, num_steps, restarts, rho, alpha, bounds, schedule='of
   if eot_iter is not None:
     _checks.check_int('eot_iter', eot_iter, minimum=1)
   return bounds, num_steps, restarts
+
+
+def _single_run(logits_fn, x, y, *, eps, norm, num_steps, obj, success_fn, bounds, rho,
+                alpha, schedule, eot_iter=None, use_largereps=False):
+  """``key -> (x_out, success, objective)`` of one APGD run for the norm."""
+  kw = dict(eps=eps, num_steps=num_steps, obj=obj, success_fn=success_fn, bounds=bounds,
+            eot_iter=eot_iter)
+  if norm == 'l1':
+    f = apgd_l1_largereps_run if use_largereps else apgd_l1_run
+    return lambda k: f(logits_fn, x, y, k, **kw)[:3]
+  return lambda k: apgd_run(logits_fn, x, y, k, p=norm, rho=rho, alpha=alpha,
+                            schedule=schedule, **kw)
+
+
+def _check_largereps(use_largereps, norm):
+  common.check_bool(use_largereps=use_largereps)
+  if use_largereps and norm != 'l1':
+    raise ValueError(f"use_largereps=True is the official L1 schedule; norm={norm!r} "
+                     "needs use_largereps=False.")
 
 
 def _restarts(run, key, restarts, b):
@@ -248,15 +406,17 @@ def _restarts(run, key, restarts, b):
 def apgd(*, eps, norm: str = 'linf', num_steps: int = 100, loss: str = 'ce',
          targeted: bool = False, restarts: int = 1, rho: float = 0.75, alpha: float = 0.75,
          bounds=(0.0, 1.0), schedule: str = 'official', eot_iter: int | None = None,
-         return_info: bool = False):
+         use_largereps: bool = False, return_info: bool = False):
   """APGD-CE / APGD-DLR (Croce & Hein, ICML 2020); see the module docstring for the exact
-  algorithm.
+  algorithm. ``norm='l1'`` is l1-APGD (Croce & Hein, "Mind the box", ICCV 2021;
+  :func:`apgd_l1_run`).
 
-  Guarantee: ``||x_adv - x||_p <= eps`` (p = linf or l2) and ``lo <= x_adv <= hi``.
+  Guarantee: ``||x_adv - x||_p <= eps`` (p = linf, l2 or l1) and ``lo <= x_adv <= hi``.
 
   Args:
     eps: radius (may be traced, so ``jax.vmap`` over eps works).
-    norm: 'linf' or 'l2'.
+    norm: 'linf', 'l2' or 'l1' (l1-APGD: sparse top-k steps, exact projection onto the L1
+      ball ∩ box, its own step-size rule; ``rho``, ``alpha`` and ``schedule`` are unused).
     num_steps: iterations N (static); N + 1 gradients per restart.
     loss: 'ce' (APGD-CE), 'dlr' (APGD-DLR, needs >= 3 classes) or 'cw' (margin).
     targeted: ``y`` are target labels; the objective is ``-CE(x, t)`` for 'ce' and the
@@ -272,26 +432,31 @@ def apgd(*, eps, norm: str = 'linf', num_steps: int = 100, loss: str = 'ce',
     eot_iter: None (deterministic ``logits_fn(x)``) or the number of EOT draws per gradient
       for a randomised ``logits_fn(x, key)`` (AutoAttack's 'rand' version uses 20); success
       and ``loss`` then refer to single draws of the model.
+    use_largereps: L1 only: the official ``use_largereps`` schedule (radii 3 eps, 2 eps,
+      eps; :func:`apgd_l1_largereps_run`), as AutoAttack's L1 'standard' version uses.
     return_info: return ``AttackOutput`` with ``success`` [B], ``loss`` [B] (objective at
-      x_adv) and ``gradients`` [B] (per restart ``N + 1``, times ``eot_iter``).
+      x_adv) and ``gradients`` [B] (per restart ``N + 1``, times ``eot_iter``; ``N + 3``
+      with ``use_largereps``).
   """
   bounds, num_steps, restarts = _check_apgd(eps, norm, num_steps, restarts, rho, alpha,
                                             bounds, schedule, eot_iter)
   _checks.check_choice('loss', loss, common.LOSSES)
   common.check_bool(targeted=targeted, return_info=return_info)
+  _check_largereps(use_largereps, norm)
   obj = common.objective(loss, targeted)
+  per_run = num_steps + (3 if use_largereps else 1)
 
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     succ = lambda logits: common.success(logits, y, targeted)
-    run = lambda k: apgd_run(logits_fn, x, y, k, eps=eps, p=norm, num_steps=num_steps,
-                             obj=obj, success_fn=succ, bounds=bounds, rho=rho, alpha=alpha,
-                             schedule=schedule, eot_iter=eot_iter)
+    run = _single_run(logits_fn, x, y, eps=eps, norm=norm, num_steps=num_steps, obj=obj,
+                      success_fn=succ, bounds=bounds, rho=rho, alpha=alpha,
+                      schedule=schedule, eot_iter=eot_iter, use_largereps=use_largereps)
     x_adv, s, v = _restarts(run, key, restarts, x.shape[0])
     if not return_info:
       return x_adv
     return AttackOutput(x_adv, {'success': s, 'loss': v, 'gradients': jnp.full(
-        (x.shape[0],), restarts * (num_steps + 1) * (eot_iter or 1), jnp.int32)})
+        (x.shape[0],), restarts * per_run * (eot_iter or 1), jnp.int32)})
   return attack
 
 
@@ -304,7 +469,8 @@ def top_other_classes(logits: jax.Array, y: jax.Array, k: int) -> jax.Array:
 
 def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes: int = 9,
            restarts: int = 1, rho: float = 0.75, alpha: float = 0.75, bounds=(0.0, 1.0),
-           first_target: int = 0, schedule: str = 'official', return_info: bool = False):
+           first_target: int = 0, schedule: str = 'official', use_largereps: bool = False,
+           return_info: bool = False):
   """APGD-T of AutoAttack (Croce & Hein, ICML 2020): APGD on the targeted DLR loss
   ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` for each of the ``num_target_classes``
   classes ranked highest (other than ``y``) at the clean input, ``restarts`` runs each.
@@ -317,8 +483,9 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
   ranks ``first_target .. first_target + num_target_classes - 1`` (a host driver runs one
   target at a time on the points still robust, as the official code does; see
   :func:`jaxsec.attacks.evasion.run_auto_attack`).
-  ``schedule``: as in :func:`apgd`.
-  Cost: ``num_target_classes * restarts * (num_steps + 1)`` gradients.
+  ``norm``, ``schedule``, ``use_largereps``: as in :func:`apgd` (``norm='l1'``: l1-APGD).
+  Cost: ``num_target_classes * restarts * (num_steps + 1)`` gradients (``+ 3`` with
+  ``use_largereps``).
   """
   bounds, num_steps, restarts = _check_apgd(eps, norm, num_steps, restarts, rho, alpha,
                                             bounds, schedule)
@@ -326,9 +493,11 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
                                          minimum=1)
   first_target = _checks.check_int('first_target', first_target, minimum=0)
   common.check_bool(return_info=return_info)
+  _check_largereps(use_largereps, norm)
+  per_run = num_steps + (3 if use_largereps else 1)
 
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     logits = common.as_multiclass(logits_fn(x))
     c = logits.shape[-1]
     if c < 4:
@@ -342,9 +511,9 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
     def per_target(j):
       t = targets[:, j]
       obj = lambda lg, yy: common.targeted_dlr_loss(lg, yy, t)
-      run = lambda k: apgd_run(logits_fn, x, y, k, eps=eps, p=norm, num_steps=num_steps,
-                               obj=obj, success_fn=succ, bounds=bounds, rho=rho,
-                               alpha=alpha, schedule=schedule)
+      run = _single_run(logits_fn, x, y, eps=eps, norm=norm, num_steps=num_steps, obj=obj,
+                        success_fn=succ, bounds=bounds, rho=rho, alpha=alpha,
+                        schedule=schedule, use_largereps=use_largereps)
       return _restarts(run, jax.random.fold_in(key, j), restarts, x.shape[0])
 
     x_b, s_b, v_b = per_target(0)
@@ -359,6 +528,6 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
     if not return_info:
       return x_b
     return AttackOutput(x_b, {'success': s_b, 'loss': v_b, 'gradients': jnp.full(
-        (x.shape[0],), num_target_classes * restarts * (num_steps + 1), jnp.int32),
+        (x.shape[0],), num_target_classes * restarts * per_run, jnp.int32),
                               'targets': targets})
   return attack

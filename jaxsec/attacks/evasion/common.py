@@ -359,13 +359,14 @@ def check_bool(**kw):
 
 
 def check_call(x, y, bounds, logits_fn=None):
-  """Call-time checks on the batch, shared by the attacks.
+  """Call-time checks on the batch, shared by every attack entry point that takes ``(x, y)``.
 
   Always: shapes and dtypes. On concrete (eager, non-traced) values only: ``x`` finite (no
-  NaN / inf) and inside ``bounds``, and, given ``logits_fn``, labels ``y`` in
-  ``[0, num_classes)`` of the model (a single-logit model has 2 classes; the number of
-  classes comes from ``jax.eval_shape``, no model evaluation). Under ``jit`` / ``vmap``
-  the value checks are skipped, so attacks still trace.
+  NaN / inf) and inside ``bounds`` (``None``: no box), and, given ``logits_fn`` (a model or
+  a score oracle), labels ``y`` in ``[0, num_classes)`` of the model (a single-logit model
+  has 2 classes; the number of classes comes from ``jax.eval_shape``, no model evaluation;
+  a function answering labels ``[B]`` gives no class count and is not used). Under ``jit`` /
+  ``vmap`` the value checks are skipped, so attacks still trace.
   """
   _checks.check_array('x', x, dtype_kind='f')
   if x.ndim < 1:
@@ -374,10 +375,12 @@ def check_call(x, y, bounds, logits_fn=None):
   if _checks.is_concrete(x):
     arr = np.asarray(x)            # one device-to-host copy for both value checks
     _checks.check_array('x', arr, finite=True)
-    _checks.check_in_bounds('x', arr, bounds, tol=1e-5)
+    if bounds is not None:
+      _checks.check_in_bounds('x', arr, bounds, tol=1e-5)
   if logits_fn is not None and _checks.is_concrete(y) and y.size:
     spec = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
-    _checks.check_labels('y', y, num_classes=max(int(spec.shape[-1]), 2))
+    if len(spec.shape) >= 2:
+      _checks.check_labels('y', y, num_classes=max(int(spec.shape[-1]), 2))
 
 
 def select(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:

@@ -177,7 +177,7 @@ def deepfool(*, norm: str = 'l2', num_classes: int = 10, overshoot=0.02,
 
   def attack(logits_fn, x, y, key=None):
     del key
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     if x.shape[0] == 0:   # empty batch: nothing to attack
       return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
     f = lambda v: common.as_multiclass(logits_fn(v))

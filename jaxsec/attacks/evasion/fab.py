@@ -299,7 +299,7 @@ def _check_fab(norm, eps, num_steps, restarts, alpha_max, eta, beta, bounds, ret
 def _fab(logits_fn, x, y, key, *, norm, eps, num_steps, restarts, num_target_classes,
          alpha_max, eta, beta, bounds, return_info, name, first_target=0):
   """The shared driver of :func:`fab` (num_target_classes None) and :func:`fab_t`."""
-  common.check_call(x, y, bounds)
+  common.check_call(x, y, bounds, logits_fn)
   if restarts > 1 and key is None:
     raise ValueError(f'{name} with restarts={restarts} needs a PRNG key (got key=None).')
   b = x.shape[0]

@@ -125,7 +125,7 @@ def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: st
   step_size = float(theta) * (hi - lo)
 
   def attack(logits_fn, x, y, key=None):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     b = x.shape[0]
     n = 1
     for s in x.shape[1:]:

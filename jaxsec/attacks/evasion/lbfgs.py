@@ -74,7 +74,7 @@ def lbfgs(*, targeted: bool = False, initial_const=1.0, num_search_steps: int = 
 
   def attack(logits_fn, x, y, key=None):
     del key
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     if x.shape[0] == 0:   # empty batch: nothing to attack
       return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
     b = x.shape[0]

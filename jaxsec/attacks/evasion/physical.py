@@ -224,7 +224,7 @@ def physical_transform(*, max_rotation=10.0, scale=(0.9, 1.1), max_translation=0
 def _as_attack(fit, apply, bounds, targeted, return_info):
   """Standard-signature attack: fit the patch on the batch, apply it to the same batch."""
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     k_fit, k_apply = jax.random.split(key)
     fitted = fit(logits_fn, x, y, k_fit)
     patch, finfo = fitted if return_info else (fitted, None)
@@ -440,8 +440,7 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
 
   def fit(logits_fn, x, y, key):
     _check_images('x', x)
-    _checks.check_labels('y', y, batch=x.shape[0])
-    _checks.check_in_bounds('x', x, bounds, tol=1e-5)
+    common.check_call(x, y, bounds, logits_fn)
     n, h, w, ch = x.shape
     s = side_of((h, w))
     mask = mask_of((h, w))
@@ -643,7 +642,7 @@ def rp2(*, mask, lam=0.01, norm: str = 'l2', num_steps: int = 300, learning_rate
     return total, nrm
 
   def _optimize(logits_fn, x, y, key, shared):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     mm = _mask_for(x)
     dshape = (1,) + x.shape[1:] if shared else x.shape
     delta0 = jnp.zeros(dshape, x.dtype)

@@ -58,7 +58,7 @@ def _fitted(fit, apply, bounds, return_info):
   the batch and applies it to the same batch."""
 
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds)
+    common.check_call(x, y, bounds, logits_fn)
     v, finfo = fit(logits_fn, x, key)
     x_adv = apply(x, v)
     if not return_info:
@@ -119,7 +119,7 @@ def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int
     return lax.map(fn, x, batch_size=min(eval_batch, max(x.shape[0], 1)))
 
   def fit(logits_fn, x, key):
-    _checks.check_array('x', x, dtype_kind='f')
+    _checks.check_array('x', x, dtype_kind='f', finite=True)
     _checks.check_in_bounds('x', x, bounds, tol=1e-5)
     f = lambda v: common.as_multiclass(logits_fn(v))
     n = x.shape[0]
@@ -209,7 +209,7 @@ def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
   apply = lambda x, v: jnp.clip(x + v[None], lo, hi)
 
   def fit(logits_fn, x, key):
-    _checks.check_array('x', x, dtype_kind='f')
+    _checks.check_array('x', x, dtype_kind='f', finite=True)
     _checks.check_in_bounds('x', x, bounds, tol=1e-5)
     f = lambda u: common.as_multiclass(logits_fn(u))
     n = x.shape[0]

@@ -208,7 +208,7 @@ def test_run_auto_attack_host_driver(digits_mlp):
 
 
 @pytest.mark.parametrize('factory,kw,name', [
-    (attacks.apgd, dict(eps=0.1, norm='l1'), 'norm'),
+    (attacks.apgd, dict(eps=0.1, norm='l0'), 'norm'),
     (attacks.apgd, dict(eps=0.1, rho=1.5), 'rho'),
     (attacks.apgd, dict(eps=0.1, alpha=0.0), 'alpha'),
     (attacks.apgd, dict(eps=0.1, loss='hinge'), 'loss'),
