@@ -17,8 +17,8 @@ class Progress:
   """Counts ``done`` of ``total`` units and logs rate and ETA at each :meth:`update`.
 
   >>> bar = Progress('main/table APGD-CE', total=4, unit='batch')
-  >>> for _ in range(4):
-  ...   bar.update()    # '[main/table APGD-CE] batch 1/4, 2.1 batch/s, ... ETA 1.4s'
+  >>> bar.update()
+  '[main/table APGD-CE] batch 1/4, ... batch/s, ...s elapsed, ETA ...s'
 
   ``start`` counts units already done before this run (a resumed loop): they are shown in
   ``done`` but not in the rate.
