@@ -6,7 +6,8 @@ transit -- homomorphic encryption and secret sharing.
   2017) and encrypted linear inference (the linear layer of CryptoNets, Gilad-Bachrach et
   al. 2016): :mod:`~jaxsec.crypto.paillier`.
 * Shamir ``t``-of-``n`` threshold sharing over ``GF(p)``, ``p < 2^31``, and the Shamir
-  secure sum: :mod:`~jaxsec.crypto.shamir`.
+  secure sum: :mod:`~jaxsec.crypto.shamir` (also of one element of ``GF(2^521 - 1)``,
+  :func:`~jaxsec.crypto.shamir.share_int`, the key sharing of secure aggregation).
 * Additive ``n``-of-``n`` sharing and the SPDZ-style (linear, passive) secure sum:
   :mod:`~jaxsec.crypto.additive`.
 * The fixed-point codec and the prime field under them: :mod:`~jaxsec.crypto.fixed_point`,

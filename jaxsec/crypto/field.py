@@ -110,3 +110,19 @@ def uniform(shape: Any, p: int,
     words = np.frombuffer(secrets.token_bytes(4 * (need + need // 2 + 8)), '<u4') & mask
     out = np.concatenate([out, words[words < p].astype(np.int64)])
   return out[:size].reshape(shape)
+
+
+def uniform_below(p: int, insecure_test_rng: np.random.Generator | None = None) -> int:
+  """One uniform integer in ``[0, p)`` for a big ``p`` (Python int): rejection sampling on
+  ``bit_length(p)`` random bits from ``secrets``, or from ``insecure_test_rng.bytes``
+  (tests only); exact uniformity, no modulo bias."""
+  rng = insecure_test_rng
+  check_rng(rng)
+  p = _checks.check_int('p', p, minimum=1)
+  nbits = p.bit_length()
+  nbytes = (nbits + 7) // 8
+  while True:
+    raw = secrets.token_bytes(nbytes) if rng is None else rng.bytes(nbytes)
+    v = int.from_bytes(raw, 'big') & ((1 << nbits) - 1)
+    if v < p:
+      return v

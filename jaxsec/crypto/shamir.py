@@ -52,11 +52,13 @@ from jaxsec import _checks
 from jaxsec.crypto import field
 from jaxsec.crypto import fixed_point
 
-__all__ = ['DEFAULT_PRIME', 'DEFAULT_SCALE_BITS', 'ShamirShare', 'share', 'reconstruct',
-           'add', 'mul_public', 'lagrange_coefficients', 'share_array', 'reconstruct_array',
-           'max_abs', 'secure_sum']
+__all__ = ['DEFAULT_PRIME', 'DEFAULT_SCALE_BITS', 'BIG_PRIME', 'ShamirShare', 'share',
+           'reconstruct', 'add', 'mul_public', 'lagrange_coefficients', 'share_array',
+           'reconstruct_array', 'max_abs', 'secure_sum', 'share_int', 'reconstruct_int']
 
 DEFAULT_PRIME = field.DEFAULT_PRIME
+#: the Mersenne prime 2^521 - 1: one field element holds a 256-bit key (secure aggregation)
+BIG_PRIME = 2 ** 521 - 1
 DEFAULT_SCALE_BITS = 16
 
 
@@ -145,13 +147,7 @@ def _check_shares(shares: Sequence[ShamirShare]) -> list[ShamirShare]:
   return shares
 
 
-def lagrange_coefficients(xs: Sequence[int], prime: int) -> list[int]:
-  """``lambda_j = prod_{m != j} x_m / (x_m - x_j)`` in ``GF(prime)``: ``f(0) = sum_j
-  lambda_j f(x_j)`` for every polynomial of degree below ``len(xs)``."""
-  p = field.check_prime(prime)
-  xs = [int(x) for x in xs]
-  if len(set(xs)) != len(xs) or any(not 0 < x < p for x in xs):
-    raise ValueError(f'xs={xs} must be distinct and in [1, prime).')
+def _lagrange(xs: list[int], p: int) -> list[int]:
   lams = []
   for j, xj in enumerate(xs):
     num, den = 1, 1
@@ -161,6 +157,20 @@ def lagrange_coefficients(xs: Sequence[int], prime: int) -> list[int]:
         den = den * (xm - xj) % p
     lams.append(num * pow(den, -1, p) % p)
   return lams
+
+
+def _check_points(xs: Sequence[int], p: int, name: str = 'xs') -> list[int]:
+  xs = [int(x) for x in xs]
+  if len(set(xs)) != len(xs) or any(not 0 < x < p for x in xs):
+    raise ValueError(f'{name}={xs} must be distinct and in [1, prime).')
+  return xs
+
+
+def lagrange_coefficients(xs: Sequence[int], prime: int) -> list[int]:
+  """``lambda_j = prod_{m != j} x_m / (x_m - x_j)`` in ``GF(prime)``: ``f(0) = sum_j
+  lambda_j f(x_j)`` for every polynomial of degree below ``len(xs)``."""
+  p = field.check_prime(prime)
+  return _lagrange(_check_points(xs, p), p)
 
 
 def reconstruct(shares: Sequence[ShamirShare]) -> np.ndarray:
@@ -307,3 +317,52 @@ def secure_sum(updates: Sequence[Any], *, threshold: int, num_parties: int,
       raise ValueError(f'client {ci}: {e}') from None
     totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh, strict=True)]
   return reconstruct_array([s for s in totals if s.x not in dropped])
+
+
+# ------------------------------------------------------- one big field element (keys)
+
+def _check_big_prime(prime: Any) -> int:
+  p = _checks.check_int('prime', prime, minimum=3)
+  if p != BIG_PRIME and p < field.MAX_PRIME:
+    field.check_prime(p)           # decidable here; larger primes are the caller's claim
+  return p
+
+
+def share_int(secret: int, *, threshold: int, num_shares: int, prime: int = BIG_PRIME,
+              insecure_test_rng: np.random.Generator | None = None
+              ) -> list[tuple[int, int]]:
+  """``t``-of-``n`` Shamir shares ``(x, f(x))``, ``x = 1..n``, of ONE element ``secret`` of
+  a large field ``GF(prime)`` (Python integers; default ``2^521 - 1``, so a 256-bit key is
+  one element): the sharing of secure aggregation's keys and seeds. Same scheme and
+  secrecy as :func:`share`; the ``t - 1`` coefficients come from ``secrets`` unless
+  ``insecure_test_rng`` (reproducible, NOT secret: tests only) is given.
+  """
+  p = _check_big_prime(prime)
+  t = _checks.check_int('threshold', threshold, minimum=1)
+  n = _checks.check_int('num_shares', num_shares, minimum=t)
+  field.check_rng(insecure_test_rng)
+  if isinstance(secret, bool) or not isinstance(secret, int) or not 0 <= secret < p:
+    raise ValueError(f'secret={secret!r} must be an int in [0, prime).')
+  if n >= p:
+    raise ValueError(f'num_shares={n} must be < prime.')
+  coeffs = [secret] + [field.uniform_below(p, insecure_test_rng) for _ in range(t - 1)]
+  shares = []
+  for x in range(1, n + 1):
+    y = 0
+    for c in reversed(coeffs):
+      y = (y * x + c) % p
+    shares.append((x, y))
+  return shares
+
+
+def reconstruct_int(shares: Sequence[tuple[int, int]], *, prime: int = BIG_PRIME) -> int:
+  """Lagrange interpolation at 0 of ``(x, y)`` shares from :func:`share_int` (all of those
+  given are used). With fewer than ``t`` shares the result is a field element unrelated to
+  the secret (Shamir cannot detect this)."""
+  p = _check_big_prime(prime)
+  shares = [(int(x), int(y)) for x, y in shares]
+  if not shares:
+    raise ValueError('shares is empty; need at least threshold shares.')
+  xs = _check_points([x for x, _ in shares], p, 'share x-coordinates')
+  lams = _lagrange(xs, p)
+  return sum(lam * (y % p) for lam, (_, y) in zip(lams, shares, strict=True)) % p

@@ -46,9 +46,9 @@ over the clients ``j`` that completed ShareKeys. The pairwise masks cancel in th
 
 **Dropout recovery.** In ShareKeys each client splits its mask private key and its
 self-mask seed ``b_i`` into ``t``-of-``n`` Shamir shares over the prime field
-``GF(2^521 - 1)`` (a Mersenne prime, so a 256-bit secret is one field element; implemented
-here, :func:`shamir_share` / :func:`shamir_reconstruct`) and sends one share of each,
-encrypted, to every other client. In Unmasking every responding survivor reveals its shares
+``GF(2^521 - 1)`` (a Mersenne prime, so a 256-bit secret is one field element; the sharing
+is :func:`jaxsec.crypto.shamir.share_int` / :func:`~jaxsec.crypto.shamir.reconstruct_int`)
+and sends one share of each, encrypted, to every other client. In Unmasking every responding survivor reveals its shares
 of the *mask keys of dropped clients* and of the *self-mask seeds of surviving clients*
 (never both for one client); the server reconstructs them, recomputes the dropped clients'
 pairwise masks with the survivors, removes them and the self-masks, and obtains the exact
@@ -65,7 +65,7 @@ seed recomputes every key), so it must never be used for real data.
   :func:`share_keys` (client) -> :func:`route_shares` (server) -> :func:`masked_input`
   (client) -> :func:`unmask_response` (client) -> :func:`unmask` (server).
 * Pieces: :func:`encode` / :func:`decode`, :func:`prg`, :func:`key_agreement`,
-  :func:`shamir_share` / :func:`shamir_reconstruct`, :func:`additive_shares` /
+  :func:`additive_shares` /
   :func:`reconstruct_additive`.
 """
 from __future__ import annotations
@@ -86,16 +86,17 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from jaxsec import _checks
 from jaxsec.crypto import field
+from jaxsec.crypto import shamir
 
 __all__ = [
     'PRIME', 'DEFAULT_MODULUS_BITS', 'DEFAULT_SCALE_BITS', 'encode', 'decode', 'prg',
-    'key_agreement', 'shamir_share', 'shamir_reconstruct', 'additive_shares',
+    'key_agreement', 'additive_shares',
     'reconstruct_additive', 'KeyAdvertisement', 'Roster', 'ClientState', 'UnmaskResponse',
     'advertise_keys', 'make_roster', 'share_keys', 'route_shares', 'masked_input',
     'unmask_response', 'unmask', 'secure_sum',
 ]
 
-PRIME = 2 ** 521 - 1          # Mersenne prime: Shamir field for 256-bit secrets.
+PRIME = shamir.BIG_PRIME      # Mersenne prime 2^521 - 1: Shamir field for 256-bit secrets.
 DEFAULT_MODULUS_BITS = 64     # k: arithmetic modulo 2^k.
 DEFAULT_SCALE_BITS = 24       # s: fixed-point resolution 2^-s.
 _SECRET_BYTES = 32
@@ -124,15 +125,6 @@ def _random_bytes(n: int, rng: np.random.Generator | None) -> bytes:
 def _random_words(n: int, k: int, rng) -> np.ndarray:
   """``n`` uniform values modulo ``2^k`` as uint64."""
   return np.frombuffer(_random_bytes(8 * n, rng), '<u8').astype(np.uint64) & _low_bits(k)
-
-
-def _random_below(p: int, rng) -> int:
-  """Uniform integer in [0, p) by rejection sampling."""
-  nbits = p.bit_length()
-  while True:
-    v = int.from_bytes(_random_bytes((nbits + 7) // 8, rng), 'big') & ((1 << nbits) - 1)
-    if v < p:
-      return v
 
 
 def _check_residues(name: str, v: Any, k: int) -> np.ndarray:
@@ -256,52 +248,6 @@ def _pair_info(purpose: bytes, run_id: bytes, i: int, j: int) -> bytes:
 
 
 # ----------------------------------------------------------------------- secret sharing
-
-def shamir_share(secret: int, *, threshold: int, num_shares: int, insecure_test_rng=None,
-                 prime: int = PRIME) -> list[tuple[int, int]]:
-  """``t``-of-``n`` Shamir shares ``(x, f(x))``, ``x = 1..n``, of ``secret`` in GF(prime).
-
-  ``f`` is a uniformly random polynomial of degree ``t - 1`` with ``f(0) = secret``: any
-  ``t`` shares determine it, any ``t - 1`` are independent of the secret. The coefficients
-  come from ``secrets`` unless ``insecure_test_rng`` (not secret; tests only) is given.
-  """
-  rng = insecure_test_rng
-  t = _checks.check_int('threshold', threshold, minimum=1)
-  n = _checks.check_int('num_shares', num_shares, minimum=t)
-  field.check_rng(rng)
-  if isinstance(secret, bool) or not isinstance(secret, int) or not 0 <= secret < prime:
-    raise ValueError(f'secret={secret!r} must be an int in [0, prime).')
-  if n >= prime:
-    raise ValueError(f'num_shares={n} must be < prime.')
-  coeffs = [secret] + [_random_below(prime, rng) for _ in range(t - 1)]
-  shares = []
-  for x in range(1, n + 1):
-    y = 0
-    for c in reversed(coeffs):
-      y = (y * x + c) % prime
-    shares.append((x, y))
-  return shares
-
-
-def shamir_reconstruct(shares: Iterable[tuple[int, int]], *, prime: int = PRIME) -> int:
-  """Lagrange interpolation at 0. With fewer than ``t`` shares the result is a field element
-  unrelated to the secret (Shamir cannot detect this)."""
-  shares = [(int(x), int(y)) for x, y in shares]
-  if not shares:
-    raise ValueError('shares is empty; need at least threshold shares.')
-  xs = [x for x, _ in shares]
-  if len(set(xs)) != len(xs) or any(not 0 < x < prime for x in xs):
-    raise ValueError(f'share x-coordinates {xs} must be distinct and in [1, prime).')
-  secret = 0
-  for j, (xj, yj) in enumerate(shares):
-    num, den = 1, 1
-    for m, xm in enumerate(xs):
-      if m != j:
-        num = num * xm % prime
-        den = den * (xm - xj) % prime
-    secret = (secret + yj * num * pow(den, -1, prime)) % prime
-  return secret
-
 
 def additive_shares(x: Any, num_shares: int, *,
                     insecure_test_rng: np.random.Generator | None = None,
@@ -495,10 +441,10 @@ def share_keys(state: ClientState, roster: Roster, *, insecure_test_rng=None
          'and nonce)')
   n, t = len(roster.client_ids), roster.threshold
   b = _random_bytes(_SECRET_BYTES, rng)
-  sk_shares = shamir_share(int.from_bytes(state.mask_private_key, 'big'), threshold=t,
-                           num_shares=n, insecure_test_rng=rng)
-  b_shares = shamir_share(int.from_bytes(b, 'big'), threshold=t, num_shares=n,
-                          insecure_test_rng=rng)
+  sk_shares = shamir.share_int(int.from_bytes(state.mask_private_key, 'big'), threshold=t,
+                               num_shares=n, insecure_test_rng=rng)
+  b_shares = shamir.share_int(int.from_bytes(b, 'big'), threshold=t, num_shares=n,
+                              insecure_test_rng=rng)
   out = {}
   for v, peer in enumerate(roster.client_ids):
     if v == me:
@@ -605,7 +551,7 @@ def unmask_response(state: ClientState, roster: Roster,
 def _reconstruct_secret(what: str, shares: list[tuple[int, int]], t: int) -> bytes:
   if len(shares) < t:
     raise ValueError(f'only {len(shares)} shares of {what}; threshold={t} are needed.')
-  value = shamir_reconstruct(shares[:t])
+  value = shamir.reconstruct_int(shares[:t])
   if value >= 2 ** (8 * _SECRET_BYTES):
     raise ValueError(f'the shares of {what} are inconsistent (the reconstruction is not a '
                      f'{8 * _SECRET_BYTES}-bit value).')

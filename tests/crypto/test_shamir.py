@@ -141,3 +141,26 @@ def test_is_prime_matches_trial_division():
   assert [n for n in range(3000) if field.is_prime(n)] == [n for n in range(3000) if slow(n)]
   assert field.is_prime(2 ** 31 - 1) and not field.is_prime(2 ** 31 + 1)
   assert not any(field.is_prime(c) for c in (561, 1105, 1729, 41041, 3215031751))
+
+
+def test_share_int_any_t_shares_reconstruct_t_minus_1_do_not():
+  """Big-field sharing of one element (secure aggregation's 256-bit keys, GF(2^521 - 1))."""
+  rng = np.random.default_rng(1)
+  secret = int.from_bytes(rng.bytes(32), 'big')
+  shares = shamir.share_int(secret, threshold=3, num_shares=5, insecure_test_rng=rng)
+  assert all(0 <= y < shamir.BIG_PRIME for _, y in shares)
+  for subset in itertools.combinations(shares, 3):
+    assert shamir.reconstruct_int(subset) == secret
+  assert shamir.reconstruct_int(shares) == secret
+  for subset in itertools.combinations(shares, 2):
+    assert shamir.reconstruct_int(subset) != secret
+  with pytest.raises(ValueError, match='distinct'):
+    shamir.reconstruct_int([shares[0], shares[0]])
+  with pytest.raises(ValueError, match='num_shares=2 must be >= 3'):
+    shamir.share_int(secret, threshold=3, num_shares=2)
+  with pytest.raises(ValueError, match='secret=-1'):
+    shamir.share_int(-1, threshold=2, num_shares=3)
+  with pytest.raises(ValueError, match='prime=15 is not prime'):
+    shamir.share_int(3, threshold=2, num_shares=3, prime=15)
+  with pytest.raises(ValueError, match='insecure_test_rng=1'):
+    shamir.share_int(3, threshold=2, num_shares=3, insecure_test_rng=1)

@@ -61,19 +61,28 @@ def test_x25519_shared_secrets_agree():
   assert sa.key_agreement(a.channel_private_key, ad_b.channel_public_key, info=b'pair') != ab
 
 
-def test_shamir_any_t_shares_reconstruct_t_minus_1_do_not():
-  rng = np.random.default_rng(1)
-  secret = int.from_bytes(rng.bytes(32), 'big')
-  shares = sa.shamir_share(secret, threshold=3, num_shares=5, insecure_test_rng=rng)
-  for subset in itertools.combinations(shares, 3):
-    assert sa.shamir_reconstruct(subset) == secret
-  assert sa.shamir_reconstruct(shares) == secret
-  for subset in itertools.combinations(shares, 2):
-    assert sa.shamir_reconstruct(subset) != secret
-  with pytest.raises(ValueError, match='distinct'):
-    sa.shamir_reconstruct([shares[0], shares[0]])
-  with pytest.raises(ValueError, match='num_shares=2 must be >= 3'):
-    sa.shamir_share(secret, threshold=3, num_shares=2)
+def test_secure_aggregation_takes_its_shamir_sharing_from_crypto(monkeypatch):
+  """One home (issue 13): the protocol's t-of-n sharing of the mask keys and self-mask
+  seeds is jaxsec.crypto.shamir's; secure_aggregation has no sharing code of its own."""
+  from jaxsec.crypto import shamir  # pylint: disable=g-import-not-at-top
+  calls = {'share': 0, 'reconstruct': 0}
+  share, rec = shamir.share_int, shamir.reconstruct_int
+
+  def counted_share(*a, **k):
+    calls['share'] += 1
+    return share(*a, **k)
+
+  def counted_rec(*a, **k):
+    calls['reconstruct'] += 1
+    return rec(*a, **k)
+  monkeypatch.setattr(shamir, 'share_int', counted_share)
+  monkeypatch.setattr(shamir, 'reconstruct_int', counted_rec)
+  ups = {c: np.full(3, float(c)) for c in range(4)}
+  out = sa.secure_sum(ups, threshold=2, dropped=[3], insecure_test_seed=0)
+  np.testing.assert_allclose(out, np.full(3, 0.0 + 1 + 2))
+  assert calls['share'] == 2 * 4 and calls['reconstruct'] == 3 + 1
+  for name in ('shamir_share', 'shamir_reconstruct', '_random_below'):
+    assert not hasattr(sa, name), name
 
 
 def test_additive_shares():
