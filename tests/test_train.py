@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,7 +63,8 @@ def test_fit_many_equals_separate_fits():
   for i in range(M):
     one = train.fit(m.apply, jax.tree.map(lambda a, i=i: a[i], ps), x, y, indices=idx[i],
                     key=keys[i], **kw)
-    assert _max_diff(jax.tree.map(lambda a, i=i: a[i], many.params), one.params) < 1e-5
+    chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], many.params), one.params,
+                                atol=1e-5, rtol=0)
   logits = train.predict_logits_many(m.apply, many.params, x[:10])
   assert logits.shape == (M, 10, 10)
 
@@ -99,7 +101,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
     if d.isdigit() and int(d) > 2:
       shutil.rmtree(os.path.join(ckpt, d))
   resumed = train.fit(m.apply, p, x, y, num_epochs=4, checkpoint_dir=ckpt, **kw)
-  assert _max_diff(full.params, resumed.params) == 0.0
+  chex.assert_trees_all_equal(full.params, resumed.params)
   np.testing.assert_allclose(full.history['loss'], resumed.history['loss'], rtol=1e-6)
 
 
@@ -145,7 +147,7 @@ def test_scan_and_host_loops_agree():
   kw = dict(optimizer=optax.adam(1e-3), batch_size=64, num_epochs=2, key=jax.random.key(4))
   a = train.fit(m.apply, p, x, y, loop='scan', **kw)
   b = train.fit(m.apply, p, x, y, loop='host', **kw)
-  assert _max_diff(a.params, b.params) < 1e-5
+  chex.assert_trees_all_close(a.params, b.params, atol=1e-5, rtol=0)
   with pytest.raises(ValueError, match="loop='gpu'"):
     train.fit(m.apply, p, x, y, loop='gpu', **kw)
 
