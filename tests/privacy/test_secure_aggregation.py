@@ -1,7 +1,5 @@
 """Secure aggregation (Bonawitz et al. 2017): exact sums with dropouts, uniform-looking masked
 inputs, Shamir thresholds, the fixed-point codec, X25519 agreement, additive sharing."""
-import itertools
-
 import numpy as np
 import pytest
 
