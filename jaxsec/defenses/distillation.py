@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
 from jaxsec import _checks
 from jaxsec import losses as losses_lib

@@ -1,9 +1,7 @@
 """One-step and iterative gradient-sign attacks: FGSM / FGM, BIM (I-FGSM), MI-FGSM."""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxsec import _checks
 from jaxsec.attacks.base import AttackOutput

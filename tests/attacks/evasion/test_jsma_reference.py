@@ -22,7 +22,6 @@ Two places where the reference is not copied verbatim, both documented in ``jsma
 """
 import numpy as np
 import pytest
-import jax
 import jax.numpy as jnp
 
 from jaxsec.attacks.evasion.jsma import jsma
