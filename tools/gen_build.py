@@ -72,11 +72,11 @@ def imports(path: str, files: set[str]) -> list[str]:
   return sorted(f for f in found if f is not None)
 
 
-def dependency_graph() -> dict[str, list[str]]:
+def dependency_graph(modules: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
   """Maps each repository .py file to the repository files it imports."""
-  paths = [p for top in TOPS for p in _modules(top)]
-  files = set(paths)
-  return {p: imports(p, files) for p in paths}
+  modules = modules or {top: _modules(top) for top in TOPS}
+  files = {p for top in TOPS for p in modules[top]}
+  return {p: imports(p, files) for p in files}
 
 
 def _deps(deps: list[str]) -> str:
@@ -86,18 +86,19 @@ def _deps(deps: list[str]) -> str:
 
 
 def render() -> str:
-  graph = dependency_graph()
+  modules = {top: _modules(top) for top in TOPS}   # one listing: files may appear meanwhile
+  graph = dependency_graph(modules)
   lines = [HEADER]
-  lib = _modules('jaxsec')
+  lib = modules['jaxsec']
   for p in lib:
     lines.append(f'py_library(\n    name = "{_target(p)}",\n    srcs = ["{p}"],\n'
                  f'    srcs_version = "PY3",\n{_deps(graph[p])})\n')
   lines.append('py_library(\n    name = "jaxsec",\n    srcs_version = "PY3",\n' + _deps(lib) + ')\n')
   for top in ('experiments', 'launch', 'tools'):
-    for p in _modules(top):
+    for p in modules[top]:
       lines.append(f'py_library(\n    name = "{_target(p)}",\n    srcs = ["{p}"],\n'
                    f'    srcs_version = "PY3",\n{_deps(graph[p])})\n')
-  for p in _modules('tests'):
+  for p in modules['tests']:
     if os.path.basename(p).startswith('test_'):
       lines.append(f'py_test(\n    name = "{_target(p)}",\n    srcs = ["{p}"],\n'
                    f'    main = "{p}",\n    python_version = "PY3",\n{_deps(graph[p])})\n')
