@@ -28,7 +28,7 @@ def _default(c: ml_collections.ConfigDict) -> None:
   c.learning_rate = 4.0
   c.momentum = 0.9
   c.l2_norm_clip = 0.1
-  c.method = 'vmap'                 # or 'ghost'
+  c.method = 'auto'                 # ghost where eligible, else vmap; or 'vmap' | 'ghost'
   c.microbatch_size = 0             # 0 = whole batch at once
   c.train_subset = 0
   c.test_subset = 0

@@ -100,7 +100,7 @@ class StepMetrics(NamedTuple):
 
 
 def make_step(loss_fn: Callable[..., jax.Array], optimizer: optax.GradientTransformation, *,
-              noise_multiplier: float, normalizer: float, method: str = 'vmap',
+              noise_multiplier: float, normalizer: float, method: str = 'auto',
               microbatch_size: int | None = None,
               adaptive_clipping: AdaptiveClipping | None = None,
               clip_fn: Callable | None = None, mesh: Any = None):
@@ -235,7 +235,7 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
           optimizer: optax.GradientTransformation, sampler: sampling_lib._Sampler,
           key: jax.Array | None, l2_norm_clip: float, delta: float,
           noise_multiplier: float | None = None, target_epsilon: float | None = None,
-          accountant: str | None = None, method: str = 'vmap',
+          accountant: str | None = None, method: str = 'auto',
           microbatch_size: int | None = None,
           adaptive_clipping: AdaptiveClipping | None = None,
           steps_per_call: int = 50, callback: Callable[[int, Any, dict], None] | None = None,

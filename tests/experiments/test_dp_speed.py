@@ -12,8 +12,9 @@ def test_smoke_run_writes_json(tmp_path):
   with open(os.path.join(tmp_path, 'dp_speed.json')) as fh:
     saved = json.load(fh)
   j = saved['jaxsec']
-  for k in ('nonprivate_s', 'vmap_s', 'ghost_s'):
+  for k in ('nonprivate_s', 'vmap_s', 'ghost_s', 'default_s'):
     assert j[k] > 0
+  assert j['default_method'] == 'ghost'      # the CNN is ghost-eligible: the default
   assert j['ghost_ratio'] == j['ghost_s'] / j['nonprivate_s']
   t = saved['torch']
   # Opacus either ran (time recorded) or its failure was recorded, never silently skipped

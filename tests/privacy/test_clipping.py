@@ -197,3 +197,61 @@ def test_ghost_refuses_tied_weights():
   # under microbatching and jit too
   with pytest.raises(ValueError, match='enc/kernel'):
     jax.jit(clipping.clipped_grad(lf, 1.0, method='ghost', microbatch_size=2))(params, x, y)
+
+
+class _WideMlp(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3, name='head')(jnp.tanh(nn.Dense(48, name='hidden')(x)))
+
+
+def _shapes_in_jaxpr(fn, *args):
+  shapes = set()
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      for v in eqn.outvars:
+        shapes.add(tuple(getattr(v.aval, 'shape', ())))
+      for p in eqn.params.values():
+        for sub in (p if isinstance(p, (tuple, list)) else (p,)):
+          inner = getattr(sub, 'jaxpr', None)
+          if inner is not None:
+            walk(getattr(inner, 'jaxpr', inner))
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return shapes
+
+
+def test_default_method_routes_eligible_models_to_ghost_and_stays_exact():
+  """clipped_grad's default ('auto'): a flax Dense / Conv model goes to ghost clipping
+  (no [B, in, out] per-example kernel gradient is ever formed, which is what made the vmap
+  default slower than Opacus hooks on the dp_speed CNN); the clipped sum and norms equal
+  the per-example (vmap) path. Ineligible losses (weight decay in the loss, non-flax
+  params) fall back to vmap, exactly."""
+  params, x, y, lf = _setup(_WideMlp(), (40,), n=6)
+  mask = jnp.array([1, 1, 0, 1, 1, 1], jnp.float32)
+  c = 0.3
+  default = clipping.clipped_grad(lf, c)
+  per_example_kernel = (6, 40, 48)
+  assert per_example_kernel in _shapes_in_jaxpr(
+      lambda p: clipping.clipped_grad(lf, c, method='vmap')(p, x, y, mask=mask), params)
+  assert per_example_kernel not in _shapes_in_jaxpr(
+      lambda p: default(p, x, y, mask=mask), params)
+  assert clipping.auto_method(lf, params, x, y) == 'ghost'
+  g_auto, i_auto = jax.jit(default)(params, x, y, mask=mask)
+  g_vmap, i_vmap = clipping.clipped_grad(lf, c, method='vmap')(params, x, y, mask=mask)
+  assert _maxdiff(g_auto, g_vmap) < 1e-5
+  np.testing.assert_allclose(i_auto.norms, i_vmap.norms, rtol=1e-5, atol=1e-6)
+  # conv models are eligible too (ghost == vmap there: test_ghost_* above)
+  cparams, cx, cy, clf = _setup(_ConvNet(), (9, 9, 2), n=4)
+  assert clipping.auto_method(clf, cparams, cx, cy) == 'ghost'
+  # ineligible: weight decay inside the loss -> vmap, bit for bit
+  decayed = lambda p, xx, yy: lf(p, xx, yy) + 1e-2 * jnp.sum(p['params']['head']['kernel'] ** 2)
+  assert clipping.auto_method(decayed, params, x, y) == 'vmap'
+  a = clipping.clipped_grad(decayed, c)(params, x, y, mask=mask)[0]
+  b = clipping.clipped_grad(decayed, c, method='vmap')(params, x, y, mask=mask)[0]
+  jax.tree.map(lambda u, v: np.testing.assert_array_equal(np.asarray(u), np.asarray(v)), a, b)
+  # non-flax loss -> vmap
+  lin = lambda w, xx, yy: (xx @ w - yy) ** 2
+  assert clipping.auto_method(lin, jnp.ones(40), x, y.astype(jnp.float32)) == 'vmap'
+  with pytest.raises(ValueError, match="method='fast'"):
+    clipping.clipped_grad(lf, c, method='fast')
