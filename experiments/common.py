@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import ast
+import json
 import math
 import os
 import tempfile
 import time
 from typing import Any, Iterable
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -139,3 +141,83 @@ def checkpoint_dir(cfg: ml_collections.ConfigDict, given: str | None, name: str,
 def subdir(root: str | None, name: str) -> str | None:
   """``root/name``, or None when ``root`` is None (no checkpointing)."""
   return None if root is None else os.path.join(root, name)
+
+
+class Stages:
+  """Results of a study's finished stages, checkpointed through orbax so that a run cut off
+  resumes stage by stage.
+
+  Stage ``name`` lives in ``<directory>/<name>/`` as an ``orbax.checkpoint.CheckpointManager``
+  (one step per :meth:`put`, the latest kept) with two items: ``value`` (JSON, or a dict of
+  arrays with ``arrays=True``) and ``config`` (the JSON config the stage was computed
+  under). Orbax writes a step atomically (a temporary directory renamed when complete), so a
+  crash never leaves a half-written stage. A stage saved under another config is ignored
+  (recomputed and overwritten). ``directory=None`` keeps results in memory only.
+  """
+
+  def __init__(self, directory: str | None, config: dict | ml_collections.ConfigDict,
+               label: str = 'stages'):
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    self._ocp = ocp
+    self.dir = None if directory is None else os.path.abspath(directory)
+    cfg = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+    self.config = json.loads(json.dumps(cfg, default=str))
+    self.label = label
+    self.memory = {}
+
+  def _manager(self, name):
+    ocp = self._ocp
+    return ocp.CheckpointManager(os.path.join(self.dir, name), item_names=('value', 'config'),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=1))
+
+  def get(self, name: str, *, arrays: bool = False) -> Any:
+    """The saved value of stage ``name`` under this config, else None."""
+    if name in self.memory or self.dir is None or not os.path.isdir(
+        os.path.join(self.dir, name)):
+      return self.memory.get(name)
+    ocp = self._ocp
+    with self._manager(name) as mngr:
+      step = mngr.latest_step()
+      if step is None:
+        return None
+      saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+      if saved['config'] != self.config:
+        logging.info('[%s] %s: saved under another config, recomputing', self.label, name)
+        return None
+      restore = ocp.args.StandardRestore() if arrays else ocp.args.JsonRestore()
+      value = mngr.restore(step, args=ocp.args.Composite(value=restore))['value']
+    logging.info('[%s] %s: restored from %s', self.label, name, self.dir)
+    self.memory[name] = value
+    return value
+
+  def put(self, name: str, value: Any, *, arrays: bool = False) -> None:
+    """Saves stage ``name`` (a JSON-able value, or a dict of arrays with ``arrays=True``)."""
+    self.memory[name] = value
+    if self.dir is None:
+      return
+    ocp = self._ocp
+    with self._manager(name) as mngr:
+      step = (mngr.latest_step() or 0) + 1
+      save = (ocp.args.StandardSave({k: np.asarray(v) for k, v in value.items()}) if arrays
+              else ocp.args.JsonSave(json.loads(json.dumps(value, default=_json_default))))
+      mngr.save(step, args=ocp.args.Composite(value=save,
+                                              config=ocp.args.JsonSave(self.config)))
+      mngr.wait_until_finished()
+
+  def cached(self, name: str, fn, *, arrays: bool = False) -> Any:
+    """``get(name)``, or ``fn()`` put under ``name`` (timed in the log)."""
+    value = self.get(name, arrays=arrays)
+    if value is None:
+      t = time.time()
+      value = fn()
+      self.put(name, value, arrays=arrays)
+      logging.info('[%s] %s: %.0fs', self.label, name, time.time() - t)
+    return value
+
+
+def _json_default(o):
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  if isinstance(o, np.generic):
+    return o.item()
+  return str(o)

@@ -29,14 +29,13 @@ with ``jaxsec.train.fit``, then reproduces in shape, on Fashion-MNIST:
   queries) and under APGD-CE at the same eps on the same ``square.examples`` images, and
   Square's query counts.
 
-Every attack runs jitted in fixed-size batches (the last one padded). Results go to
-``<workdir>/evasion_suite.json``; a run that is cut off resumes from the training
-checkpoint and from the stages already finished (``--config.ckpt_dir``).
+Every attack runs jitted in fixed-size batches (``jaxsec.evaluate``; the last one padded).
+Results go to ``<workdir>/evasion_suite.json``; a run that is cut off resumes from the
+training checkpoint and from the stages already finished (orbax, ``common.Stages`` under
+``--config.ckpt_dir``/stages; a stage of another config is recomputed).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 
@@ -197,28 +196,6 @@ def square_vs_apgd(logits_fn, x, y, key, *, bounds, eps, num_queries, p_init, ap
   }
 
 
-class _Stages:
-  """Results of finished stages, saved after each one so that a cut-off run resumes."""
-
-  def __init__(self, ckpt_dir, cfg):
-    self.path = None if ckpt_dir is None else os.path.join(ckpt_dir, 'stages.json')
-    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
-    self.tag = digest.hexdigest()
-    self.done = {}
-    if self.path and os.path.exists(self.path):
-      saved = jio.read_json(self.path)
-      if saved.get('tag') == self.tag:
-        self.done = saved['stages']
-
-  def get(self, name):
-    return self.done.get(name)
-
-  def put(self, name, value):
-    self.done[name] = value
-    if self.path:
-      jio.write_json_atomic(self.path, {'tag': self.tag, 'stages': self.done})
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -227,7 +204,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   ckpt_dir = exp_common.checkpoint_dir(cfg, ckpt_dir, NAME)  # default: cfg.ckpt_dir
   os.makedirs(workdir, exist_ok=True)
   bounds = tuple(cfg.bounds)
-  stages = _Stages(ckpt_dir, cfg)
+  stages = exp_common.Stages(exp_common.subdir(ckpt_dir, 'stages'), cfg, NAME)
   key = jax.random.key(cfg.seed)
   k_init, k_train, k_sel, k_tgt = jax.random.split(key, 4)
   ds = data.info(cfg.dataset)

@@ -13,13 +13,13 @@ pool where every example is IN for exactly half of them (``data.balanced_members
 in ONE ``train.fit_many`` program. Shokri's ``shokri_num_shadow`` shadow models train on
 disjoint partitions of the rest of the training split (each with a disjoint held-out half).
 LiRA here is augmentation-free (one query per example; the models train without
-augmentation). Every stage is cached under ``--config.cache_dir`` (default ``workdir/cache``, git-
-ignored) so a run cut off resumes where it stopped.
+augmentation). Every stage is checkpointed through orbax (``common.Stages``) under
+``--config.cache_dir`` (default ``workdir/cache``, git-ignored) so a run cut off resumes
+where it stopped; a stage saved under another config (attack-only settings aside) is
+recomputed.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 
@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import common as exp_common
 from jaxsec import data
 from jaxsec import evaluate
 from jaxsec import io as jio
@@ -41,33 +42,10 @@ from jaxsec.attacks import privacy as priv
 NAME = 'privacy_membership'
 
 
-class _Cache:
-  """npz files keyed by a hash of the config: a cut-off run resumes stage by stage."""
-
-  # Settings of the attacks only (not of any trained model) stay out of the digest.
-  ATTACK_ONLY = ('shokri_attack_epochs', 'shokri_hidden', 'shokri_transform', 'shokri_order',
-                 'fprs')
-
-  def __init__(self, cache_dir, cfg):
-    d = {k: v for k, v in cfg.to_dict().items() if k not in self.ATTACK_ONLY}
-    digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()
-                          ).hexdigest()[:10]
-    self.dir = os.path.join(cache_dir, NAME, digest)
-    os.makedirs(self.dir, exist_ok=True)
-
-  def get(self, name, fn):
-    path = os.path.join(self.dir, name + '.npz')
-    if os.path.exists(path):
-      with np.load(path) as f:
-        print(f'[{NAME}] {name}: cached', flush=True)
-        return dict(f)
-    t = time.time()
-    out = fn()
-    tmp = path + '.tmp.npz'
-    np.savez(tmp, **out)
-    os.replace(tmp, path)
-    print(f'[{NAME}] {name}: {time.time() - t:.0f}s', flush=True)
-    return out
+# Settings of the attacks only (not of any trained model): a change of them reuses the
+# cached stages.
+ATTACK_ONLY = ('shokri_attack_epochs', 'shokri_hidden', 'shokri_transform', 'shokri_order',
+               'fprs')
 
 
 def _roc_points(scores, labels, num=60):
@@ -82,7 +60,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = No
   """Runs every stage (cached under ``cache_dir``, default ``<workdir>/.cache``)."""
   os.makedirs(workdir, exist_ok=True)
   cache_dir = cache_dir or cfg.get('cache_dir')
-  cache = _Cache(cache_dir or os.path.join(workdir, '.cache'), cfg)
+  cache = exp_common.Stages(
+      os.path.join(cache_dir or os.path.join(workdir, '.cache'), NAME),
+      {k: v for k, v in cfg.to_dict().items() if k not in ATTACK_ONLY}, NAME)
   t_start = time.time()
   key = jax.random.key(cfg.seed)
   (k_part, k_target_split, k_target, k_shadow_mem, k_shadow, k_shokri_part, k_shokri,
@@ -122,7 +102,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = No
         scores, (x, y), batch_size=1000, key=k_noise, pad=False, jit=False,
         progress=f'{NAME}/label-only')
     return out
-  tgt = cache.get('target', train_target)
+  tgt = cache.cached('target', train_target, arrays=True)
   logits = tgt['logits']
   train_acc = float(np.mean(np.argmax(logits[target_in], -1) == y[target_in]))
   test_acc = float(np.mean(np.argmax(tgt['test_logits'], -1) == y_test))
@@ -141,7 +121,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = No
     return {'phi': priv.shadow_confidences(lg, y),
             'train_acc': np.mean(np.argmax(lg, -1) == y[None], axis=1),
             'seconds': np.asarray(sec)}
-  sh = cache.get('lira_shadows', train_lira_shadows)
+  sh = cache.cached('lira_shadows', train_lira_shadows, arrays=True)
 
   # 3. Shokri shadow models on disjoint partitions of the rest of the training split.
   x_sh, y_sh = x_all[shokri_idx], y_all[shokri_idx]
@@ -152,7 +132,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = No
     r = priv.train_shadow_models(model.apply, init_fn, x_sh, y_sh, sh_in, key=k_shokri,
                                  progress=True, label='shokri-shadows', **fit_kw)
     return {'logits': train.predict_logits_many(model.apply, r.params, x_sh)}
-  shk = cache.get('shokri_shadows', train_shokri_shadows)
+  shk = cache.cached('shokri_shadows', train_shokri_shadows, arrays=True)
   rec_logits, rec_y, rec_member = priv.shokri_records(shk['logits'], y_sh, sh_in, sh_out)
   shokri_attacks = {
       order: priv.fit_shokri_attack(
@@ -260,7 +240,7 @@ def _overfitting_sweep(cfg, model, init_fn, x_all, y_all, x_test, y_test, shokri
     test_full = train.predict_logits_many(model.apply, r.params, x_test)
     return {'tr_logits': tr_logits, 'te_logits': te_logits, 'ev': ev,
             'test_acc': np.mean(np.argmax(test_full, -1) == y_test[None], 1)}
-  sw = cache.get('sweep', train_sweep)
+  sw = cache.cached('sweep', train_sweep, arrays=True)
   out = []
   for m, s in enumerate(sizes):
     tl = jnp.asarray(sw['tr_logits'][m, :s])

@@ -22,8 +22,18 @@ def test_smoke(tmp_path):
   assert os.path.exists(os.path.join(tmp_path, 'privacy_membership_roc.png'))
   md = exp.render_markdown(r)
   assert 'LiRA online' in md and '| 128 |' in md
-  # Every stage is cached for resuming.
-  cached = os.listdir(os.path.join(tmp_path, '.cache', 'privacy_membership'))
-  assert len(cached) == 1
-  names = sorted(os.listdir(os.path.join(tmp_path, '.cache', 'privacy_membership', cached[0])))
-  assert names == ['lira_shadows.npz', 'shokri_shadows.npz', 'sweep.npz', 'target.npz']
+  # Every stage is checkpointed (orbax) for resuming ...
+  names = sorted(os.listdir(os.path.join(tmp_path, '.cache', 'privacy_membership')))
+  assert names == ['lira_shadows', 'shokri_shadows', 'sweep', 'target']
+  # ... and a second run restores all four and reproduces the results.
+  calls = []
+  orig = exp.exp_common.Stages.put
+  exp.exp_common.Stages.put = lambda self, name, *a, **k: (calls.append(name),
+                                                             orig(self, name, *a, **k))
+  try:
+    r2 = exp.run(exp_config.get_config('smoke'), str(tmp_path))
+  finally:
+    exp.exp_common.Stages.put = orig
+  assert calls == []
+  for name, a in saved['attacks'].items():
+    assert r2['attacks'][name]['auc'] == a['auc'], name
