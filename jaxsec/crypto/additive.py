@@ -29,7 +29,8 @@ between clients and parties must be encrypted and authenticated (not simulated h
 **Encoding** is the centred fixed-point code of :mod:`~jaxsec.crypto.fixed_point` modulo
 ``p``, with the same range as :mod:`~jaxsec.crypto.shamir`: ``|x| <= ((p - 1) / 2 //
 num_summands) / 2^s``, checked (``ValueError`` naming the value).
-(:func:`jaxsec.privacy.secure_aggregation.additive_shares` is the modulo-``2^k`` variant.)
+The same sharing over the ring ``Z / 2^k`` (``uint64`` words, the arithmetic of
+:mod:`jaxsec.privacy.secure_aggregation`): :func:`share_mod2k` / :func:`reconstruct_mod2k`.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ from jaxsec.crypto import field
 from jaxsec.crypto import fixed_point
 
 __all__ = ['DEFAULT_PRIME', 'DEFAULT_SCALE_BITS', 'AdditiveShare', 'share', 'reconstruct',
-           'add', 'share_array', 'reconstruct_array', 'secure_sum']
+           'add', 'share_array', 'reconstruct_array', 'secure_sum', 'share_mod2k',
+           'reconstruct_mod2k']
 
 DEFAULT_PRIME = field.DEFAULT_PRIME
 DEFAULT_SCALE_BITS = 16
@@ -170,3 +172,44 @@ def secure_sum(updates: Sequence[Any], *, num_parties: int = 2,
       raise ValueError(f'client {ci}: {e}') from None
     totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh, strict=True)]
   return reconstruct_array(totals)
+
+
+# -------------------------------------------------------------------- modulo 2^k
+
+def share_mod2k(x: Any, num_shares: int, *, modulus_bits: int = 64,
+                insecure_test_rng: np.random.Generator | None = None) -> list[np.ndarray]:
+  """``n``-of-``n`` additive secret sharing modulo ``2^k``: ``num_shares`` ``uint64``
+  arrays, each uniform on its own (any ``n - 1`` of them are independent of ``x``),
+  summing to ``x`` modulo ``2^k``.
+
+  Args:
+    x: integers in ``[0, 2^k)`` (e.g. from ``secure_aggregation.encode``).
+    num_shares: n >= 2 (2-of-2 for two non-colluding servers).
+    modulus_bits: k, ``2 <= k <= 64``.
+    insecure_test_rng: ``None`` (OS CSPRNG) or a ``numpy.random.Generator`` (reproducible,
+      not secret: tests only).
+  """
+  rng = insecure_test_rng
+  k = field.check_modulus_bits(modulus_bits)
+  n = _checks.check_int('num_shares', num_shares, minimum=2)
+  field.check_rng(rng)
+  xu = field.check_residues_mod2k('x', x, k)
+  shares = [field.uniform_mod2k(xu.size, k, rng).reshape(xu.shape) for _ in range(n - 1)]
+  last = xu.copy()
+  for s in shares:
+    last = np.subtract(last, s)
+  return shares + [last & field.low_bits(k)]
+
+
+def reconstruct_mod2k(shares: Sequence[Any], *, modulus_bits: int = 64) -> np.ndarray:
+  """Sum of all additive shares modulo ``2^k`` (``uint64``)."""
+  k = field.check_modulus_bits(modulus_bits)
+  if len(shares) < 1:
+    raise ValueError('shares is empty.')
+  arrs = [field.check_residues_mod2k(f'shares[{i}]', s, k) for i, s in enumerate(shares)]
+  if len({a.shape for a in arrs}) != 1:
+    raise ValueError(f'shares have different shapes {[a.shape for a in arrs]}.')
+  total = np.zeros(arrs[0].shape, np.uint64)
+  for a in arrs:
+    total = np.add(total, a)
+  return total & field.low_bits(k)

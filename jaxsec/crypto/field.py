@@ -126,3 +126,44 @@ def uniform_below(p: int, insecure_test_rng: np.random.Generator | None = None) 
     v = int.from_bytes(raw, 'big') & ((1 << nbits) - 1)
     if v < p:
       return v
+
+
+# ------------------------------------------------ the ring Z / 2^k (secure aggregation)
+
+def check_modulus_bits(modulus_bits: Any) -> int:
+  """``k`` of the ring ``Z / 2^k`` held in ``uint64``: ``2 <= k <= 64``."""
+  return _checks.check_int('modulus_bits', modulus_bits, minimum=2, maximum=64)
+
+
+def low_bits(k: int) -> np.uint64:
+  """The mask ``2^k - 1`` that reduces a ``uint64`` (wrapped modulo ``2^64``) mod ``2^k``."""
+  return np.uint64((1 << k) - 1)
+
+
+def random_bytes(n: int, insecure_test_rng: np.random.Generator | None = None) -> bytes:
+  """``n`` bytes from ``secrets`` (the OS CSPRNG) or from ``insecure_test_rng`` (tests)."""
+  check_rng(insecure_test_rng)
+  return (secrets.token_bytes(n) if insecure_test_rng is None
+          else insecure_test_rng.bytes(n))
+
+
+def uniform_mod2k(n: int, k: int,
+                  insecure_test_rng: np.random.Generator | None = None) -> np.ndarray:
+  """``n`` uniform values modulo ``2^k`` as ``uint64`` (low ``k`` bits of random words)."""
+  words = np.frombuffer(random_bytes(8 * n, insecure_test_rng), '<u8').astype(np.uint64)
+  return words & low_bits(k)
+
+
+def check_residues_mod2k(name: str, v: Any, k: int) -> np.ndarray:
+  """An integer array with values in ``[0, 2^k)``, returned as ``uint64`` (never reduced
+  silently)."""
+  arr = np.asarray(v)
+  if arr.dtype.kind not in 'iu':
+    raise ValueError(f'{name} has dtype {arr.dtype}; expected integers in [0, 2^{k}) '
+                     f'(use encode() for real values).')
+  if arr.size:
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= 2 ** k:
+      raise ValueError(f'{name} has values in [{lo}, {hi}]; expected integers in '
+                       f'[0, 2^{k}) for modulus_bits={k}.')
+  return arr.astype(np.uint64)

@@ -13,8 +13,8 @@
 * Secure mode: DP noise and sampling keyed from the OS CSPRNG: :func:`secure_key`.
 * PATE (2017, 2018): :mod:`pate`.
 * DP-FedAvg hooks and user-level accounting: :mod:`fedavg`.
-* Secure aggregation with pairwise masks (Bonawitz 2017) and additive secret sharing:
-  :mod:`secure_aggregation`, :func:`secure_sum`.
+* Secure aggregation with pairwise masks (Bonawitz 2017): :mod:`secure_aggregation`,
+  :func:`secure_sum` (its secret sharing is :mod:`jaxsec.crypto`'s).
 * Auditing (Jagielski 2020, Nasr 2021, Steinke 2023): :mod:`audit`.
 """
 from jaxsec.privacy import accounting
@@ -46,8 +46,6 @@ from jaxsec.privacy.perturbation import snapping_laplace
 from jaxsec.privacy.sampling import FixedSizeSampler
 from jaxsec.privacy.sampling import PoissonSampler
 from jaxsec.privacy.sampling import ShuffleSampler
-from jaxsec.privacy.secure_aggregation import additive_shares
-from jaxsec.privacy.secure_aggregation import reconstruct_additive
 from jaxsec.privacy.secure_aggregation import secure_sum
 
 __all__ = [
@@ -58,5 +56,5 @@ __all__ = [
     'dpsgd_step', 'dpsgd_train', 'secure_key', 'DPFedAvgAccount', 'add_gaussian_noise',
     'snapping_epsilon',
     'snapping_laplace', 'FixedSizeSampler', 'PoissonSampler', 'ShuffleSampler',
-    'additive_shares', 'reconstruct_additive', 'secure_sum',
+    'secure_sum',
 ]

@@ -64,15 +64,15 @@ seed recomputes every key), so it must never be used for real data.
 * Rounds: :func:`advertise_keys` (client) -> :func:`make_roster` (server) ->
   :func:`share_keys` (client) -> :func:`route_shares` (server) -> :func:`masked_input`
   (client) -> :func:`unmask_response` (client) -> :func:`unmask` (server).
-* Pieces: :func:`encode` / :func:`decode`, :func:`prg`, :func:`key_agreement`,
-  :func:`additive_shares` /
-  :func:`reconstruct_additive`.
+* Pieces: :func:`encode` / :func:`decode`, :func:`prg`, :func:`key_agreement`; the secret
+  sharing is :mod:`jaxsec.crypto` (:func:`~jaxsec.crypto.shamir.share_int`, and
+  :func:`~jaxsec.crypto.additive.share_mod2k` for additive sharing modulo ``2^k``).
 """
 from __future__ import annotations
 
 import dataclasses
 import secrets
-from typing import Any, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Hashable, Iterable, Mapping
 
 import jax
 import numpy as np
@@ -90,8 +90,7 @@ from jaxsec.crypto import shamir
 
 __all__ = [
     'PRIME', 'DEFAULT_MODULUS_BITS', 'DEFAULT_SCALE_BITS', 'encode', 'decode', 'prg',
-    'key_agreement', 'additive_shares',
-    'reconstruct_additive', 'KeyAdvertisement', 'Roster', 'ClientState', 'UnmaskResponse',
+    'key_agreement', 'KeyAdvertisement', 'Roster', 'ClientState', 'UnmaskResponse',
     'advertise_keys', 'make_roster', 'share_keys', 'route_shares', 'masked_input',
     'unmask_response', 'unmask', 'secure_sum',
 ]
@@ -106,39 +105,8 @@ _FIELD_BYTES = (PRIME.bit_length() + 7) // 8
 
 # ------------------------------------------------------------------- checks, randomness
 
-def _check_modulus_bits(modulus_bits: Any) -> int:
-  return _checks.check_int('modulus_bits', modulus_bits, minimum=2, maximum=64)
-
-
 def _check_scale_bits(scale_bits: Any, modulus_bits: int) -> int:
   return _checks.check_int('scale_bits', scale_bits, minimum=0, maximum=modulus_bits - 2)
-
-
-def _low_bits(k: int) -> np.uint64:
-  return np.uint64((1 << k) - 1)
-
-
-def _random_bytes(n: int, rng: np.random.Generator | None) -> bytes:
-  return secrets.token_bytes(n) if rng is None else rng.bytes(n)
-
-
-def _random_words(n: int, k: int, rng) -> np.ndarray:
-  """``n`` uniform values modulo ``2^k`` as uint64."""
-  return np.frombuffer(_random_bytes(8 * n, rng), '<u8').astype(np.uint64) & _low_bits(k)
-
-
-def _check_residues(name: str, v: Any, k: int) -> np.ndarray:
-  """An integer array with values in [0, 2^k), returned as uint64 (no wrapping)."""
-  arr = np.asarray(v)
-  if arr.dtype.kind not in 'iu':
-    raise ValueError(f'{name} has dtype {arr.dtype}; expected integers in [0, 2^{k}) '
-                     f'(use encode() for real values).')
-  if arr.size:
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= 2 ** k:
-      raise ValueError(f'{name} has values in [{lo}, {hi}]; expected integers in '
-                       f'[0, 2^{k}) for modulus_bits={k}.')
-  return arr.astype(np.uint64)
 
 
 # --------------------------------------------------------------------- fixed-point codec
@@ -157,7 +125,7 @@ def encode(x: Any, *, scale_bits: int = DEFAULT_SCALE_BITS,
   Returns:
     uint64 array of x's shape, values in ``[0, 2^k)``.
   """
-  k = _check_modulus_bits(modulus_bits)
+  k = field.check_modulus_bits(modulus_bits)
   s = _check_scale_bits(scale_bits, k)
   n = _checks.check_int('num_summands', num_summands, minimum=1)
   arr = np.asarray(x)
@@ -171,7 +139,7 @@ def encode(x: Any, *, scale_bits: int = DEFAULT_SCALE_BITS,
             f'x contains {worst if worst == int(arr.max()) else -worst}, which overflows the '
             f'fixed-point range: with scale_bits={s}, modulus_bits={k} and num_summands={n}, '
             f'|x| must be < 2^({k}-1-{s}) / {n} = {2.0 ** (k - 1 - s) / n:.6g}.')
-    return (arr.astype(np.int64) * np.int64(2 ** s)).astype(np.uint64) & _low_bits(k)
+    return (arr.astype(np.int64) * np.int64(2 ** s)).astype(np.uint64) & field.low_bits(k)
   arr = arr.astype(np.float64)
   if not np.all(np.isfinite(arr)):
     bad = np.argwhere(~np.isfinite(arr))[0]
@@ -185,7 +153,7 @@ def encode(x: Any, *, scale_bits: int = DEFAULT_SCALE_BITS,
         f'x contains {float(worst)!r}, which overflows the fixed-point range: with scale_bits={s}, '
         f'modulus_bits={k} and num_summands={n}, |x| must be < 2^({k}-1-{s}) / {n} = '
         f'{limit / 2.0 ** s:.6g}. Raise modulus_bits or lower scale_bits.')
-  return v.astype(np.int64).astype(np.uint64) & _low_bits(k)
+  return v.astype(np.int64).astype(np.uint64) & field.low_bits(k)
 
 
 def decode(v: Any, *, scale_bits: int = DEFAULT_SCALE_BITS,
@@ -194,9 +162,9 @@ def decode(v: Any, *, scale_bits: int = DEFAULT_SCALE_BITS,
 
   The result is float64, so integers beyond ``2^53`` (values beyond ``2^(53-s)``) are
   rounded to float64 precision."""
-  k = _check_modulus_bits(modulus_bits)
+  k = field.check_modulus_bits(modulus_bits)
   s = _check_scale_bits(scale_bits, k)
-  u = _check_residues('v', v, k)
+  u = field.check_residues_mod2k('v', v, k)
   signed = u.astype(np.int64)        # k = 64: the two's complement reinterpretation
   if k < 64:
     signed = np.where(signed >= 2 ** (k - 1), signed - 2 ** k, signed)
@@ -207,18 +175,18 @@ def decode(v: Any, *, scale_bits: int = DEFAULT_SCALE_BITS,
 
 def prg(seed: bytes, length: int, *, modulus_bits: int = DEFAULT_MODULUS_BITS) -> np.ndarray:
   """Expands a 32-byte seed into ``length`` values modulo ``2^k`` with AES-256-CTR."""
-  k = _check_modulus_bits(modulus_bits)
+  k = field.check_modulus_bits(modulus_bits)
   n = _checks.check_int('length', length, minimum=0)
   if not isinstance(seed, bytes) or len(seed) != _SECRET_BYTES:
     raise ValueError(f'seed must be {_SECRET_BYTES} bytes, got {type(seed).__name__} of '
                      f'length {len(seed) if isinstance(seed, bytes) else "?"}.')
   enc = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
   stream = enc.update(bytes(8 * n)) + enc.finalize()
-  return np.frombuffer(stream, '<u8').astype(np.uint64) & _low_bits(k)
+  return np.frombuffer(stream, '<u8').astype(np.uint64) & field.low_bits(k)
 
 
 def _new_private_key(rng) -> bytes:
-  return _random_bytes(_SECRET_BYTES, rng)
+  return field.random_bytes(_SECRET_BYTES, rng)
 
 
 def _public_key(private_key: bytes) -> bytes:
@@ -248,45 +216,6 @@ def _pair_info(purpose: bytes, run_id: bytes, i: int, j: int) -> bytes:
 
 
 # ----------------------------------------------------------------------- secret sharing
-
-def additive_shares(x: Any, num_shares: int, *,
-                    insecure_test_rng: np.random.Generator | None = None,
-                    modulus_bits: int = DEFAULT_MODULUS_BITS) -> list[np.ndarray]:
-  """``n``-of-``n`` additive secret sharing modulo ``2^k``: ``num_shares`` uint64 arrays,
-  each uniform on its own (any ``n - 1`` of them are independent of ``x``), summing to ``x``.
-
-  Args:
-    x: integers in ``[0, 2^k)`` (e.g. from :func:`encode`).
-    num_shares: n >= 2 (2-of-2 for two non-colluding servers).
-    insecure_test_rng: ``None`` (OS CSPRNG) or a ``numpy.random.Generator`` (reproducible,
-      not secret: tests only).
-  """
-  rng = insecure_test_rng
-  k = _check_modulus_bits(modulus_bits)
-  n = _checks.check_int('num_shares', num_shares, minimum=2)
-  field.check_rng(rng)
-  xu = _check_residues('x', x, k)
-  shares = [_random_words(xu.size, k, rng).reshape(xu.shape) for _ in range(n - 1)]
-  last = xu.copy()
-  for s in shares:
-    last = np.subtract(last, s)
-  return shares + [last & _low_bits(k)]
-
-
-def reconstruct_additive(shares: Sequence[Any], *,
-                         modulus_bits: int = DEFAULT_MODULUS_BITS) -> np.ndarray:
-  """Sum of all additive shares modulo ``2^k`` (uint64)."""
-  k = _check_modulus_bits(modulus_bits)
-  if len(shares) < 1:
-    raise ValueError('shares is empty.')
-  arrs = [_check_residues(f'shares[{i}]', s, k) for i, s in enumerate(shares)]
-  if len({a.shape for a in arrs}) != 1:
-    raise ValueError(f'shares have different shapes {[a.shape for a in arrs]}.')
-  total = np.zeros(arrs[0].shape, np.uint64)
-  for a in arrs:
-    total = np.add(total, a)
-  return total & _low_bits(k)
-
 
 # ------------------------------------------------------------------- protocol messages
 
@@ -371,7 +300,7 @@ def make_roster(advertisements: Iterable[KeyAdvertisement], *, threshold: int,
   that also corrupts clients needs ``threshold`` above the number of corrupted parties;
   Bonawitz et al. suggest ``threshold > n / 2`` at least.
   """
-  k = _check_modulus_bits(modulus_bits)
+  k = field.check_modulus_bits(modulus_bits)
   if run_id is None:
     run_id = secrets.token_bytes(_RUN_ID_BYTES)
   elif not isinstance(run_id, bytes) or len(run_id) != _RUN_ID_BYTES:
@@ -440,7 +369,7 @@ def share_keys(state: ClientState, roster: Roster, *, insecure_test_rng=None
   _spend(state, 'share_keys', 'already ran share_keys (a second run would reuse a GCM key '
          'and nonce)')
   n, t = len(roster.client_ids), roster.threshold
-  b = _random_bytes(_SECRET_BYTES, rng)
+  b = field.random_bytes(_SECRET_BYTES, rng)
   sk_shares = shamir.share_int(int.from_bytes(state.mask_private_key, 'big'), threshold=t,
                                num_shares=n, insecure_test_rng=rng)
   b_shares = shamir.share_int(int.from_bytes(b, 'big'), threshold=t, num_shares=n,
@@ -486,7 +415,7 @@ def masked_input(state: ClientState, roster: Roster, inbox: Mapping[Hashable, by
     raise ValueError(f'client {state.client_id!r} has not run share_keys.')
   _check_run(state, roster, 'masked_input')
   k = roster.modulus_bits
-  xu = _check_residues('x', x, k)
+  xu = field.check_residues_mod2k('x', x, k)
   if xu.ndim != 1:
     raise ValueError(f'x has shape {xu.shape}; expected a 1-D encoded vector.')
   me = roster.index(state.client_id)
@@ -513,7 +442,7 @@ def masked_input(state: ClientState, roster: Roster, inbox: Mapping[Hashable, by
                          info=_pair_info(b'pairwise-mask', roster.run_id, me, j))
     mask = prg(seed, xu.size, modulus_bits=k)
     y = np.add(y, mask) if j > me else np.subtract(y, mask)
-  return dataclasses.replace(state, received=received), y & _low_bits(k)
+  return dataclasses.replace(state, received=received), y & field.low_bits(k)
 
 
 def unmask_response(state: ClientState, roster: Roster,
@@ -579,7 +508,7 @@ def unmask(roster: Roster, shared: Iterable[Hashable], masked_inputs: Mapping[Ha
     raise ValueError(f'{len(survivors)} of {len(shared)} clients sent a masked input; '
                      f'dropout recovery needs at least threshold={t} survivors '
                      f'(at most {len(shared) - t} may drop).')
-  ys = {u: _check_residues(f'masked_inputs[{u!r}]', y, k) for u, y in masked_inputs.items()}
+  ys = {u: field.check_residues_mod2k(f'masked_inputs[{u!r}]', y, k) for u, y in masked_inputs.items()}
   lengths = {y.shape for y in ys.values()}
   if len(lengths) != 1 or len(next(iter(lengths))) != 1:
     raise ValueError(f'masked inputs must be 1-D of one length; got shapes {sorted(lengths)}.')
@@ -621,7 +550,7 @@ def unmask(roster: Roster, shared: Iterable[Hashable], masked_inputs: Mapping[Ha
       mask = prg(seed, length, modulus_bits=k)
       # Survivor v added +mask if i > j (u comes after v), else -mask: undo it.
       total = np.subtract(total, mask) if i > j else np.add(total, mask)
-  return total & _low_bits(k)
+  return total & field.low_bits(k)
 
 
 # -------------------------------------------------------------------------- high level
@@ -655,7 +584,7 @@ def secure_sum(updates_by_client: Mapping[Hashable, Any], *, threshold: int,
   if not isinstance(updates_by_client, Mapping) or len(updates_by_client) < 2:
     raise ValueError('updates_by_client must be a mapping of at least 2 client ids to '
                      'pytrees.')
-  k = _check_modulus_bits(modulus_bits)
+  k = field.check_modulus_bits(modulus_bits)
   s = _check_scale_bits(scale_bits, k)
   n = len(updates_by_client)
   t = _checks.check_int('threshold', threshold, minimum=2, maximum=n)

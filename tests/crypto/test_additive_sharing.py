@@ -68,3 +68,21 @@ def test_numpy_randomness_only_under_the_insecure_test_name():
     additive.share(np.array([1]), num_shares=2, rng=np.random.default_rng(0))
   with pytest.raises(ValueError, match=r'insecure_test_rng=0 .*NOT secret'):
     additive.share(np.array([1]), num_shares=2, insecure_test_rng=0)
+
+
+def test_share_mod2k_n_of_n_over_the_ring_of_secure_aggregation():
+  from jaxsec.privacy import secure_aggregation as sa  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  x = sa.encode(np.linspace(-3, 3, 50), scale_bits=16, modulus_bits=32)
+  for n in (2, 5):
+    shares = additive.share_mod2k(x, n, insecure_test_rng=rng, modulus_bits=32)
+    assert len(shares) == n and all(np.any(s != x) for s in shares)
+    assert all(s.dtype == np.uint64 and int(s.max()) < 2 ** 32 for s in shares)
+    np.testing.assert_array_equal(additive.reconstruct_mod2k(shares, modulus_bits=32), x)
+    assert not np.array_equal(additive.reconstruct_mod2k(shares[1:], modulus_bits=32), x)
+  with pytest.raises(ValueError, match='float64.*encode'):
+    additive.share_mod2k(np.ones(3), 2, insecure_test_rng=rng)
+  with pytest.raises(ValueError, match='num_shares=1'):
+    additive.share_mod2k(x, 1, insecure_test_rng=rng)
+  with pytest.raises(ValueError, match='modulus_bits=65'):
+    additive.share_mod2k(x, 2, modulus_bits=65)

@@ -61,7 +61,8 @@ def test_x25519_shared_secrets_agree():
 
 def test_secure_aggregation_takes_its_shamir_sharing_from_crypto(monkeypatch):
   """One home (issue 13): the protocol's t-of-n sharing of the mask keys and self-mask
-  seeds is jaxsec.crypto.shamir's; secure_aggregation has no sharing code of its own."""
+  seeds is jaxsec.crypto.shamir's; secure_aggregation has no sharing code of its own (the
+  modulo-2^k additive sharing is crypto.additive.share_mod2k)."""
   from jaxsec.crypto import shamir  # pylint: disable=g-import-not-at-top
   calls = {'share': 0, 'reconstruct': 0}
   share, rec = shamir.share_int, shamir.reconstruct_int
@@ -79,22 +80,9 @@ def test_secure_aggregation_takes_its_shamir_sharing_from_crypto(monkeypatch):
   out = sa.secure_sum(ups, threshold=2, dropped=[3], insecure_test_seed=0)
   np.testing.assert_allclose(out, np.full(3, 0.0 + 1 + 2))
   assert calls['share'] == 2 * 4 and calls['reconstruct'] == 3 + 1
-  for name in ('shamir_share', 'shamir_reconstruct', '_random_below'):
+  for name in ('shamir_share', 'shamir_reconstruct', '_random_below', 'additive_shares',
+               'reconstruct_additive', '_random_words', '_check_residues'):
     assert not hasattr(sa, name), name
-
-
-def test_additive_shares():
-  rng = np.random.default_rng(2)
-  x = sa.encode(np.linspace(-3, 3, 50), scale_bits=16, modulus_bits=32)
-  for n in (2, 5):
-    shares = sa.additive_shares(x, n, insecure_test_rng=rng, modulus_bits=32)
-    assert len(shares) == n and all(np.any(s != x) for s in shares)
-    np.testing.assert_array_equal(sa.reconstruct_additive(shares, modulus_bits=32), x)
-    assert not np.array_equal(sa.reconstruct_additive(shares[1:], modulus_bits=32), x)
-  with pytest.raises(ValueError, match='float64.*encode'):
-    sa.additive_shares(np.ones(3), 2, insecure_test_rng=rng)
-  with pytest.raises(ValueError, match='num_shares=1'):
-    sa.additive_shares(x, 1, insecure_test_rng=rng)
 
 
 def test_secure_sum_equals_plain_sum():
