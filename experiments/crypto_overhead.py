@@ -34,9 +34,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from experiments import common
 from jaxsec import data
+from jaxsec import federated
 from jaxsec import io as jio
 from jaxsec.crypto import additive
 from jaxsec.crypto import paillier
@@ -82,35 +84,9 @@ def _logits(params, x):
   return x @ params['w'] + params['b']
 
 
-def _loss(params, x, y, mask):
-  z = _logits(params, x)
-  per = jnp.logaddexp(0.0, z) - y * z
-  return jnp.sum(per * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def _make_local_update(steps, lr):
-  grad = jax.grad(_loss)
-
-  @jax.jit
-  def local_update(params, xs, ys, masks):
-    def one(x, y, m):
-      p = jax.lax.fori_loop(0, steps, lambda _, p: jax.tree_util.tree_map(
-          lambda a, g: a - lr * g, p, grad(p, x, y, m)), params)
-      return jax.tree_util.tree_map(lambda a, b: a - b, p, params)
-    return jax.vmap(one)(xs, ys, masks)
-  return local_update
-
-
-def _shards(x, y, num_clients, rng):
-  perm = rng.permutation(len(y))
-  parts = np.array_split(perm, num_clients)
-  size = max(len(p) for p in parts)
-  xs = np.zeros((num_clients, size, x.shape[1]), np.float32)
-  ys = np.zeros((num_clients, size), np.float32)
-  ms = np.zeros((num_clients, size), np.float32)
-  for i, p in enumerate(parts):
-    xs[i, :len(p)], ys[i, :len(p)], ms[i, :len(p)] = x[p], y[p], 1.0
-  return jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(ms)
+def _logistic_loss(z, y):
+  """Per-example binary logistic loss of the logit ``z`` for the label ``y`` in {0, 1}."""
+  return jnp.logaddexp(0.0, z) - y * z
 
 
 def _accuracy(params, x, y):
@@ -124,19 +100,29 @@ def _to_f32(tree):
 def _fedavg(c, pk, sk, rng) -> tuple[dict, dict]:
   xtr, ytr = data.load('breast_cancer', 'train')
   xte, yte = data.load('breast_cancer', 'test')
-  xs, ys, ms = _shards(xtr, ytr, c.num_clients, rng)
-  local_update = _make_local_update(c.local_steps, c.learning_rate)
+  # The clients' shards, and FedAvg from jaxsec.federated: every client takes local_steps
+  # full-batch gradient steps (batch_size >= the largest shard) from the global model.
+  parts = np.array_split(rng.permutation(len(ytr)), c.num_clients)
+  index_lists, counts = federated.client_index_lists(parts, len(ytr))
+  fed = federated.make_fedavg(_logits, client_optimizer=optax.sgd(c.learning_rate),
+                              batch_size=int(counts.max()), local_steps=c.local_steps,
+                              loss=_logistic_loss)
+  xj, yj = jnp.asarray(xtr, jnp.float32), jnp.asarray(ytr, jnp.float32)
+  honest = jnp.zeros((c.num_clients,), bool)
+  client_updates = jax.jit(jax.vmap(fed.local_update, in_axes=(None, None, None, 0, 0, 0, None)))
   d = xtr.shape[1]
   init = {'b': jnp.zeros((), jnp.float32), 'w': jnp.zeros((d,), jnp.float32)}
   plain, enc = init, init
   rounds = []
+  key = jax.random.key(c.seed)
   for r in range(c.rounds):
-    # plaintext FedAvg
-    dp = jax.tree_util.tree_map(np.asarray, local_update(plain, xs, ys, ms))
-    plain = _to_f32(jax.tree_util.tree_map(
-        lambda p, u: np.asarray(p, np.float64) + u.astype(np.float64).mean(0), plain, dp))
-    # encrypted FedAvg
-    de = jax.tree_util.tree_map(np.asarray, local_update(enc, xs, ys, ms))
+    k_round = jax.random.fold_in(key, r)
+    # plaintext FedAvg: one round of the library's FedAvg (mean of the client updates)
+    plain, _ = fed.round(plain, xj, yj, index_lists, counts, honest, k_round)
+    # encrypted FedAvg: the same local training per client, the mean under Paillier
+    keys = jax.vmap(lambda i, k=k_round: federated.client_key(k, i))(jnp.arange(c.num_clients))
+    de = jax.tree_util.tree_map(np.asarray, client_updates(enc, xj, yj, index_lists, counts,
+                                                            keys, False)[0])
     updates = [jax.tree_util.tree_map(lambda a, i=i: a[i], de) for i in range(c.num_clients)]
     t0 = time.perf_counter()
     cts = [paillier.encrypt_update(pk, u, scale_bits=c.scale_bits, max_abs=c.update_max_abs)
