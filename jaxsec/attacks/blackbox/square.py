@@ -12,7 +12,9 @@ the authors' public code (github.com/max-andr/square-attack, ``attack.py``, and 
 
 * losses (minimised): margin ``z_y - max_{j != y} z_j`` (untargeted) or
   ``max_{j != t} z_j - z_t`` (targeted); cross-entropy ``log p_y`` (untargeted) or
-  ``-log p_t`` (targeted). Only strict improvements are accepted.
+  ``-log p_t`` (targeted). A proposal is accepted when it strictly lowers the loss or
+  when it succeeds (the official ``idx_improved | idx_miscl``; with the margin loss a
+  success always lowers it, with 'ce' it need not).
 * schedule :func:`p_selection`: ``p_init`` halved when ``it = int(i / N * 10000)`` passes
   10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 (the official rescaling to a budget of
   ``N`` queries).
@@ -78,22 +80,25 @@ _TINY = 1e-12
 # --------------------------------------------------------------------------- schedule
 
 
-def p_selection(p_init: float, it: int, n_iters: int) -> float:
+def p_selection(p_init: float, it: int, n_iters: int, rescale: bool = True) -> float:
   """The fraction ``p`` of pixels changed at iteration ``it`` of a budget of ``n_iters``.
 
   The official piecewise-constant schedule: ``it`` is rescaled to ``int(it / n_iters *
-  10000)`` and ``p = p_init / 2^k`` with ``k`` the number of thresholds in
-  :data:`P_HALVINGS` strictly below the rescaled iteration (``p_init`` again past 10000).
+  10000)`` (``rescale``, the official ``resc_schedule=True``; AutoAttack's Square stage
+  uses ``False``, the raw iteration) and ``p = p_init / 2^k`` with ``k`` the number of
+  thresholds in :data:`P_HALVINGS` strictly below it (``p_init`` again past 10000).
   """
-  it = int(it / n_iters * 10000)
+  if rescale:
+    it = int(it / n_iters * 10000)
   if it > 10000:
     return p_init
   return p_init / 2 ** sum(it > t for t in P_HALVINGS)
 
 
-def _schedule(p_init: float, num_iters: int, num_queries: int) -> np.ndarray:
+def _schedule(p_init: float, num_iters: int, num_queries: int,
+              rescale: bool = True) -> np.ndarray:
   """The halving index ``k`` (``p = p_init / 2^k``) of each iteration, as a constant."""
-  ks = [int(round(math.log2(p_init / p_selection(p_init, i, num_queries))))
+  ks = [int(round(math.log2(p_init / p_selection(p_init, i, num_queries, rescale))))
         for i in range(num_iters)]
   return np.asarray(ks if ks else [0], np.int32)
 
@@ -262,6 +267,27 @@ def _linf_init(words, x, eps, bounds):
   return jnp.clip(x + eps * sign, *bounds)
 
 
+def linf_window_update(x, x_best, row, col, sh, sw, sign, *, eps, bounds):
+  """The L_inf Square proposal of one example [H, W, C]: the ``sh x sw`` window at
+  (``row``, ``col``) of ``x_best`` set to ``clip(x + eps * sign_c)`` (``sign`` [C] in
+  {-1, 1}), the rest unchanged. Equal to the official ``clip(clip_ball(x_best + 2 eps
+  sign_c))`` on the window, since ``x_best`` lies in the ball."""
+  h, w, _ = x.shape
+  m = _window_mask(h, w, row, col, sh, sw)[..., None]
+  return jnp.where(m, jnp.clip(x + eps * sign, *bounds), x_best)
+
+
+def accept_proposal(l_new, loss_best, succ_new, active, first=False):
+  """The official acceptance rule: a proposal replaces the current point when it strictly
+  lowers the loss, or when it succeeds (misclassified / at the target; for the margin loss
+  the same thing, for 'ce' a success may not lower the loss), or at the initial point
+  (``first``). Returns ``(accept, loss at the new current point)`` (a success ends the
+  example, so the official ``loss_min``, left unchanged there, is never used again).
+  """
+  accept = active & (first | (l_new < loss_best) | succ_new)
+  return accept, jnp.where(accept, l_new, loss_best)
+
+
 def _linf_propose(words, x, x_best, k, eps, bounds, sh_tab, sw_tab):
   """One L_inf Square update of one example [H, W, C] (window index ``k`` of the tables)
   from ``2 + C`` random words."""
@@ -280,7 +306,8 @@ def _linf_propose(words, x, x_best, k, eps, bounds, sh_tab, sw_tab):
   plus = ((words[2:, None] >> jnp.arange(_RESAMPLE_TRIES, dtype=jnp.uint32)) & 1).T == 1
   changes = jnp.any(jnp.where(plus, ch_plus, ch_minus), axis=-1)
   pick = plus[jnp.argmax(changes)]                            # first that changes
-  return jnp.where(m, jnp.where(pick, x_plus, x_minus), x_best)
+  return linf_window_update(x, x_best, r, col, sh, sw, jnp.where(pick, 1.0, -1.0).astype(
+      x.dtype), eps=eps, bounds=bounds)
 
 
 def _l2_init(words, x, eps, bounds, tile, p0, p1, n_tiles):
@@ -342,7 +369,7 @@ def _l2_propose(words, x, x_best, k, eps, bounds, sh_tab, sw_tab, pats, pats_t):
 
 
 def run_square(query_fn, x, y, key, *, eps, norm, num_queries, p_init, targeted, loss,
-               bounds, history=False):
+               bounds, history=False, rescale_schedule=True):
   """The Square Attack engine. Returns ``(x_adv, success, queries, loss)``.
 
   With ``history=True`` (for tests and analysis) the loop runs all iterations without the
@@ -358,7 +385,7 @@ def run_square(query_fn, x, y, key, *, eps, norm, num_queries, p_init, targeted,
   scores_of = lambda z: common.as_multiclass(query_fn(back(z)))
 
   num_iters = max(num_queries - 2, 0)
-  sched = jnp.asarray(_schedule(p_init, num_iters, num_queries))
+  sched = jnp.asarray(_schedule(p_init, num_iters, num_queries, rescale_schedule))
   ps = [p_init / 2 ** j for j in range(len(P_HALVINGS) + 1)]
   if norm == 'linf':
     windows = [_linf_window(p, h, w) for p in ps]
@@ -406,10 +433,10 @@ def run_square(query_fn, x, y, key, *, eps, norm, num_queries, p_init, targeted,
                      lambda: propose(words, x4, x_best, sched[jnp.maximum(i - 1, 0)]))
     scores = scores_of(x_new)
     l_new = loss_fn(scores, y)
-    accept = active & ((i == 0) | (l_new < loss_best))
+    succ = common.success(scores, y, targeted)
+    accept, loss_best = accept_proposal(l_new, loss_best, succ, active, i == 0)
     x_best = common.select(accept, x_new, x_best)
-    loss_best = jnp.where(accept, l_new, loss_best)
-    done = done | (accept & common.success(scores, y, targeted))
+    done = done | (accept & succ)
     return x_best, loss_best, done, queries + active.astype(jnp.int32)
 
   num_steps = num_queries - 1
@@ -433,7 +460,7 @@ def run_square(query_fn, x, y, key, *, eps, norm, num_queries, p_init, targeted,
 
 def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 0.8,
            targeted: bool = False, loss: str = 'margin', bounds=(0.0, 1.0),
-           return_info: bool = False):
+           rescale_schedule: bool = True, return_info: bool = False):
   """Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L_inf and L2.
 
   Score-based black box: the returned ``attack(query_fn, x, y, key)`` only evaluates
@@ -443,8 +470,9 @@ def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 
 
   Guarantees: every returned example satisfies ``||x_adv - x||_p <= eps`` (up to float
   rounding) and ``lo <= x_adv <= hi``; each example uses at most ``num_queries`` queries,
-  the clean query included; the loss of the current point never increases (a proposal is
-  kept only if it strictly lowers the loss); an example stops being queried (and updated)
+  the clean query included; the loss of the current point never increases before success
+  (a proposal is kept only if it strictly lowers the loss, or if it succeeds, which with
+  loss='ce' may raise it); an example stops being queried (and updated)
   as soon as it is misclassified (untargeted) or classified as its target (targeted), and
   examples already so at the clean input are returned unchanged after one query.
 
@@ -464,6 +492,9 @@ def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 
     loss: 'margin' (the paper's choice for untargeted attacks) or 'ce' (cross-entropy, the
       paper's choice for targeted attacks); both are minimised, see the module docstring.
     bounds: the input box ``(lo, hi)``.
+    rescale_schedule: rescale the ``p`` schedule to the budget (the official
+      ``resc_schedule``, default True); AutoAttack's Square stage uses False (the
+      schedule of a 10000-query budget, with 5000 queries).
     return_info: return ``AttackOutput(x_adv, info)`` with ``info['success']`` (bool [B],
       misclassified / at the target at ``x_adv``), ``info['queries']`` (int32 [B], queries
       spent per example) and ``info['loss']`` (the loss at ``x_adv``, [B]).
@@ -485,7 +516,8 @@ def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 
   p_init = float(_checks.check_float('p_init', p_init, minimum=0.0, maximum=1.0,
                                      strict_min=True, allow_traced=False))
   _checks.check_choice('loss', loss, LOSSES)
-  common.check_bool(targeted=targeted, return_info=return_info)
+  common.check_bool(targeted=targeted, return_info=return_info,
+                    rescale_schedule=rescale_schedule)
 
   def attack(query_fn, x, y, key):
     common.check_call(x, y, bounds, query_fn)
@@ -494,7 +526,7 @@ def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 
                        '[B, H, W, C] or [B, H, W], or flat inputs [B, D].')
     x_adv, succ, queries, loss_v = run_square(
         query_fn, x, y, key, eps=eps, norm=norm, num_queries=num_queries, p_init=p_init,
-        targeted=targeted, loss=loss, bounds=bounds)
+        targeted=targeted, loss=loss, bounds=bounds, rescale_schedule=rescale_schedule)
     if not return_info:
       return x_adv
     return AttackOutput(x_adv, {'success': succ, 'queries': queries, 'loss': loss_v})

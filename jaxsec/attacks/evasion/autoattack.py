@@ -25,7 +25,8 @@ Stages, each run only on the points that are still robust (correctly classified)
      adds a forward pass and two sort-based hyperplane projections).
   4. ``square``: the Square Attack (:func:`jaxsec.attacks.blackbox.square`; Andriushchenko
      et al., ECCV 2020): score-based random search, margin loss, ``p_init = 0.8``, 5000
-     queries per point (the clean query included). It uses no gradients, so it catches
+     queries per point (the clean query included), the ``p`` schedule not rescaled to the
+     budget (AutoAttack's ``resc_schedule=False``). It uses no gradients, so it catches
      gradient masking.
 
 ``version='plus'`` (official "plus"): ``apgd-ce`` and ``apgd-dlr`` (5 restarts each),
@@ -131,7 +132,9 @@ def _margin_pgd_t(*, eps, norm, num_steps, num_target_classes, bounds):
 def _square_stage(eps, norm, bounds):
   sq = _square_factory()
   params = inspect.signature(sq).parameters
-  kw = {'eps': eps, 'norm': norm, 'bounds': bounds, 'return_info': True}
+  # AutoAttack builds its SquareAttack with resc_schedule=False.
+  kw = {'eps': eps, 'norm': norm, 'bounds': bounds, 'return_info': True,
+        'rescale_schedule': False}
   for name, val in (('num_queries', 5000), ('max_queries', 5000)):
     if name in params:
       kw[name] = val
@@ -279,7 +282,7 @@ def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0
   common.check_bool(return_info=return_info)
 
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds, logits_fn)
+    common.check_call(x, y, bounds, logits_fn, randomized=version == 'rand')
     if version == 'rand':
       k_clean, k_final, key = jax.random.split(key, 3)
       predict_fn = lambda z, k: logits_fn(z, k)
@@ -355,7 +358,7 @@ def run_auto_attack(logits_fn, x, y, key, *, eps, norm: str = 'linf',
   common.check_bool(run_checks=run_checks, verbose=verbose)
   x = jnp.asarray(x)
   y = jnp.asarray(y)
-  common.check_call(x, y, bounds, logits_fn)
+  common.check_call(x, y, bounds, logits_fn, randomized=version == 'rand')
   if version == 'rand':
     k_eval, key = jax.random.split(key)
     calls = iter(range(1 << 30))

@@ -447,7 +447,7 @@ def apgd(*, eps, norm: str = 'linf', num_steps: int = 100, loss: str = 'ce',
   per_run = num_steps + (3 if use_largereps else 1)
 
   def attack(logits_fn, x, y, key):
-    common.check_call(x, y, bounds, logits_fn)
+    common.check_call(x, y, bounds, logits_fn, randomized=eot_iter is not None)
     succ = lambda logits: common.success(logits, y, targeted)
     run = _single_run(logits_fn, x, y, eps=eps, norm=norm, num_steps=num_steps, obj=obj,
                       success_fn=succ, bounds=bounds, rho=rho, alpha=alpha,

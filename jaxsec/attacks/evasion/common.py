@@ -358,15 +358,16 @@ def check_bool(**kw):
       raise ValueError(f'{k}={v!r} must be a bool (True or False).')
 
 
-def check_call(x, y, bounds, logits_fn=None):
+def check_call(x, y, bounds, logits_fn=None, randomized: bool = False):
   """Call-time checks on the batch, shared by every attack entry point that takes ``(x, y)``.
 
   Always: shapes and dtypes. On concrete (eager, non-traced) values only: ``x`` finite (no
   NaN / inf) and inside ``bounds`` (``None``: no box), and, given ``logits_fn`` (a model or
   a score oracle), labels ``y`` in ``[0, num_classes)`` of the model (a single-logit model
   has 2 classes; the number of classes comes from ``jax.eval_shape``, no model evaluation;
-  a function answering labels ``[B]`` gives no class count and is not used). Under ``jit`` /
-  ``vmap`` the value checks are skipped, so attacks still trace.
+  a function answering labels ``[B]`` gives no class count and is not used;
+  ``randomized=True``: a randomised model ``logits_fn(x, key)``). Under ``jit`` / ``vmap``
+  the value checks are skipped, so attacks still trace.
   """
   _checks.check_array('x', x, dtype_kind='f')
   if x.ndim < 1:
@@ -378,7 +379,10 @@ def check_call(x, y, bounds, logits_fn=None):
     if bounds is not None:
       _checks.check_in_bounds('x', arr, bounds, tol=1e-5)
   if logits_fn is not None and _checks.is_concrete(y) and y.size:
-    spec = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    args = (jax.ShapeDtypeStruct(x.shape, x.dtype),)
+    if randomized:
+      args += (jax.eval_shape(lambda: jax.random.key(0)),)
+    spec = jax.eval_shape(logits_fn, *args)
     if len(spec.shape) >= 2:
       _checks.check_labels('y', y, num_classes=max(int(spec.shape[-1]), 2))
 

@@ -85,6 +85,28 @@ def test_rand_version_attacks_a_randomised_model_with_eot():
   np.testing.assert_array_equal(g, 20 * 101)
 
 
+def test_run_auto_attack_rand_runs_the_rand_stages_and_reports():
+  # The host driver with version='rand': a dropout-like randomised model (x, key) ->
+  # logits, the official 'rand' stage list, accuracies on single draws, the randomness
+  # check not run (official: only for versions other than 'rand').
+  w = jax.random.normal(jax.random.key(7), (6, 10))
+  f = lambda x, k: x @ (w * jax.random.bernoulli(k, 0.8, w.shape) / 0.8)
+  x = jax.random.uniform(jax.random.key(8), (16, 6))
+  y = common.predict(x @ w)
+  res = attacks.run_auto_attack(f, x, y, KEY, eps=0.3, version='rand', batch_size=16)
+  assert [st['name'] for st in res['stages']] == ['apgd-ce', 'apgd-dlr']
+  accs = [st['robust_accuracy'] for st in res['stages']]
+  assert accs[1] <= accs[0] <= res['clean_accuracy']
+  assert accs[1] < res['clean_accuracy']
+  assert res['checks']['randomized'] is None
+  # The final figure re-evaluates x_adv on a fresh draw (the stages' figures are the
+  # official cumulative single-draw flags, which a lucky draw can break).
+  assert res['robust_accuracy'] == pytest.approx(1.0 - np.mean(res['success']))
+  assert float(np.abs(np.asarray(res['x_adv']) - np.asarray(x)).max()) <= 0.3 + 1e-6
+  # 20 EOT draws x 101 gradients per attacked point and stage.
+  assert res['stages'][0]['gradients'] == 20 * 101 * res['stages'][0]['attacked']
+
+
 def test_check_randomized_flags_a_random_model_only():
   x = jax.random.uniform(jax.random.key(7), (4, 6))
   y = common.predict(_linear(x))
