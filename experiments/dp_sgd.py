@@ -64,26 +64,9 @@ PUBLISHED = {
 _ACT = {'tanh': nn.tanh, 'relu': nn.relu}
 
 
-class TemperedCNN(nn.Module):
-  """Papernot et al. 2021 / Tramer & Boneh 2021 MNIST/FMNIST CNN (26k parameters)."""
-  num_classes: int = 10
-  activation: str = 'tanh'
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    act = _ACT[self.activation]
-    x = act(nn.Conv(16, (8, 8), strides=2, padding=((3, 4), (3, 4)), name='conv0')(x))
-    x = nn.max_pool(x, (2, 2), strides=(1, 1))
-    x = act(nn.Conv(32, (4, 4), strides=2, padding='VALID', name='conv1')(x))
-    x = nn.max_pool(x, (2, 2), strides=(1, 1))
-    x = x.reshape((x.shape[0], -1))
-    x = act(nn.Dense(32, name='dense')(x))
-    return nn.Dense(self.num_classes, name='head')(x)
-
-
 def _model(c):
   if c.model == 'tempered_cnn':
-    return TemperedCNN(activation=c.activation)
+    return models.TemperedCNN(activation=c.activation)
   return models.get('cnn', activation=_ACT[c.activation], **dict(c.cnn_kwargs))
 
 
