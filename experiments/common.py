@@ -167,6 +167,8 @@ class Stages:
 
   def _manager(self, name):
     ocp = self._ocp
+    if self.dir is None:
+      raise ValueError(f'stage {name!r}: no directory (directory=None keeps stages in memory).')
     return ocp.CheckpointManager(os.path.join(self.dir, name), item_names=('value', 'config'),
                                  options=ocp.CheckpointManagerOptions(max_to_keep=1))
 

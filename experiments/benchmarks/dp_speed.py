@@ -17,6 +17,7 @@ JSON records it); on a shared machine they are noisy, so the ratios are the figu
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 import traceback
@@ -65,9 +66,9 @@ def jax_times(c, x, y):
   fns = {'nonprivate': lambda: jax.block_until_ready(nonprivate(params, st, x, y))}
   out['default_method'] = clipping.auto_method(lf, params, x, y)
   for method in ('vmap', 'ghost', 'default'):
-    kw = {} if method == 'default' else {'method': method}
-    step = jax.jit(dpsgd.make_step(lf, opt, noise_multiplier=c.noise_multiplier,
-                                   normalizer=float(x.shape[0]), **kw))
+    make = functools.partial(dpsgd.make_step, lf, opt, noise_multiplier=c.noise_multiplier,
+                             normalizer=float(x.shape[0]))
+    step = jax.jit(make() if method == 'default' else make(method=method))
     fns[method] = (lambda step=step: jax.block_until_ready(
         step(params, st, c.l2_norm_clip, (x, y), mask, jax.random.key(1))))
   for k, f in fns.items():
