@@ -281,5 +281,11 @@ def headline(r: dict) -> list:
   accs = ', '.join(f"eps {x['epsilon']:.2f}: {100 * x['test_accuracy']:.2f}%" for x in runs)
   kinds = sorted({_device(x) for x in runs})
   where = f", {' + '.join(kinds)}" if kinds else ''
+  stale = [(x, t) for t, x in ((_overflow_delta(r, x), x) for x in runs)
+           if t is not None and t > 0.01 * x['delta']]
+  if stale:   # recorded before the overflow term was accounted: say what was really spent
+    accs += ' (delta spent with the Poisson overflow term: ' + ', '.join(
+        f"eps {x['epsilon']:.2f}: {x['delta'] + t:.3g}" for x, t in stale) + (
+        '; recorded before the term was accounted, rerun pending)')
   return [(f"DP-SGD on {r['dataset']} ({r['model']}{where}), delta={runs[0]['delta']:g}"
            if runs else f"DP-SGD on {r['dataset']}", accs or 'no finished run')]
