@@ -117,7 +117,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       student_acc = train.evaluate(student.apply, fr.params, x_eval, y_eval)
     else:
       student_acc = float('nan')
-    row = {**s, 'num_queries': q, 'num_answered': n_ans, 'label_accuracy': label_acc,
+    row = {**s, **({'max_answers': s.get('max_answers')}
+                   if s['mechanism'] == 'confident_gnmax' else {}), 'num_queries': q, 'num_answered': n_ans, 'label_accuracy': label_acc,
            'student_accuracy': student_acc, 'epsilon': acct.epsilon,
            'epsilon_data_dependent': acct.epsilon_data_dependent, 'delta': c.delta}
     san = acct.sanitised
@@ -171,13 +172,23 @@ def render_markdown(r: dict) -> str:
            '| aggregator | queries | answered | label accuracy | student accuracy | eps '
            '(data-indep.) | eps (data-dep., raw) | eps (data-dep., sanitised) |',
            '|---|---|---|---|---|---|---|---|']
+  stale = False
   for x in r['settings']:
+    # Confident-GNMax rows written before the cap rule (no 'max_answers' key) charged GNMax
+    # only for the queries that happened to be answered: their eps is understated.
+    old = x['mechanism'] == 'confident_gnmax' and 'max_answers' not in x
+    stale = stale or old
     san = x.get('epsilon_sanitised')
     san = ('n/a' if san is None else
            f"{san:.2f} ± {x['epsilon_sanitised_std']:.2f}")
     lines.append(f"| {_setting(x)} | {x['num_queries']} | {x['num_answered']} | "
                  f"{100 * x['label_accuracy']:.1f}% | {100 * x['student_accuracy']:.2f}% | "
-                 f"{x['epsilon']:.2f} | {x['epsilon_data_dependent']:.2f} | {san} |")
+                 f"{x['epsilon']:.2f}{' (*)' if old else ''} | "
+                 f"{x['epsilon_data_dependent']:.2f} | {san} |")
+  if stale:
+    lines += ['', '(*) Recorded before the answer cap was accounted: this data-independent '
+              'eps charged GNMax only for the answered queries and understates the '
+              'guarantee (all queries must be charged without a cap); rerun pending.']
   lines += ['', 'Published: ' + '; '.join(
       f"{100 * p['accuracy']:.1f}% at eps={p['eps']:g} ({p['setting']})"
       for p in r['published'])]
