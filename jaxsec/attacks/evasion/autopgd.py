@@ -195,17 +195,9 @@ def apgd_run(logits_fn, x, y, key, *, eps, p, num_steps, obj, success_fn, bounds
     z = proj(xk + common._bcast(st['eta'], xk) * direction(st['g']))
     x_new = proj(xk + a * (z - xk) + (1.0 - a) * (xk - xkm1))
     f_new, logits, g_new = vg(x_new, y, i + 1)
-    s_new = success_fn(logits)
-    # Best adversarial output (success first, then objective).
-    imp = common.better(s_new, f_new, st['s_out'], st['v_out'])
-    x_out = common.select(imp, x_new, st['x_out'])
-    v_out = jnp.where(imp, f_new, st['v_out'])
-    s_out = st['s_out'] | s_new
-    # Best-objective point for the step-size control.
-    up = f_new > st['f_max']
-    x_max = common.select(up, x_new, st['x_max'])
-    g_max = common.select(up, g_new, st['g_max'])
-    f_max = jnp.where(up, f_new, st['f_max'])
+    best = _track_best(st, x_new, f_new, g_new, success_fn(logits))
+    x_out, s_out, v_out = best['x_out'], best['s_out'], best['v_out']
+    x_max, f_max, g_max = best['x_max'], best['f_max'], best['g_max']
     count = st['count'] + (f_new > st['f_cur']).astype(x.dtype)
     # Checkpoint at w_j = i + 1.
     at_ck = is_ck[i + 1]
@@ -227,6 +219,20 @@ def apgd_run(logits_fn, x, y, key, *, eps, p, num_steps, obj, success_fn, bounds
   if return_state:
     return st['x_out'], st['s_out'], st['v_out'], st
   return st['x_out'], st['s_out'], st['v_out']
+
+
+def _track_best(st, x_new, f_new, g_new, s_new):
+  """The two bests APGD keeps after a step: the output (success first, then objective:
+  ``x_out, s_out, v_out``) and the best-objective point of the step-size control
+  (``x_max, f_max, g_max``)."""
+  imp = common.better(s_new, f_new, st['s_out'], st['v_out'])
+  up = f_new > st['f_max']
+  return dict(x_out=common.select(imp, x_new, st['x_out']),
+              s_out=st['s_out'] | s_new,
+              v_out=jnp.where(imp, f_new, st['v_out']),
+              x_max=common.select(up, x_new, st['x_max']),
+              f_max=jnp.where(up, f_new, st['f_max']),
+              g_max=common.select(up, g_new, st['g_max']))
 
 
 def _value_and_grad(logits_fn, obj, eot_iter, key):
@@ -300,15 +306,8 @@ def apgd_l1_run(logits_fn, x, y, key, *, eps, num_steps, obj, success_fn, bounds
     xk = st['x_cur']
     x_new = proj(xk + common._bcast(st['eta'], xk) * l1_topk_direction(st['g'], st['topk']))
     f_new, logits, g_new = vg(x_new, y, i + 1)
-    s_new = success_fn(logits)
-    imp = common.better(s_new, f_new, st['s_out'], st['v_out'])
-    x_out = common.select(imp, x_new, st['x_out'])
-    v_out = jnp.where(imp, f_new, st['v_out'])
-    s_out = st['s_out'] | s_new
-    up = f_new > st['f_max']
-    x_max = common.select(up, x_new, st['x_max'])
-    g_max = common.select(up, g_new, st['g_max'])
-    f_max = jnp.where(up, f_new, st['f_max'])
+    best = _track_best(st, x_new, f_new, g_new, success_fn(logits))
+    x_max, g_max = best['x_max'], best['g_max']
     at_ck = (i + 1) % every == 0
     sp = l0(x_max - x)
     red = at_ck & (sp / st['sp_old'] < 0.95)
@@ -317,8 +316,7 @@ def apgd_l1_run(logits_fn, x, y, key, *, eps, num_steps, obj, success_fn, bounds
     return dict(
         x_cur=common.select(red, x_max, x_new), g=common.select(red, g_max, g_new),
         eta=eta, topk=jnp.where(at_ck, sp / n / 1.5, st['topk']),
-        sp_old=jnp.where(at_ck, sp, st['sp_old']),
-        x_max=x_max, f_max=f_max, g_max=g_max, x_out=x_out, s_out=s_out, v_out=v_out)
+        sp_old=jnp.where(at_ck, sp, st['sp_old']), **best)
 
   # A loop, never unrolled: the projection's sort-based program is large, and the CPU
   # unrolling of common.fori_loop would copy it N times (compile time grows with N).
