@@ -76,9 +76,12 @@ def _normalise(x):
 
 
 def _config_hash(c, eps, epochs):
+  # What determines the mechanism and its result. Not the clipping ``method`` nor
+  # ``microbatch_size``: 'vmap', 'ghost' and 'auto' compute the same clipped sum (exact,
+  # tested to float rounding) from the same key, so a run is kept across them.
   keep = {k: c[k] for k in ('dataset', 'model', 'activation', 'seed', 'delta', 'accountant',
                             'expected_batch_size', 'learning_rate', 'momentum',
-                            'l2_norm_clip', 'train_subset', 'method')}
+                            'l2_norm_clip', 'train_subset')}
   keep.update(eps=eps, epochs=epochs, cnn=dict(c.cnn_kwargs))
   return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -105,6 +108,7 @@ def _load(c):
 NONPRIVATE_KEY = 'nonprivate_diagnostic_mean_clipped_fraction'
 
 
+
 def _overflow_delta(r: dict, run: dict):
   """The run's overflow term; recomputed for results written before it was recorded."""
   if 'overflow_delta' in run:
@@ -114,6 +118,14 @@ def _overflow_delta(r: dict, run: dict):
   p = min(1.0, run['steps'] * stats.binom(r['num_train'], run['sampling_probability']).sf(
       run['max_batch_size']))
   return (1.0 + math.exp(min(run['epsilon'], 700.0))) * p
+
+
+def _accounted(r: dict, run: dict) -> bool:
+  """Whether a finished run may be kept on resume: its Poisson overflow term is known and
+  within what :class:`PoissonSampler` accepts today (runs recorded before the term was
+  accounted, with a larger one, are trained again)."""
+  term = _overflow_delta(r, run)
+  return term is not None and term <= sampling.DEFAULT_MAX_OVERFLOW_DELTA_FRACTION * run['delta']
 
 
 def _clipped_fraction(run: dict):
@@ -193,7 +205,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = 
         if (r['target_epsilon'] in c.epsilons
             and c.epochs[list(c.epsilons).index(r['target_epsilon'])] == r['epochs']
             and _config_hash(pc, r['target_epsilon'], r['epochs'])
-            == _config_hash(c, r['target_epsilon'], r['epochs'])):
+            == _config_hash(c, r['target_epsilon'], r['epochs'])
+            and _accounted(prev, r)):
           results['runs'].append({'device': prev.get('device'), **r})
       npv = prev.get('nonprivate')
       if npv and _nonprivate_key(pc) == _nonprivate_key(c):

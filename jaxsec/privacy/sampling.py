@@ -159,6 +159,10 @@ def _check_common(dataset_size, num_steps):
   _checks.check_int('num_steps', num_steps, minimum=1)
 
 
+#: the default largest Poisson overflow term ``(1 + e^eps) p`` accepted, as a fraction of delta
+DEFAULT_MAX_OVERFLOW_DELTA_FRACTION = 0.01
+
+
 class PoissonSampler(_Sampler):
   """Poisson subsampling: each example joins each step's batch independently w.p. ``q``.
 
@@ -185,7 +189,7 @@ class PoissonSampler(_Sampler):
                sampling_probability: float | None = None,
                max_batch_size: int | None = None, overflow: str = 'raise',
                overflow_tolerance: float = 1e-15, normalizer: float | None = None,
-               max_overflow_delta_fraction: float = 0.01):
+               max_overflow_delta_fraction: float = DEFAULT_MAX_OVERFLOW_DELTA_FRACTION):
     _check_common(dataset_size, num_steps)
     if (expected_batch_size is None) == (sampling_probability is None):
       raise ValueError('Give exactly one of expected_batch_size and sampling_probability; '

@@ -37,6 +37,21 @@ def test_smoke_run_writes_json(tmp_path):
   fourth = dp_sgd.run(cfg3, str(tmp_path), str(tmp_path / 'ckpt'))
   assert fourth['runs'][0]['train_seconds'] != r['train_seconds']
   assert fourth['nonprivate']['epochs'] == 1
+  # The clipping method does not change the mechanism: the run is kept across it ...
+  cfg3.method = 'vmap' if cfg3.method != 'vmap' else 'ghost'
+  fifth = dp_sgd.run(cfg3, str(tmp_path), str(tmp_path / 'ckpt'))
+  assert fifth['runs'][0]['train_seconds'] == fourth['runs'][0]['train_seconds']
+  # ... but a recorded run whose overflow term exceeds what the sampler accepts (1% of
+  # delta) is trained again, never republished.
+  path = os.path.join(tmp_path, 'dp_sgd.json')
+  with open(path) as fh:
+    saved = json.load(fh)
+  saved['runs'][0]['overflow_delta'] = 0.02 * saved['runs'][0]['delta']
+  with open(path, 'w') as fh:
+    json.dump(saved, fh)
+  sixth = dp_sgd.run(cfg3, str(tmp_path), None)
+  assert sixth['runs'][0]['train_seconds'] != fourth['runs'][0]['train_seconds']
+  assert sixth['runs'][0]['overflow_delta'] <= 0.01 * sixth['runs'][0]['delta']
 
 
 def _results(run_extra):
