@@ -19,7 +19,7 @@ Measures, on the host CPU (everything here is Python / NumPy, not jitted):
    the server returns ``Enc(x.w + b)``, the client decrypts; predictions vs plaintext.
 4. Shamir (t-of-n over GF(2^31 - 1)) share / reconstruct throughput and the additive
    (SPDZ-style) secure sum, on a large vector.
-5. Bonawitz et al. secure aggregation (``jaxsec.privacy.secure_aggregation``): bytes a
+5. Bonawitz et al. secure aggregation (``jaxsec.federated.secure_aggregation``): bytes a
    client uploads, from the protocol's own messages, for the same model and a large one.
 
 The smoke variant uses a 512-bit Paillier key (insecure, test-only) and fewer values.
@@ -43,7 +43,7 @@ from jaxsec import io as jio
 from jaxsec.crypto import additive
 from jaxsec.crypto import paillier
 from jaxsec.crypto import shamir
-from jaxsec.privacy import secure_aggregation as sa
+from jaxsec.federated import secure_aggregation as sa
 
 NAME = 'crypto_overhead'
 FLOAT32_BYTES = 4

@@ -35,7 +35,7 @@ from jaxsec import data
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
-from jaxsec.defenses import robust_aggregation as ra
+from jaxsec.federated import aggregators as ra
 from jaxsec.federated import byzantine
 from jaxsec.federated import fedavg
 

@@ -14,7 +14,7 @@ transit -- homomorphic encryption and secret sharing.
   :mod:`~jaxsec.crypto.field`.
 
 Secure aggregation with pairwise masks and dropout recovery (Bonawitz et al. 2017) lives in
-:mod:`jaxsec.privacy.secure_aggregation`. Everything here is host-side Python / NumPy (not
+:mod:`jaxsec.federated.secure_aggregation`. Everything here is host-side Python / NumPy (not
 jitted): it simulates the parties of a protocol in one process.
 """
 from jaxsec.crypto import additive

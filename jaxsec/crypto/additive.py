@@ -23,14 +23,14 @@ additions and public-constant multiplications, which need no interaction:
 any client's update beyond the final sum (which is public by design). Every party must stay
 online (``n``-of-``n``): a party that drops out takes its share of the sum with it --
 use :mod:`~jaxsec.crypto.shamir` (``t``-of-``n``) or
-:mod:`jaxsec.privacy.secure_aggregation` (dropout recovery) when that matters. Channels
+:mod:`jaxsec.federated.secure_aggregation` (dropout recovery) when that matters. Channels
 between clients and parties must be encrypted and authenticated (not simulated here).
 
 **Encoding** is the centred fixed-point code of :mod:`~jaxsec.crypto.fixed_point` modulo
 ``p``, with the same range as :mod:`~jaxsec.crypto.shamir`: ``|x| <= ((p - 1) / 2 //
 num_summands) / 2^s``, checked (``ValueError`` naming the value).
 The same sharing over the ring ``Z / 2^k`` (``uint64`` words, the arithmetic of
-:mod:`jaxsec.privacy.secure_aggregation`): :func:`share_mod2k` / :func:`reconstruct_mod2k`.
+:mod:`jaxsec.federated.secure_aggregation`): :func:`share_mod2k` / :func:`reconstruct_mod2k`.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ instead of wrapping silently. A wrapped value would decode to garbage without an
 Integers are NumPy ``int64`` (for moduli below ``2^62``: the prime-field schemes) or NumPy
 object arrays of Python ``int`` (for Paillier, whose plaintext space has 2048 bits).
 
-(:func:`jaxsec.privacy.secure_aggregation.encode` is the same codec specialised to the
+(:func:`jaxsec.federated.secure_aggregation.encode` is the same codec specialised to the
 modulus ``2^k`` with ``uint64`` wrap-around arithmetic; it cannot serve a prime modulus.)
 """
 from __future__ import annotations

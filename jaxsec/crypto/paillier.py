@@ -36,7 +36,7 @@ multiplications propagate it and raise ``ValueError`` *before* a result could wr
   aggregates. Not protected: integrity (Paillier is malleable: a malicious server can
   return any ciphertext, e.g. one client's update alone; verifiable computation or
   Bonawitz-style masking with consistency checks is needed), the aggregate itself (public
-  by design; pair with differential privacy, :mod:`jaxsec.privacy.fedavg`), traffic
+  by design; pair with differential privacy, :mod:`jaxsec.federated.dp`), traffic
   analysis, and poisoned updates (encryption hides them from robust aggregators too).
 * *Encrypted linear inference* (:func:`encrypted_linear`; the CryptoNets idea of
   Gilad-Bachrach et al. 2016, restricted to the linear layer that an additive scheme can

@@ -27,7 +27,7 @@ covered: a party that sends a wrong share (reconstruction silently yields a wron
 Shamir shares carry no integrity check; verifiable secret sharing or SPDZ-style MACs would
 be needed), coalitions of ``t`` or more parties (they learn every client's update), and
 the channels (client-to-party messages must travel encrypted and authenticated, e.g. as in
-:mod:`jaxsec.privacy.secure_aggregation`).
+:mod:`jaxsec.federated.secure_aggregation`).
 
 **Encoding.** Real values are encoded as ``round(x * 2^s)`` modulo ``p``
 (:mod:`~jaxsec.crypto.fixed_point`), centred: a sum of ``num_summands`` encodings decodes

@@ -4,8 +4,8 @@ Training-time defenses are objective transformations (``objective(apply_fn, para
 key) -> [B]``, see ``jaxsec.train``): regularisers, adversarial training, TRADES,
 distillation. Inference-time defenses wrap ``logits_fn``: preprocessors (feature
 squeezing, the denoising autoencoder) and detectors. Data defenses (``sanitize``) map a
-data set to a keep-mask. Byzantine-robust aggregators (``robust_aggregation``) map stacked
-client updates to one update.
+data set to a keep-mask. Byzantine-robust aggregators are federated pieces and live in
+:mod:`jaxsec.federated.aggregators`.
 """
 from jaxsec.defenses import adversarial
 from jaxsec.defenses import dae
@@ -13,7 +13,6 @@ from jaxsec.defenses import detectors
 from jaxsec.defenses import distillation
 from jaxsec.defenses import preprocessors
 from jaxsec.defenses import regularizers
-from jaxsec.defenses import robust_aggregation
 from jaxsec.defenses.adversarial import (adversarial_training, ensemble_adversarial_training,
                                          fast_adversarial_training, fgsm_adversarial_training,
                                          linear_adversarial_training, pgd_adversarial_training,
@@ -27,9 +26,6 @@ from jaxsec.defenses.distillation import (at_temperature, deployed, distillation
                                           distillation_objective, soft_labels,
                                           temperature_cross_entropy)
 from jaxsec.defenses.preprocessors import bit_depth_reduction, median_filter, preprocessed
-from jaxsec.defenses.robust_aggregation import (aggregator as robust_aggregator, bulyan,
-                                                coordinate_median, geometric_median, krum,
-                                                norm_bounding, trimmed_mean)
 from jaxsec.defenses.regularizers import (contractive, decoupled_weight_decay,
                                           deep_contractive, input_gradient_regularization,
                                           jacobian_frobenius_sq, l1_penalty, l2_penalty,
@@ -37,7 +33,6 @@ from jaxsec.defenses.regularizers import (contractive, decoupled_weight_decay,
 
 __all__ = [
     'adversarial', 'dae', 'detectors', 'distillation', 'preprocessors', 'regularizers',
-    'robust_aggregation',
     'adversarial_training', 'ensemble_adversarial_training', 'fast_adversarial_training',
     'fgsm_adversarial_training', 'linear_adversarial_training', 'pgd_adversarial_training',
     'trades', 'trades_attack', 'worst_case_logits',
@@ -50,8 +45,6 @@ __all__ = [
     'contractive', 'decoupled_weight_decay', 'deep_contractive',
     'input_gradient_regularization', 'jacobian_frobenius_sq', 'l1_penalty', 'l2_penalty',
     'weight_penalty',
-    'bulyan', 'coordinate_median', 'geometric_median', 'krum', 'norm_bounding',
-    'robust_aggregator', 'trimmed_mean',
 ]
 
 # Training-data sanitisation (survey 3.1(1)).

@@ -9,8 +9,8 @@ gathers the ``[clients, batch]`` examples it needs, the data are never copied pe
 The clients' updates (model deltas ``local - global``) are then optionally replaced by a
 Byzantine attack (:mod:`jaxsec.federated.byzantine`), aggregated by any aggregator that
 maps stacked updates to one update (``'mean'`` = FedAvg, or any rule of
-:mod:`jaxsec.defenses.robust_aggregation`), or by the DP-FedAvg hooks of
-:mod:`jaxsec.privacy.fedavg`, and applied as ``global + server_lr * aggregate``.
+:mod:`jaxsec.federated.aggregators`), or by the DP-FedAvg hooks of
+:mod:`jaxsec.federated.dp`, and applied as ``global + server_lr * aggregate``.
 
 * Partitions: :func:`iid_partition` and :func:`dirichlet_partition` (label skew with
   concentration ``alpha``, Hsu, Qi, Brown 2019); :func:`label_skew` measures it.
@@ -48,8 +48,8 @@ import optax
 from jaxsec import _checks
 from jaxsec import train as train_lib
 from jaxsec.data.partition import shards as _data_shards
-from jaxsec.defenses import robust_aggregation
-from jaxsec.privacy import fedavg as dp_fedavg
+from jaxsec.federated import aggregators
+from jaxsec.federated import dp as dp_fedavg
 
 __all__ = ['iid_partition', 'dirichlet_partition', 'label_distribution', 'label_skew',
            'client_index_lists', 'make_fedavg', 'FedAvg', 'RoundInfo', 'FedAvgResult',
@@ -199,19 +199,19 @@ class FedAvg:
   clients_per_round: int | None
   sampling: str
   sampling_rate: float | None
-  dp_clip_norm: float | None = None
-  dp_noise_multiplier: float = 0.0
+  l2_norm_clip: float | None = None
+  noise_multiplier: float = 0.0
 
   def dp_account(self, *, num_clients: int, num_rounds: int, delta: float,
                  accountant: str | None = None) -> dp_fedavg.DPFedAvgAccount:
     """User-level ``(epsilon, delta)`` of ``num_rounds`` rounds over ``num_clients``
     clients, with the accounting event of this configuration's client sampler
-    (:func:`jaxsec.privacy.fedavg.account`). Raises unless DP-FedAvg is on."""
-    if self.dp_clip_norm is None:
-      raise ValueError('dp_account needs DP-FedAvg: build with make_fedavg(dp_clip_norm=..., '
-                       'dp_noise_multiplier=...).')
+    (:func:`jaxsec.federated.dp.account`). Raises unless DP-FedAvg is on."""
+    if self.l2_norm_clip is None:
+      raise ValueError('dp_account needs DP-FedAvg: build with make_fedavg(l2_norm_clip=..., '
+                       'noise_multiplier=...).')
     return dp_fedavg.account(
-        noise_multiplier=self.dp_noise_multiplier, clip_norm=self.dp_clip_norm,
+        noise_multiplier=self.noise_multiplier, l2_norm_clip=self.l2_norm_clip,
         num_rounds=num_rounds, num_clients=num_clients, delta=delta, sampling=self.sampling,
         clients_per_round=self.clients_per_round, sampling_rate=self.sampling_rate,
         accountant=accountant)
@@ -235,7 +235,7 @@ def _accepts_weights(fn) -> bool:
 
 def _resolve_aggregator(aggregator):
   if isinstance(aggregator, str):
-    return aggregator, robust_aggregation.aggregator(aggregator)
+    return aggregator, aggregators.aggregator(aggregator)
   if callable(aggregator):
     return None, aggregator
   raise ValueError(f'aggregator={aggregator!r} must be a rule name (e.g. "mean", '
@@ -259,8 +259,8 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
                 sampling: str = 'uniform', sampling_rate: float | None = None,
                 client_weighting: str = 'uniform', loss: Callable | str | None = None,
                 objective: Callable | None = None, update_attack: UpdateAttack | None = None,
-                data_attack: DataAttack | None = None, dp_clip_norm: float | None = None,
-                dp_noise_multiplier: float = 0.0) -> FedAvg:
+                data_attack: DataAttack | None = None, l2_norm_clip: float | None = None,
+                noise_multiplier: float = 0.0) -> FedAvg:
   """FedAvg with a pluggable aggregator, Byzantine clients and DP-FedAvg hooks.
 
   Local training (every sampled client, from the current global model, with a freshly
@@ -283,9 +283,9 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
     client_optimizer: optax transformation of the clients (``optax.sgd(lr)`` in McMahan).
     batch_size: B.
     local_steps, local_epochs: exactly one of them.
-    aggregator: ``'mean'`` (FedAvg), a rule name of ``robust_aggregation.aggregator``
+    aggregator: ``'mean'`` (FedAvg), a rule name of ``aggregators.aggregator``
       without required hyperparameters, or any ``fn(updates [K, ...]) -> update``
-      (e.g. ``robust_aggregation.aggregator('krum', num_byzantine=f)``).
+      (e.g. ``aggregators.aggregator('krum', num_byzantine=f)``).
     server_lr: eta; the new global model is ``global + eta * aggregate``.
     clients_per_round: ``uniform`` sampling draws this many distinct clients per round
       (``None``: all clients, every round).
@@ -303,13 +303,13 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       (plain or DP): their example counts under ``'num_examples'``, ones otherwise.
     data_attack: ``attack(x, y, key) -> (x', y')`` applied to every local minibatch of a
       Byzantine client (label flipping, backdoors).
-    dp_clip_norm, dp_noise_multiplier: DP-FedAvg (McMahan et al. 2018): updates clipped
+    l2_norm_clip, noise_multiplier: DP-FedAvg (McMahan et al. 2018): updates clipped
       to ``S``, summed, ``N(0, (z S)^2)`` added, divided by the expected number of
       clients (``clients_per_round`` or ``sampling_rate * N``); needs ``aggregator='mean'``.
       :func:`run` reports the user-level ``(epsilon, delta)`` with the event of the
       sampler used (:meth:`FedAvg.dp_account`): Poisson sampling under add/remove-one-
       client, fixed-size uniform sampling under replace-one-client (its epsilon is not
-      comparable to the Poisson one; see :mod:`jaxsec.privacy.fedavg`).
+      comparable to the Poisson one; see :mod:`jaxsec.federated.dp`).
   """
   if not callable(apply_fn):
     raise ValueError(f'apply_fn={apply_fn!r} must be callable.')
@@ -347,22 +347,22 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
                        'the attacks take no participation mask.')
   elif sampling_rate is not None:
     raise ValueError(f"sampling_rate={sampling_rate} is only used with sampling='poisson'.")
-  dp = dp_clip_norm is not None
+  dp = l2_norm_clip is not None
   if dp:
-    dp_clip_norm = float(_checks.check_float('dp_clip_norm', dp_clip_norm, minimum=0.0,
+    l2_norm_clip = float(_checks.check_float('l2_norm_clip', l2_norm_clip, minimum=0.0,
                                              strict_min=True, allow_traced=False))
-    dp_noise_multiplier = float(_checks.check_float(
-        'dp_noise_multiplier', dp_noise_multiplier, minimum=0.0, allow_traced=False))
+    noise_multiplier = float(_checks.check_float(
+        'noise_multiplier', noise_multiplier, minimum=0.0, allow_traced=False))
     if agg_name != 'mean':
-      raise ValueError(f'DP-FedAvg (dp_clip_norm={dp_clip_norm}) needs aggregator="mean"; '
+      raise ValueError(f'DP-FedAvg (l2_norm_clip={l2_norm_clip}) needs aggregator="mean"; '
                        f'got aggregator={aggregator!r}: the noise is calibrated to the '
                        'sensitivity of a clipped sum.')
-  elif dp_noise_multiplier:
-    raise ValueError(f'dp_noise_multiplier={dp_noise_multiplier} needs dp_clip_norm.')
+  elif noise_multiplier:
+    raise ValueError(f'noise_multiplier={noise_multiplier} needs l2_norm_clip.')
   if client_weighting == 'num_examples' and (agg_name != 'mean' or dp):
     raise ValueError("client_weighting='num_examples' is the weighted FedAvg mean: it needs "
                      f'aggregator="mean" without DP, got aggregator={aggregator!r}, '
-                     f'dp_clip_norm={dp_clip_norm}.')
+                     f'l2_norm_clip={l2_norm_clip}.')
   objective = train_lib._resolve_objective(loss, objective)  # pylint: disable=protected-access
   attack_weights = (update_attack is not None and agg_name == 'mean'
                     and _accepts_weights(update_attack))
@@ -460,8 +460,8 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
     elif update_attack is not None:
       updates = update_attack(updates, byz, k_attack)
     if dp:
-      agg, _ = dp_fedavg.dp_aggregate(updates, k_agg, clip_norm=dp_clip_norm,
-                                      noise_multiplier=dp_noise_multiplier,
+      agg, _ = dp_fedavg.dp_aggregate(updates, k_agg, l2_norm_clip=l2_norm_clip,
+                                      noise_multiplier=noise_multiplier,
                                       expected_clients=expected, mask=partf)
     elif client_weighting == 'num_examples':
       w = weights
@@ -480,8 +480,8 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
   return FedAvg(apply_fn=apply_fn, local_update=jax.jit(local_update),
                 round=jax.jit(round_fn), clients_per_round=clients_per_round,
                 sampling=sampling, sampling_rate=sampling_rate,
-                dp_clip_norm=dp_clip_norm if dp else None,
-                dp_noise_multiplier=dp_noise_multiplier if dp else 0.0)
+                l2_norm_clip=l2_norm_clip if dp else None,
+                noise_multiplier=noise_multiplier if dp else 0.0)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -538,7 +538,7 @@ def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarra
                      f'clients {num_clients}.')
   byz = _byzantine_mask(byzantine_clients, num_clients)
   privacy = None
-  if fed.dp_clip_norm is not None:
+  if fed.l2_norm_clip is not None:
     if dp_delta is None:
       raise ValueError('DP-FedAvg needs dp_delta for its reported (epsilon, delta); got '
                        'dp_delta=None.')
@@ -546,7 +546,7 @@ def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarra
                              accountant=dp_accountant)
   elif dp_delta is not None or dp_accountant is not None:
     raise ValueError(f'dp_delta={dp_delta}, dp_accountant={dp_accountant} are for DP-FedAvg; '
-                     'this FedAvg has no dp_clip_norm.')
+                     'this FedAvg has no l2_norm_clip.')
   xj, yj = jnp.asarray(x), jnp.asarray(y)
   lists_j, counts_j, byz_j = jnp.asarray(index_lists), jnp.asarray(counts), jnp.asarray(byz)
   params = jax.tree.map(jnp.asarray, params)

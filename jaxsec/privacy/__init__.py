@@ -12,21 +12,18 @@
   snapping mechanism (Mironov 2012): :mod:`perturbation`, :func:`snapping_laplace`.
 * Secure mode: DP noise and sampling keyed from the OS CSPRNG: :func:`secure_key`.
 * PATE (2017, 2018): :mod:`pate`.
-* DP-FedAvg hooks and user-level accounting: :mod:`fedavg`.
-* Secure aggregation with pairwise masks (Bonawitz 2017): :mod:`secure_aggregation`,
-  :func:`secure_sum` (its secret sharing is :mod:`jaxsec.crypto`'s).
+* DP-FedAvg, secure aggregation and robust aggregators live in :mod:`jaxsec.federated`
+  (which builds on this package, never the reverse).
 * Auditing (Jagielski 2020, Nasr 2021, Steinke 2023): :mod:`audit`.
 """
 from jaxsec.privacy import accounting
 from jaxsec.privacy import audit
 from jaxsec.privacy import clipping
 from jaxsec.privacy import dpsgd
-from jaxsec.privacy import fedavg
 from jaxsec.privacy import noise
 from jaxsec.privacy import pate
 from jaxsec.privacy import perturbation
 from jaxsec.privacy import sampling
-from jaxsec.privacy import secure_aggregation
 from jaxsec.privacy.accounting import calibrate
 from jaxsec.privacy.accounting import epsilon
 from jaxsec.privacy.accounting import gaussian_sigma
@@ -38,7 +35,6 @@ from jaxsec.privacy.dpsgd import DPResult
 from jaxsec.privacy.dpsgd import make_step as dpsgd_step
 from jaxsec.privacy.dpsgd import secure_key
 from jaxsec.privacy.dpsgd import train as dpsgd_train
-from jaxsec.privacy.fedavg import DPFedAvgAccount
 from jaxsec.privacy.noise import add_gaussian_noise
 from jaxsec.privacy.noise import gaussian_privatizer
 from jaxsec.privacy.perturbation import snapping_epsilon
@@ -46,15 +42,13 @@ from jaxsec.privacy.perturbation import snapping_laplace
 from jaxsec.privacy.sampling import FixedSizeSampler
 from jaxsec.privacy.sampling import PoissonSampler
 from jaxsec.privacy.sampling import ShuffleSampler
-from jaxsec.privacy.secure_aggregation import secure_sum
 
 __all__ = [
-    'accounting', 'audit', 'clipping', 'dpsgd', 'fedavg', 'noise', 'pate', 'perturbation',
-    'sampling', 'secure_aggregation', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo',
+    'accounting', 'audit', 'clipping', 'dpsgd', 'noise', 'pate', 'perturbation',
+    'sampling', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo',
     'clipped_grad',
     'per_example_grads', 'AdaptiveClipping', 'DPResult', 'gaussian_privatizer',
-    'dpsgd_step', 'dpsgd_train', 'secure_key', 'DPFedAvgAccount', 'add_gaussian_noise',
+    'dpsgd_step', 'dpsgd_train', 'secure_key', 'add_gaussian_noise',
     'snapping_epsilon',
     'snapping_laplace', 'FixedSizeSampler', 'PoissonSampler', 'ShuffleSampler',
-    'secure_sum',
 ]

@@ -90,11 +90,11 @@ class AdaptiveClipping:
 
 
 class StepMetrics(NamedTuple):
-  """Per-step values. Only ``clip_norm`` is covered by the DP guarantee (a constant, or
+  """Per-step values. Only ``l2_norm_clip`` is covered by the DP guarantee (a constant, or
   the adaptive clip norm computed from the noised count); the other three are
   NON-PRIVATE diagnostics computed from the batch without noise."""
   batch_size: jax.Array        # non-private: number of real examples
-  clip_norm: jax.Array         # C used at this step
+  l2_norm_clip: jax.Array      # C used at this step
   clipped_fraction: jax.Array  # non-private: fraction of real examples with ||g_i|| > C
   mean_norm: jax.Array         # non-private: mean per-example norm
 
@@ -141,7 +141,7 @@ def make_step(loss_fn: Callable[..., jax.Array], optimizer: optax.GradientTransf
       new_clip = l2_norm_clip
     # Monitoring only (computed from the private batch; never released by the algorithm).
     metrics = StepMetrics(
-        batch_size=n, clip_norm=jnp.asarray(l2_norm_clip, jnp.float32),
+        batch_size=n, l2_norm_clip=jnp.asarray(l2_norm_clip, jnp.float32),
         clipped_fraction=1.0 - below / jnp.maximum(n, 1.0),
         mean_norm=jnp.sum(info.norms) / jnp.maximum(n, 1.0))
     return params, opt_state, new_clip, metrics
@@ -164,7 +164,7 @@ class DPResult(NamedTuple):
     delta: the delta to report: the requested delta plus the sampler's overflow term
       (``sampler.delta_spent``); ``overflow_delta`` is that term alone.
     accountant, sampler: how it was accounted and drawn.
-    history: per chunk, ``step`` and ``clip_norm`` (covered by the guarantee).
+    history: per chunk, ``step`` and ``l2_norm_clip`` (covered by the guarantee).
     nonprivate_diagnostics: per chunk, ``step`` and the chunk means of
       ``clipped_fraction``, ``mean_norm`` (per-example gradient norm) and ``batch_size``
       (realised Poisson sizes). Computed from the private batches WITHOUT noise: NOT
@@ -310,7 +310,7 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
   if opt_state is None:
     opt_state = optimizer.init(params)
   clip = jnp.asarray(l2_norm_clip, jnp.float32)
-  history = {'step': [], 'clip_norm': []}
+  history = {'step': [], 'l2_norm_clip': []}
   diagnostics = {'step': [], **{k: [] for k in NONPRIVATE_KEYS}}
   t = start_step
   t0 = time.time()
@@ -322,7 +322,7 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
     t += k
     ms = jax.tree_util.tree_map(np.asarray, ms)
     history['step'].append(t)
-    history['clip_norm'].append(float(ms.clip_norm[-1]))
+    history['l2_norm_clip'].append(float(ms.l2_norm_clip[-1]))
     diagnostics['step'].append(t)
     for k in NONPRIVATE_KEYS:
       diagnostics[k].append(float(getattr(ms, k).mean()))

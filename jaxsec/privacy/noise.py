@@ -6,7 +6,7 @@ independent key per leaf (``jax.random.split(key, num_leaves)``), drawn in float
 to the leaf's dtype. :func:`gaussian_privatizer` is the same noise as an optax
 transformation on a *sum* of clipped contributions, followed by division by a fixed
 normaliser. Callers: :func:`jaxsec.privacy.dpsgd.make_step` (DP-SGD, Abadi et al. 2016)
-and :func:`jaxsec.privacy.fedavg.dp_aggregate` / :func:`~jaxsec.privacy.fedavg.server_noise`
+and :func:`jaxsec.federated.dp.dp_aggregate` / :func:`~jaxsec.federated.dp.server_noise`
 (DP-FedAvg, McMahan et al. 2018). The guarantee is the Gaussian mechanism's for the
 sensitivity ``stddev / noise_multiplier`` of the sum; accounting is the caller's.
 """

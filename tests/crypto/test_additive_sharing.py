@@ -71,7 +71,7 @@ def test_numpy_randomness_only_under_the_insecure_test_name():
 
 
 def test_share_mod2k_n_of_n_over_the_ring_of_secure_aggregation():
-  from jaxsec.privacy import secure_aggregation as sa  # pylint: disable=g-import-not-at-top
+  from jaxsec.federated import secure_aggregation as sa  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(2)
   x = sa.encode(np.linspace(-3, 3, 50), scale_bits=16, modulus_bits=32)
   for n in (2, 5):

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsec.defenses import robust_aggregation as ra
+from jaxsec.federated import aggregators as ra
 from jaxsec.federated import byzantine
 from jaxsec.federated import fedavg
 from jaxsec.privacy import accounting
@@ -189,7 +189,7 @@ def test_dp_fedavg_hook_clips_and_poisson_masks():
   clip = 1e-3
   fed = fedavg.make_fedavg(apply_fn, client_optimizer=optax.sgd(0.5), batch_size=5,
                            local_steps=2, sampling='poisson', sampling_rate=0.5,
-                           dp_clip_norm=clip, dp_noise_multiplier=0.0)
+                           l2_norm_clip=clip, noise_multiplier=0.0)
   rk = jax.random.key(2)
   new, info = fed.round(p0, x, y, lists, counts, np.zeros(8, bool), rk)
   part = np.asarray(info.participating)
@@ -264,11 +264,11 @@ def test_bad_arguments_raise_value_error_naming_the_value():
   with pytest.raises(ValueError, match='sampling_rate=1.5'):
     mk(batch_size=4, local_steps=1, sampling='poisson', sampling_rate=1.5)
   with pytest.raises(ValueError, match="aggregator='coordinate_median'"):
-    mk(batch_size=4, local_steps=1, aggregator='coordinate_median', dp_clip_norm=1.0)
-  with pytest.raises(ValueError, match='dp_clip_norm=0.0'):
-    mk(batch_size=4, local_steps=1, dp_clip_norm=0.0)
-  with pytest.raises(ValueError, match='dp_noise_multiplier=1.0'):
-    mk(batch_size=4, local_steps=1, dp_noise_multiplier=1.0)
+    mk(batch_size=4, local_steps=1, aggregator='coordinate_median', l2_norm_clip=1.0)
+  with pytest.raises(ValueError, match='l2_norm_clip=0.0'):
+    mk(batch_size=4, local_steps=1, l2_norm_clip=0.0)
+  with pytest.raises(ValueError, match='noise_multiplier=1.0'):
+    mk(batch_size=4, local_steps=1, noise_multiplier=1.0)
   with pytest.raises(ValueError, match="client_weighting='num_examples'"):
     mk(batch_size=4, local_steps=1, client_weighting='num_examples',
        aggregator='coordinate_median')
@@ -292,7 +292,7 @@ def test_bad_arguments_raise_value_error_naming_the_value():
 
 def _dp_fed(**kw):
   return fedavg.make_fedavg(apply_fn, client_optimizer=optax.sgd(0.1), batch_size=4,
-                            local_steps=1, dp_clip_norm=0.5, **kw)
+                            local_steps=1, l2_norm_clip=0.5, **kw)
 
 
 def test_dp_fedavg_run_reports_user_level_epsilon_of_the_sampler_used():
@@ -305,7 +305,7 @@ def test_dp_fedavg_run_reports_user_level_epsilon_of_the_sampler_used():
   z, rounds, delta = 2.0, 3, 1e-5
   orders = np.asarray(accounting.DEFAULT_ORDERS)
   # all clients every round: replace-one Gaussian, RDP 2 lambda / z^2 per round
-  full = _dp_fed(dp_noise_multiplier=z)
+  full = _dp_fed(noise_multiplier=z)
   res = fedavg.run(full, _init_linear(), x, y, clients=clients, num_rounds=rounds,
                    key=jax.random.key(1), dp_delta=delta)
   closed, _ = accounting.epsilon_from_rdp(orders, rounds * 2 * orders / z ** 2, delta)
@@ -314,7 +314,7 @@ def test_dp_fedavg_run_reports_user_level_epsilon_of_the_sampler_used():
   assert acct.delta == delta and acct.accountant == 'rdp'
   assert acct.neighboring_relation == accounting.NeighboringRelation.REPLACE_ONE
   # 3 of 8 clients per round: the without-replacement event, amplified
-  uni = _dp_fed(dp_noise_multiplier=z, clients_per_round=3)
+  uni = _dp_fed(noise_multiplier=z, clients_per_round=3)
   ev = dp_accounting.SelfComposedDpEvent(dp_accounting.SampledWithoutReplacementDpEvent(
       8, 3, dp_accounting.GaussianDpEvent(z / 2)), rounds)
   want = accounting.epsilon(ev, delta, accountant='rdp',
@@ -323,12 +323,12 @@ def test_dp_fedavg_run_reports_user_level_epsilon_of_the_sampler_used():
   assert got.epsilon == pytest.approx(want, rel=1e-9) and got.epsilon < closed
   assert isinstance(got.event.event, dp_accounting.SampledWithoutReplacementDpEvent)
   # Poisson with rate 1: the add/remove Gaussian, RDP lambda / (2 z^2) per round
-  poi = _dp_fed(dp_noise_multiplier=z, sampling='poisson', sampling_rate=1.0)
+  poi = _dp_fed(noise_multiplier=z, sampling='poisson', sampling_rate=1.0)
   p1 = poi.dp_account(num_clients=8, num_rounds=rounds, delta=delta, accountant='rdp')
   closed_ar, _ = accounting.epsilon_from_rdp(orders, rounds * orders / (2 * z ** 2), delta)
   assert p1.epsilon == pytest.approx(closed_ar, rel=1e-9)
   assert p1.neighboring_relation == accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
-  poi = _dp_fed(dp_noise_multiplier=z, sampling='poisson', sampling_rate=0.375)
+  poi = _dp_fed(noise_multiplier=z, sampling='poisson', sampling_rate=0.375)
   p_acct = poi.dp_account(num_clients=8, num_rounds=rounds, delta=delta)
   ev_p = dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
       0.375, dp_accounting.GaussianDpEvent(z)), rounds)
@@ -360,7 +360,7 @@ def test_dp_fedavg_round_noise_has_the_promised_scale(sampling):
   lists, counts = fedavg.client_index_lists(clients, 32)
   z, clip, lr = 3.0, 0.5, 0.7
   fed = fedavg.make_fedavg(apply_fn, client_optimizer=optax.sgd(0.0), batch_size=4,
-                           local_steps=1, dp_clip_norm=clip, dp_noise_multiplier=z,
+                           local_steps=1, l2_norm_clip=clip, noise_multiplier=z,
                            server_lr=lr, **sampling)
   p0 = _init_linear(d=40)
   keys = jax.random.split(jax.random.key(9), 100)

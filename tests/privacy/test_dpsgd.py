@@ -9,7 +9,8 @@ import optax
 import pytest
 from scipy import stats
 
-from jaxsec.privacy import dpsgd, fedavg, noise, sampling
+from jaxsec.federated import dp as dp_fedavg
+from jaxsec.privacy import dpsgd, noise, sampling
 
 
 
@@ -97,7 +98,7 @@ def test_train_end_to_end_reports_sampler_epsilon():
   assert acc > 0.85
   assert len(res.history['step']) == 2 and res.history['step'][-1] == 60
   # statistics computed from the private batches without noise live apart, named so
-  assert set(res.history) == {'step', 'clip_norm'}
+  assert set(res.history) == {'step', 'l2_norm_clip'}
   diag = res.nonprivate_diagnostics
   assert set(diag) == {'step', 'clipped_fraction', 'mean_norm', 'batch_size'}
   assert diag['step'] == [30, 60] and all(0 <= f <= 1 for f in diag['clipped_fraction'])
@@ -220,8 +221,8 @@ def test_one_noise_addition_for_dpsgd_and_dp_fedavg():
                jax.tree.map(lambda l: l / m,
                             noise.add_gaussian_noise(summed, k_tx, sigma * c)))
   updates = {'w': jnp.ones((3, 3)) * 0.1, 'b': jnp.zeros((3, 2, 2))}
-  agg, _ = fedavg.dp_aggregate(updates, key, clip_norm=c, noise_multiplier=sigma,
-                               expected_clients=3.0)
+  agg, _ = dp_fedavg.dp_aggregate(updates, key, l2_norm_clip=c, noise_multiplier=sigma,
+                                  expected_clients=3.0)
   s = jax.tree.map(lambda l: jnp.sum(l, 0), updates)   # norms 0.17 < c: no clipping
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), agg,
                jax.tree.map(lambda l: l / 3.0, noise.add_gaussian_noise(s, key, sigma * c)))

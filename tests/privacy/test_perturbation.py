@@ -207,12 +207,11 @@ def test_snapping_epsilon_is_theorem_1_for_the_lambda_and_clamp_used(eps, bound,
 
 def test_privacy_package_exports_the_recent_public_api():
   import jaxsec.privacy as privacy  # pylint: disable=g-import-not-at-top
-  from jaxsec.privacy import dpsgd, fedavg  # pylint: disable=g-import-not-at-top
+  from jaxsec.privacy import dpsgd  # pylint: disable=g-import-not-at-top
   assert privacy.snapping_laplace is pt.snapping_laplace
   assert privacy.snapping_epsilon is pt.snapping_epsilon
   assert privacy.secure_key is dpsgd.secure_key
-  assert privacy.DPFedAvgAccount is fedavg.DPFedAvgAccount
-  for name in ('snapping_laplace', 'snapping_epsilon', 'secure_key', 'DPFedAvgAccount'):
+  for name in ('snapping_laplace', 'snapping_epsilon', 'secure_key'):
     assert name in privacy.__all__
   for name in privacy.__all__:
     assert hasattr(privacy, name), name

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsec.defenses import robust_aggregation as ra
+from jaxsec.federated import aggregators as ra
 
 ROBUST = [('coordinate_median', {}), ('trimmed_mean', {'trim': 1}),
           ('krum', {'num_byzantine': 1}), ('krum', {'num_byzantine': 1, 'multi': 3}),

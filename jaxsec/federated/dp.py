@@ -1,5 +1,5 @@
 """DP-FedAvg hooks (McMahan, Ramage, Talwar, Zhang 2018): user-level DP for federated
-averaging, for ``jaxsec.federated`` to use.
+averaging, used by :func:`jaxsec.federated.fedavg.make_fedavg`.
 
 Each sampled client's model delta is clipped to l2 norm ``S`` (:func:`clip_update`); the
 server sums the clipped deltas, adds ``N(0, (z S)^2)`` and divides by the *expected*
@@ -37,10 +37,10 @@ from jaxsec.privacy import accounting, clipping, noise
 NR = dp_accounting.NeighboringRelation
 
 
-def clip_update(update: Any, clip_norm: Any) -> tuple[Any, jax.Array]:
-  """Client-side: scales a model delta to l2 norm at most ``clip_norm``; returns the norm."""
-  _checks.check_float('clip_norm', clip_norm, minimum=0.0, strict_min=True)
-  return clipping.clip_tree(update, clip_norm)
+def clip_update(update: Any, l2_norm_clip: Any) -> tuple[Any, jax.Array]:
+  """Client-side: scales a model delta to l2 norm at most ``l2_norm_clip``; returns the norm."""
+  _checks.check_float('l2_norm_clip', l2_norm_clip, minimum=0.0, strict_min=True)
+  return clipping.clip_tree(update, l2_norm_clip)
 
 
 class AggregateInfo(NamedTuple):
@@ -48,7 +48,7 @@ class AggregateInfo(NamedTuple):
   num_clients: jax.Array  # number of participating (unmasked) clients
 
 
-def dp_aggregate(updates: Any, key: jax.Array, *, clip_norm: Any, noise_multiplier: float,
+def dp_aggregate(updates: Any, key: jax.Array, *, l2_norm_clip: Any, noise_multiplier: float,
                  expected_clients: float, mask: jax.Array | None = None
                  ) -> tuple[Any, AggregateInfo]:
   """Server-side: ``(sum_m clip(update_m) + N(0, (z S)^2)) / (q W)``.
@@ -56,7 +56,7 @@ def dp_aggregate(updates: Any, key: jax.Array, *, clip_norm: Any, noise_multipli
   Args:
     updates: stacked client deltas, leading axis M (clients of this round).
     key: noise key.
-    clip_norm: S.
+    l2_norm_clip: S.
     noise_multiplier: z.
     expected_clients: q W, the fixed denominator.
     mask: optional [M] 0/1 marking clients that really participate (padding).
@@ -65,21 +65,21 @@ def dp_aggregate(updates: Any, key: jax.Array, *, clip_norm: Any, noise_multipli
   _checks.check_float('expected_clients', expected_clients, minimum=0.0, strict_min=True)
   leaves = jax.tree_util.tree_leaves(updates)
   m = leaves[0].shape[0]
-  clipped, norms = jax.vmap(lambda u: clip_update(u, clip_norm))(updates)
+  clipped, norms = jax.vmap(lambda u: clip_update(u, l2_norm_clip))(updates)
   w = jnp.ones((m,), jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
   summed = jax.tree_util.tree_map(lambda l: jnp.tensordot(w.astype(l.dtype), l, (0, 0)),
                                   clipped)
-  noisy = noise.add_gaussian_noise(summed, key, noise_multiplier * clip_norm)
+  noisy = noise.add_gaussian_noise(summed, key, noise_multiplier * l2_norm_clip)
   return (jax.tree_util.tree_map(lambda l: l / expected_clients, noisy),
           AggregateInfo(norms * w, jnp.sum(w)))
 
 
-def server_noise(*, noise_multiplier: float, clip_norm: float, expected_clients: float,
+def server_noise(*, noise_multiplier: float, l2_norm_clip: float, expected_clients: float,
                  key: jax.Array) -> optax.GradientTransformation:
   """The server's noise as an optax transformation on the *sum* of clipped client deltas
   (chain before a server optimizer, e.g. ``optax.sgd(1.0)`` for plain FedAvg or momentum
   for FedAvgM)."""
-  return noise.gaussian_privatizer(noise_multiplier=noise_multiplier, l2_norm_clip=clip_norm,
+  return noise.gaussian_privatizer(noise_multiplier=noise_multiplier, l2_norm_clip=l2_norm_clip,
                                    normalizer=expected_clients, key=key)
 
 
@@ -132,14 +132,14 @@ class DPFedAvgAccount(NamedTuple):
   epsilon: float
   delta: float
   noise_multiplier: float
-  clip_norm: float
+  l2_norm_clip: float
   num_rounds: int
   accountant: str
   neighboring_relation: NR
   event: dp_accounting.DpEvent
 
 
-def account(*, noise_multiplier: float, clip_norm: float, num_rounds: int, num_clients: int,
+def account(*, noise_multiplier: float, l2_norm_clip: float, num_rounds: int, num_clients: int,
             delta: float, sampling: str, clients_per_round: int | None = None,
             sampling_rate: float | None = None, accountant: str | None = None
             ) -> DPFedAvgAccount:
@@ -148,7 +148,7 @@ def account(*, noise_multiplier: float, clip_norm: float, num_rounds: int, num_c
   ``accountant``: ``'pld'`` (default for Poisson) or ``'rdp'`` (default, and the only one,
   for fixed-size sampling). ``noise_multiplier=0`` gives ``epsilon = inf``.
   """
-  _checks.check_float('clip_norm', clip_norm, minimum=0.0, strict_min=True,
+  _checks.check_float('l2_norm_clip', l2_norm_clip, minimum=0.0, strict_min=True,
                       allow_traced=False)
   event, relation = dp_event(noise_multiplier=noise_multiplier, num_rounds=num_rounds,
                              num_clients=num_clients, sampling=sampling,
@@ -166,5 +166,5 @@ def account(*, noise_multiplier: float, clip_norm: float, num_rounds: int, num_c
   else:
     eps = accounting.epsilon(event, delta, accountant=accountant,
                              neighboring_relation=relation)
-  return DPFedAvgAccount(float(eps), float(delta), float(noise_multiplier), float(clip_norm),
+  return DPFedAvgAccount(float(eps), float(delta), float(noise_multiplier), float(l2_norm_clip),
                          int(num_rounds), accountant, relation, event)

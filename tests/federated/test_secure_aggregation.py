@@ -3,7 +3,7 @@ inputs, Shamir thresholds, the fixed-point codec, X25519 agreement, additive sha
 import numpy as np
 import pytest
 
-from jaxsec.privacy import secure_aggregation as sa
+from jaxsec.federated import secure_aggregation as sa
 
 
 def _updates(n, seed=0):
