@@ -126,6 +126,38 @@ def train_classifier(model_name: str, model_kwargs: Any, x_train, y_train, *,
   return model, result.params, result, time.time() - t0
 
 
+def train_classifiers(model_name: str, model_kwargs: Any, x_train, y_train, *,
+                      num_classes: int, input_shape: tuple[int, ...], init_keys: jax.Array,
+                      train_keys: jax.Array, learning_rate: float, batch_size: int,
+                      num_epochs: int, label: str, checkpoint_dir: str | None = None,
+                      progress: bool = True) -> tuple[Any, Any, train.FitResult, float]:
+  """``train_classifier`` for ``len(init_keys)`` seeds as ONE ``jaxsec.train.fit_many``
+  program (a vectorised seed axis): model ``m`` is initialised with ``init_keys[m]`` and
+  trained with ``train_keys[m]`` on the whole of ``x_train``, which is what
+  ``train_classifier`` gives with those keys (float tolerance: the vmapped program may
+  reassociate sums).
+
+  Returns ``(model, stacked_params, fit_result, train_seconds)``; parameters and
+  ``history['loss']`` (``[epochs, M]``) have the model axis ``M``.
+  """
+  kw = model_kwargs.to_dict() if isinstance(model_kwargs, ml_collections.ConfigDict) else dict(
+      model_kwargs)
+  model = models.get(model_name, num_classes=num_classes, **kw)
+  params = train.init_many(lambda k: models.init(model, k, (1,) + tuple(input_shape)),
+                           init_keys)
+  steps = x_train.shape[0] // batch_size
+  schedule = optax.cosine_decay_schedule(learning_rate, steps * num_epochs)
+  masks = np.ones((len(init_keys), x_train.shape[0]), bool)
+  t0 = time.time()
+  apply_fn: Any = model.apply  # flax's apply, (params, x) -> logits here
+  result = train.fit_many(apply_fn, params, x_train, y_train, masks=masks,
+                          optimizer=optax.adam(schedule), keys=train_keys,
+                          batch_size=batch_size, num_epochs=num_epochs,
+                          num_classes=num_classes, checkpoint_dir=checkpoint_dir,
+                          progress=progress, label=label)
+  return model, result.params, result, time.time() - t0
+
+
 def checkpoint_dir(cfg: ml_collections.ConfigDict, given: str | None, name: str,
                    field: str = 'ckpt_dir') -> str | None:
   """The folder a study checkpoints into: ``given`` when not None, else ``cfg.<field>``

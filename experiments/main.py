@@ -222,30 +222,67 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   return rows
 
 
+def _seeds(cfg) -> tuple[int, ...]:
+  """The trained seeds: ``config.seeds`` (a vectorised axis, one ``fit_many`` program) when
+  non-empty, which then replaces ``config.seed``; else ``(config.seed,)``."""
+  seeds = tuple(cfg.seeds)
+  if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(
+      set(seeds)) != len(seeds):
+    raise ValueError(f'config.seeds={seeds!r}; expected distinct ints >= 0 (or () to train '
+                     'config.seed only).')
+  return seeds or (cfg.seed,)
+
+
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
-  key = jax.random.key(cfg.seed)
-  k_init, k_train, k_fgsm, k_pgd = jax.random.split(key, 4)
+  seeds = _seeds(cfg)
+  key = jax.random.key(seeds[0])
+  # Per seed: init, train, FGSM and PGD keys (the same as a run with config.seed = seed).
+  seed_keys = [jax.random.split(jax.random.key(s), 4) for s in seeds]
   ds = data.info(cfg.dataset)
   x_train, y_train, x_test, y_test = common.load_splits(
       cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.eval_subset)
 
-  model, params, result, train_time = common.train_classifier(
-      cfg.model, cfg.model_kwargs, x_train, y_train, num_classes=ds.num_classes,
-      input_shape=ds.input_shape, init_key=k_init, train_key=k_train,
-      learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
-      label='main/train', checkpoint_dir=os.path.join(workdir, 'checkpoints'))
-  clean = train.evaluate(model.apply, params, x_test, y_test)
-  print(f'clean test accuracy {clean:.4f} ({train_time:.0f}s training)', flush=True)
+  train_kw = dict(num_classes=ds.num_classes, input_shape=ds.input_shape,
+                  learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+                  num_epochs=cfg.num_epochs, label='main/train')
+  if cfg.seeds:  # the seed axis as one vmapped training program
+    model, stacked, result, train_time = common.train_classifiers(
+        cfg.model, cfg.model_kwargs, x_train, y_train,
+        init_keys=jnp.stack([k[0] for k in seed_keys]),
+        train_keys=jnp.stack([k[1] for k in seed_keys]),
+        checkpoint_dir=os.path.join(workdir, 'checkpoints_seeds-' + '-'.join(map(str, seeds))),
+        **train_kw)
+    params_of = [jax.tree.map(lambda a, m=m: a[m], stacked) for m in range(len(seeds))]
+    loss_of = list(np.asarray(result.history['loss']).T)
+  else:
+    model, params, result, train_time = common.train_classifier(
+        cfg.model, cfg.model_kwargs, x_train, y_train, init_key=seed_keys[0][0],
+        train_key=seed_keys[0][1], checkpoint_dir=os.path.join(workdir, 'checkpoints'),
+        **train_kw)
+    params_of, loss_of = [params], [np.asarray(result.history['loss'])]
 
-  logits_fn = models.logits_fn(model, params)
   xa, ya = x_test[:cfg.attack_subset], y_test[:cfg.attack_subset]
-  t1 = time.time()
-  acc_fgsm, adv_fgsm = robust_accuracy(logits_fn, xa, ya, cfg.eps, 'fgsm', cfg, k_fgsm)
-  acc_pgd, adv_pgd = robust_accuracy(logits_fn, xa, ya, cfg.eps, 'pgd', cfg, k_pgd)
-  attack_time = time.time() - t1
-  for e, a, b in zip(cfg.eps, acc_fgsm, acc_pgd, strict=True):
-    print(f'eps {e:.3f}: FGSM {a:.4f}  PGD-{cfg.pgd_steps} {b:.4f}', flush=True)
+  per_seed, attack_time = [], 0.0
+  for s, p, k, loss in zip(seeds, params_of, seed_keys, loss_of, strict=True):
+    clean_s = train.evaluate(model.apply, p, x_test, y_test)
+    print(f'{f"seed {s}: " if cfg.seeds else ""}clean test accuracy {clean_s:.4f} '
+          f'({train_time:.0f}s training)', flush=True)
+    logits_fn = models.logits_fn(model, p)
+    t1 = time.time()
+    acc_fgsm, adv_fgsm = robust_accuracy(logits_fn, xa, ya, cfg.eps, 'fgsm', cfg, k[2])
+    acc_pgd, adv_pgd = robust_accuracy(logits_fn, xa, ya, cfg.eps, 'pgd', cfg, k[3])
+    attack_time += time.time() - t1
+    for e, a, b in zip(cfg.eps, acc_fgsm, acc_pgd, strict=True):
+      print(f'eps {e:.3f}: FGSM {a:.4f}  PGD-{cfg.pgd_steps} {b:.4f}', flush=True)
+    per_seed.append({'seed': s, 'clean_accuracy': clean_s, 'fgsm_accuracy': acc_fgsm.tolist(),
+                     'pgd_accuracy': acc_pgd.tolist(), 'train_loss': loss.tolist(),
+                     'adv': (adv_fgsm, adv_pgd)})
+  # The report, plots and survey table: the first seed's model.
+  params, first = params_of[0], per_seed[0]
+  clean, (adv_fgsm, adv_pgd) = first['clean_accuracy'], first['adv']
+  acc_fgsm, acc_pgd = np.asarray(first['fgsm_accuracy']), np.asarray(first['pgd_accuracy'])
+  logits_fn = models.logits_fn(model, params)
 
   # Adversarial example grid at grid_eps (the eps in the sweep closest to it).
   gi = int(np.argmin(np.abs(np.asarray(cfg.eps) - cfg.grid_eps)))
@@ -275,9 +312,17 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       'pgd_accuracy': acc_pgd.tolist(), 'pgd_steps': cfg.pgd_steps,
       'train_seconds': train_time, 'attack_seconds': attack_time,
       'table': table, 'table_seconds': table_time,
-      'train_loss': np.asarray(result.history['loss']).tolist(),
+      'train_loss': loss_of[0].tolist(),
       'backend': jax.default_backend(), 'devices': len(jax.devices()),
+      # One row per (seed, eps): launch.sweep's table has one row per vectorised value.
+      'vectorized': {'axes': ['seed', 'eps'], 'rows': [
+          {'seed': r['seed'], 'eps': e, 'clean_accuracy': r['clean_accuracy'],
+           'fgsm_accuracy': a, 'pgd_accuracy': b, 'final_train_loss': r['train_loss'][-1]}
+          for r in per_seed
+          for e, a, b in zip(cfg.eps, r['fgsm_accuracy'], r['pgd_accuracy'], strict=True)]},
   }
+  if cfg.seeds:
+    results['per_seed'] = [{k: v for k, v in r.items() if k != 'adv'} for r in per_seed]
   jio.write_json_atomic(os.path.join(workdir, 'results.json'), results)
   jio.write_text_atomic(os.path.join(workdir, 'report.md'), render_markdown(results))
   return results

@@ -31,6 +31,12 @@ from jaxsec import io as jio
 from launch import hyper
 
 POINT_FILE = 'sweep_point.json'
+# A study that ran a vectorised axis (``h.vectorized``) returns
+# ``result[VECTORIZED] = {'axes': ['seed', 'eps'], 'rows': [{'seed': 0, 'eps': 0.1,
+# <metric>: value, ...}, ...]}``: one row per value (per combination of the axes); ``gather``
+# turns each into a table row (the axes as columns ``seed``, ``eps``, the metrics as
+# ``result.<metric>`` over the point's own scalars).
+VECTORIZED = 'vectorized'
 ERROR_FILE = 'sweep_error.txt'
 STARTED_FILE = 'sweep_started.json'
 MAX_PLOTTED_METRICS = 6
@@ -137,6 +143,10 @@ def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     value = tuple(value)
   if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
     value = float(value)
+  if isinstance(value, tuple) and old is not None and not isinstance(old, tuple):
+    raise ValueError(f'sweep axis {key!r}={value!r}: {key} is a {type(old).__name__} '
+                     'field; a tuple (h.vectorized) needs a tuple-valued field such as '
+                     'config.seeds.')
   try:
     node[parts[-1]] = value
   except (TypeError, ValueError, AttributeError) as e:
@@ -267,9 +277,7 @@ def gather(workdir: str, points: Sequence[dict], *, metrics: Sequence[str] | Non
     ``{'rows', 'axes', 'metrics', 'csv', 'json', 'plots'}``.
   """
   failed = failed or {}
-  axes = [k for k in dict.fromkeys(k for p in points for k in p)
-          if len({json.dumps(p.get(k), sort_keys=True, default=repr) for p in points}) > 1]
-  rows, found = [], []
+  rows, found, vec_axes = [], [], []
   for p in points:
     name = point_name(p)
     row = {'point': name}
@@ -279,17 +287,35 @@ def gather(workdir: str, points: Sequence[dict], *, metrics: Sequence[str] | Non
       rec = jio.read_json(path)
       row.update(status='done', seconds=rec.get('seconds'), attempt=rec.get('attempt'))
       result = rec.get('result', {})
+      vec = {}
       if isinstance(result, dict):  # the study's copy of its inputs is not a measurement
-        result = {k: v for k, v in result.items() if k != 'config'}
+        vec = result.get(VECTORIZED) or {}
+        result = {k: v for k, v in result.items() if k not in ('config', VECTORIZED)}
       res = flatten(result)
       row.update({f'result.{k}': v for k, v in res.items()})
       found.extend(k for k, v in res.items() if _is_number(v))
+      if vec.get('rows'):  # one table row per value of the vectorised axes
+        axes_here = list(vec.get('axes', ()))
+        vec_axes.extend(axes_here)
+        for sub in vec['rows']:
+          r = dict(row)
+          r.update({a: sub[a] for a in axes_here})
+          r.update({f'result.{k}': v for k, v in flatten(
+              {k: v for k, v in sub.items() if k not in axes_here}).items()})
+          found.extend(k for k, v in flatten(sub).items()
+                       if _is_number(v) and k not in axes_here)
+          rows.append(r)
+        continue
     else:
       row['status'] = 'failed' if name in failed else 'not run'
       if name in failed:
         row['error'] = str(failed[name]).strip().splitlines()[-1][:300] if str(
             failed[name]).strip() else 'failed'
     rows.append(row)
+  keys = list(dict.fromkeys([*(k for p in points for k in p),
+                             *(f'config.{a}' for a in vec_axes)]))
+  axes = [k for k in keys if len({json.dumps(r.get(k[len('config.'):]), sort_keys=True,
+                                             default=repr) for r in rows}) > 1]
   if metrics is None:  # every numeric scalar that differs between points (else all)
     found = list(dict.fromkeys(found))
     varying = [m for m in found if len({json.dumps(r.get(f'result.{m}')) for r in rows
@@ -310,7 +336,8 @@ def gather(workdir: str, points: Sequence[dict], *, metrics: Sequence[str] | Non
   json_path = os.path.join(workdir, 'results.json')
   jio.write_json_atomic(json_path, {'axes': axes, 'metrics': metrics, 'rows': rows})
   plots = [plot_axis(workdir, rows, axis, metrics[:MAX_PLOTTED_METRICS]) for axis in axes
-           if all(_is_scalar(p.get(axis)) for p in points)]  # dict-valued axes: table only
+           if all(_is_scalar(r.get(axis[len('config.'):])) for r in rows)
+           ]  # dict- or tuple-valued axes: table only
   return {'rows': rows, 'axes': axes, 'metrics': metrics, 'csv': csv_path, 'json': json_path,
           'plots': [p for p in plots if p]}
 

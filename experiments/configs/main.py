@@ -7,6 +7,12 @@ Variants: ``full`` (default; the committed docs/results/main/), ``smoke`` (secon
 tests), ``mnist``, ``cifar10`` (a ResNet). ``model`` is ``'cnn'`` or ``'mlp'`` with its
 ``model_kwargs`` (``MODEL_KWARGS`` holds both reference sizes); ``get_hyper`` sweeps 3 seeds
 x the 2 models on the smoke variant.
+
+Vectorised axes (issue 12 item 4): ``eps`` is a tuple that every run attacks as one vmapped
+program (one compiled PGD over the whole grid); ``seeds`` (a tuple, default ``()``: train
+``seed`` only) trains one model per seed as one ``jaxsec.train.fit_many`` program and
+replaces ``seed``. ``get_hyper`` uses both: 2 points (one per model), each 3 seeds x the eps
+grid, and ``launch.sweep``'s table has one row per (model, seed, eps).
 """
 import ml_collections
 
@@ -31,6 +37,7 @@ def _default(c: ml_collections.ConfigDict) -> None:
   c.attack_subset = 1000      # robust accuracy on the first N test images
   c.attack_batch = 250
   c.eps = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)  # eps=0 is the clean accuracy (not attacked)
+  c.seeds = ()                # vectorised seed axis: () trains `seed`; (0, 1, 2) 3 models at once
   c.pgd_steps = 20
   c.pgd_rel_step = 2.5        # step size = rel_step * eps / steps (Madry et al.)
   c.grid_eps = 0.1
@@ -86,9 +93,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_hyper(h):
-  """3 seeds x the 2 reference models, on the smoke variant (``--config=...main.py:smoke``)."""
+  """3 seeds x the 2 reference models x the eps grid, on the smoke variant
+  (``--config=...main.py:smoke``): the models are 2 Ray tasks; the seeds (one ``fit_many``
+  program) and the eps grid (one vmapped attack) are vectorised inside each. Replace
+  ``h.vectorized('config.seeds', ...)`` by ``h.sweep('config.seed', [0, 1, 2])`` for one
+  task per seed (the table is the same, up to float reassociation in training).
+  """
   return h.product([
-      h.sweep('config.seed', [0, 1, 2]),
+      h.vectorized('config.seeds', [0, 1, 2]),
+      h.vectorized('config.eps', [0.0, 0.1, 0.3]),
       h.zip([h.sweep('config.model', ['cnn', 'mlp']),
              h.sweep('config.model_kwargs', [MODEL_KWARGS['smoke']['cnn'],
                                              MODEL_KWARGS['smoke']['mlp']])]),

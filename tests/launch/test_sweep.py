@@ -113,6 +113,33 @@ def test_ray_sweep_retries_resumes_and_gathers(ray_2cpus, tmp_path):
   assert all(os.path.getsize(p) > 1000 for p in s['plots'])
 
 
+def test_vectorized_axis_is_one_point_with_one_table_row_per_value(ray_2cpus, tmp_path):
+  h = hyper.Hyper()
+  assert h.vectorized('config.xs', [0.5, 2.0]) == [{'config.xs': (0.5, 2.0)}]
+  with pytest.raises(ValueError, match='repeats a value'):
+    h.vectorized('config.xs', [0.5, 0.5])
+  with pytest.raises(ValueError, match='no values'):
+    h.vectorized('config.xs', [])
+  base = points.load_module(TOY).get_config()
+  with pytest.raises(ValueError, match=r"config.x is a float field; a tuple \(h.vectorized\)"):
+    points.point_config(base, h.vectorized('config.x', [0.5, 2.0])[0])
+  # 2 seeds x a vectorised x: 2 Ray tasks, 4 table rows equal to the point-by-point sweep's.
+  wd = str(tmp_path / 'vec')
+  s = backends.run_sweep(f'{TOY}:vectorized', wd, progress_every_s=1)
+  assert (s['points'], s['ran'], s['failed']) == (2, 2, [])
+  table = json.load(open(os.path.join(wd, 'results.json')))
+  assert table['axes'] == ['config.seed', 'config.x']
+  got = sorted((r['seed'], r['x'], r['result.loss'], r['result.nested.score'])
+               for r in table['rows'])
+  assert got == sorted((seed, x, (x - 1) ** 2 + seed, 2 * x)
+                       for seed in (0, 1) for x in (0.5, 2.0))
+  csv_rows = list(csv.DictReader(open(os.path.join(wd, 'results.csv'))))
+  assert sorted((int(r['seed']), float(r['x'])) for r in csv_rows) == [
+      (0, 0.5), (0, 2.0), (1, 0.5), (1, 2.0)]
+  assert sorted(s['plots']) == [os.path.join(wd, 'plot_seed.png'),
+                                os.path.join(wd, 'plot_x.png')]
+
+
 @pytest.mark.slow
 def test_ray_four_points_on_two_cpus_retry_in_one_launch(ray_2cpus, tmp_path):
   assert ray_2cpus.total['CPU'] == 2
