@@ -18,7 +18,6 @@ example, so DP-SGD can clip it). ``supervised(loss)`` lifts a ``loss(logits, y)`
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import math
@@ -179,111 +178,121 @@ def _restore(checkpoint_dir, template):
   return state, int(last)
 
 
-_EPOCH_CACHE: collections.OrderedDict = collections.OrderedDict()
-_EPOCH_CACHE_SIZE = 32
+# The compiled epoch is cached by jax's own jit cache: the model function, objective,
+# optimizer and plan are static arguments of module-level jitted functions (same objects:
+# same program), so sequential fits (shadow models, ablations) compile once. On the CPU
+# backend an epoch is a host loop over jitted steps instead of one ``lax.scan``: XLA:CPU
+# runs convolutions inside loop bodies several times slower (jax-ml/jax#12868); the steps,
+# and so the result, are the same.
+_STATIC = ('apply_fn', 'objective', 'optimizer', 'train_apply_fn', 'steps_per_epoch',
+           'batch_size', 'many', 'mesh', 'model_axis')
+_SHARED = (0, 0, 0, 0, 0, None, None)   # vmap axes: per-model state, shared data (x, y)
 
 
-def _compiled_epoch(*static):
-  """The jitted epoch for these static settings, built once and reused.
-
-  Every ``fit`` call used to build fresh closures and so recompile (0.4 s for an MLP on
-  CPU, most of a short fit): a loop of sequential fits, the usual shadow-model / ablation
-  pattern, paid it every time. The key holds the model function, objective and optimizer
-  themselves (same objects: same program); an unhashable one is built uncached.
-  """
-  try:
-    fn = _EPOCH_CACHE.get(static)
-  except TypeError:  # an unhashable apply_fn / objective / optimizer
-    return _build_epoch(*static)
-  if fn is None:
-    fn = _build_epoch(*static)
-    _EPOCH_CACHE[static] = fn
-    if len(_EPOCH_CACHE) > _EPOCH_CACHE_SIZE:
-      _EPOCH_CACHE.popitem(last=False)
-  else:
-    _EPOCH_CACHE.move_to_end(static)
-  return fn
+def _constrain(a, spec, mesh):
+  if mesh is None:
+    return a
+  return jax.lax.with_sharding_constraint(a, NamedSharding(mesh, spec))
 
 
-def _build_epoch(apply_fn, objective, optimizer, train_apply_fn, steps_per_epoch, batch_size,
-                 many, mesh, model_axis, use_scan):
+def _model_sharded(out, mesh, model_axis):
+  if model_axis is None:
+    return out
+  return jax.tree.map(lambda a: _constrain(a, P('model'), mesh), out)
+
+
+def _epoch_plan(key, index_list, count, steps_per_epoch, batch_size):
+  k_perm, k_steps = jax.random.split(key)
+  batches = _epoch_batches(k_perm, index_list, count, steps_per_epoch, batch_size)
+  return batches, jax.random.split(k_steps, steps_per_epoch)
+
+
+def _one_step(p, s, idx, k, x, y, *, apply_fn, objective, optimizer, train_apply_fn, mesh):
+  # The gathered batch is sharded over the mesh's 'data' axis (a no-op without a mesh).
   step = make_step(apply_fn, objective, optimizer, train_apply_fn)
-  def constrain(a, spec):
-    if mesh is None:
-      return a
-    return jax.lax.with_sharding_constraint(a, NamedSharding(mesh, spec))
+  return step(p, s, _constrain(x[idx], P('data'), mesh), _constrain(y[idx], P('data'), mesh),
+              k)
 
-  def sharded_step(p, s, xb, yb, k):
-    # The gathered batch is sharded over the mesh's 'data' axis (a no-op without a mesh).
-    return step(p, s, constrain(xb, P('data')), constrain(yb, P('data')), k)
 
-  def epoch_plan(key, index_list, count):
-    k_perm, k_steps = jax.random.split(key)
-    batches = _epoch_batches(k_perm, index_list, count, steps_per_epoch, batch_size)
-    return batches, jax.random.split(k_steps, steps_per_epoch)
-
-  def one_step(p, s, idx, k, x, y):
-    return sharded_step(p, s, x[idx], y[idx], k)
+@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnums=(0, 1))
+def _scan_epoch(params, opt_state, keys, index_lists, counts, x, y, *, apply_fn, objective,
+                optimizer, train_apply_fn, steps_per_epoch, batch_size, many, mesh,
+                model_axis):
+  """One epoch as one ``lax.scan`` over steps (vmapped over models when ``many``)."""
+  step = functools.partial(_one_step, apply_fn=apply_fn, objective=objective,
+                           optimizer=optimizer, train_apply_fn=train_apply_fn, mesh=mesh)
 
   def one_epoch(params, opt_state, key, index_list, count, x, y):
-    batches, step_keys = epoch_plan(key, index_list, count)
+    batches, step_keys = _epoch_plan(key, index_list, count, steps_per_epoch, batch_size)
 
     def body(carry, inp):
       p, s = carry
       idx, k = inp
-      p, s, loss = one_step(p, s, idx, k, x, y)
+      p, s, loss = step(p, s, idx, k, x, y)
       return (p, s), loss
     (params, opt_state), losses = jax.lax.scan(body, (params, opt_state),
                                                (batches, step_keys))
     return params, opt_state, jnp.mean(losses)
 
-  def model_sharded(out):
-    if model_axis is None:
-      return out
-    return jax.tree.map(lambda a: constrain(a, P('model')), out)
-
   # The data are arguments (never baked into the program as constants) shared by all
   # models (in_axes None); the gather inside the vmapped body reads [M, B] examples.
-  shared = (0, 0, 0, 0, 0, None, None)
-  if use_scan:
-    if many:
-      epoch_fn = lambda *a: model_sharded(jax.vmap(one_epoch, in_axes=shared)(*a))
-    else:
-      epoch_fn = lambda p, s, keys, il, c, x, y: one_epoch(p, s, keys[0], il[0], c[0], x, y)
-    epoch_fn = jax.jit(epoch_fn, donate_argnums=(0, 1))
-  else:
-    # Host loop over jitted steps: XLA:CPU runs convolutions inside while-loop bodies up
-    # to ~8x slower than outside them (jax-ml/jax#12868; measured here: 0.6 s vs 4.9 s per
-    # CNN step), so on CPU each step is its own compiled call.
-    if many:
-      plan_fn = jax.jit(jax.vmap(epoch_plan))
-      step_fn = jax.jit(lambda *a: model_sharded(jax.vmap(one_step, in_axes=shared[1:])(*a)),
-                        donate_argnums=(0, 1))
-    else:
-      plan_fn = jax.jit(lambda keys, il, c: jax.tree.map(
-          lambda a: a[None], epoch_plan(keys[0], il[0], c[0])))
-      step_fn = jax.jit(lambda p, s, idx, k, x, y: one_step(p, s, idx[0], k[0], x, y),
-                        donate_argnums=(0, 1))
+  if many:
+    return _model_sharded(jax.vmap(one_epoch, in_axes=_SHARED)(
+        params, opt_state, keys, index_lists, counts, x, y), mesh, model_axis)
+  return one_epoch(params, opt_state, keys[0], index_lists[0], counts[0], x, y)
 
-    def epoch_fn(params, opt_state, keys, index_lists, counts, x, y):
-      batches, step_keys = plan_fn(keys, index_lists, counts)
-      losses = []
-      for t in range(steps_per_epoch):
-        params, opt_state, loss = step_fn(params, opt_state, batches[:, t], step_keys[:, t],
-                                          x, y)
-        losses.append(loss)
-      return params, opt_state, jnp.mean(jnp.stack(losses), axis=0)
 
-  return epoch_fn
+@functools.partial(jax.jit, static_argnames=('steps_per_epoch', 'batch_size'))
+def _host_plan(keys, index_lists, counts, *, steps_per_epoch, batch_size):
+  """Batch indices [M, steps, batch] and step keys [M, steps] of one epoch."""
+  return jax.vmap(functools.partial(_epoch_plan, steps_per_epoch=steps_per_epoch,
+                                    batch_size=batch_size))(keys, index_lists, counts)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnums=(0, 1))
+def _host_step(params, opt_state, idx, k, x, y, *, apply_fn, objective, optimizer,
+               train_apply_fn, steps_per_epoch, batch_size, many, mesh, model_axis):
+  """One training step of every model (batch indices ``idx`` [M, batch], keys ``k`` [M])."""
+  del steps_per_epoch, batch_size
+  step = functools.partial(_one_step, apply_fn=apply_fn, objective=objective,
+                           optimizer=optimizer, train_apply_fn=train_apply_fn, mesh=mesh)
+  if many:
+    return _model_sharded(jax.vmap(step, in_axes=_SHARED[1:])(params, opt_state, idx, k, x, y),
+                          mesh, model_axis)
+  return step(params, opt_state, idx[0], k[0], x, y)
+
+
+def _host_epoch(params, opt_state, keys, index_lists, counts, x, y, **static):
+  """The steps of :func:`_scan_epoch`, each its own compiled call (the CPU form)."""
+  batches, step_keys = _host_plan(keys, index_lists, counts,
+                                  steps_per_epoch=static['steps_per_epoch'],
+                                  batch_size=static['batch_size'])
+  losses = []
+  for t in range(static['steps_per_epoch']):
+    params, opt_state, loss = _host_step(params, opt_state, batches[:, t], step_keys[:, t],
+                                         x, y, **static)
+    losses.append(loss)
+  return params, opt_state, jnp.mean(jnp.stack(losses), axis=0)
+
+
+def _epoch_fn(use_scan, **static):
+  """``epoch(params, opt_state, keys, index_lists, counts, x, y)`` in the scan or host
+  form; a static argument that is not hashable (jax's jit cache needs hashes) fails with
+  a ValueError naming it."""
+  for name, value in static.items():
+    try:
+      hash(value)
+    except TypeError:
+      raise ValueError(f'{name}={value!r} is not hashable; expected a hashable function or '
+                       'optimizer (it is a static argument of the compiled epoch).') from None
+  return functools.partial(_scan_epoch if use_scan else _host_epoch, **static)
 
 
 def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_size,
          num_epochs, num_steps, objective, train_apply_fn, many, mesh, checkpoint_dir,
-         eval_data, progress, label, loop):
+         eval_data, progress, label):
   num_models = index_lists.shape[0]
-  if loop not in ('auto', 'scan', 'host'):
-    raise ValueError(f"loop={loop!r}; expected 'auto', 'scan' or 'host'.")
-  use_scan = loop == 'scan' or (loop == 'auto' and jax.default_backend() != 'cpu')
+  use_scan = jax.default_backend() != 'cpu'     # the CPU form: see _scan_epoch's comment
   plan = _plan(int(counts.min()), batch_size, num_epochs, num_steps)
   x = jnp.asarray(x)
   y = jnp.asarray(y)
@@ -305,8 +314,9 @@ def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_
                        f'size {mesh.shape["model"]}.')
     model_axis = 'model'
 
-  epoch_fn = _compiled_epoch(apply_fn, objective, optimizer, train_apply_fn,
-                             plan.steps_per_epoch, batch_size, many, mesh, model_axis, use_scan)
+  epoch_fn = _epoch_fn(use_scan, apply_fn=apply_fn, objective=objective, optimizer=optimizer,
+                       train_apply_fn=train_apply_fn, steps_per_epoch=plan.steps_per_epoch,
+                       batch_size=batch_size, many=many, mesh=mesh, model_axis=model_axis)
 
   # The jitted epoch donates its params / opt_state buffers; copy so the caller's arrays
   # stay valid.
@@ -382,7 +392,7 @@ def fit(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *,
         train_apply_fn: Callable | None = None, indices: np.ndarray | None = None,
         num_classes: int | None = None, mesh: Mesh | None = None,
         checkpoint_dir: str | None = None, eval_data: tuple | None = None,
-        progress: bool = False, label: str = 'fit', loop: str = 'auto') -> FitResult:
+        progress: bool = False, label: str = 'fit') -> FitResult:
   """Trains one model with minibatch ``optimizer`` steps.
 
   Args:
@@ -401,9 +411,6 @@ def fit(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *,
     checkpoint_dir: orbax checkpoints after every epoch; an existing one is resumed.
     eval_data: optional ``(x, y)`` evaluated after every epoch (history['eval_accuracy']).
     progress: log one ``absl.logging`` INFO line per epoch (loss, epochs/s, ETA).
-    loop: 'scan' (each epoch one compiled ``lax.scan``), 'host' (a host loop over jitted
-      steps) or 'auto': scan on accelerators, host on CPU, where XLA runs convolutions
-      inside loop bodies several times slower (jax-ml/jax#12868). Same result either way.
 
   Returns:
     FitResult(params, opt_state, history). Deterministic for a key; identical to
@@ -424,7 +431,7 @@ def fit(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *,
               num_epochs=num_epochs, num_steps=num_steps,
               objective=_resolve_objective(loss, objective), train_apply_fn=train_apply_fn,
               many=False, mesh=mesh, checkpoint_dir=checkpoint_dir, eval_data=eval_data,
-              progress=progress, label=label, loop=loop)
+              progress=progress, label=label)
 
 
 def fit_many(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, masks: np.ndarray,
@@ -434,7 +441,7 @@ def fit_many(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, masks: np.ndarra
              objective: Objective | None = None, train_apply_fn: Callable | None = None,
              num_classes: int | None = None, mesh: Mesh | None = None,
              checkpoint_dir: str | None = None, progress: bool = False,
-             label: str = 'fit_many', loop: str = 'auto') -> FitResult:
+             label: str = 'fit_many') -> FitResult:
   """Trains ``M`` independent models in one vmapped program.
 
   Args:
@@ -470,7 +477,7 @@ def fit_many(apply_fn: ApplyFn, params: Any, x: Any, y: Any, *, masks: np.ndarra
               num_epochs=num_epochs, num_steps=num_steps,
               objective=_resolve_objective(loss, objective), train_apply_fn=train_apply_fn,
               many=True, mesh=mesh, checkpoint_dir=checkpoint_dir, eval_data=None,
-              progress=progress, label=label, loop=loop)
+              progress=progress, label=label)
 
 
 def init_many(init_fn: Callable[[jax.Array], Any], keys: jax.Array) -> Any:

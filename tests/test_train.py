@@ -1,3 +1,4 @@
+import inspect
 import os
 import subprocess
 import sys
@@ -142,14 +143,45 @@ def test_bad_input_is_named():
                    keys=jax.random.split(jax.random.key(0), 2), num_steps=1)
 
 
-def test_scan_and_host_loops_agree():
+@pytest.mark.parametrize('many', [False, True])
+def test_scan_and_host_epochs_agree(many):
+  """The two internal forms of an epoch (one ``lax.scan``; a host loop over jitted steps,
+  used on CPU) run the same steps: same params and losses."""
   x, y, m, p = _digits_mlp()
-  kw = dict(optimizer=optax.adam(1e-3), batch_size=64, num_epochs=2, key=jax.random.key(4))
-  a = train.fit(m.apply, p, x, y, loop='scan', **kw)
-  b = train.fit(m.apply, p, x, y, loop='host', **kw)
-  chex.assert_trees_all_close(a.params, b.params, atol=1e-5, rtol=0)
-  with pytest.raises(ValueError, match="loop='gpu'"):
-    train.fit(m.apply, p, x, y, loop='gpu', **kw)
+  opt = optax.adam(1e-3)
+  n = 256
+  num = 2 if many else 1
+  if many:
+    p = train.init_many(lambda k: models.init(m, k, (1, 64)), jax.random.split(
+        jax.random.key(0), num))
+  static = dict(apply_fn=m.apply, objective=train.supervised(), optimizer=opt,
+                train_apply_fn=None, steps_per_epoch=3, batch_size=64, many=many, mesh=None,
+                model_axis=None)
+
+  def args():
+    params = jax.tree.map(jnp.array, p)
+    state = jax.vmap(opt.init)(params) if many else opt.init(params)
+    return (params, state, jax.random.split(jax.random.key(4), num),
+            jnp.tile(jnp.arange(n, dtype=jnp.int32), (num, 1)),
+            jnp.full((num,), n, jnp.int32), jnp.asarray(x), jnp.asarray(y))
+  a = train._scan_epoch(*args(), **static)
+  b = train._host_epoch(*args(), **static)
+  chex.assert_trees_all_close(a[0], b[0], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(a[2], b[2], rtol=1e-5)
+  assert _max_diff(a[0], p) > 1e-3                    # the epoch did train
+
+
+def test_fit_has_no_backend_knob_and_no_module_cache():
+  """The loop form is picked inside ``fit`` (no ``loop=`` argument) and compiled epochs
+  live in jax's jit cache, not in module-level state."""
+  for f in (train.fit, train.fit_many):
+    assert 'loop' not in inspect.signature(f).parameters
+  assert not [k for k, v in vars(train).items() if isinstance(v, (dict, list, set))
+              and not k.startswith('__')]
+  x, y, m, p = _digits_mlp()
+  with pytest.raises(TypeError, match='loop'):
+    train.fit(m.apply, p, x, y, optimizer=optax.sgd(0.1), key=jax.random.key(0),
+              num_steps=1, loop='scan')
 
 
 def test_repeated_fits_reuse_one_compiled_program():
@@ -159,9 +191,9 @@ def test_repeated_fits_reuse_one_compiled_program():
   x, y = data.load('digits', 'train')
   m = models.get('mlp', num_classes=10, hidden=(16,))
   opt = optax.sgd(0.05)
-  kw = dict(optimizer=opt, batch_size=32, num_epochs=2, loop='scan')
+  kw = dict(optimizer=opt, batch_size=32, num_epochs=2)
   p0 = models.init(m, jax.random.key(0), (1, 64))
-  train._EPOCH_CACHE.clear()
+  jax.clear_caches()
   compiles = []
   listener = (lambda name, *a, **k: compiles.append(name)
               if name == '/jax/core/compile/backend_compile_duration' else None)
@@ -176,8 +208,7 @@ def test_repeated_fits_reuse_one_compiled_program():
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert len(compiles) == n_after_two, 'a third fit with the same shapes recompiled'
-  assert len(train._EPOCH_CACHE) == 1
-  train._EPOCH_CACHE.clear()
+  jax.clear_caches()
   cold = train.fit(m.apply, p0, x, y, indices=np.arange(600, 1200), key=jax.random.key(1), **kw)
   for a, b in zip(jax.tree.leaves(warm[1].params), jax.tree.leaves(cold.params), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
