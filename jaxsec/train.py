@@ -181,9 +181,9 @@ def _restore(checkpoint_dir, template):
 # The compiled epoch is cached by jax's own jit cache: the model function, objective,
 # optimizer and plan are static arguments of module-level jitted functions (same objects:
 # same program), so sequential fits (shadow models, ablations) compile once. On the CPU
-# backend an epoch is a host loop over jitted steps instead of one ``lax.scan``: XLA:CPU
-# runs convolutions inside loop bodies several times slower (jax-ml/jax#12868); the steps,
-# and so the result, are the same.
+# backend, for a model with convolutions, an epoch is a host loop over jitted steps instead
+# of one ``lax.scan``: XLA:CPU runs convolutions inside loop bodies several times slower
+# (jax-ml/jax#12868); the steps, and so the result, are the same.
 _STATIC = ('apply_fn', 'objective', 'optimizer', 'train_apply_fn', 'steps_per_epoch',
            'batch_size', 'many', 'mesh', 'model_axis')
 _SHARED = (0, 0, 0, 0, 0, None, None)   # vmap axes: per-model state, shared data (x, y)
@@ -275,6 +275,16 @@ def _host_epoch(params, opt_state, keys, index_lists, counts, x, y, **static):
   return params, opt_state, jnp.mean(jnp.stack(losses), axis=0)
 
 
+def _host_loop_pays(apply_fn, params, x, many) -> bool:
+  """True on the CPU backend for a model with convolutions (the case of jax-ml/jax#12868);
+  elsewhere one ``lax.scan`` per epoch is at least as fast."""
+  if jax.default_backend() != 'cpu':
+    return False
+  one = jax.tree.map(lambda a: a[0], params) if many else params
+  jaxpr = jax.make_jaxpr(apply_fn)(one, jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
+  return 'conv_general_dilated' in str(jaxpr)
+
+
 def _epoch_fn(use_scan, **static):
   """``epoch(params, opt_state, keys, index_lists, counts, x, y)`` in the scan or host
   form; a static argument that is not hashable (jax's jit cache needs hashes) fails with
@@ -292,7 +302,7 @@ def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_
          num_epochs, num_steps, objective, train_apply_fn, many, mesh, checkpoint_dir,
          eval_data, progress, label):
   num_models = index_lists.shape[0]
-  use_scan = jax.default_backend() != 'cpu'     # the CPU form: see _scan_epoch's comment
+  use_scan = not _host_loop_pays(apply_fn, params, x, many)
   plan = _plan(int(counts.min()), batch_size, num_epochs, num_steps)
   x = jnp.asarray(x)
   y = jnp.asarray(y)

@@ -184,6 +184,19 @@ def test_fit_has_no_backend_knob_and_no_module_cache():
               num_steps=1, loop='scan')
 
 
+def test_host_form_only_for_convolutions_on_cpu():
+  """On CPU the host loop is used for a CNN (jax-ml/jax#12868) and one scan for an MLP."""
+  assert jax.default_backend() == 'cpu'
+  cnn = models.get('cnn', features=(2,), dense=4)
+  pc = models.init(cnn, jax.random.key(0), (1, 8, 8, 1))
+  x = np.zeros((3, 8, 8, 1), np.float32)
+  assert train._host_loop_pays(cnn.apply, pc, x, False)
+  pm = jax.tree.map(lambda a: a[None], pc)
+  assert train._host_loop_pays(cnn.apply, pm, x, True)
+  _, _, mlp, p = _digits_mlp()
+  assert not train._host_loop_pays(mlp.apply, p, np.zeros((3, 64), np.float32), False)
+
+
 def test_repeated_fits_reuse_one_compiled_program():
   """Sequential fits with the same model function, loss and optimizer compile once (a
   shadow-model loop used to recompile every call), and reusing the program does not leak

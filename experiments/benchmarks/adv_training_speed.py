@@ -58,10 +58,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   y = jax.random.randint(jax.random.fold_in(key, 2), (cfg.steps, b), 0, 10)
   opt = optax.adam(1e-3)
   runners = {}
-  # Like fit's loop='auto': one scan per round on accelerators; on CPU a host loop of
+  # As fit does for a CNN: one scan per round on accelerators; on CPU a host loop of
   # jitted steps, because XLA:CPU runs convolutions inside while-loop bodies several times
   # slower (jax-ml/jax#12868), which would inflate every method alike and hide the ratios.
-  use_scan = cfg.loop == 'scan' or (cfg.loop == 'auto' and jax.default_backend() != 'cpu')
+  use_scan = jax.default_backend() != 'cpu'
   for name, (obj, k) in objectives(cfg).items():
     step = train.make_step(model.apply, obj or train.supervised(), opt)
     if use_scan:

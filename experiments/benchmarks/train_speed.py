@@ -102,11 +102,11 @@ def _many_child(mode: str, cfg_json: str) -> dict:
   init = lambda k: models.init(m, k, (1, 64))
   # Each model trains on its own random half of the data (shadow-model style).
   masks = np.asarray(jax.random.bernoulli(jax.random.key(1), 0.5, (M, x.shape[0])))
-  # Both sides compile each epoch into one lax.scan (an MLP has no convolution, so the
-  # CPU while-loop penalty of jax#12868 does not apply), so the sequential baseline pays
-  # no per-step dispatch: the comparison is vmap vs. a well-written sequential loop.
+  # Both sides compile each epoch into one lax.scan (fit picks it for a model without
+  # convolutions, where the CPU while-loop penalty of jax#12868 does not apply), so the
+  # sequential baseline pays no per-step dispatch: vmap vs. a well-written sequential loop.
   kw = dict(optimizer=optax.sgd(0.05, momentum=0.9), batch_size=cfg.mlp_batch,
-            num_epochs=cfg.mlp_epochs, loop='scan')
+            num_epochs=cfg.mlp_epochs)
   base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   if mode == 'many':
     ps = train.init_many(init, keys)

@@ -23,7 +23,6 @@ def _default(c: ml_collections.ConfigDict) -> None:
   c.steps = 4
   c.repeats = 5
   c.epoch_examples = 60000
-  c.loop = 'auto'             # 'auto' (host loop on CPU, scan elsewhere), 'scan' or 'host'
   c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
 
 
