@@ -506,8 +506,8 @@ def _byzantine_mask(byzantine_clients, num_clients):
 def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarray],
         num_rounds: int, key: jax.Array, byzantine_clients: Sequence[int] = (),
         eval_data: tuple | None = None, eval_every: int = 1, num_classes: int | None = None,
-        progress: bool = False, label: str = 'fedavg', dp_delta: float | None = None,
-        dp_accountant: str | None = None) -> FedAvgResult:
+        progress: bool = False, label: str = 'fedavg', delta: float | None = None,
+        accountant: str | None = None) -> FedAvgResult:
   """Runs ``num_rounds`` FedAvg rounds from ``params``; deterministic for a ``key``.
 
   Args:
@@ -521,10 +521,10 @@ def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarra
     eval_data: optional ``(x_test, y_test)``: global-model accuracy every ``eval_every``
       rounds and after the last one.
     progress: one line per evaluation (or every ``eval_every`` rounds) to stderr.
-    dp_delta: with DP-FedAvg (required there, an error otherwise): the delta of the
+    delta: with DP-FedAvg (required there, an error otherwise): the delta of the
       reported user-level guarantee ``FedAvgResult.privacy``, accounted before training
       for ``num_rounds`` rounds with the event of the client sampler used.
-    dp_accountant: ``'pld'`` or ``'rdp'``; default PLD for Poisson sampling, RDP (the
+    accountant: ``'pld'`` or ``'rdp'``; default PLD for Poisson sampling, RDP (the
       only one) for fixed-size sampling.
   """
   x = np.asarray(x) if not isinstance(x, jax.Array) else x
@@ -539,13 +539,13 @@ def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarra
   byz = _byzantine_mask(byzantine_clients, num_clients)
   privacy = None
   if fed.l2_norm_clip is not None:
-    if dp_delta is None:
-      raise ValueError('DP-FedAvg needs dp_delta for its reported (epsilon, delta); got '
-                       'dp_delta=None.')
-    privacy = fed.dp_account(num_clients=num_clients, num_rounds=num_rounds, delta=dp_delta,
-                             accountant=dp_accountant)
-  elif dp_delta is not None or dp_accountant is not None:
-    raise ValueError(f'dp_delta={dp_delta}, dp_accountant={dp_accountant} are for DP-FedAvg; '
+    if delta is None:
+      raise ValueError('DP-FedAvg needs delta for its reported (epsilon, delta); got '
+                       'delta=None.')
+    privacy = fed.dp_account(num_clients=num_clients, num_rounds=num_rounds, delta=delta,
+                             accountant=accountant)
+  elif delta is not None or accountant is not None:
+    raise ValueError(f'delta={delta}, accountant={accountant!r} are for DP-FedAvg; '
                      'this FedAvg has no l2_norm_clip.')
   xj, yj = jnp.asarray(x), jnp.asarray(y)
   lists_j, counts_j, byz_j = jnp.asarray(index_lists), jnp.asarray(counts), jnp.asarray(byz)

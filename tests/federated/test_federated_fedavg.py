@@ -307,7 +307,7 @@ def test_dp_fedavg_run_reports_user_level_epsilon_of_the_sampler_used():
   # all clients every round: replace-one Gaussian, RDP 2 lambda / z^2 per round
   full = _dp_fed(noise_multiplier=z)
   res = fedavg.run(full, _init_linear(), x, y, clients=clients, num_rounds=rounds,
-                   key=jax.random.key(1), dp_delta=delta)
+                   key=jax.random.key(1), delta=delta)
   closed, _ = accounting.epsilon_from_rdp(orders, rounds * 2 * orders / z ** 2, delta)
   acct = res.privacy
   assert acct.epsilon == pytest.approx(closed, rel=1e-9)
@@ -340,12 +340,12 @@ def test_dp_fedavg_run_reports_user_level_epsilon_of_the_sampler_used():
                              local_steps=1)
   assert fedavg.run(plain, _init_linear(), x, y, clients=clients, num_rounds=0,
                     key=jax.random.key(1)).privacy is None
-  with pytest.raises(ValueError, match='dp_delta=None'):
+  with pytest.raises(ValueError, match='delta=None'):
     fedavg.run(full, _init_linear(), x, y, clients=clients, num_rounds=1,
                key=jax.random.key(1))
-  with pytest.raises(ValueError, match='dp_delta=1e-05'):
+  with pytest.raises(ValueError, match='delta=1e-05'):
     fedavg.run(plain, _init_linear(), x, y, clients=clients, num_rounds=1,
-               key=jax.random.key(1), dp_delta=1e-5)
+               key=jax.random.key(1), delta=1e-5)
   with pytest.raises(ValueError, match="accountant='pld'"):
     uni.dp_account(num_clients=8, num_rounds=rounds, delta=delta, accountant='pld')
 

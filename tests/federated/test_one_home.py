@@ -5,6 +5,9 @@ import ast
 import importlib
 import os
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -14,8 +17,9 @@ from jaxsec import defenses, federated, privacy
 _OLD_MODULES = ('jaxsec.privacy.fedavg', 'jaxsec.privacy.secure_aggregation',
                 'jaxsec.defenses.robust_aggregation')
 # Drifted spellings of one quantity: the L2 clipping bound is `l2_norm_clip`, the noise
-# multiplier `noise_multiplier`.
-_DRIFTED = ('clip_norm', 'dp_clip_norm', 'dp_noise_multiplier')
+# multiplier `noise_multiplier`, the reported delta `delta` and the accountant `accountant`
+# (as in dpsgd.train).
+_DRIFTED = ('clip_norm', 'dp_clip_norm', 'dp_noise_multiplier', 'dp_delta', 'dp_accountant')
 
 
 @pytest.mark.parametrize('name', _OLD_MODULES)
@@ -74,6 +78,15 @@ def test_make_fedavg_takes_l2_norm_clip_and_noise_multiplier():
   assert (fed.l2_norm_clip, fed.noise_multiplier) == (1.5, 0.5)
   acc = fed.dp_account(num_clients=10, num_rounds=2, delta=1e-5)
   assert (acc.l2_norm_clip, acc.noise_multiplier) == (1.5, 0.5)
+  data = dict(clients=federated.iid_partition(jax.random.key(0), 4, 2), num_rounds=1,
+              key=jax.random.key(1))
+  x, y, p0 = np.ones((4, 3), np.float32), np.zeros(4, np.int32), {'w': jnp.zeros((3, 2))}
+  with pytest.raises(ValueError, match='needs delta'):   # checked before any compilation
+    federated.run(fed, p0, x, y, accountant='rdp', **data)
+  plain = federated.make_fedavg(lambda p, x: x @ p['w'], client_optimizer=optax.sgd(0.1),
+                                batch_size=2, local_steps=1)
+  with pytest.raises(ValueError, match="delta=1e-05, accountant='rdp' are for DP-FedAvg"):
+    federated.run(plain, p0, x, y, delta=1e-5, accountant='rdp', **data)
   with pytest.raises(TypeError):
     federated.make_fedavg(lambda p, x: x @ p['w'], client_optimizer=optax.sgd(0.1), batch_size=2,
                           local_steps=1, dp_clip_norm=1.0)  # pylint: disable=unexpected-keyword-arg
