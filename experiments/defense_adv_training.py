@@ -84,8 +84,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
              'device': common.device_info(), 'methods': {}}
 
   for method in cfg.methods:
-    tag = dc.tag_of(_shared(cfg), _method_cfg(method, cfg))
-    hit = cache.get(f'{method}-{tag}')
+    stage_cfg = (_shared(cfg), _method_cfg(method, cfg))
+    tag = dc.tag_of(*stage_cfg)
+    hit = cache.get(method, stage_cfg)
     if hit is not None:
       results['methods'][method] = hit
       continue
@@ -124,7 +125,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                          'stages': aa['stages'], 'seconds': time.time() - t0}
       dc.log(f'{NAME}: {method} autoattack {aa["robust_accuracy"]:.4f} '
              f'(pgd on the same points {pgd_sub:.4f})')
-    cache.put(f'{method}-{tag}', r)
+    cache.put(method, stage_cfg, r)
     results['methods'][method] = r
     jio.write_json_atomic(out, results)
 

@@ -1,7 +1,8 @@
 """Helpers shared by the defense experiments (``experiments/defense_*.py``).
 
 Data subsets, training with checkpoint / resume and wall-time, attack summaries, and a
-per-stage result cache so that a run cut off resumes without redoing finished stages.
+per-stage result cache (orbax, through ``experiments.common.Stages``) so that a run cut off
+resumes without redoing finished stages.
 Attacks run in batches through ``jaxsec.evaluate.run_attack``.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import jax
 import numpy as np
 
+from experiments import common as common_lib
 from jaxsec import data
 from jaxsec import evaluate
 from jaxsec import io as jio
@@ -42,29 +44,30 @@ def load_fmnist(n_train: int, n_test: int, seed: int = 0):
 
 
 def tag_of(*configs) -> str:
-  """A short hash of the configs that determine a stage's result."""
+  """A short hash of the configs that determine a training run: it names the run's
+  ``train.fit`` checkpoint folder (``ckpt_dir``), so that another config never resumes it."""
   return hashlib.sha1(json.dumps([_jsonable(c) for c in configs], sort_keys=True).encode()
                       ).hexdigest()[:12]
 
 
 class Cache:
-  """Stage results stored in ``<scratch>/cache/<name>.json``, each under the key
-  ``<stage>-<tag>`` (``tag`` a hash of the stage's config): a changed config re-runs
-  only the stages it affects."""
+  """Stage results checkpointed through orbax (``experiments.common.Stages``): stage
+  ``<stage>`` lives in ``<scratch>/stages/<name>/<stage>/`` together with the config it was
+  computed under. ``get(stage, config)`` returns the saved value when that config matches,
+  else None: a changed config re-runs only the stages it affects (and overwrites them)."""
 
   def __init__(self, scratch: str, name: str):
-    self.path = os.path.join(scratch, 'cache', f'{name}.json')
-    self.data = {}
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        self.data = json.load(f)
+    self.dir = os.path.join(scratch, 'stages', name)
+    self.name = name
 
-  def get(self, key: str):
-    return self.data.get(key)
+  def _stages(self, config) -> common_lib.Stages:
+    return common_lib.Stages(self.dir, {'config': _jsonable(config)}, label=self.name)
 
-  def put(self, key: str, value):
-    self.data[key] = _jsonable(value)
-    jio.write_json_atomic(self.path, self.data)
+  def get(self, stage: str, config):
+    return self._stages(config).get(stage)
+
+  def put(self, stage: str, config, value) -> None:
+    self._stages(config).put(stage, _jsonable(value))
 
 
 def _default(o):

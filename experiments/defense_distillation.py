@@ -92,8 +92,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
              'temperature': T, 'n_attack': na, 'device': common.device_info(),
              'models': {}}
   for name, params in (('undistilled', p_plain), ('distilled', p_student)):
-    key_c = f'eval-{name}-{dc.tag_of(base, cfg.to_dict())}'
-    hit = cache.get(key_c)
+    key_c = f'eval-{name}'
+    hit = cache.get(key_c, (base, cfg.to_dict()))
     if hit is not None:
       results['models'][name] = hit
       continue
@@ -131,7 +131,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     dc.log(f'{NAME}: {name}: clean {r["clean_accuracy"]:.3f} fgsm '
            f'{r["fgsm"]["success_rate"]:.3f} jsma {r["jsma"]["success_rate"]:.3f} cw '
            f'{r["cw_l2"]["success_rate"]:.3f}')
-    cache.put(key_c, r)
+    cache.put(key_c, (base, cfg.to_dict()), r)
     results['models'][name] = r
     jio.write_json_atomic(f'{workdir}/{NAME}.json', results)
   jio.write_json_atomic(f'{workdir}/{NAME}.json', results)

@@ -134,13 +134,14 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                               checkpoint_dir=dc.ckpt_dir(scratch, NAME, name, tag),
                               label=name, train_apply_fn=tap)
     params[name] = (model, p)
-    hit = cache.get(f'{name}-{tag}-{dc.tag_of(ev)}')
+    stage_cfg = (base, name, strength, cfg.projections, ev)
+    hit = cache.get(name, stage_cfg)
     if hit is None:
       f = lambda z, m=model, pp=p: m.apply(pp, z)
       hit = {'strength': strength, 'train': tinfo,
              'clean_accuracy': float(np.mean(dc.predictions(f, xt) == yt)),
              'pgd_robust_accuracy': _robust(f, f, xt, yt, cfg, k_eval)}
-      cache.put(f'{name}-{tag}-{dc.tag_of(ev)}', hit)
+      cache.put(name, stage_cfg, hit)
     if cfg.autoattack_n and 'autoattack' not in hit:
       # The strongest evaluation we have, at the largest eps: a regulariser that flattens
       # the loss surface can blunt PGD's gradients without being robust.
@@ -157,7 +158,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           'pgd_robust_accuracy_same_points': float(np.mean(
               dc.predictions(f, x_p) == yt[:n_aa])),
           'stages': aa['stages']}
-      cache.put(f'{name}-{tag}-{dc.tag_of(ev)}', hit)
+      cache.put(name, stage_cfg, hit)
     dc.log(f'{NAME}: {name}: {hit["clean_accuracy"]:.3f} {hit["pgd_robust_accuracy"]}')
     results['trained'][name] = hit
     save()
@@ -167,8 +168,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   plain_tag = dc.tag_of(base, 'plain', None, cfg.projections)
 
   # ---- denoising autoencoder
-  dtag = dc.tag_of(plain_tag, ev, cfg.dae_hidden, cfg.dae_noise, cfg.dae_epochs)
-  hit = cache.get(f'dae-{dtag}')
+  dae_cfg = (plain_tag, ev, cfg.dae_hidden, cfg.dae_noise, cfg.dae_epochs)
+  dtag = dc.tag_of(*dae_cfg)
+  hit = cache.get('dae', dae_cfg)
   if hit is None:
     dc.log(f'{NAME}: training the DAE')
     dp0 = dae.init(jax.random.fold_in(key, 5), x.shape[1:], cfg.dae_hidden)
@@ -185,7 +187,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     hit = {'clean_accuracy': float(np.mean(dc.predictions(defended, xt) == yt)),
            'reconstruction_mse': recon, 'pgd_end_to_end': through, 'pgd_bpda': bpda,
            'robust_accuracy': {e: min(through[e], bpda[e]) for e in through}}
-    cache.put(f'dae-{dtag}', hit)
+    cache.put('dae', dae_cfg, hit)
   results['inference']['dae'] = hit
   save()
 
@@ -193,8 +195,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   sq_bits = preprocessors.bit_depth_reduction(bits=1)
   sq_med = preprocessors.median_filter(size=2)
   squeeze = lambda z: sq_med(sq_bits(z))
-  ftag = dc.tag_of(plain_tag, ev, cfg.detector_eps, 'fs')
-  hit = cache.get(f'squeezing-{ftag}')
+  fs_cfg = (plain_tag, ev, cfg.detector_eps, 'fs')
+  hit = cache.get('squeezing', fs_cfg)
   if hit is None:
     dc.log(f'{NAME}: feature squeezing')
     defended = preprocessors.preprocessed(plain_fn, squeeze)
@@ -205,14 +207,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     score_bpda = detectors.feature_squeezing_score(
         plain_fn, [evasion.bpda(sq_bits), evasion.bpda(sq_med)])
     hit['detector'] = _detector_eval(plain_fn, score, score_bpda, xt, yt, cfg, k_eval)
-    cache.put(f'squeezing-{ftag}', hit)
+    cache.put('squeezing', fs_cfg, hit)
   results['inference']['feature_squeezing'] = hit
   save()
 
   # ---- learned detector on the input (Metzen et al. 2017, input variant)
-  ltag = dc.tag_of(plain_tag, ev, cfg.detector_eps, cfg.detector_kwargs, cfg.n_detector,
-                   cfg.detector_epochs)
-  hit = cache.get(f'learned-{ltag}')
+  learned_cfg = (plain_tag, ev, cfg.detector_eps, cfg.detector_kwargs, cfg.n_detector,
+                 cfg.detector_epochs)
+  ltag = dc.tag_of(*learned_cfg)
+  hit = cache.get('learned', learned_cfg)
   if hit is None:
     dc.log(f'{NAME}: learned detector')
     nd = min(cfg.n_detector, x.shape[0])
@@ -231,13 +234,13 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     score = detectors.learned_score(det.apply, dp)
     hit = {'detector': _detector_eval(plain_fn, score, score, xt, yt, cfg, k_eval),
            'n_train_detector': int(2 * nd)}
-    cache.put(f'learned-{ltag}', hit)
+    cache.put('learned', learned_cfg, hit)
   results['inference']['learned_detector'] = hit
   save()
 
   # ---- randomised input noise: PGD on one draw vs EOT
-  rtag = dc.tag_of(plain_tag, ev, cfg.test_noise, cfg.eot_samples)
-  hit = cache.get(f'noise-{rtag}')
+  noise_cfg = (plain_tag, ev, cfg.test_noise, cfg.eot_samples)
+  hit = cache.get('noise', noise_cfg)
   if hit is None:
     dc.log(f'{NAME}: random noise + EOT')
     noise = lambda z, k: jnp.clip(z + cfg.test_noise * jax.random.normal(k, z.shape), 0, 1)
@@ -251,7 +254,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     hit = {'clean_accuracy': float(np.mean(dc.predictions(deployed, xt) == yt)),
            'pgd_single_draw': _robust(deployed, single, xt, yt, cfg, k_eval),
            'pgd_eot': _robust(deployed, eot, xt, yt, cfg, k_eval)}
-    cache.put(f'noise-{rtag}', hit)
+    cache.put('noise', noise_cfg, hit)
   results['inference']['random_noise'] = hit
   save()
   return results

@@ -43,7 +43,9 @@ def test_adv_training_smoke(tmp_path):
   aa = r['methods']['pgd_at']['autoattack']
   assert 0 <= aa['robust_accuracy'] <= 1
   assert 'PGD-AT' in defense_adv_training.render_markdown(r)
-  # resume: a second run reads the stage cache and gives the same numbers
+  # resume: a second run reads the stage cache (orbax, one folder per stage) and gives the
+  # same numbers
+  assert os.path.isdir(tmp_path / '.scratch' / 'stages' / 'defense_adv_training' / 'pgd_at')
   again = defense_adv_training.run(cfg, str(tmp_path))
   assert again['methods']['pgd_at']['pgd'] == r['methods']['pgd_at']['pgd']
 

@@ -39,3 +39,22 @@ def test_stages_half_written_checkpoint_is_ignored(tmp_path):
             'w') as f:
     f.write('{"ratio": ')          # truncated
   assert common.Stages(d, {'seed': 0}).get('rho') == {'ratio': 1.5}
+
+
+def test_defense_cache_is_orbax_stages_keyed_by_config(tmp_path):
+  from experiments import defense_common as dc  # pylint: disable=g-import-not-at-top
+  cfg = ({'seed': 0, 'eps': (0.1, 0.2)}, 'pgd')
+  cache = dc.Cache(str(tmp_path), 'exp')
+  assert cache.get('pgd_at', cfg) is None
+  cache.put('pgd_at', cfg, {'acc': np.float32(0.5), 'eps': (0.1,), 'aa': None})
+  # A fresh object (a resumed run) restores it from orbax, not from a JSON cache file.
+  assert dc.Cache(str(tmp_path), 'exp').get('pgd_at', cfg) == {
+      'acc': 0.5, 'eps': [0.1], 'aa': None}
+  assert os.path.isdir(tmp_path / 'stages' / 'exp' / 'pgd_at')
+  assert not os.path.exists(tmp_path / 'cache')
+  # A changed config recomputes: nothing is returned for it; its result replaces the old.
+  other = ({'seed': 1, 'eps': (0.1, 0.2)}, 'pgd')
+  assert dc.Cache(str(tmp_path), 'exp').get('pgd_at', other) is None
+  cache.put('pgd_at', other, {'acc': 0.7})
+  assert dc.Cache(str(tmp_path), 'exp').get('pgd_at', other) == {'acc': 0.7}
+  assert dc.Cache(str(tmp_path), 'exp').get('pgd_at', cfg) is None
