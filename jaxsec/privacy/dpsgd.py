@@ -32,6 +32,7 @@ accountant therefore uses ``sigma`` unchanged: adaptive clipping is accounted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -184,51 +185,65 @@ class DPResult(NamedTuple):
   overflow_delta: float
 
 
-# Compiled chunks, reused across ``train`` calls with the same loss, optimizer, noise and
-# sampler geometry (shadow-model loops call ``train`` many times). The data, the batch
-# schedule and the noise keys are jit *arguments*, never constants baked into the program.
-_CHUNK_CACHE: dict = {}
-_CHUNK_CACHE_SIZE = 32
+class _Geometry:
+  """A sampler as a static jit argument, equal to another of the same type and static
+  attributes, so equal-geometry samplers share one compiled chunk (the schedule itself is a
+  jit argument)."""
+
+  def __init__(self, sampler):
+    self.sampler = sampler
+    self.key = (type(sampler), tuple(sorted(
+        (k, v) for k, v in vars(sampler).items()
+        if isinstance(v, (bool, int, float, str, tuple)))))
+
+  def __eq__(self, other):
+    return isinstance(other, _Geometry) and self.key == other.key
+
+  def __hash__(self):
+    return hash(self.key)
 
 
-def _sampler_key(sampler):
-  static = tuple(sorted((k, v) for k, v in vars(sampler).items()
-                        if isinstance(v, (bool, int, float, str, tuple))))
-  return (type(sampler), static)
-
-
-def _compiled_chunk(loss_fn, optimizer, sampler, *, noise_multiplier, method,
-                    microbatch_size, adaptive_clipping, clip_fn):
-  """``run_chunk(params, opt_state, clip, steps, schedule, data, noise_keys)``, jitted."""
-  try:
-    cache_key = (loss_fn, optimizer, float(noise_multiplier), method, microbatch_size,
-                 adaptive_clipping, clip_fn, _sampler_key(sampler))
-    hash(cache_key)
-  except TypeError:
-    cache_key = None
-  if cache_key is not None and cache_key in _CHUNK_CACHE:
-    return _CHUNK_CACHE[cache_key]
+# Chunks are cached by jax's own jit cache: loss, optimizer, noise and sampler geometry are
+# static arguments (shadow-model loops call ``train`` many times and compile once). The
+# data, the batch schedule and the noise keys are jit *arguments*, never constants baked
+# into the program.
+@functools.partial(jax.jit, static_argnames=(
+    'loss_fn', 'optimizer', 'geometry', 'noise_multiplier', 'method', 'microbatch_size',
+    'adaptive_clipping', 'clip_fn'))
+def _run_chunk(params, opt_state, clip, steps, schedule, data_dev, noise_keys, *, loss_fn,
+               optimizer, geometry, noise_multiplier, method, microbatch_size,
+               adaptive_clipping, clip_fn):
+  """``steps`` DP-SGD steps in one ``lax.scan``."""
+  sampler = geometry.sampler
   step_fn = make_step(loss_fn, optimizer, noise_multiplier=noise_multiplier,
                       normalizer=sampler.normalizer, method=method,
                       microbatch_size=microbatch_size, adaptive_clipping=adaptive_clipping,
                       clip_fn=clip_fn)
 
-  @jax.jit
-  def run_chunk(params, opt_state, clip, steps, schedule, data_dev, noise_keys):
-    def body(carry, t):
-      p, s, c = carry
-      idx, mask = sampler.indices(schedule, t)
-      batch = tuple(a[idx] for a in data_dev)
-      p, s, c, m = step_fn(p, s, c, batch, mask, noise_keys[t])
-      return (p, s, c), m
-    (params, opt_state, clip), ms = jax.lax.scan(body, (params, opt_state, clip), steps)
-    return params, opt_state, clip, ms
+  def body(carry, t):
+    p, s, c = carry
+    idx, mask = sampler.indices(schedule, t)
+    batch = tuple(a[idx] for a in data_dev)
+    p, s, c, m = step_fn(p, s, c, batch, mask, noise_keys[t])
+    return (p, s, c), m
+  (params, opt_state, clip), ms = jax.lax.scan(body, (params, opt_state, clip), steps)
+  return params, opt_state, clip, ms
 
-  if cache_key is not None:
-    if len(_CHUNK_CACHE) >= _CHUNK_CACHE_SIZE:
-      _CHUNK_CACHE.pop(next(iter(_CHUNK_CACHE)))
-    _CHUNK_CACHE[cache_key] = run_chunk
-  return run_chunk
+
+def _compiled_chunk(loss_fn, optimizer, sampler, *, noise_multiplier, method,
+                    microbatch_size, adaptive_clipping, clip_fn):
+  """``run_chunk(params, opt_state, clip, steps, schedule, data, noise_keys)``, jitted."""
+  static = dict(loss_fn=loss_fn, optimizer=optimizer, geometry=_Geometry(sampler),
+                noise_multiplier=float(noise_multiplier), method=method,
+                microbatch_size=microbatch_size, adaptive_clipping=adaptive_clipping,
+                clip_fn=clip_fn)
+  for name, value in static.items():
+    try:
+      hash(value)
+    except TypeError:
+      raise ValueError(f'{name}={value!r} is not hashable; expected a hashable value (it '
+                       'is a static argument of the compiled DP-SGD chunk).') from None
+  return functools.partial(_run_chunk, **static)
 
 
 def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Array], *,
