@@ -12,7 +12,6 @@ two-class model with logits ``[0, z]``, which gives the same probabilities and d
 """
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import jax
@@ -399,11 +398,11 @@ def better(succ_new, loss_new, succ_old, loss_old):
 
 # Iterations of at most this many steps are fully unrolled when tracing for the CPU
 # backend. XLA:CPU runs convolutions inside while-loop bodies much slower than in
-# straight-line code (jax-ml/jax#12868): PGD-10 on the reference CNN, 256 images, took
-# 1.14 s as a fori_loop and 0.61 s fully unrolled (partial unrolling keeps the loop and
-# the penalty). Longer loops stay loops (compile time grows with the unrolled length).
-# ``JAXSEC_CPU_UNROLL_MAX=0`` turns this off.
-CPU_UNROLL_MAX = int(os.environ.get('JAXSEC_CPU_UNROLL_MAX', '32'))
+# straight-line code (jax-ml/jax#12868; timings in experiments/benchmarks/attack_speed.py),
+# and partial unrolling keeps the loop and the penalty. Longer loops stay loops (compile
+# time grows with the unrolled length). A platform detail, not a setting: the results are
+# the same either way (tests/attacks/evasion/test_cpu_unroll.py).
+CPU_UNROLL_MAX = 32
 
 
 def fori_loop(lower: int, upper: int, body, init):

@@ -31,7 +31,20 @@ def test_pgd_same_with_and_without_unrolling(monkeypatch):
   for unroll_max in (32, 0):
     monkeypatch.setattr(common, 'CPU_UNROLL_MAX', unroll_max)
     atk = attacks.pgd(eps=0.1, step_size=0.02, num_steps=6, restarts=2)
-    outs.append(np.asarray(jax.jit(atk, static_argnums=0)(f, x, y, jax.random.key(2))))
+    outs.append(np.asarray(jax.jit(atk, static_argnums=0)(f, x, y, jax.random.key(2)).x_adv))
   # Same iterates up to float reassociation: a sign flip of a ~0 gradient coordinate can
   # move a pixel by one step, so compare the fraction of pixels that agree.
   assert np.mean(np.abs(outs[0] - outs[1]) < 1e-5) > 0.999
+
+
+def test_unroll_limit_is_not_read_from_the_environment():
+  """No environment knob: the unrolling limit is a module constant, the same in a
+  process started with the old ``JAXSEC_CPU_UNROLL_MAX`` variable set."""
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, JAXSEC_CPU_UNROLL_MAX='0', JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', 'from jaxsec.attacks.evasion import common; '
+                        'print(common.CPU_UNROLL_MAX)'], env=env, capture_output=True,
+                       text=True, check=True)
+  assert int(out.stdout.strip()) == common.CPU_UNROLL_MAX == 32
