@@ -273,11 +273,14 @@ def gather(workdir: str, points: Sequence[dict], *, metrics: Sequence[str] | Non
       that is not the same for all points (``config.sweep_metrics`` chooses).
     failed: ``{point_name: error}`` of points that failed every attempt in this launch.
 
+  A point whose result holds ``VECTORIZED`` rows (a vectorised axis) gives one table row
+  per entry, its axes as columns and axes of the table; their metrics are plotted first.
+
   Returns:
     ``{'rows', 'axes', 'metrics', 'csv', 'json', 'plots'}``.
   """
   failed = failed or {}
-  rows, found, vec_axes = [], [], []
+  rows, found, vec_axes, vec_found = [], [], [], []
   for p in points:
     name = point_name(p)
     row = {'point': name}
@@ -302,8 +305,8 @@ def gather(workdir: str, points: Sequence[dict], *, metrics: Sequence[str] | Non
           r.update({a: sub[a] for a in axes_here})
           r.update({f'result.{k}': v for k, v in flatten(
               {k: v for k, v in sub.items() if k not in axes_here}).items()})
-          found.extend(k for k, v in flatten(sub).items()
-                       if _is_number(v) and k not in axes_here)
+          vec_found.extend(k for k, v in flatten(sub).items()
+                           if _is_number(v) and k not in axes_here)
           rows.append(r)
         continue
     else:
@@ -317,7 +320,7 @@ def gather(workdir: str, points: Sequence[dict], *, metrics: Sequence[str] | Non
   axes = [k for k in keys if len({json.dumps(r.get(k[len('config.'):]), sort_keys=True,
                                              default=repr) for r in rows}) > 1]
   if metrics is None:  # every numeric scalar that differs between points (else all)
-    found = list(dict.fromkeys(found))
+    found = list(dict.fromkeys(vec_found + found))  # the per-value measurements first
     varying = [m for m in found if len({json.dumps(r.get(f'result.{m}')) for r in rows
                                         if r['status'] == 'done'}) > 1]
     metrics = varying or found
