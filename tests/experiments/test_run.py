@@ -54,6 +54,7 @@ def test_main_full_config_is_the_committed_one():
     committed = json.load(f)['config']
   new = main_config.get_config().to_dict()
   assert (new.pop('study'), new.pop('resources')) == ('main', {'cpus': 1.0, 'gpus': 0.0})
+  assert new.pop('seeds') == ()  # no vectorised seed axis: config.seed alone, as committed
   assert _lists(new) == committed
 
 
@@ -66,6 +67,7 @@ def test_main_variants_and_hyper():
 
   class H:  # the launch.hyper.Hyper protocol, enough for this config
     sweep = staticmethod(lambda name, values: [{name: v} for v in values])
+    vectorized = staticmethod(lambda name, values: [{name: tuple(values)}])
 
     @staticmethod
     def product(axes):
@@ -79,9 +81,9 @@ def test_main_variants_and_hyper():
       return [dict(kv for part in parts for kv in part.items()) for parts in zip(*axes, strict=True)]
 
   points = main_config.get_hyper(H())
-  assert len(points) == 6
-  assert {(p['config.seed'], p['config.model']) for p in points} == {
-      (s, m) for s in (0, 1, 2) for m in ('cnn', 'mlp')}
+  assert len(points) == 2  # one per model; 3 seeds (fit_many) x 3 eps (vmap) inside each
+  assert {(p['config.seeds'], p['config.eps'], p['config.model']) for p in points} == {
+      ((0, 1, 2), (0.0, 0.1, 0.3), m) for m in ('cnn', 'mlp')}
   for p in points:  # each point is a valid override of the smoke config
     c = main_config.get_config('smoke')
     base.apply_overrides(c, {k[len('config.'):]: v for k, v in p.items()})
