@@ -55,3 +55,11 @@ from jaxsec.defenses.sanitize import (empirical_mean_test, knn_label_sanitize,  
 __all__ += ['sanitize', 'empirical_mean_test', 'knn_label_sanitize', 'knn_relabel',
             'noise_augment', 'precision_recall', 'robust_pca', 'roni', 'slab',
             'spectral_signatures', 'sphere']
+
+# Certified L2 robustness by randomized smoothing (Cohen, Rosenfeld & Kolter 2019);
+# PREDICT is jaxsec.defenses.smoothing.predict (a generic name kept in its module).
+from jaxsec.defenses import smoothing  # noqa: E402,F401
+from jaxsec.defenses.smoothing import (Certificate, certified_accuracy,  # noqa: E402,F401
+                                       certify, gaussian_augmentation)
+__all__ += ['smoothing', 'Certificate', 'certified_accuracy', 'certify',
+            'gaussian_augmentation']
