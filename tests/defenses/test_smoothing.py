@@ -140,6 +140,24 @@ def test_certify_linear_classifier_radius_below_and_near_exact():
   assert np.all(info['counts_selection'].sum(-1) == 100)
 
 
+def test_certify_failure_rate_is_the_clopper_pearson_level():
+  """Cohen's guarantee, measured: over many independent certifications at one margin, the
+  rate of a radius above the exact one matches the exact binomial rate of the one-sided
+  bound at level alpha (a two-sided bound, alpha / 2, gives about half of it)."""
+  sigma, n, alpha, m, exact = 0.5, 500, 0.1, 2000, 0.3
+  x = points_at_margin(np.full(m, exact), jax.random.key(8))
+  cert = smoothing.certify(F, x, jax.random.key(9), sigma=sigma, n0=20, n=n, alpha=alpha,
+                           batch_size=4096)
+  violated = (cert.prediction != -1) & ((cert.prediction != 1) | (cert.radius > exact))
+  p_a = stats.norm.cdf(exact / sigma)
+  k = np.arange(n + 1)
+  low = np.where(k == 0, 0.0, stats.beta.ppf(alpha, k, n - k + 1))
+  expected = float(np.sum(stats.binom.pmf(k, n, p_a) * (low > p_a)))    # 0.085
+  assert expected <= alpha
+  sd = np.sqrt(expected * (1 - expected) / m)
+  assert abs(violated.mean() - expected) < 4 * sd, (violated.mean(), expected)
+
+
 def test_certify_constant_classifier_radius_is_closed_form():
   """All n draws agree: pA_lower = alpha^(1/n), radius = sigma Phi^-1(alpha^(1/n))."""
   sigma, n, alpha = 0.25, 1000, 0.001
@@ -201,7 +219,7 @@ def test_gaussian_augmentation_objective():
   assert not np.allclose(obj(apply_fn, p, x, y, key), plain(apply_fn, p, x, y, key))
   np.testing.assert_allclose(smoothing.gaussian_augmentation(sigma=0.0)(apply_fn, p, x, y, key),
                              plain(apply_fn, p, x, y, key), rtol=1e-6)
-  g = jax.jit(jax.grad(lambda q: obj(apply_fn, q, x, y, key).mean()))(p)
+  g = jax.grad(lambda q: obj(apply_fn, q, x, y, key).mean())(p)
   assert g.shape == p.shape and np.all(np.isfinite(g))
   # plugs into train.fit: separable data, noise-trained linear model classifies it
   xs = np.asarray(jax.random.normal(jax.random.key(3), (256, 4)), np.float32)
