@@ -141,7 +141,7 @@ def sample_counts(logits_fn: Callable, x: jax.Array, key: jax.Array, *, sigma: f
   batch_size = _checks.check_int('batch_size', batch_size, minimum=1)
   k = _num_classes(logits_fn, x)
   chunk = min(batch_size, num)
-  per_pass = max(1, batch_size // chunk)
+  per_pass = max(1, min(batch_size // chunk, x.shape[0]))   # whole examples per pass
   return np.asarray(_counts(logits_fn, jnp.asarray(x), key, sigma, num=num, chunk=chunk,
                             per_pass=per_pass, num_classes=k), np.int64)
 
