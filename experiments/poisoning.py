@@ -121,15 +121,14 @@ def study_label_flip(cfg, key):
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     rows = []
     for f in cfg.flip_fractions:
-      po = poisoning.alfa(fraction=f, C=cfg.flip_C, num_iters=cfg.alfa_iters,
-                          return_info=True)(xj, yj)
+      po = poisoning.alfa(fraction=f, C=cfg.flip_C, num_iters=cfg.alfa_iters)(xj, yj)
       y_alfa = po.y
-      y_rand = [poisoning.random_label_flip(fraction=f)(xj, yj, k)[1]
+      y_rand = [poisoning.random_label_flip(fraction=f)(xj, yj, k).y
                 for k in jax.random.split(jax.random.fold_in(k_rand, int(1000 * f)),
                                           cfg.flip_random_seeds)]
       rand = [acc_c(x, yr, xte, yte) for yr in y_rand]
       # the baselines of Xiao et al. (2012, 2015), against the same SVM
-      dist = {o: poisoning.distance_label_flip(fraction=f, order=o, C=cfg.flip_C)(xj, yj)[1]
+      dist = {o: poisoning.distance_label_flip(fraction=f, order=o, C=cfg.flip_C)(xj, yj).y
               for o in ('farthest', 'nearest')}
       xa, ya = sanitize.noise_augment(xj, y_alfa, k_noise, sigma=cfg.noise_sigma,
                                       copies=cfg.noise_copies)
@@ -142,7 +141,7 @@ def study_label_flip(cfg, key):
           'nearest_first_accuracy': acc_c(x, dist['nearest'], xte, yte),
           'alfa_accuracy_reg_C': acc_reg(x, y_alfa, xte, yte),
           'random_accuracy_reg_C': acc_reg(
-              x, poisoning.random_label_flip(fraction=f)(xj, yj, k_rand)[1], xte, yte),
+              x, poisoning.random_label_flip(fraction=f)(xj, yj, k_rand).y, xte, yte),
           'alfa_accuracy_noise_aug': acc_c(xa, ya, xte, yte),
           'kearns_li_error_bound': float(kearns_li_error(f)),
       })
@@ -152,8 +151,7 @@ def study_label_flip(cfg, key):
            f'{r["farthest_first_accuracy"]:.3f} nearest {r["nearest_first_accuracy"]:.3f}')
     # sanitisers against ALFA at one budget
     f = cfg.sanitize_flip_fraction
-    po = poisoning.alfa(fraction=f, C=cfg.flip_C, num_iters=cfg.alfa_iters,
-                        return_info=True)(xj, yj)
+    po = poisoning.alfa(fraction=f, C=cfg.flip_C, num_iters=cfg.alfa_iters)(xj, yj)
     poison = np.asarray(po.info['poison_mask'])
     yp = po.y
     svm_fn = learners.svm_train_fn(C=cfg.flip_C, tol=1e-3)
@@ -251,7 +249,7 @@ def study_biggio(cfg, key):
       runs[pair] = splits
     for C in cs:
       atk = poisoning.svm_poisoning(num_points=points, C=C, step_size=step_size,
-                                    num_steps=steps, bounds=(0.0, 1.0), return_info=True)
+                                    num_steps=steps, bounds=(0.0, 1.0))
       base = poisoning.flipped_copies(fraction=points / n)
       acc = _svm_accuracy_fn(C)
       for pair in pairs:
@@ -262,7 +260,7 @@ def study_biggio(cfg, key):
                       y_val=jnp.asarray(yva))
           errors.append([1.0 - acc(out_p.x[:n + i], out_p.y[:n + i], te_x, te_y)
                          for i in range(points + 1)])
-          xb, yb = base(jnp.asarray(xtr), jnp.asarray(ytr), k)
+          xb, yb, _ = base(jnp.asarray(xtr), jnp.asarray(ytr), k)
           base_errors.append([1.0 - acc(xb[:n + i], yb[:n + i], te_x, te_y)
                               for i in range(points + 1)])
           if hinge0 is None:
@@ -334,12 +332,11 @@ def study_bilevel(cfg, key):
       k = jax.random.fold_in(key, int(1000 * b))
       atk = poisoning.bilevel_poisoning(
           train_fn=train_fn, apply_fn=apply_fn, fraction=b, num_classes=10,
-          num_steps=cfg.bilevel_steps, step_size=cfg.bilevel_step_size, bounds=(0.0, 1.0),
-          return_info=True)
+          num_steps=cfg.bilevel_steps, step_size=cfg.bilevel_step_size, bounds=(0.0, 1.0))
       po = atk(xtr, ytr, k, x_val=xv, y_val=yv)
-      xc, yc = poisoning.flipped_copies(fraction=b, num_classes=10)(
+      xc, yc, _ = poisoning.flipped_copies(fraction=b, num_classes=10)(
           xtr, ytr, jax.random.split(k)[0])
-      _, yr = poisoning.random_label_flip(fraction=b, num_classes=10)(xtr, ytr, k)
+      yr = poisoning.random_label_flip(fraction=b, num_classes=10)(xtr, ytr, k).y
       rows.append({
           'budget': b, 'num_poison': poisoning.num_poison(b, len(tr)),
           'bilevel_accuracy': evaluate(po.x, po.y),
@@ -417,7 +414,7 @@ def study_backdoor(cfg, key):
   _log(f'backdoor clean model: acc {clean_acc:.3f}, trigger->target {clean_succ:.3f}')
   for f in cfg.backdoor_fractions:
     atk = poisoning.badnets(fraction=f, target_label=tgt, num_classes=10,
-                            size=cfg.backdoor_size, return_info=True)
+                            size=cfg.backdoor_size)
     po = atk(jnp.asarray(xtr), jnp.asarray(ytr), k_atk)
     p = fit(po.x, po.y)
     acc, succ = measure(p, atk.trigger)
@@ -426,7 +423,7 @@ def study_backdoor(cfg, key):
   # sanitisers at one poison rate
   f = cfg.backdoor_sanitize_fraction
   atk = poisoning.badnets(fraction=f, target_label=tgt, num_classes=10,
-                          size=cfg.backdoor_size, return_info=True)
+                          size=cfg.backdoor_size)
   po = atk(jnp.asarray(xtr), jnp.asarray(ytr), k_atk)
   poison = np.asarray(po.info['poison_mask'])
   p = fit(po.x, po.y)
@@ -540,7 +537,7 @@ def study_signature(cfg, key):
   for f in cfg.sig_fractions:
     atk = poisoning.signature_noise_poisoning(fraction=f, invariant_tokens=inv,
                                               fake_tokens=fake)
-    xs, _ = atk(jnp.asarray(worms), jnp.ones(len(worms), jnp.int32), ks[4])
+    xs = atk(jnp.asarray(worms), jnp.ones(len(worms), jnp.int32), ks[4]).x
     sig = poisoning.conjunction_signature(xs, jnp.asarray(innoc), coverage=cfg.sig_coverage)
     tokens = np.flatnonzero(np.asarray(sig)).tolist()
     rows.append({'noise_fraction': f, 'signature_tokens': tokens,

@@ -111,11 +111,11 @@ def _model_inversion(cfg, key, x_tr, y_tr, x_te, y_te):
     acc = train.evaluate(model.apply, params, x_te, y_te)
     invert = priv.model_inversion(num_steps=cfg.inv_steps, step_size=cfg.inv_step_size,
                                   tv_weight=cfg.inv_tv,
-                                  denoise_every=cfg.inv_denoise_every, return_info=True)
+                                  denoise_every=cfg.inv_denoise_every)
     fn = models.logits_fn(model, params)
     res = jax.jit(lambda x0, yy, invert=invert, fn=fn: invert(fn, x0, yy, jax.random.key(0)))(
         jnp.zeros((10, 28, 28, 1)), jnp.arange(10))
-    rec = np.asarray(res.x_adv)
+    rec = np.asarray(res.x)
     sim = np.asarray(metrics.ssim(np.repeat(rec[:, None], 10, 1),
                                   np.repeat(means[None], 10, 0)))      # [class, mean]
     out[mname] = {'test_accuracy': acc,

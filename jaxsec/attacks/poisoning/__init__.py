@@ -1,4 +1,5 @@
-"""Training-data poisoning: attacks map a dataset to a dataset, ``(x, y, key) -> (x', y')``.
+"""Training-data poisoning: attacks map a dataset to a dataset,
+``(x, y, key) -> PoisonOutput(x', y', info)`` (see :mod:`jaxsec.attacks.poisoning.base`).
 
 Label flips (random, ALFA, farthest/nearest-first) keep the size ``n``; injection attacks
 append ``round(fraction * n)`` poison rows (see each factory). ``learners`` holds the exact,

@@ -34,7 +34,7 @@ def apply_trigger(x: jax.Array, *, size: int = 3, value: float = 1.0,
 
 def badnets(*, fraction: float, target_label: int, num_classes: int, size: int = 3,
             value: float = 1.0, location: str = 'bottom_right', source_label: int | None = None,
-            mode: str = 'replace', return_info: bool = False) -> Callable:
+            mode: str = 'replace') -> Callable:
   """BadNets backdoor: a trigger patch plus the target label on a poisoned fraction.
 
   ``round(fraction * n)`` training images, drawn uniformly from the classes other than
@@ -44,7 +44,7 @@ def badnets(*, fraction: float, target_label: int, num_classes: int, size: int =
   At test time ``apply_trigger`` with the same arguments activates the backdoor.
 
   Returns:
-    ``attack(x, y, key) -> (x', y')``; ``return_info`` adds ``poison_mask``.
+    ``attack(x, y, key) -> PoisonOutput(x', y', info)``; ``info``: ``poison_mask``.
   """
   fraction = check_fraction('fraction', fraction)
   num_classes = _checks.check_int('num_classes', num_classes, minimum=2)
@@ -86,9 +86,7 @@ def badnets(*, fraction: float, target_label: int, num_classes: int, size: int =
       x2 = jnp.concatenate([x, trigger(x[idx])])
       y2 = jnp.concatenate([y, jnp.full((n_p,), target_label, y.dtype)])
       mask = jnp.arange(n + n_p) >= n
-    if return_info:
-      return PoisonOutput(x2, y2, {'poison_mask': mask})
-    return x2, y2
+    return PoisonOutput(x2, y2, {'poison_mask': mask})
   attack.trigger = trigger
   return attack
 
@@ -131,8 +129,7 @@ def feature_collision_point(feature_fn: Callable[[jax.Array], jax.Array], base: 
 def feature_collision(*, feature_fn: Callable[[jax.Array], jax.Array], target_x: jax.Array,
                       base_label: int, num_classes: int, num_points: int = 1,
                       beta: float = 0.25, step_size: float = 0.01, num_steps: int = 200,
-                      opacity: float = 0.0, bounds: tuple[float, float] | None = (0.0, 1.0),
-                      return_info: bool = False) -> Callable:
+                      opacity: float = 0.0, bounds: tuple[float, float] | None = (0.0, 1.0)) -> Callable:
   """Clean-label feature-collision poisoning (Shafahi et al. 2018), injection.
 
   ``num_points`` base images of class ``base_label`` are drawn from the training set; each
@@ -144,7 +141,7 @@ def feature_collision(*, feature_fn: Callable[[jax.Array], jax.Array], target_x:
   you want.
 
   Returns:
-    ``attack(x, y, key) -> (x', y')``; ``return_info`` adds ``poison_mask``,
+    ``attack(x, y, key) -> PoisonOutput(x', y', info)``; ``info``: ``poison_mask``,
     ``feature_distance`` (``||f(p) - f(t)||`` per poison) and ``base_index``.
   """
   if not callable(feature_fn):
@@ -177,10 +174,8 @@ def feature_collision(*, feature_fn: Callable[[jax.Array], jax.Array], target_x:
     poisons = jax.jit(jax.vmap(craft))(bases)
     x2 = jnp.concatenate([x, poisons])
     y2 = jnp.concatenate([y, jnp.full((num_points,), base_label, y.dtype)])
-    if return_info:
-      dist = jnp.linalg.norm((feature_fn(poisons) - feature_fn(target_x[None])).reshape(
-          (num_points, -1)), axis=1)
-      return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(x2.shape[0]) >= x.shape[0],
-                                   'feature_distance': dist, 'base_index': idx})
-    return x2, y2
+    dist = jnp.linalg.norm((feature_fn(poisons) - feature_fn(target_x[None])).reshape(
+        (num_points, -1)), axis=1)
+    return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(x2.shape[0]) >= x.shape[0],
+                                 'feature_distance': dist, 'base_index': idx})
   return attack

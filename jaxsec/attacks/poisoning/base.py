@@ -1,13 +1,15 @@
 """Shared types and checks for poisoning attacks (dataset -> dataset).
 
-A poisoning attack built by a factory is ``attack(x, y, key) -> (x', y')``. Each attack
-documents whether the poisoned set keeps the size ``n`` (label flips, feature edits,
+A poisoning attack built by a factory is ``attack(x, y, key) -> PoisonOutput(x', y', info)``.
+Each attack documents whether the poisoned set keeps the size ``n`` (label flips, feature edits,
 BadNets in ``'replace'`` mode) or grows to ``n + n_poison`` (injection: Biggio, bilevel,
 clean-label collision, BadNets ``'inject'``; the poison rows are appended at the end).
 The budget is ``n_poison = round(fraction * n)`` of the *clean* training set size ``n``
-(:func:`num_poison`). With ``return_info=True`` the attack returns
-:class:`PoisonOutput` whose ``info['poison_mask']`` (bool ``[n']``) marks the poisoned
-rows, which sanitisers are scored against (``jaxsec.defenses.sanitize.precision_recall``).
+(:func:`num_poison`). Every attack returns :class:`PoisonOutput` ``(x', y', info)`` (one
+return type, no flag): unpack it as ``x2, y2, info = attack(x, y, key)`` or read
+``.x`` / ``.y`` / ``.info``. ``info['poison_mask']`` (bool ``[n']``) marks the poisoned
+rows, which sanitisers are scored against (``jaxsec.defenses.sanitize.precision_recall``);
+the other keys are documented by each attack.
 """
 from __future__ import annotations
 

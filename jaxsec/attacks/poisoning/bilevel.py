@@ -31,13 +31,13 @@ def _flip_labels(key, y, num_classes):
   return ((y + shift) % num_classes).astype(y.dtype)
 
 
-def flipped_copies(*, fraction: float, num_classes: int = 2, return_info: bool = False
-                   ) -> Callable:
+def flipped_copies(*, fraction: float, num_classes: int = 2) -> Callable:
   """Injects copies of ``round(fraction * n)`` random training points with flipped labels.
 
   The random-label-noise baseline at the same (injection) budget as
   :func:`bilevel_poisoning`, and exactly its starting point for the same key.
-  ``attack(x, y, key) -> (x', y')`` with ``n + n_poison`` rows.
+  ``attack(x, y, key) -> PoisonOutput(x', y', info)`` with ``n + n_poison`` rows;
+  ``info``: ``poison_mask``.
   """
   fraction = check_fraction('fraction', fraction)
   num_classes = _checks.check_int('num_classes', num_classes, minimum=2)
@@ -50,9 +50,7 @@ def flipped_copies(*, fraction: float, num_classes: int = 2, return_info: bool =
     idx = jax.random.randint(k_idx, (n_p,), 0, n)
     xp, yp = x[idx], _flip_labels(k_lab, y[idx], num_classes)
     x2, y2 = jnp.concatenate([x, xp]), jnp.concatenate([y, yp])
-    if return_info:
-      return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(n + n_p) >= n})
-    return x2, y2
+    return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(n + n_p) >= n})
   return attack
 
 
@@ -60,8 +58,7 @@ def bilevel_poisoning(*, train_fn: Callable[[jax.Array, jax.Array, jax.Array], A
                       apply_fn: Callable[[Any, jax.Array], jax.Array], fraction: float,
                       num_classes: int = 2, num_steps: int = 20, step_size: float = 0.5,
                       bounds: tuple[float, float] | None = None,
-                      loss: Callable[[jax.Array, jax.Array], jax.Array] = losses_lib.cross_entropy,
-                      return_info: bool = False) -> Callable:
+                      loss: Callable[[jax.Array, jax.Array], jax.Array] = losses_lib.cross_entropy) -> Callable:
   """Gradient-based bilevel poisoning (injection) through a differentiable learner.
 
   The ``n_poison = round(fraction * n)`` poison points start as copies of random training
@@ -81,11 +78,10 @@ def bilevel_poisoning(*, train_fn: Callable[[jax.Array, jax.Array, jax.Array], A
     num_steps, step_size: outer projected-gradient ascent (``step_size`` in input units).
     bounds: input box for the poison (``None``: unconstrained).
     loss: per-example validation loss ``loss(logits, y)``.
-    return_info: also return ``objective`` ([num_steps + 1] validation loss per step)
-      and ``poison_mask``.
 
   Returns:
-    ``attack(x, y, key, *, x_val=None, y_val=None) -> (x', y')`` (validation defaults to
+    ``attack(x, y, key, *, x_val=None, y_val=None) -> PoisonOutput(x', y', info)``, ``info``:
+    ``poison_mask`` and ``objective`` ([num_steps + 1] validation loss per step) (validation defaults to
     the training set).
   """
   if not callable(train_fn) or not callable(apply_fn):
@@ -105,7 +101,7 @@ def bilevel_poisoning(*, train_fn: Callable[[jax.Array, jax.Array, jax.Array], A
   def run(x, y, key, x_val, y_val):
     n = x.shape[0]
     k_init, k_train = jax.random.split(key)
-    x2, y2 = init(x, y, k_init)
+    x2, y2, _ = init(x, y, k_init)
     xp0 = proj(x2[n:])
 
     def objective(xp):
@@ -142,8 +138,6 @@ def bilevel_poisoning(*, train_fn: Callable[[jax.Array, jax.Array, jax.Array], A
       raise ValueError(f'x_val has shape {tuple(x_val.shape)}; expected [m, '
                        f'{", ".join(map(str, x.shape[1:]))}].')
     x2, y2, hist = run(x, y, key, x_val, y_val)
-    if return_info:
-      return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(x2.shape[0]) >= x.shape[0],
-                                   'objective': hist})
-    return x2, y2
+    return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(x2.shape[0]) >= x.shape[0],
+                                 'objective': hist})
   return attack

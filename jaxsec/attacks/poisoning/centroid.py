@@ -129,13 +129,13 @@ def centroid_stream(state: CentroidState, xs: jax.Array, key: jax.Array, *, radi
 
 def centroid_poisoning(*, target: jax.Array, radius: float, fraction: float | None = None,
                        num_points: int | None = None, rule: str = 'average',
-                       poison_label: int = 0, return_info: bool = False) -> Callable:
+                       poison_label: int = 0) -> Callable:
   """Kloft-Laskov greedy poisoning of a centroid detector trained on ``x`` (injection).
 
-  ``attack(x, y, key) -> (x', y')``: the detector starts from ``centroid_init(x)``; the
+  ``attack(x, y, key) -> PoisonOutput(x', y', info)``: the detector starts from ``centroid_init(x)``; the
   attacker appends ``n_poison`` greedy points (computed online against the simulated
   detector, in order), labelled ``poison_label`` (the attacker claims them normal). Size
-  ``n + n_poison``. ``return_info`` adds ``poison_mask``, ``accepted`` and
+  ``n + n_poison``. ``info``: ``poison_mask``, ``accepted`` and
   ``target_distance`` (after each poison point) and ``final_center``.
   """
   if (fraction is None) == (num_points is None):
@@ -161,10 +161,8 @@ def centroid_poisoning(*, target: jax.Array, radius: float, fraction: float | No
                                   target=target)
     x2 = jnp.concatenate([x, info['sent']])
     y2 = jnp.concatenate([y, jnp.full((n_p,), poison_label, y.dtype)])
-    if return_info:
-      return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(n + n_p) >= n,
-                                   'accepted': info['accepted'],
-                                   'target_distance': info['target_distance'],
-                                   'final_center': final.center})
-    return x2, y2
+    return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(n + n_p) >= n,
+                                 'accepted': info['accepted'],
+                                 'target_distance': info['target_distance'],
+                                 'final_center': final.center})
   return attack

@@ -16,16 +16,15 @@ from jaxsec.attacks.poisoning import learners
 from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, num_poison
 
 
-def random_label_flip(*, fraction: float, num_classes: int = 2, return_info: bool = False
-                      ) -> Callable:
+def random_label_flip(*, fraction: float, num_classes: int = 2) -> Callable:
   """Flips the labels of ``round(fraction * n)`` uniformly chosen training points.
 
   A flipped binary label becomes ``1 - y``; with ``num_classes > 2`` it becomes a uniformly
   drawn *different* class. Inputs are unchanged; the set keeps size ``n``.
 
   Returns:
-    ``attack(x, y, key) -> (x, y')`` (or :class:`PoisonOutput` with ``poison_mask``, the
-    flipped rows, when ``return_info``). Deterministic for a key.
+    ``attack(x, y, key) -> PoisonOutput(x, y', info)``, ``info['poison_mask']`` the
+    flipped rows. Deterministic for a key.
   """
   fraction = check_fraction('fraction', fraction)
   num_classes = _checks.check_int('num_classes', num_classes, minimum=2)
@@ -39,9 +38,7 @@ def random_label_flip(*, fraction: float, num_classes: int = 2, return_info: boo
     mask = jnp.zeros((n,), bool).at[idx].set(True)
     shift = jax.random.randint(k_lab, (n,), 1, num_classes)
     y_new = jnp.where(mask, (y + shift) % num_classes, y).astype(y.dtype)
-    if return_info:
-      return PoisonOutput(x, y_new, {'poison_mask': mask})
-    return x, y_new
+    return PoisonOutput(x, y_new, {'poison_mask': mask})
   return attack
 
 
@@ -98,7 +95,7 @@ def _alfa_mask(x, y, budget, C, *, learner, l2, num_iters, tol):
 
 
 def alfa(*, fraction: float, learner: str = 'svm', C: float = 1.0, l2: float = 1e-2,
-         num_iters: int = 50, tol: float = 1e-3, return_info: bool = False) -> Callable:
+         num_iters: int = 50, tol: float = 1e-3) -> Callable:
   """Adversarial Label Flip Attack (ALFA) on a binary linear SVM or logistic regression.
 
   Xiao, Xiao, Eckert, "Adversarial label flips attack on support vector machines" (ECAI
@@ -128,8 +125,9 @@ def alfa(*, fraction: float, learner: str = 'svm', C: float = 1.0, l2: float = 1
     tol: SMO tolerance of the SVM fits.
 
   Returns:
-    ``attack(x, y, key) -> (x, y')`` for labels in {0, 1}; same size, same inputs. The key is
-    unused (ALFA is deterministic). ``return_info`` adds ``poison_mask`` and ``iterations``
+    ``attack(x, y, key) -> PoisonOutput(x, y', info)`` for labels in {0, 1}; same size,
+    same inputs. The key is unused (ALFA is deterministic). ``info``: ``poison_mask`` and
+    ``iterations``
     (the QPs solved).
   """
   fraction = check_fraction('fraction', fraction)
@@ -146,9 +144,7 @@ def alfa(*, fraction: float, learner: str = 'svm', C: float = 1.0, l2: float = 1
                              jnp.asarray(C, x.dtype), learner=learner, l2=float(l2),
                              num_iters=num_iters, tol=float(tol))
     y_new = jnp.where(mask, 1 - y, y).astype(y.dtype)
-    if return_info:
-      return PoisonOutput(x, y_new, {'poison_mask': mask, 'iterations': iters})
-    return x, y_new
+    return PoisonOutput(x, y_new, {'poison_mask': mask, 'iterations': iters})
   return attack
 
 
@@ -166,7 +162,7 @@ def _distance_mask(x, y, budget, C, *, tol, order):
 
 
 def distance_label_flip(*, fraction: float, order: str = 'farthest', C: float = 1.0,
-                        tol: float = 1e-3, return_info: bool = False) -> Callable:
+                        tol: float = 1e-3) -> Callable:
   """Farthest-first / nearest-first label flips against a binary linear SVM.
 
   The distance-based baselines that Xiao, Xiao, Eckert (ECAI 2012) and Xiao et al.
@@ -185,8 +181,8 @@ def distance_label_flip(*, fraction: float, order: str = 'farthest', C: float = 
     tol: SMO tolerance of the SVM fit.
 
   Returns:
-    ``attack(x, y, key=None) -> (x, y')`` for labels in {0, 1}; same size and inputs, exactly
-    ``L`` labels changed, deterministic (the key is unused). ``return_info`` adds
+    ``attack(x, y, key=None) -> PoisonOutput(x, y', info)`` for labels in {0, 1}; same size
+    and inputs, exactly ``L`` labels changed, deterministic (the key is unused). ``info``:
     ``poison_mask``.
   """
   fraction = check_fraction('fraction', fraction)
@@ -200,7 +196,5 @@ def distance_label_flip(*, fraction: float, order: str = 'farthest', C: float = 
     mask = _distance_mask(x, y, jnp.asarray(num_poison(fraction, x.shape[0]), jnp.int32),
                           jnp.asarray(C, x.dtype), tol=float(tol), order=order)
     y_new = jnp.where(mask, 1 - y, y).astype(y.dtype)
-    if return_info:
-      return PoisonOutput(x, y_new, {'poison_mask': mask})
-    return x, y_new
+    return PoisonOutput(x, y_new, {'poison_mask': mask})
   return attack

@@ -46,15 +46,14 @@ def signature_matches(signature: jax.Array, x: jax.Array) -> jax.Array:
   return jnp.all((x > 0) | ~signature[None, :], axis=1) & jnp.any(signature)
 
 
-def signature_noise_poisoning(*, fraction: float, invariant_tokens, fake_tokens=(),
-                              return_info: bool = False) -> Callable:
+def signature_noise_poisoning(*, fraction: float, invariant_tokens, fake_tokens=()) -> Callable:
   """Noise-flow injection into the suspicious pool (Perdisci et al. 2006, simplified).
 
-  ``attack(x, y, key) -> (x', y')`` takes the suspicious pool ``x`` [n, V] (labels ``y``:
+  ``attack(x, y, key) -> PoisonOutput(x', y', info)`` takes the suspicious pool ``x`` [n, V] (labels ``y``:
   1 = from the worm). ``round(fraction * n)`` noise flows are appended, each a copy of a
   random pool flow with the true invariants removed and the ``fake_tokens`` set, labelled 1
   (they come from the worm). The original flows are unchanged; size ``n + n_poison``;
-  ``return_info`` adds ``poison_mask`` (the noise flows).
+  ``info['poison_mask']`` marks the noise flows.
   """
   fraction = check_fraction('fraction', fraction)
   inv = [int(t) for t in invariant_tokens]
@@ -78,7 +77,5 @@ def signature_noise_poisoning(*, fraction: float, invariant_tokens, fake_tokens=
       noise = noise.at[:, jnp.asarray(fake)].set(1)
     x2 = jnp.concatenate([x, noise.astype(x.dtype)])
     y2 = jnp.concatenate([y, jnp.ones((n_p,), y.dtype)])
-    if return_info:
-      return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(n + n_p) >= n})
-    return x2, y2
+    return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(n + n_p) >= n})
   return attack

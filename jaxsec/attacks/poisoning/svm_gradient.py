@@ -57,8 +57,7 @@ def svm_poisoning_gradient(x, y, xc, yc, x_val, y_val, *, C: float = 1.0, tol: f
 
 def svm_poisoning(*, fraction: float | None = None, num_points: int | None = None,
                   C: float = 1.0, step_size: float = 0.1, num_steps: int = 50,
-                  bounds: tuple[float, float] | None = (0.0, 1.0), tol: float = 1e-5,
-                  return_info: bool = False) -> Callable:
+                  bounds: tuple[float, float] | None = (0.0, 1.0), tol: float = 1e-5) -> Callable:
   """Biggio et al. (2012)'s poisoning attack on a binary linear SVM (injection).
 
   Each poison point starts as a copy of a random training point with its label flipped
@@ -77,12 +76,11 @@ def svm_poisoning(*, fraction: float | None = None, num_points: int | None = Non
     num_steps: gradient steps per poison point.
     bounds: the input box the poison is projected on (``None``: unconstrained).
     tol: SMO tolerance (KKT violation) of every retraining.
-    return_info: also return ``val_loss`` ([n_poison, num_steps + 1], the validation
-      hinge loss along each point's path) and ``poison_mask``.
 
   Returns:
-    ``attack(x, y, key, *, x_val=None, y_val=None) -> (x', y')``; the validation set
-    defaults to the training set.
+    ``attack(x, y, key, *, x_val=None, y_val=None) -> PoisonOutput(x', y', info)``;
+    ``info``: ``poison_mask`` and ``val_loss`` ([n_poison, num_steps + 1], the validation
+    hinge loss along each point's path). The validation set defaults to the training set.
   """
   if (fraction is None) == (num_points is None):
     raise ValueError(f'Give exactly one of fraction={fraction!r} and '
@@ -169,8 +167,6 @@ def svm_poisoning(*, fraction: float | None = None, num_points: int | None = Non
     n = x.shape[0]
     n_p = num_points if fraction is None else num_poison(fraction, n)
     x2, y2, hist = run(x, y, key, x_val, y_val, n_p)
-    if return_info:
-      mask = jnp.arange(n + n_p) >= n
-      return PoisonOutput(x2, y2, {'poison_mask': mask, 'val_loss': hist})
-    return x2, y2
+    mask = jnp.arange(n + n_p) >= n
+    return PoisonOutput(x2, y2, {'poison_mask': mask, 'val_loss': hist})
   return attack

@@ -22,6 +22,7 @@ from jaxsec.attacks.privacy.gradient_inversion import total_variation
 from jaxsec.attacks.privacy.inversion import AttributeInference
 from jaxsec.attacks.privacy.inversion import attribute_inference
 from jaxsec.attacks.privacy.inversion import gaussian_blur
+from jaxsec.attacks.privacy.inversion import InversionOutput
 from jaxsec.attacks.privacy.inversion import model_inversion
 from jaxsec.attacks.privacy.lira import LiraStats
 from jaxsec.attacks.privacy.lira import lira_fit
@@ -75,7 +76,7 @@ __all__ = (
     'LiraStats', 'lira_fit', 'lira_online_scores', 'lira_offline_scores', 'lira_scores',
     'shadow_confidences',
     # model inversion and attribute inference (Fredrikson 2015 / 2014)
-    'model_inversion', 'gaussian_blur', 'AttributeInference', 'attribute_inference',
+    'InversionOutput', 'model_inversion', 'gaussian_blur', 'AttributeInference', 'attribute_inference',
     # model extraction (Tramer 2016, Papernot 2017, KnockoffNets)
     'Counter', 'extract_logistic_binary', 'extract_softmax_regression', 'linear_logits',
     'retrain_extraction', 'ExtractionResult', 'knockoff_extraction',

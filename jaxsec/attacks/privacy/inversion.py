@@ -47,11 +47,19 @@ def _tv(x):
 COSTS = ('one_minus_prob', 'neg_log_prob')
 
 
+class InversionOutput(NamedTuple):
+  """What :func:`model_inversion` returns: ``x`` [B, H, W, C], the reconstruction (the
+  lowest-cost iterate per example), and ``info`` with ``cost`` [B] and ``confidence``
+  [B] (the model's probability of the target class at ``x``). Unpack as
+  ``x, info = invert(...)`` or read ``.x`` / ``.info``."""
+  x: jax.Array
+  info: dict
+
+
 def model_inversion(*, num_steps: int = 500, step_size: float = 0.1,
                     cost: str = 'one_minus_prob', tv_weight: float = 0.0,
                     l2_weight: float = 0.0, denoise_every: int = 0,
-                    denoise_sigma: float = 0.5, bounds: tuple[float, float] = (0.0, 1.0),
-                    return_info: bool = False):
+                    denoise_sigma: float = 0.5, bounds: tuple[float, float] = (0.0, 1.0)):
   """MI-FACE model inversion factory (Fredrikson et al. 2015).
 
   Args:
@@ -64,12 +72,11 @@ def model_inversion(*, num_steps: int = 500, step_size: float = 0.1,
     denoise_every: apply the Gaussian-blur denoiser every this many steps (0: never).
     denoise_sigma: the denoiser's sigma (5x5 window).
     bounds: the input box; every iterate is projected onto it.
-    return_info: return ``AttackOutput(x, {'cost': [B], 'confidence': [B]})``.
 
   Returns:
-    ``invert(logits_fn, x_init, y_target, key) -> x`` (the lowest-cost iterate per example).
+    ``invert(logits_fn, x_init, y_target, key) -> InversionOutput(x, info)`` (one return
+    type, no flag; see :class:`InversionOutput`).
   """
-  from jaxsec.attacks.base import AttackOutput  # pylint: disable=g-import-not-at-top
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
   _checks.check_positive('step_size', step_size)
   _checks.check_choice('cost', cost, COSTS)
@@ -108,9 +115,7 @@ def model_inversion(*, num_steps: int = 500, step_size: float = 0.1,
       return x, best_x, jnp.where(better, c, best_c), jnp.where(better, p, best_p)
 
     _, best_x, best_c, best_p = jax.lax.fori_loop(0, num_steps, body, (x0, x0, c0, p0))
-    if return_info:
-      return AttackOutput(best_x, {'cost': best_c, 'confidence': best_p})
-    return best_x
+    return InversionOutput(best_x, {'cost': best_c, 'confidence': best_p})
 
   return invert
 

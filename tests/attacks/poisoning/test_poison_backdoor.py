@@ -25,8 +25,7 @@ def test_trigger_patch_values():
 
 def test_badnets_replace_and_inject():
   x, y = _images()
-  atk = poisoning.badnets(fraction=0.25, target_label=0, num_classes=4, size=2,
-                          return_info=True)
+  atk = poisoning.badnets(fraction=0.25, target_label=0, num_classes=4, size=2)
   out = atk(x, y, jax.random.key(0))
   mask = np.asarray(out.info['poison_mask'])
   assert out.x.shape == x.shape and mask.sum() == 10
@@ -65,8 +64,7 @@ def test_feature_collision_attack_contract():
   x, y = _images()
   f = lambda z: jnp.mean(z.reshape((z.shape[0], 6, 6)), axis=2)
   atk = poisoning.feature_collision(feature_fn=f, target_x=x[1], base_label=0, num_classes=4,
-                                    num_points=2, beta=0.01, step_size=0.5, num_steps=50,
-                                    return_info=True)
+                                    num_points=2, beta=0.01, step_size=0.5, num_steps=50)
   out = atk(x, y, jax.random.key(0))
   assert out.x.shape == (42, 6, 6, 1) and np.all(np.asarray(out.y[40:]) == 0)
   d0 = np.linalg.norm(np.asarray(f(x[out.info['base_index']]) - f(x[1:2])), axis=1)

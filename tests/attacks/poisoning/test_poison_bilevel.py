@@ -27,8 +27,7 @@ def test_implicit_logreg_poisoning_beats_its_random_start():
   xv, yv = _data(60, seed=1)
   tf = learners.logreg_train_fn(num_classes=2, l2=0.05)
   atk = poisoning.bilevel_poisoning(train_fn=tf, apply_fn=learners.linear_apply,
-                                    fraction=0.1, num_steps=10, step_size=0.5,
-                                    return_info=True)
+                                    fraction=0.1, num_steps=10, step_size=0.5)
   out = atk(x, y, jax.random.key(0), x_val=xv, y_val=yv)
   assert out.x.shape == (44, 3) and out.y.shape == (44,)
   np.testing.assert_array_equal(np.asarray(out.x[:40]), np.asarray(x))
@@ -37,7 +36,7 @@ def test_implicit_logreg_poisoning_beats_its_random_start():
   np.testing.assert_array_equal(np.asarray(base[1]), np.asarray(out.y))  # same labels
   hist = np.asarray(out.info['objective'])
   assert hist.shape == (11,) and hist.max() > hist[0] + 0.05
-  assert _val_loss(tf, out.x, out.y, xv, yv) > _val_loss(tf, *base, xv, yv) + 0.05
+  assert _val_loss(tf, out.x, out.y, xv, yv) > _val_loss(tf, base.x, base.y, xv, yv) + 0.05
   again = atk(x, y, jax.random.key(0), x_val=xv, y_val=yv)
   np.testing.assert_array_equal(np.asarray(again.x), np.asarray(out.x))
 
@@ -57,14 +56,14 @@ def test_unrolled_mlp_poisoning_runs_in_bounds():
   tf = learners.unrolled_gd(apply_fn, init_fn, num_steps=15, learning_rate=0.5)
   atk = poisoning.bilevel_poisoning(train_fn=tf, apply_fn=apply_fn, fraction=0.1,
                                     num_classes=3, num_steps=4, step_size=0.2,
-                                    bounds=(0.0, 1.0), return_info=True)
+                                    bounds=(0.0, 1.0))
   out = atk(x, y, jax.random.key(1))
   assert out.x.shape == (33, 4)
   assert float(out.x.min()) >= 0 and float(out.x.max()) <= 1
   hist = np.asarray(out.info['objective'])
   # hist[0] is the validation (= training) loss of the unpoisoned start, the flipped copies
   k_init, k_train = jax.random.split(jax.random.key(1))
-  x0, y0 = poisoning.flipped_copies(fraction=0.1, num_classes=3)(x, y, k_init)
+  x0, y0, _ = poisoning.flipped_copies(fraction=0.1, num_classes=3)(x, y, k_init)
 
   def val_loss(xx, yy):
     return float(jnp.mean(losses.cross_entropy(apply_fn(tf(xx, yy, k_train), x), y)))

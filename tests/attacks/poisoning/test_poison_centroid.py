@@ -13,8 +13,7 @@ def test_average_out_greedy_attack_moves_r_over_n_per_point():
   c0 = np.asarray(x).mean(0)
   target = jnp.asarray(c0 + np.array([10.0, 0, 0], np.float32))
   r, n = 2.0, 20
-  atk = poisoning.centroid_poisoning(target=target, radius=r, num_points=30,
-                                     return_info=True)
+  atk = poisoning.centroid_poisoning(target=target, radius=r, num_points=30)
   out = atk(x, jnp.zeros(20, jnp.int32), jax.random.key(0))
   assert out.x.shape == (50, 3) and np.asarray(out.info['accepted']).all()
   d = np.asarray(out.info['target_distance'])
@@ -37,8 +36,7 @@ def test_infinite_horizon_displacement_is_harmonic_not_linear():
   r_eff = r * (1 - 1e-4)
   disp = {}
   for rule in ('infinite', 'average'):
-    out = poisoning.centroid_poisoning(target=target, radius=r, num_points=k, rule=rule,
-                                       return_info=True)(x, jnp.zeros(n, jnp.int32),
+    out = poisoning.centroid_poisoning(target=target, radius=r, num_points=k, rule=rule)(x, jnp.zeros(n, jnp.int32),
                                                          jax.random.key(0))
     assert np.asarray(out.info['accepted']).all()
     disp[rule] = 100.0 - np.asarray(out.info['target_distance'], np.float64)
@@ -106,7 +104,7 @@ def test_signature_noise_injection_misleads_conjunction_signature():
   assert bool(jnp.all(poisoning.signature_matches(sig, variant)))
   assert not bool(jnp.any(poisoning.signature_matches(sig, jnp.asarray(innoc))))
   atk = poisoning.signature_noise_poisoning(fraction=0.2, invariant_tokens=inv,
-                                            fake_tokens=fake, return_info=True)
+                                            fake_tokens=fake)
   out = atk(xs, ys, jax.random.key(0))
   assert out.x.shape == (60, v) and np.asarray(out.info['poison_mask']).sum() == 10
   np.testing.assert_array_equal(np.asarray(out.x[:50]), worms)

@@ -17,7 +17,7 @@ def _data(n=80, seed=0):
 
 def test_random_flip_budget_size_determinism():
   x, y = _data()
-  atk = poisoning.random_label_flip(fraction=0.25, return_info=True)
+  atk = poisoning.random_label_flip(fraction=0.25)
   out = atk(x, y, jax.random.key(3))
   assert out.x is x and out.y.shape == y.shape
   changed = np.asarray(out.y != y)
@@ -39,7 +39,7 @@ def test_alfa_flips_exact_budget_and_hurts_more_than_random():
     s = learners.svm_dual(x, yy, C=1.0, tol=1e-4)
     return jnp.mean(((xt @ s.w + s.b) > 0).astype(jnp.int32) == yt)
 
-  out = poisoning.alfa(fraction=0.2, C=1.0, num_iters=5, return_info=True)(x, y)
+  out = poisoning.alfa(fraction=0.2, C=1.0, num_iters=5)(x, y)
   assert int(jnp.sum(out.y != y)) == 16 and out.x is x
   rand = [float(test_acc(poisoning.random_label_flip(fraction=0.2)(x, y, k)[1]))
           for k in jax.random.split(jax.random.key(0), 3)]
@@ -69,14 +69,12 @@ def test_distance_flips_hand_computed_sets():
   # distances are |x| = 4, 2, 1, 1, 2.5, 3.
   x = jnp.asarray([[-4.0], [-2.0], [-1.0], [1.0], [2.5], [3.0]])
   y = jnp.asarray([0, 0, 0, 1, 1, 1], jnp.int32)
-  far = poisoning.distance_label_flip(fraction=1 / 3, order='farthest', C=10.0, tol=1e-6,
-                                      return_info=True)(x, y)
+  far = poisoning.distance_label_flip(fraction=1 / 3, order='farthest', C=10.0, tol=1e-6)(x, y)
   np.testing.assert_array_equal(np.asarray(far.info['poison_mask']),
                                 [True, False, False, False, False, True])
   np.testing.assert_array_equal(np.asarray(far.y), [1, 0, 0, 1, 1, 0])
   assert far.x is x
-  near = poisoning.distance_label_flip(fraction=0.5, order='nearest', C=10.0, tol=1e-6,
-                                       return_info=True)(x, y)
+  near = poisoning.distance_label_flip(fraction=0.5, order='nearest', C=10.0, tol=1e-6)(x, y)
   np.testing.assert_array_equal(np.asarray(near.info['poison_mask']),
                                 [False, True, True, True, False, False])
   with pytest.raises(ValueError, match='order'):
@@ -85,7 +83,7 @@ def test_distance_flips_hand_computed_sets():
 
 def test_alfa_stops_at_a_fixed_point_of_its_lp_qp_alternation():
   x, y = _data()
-  out = poisoning.alfa(fraction=0.25, C=1.0, num_iters=50, return_info=True)(x, y)
+  out = poisoning.alfa(fraction=0.25, C=1.0, num_iters=50)(x, y)
   iters = int(out.info['iterations'])
   assert 1 <= iters < 50                          # converged before the cap
   mask = np.asarray(out.info['poison_mask'])
@@ -98,5 +96,5 @@ def test_alfa_stops_at_a_fixed_point_of_its_lp_qp_alternation():
   f = scores(learners.svm_dual(x, out.y, C=1.0, tol=1e-3))
   d = (hinge(-s * f) - hinge(-s * f_s)) - (hinge(s * f) - hinge(s * f_s))
   np.testing.assert_array_equal(mask, np.isin(np.arange(80), np.argsort(d)[:20]))
-  one = poisoning.alfa(fraction=0.25, C=1.0, num_iters=1, return_info=True)(x, y)
+  one = poisoning.alfa(fraction=0.25, C=1.0, num_iters=1)(x, y)
   assert int(one.info['iterations']) == 1

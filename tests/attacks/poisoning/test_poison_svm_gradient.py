@@ -40,8 +40,7 @@ def test_gradient_matches_finite_differences_of_retrained_svm():
 def test_attack_keeps_clean_rows_appends_budget_and_raises_val_loss():
   x, y = _data()
   xv, yv = _data(60, seed=2)
-  atk = poisoning.svm_poisoning(fraction=0.04, C=1.0, step_size=0.2, num_steps=8,
-                                return_info=True)   # round(0.04 * 50) = 2 points
+  atk = poisoning.svm_poisoning(fraction=0.04, C=1.0, step_size=0.2, num_steps=8)   # round(0.04 * 50) = 2 points
   out = atk(jnp.asarray(x), jnp.asarray(y), jax.random.key(0), x_val=jnp.asarray(xv),
             y_val=jnp.asarray(yv))
   assert out.x.shape == (52, 6) and out.y.shape == (52,)

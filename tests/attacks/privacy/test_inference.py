@@ -15,9 +15,11 @@ def test_model_inversion_raises_confidence_within_bounds():
   y = jnp.array([0, 1, 2])
   p0 = jax.nn.softmax(logits_fn(x0))[jnp.arange(3), y]
   out = priv.model_inversion(num_steps=60, step_size=0.5, cost='neg_log_prob',
-                             tv_weight=1e-3, denoise_every=10, return_info=True)(
+                             tv_weight=1e-3, denoise_every=10)(
       logits_fn, x0, y, jax.random.key(0))
-  x = out.x_adv
+  assert isinstance(out, priv.InversionOutput)   # one return type, no return_info flag
+  x, info = out
+  assert info is out.info and set(info) == {'cost', 'confidence'}
   assert float(x.min()) >= 0 and float(x.max()) <= 1
   p = jax.nn.softmax(logits_fn(x))[jnp.arange(3), y]
   np.testing.assert_allclose(p, out.info['confidence'], rtol=1e-5)
@@ -30,10 +32,12 @@ def test_model_inversion_raises_confidence_within_bounds():
   for c in range(3):
     others = np.delete(wn, c, axis=1)
     up, down = wn[:, c] > others.max(1), wn[:, c] < others.min(1)
-    xc = np.asarray(out2[c]).reshape(-1)
+    xc = np.asarray(out2.x[c]).reshape(-1)
     assert np.all(xc[up] > 0.5) and np.all(xc[down] < 0.5)
   with pytest.raises(ValueError, match='cost'):
     priv.model_inversion(cost='l1')
+  with pytest.raises(TypeError, match='return_info'):
+    priv.model_inversion(return_info=True)
 
 
 def test_attribute_inference_map_beats_base_rate():
