@@ -1,8 +1,9 @@
 """Adversarial training as objective transformations (survey §3.1, "adversarial training").
 
 Every function here maps a training objective (``jaxsec.train``:
-``objective(apply_fn, params, x, y, key) -> per-example losses [B]``) or a per-example
-``loss(logits, y)`` to a new objective, so it plugs into ``train.fit`` /
+``objective(apply_fn, params, x, y, key) -> per-example losses [B]``), given as
+``objective=``, or a per-example ``loss(logits, y)`` (or its name), given as ``loss=``, to
+a new objective (:func:`resolve_objective`), so it plugs into ``train.fit`` /
 ``train.fit_many`` unchanged and composes with the regularisers of
 :mod:`jaxsec.defenses.regularizers`.
 
@@ -41,6 +42,7 @@ from jax import lax
 
 from jaxsec import _checks
 from jaxsec import losses as losses_lib
+from jaxsec import train as train_lib
 from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.gradient import fgsm
 from jaxsec.attacks.evasion.pgd import pgd
@@ -49,30 +51,32 @@ Objective = Callable[[Callable, Any, jax.Array, jax.Array, jax.Array], jax.Array
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _resolve(objective_or_loss):
-  """``(objective, loss)``: an objective (5 arguments) gives ``(objective, None)``; a
-  per-example ``loss(logits, y)`` or its name gives ``(loss as objective, loss)``."""
-  if objective_or_loss is None:
-    objective_or_loss = losses_lib.cross_entropy
-  if isinstance(objective_or_loss, str):
-    objective_or_loss = losses_lib.get(objective_or_loss)
-  if not callable(objective_or_loss):
-    raise ValueError(f'objective={objective_or_loss!r} must be an objective '
-                     '(apply_fn, params, x, y, key) -> [B] or a loss (logits, y) -> [B].')
-  try:
-    import inspect  # pylint: disable=g-import-not-at-top
-    n = len(inspect.signature(objective_or_loss).parameters)
-  except (TypeError, ValueError):
-    n = 5
-  if n == 2:
-    loss = objective_or_loss
-    return (lambda apply_fn, params, x, y, key: loss(apply_fn(params, x), y)), loss
-  return objective_or_loss, None
+def resolve_objective(loss=None, objective=None) -> tuple[Objective, Loss | None]:
+  """The objective a defense transforms, from an explicit ``loss=`` or ``objective=``.
 
-
-def _as_objective(objective_or_loss) -> Objective:
-  """Accepts an objective (5 arguments) or a per-example ``loss(logits, y)``."""
-  return _resolve(objective_or_loss)[0]
+  Every training-time defense takes, keyword-only, at most one of ``loss`` (a per-example
+  ``loss(logits, y) -> [B]`` or its name in :func:`jaxsec.losses.get`; default
+  cross-entropy) and ``objective`` (a full ``objective(apply_fn, params, x, y, key) ->
+  [B]``, e.g. another defense's output). Returns ``(objective, loss)``: a loss is lifted
+  with :func:`jaxsec.train.supervised` (``loss`` is returned too, for defenses that reuse
+  its forward pass), an objective is returned as is with ``loss=None``.
+  """
+  if loss is not None and objective is not None:
+    raise ValueError(f'Give either loss= or objective=, not both; got loss={loss!r}, '
+                     f'objective={objective!r}.')
+  if objective is not None:
+    if not callable(objective):
+      raise ValueError(f'objective={objective!r} must be an objective '
+                       '(apply_fn, params, x, y, key) -> [B].')
+    return objective, None
+  if loss is None:
+    loss = losses_lib.cross_entropy
+  if isinstance(loss, str):
+    loss = losses_lib.get(loss)
+  if not callable(loss):
+    raise ValueError(f'loss={loss!r} must be a per-example loss (logits, y) -> [B] or the '
+                     'name of one.')
+  return train_lib.supervised(loss), loss
 
 
 def _attack_forward(apply_fn, attack_apply_fn):
@@ -103,7 +107,7 @@ def craft(attack, apply_fn, params, x, y, key):
   return lax.stop_gradient(x_adv)
 
 
-def adversarial_training(objective=None, *, attack: Callable, alpha=0.5,
+def adversarial_training(*, attack: Callable, alpha=0.5, loss=None, objective=None,
                          attack_apply_fn: Callable | None = None) -> Objective:
   """The mixed adversarial objective of Goodfellow et al. (ICLR 2015), eq. (5).
 
@@ -114,16 +118,17 @@ def adversarial_training(objective=None, *, attack: Callable, alpha=0.5,
   fast AT). ``alpha=1`` (or an attack with ``eps=0``) is the plain objective.
 
   Args:
-    objective: the objective (or per-example loss, default cross-entropy) to harden.
     attack: any ``attack(logits_fn, x, y, key)`` (untargeted, ``y`` the true labels).
     alpha: weight of the clean term in [0, 1] (may be traced).
+    loss, objective: what to harden, at most one (see :func:`resolve_objective`; default
+      cross-entropy).
     attack_apply_fn: the forward pass the attack runs on, or None for the inference-mode
       pass (see the module doc).
 
   Returns:
     ``objective(apply_fn, params, x, y, key) -> [B]``.
   """
-  obj = _as_objective(objective)
+  obj = resolve_objective(loss, objective)[0]
   _check_attack(attack)
   _checks.check_float('alpha', alpha, minimum=0.0, maximum=1.0)
 
@@ -137,17 +142,17 @@ def adversarial_training(objective=None, *, attack: Callable, alpha=0.5,
   return new
 
 
-def fgsm_adversarial_training(objective=None, *, eps, alpha=0.5, bounds=(0.0, 1.0),
-                              attack_apply_fn=None) -> Objective:
+def fgsm_adversarial_training(*, eps, alpha=0.5, bounds=(0.0, 1.0), loss=None,
+                              objective=None, attack_apply_fn=None) -> Objective:
   """Goodfellow et al. (ICLR 2015): :func:`adversarial_training` with FGSM and
   ``alpha = 0.5``."""
-  return adversarial_training(objective, attack=fgsm(eps=eps, bounds=bounds), alpha=alpha,
-                              attack_apply_fn=attack_apply_fn)
+  return adversarial_training(attack=fgsm(eps=eps, bounds=bounds), alpha=alpha, loss=loss,
+                              objective=objective, attack_apply_fn=attack_apply_fn)
 
 
-def pgd_adversarial_training(objective=None, *, eps, num_steps: int = 7, step_size=None,
-                             norm: str = 'linf', bounds=(0.0, 1.0),
-                             attack_apply_fn=None) -> Objective:
+def pgd_adversarial_training(*, eps, num_steps: int = 7, step_size=None,
+                             norm: str = 'linf', bounds=(0.0, 1.0), loss=None,
+                             objective=None, attack_apply_fn=None) -> Objective:
   """Madry et al. (ICLR 2018): train on the PGD maximiser only (``alpha = 0``).
 
   The inner attack is PGD with a random start and ``num_steps`` steps of ``step_size``
@@ -155,24 +160,24 @@ def pgd_adversarial_training(objective=None, *, eps, num_steps: int = 7, step_si
   """
   atk = pgd(eps=eps, num_steps=num_steps, step_size=step_size, norm=norm,
             random_start=True, keep_best=False, bounds=bounds)
-  return adversarial_training(objective, attack=atk, alpha=0.0,
+  return adversarial_training(attack=atk, alpha=0.0, loss=loss, objective=objective,
                               attack_apply_fn=attack_apply_fn)
 
 
-def fast_adversarial_training(objective=None, *, eps, step_size=None, bounds=(0.0, 1.0),
-                              attack_apply_fn=None) -> Objective:
+def fast_adversarial_training(*, eps, step_size=None, bounds=(0.0, 1.0), loss=None,
+                              objective=None, attack_apply_fn=None) -> Objective:
   """Wong, Rice & Kolter (ICLR 2020), "Fast is better than free": FGSM from a uniform
   random start in the eps-ball with step ``1.25 eps`` (default), projected back onto the
   ball; trained on that point only. (Their cyclic learning rate is an optimizer choice:
   pass an ``optax`` schedule to ``fit``.)"""
   atk = fgsm(eps=eps, random_start=True, step_size=step_size, bounds=bounds)
-  return adversarial_training(objective, attack=atk, alpha=0.0,
+  return adversarial_training(attack=atk, alpha=0.0, loss=loss, objective=objective,
                               attack_apply_fn=attack_apply_fn)
 
 
-def ensemble_adversarial_training(objective=None, *, attack: Callable,
-                                  static_models: Sequence[Callable], alpha=0.5,
-                                  include_current: bool = True, labels: str = 'predicted',
+def ensemble_adversarial_training(*, attack: Callable, static_models: Sequence[Callable],
+                                  alpha=0.5, include_current: bool = True,
+                                  labels: str = 'predicted', loss=None, objective=None,
                                   attack_apply_fn: Callable | None = None) -> Objective:
   """Ensemble adversarial training (Tramer, Kurakin, Papernot, Goodfellow, Boneh &
   McDaniel, ICLR 2018).
@@ -191,8 +196,9 @@ def ensemble_adversarial_training(objective=None, *, attack: Callable,
   ``labels='predicted'`` (default, as in Tramer et al.'s code, which crafts with the
   source model's own predictions ``argmax f_src(x)`` to avoid label leaking, Kurakin et
   al. 2017) or ``'true'`` (craft with ``y``). The training loss always uses ``y``.
+  ``loss`` / ``objective``: what to harden, as for :func:`adversarial_training`.
   """
-  obj = _as_objective(objective)
+  obj = resolve_objective(loss, objective)[0]
   _check_attack(attack)
   _checks.check_float('alpha', alpha, minimum=0.0, maximum=1.0)
   static_models = tuple(static_models)
@@ -263,8 +269,8 @@ def trades_attack(*, eps, num_steps: int = 10, step_size=None, bounds=(0.0, 1.0)
   return attack
 
 
-def trades(loss=None, *, beta=6.0, eps=None, num_steps: int = 10, step_size=None,
-           bounds=(0.0, 1.0), attack: Callable | None = None,
+def trades(*, beta=6.0, eps=None, num_steps: int = 10, step_size=None,
+           bounds=(0.0, 1.0), attack: Callable | None = None, loss=None, objective=None,
            attack_apply_fn: Callable | None = None) -> Objective:
   """TRADES (Zhang, Yu, Jiao, Xing, El Ghaoui & Jordan, ICML 2019), eq. (5) / code.
 
@@ -278,11 +284,11 @@ def trades(loss=None, *, beta=6.0, eps=None, num_steps: int = 10, step_size=None
   plain loss. Official settings: MNIST eps 0.3, 40 steps of 0.01, beta 1/lambda = 1 ... 6;
   CIFAR eps 8/255, 10 steps of 2/255, beta 6.
 
-  ``loss`` takes the forms :func:`adversarial_training` takes: a per-example
-  ``loss(logits, y)``, its name (``jaxsec.losses.get``), or an objective ``(apply_fn,
-  params, x, y, key) -> [B]`` (then the natural term is that objective, and the KL term
-  runs its own forward pass). The inner maximisation runs in inference mode by default
-  (``model.eval()`` in the official code; see the module doc and ``attack_apply_fn``).
+  The natural term is ``loss`` (a per-example ``loss(logits, y)`` or its name; default
+  cross-entropy) on the shared forward pass, or ``objective`` (a full objective; then the
+  KL term runs its own forward pass), at most one of them (see :func:`resolve_objective`).
+  The inner maximisation runs in inference mode by default (``model.eval()`` in the
+  official code; see the module doc and ``attack_apply_fn``).
   """
   if attack is None:
     if eps is None:
@@ -291,7 +297,7 @@ def trades(loss=None, *, beta=6.0, eps=None, num_steps: int = 10, step_size=None
     attack = trades_attack(eps=eps, num_steps=num_steps, step_size=step_size, bounds=bounds)
   _check_attack(attack)
   _checks.check_float('beta', beta, minimum=0.0)
-  obj, loss = _resolve(loss)
+  obj, loss = resolve_objective(loss, objective)
 
   def new(apply_fn, params, x, y, key):
     k_atk, k_obj = jax.random.split(key)
@@ -349,7 +355,7 @@ def worst_case_logits(apply_fn, params, x, y, *, eps, norm='linf'):
   return z + shift
 
 
-def linear_adversarial_training(loss=None, *, eps, norm: str = 'linf') -> Objective:
+def linear_adversarial_training(*, eps, norm: str = 'linf', loss=None) -> Objective:
   """Adversarial training of a linear / SVM model with the closed-form worst case.
 
   ``loss(worst_case_logits(x), y)``: for a binary linear SVM with hinge loss this is

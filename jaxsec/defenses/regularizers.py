@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsec import _checks
-from jaxsec.defenses.adversarial import _as_objective
+from jaxsec.defenses.adversarial import resolve_objective
 
 
 def _default_filter(leaf) -> bool:
@@ -54,13 +54,13 @@ def l2_penalty(params, filter_fn: Callable[[Any], bool] | None = _default_filter
   return 0.5 * sum((jnp.sum(l * l) for l in leaves), jnp.zeros(()))
 
 
-def weight_penalty(objective=None, *, l1=0.0, l2=0.0,
+def weight_penalty(*, loss=None, objective=None, l1=0.0, l2=0.0,
                    filter_fn: Callable[[Any], bool] | None = _default_filter):
   """``objective + l1 * ||w||_1 + l2 * ||w||_2^2 / 2`` (per example; see module doc).
 
   ``l1 = l2 = 0`` is the plain objective. Strengths may be traced.
   """
-  obj = _as_objective(objective)
+  obj = resolve_objective(loss, objective)[0]
   _checks.check_float('l1', l1, minimum=0.0)
   _checks.check_float('l2', l2, minimum=0.0)
 
@@ -130,12 +130,12 @@ def jacobian_frobenius_sq(f: Callable[[jax.Array], jax.Array], x: jax.Array,
   return jnp.sum(sq, 0) if num_projections is None else jnp.mean(sq, 0)
 
 
-def contractive(objective=None, *, strength, num_projections: int | None = None,
+def contractive(*, loss=None, objective=None, strength, num_projections: int | None = None,
                 output: str = 'logits'):
   """``objective + strength * ||d g(x) / d x||_F^2`` with ``g`` the logits (default) or
   the softmax probabilities of ``apply_fn``: the input-output contractive penalty for any
   model (see module doc). ``strength = 0`` is the plain objective."""
-  obj = _as_objective(objective)
+  obj = resolve_objective(loss, objective)[0]
   _checks.check_float('strength', strength, minimum=0.0)
   _checks.check_choice('output', output, ('logits', 'probs'))
 
@@ -148,7 +148,7 @@ def contractive(objective=None, *, strength, num_projections: int | None = None,
   return new
 
 
-def deep_contractive(objective=None, *, layers: Sequence[Callable[[Any, jax.Array], jax.Array]],
+def deep_contractive(*, loss=None, objective=None, layers: Sequence[Callable[[Any, jax.Array], jax.Array]],
                      strength, num_projections: int | None = None):
   """Gu & Rigazio's deep contractive network penalty (layer-wise Jacobians).
 
@@ -159,13 +159,14 @@ def deep_contractive(objective=None, *, layers: Sequence[Callable[[Any, jax.Arra
   randomly projected (``num_projections``: advisable for wide convolutional layers).
 
   Args:
-    objective: the objective or per-example loss to regularise.
+    loss, objective: what to regularise, at most one (see
+      :func:`jaxsec.defenses.adversarial.resolve_objective`; default cross-entropy).
     layers: ``[layer(params, h) -> h']``; a layer may be several operations (Gu & Rigazio
       group each affine map with its nonlinearity).
     strength: one ``lambda`` for every layer or a sequence, one per layer; 0 = plain.
     num_projections: None (exact) or the number of random projections per layer.
   """
-  obj = _as_objective(objective)
+  obj = resolve_objective(loss, objective)[0]
   layers = tuple(layers)
   if not layers or not all(callable(l) for l in layers):
     raise ValueError(f'layers={layers!r} must be a non-empty sequence of functions '
@@ -190,14 +191,14 @@ def deep_contractive(objective=None, *, layers: Sequence[Callable[[Any, jax.Arra
   return new
 
 
-def input_gradient_regularization(objective=None, *, strength):
+def input_gradient_regularization(*, loss=None, objective=None, strength):
   """Ross & Doshi-Velez (AAAI 2018): ``loss + strength * ||d loss / d x||_2^2`` per example.
 
   The input gradient is that of the (per-example) ``objective`` itself, so it is the
   cross-entropy's gradient for the default objective (their eq. (3)); the penalty is
   differentiated through (double backprop). ``strength = 0`` is the plain objective.
   """
-  obj = _as_objective(objective)
+  obj = resolve_objective(loss, objective)[0]
   _checks.check_float('strength', strength, minimum=0.0)
 
   def new(apply_fn, params, x, y, key):

@@ -270,15 +270,42 @@ def test_trades_accepts_string_loss_and_objective():
   x, y = _data(jax.random.key(1))
   key = jax.random.key(2)
   want = adv.trades(beta=2.0, eps=0.1, num_steps=3)(_mlp_apply, p, x, y, key)
-  by_name = adv.trades('cross_entropy', beta=2.0, eps=0.1, num_steps=3)
+  by_name = adv.trades(loss='cross_entropy', beta=2.0, eps=0.1, num_steps=3)
   np.testing.assert_allclose(by_name(_mlp_apply, p, x, y, key), want, rtol=1e-6)
-  as_obj = adv.trades(PLAIN, beta=2.0, eps=0.1, num_steps=3)
+  as_obj = adv.trades(objective=PLAIN, beta=2.0, eps=0.1, num_steps=3)
   np.testing.assert_allclose(jax.jit(lambda q: as_obj(_mlp_apply, q, x, y, key))(p), want,
                              rtol=1e-5)
   # a 5-argument objective that is not a plain loss: its value is the natural term
   shifted = lambda apply_fn, q, xx, yy, k: PLAIN(apply_fn, q, xx, yy, k) + 1.0
-  got = adv.trades(shifted, beta=2.0, eps=0.1, num_steps=3)(_mlp_apply, p, x, y, key)
+  got = adv.trades(objective=shifted, beta=2.0, eps=0.1, num_steps=3)(_mlp_apply, p, x, y, key)
   np.testing.assert_allclose(got, want + 1.0, rtol=1e-5)
+
+
+def test_loss_and_objective_are_explicit_not_guessed():
+  """A loss is passed as ``loss=``, an objective as ``objective=``; nothing is inferred
+  from the callable's signature. A loss with an optional third parameter or ``*args``
+  (which counting arguments took for an objective) is used as a loss."""
+  p = _mlp_params(jax.random.key(0))
+  x, y = _data(jax.random.key(1))
+  key = jax.random.key(2)
+  atk = fgsm(eps=0.1)
+  want = adv.adversarial_training(attack=atk)(_mlp_apply, p, x, y, key)
+
+  def ce_with_option(logits, labels, scale=1.0):
+    return scale * losses.cross_entropy(logits, labels)
+  for loss in (ce_with_option, lambda *a: losses.cross_entropy(*a), 'cross_entropy'):
+    got = adv.adversarial_training(attack=atk, loss=loss)(_mlp_apply, p, x, y, key)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+  got = adv.adversarial_training(attack=atk, objective=PLAIN)(_mlp_apply, p, x, y, key)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  with pytest.raises(ValueError, match='either loss= or objective='):
+    adv.adversarial_training(attack=atk, loss='cross_entropy', objective=PLAIN)
+  with pytest.raises(TypeError):
+    adv.adversarial_training(PLAIN, attack=atk)       # keyword-only: no positional guess
+  with pytest.raises(ValueError, match='loss=3'):
+    adv.trades(eps=0.1, loss=3)
+  with pytest.raises(ValueError, match='objective=3'):
+    adv.pgd_adversarial_training(eps=0.1, objective=3)
 
 
 def test_trades_objective_by_hand_official_kl_direction():
