@@ -83,12 +83,6 @@ def attack_metrics(logits_fn, x, y, x_adv, info: dict | None = None,
   return out, fooled
 
 
-def _unpack(res):
-  if isinstance(res, tuple) and hasattr(res, 'x_adv'):
-    return res.x_adv, dict(res.info)
-  return res, {}
-
-
 def sweep(logits_fn, x, y, key, make_attack: AttackMaker, eps: Sequence[float], *,
           use_vmap: bool = True):
   """Runs ``make_attack(eps_i)(logits_fn, x, y, key)`` for every eps.
@@ -100,7 +94,8 @@ def sweep(logits_fn, x, y, key, make_attack: AttackMaker, eps: Sequence[float], 
   eps_arr = jnp.asarray(np.asarray(eps, np.float32))
 
   def one(e):
-    return _unpack(make_attack(e)(logits_fn, x, y, key))
+    out = make_attack(e)(logits_fn, x, y, key)
+    return out.x_adv, out.info
 
   if use_vmap:
     try:
@@ -113,9 +108,9 @@ def sweep(logits_fn, x, y, key, make_attack: AttackMaker, eps: Sequence[float], 
       pass
   xs, infos = [], []
   for e in eps:
-    xa, info = _unpack(jax.jit(make_attack(float(e)), static_argnums=0)(logits_fn, x, y, key))
-    xs.append(np.asarray(xa))
-    infos.append({k: np.asarray(v) for k, v in info.items()})
+    out = jax.jit(make_attack(float(e)), static_argnums=0)(logits_fn, x, y, key)
+    xs.append(np.asarray(out.x_adv))
+    infos.append({k: np.asarray(v) for k, v in out.info.items()})
   return np.stack(xs), infos, False
 
 
@@ -208,11 +203,16 @@ def run_attack(attack: Callable, logits_fn: Callable, x: Any, y: Any, key: jax.A
   closed over: its parameters are constants of the compiled program.
 
   Returns:
-    ``(x_adv, info)``: numpy ``x_adv`` of the whole set and the attack's info dict
-    (per-example arrays concatenated; ``{}`` for an attack without ``return_info``).
+    ``(x_adv, info)``: numpy ``x_adv`` of the whole set and the attack's per-example info
+    arrays (those with a leading batch axis) concatenated; per-batch entries (a scalar, a
+    fitted patch) are left out.
   """
   def one(xb, yb, kb):
-    return _unpack(attack(logits_fn, xb, yb, kb))
+    out = attack(logits_fn, xb, yb, kb)
+    b = xb.shape[0]
+    info = {k: v for k, v in out.info.items()
+            if all(jnp.ndim(l) >= 1 and jnp.shape(l)[0] == b for l in jax.tree.leaves(v))}
+    return out.x_adv, info
   return map_batches(one, (x, y), batch_size=batch_size, key=key, fold_key=fold_key,
                      pad=pad, progress=progress)
 
@@ -239,7 +239,7 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
     norm: 'linf', 'l2' or 'l1' (the threat model of the default attacks and the checks).
     bounds: the input box.
     make_attack: ``eps -> attack``; default ``pgd(eps=eps, norm=norm, num_steps=num_steps,
-      bounds=bounds, return_info=True)`` (step 2.5 eps / num_steps, random start).
+      bounds=bounds)`` (step 2.5 eps / num_steps, random start).
     num_steps: steps of the default PGD and of the PGD used by the checks.
     restarts: restarts for the "more restarts never hurt" check (compared with 1).
     checks: which sanity checks to run (default: all of :data:`CHECKS`; None or () for
@@ -275,8 +275,7 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
   common.check_call(x, y, bounds)
 
   def default_pgd(e, r=1):
-    return evasion.pgd(eps=e, norm=norm, num_steps=num_steps, restarts=r, bounds=bounds,
-                       return_info=True)
+    return evasion.pgd(eps=e, norm=norm, num_steps=num_steps, restarts=r, bounds=bounds)
   make = make_attack if make_attack is not None else default_pgd
 
   y_np = np.asarray(y)
@@ -325,7 +324,7 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
 
   if 'iterative_at_least_single_step' in todo:
     # The attack under evaluation (iterative) against single-step FGM of the same norm.
-    single = lambda e: evasion.fgm(eps=e, norm=norm, bounds=bounds, return_info=True)
+    single = lambda e: evasion.fgm(eps=e, norm=norm, bounds=bounds)
     s_rows, _, _ = evaluate_grid(single, eps, keys[2])
     ss_sr = [r['success_rate'] for r in s_rows]
     checks['iterative_at_least_single_step'] = {

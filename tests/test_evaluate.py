@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxsec import evaluate
+from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import common
 
 KEY = jax.random.key(0)
@@ -73,7 +74,8 @@ def test_checks_flag_a_broken_attack():
   f = _model()
   x = jax.random.uniform(jax.random.key(2), (16, 10))
   y = common.predict(f(x))
-  dud = lambda e: (lambda logits_fn, x, y, key: x)     # a "defence" that masks the attack
+  dud = lambda e: (lambda logits_fn, x, y, key: AttackOutput(   # a masked attack
+      x, {'success': jnp.zeros(x.shape[:1], bool)}, 'fixed'))
   rep = evaluate.robustness_report(f, x, y, KEY, eps=[0.1, 0.3], make_attack=dud,
                                    checks=('success_monotone_in_eps',
                                            'unbounded_eps_success'))
@@ -105,7 +107,7 @@ def _xy(n, seed=2):
 
 def _pgd():
   from jaxsec.attacks import evasion as ev
-  return ev.pgd(eps=0.1, step_size=0.05, num_steps=3, random_start=True, return_info=True)
+  return ev.pgd(eps=0.1, step_size=0.05, num_steps=3, random_start=True)
 
 
 def test_run_attack_batched_equals_unbatched_calls_with_the_key_schedule():
@@ -121,7 +123,7 @@ def test_run_attack_batched_equals_unbatched_calls_with_the_key_schedule():
   # A deterministic attack does not depend on the batching at all.
   fgm = evaluate.evasion.fgm(eps=0.1, norm='linf')
   xb, _ = evaluate.run_attack(fgm, f, x, y, KEY, batch_size=5)
-  np.testing.assert_allclose(xb, np.asarray(fgm(f, x, y, KEY)), atol=1e-6)
+  np.testing.assert_allclose(xb, np.asarray(fgm(f, x, y, KEY).x_adv), atol=1e-6)
   # fold_key=False: the same key for every batch.
   xs, _ = evaluate.run_attack(atk, f, x, y, KEY, batch_size=4, fold_key=False)
   np.testing.assert_allclose(xs[4:8], np.asarray(atk(f, x[4:8], y[4:8], KEY).x_adv),
@@ -135,11 +137,11 @@ def test_run_attack_remainder_batch_padded_once_compiled_and_dropped():
 
   def fgm(logits_fn, xb, yb, key):
     shapes.append(xb.shape)          # runs at trace time only: one entry per compilation
-    return evaluate.evasion.fgm(eps=0.1, norm='linf')(logits_fn, xb, yb, key)
+    return evaluate.evasion.fgm(eps=0.1, norm='linf')(logits_fn, xb, yb, key).x_adv
   xa, info = evaluate.run_attack(fgm, f, x, y, KEY, batch_size=4)
   assert xa.shape == (10, 10) and info == {}
   assert shapes == [(4, 10)]         # 4 + 4 + (2 padded to 4): one shape
-  np.testing.assert_allclose(xa, np.asarray(fgm(f, x, y, KEY)), atol=1e-6)
+  np.testing.assert_allclose(xa, np.asarray(fgm(f, x, y, KEY).x_adv), atol=1e-6)
   shapes.clear()
   xu, _ = evaluate.run_attack(fgm, f, x, y, KEY, batch_size=4, pad=False)
   assert shapes == [(4, 10), (2, 10)]

@@ -43,6 +43,7 @@ from jax import lax
 from jaxsec import _checks
 from jaxsec import losses as losses_lib
 from jaxsec import train as train_lib
+from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.gradient import fgsm
 from jaxsec.attacks.evasion.pgd import pgd
@@ -91,19 +92,15 @@ def _attack_forward(apply_fn, attack_apply_fn):
 def _check_attack(attack):
   if not callable(attack):
     raise ValueError(f'attack={attack!r} must be an attack function '
-                     '(logits_fn, x, y, key) -> x_adv (e.g. jaxsec.attacks.evasion.pgd(...)).')
-
-
-def _x_adv_of(out):
-  """An attack may return x_adv or AttackOutput(x_adv, info)."""
-  return out.x_adv if hasattr(out, 'x_adv') else out
+                     '(logits_fn, x, y, key) -> AttackOutput (e.g. '
+                     'jaxsec.attacks.evasion.pgd(...)).')
 
 
 def craft(attack, apply_fn, params, x, y, key):
   """Runs ``attack`` on the frozen model ``x -> apply_fn(stop_gradient(params), x)`` and
   returns ``stop_gradient(x_adv)``: no gradient reaches ``params`` through ``x_adv``."""
   frozen = lax.stop_gradient(params)
-  x_adv = _x_adv_of(attack(lambda z: apply_fn(frozen, z), x, y, key))
+  x_adv = attack(lambda z: apply_fn(frozen, z), x, y, key).x_adv
   return lax.stop_gradient(x_adv)
 
 
@@ -214,7 +211,7 @@ def ensemble_adversarial_training(*, attack: Callable, static_models: Sequence[C
   def craft_on(f, xx, yy, kk):
     if labels == 'predicted':
       yy = lax.stop_gradient(common.predict(f(xx))).astype(yy.dtype)
-    return _x_adv_of(attack(f, xx, yy, kk))
+    return attack(f, xx, yy, kk).x_adv
 
   def new(apply_fn, params, x, y, key):
     k_src, k_atk, k_clean, k_adv = jax.random.split(key, 4)
@@ -245,8 +242,9 @@ def trades_attack(*, eps, num_steps: int = 10, step_size=None, bounds=(0.0, 1.0)
   ``x'_0 = x + 0.001 N(0, I)``; ``x'_{k+1} = Proj(x'_k + step * sign(grad KL(f(x) ||
   f(x'_k))))``, the L_inf ball of ``eps`` intersected with the box; the last iterate. The
   clean distribution ``f(x)`` is held fixed. Default step ``eps / 4`` (their MNIST
-  setting 0.01 for eps 0.1 ... 0.3 scaled). Returns ``attack(logits_fn, x, y, key)`` (the
-  labels are not used: the attack is unsupervised).
+  setting 0.01 for eps 0.1 ... 0.3 scaled). Returns ``attack(logits_fn, x, y, key) ->
+  AttackOutput`` (budget 'fixed'; the labels only score ``info['success']``, misclassified
+  at ``x_adv``: the attack itself is unsupervised).
   """
   bounds = common.check_common(eps=eps, bounds=bounds)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
@@ -255,7 +253,6 @@ def trades_attack(*, eps, num_steps: int = 10, step_size=None, bounds=(0.0, 1.0)
   _checks.check_float('init_std', init_std, minimum=0.0)
 
   def attack(logits_fn, x, y, key):
-    del y
     e = jnp.asarray(eps, x.dtype)
     step = e / 4.0 if step_size is None else step_size
     p_clean = lax.stop_gradient(logits_fn(x))
@@ -265,7 +262,8 @@ def trades_attack(*, eps, num_steps: int = 10, step_size=None, bounds=(0.0, 1.0)
 
     def body(_, xa):
       return common.project(xa + step * jnp.sign(grad(xa)), x, e, 'linf', bounds)
-    return lax.fori_loop(0, num_steps, body, x0)
+    x_adv = lax.fori_loop(0, num_steps, body, x0)
+    return AttackOutput(x_adv, {'success': common.predict(logits_fn(x_adv)) != y}, 'fixed')
   return attack
 
 

@@ -28,6 +28,7 @@ from jax import lax
 
 from jaxsec import _checks
 from jaxsec import metrics
+from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import common
 
 
@@ -112,7 +113,7 @@ def detector_training_set(attack: Callable, logits_fn: Callable, x, y, key, *,
   labels)`` as NumPy arrays, clean first.
   """
   _checks.check_int('batch_size', batch_size, minimum=1)
-  f = jax.jit(lambda xx, yy, kk: _x_adv(attack(logits_fn, xx, yy, kk)))
+  f = jax.jit(lambda xx, yy, kk: attack(logits_fn, xx, yy, kk).x_adv)
   advs = [np.asarray(f(jnp.asarray(x[i:i + batch_size]), jnp.asarray(y[i:i + batch_size]),
                        jax.random.fold_in(key, i)))
           for i in range(0, x.shape[0], batch_size)]
@@ -120,10 +121,6 @@ def detector_training_set(attack: Callable, logits_fn: Callable, x, y, key, *,
   x_all = np.concatenate([np.asarray(x), x_adv])
   labels = np.concatenate([np.zeros(x.shape[0], np.int32), np.ones(x.shape[0], np.int32)])
   return x_all, labels
-
-
-def _x_adv(out):
-  return out.x_adv if hasattr(out, 'x_adv') else out
 
 
 def threshold_at_fpr(clean_scores, fpr: float = 0.05) -> float:
@@ -165,7 +162,9 @@ def detector_aware_pgd(score_fn: Callable, *, threshold, eps, num_steps: int = 1
   detector jointly". Signed-gradient steps of ``step_size`` (default ``2.5 eps /
   num_steps``); the returned point is, per example, the first iterate that is
   misclassified *and* undetected (``s(x') <= tau``) if any, else the iterate of lowest
-  loss. Use :func:`defended_success` to score the result.
+  loss. Returns ``attack(logits_fn, x, y, key) -> AttackOutput`` (budget 'fixed'; info:
+  ``success`` [B], misclassified and undetected at ``x_adv``). Use :func:`defended_success`
+  to score the result.
   """
   bounds = common.check_common(eps=eps, bounds=bounds)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
@@ -205,8 +204,8 @@ def detector_aware_pgd(score_fn: Callable, *, threshold, eps, num_steps: int = 1
       best_l = jnp.where(take, l, best_l)
       return xn, gn, best, best_l, done | ok
 
-    _, _, best, _, _ = lax.fori_loop(0, num_steps, body, (x0, g0, x0, l0, ok0))
-    return best
+    _, _, best, _, done = lax.fori_loop(0, num_steps, body, (x0, g0, x0, l0, ok0))
+    return AttackOutput(best, {'success': done}, 'fixed')
   return attack
 
 

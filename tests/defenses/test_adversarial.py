@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from jaxsec import losses, train
+from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import fgsm, pgd
 from jaxsec.defenses import adversarial as adv
 
@@ -88,7 +89,7 @@ def test_no_gradient_through_x_adv():
   obj = adv.adversarial_training(attack=atk, alpha=0.0)
   g = jax.grad(lambda q: jnp.mean(obj(_mlp_apply, q, x, y, key)))(p)
   k_atk = jax.random.split(key, 3)[0]
-  x_adv = atk(lambda z: _mlp_apply(p, z), x, y, k_atk)
+  x_adv = atk(lambda z: _mlp_apply(p, z), x, y, k_atk).x_adv
   g_fixed = jax.grad(lambda q: jnp.mean(losses.cross_entropy(_mlp_apply(q, x_adv), y)))(p)
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_fixed), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -174,8 +175,11 @@ def test_trades_attack_stays_in_ball_and_raises_kl():
   p = _mlp_params(jax.random.key(0))
   x, y = _data(jax.random.key(1))
   f = lambda z: _mlp_apply(p, z)
-  x_adv = jax.jit(adv.trades_attack(eps=0.1, num_steps=10), static_argnums=0)(
+  out = jax.jit(adv.trades_attack(eps=0.1, num_steps=10), static_argnums=0)(
       f, x, y, jax.random.key(0))
+  x_adv = out.x_adv
+  assert out.budget == 'fixed'
+  np.testing.assert_array_equal(out.info['success'], jnp.argmax(f(x_adv), -1) != y)
   assert float(jnp.max(jnp.abs(x_adv - x))) <= 0.1 + 1e-6
   assert float(jnp.min(x_adv)) >= 0 and float(jnp.max(x_adv)) <= 1
   kl = adv._kl(f(x), f(x_adv))
@@ -209,7 +213,7 @@ def test_ensemble_default_labels_are_the_source_predictions():
   def attack(logits_fn, x, y, key):
     del logits_fn, key
     jax.debug.callback(lambda v: seen.append(np.asarray(v)), y)
-    return x
+    return AttackOutput(x, {'success': jnp.zeros(x.shape[:1], bool)}, 'fixed')
   obj = adv.ensemble_adversarial_training(attack=attack, static_models=[static],
                                           include_current=False)
   x = jnp.ones((3, 2))
@@ -234,7 +238,7 @@ def _spy_attack(seen):
   def attack(logits_fn, x, y, key):
     del y, key
     jax.debug.callback(lambda v: seen.append(np.asarray(v)), logits_fn(x))
-    return x
+    return AttackOutput(x, {'success': jnp.zeros(x.shape[:1], bool)}, 'fixed')
   return attack
 
 

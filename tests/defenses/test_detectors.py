@@ -44,7 +44,7 @@ def _binary_setup():
 
 def test_feature_squeezing_score_separates_clean_from_adversarial():
   f, x, y = _binary_setup()
-  x_adv = fgsm(eps=0.3)(f, x, y, None)
+  x_adv = fgsm(eps=0.3)(f, x, y, None).x_adv
   score = detectors.feature_squeezing_score(f, [preprocessors.bit_depth_reduction(bits=1)])
   s_clean, s_adv = score(x), score(x_adv)
   np.testing.assert_allclose(s_clean, 0.0, atol=1e-6)
@@ -74,12 +74,12 @@ def test_detector_aware_pgd_evades_a_detector_that_plain_pgd_trips():
   score = lambda x: x[:, 1]
   x = jnp.full((4, 2), 0.45)
   y = jnp.zeros(4, jnp.int32)
-  plain = pgd(eps=0.1, num_steps=20)(f, x, y, jax.random.key(0))
+  plain = pgd(eps=0.1, num_steps=20)(f, x, y, jax.random.key(0)).x_adv
   r_plain = detectors.defended_success(f, score, 0.5, x, y, plain)
   assert r_plain['misclassified'] == 1.0 and r_plain['misclassified_and_undetected'] == 0.0
   joint = jax.jit(detectors.detector_aware_pgd(score, threshold=0.5, eps=0.1, num_steps=50,
                                                detector_weight=10.0),
-                  static_argnums=0)(f, x, y, jax.random.key(0))
+                  static_argnums=0)(f, x, y, jax.random.key(0)).x_adv
   assert float(jnp.max(jnp.abs(joint - x))) <= 0.1 + 1e-6
   r = detectors.defended_success(f, score, 0.5, x, y, joint)
   assert r['misclassified_and_undetected'] == 1.0
@@ -124,12 +124,12 @@ def test_pgd_on_the_defended_model_evades_classifier_and_detector():
   x = jnp.full((4, 2), 0.45)
   y = jnp.zeros(4, jnp.int32)
   # Untargeted PGD counts the reject class as a wrong class: it "succeeds" into rejection.
-  out = pgd(eps=0.1, num_steps=20, return_info=True)(g, x, y, jax.random.key(0))
+  out = pgd(eps=0.1, num_steps=20)(g, x, y, jax.random.key(0))
   assert bool(jnp.all(out.info['success']))
   assert not bool(jnp.any(detectors.evasion_success(g(out.x_adv), y)))
   # Targeted at the class that is neither y nor reject, the same PGD evades both.
   x_adv = pgd(eps=0.1, num_steps=50, targeted=True)(g, x, jnp.ones(4, jnp.int32),
-                                                     jax.random.key(0))
+                                                     jax.random.key(0)).x_adv
   assert bool(jnp.all(detectors.evasion_success(g(x_adv), y)))
   r = detectors.defended_success(f, score, 0.5, x, y, x_adv)
   assert r['misclassified_and_undetected'] == 1.0

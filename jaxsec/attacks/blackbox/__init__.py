@@ -1,7 +1,7 @@
 """Black-box evasion attacks (survey §2.4(1)): the attacker only queries the model.
 
 Every attack is a factory with keyword-only hyperparameters that returns the pure function
-``attack(query_fn, x, y, key) -> x_adv`` (or ``AttackOutput`` with ``return_info=True``),
+``attack(query_fn, x, y, key) -> AttackOutput`` (``jaxsec.attacks.base``),
 where ``query_fn: x -> scores`` and the attack counts the queries it spends.
 
 Score-based: :func:`square` (Square Attack, Andriushchenko et al., ECCV 2020; L_inf, L2).

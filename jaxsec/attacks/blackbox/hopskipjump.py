@@ -421,7 +421,7 @@ def hop_skip_jump(*, norm: str = 'l2', num_iterations: int = 64, max_queries=Non
                   init_num_evals: int = 100, max_num_evals: int = 10000, gamma: float = 1.0,
                   targeted: bool = False, init_num_tries: int = 100,
                   init_blend_tol: float = 1e-3, eval_batch: int | None = None,
-                  bounds=(0.0, 1.0), return_info: bool = False):
+                  bounds=(0.0, 1.0)):
   """HopSkipJumpAttack (Chen, Jordan & Wainwright, IEEE S&P 2020), L2 and L_inf.
 
   Decision-based black box: the returned ``attack(query_fn, x, y, key, *,
@@ -456,21 +456,20 @@ def hop_skip_jump(*, norm: str = 'l2', num_iterations: int = 64, max_queries=Non
     eval_batch: random vectors per example sent in one query batch (static; default
       ``min(init_num_evals, max_num_evals)``).
     bounds: the input box ``(lo, hi)``.
-    return_info: return ``AttackOutput(x_adv, info)`` with ``info['success']`` (bool [B]),
-      ``info['queries']`` (int32 [B], queries spent, the clean one included),
-      ``info['distance']`` (``||x_adv - x||_p`` [B]) and ``info['iterations']`` (int32
-      [B], HSJA iterations run).
 
   Returns:
-    ``attack(query_fn, x, y, key, *, starting_points=None) -> x_adv`` (or an
-    ``AttackOutput``); ``starting_points`` ``[B, ...]`` are adversarial points to start
-    from (examples whose starting point is not adversarial fall back to uniform noise).
+    ``attack(query_fn, x, y, key, *, starting_points=None) -> AttackOutput`` (budget
+    'minimal'); ``starting_points`` ``[B, ...]`` are adversarial points to start from
+    (examples whose starting point is not adversarial fall back to uniform noise). Info:
+    ``success`` (bool [B]), ``queries`` (int32 [B], queries spent, the clean one
+    included), ``distance`` (``||x_adv - x||_p`` [B]) and ``iterations`` (int32 [B], HSJA
+    iterations run).
 
   >>> import jax, jax.numpy as jnp
   >>> w = jnp.array([3.0, 4.0])
   >>> f = lambda x: (x @ w - 1.0 > 0).astype(jnp.int32)       # labels only
   >>> atk = hop_skip_jump(num_iterations=20, max_queries=2000, gamma=0.01,
-  ...                     bounds=(-2.0, 2.0), return_info=True)
+  ...                     bounds=(-2.0, 2.0))
   >>> out = atk(f, jnp.zeros((1, 2)), jnp.zeros(1, jnp.int32), jax.random.key(0))
   >>> round(float(out.info['distance'][0]), 2), bool(out.info['success'][0])  # 1/5
   (0.2, True)
@@ -492,7 +491,7 @@ def hop_skip_jump(*, norm: str = 'l2', num_iterations: int = 64, max_queries=Non
   if eval_batch is None:
     eval_batch = min(init_num_evals, max_num_evals)
   eval_batch = _checks.check_int('eval_batch', eval_batch, minimum=1)
-  common.check_bool(targeted=targeted, return_info=return_info)
+  common.check_bool(targeted=targeted)
 
   def attack(query_fn, x, y, key, *, starting_points=None):
     common.check_call(x, y, bounds, query_fn)
@@ -514,8 +513,6 @@ def hop_skip_jump(*, norm: str = 'l2', num_iterations: int = 64, max_queries=Non
         max_num_evals=max_num_evals, gamma=gamma, init_num_tries=init_num_tries,
         init_blend_tol=init_blend_tol, eval_batch=eval_batch, bounds=bounds,
         starting_points=starting_points)
-    if not return_info:
-      return x_adv
     return AttackOutput(x_adv, {'success': succ, 'queries': queries, 'distance': dist,
-                                'iterations': iters})
+                                'iterations': iters}, 'minimal')
   return attack

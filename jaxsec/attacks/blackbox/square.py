@@ -460,7 +460,7 @@ def run_square(query_fn, x, y, key, *, eps, norm, num_queries, p_init, targeted,
 
 def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 0.8,
            targeted: bool = False, loss: str = 'margin', bounds=(0.0, 1.0),
-           rescale_schedule: bool = True, return_info: bool = False):
+           rescale_schedule: bool = True):
   """Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L_inf and L2.
 
   Score-based black box: the returned ``attack(query_fn, x, y, key)`` only evaluates
@@ -495,18 +495,17 @@ def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 
     rescale_schedule: rescale the ``p`` schedule to the budget (the official
       ``resc_schedule``, default True); AutoAttack's Square stage uses False (the
       schedule of a 10000-query budget, with 5000 queries).
-    return_info: return ``AttackOutput(x_adv, info)`` with ``info['success']`` (bool [B],
-      misclassified / at the target at ``x_adv``), ``info['queries']`` (int32 [B], queries
-      spent per example) and ``info['loss']`` (the loss at ``x_adv``, [B]).
 
   Returns:
-    ``attack(query_fn, x, y, key) -> x_adv`` (or an ``AttackOutput``); ``x`` is
-    ``[B, H, W, C]``, ``[B, H, W]`` or ``[B, D]`` (see the module docstring).
+    ``attack(query_fn, x, y, key) -> AttackOutput`` (budget 'fixed'); ``x`` is
+    ``[B, H, W, C]``, ``[B, H, W]`` or ``[B, D]`` (see the module docstring). Info:
+    ``success`` (bool [B], misclassified / at the target at ``x_adv``), ``queries``
+    (int32 [B], queries spent per example) and ``loss`` (the loss at ``x_adv``, [B]).
 
   >>> import jax, jax.numpy as jnp
   >>> w = jnp.linspace(-1.0, 1.0, 16)
   >>> f = lambda x: jnp.stack([jnp.zeros(x.shape[0]), x @ w - 0.5], axis=1)
-  >>> atk = square(eps=0.3, num_queries=100, return_info=True)
+  >>> atk = square(eps=0.3, num_queries=100)
   >>> out = atk(f, jnp.full((2, 16), 0.5), jnp.zeros(2, jnp.int32), jax.random.key(0))
   >>> bool(out.info['success'].all()), bool((out.info['queries'] <= 100).all())
   (True, True)
@@ -516,8 +515,7 @@ def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 
   p_init = float(_checks.check_float('p_init', p_init, minimum=0.0, maximum=1.0,
                                      strict_min=True, allow_traced=False))
   _checks.check_choice('loss', loss, LOSSES)
-  common.check_bool(targeted=targeted, return_info=return_info,
-                    rescale_schedule=rescale_schedule)
+  common.check_bool(targeted=targeted, rescale_schedule=rescale_schedule)
 
   def attack(query_fn, x, y, key):
     common.check_call(x, y, bounds, query_fn)
@@ -527,7 +525,6 @@ def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 
     x_adv, succ, queries, loss_v = run_square(
         query_fn, x, y, key, eps=eps, norm=norm, num_queries=num_queries, p_init=p_init,
         targeted=targeted, loss=loss, bounds=bounds, rescale_schedule=rescale_schedule)
-    if not return_info:
-      return x_adv
-    return AttackOutput(x_adv, {'success': succ, 'queries': queries, 'loss': loss_v})
+    return AttackOutput(x_adv, {'success': succ, 'queries': queries, 'loss': loss_v},
+                        'fixed')
   return attack

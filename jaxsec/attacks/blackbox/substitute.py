@@ -316,7 +316,7 @@ def transfer_attack(attack: Callable, substitute_apply: Callable, substitute_par
   None: for deterministic attacks).
 
   Args:
-    attack: ``attack(logits_fn, x, y, key) -> x_adv`` (or an ``AttackOutput``).
+    attack: ``attack(logits_fn, x, y, key) -> AttackOutput``.
     substitute_apply, substitute_params: the substitute model.
     oracle_fn: ``x -> labels`` (or scores, reduced to labels).
     x, y: the images and their true labels (untargeted) or targets (``targeted=True``).
@@ -336,8 +336,7 @@ def transfer_attack(attack: Callable, substitute_apply: Callable, substitute_par
 
   @jax.jit
   def craft(xb, yb, kb):
-    out = attack(logits_fn, xb, yb, kb)
-    x_adv = out.x_adv if hasattr(out, 'x_adv') else out
+    x_adv = attack(logits_fn, xb, yb, kb).x_adv
     return x_adv, jnp.argmax(logits_fn(x_adv), axis=-1).astype(jnp.int32)
 
   n = x.shape[0]

@@ -1,7 +1,8 @@
 """White-box evasion attacks (survey §2.4(1)).
 
 Every attack is a factory with keyword-only hyperparameters that returns the pure function
-``attack(logits_fn, x, y, key) -> x_adv`` (or ``AttackOutput`` with ``return_info=True``).
+``attack(logits_fn, x, y, key) -> AttackOutput(x_adv, info, budget)``
+(:class:`jaxsec.attacks.base.AttackOutput`; ``budget`` 'fixed' or 'minimal').
 
 Gradient attacks: :func:`fgsm`, :func:`fgm`, :func:`bim`, :func:`mi_fgsm`, :func:`pgd`,
 :func:`apgd`, :func:`apgd_t`, the ensemble :func:`auto_attack` / :func:`run_auto_attack`;
@@ -20,7 +21,8 @@ non-finite ``x``, ``x`` outside ``bounds`` and labels outside the model's classe
 """
 from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.adaptive import bpda, bpda_logits_fn, eot, eot_logits_fn
-from jaxsec.attacks.evasion.autoattack import auto_attack, run_auto_attack
+from jaxsec.attacks.evasion.autoattack import (auto_attack, auto_attack_stage_names,
+                                               run_auto_attack)
 from jaxsec.attacks.evasion.autopgd import apgd, apgd_t
 from jaxsec.attacks.evasion.cw import (carlini_wagner_l0, carlini_wagner_l2,
                                        carlini_wagner_linf)
@@ -34,7 +36,8 @@ from jaxsec.attacks.evasion.physical import adversarial_patch, physical_transfor
 from jaxsec.attacks.evasion.universal import universal_perturbation, universal_perturbation_sgd
 
 __all__ = ['common', 'fgsm', 'fgm', 'bim', 'mi_fgsm', 'pgd', 'apgd', 'apgd_t',
-           'auto_attack', 'run_auto_attack', 'eot', 'eot_logits_fn', 'bpda',
+           'auto_attack', 'auto_attack_stage_names', 'run_auto_attack', 'eot',
+           'eot_logits_fn', 'bpda',
            'bpda_logits_fn', 'lbfgs', 'jsma', 'deepfool', 'fab', 'fab_t', 'carlini_wagner_l2',
            'carlini_wagner_linf', 'carlini_wagner_l0', 'universal_perturbation',
            'universal_perturbation_sgd', 'adversarial_patch', 'rp2', 'physical_transform']

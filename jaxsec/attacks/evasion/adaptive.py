@@ -187,13 +187,14 @@ def eot(attack: Callable, transform: Callable | None = None, *, num_samples: int
   loss-gradient attack takes is then the mean of the ``num_samples`` per-draw loss
   gradients (Athalye et al. 2018; ``gradient='averaged_output'`` for the gradient of the
   loss of the averaged output instead), at the cost of ``num_samples`` forward/backward
-  passes. Success flags in ``info`` are computed on the averaged model.
+  passes. Returns the wrapped attack's ``AttackOutput``; its ``success`` flags are
+  computed on the averaged model.
 
   >>> import jax, jax.numpy as jnp
   >>> from jaxsec.attacks.evasion import pgd
   >>> noisy = lambda x, k: x @ jnp.eye(2) + 0.1 * jax.random.normal(k, (x.shape[0], 2))
   >>> atk = eot(pgd(eps=0.5, num_steps=5), num_samples=4)
-  >>> atk(noisy, jnp.full((1, 2), 0.5), jnp.array([0]), jax.random.key(0)).shape
+  >>> atk(noisy, jnp.full((1, 2), 0.5), jnp.array([0]), jax.random.key(0)).x_adv.shape
   (1, 2)
   """
   num_samples = _checks.check_int('num_samples', num_samples, minimum=1)
@@ -202,7 +203,7 @@ def eot(attack: Callable, transform: Callable | None = None, *, num_samples: int
   _checks.check_choice('gradient', gradient, GRADIENTS)
   if not callable(attack):
     raise ValueError(f'attack={attack!r} must be an attack function '
-                     '(logits_fn, x, y, key) -> x_adv.')
+                     '(logits_fn, x, y, key) -> AttackOutput.')
 
   def wrapped(logits_fn, x, y, key):
     k_eot, k_attack = jax.random.split(key)

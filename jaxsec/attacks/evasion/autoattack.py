@@ -125,7 +125,7 @@ def _margin_pgd_t(*, eps, norm, num_steps, num_target_classes, bounds):
     if k > 1:
       x_b, s_b, v_b = jax.lax.fori_loop(1, k, body, (x_b, s_b, v_b))
     return AttackOutput(x_b, {'success': s_b, 'gradients': jnp.full(
-        (x.shape[0],), k * num_steps, jnp.int32)})
+        (x.shape[0],), k * num_steps, jnp.int32)}, 'fixed')
   return attack
 
 
@@ -133,20 +133,18 @@ def _square_stage(eps, norm, bounds):
   sq = _square_factory()
   params = inspect.signature(sq).parameters
   # AutoAttack builds its SquareAttack with resc_schedule=False.
-  kw = {'eps': eps, 'norm': norm, 'bounds': bounds, 'return_info': True,
-        'rescale_schedule': False}
+  kw = {'eps': eps, 'norm': norm, 'bounds': bounds, 'rescale_schedule': False}
   for name, val in (('num_queries', 5000), ('max_queries', 5000)):
     if name in params:
       kw[name] = val
   kw = {a: b for a, b in kw.items() if a in params}
   sq_attack = sq(**kw)
 
-  def square_stage(logits_fn, x, y, key, _a=sq_attack, _ri='return_info' in kw):
-    res = _a(logits_fn, x, y, key)
-    x_adv = res.x_adv if _ri else res
-    info = dict(res.info) if _ri else {}
-    info['success'] = common.predict(logits_fn(x_adv)) != y
-    return AttackOutput(x_adv, info)
+  def square_stage(logits_fn, x, y, key):
+    res = sq_attack(logits_fn, x, y, key)
+    info = dict(res.info)
+    info['success'] = common.predict(logits_fn(res.x_adv)) != y
+    return AttackOutput(res.x_adv, info, 'fixed')
   return square_stage
 
 
@@ -159,7 +157,7 @@ def _single_draw_success(attack):
     out = attack(logits_fn, x, y, k_att)
     info = dict(out.info)
     info['success'] = common.predict(logits_fn(out.x_adv, k_eval)) != y
-    return AttackOutput(out.x_adv, info)
+    return AttackOutput(out.x_adv, info, out.budget)
   return stage
 
 
@@ -179,14 +177,13 @@ def stages(*, eps, norm: str, version: str, bounds, num_classes: int,
   if version == 'rand':
     loss2 = 'dlr' if num_classes >= 3 else 'cw'
     return [(f'apgd-{n}', _single_draw_success(apgd(
-        eps=eps, norm=norm, num_steps=100, loss=l, restarts=1, eot_iter=20, bounds=bounds,
-        return_info=True))) for n, l in (('ce', 'ce'), (loss2, loss2))]
+        eps=eps, norm=norm, num_steps=100, loss=l, restarts=1, eot_iter=20, bounds=bounds)))
+            for n, l in (('ce', 'ce'), (loss2, loss2))]
   n = 100 if version != 'jaxsec-fast' else 50
   k = min(9 if version != 'jaxsec-fast' else 3, num_classes - 1)
   r = 5 if version == 'plus' else 1
   # Official L1 'standard': APGD with use_largereps, APGD-CE 5 restarts, APGD-T 5 targets.
   l1_std = norm == 'l1' and version == 'standard'
-  lr = {'use_largereps': True} if l1_std else {}
   k_apgd = min(5, num_classes - 1) if l1_std else k
   if l1_std:
     r = 5
@@ -194,28 +191,26 @@ def stages(*, eps, norm: str, version: str, bounds, num_classes: int,
   def apgd_t_entries():
     if split_targets:
       return [('apgd-t', apgd_t(eps=eps, norm=norm, num_steps=n, num_target_classes=1,
-                                first_target=j, bounds=bounds, return_info=True, **lr))
+                                first_target=j, bounds=bounds, use_largereps=l1_std))
               for j in range(k_apgd)]
     return [('apgd-t', apgd_t(eps=eps, norm=norm, num_steps=n, num_target_classes=k_apgd,
-                              bounds=bounds, return_info=True, **lr))]
+                              bounds=bounds, use_largereps=l1_std))]
 
   def fab_t_entries():
     if split_targets:
       return [('fab-t', fab_t(eps=eps, norm=norm, num_steps=100, num_target_classes=1,
-                              first_target=j, restarts=1, bounds=bounds,
-                              return_info=True)) for j in range(k)]
+                              first_target=j, restarts=1, bounds=bounds)) for j in range(k)]
     return [('fab-t', fab_t(eps=eps, norm=norm, num_steps=100, num_target_classes=k,
-                            restarts=1, bounds=bounds, return_info=True))]
+                            restarts=1, bounds=bounds))]
 
   out = [('apgd-ce', apgd(eps=eps, norm=norm, num_steps=n, loss='ce', restarts=r,
-                          bounds=bounds, return_info=True, **lr))]
+                          bounds=bounds, use_largereps=l1_std))]
   if version == 'plus':
     # Official order: apgd-ce, apgd-dlr, fab, square, apgd-t, fab-t.
     loss2 = 'dlr' if num_classes >= 3 else 'cw'
     out.append((f'apgd-{loss2}', apgd(eps=eps, norm=norm, num_steps=n, loss=loss2,
-                                      restarts=5, bounds=bounds, return_info=True)))
-    out.append(('fab', fab(eps=eps, norm=norm, num_steps=100, restarts=5, bounds=bounds,
-                           return_info=True)))
+                                      restarts=5, bounds=bounds)))
+    out.append(('fab', fab(eps=eps, norm=norm, num_steps=100, restarts=5, bounds=bounds)))
     out.append(('square', _square_stage(eps, norm, bounds)))
     if num_classes >= 4:
       out += apgd_t_entries()
@@ -225,10 +220,10 @@ def stages(*, eps, norm: str, version: str, bounds, num_classes: int,
     out += apgd_t_entries()
   elif num_classes == 3:
     out.append(('apgd-dlr', apgd(eps=eps, norm=norm, num_steps=n, loss='dlr',
-                                 bounds=bounds, return_info=True, **lr)))
+                                 bounds=bounds, use_largereps=l1_std)))
   else:
     out.append(('apgd-cw', apgd(eps=eps, norm=norm, num_steps=n, loss='cw', bounds=bounds,
-                                return_info=True, **lr)))
+                                use_largereps=l1_std)))
   if version == 'standard':
     if fab_stage == 'fab-t':
       out += fab_t_entries()
@@ -262,7 +257,7 @@ def _check(eps, norm, version, bounds, fab_stage):
 
 
 def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0.0, 1.0),
-                fab_stage: str = 'fab-t', return_info: bool = False):
+                fab_stage: str = 'fab-t'):
   """The AutoAttack-style ensemble as one jittable attack (see the module docstring).
 
   ``y`` are the true labels. A point counts as broken by the first stage that misclassifies
@@ -270,16 +265,16 @@ def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0
   returned unchanged. Robust accuracy after the whole ensemble is never above that after
   any single stage, because the robust set only shrinks.
 
-  Returns (with ``return_info``) ``info`` with ``success`` [B] (misclassified at x_adv,
-  including clean errors), ``clean_correct`` [B], ``robust_per_stage`` [S, B] (robust after
-  each stage, cumulative), ``stage_success`` [S, B] (the stage alone, on all points) and
-  ``gradients`` [B]. ``attack.stage_names(num_classes)`` gives the stage names.
+  Returns ``attack(logits_fn, x, y, key) -> AttackOutput`` (budget 'fixed'); info:
+  ``success`` [B] (misclassified at x_adv, including clean errors), ``clean_correct`` [B],
+  ``robust_per_stage`` [S, B] (robust after each stage, cumulative), ``stage_success``
+  [S, B] (the stage alone, on all points) and ``gradients`` [B]; row ``i`` of the [S, ...]
+  arrays is stage ``auto_attack_stage_names(...)[i]``.
   ``fab_stage``: ``'fab-t'`` (default) or ``'pgd-t-margin'``, the third standard stage.
   With ``version='rand'``, ``logits_fn`` is the randomised model ``(x, key) -> logits``;
   clean and final predictions are single draws (as in the official code).
   """
   bounds = _check(eps, norm, version, bounds, fab_stage)
-  common.check_bool(return_info=return_info)
 
   def attack(logits_fn, x, y, key):
     common.check_call(x, y, bounds, logits_fn, randomized=version == 'rand')
@@ -306,18 +301,23 @@ def auto_attack(*, eps, norm: str = 'linf', version: str = 'standard', bounds=(0
       robust = robust & ~new
       per_stage.append(robust)
       stage_success.append(s)
-    if not return_info:
-      return x_adv
     final = common.predict(predict_fn(x_adv, k_final)) != y
     return AttackOutput(x_adv, {'success': final, 'clean_correct': clean_correct,
                                 'robust_per_stage': jnp.stack(per_stage),
                                 'stage_success': jnp.stack(stage_success),
-                                'gradients': grads})
-
-  attack.stage_names = lambda num_classes: [n for n, _ in stages(
-      eps=1.0, norm=norm, version=version, bounds=bounds, num_classes=num_classes,
-      fab_stage=fab_stage)]
+                                'gradients': grads}, 'fixed')
   return attack
+
+
+def auto_attack_stage_names(*, num_classes: int, norm: str = 'linf',
+                            version: str = 'standard', fab_stage: str = 'fab-t'
+                            ) -> list[str]:
+  """The stage names of :func:`auto_attack` with these settings, in run order (the rows
+  of its ``robust_per_stage`` / ``stage_success``)."""
+  _check(1.0, norm, version, (0.0, 1.0), fab_stage)
+  _checks.check_int('num_classes', num_classes, minimum=2)
+  return [n for n, _ in stages(eps=1.0, norm=norm, version=version, bounds=(0.0, 1.0),
+                               num_classes=num_classes, fab_stage=fab_stage)]
 
 
 def _bucket(n: int) -> int:

@@ -404,7 +404,7 @@ def _restarts(run, key, restarts, b):
 def apgd(*, eps, norm: str = 'linf', num_steps: int = 100, loss: str = 'ce',
          targeted: bool = False, restarts: int = 1, rho: float = 0.75, alpha: float = 0.75,
          bounds=(0.0, 1.0), schedule: str = 'official', eot_iter: int | None = None,
-         use_largereps: bool = False, return_info: bool = False):
+         use_largereps: bool = False):
   """APGD-CE / APGD-DLR (Croce & Hein, ICML 2020); see the module docstring for the exact
   algorithm. ``norm='l1'`` is l1-APGD (Croce & Hein, "Mind the box", ICCV 2021;
   :func:`apgd_l1_run`).
@@ -432,14 +432,16 @@ def apgd(*, eps, norm: str = 'linf', num_steps: int = 100, loss: str = 'ce',
       and ``loss`` then refer to single draws of the model.
     use_largereps: L1 only: the official ``use_largereps`` schedule (radii 3 eps, 2 eps,
       eps; :func:`apgd_l1_largereps_run`), as AutoAttack's L1 'standard' version uses.
-    return_info: return ``AttackOutput`` with ``success`` [B], ``loss`` [B] (objective at
-      x_adv) and ``gradients`` [B] (per restart ``N + 1``, times ``eot_iter``; ``N + 3``
-      with ``use_largereps``).
+
+  Returns:
+    ``attack(logits_fn, x, y, key) -> AttackOutput`` (budget 'fixed'); info: ``success``
+    [B], ``loss`` [B] (objective at x_adv) and ``gradients`` [B] (per restart ``N + 1``,
+    times ``eot_iter``; ``N + 3`` with ``use_largereps``).
   """
   bounds, num_steps, restarts = _check_apgd(eps, norm, num_steps, restarts, rho, alpha,
                                             bounds, schedule, eot_iter)
   _checks.check_choice('loss', loss, common.LOSSES)
-  common.check_bool(targeted=targeted, return_info=return_info)
+  common.check_bool(targeted=targeted)
   _check_largereps(use_largereps, norm)
   obj = common.objective(loss, targeted)
   per_run = num_steps + (3 if use_largereps else 1)
@@ -451,10 +453,8 @@ def apgd(*, eps, norm: str = 'linf', num_steps: int = 100, loss: str = 'ce',
                       success_fn=succ, bounds=bounds, rho=rho, alpha=alpha,
                       schedule=schedule, eot_iter=eot_iter, use_largereps=use_largereps)
     x_adv, s, v = _restarts(run, key, restarts, x.shape[0])
-    if not return_info:
-      return x_adv
     return AttackOutput(x_adv, {'success': s, 'loss': v, 'gradients': jnp.full(
-        (x.shape[0],), restarts * per_run * (eot_iter or 1), jnp.int32)})
+        (x.shape[0],), restarts * per_run * (eot_iter or 1), jnp.int32)}, 'fixed')
   return attack
 
 
@@ -467,8 +467,7 @@ def top_other_classes(logits: jax.Array, y: jax.Array, k: int) -> jax.Array:
 
 def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes: int = 9,
            restarts: int = 1, rho: float = 0.75, alpha: float = 0.75, bounds=(0.0, 1.0),
-           first_target: int = 0, schedule: str = 'official', use_largereps: bool = False,
-           return_info: bool = False):
+           first_target: int = 0, schedule: str = 'official', use_largereps: bool = False):
   """APGD-T of AutoAttack (Croce & Hein, ICML 2020): APGD on the targeted DLR loss
   ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` for each of the ``num_target_classes``
   classes ranked highest (other than ``y``) at the clean input, ``restarts`` runs each.
@@ -483,14 +482,14 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
   :func:`jaxsec.attacks.evasion.run_auto_attack`).
   ``norm``, ``schedule``, ``use_largereps``: as in :func:`apgd` (``norm='l1'``: l1-APGD).
   Cost: ``num_target_classes * restarts * (num_steps + 1)`` gradients (``+ 3`` with
-  ``use_largereps``).
+  ``use_largereps``). Returns ``AttackOutput`` (budget 'fixed'); info: ``success``,
+  ``loss``, ``gradients`` [B] and ``targets`` [B, num_target_classes].
   """
   bounds, num_steps, restarts = _check_apgd(eps, norm, num_steps, restarts, rho, alpha,
                                             bounds, schedule)
   num_target_classes = _checks.check_int('num_target_classes', num_target_classes,
                                          minimum=1)
   first_target = _checks.check_int('first_target', first_target, minimum=0)
-  common.check_bool(return_info=return_info)
   _check_largereps(use_largereps, norm)
   per_run = num_steps + (3 if use_largereps else 1)
 
@@ -523,9 +522,7 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
 
     if num_target_classes > 1:
       x_b, s_b, v_b = lax.fori_loop(1, num_target_classes, body, (x_b, s_b, v_b))
-    if not return_info:
-      return x_b
     return AttackOutput(x_b, {'success': s_b, 'loss': v_b, 'gradients': jnp.full(
         (x.shape[0],), num_target_classes * restarts * per_run, jnp.int32),
-                              'targets': targets})
+                              'targets': targets}, 'fixed')
   return attack

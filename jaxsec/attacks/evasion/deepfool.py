@@ -139,7 +139,7 @@ def run_deepfool(f, x, y, *, norm: str, num_classes: int, overshoot, max_iter: i
 
 
 def deepfool(*, norm: str = 'l2', num_classes: int = 10, overshoot=0.02,
-             max_iter: int = 50, bounds=(0.0, 1.0), return_info: bool = False):
+             max_iter: int = 50, bounds=(0.0, 1.0)):
   """DeepFool minimal-perturbation attack (Moosavi-Dezfooli et al., CVPR 2016).
 
   Guarantee: ``lo <= x_adv <= hi``; no fixed budget (it is a minimal-perturbation attack):
@@ -153,18 +153,18 @@ def deepfool(*, norm: str = 'l2', num_classes: int = 10, overshoot=0.02,
     overshoot: the paper's eta (0.02); the iterate is ``x + (1 + eta) * sum_i r_i``.
     max_iter: maximum number of DeepFool steps (the paper's attacks take 2-3).
     bounds: input box ``(lo, hi)``.
-    return_info: also return ``info`` with ``success`` [B] (misclassified at ``x_adv``),
-      ``steps`` [B] (linearisation steps taken), ``gradients`` [B] (per-class gradient
-      evaluations: ``steps * (K - 1)``), and ``'l2'`` or ``'linf'`` (the key is ``norm``)
-      [B]: ``||x_adv - x||`` in that norm.
 
   Returns:
-    ``attack(logits_fn, x, y, key=None) -> x_adv`` (or ``AttackOutput``); ``key`` unused.
+    ``attack(logits_fn, x, y, key=None) -> AttackOutput`` (budget 'minimal'; ``key``
+    unused); info: ``success`` [B] (misclassified at ``x_adv``), ``steps`` [B]
+    (linearisation steps taken), ``gradients`` [B] (per-class gradient evaluations:
+    ``steps * (K - 1)``), and ``'l2'`` or ``'linf'`` (the key is ``norm``) [B]:
+    ``||x_adv - x||`` in that norm.
 
   >>> import jax.numpy as jnp
   >>> w = jnp.array([1.0, -2.0, 2.0]); f = lambda x: (x @ w)[:, None] - 0.75
   >>> x = jnp.full((1, 3), 0.5); y = jnp.array([0])      # f(x) = -0.25, class 0
-  >>> xa = deepfool(norm='l2', overshoot=0.0)(f, x, y, None)
+  >>> xa = deepfool(norm='l2', overshoot=0.0)(f, x, y, None).x_adv
   >>> round(float(jnp.linalg.norm(xa - x)), 4)           # |f| / ||w|| = 0.25 / 3 (+1e-4)
   0.0834
   """
@@ -173,20 +173,17 @@ def deepfool(*, norm: str = 'l2', num_classes: int = 10, overshoot=0.02,
   _checks.check_float('overshoot', overshoot, minimum=0.0)
   _checks.check_int('max_iter', max_iter, minimum=1)
   bounds = _checks.check_bounds(bounds)
-  common.check_bool(return_info=return_info)
 
   def attack(logits_fn, x, y, key=None):
     del key
     common.check_call(x, y, bounds, logits_fn)
     if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}, 'minimal')
     f = lambda v: common.as_multiclass(logits_fn(v))
     x_adv, _, z, steps, k = run_deepfool(f, x, y, norm=norm, num_classes=num_classes,
                                          overshoot=overshoot, max_iter=max_iter,
                                          bounds=bounds)
-    if not return_info:
-      return x_adv
     info = {'success': jnp.argmax(z, axis=-1) != y, 'steps': steps,
             'gradients': steps * (k - 1), norm: common.norm(x_adv - x, norm)}
-    return AttackOutput(x_adv, info)
+    return AttackOutput(x_adv, info, 'minimal')
   return attack

@@ -284,7 +284,7 @@ def _fab_run(f, x0, shape, y, x_start, lo, hi, *, others, targets, norm, num_ste
   return best, x_best
 
 
-def _check_fab(norm, eps, num_steps, restarts, alpha_max, eta, beta, bounds, return_info):
+def _check_fab(norm, eps, num_steps, restarts, alpha_max, eta, beta, bounds):
   bounds = common.check_common(eps=eps, norm_=norm, bounds=bounds)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
   restarts = _checks.check_int('restarts', restarts, minimum=1)
@@ -292,21 +292,21 @@ def _check_fab(norm, eps, num_steps, restarts, alpha_max, eta, beta, bounds, ret
   _checks.check_float('eta', eta, minimum=1.0)
   _checks.check_float('beta', beta, minimum=0.0, maximum=1.0, strict_min=True,
                       strict_max=True)
-  common.check_bool(return_info=return_info)
   return bounds, num_steps, restarts
 
 
 def _fab(logits_fn, x, y, key, *, norm, eps, num_steps, restarts, num_target_classes,
-         alpha_max, eta, beta, bounds, return_info, name, first_target=0):
+         alpha_max, eta, beta, bounds, name, first_target=0):
   """The shared driver of :func:`fab` (num_target_classes None) and :func:`fab_t`."""
   common.check_call(x, y, bounds, logits_fn)
+  budget = 'minimal' if eps is None else 'fixed'
   if restarts > 1 and key is None:
     raise ValueError(f'{name} with restarts={restarts} needs a PRNG key (got key=None).')
   b = x.shape[0]
   if b == 0:
     empty = {'success': jnp.zeros((0,), bool), 'norm': jnp.zeros((0,), x.dtype),
              'x_best': x, 'gradients': jnp.zeros((0,), jnp.int32)}
-    return AttackOutput(x, empty) if return_info else x
+    return AttackOutput(x, empty, budget)
   lo, hi = (jnp.asarray(v, x.dtype) for v in bounds)
   shape = x.shape
   f = lambda v: common.as_multiclass(logits_fn(v))
@@ -363,19 +363,17 @@ def _fab(logits_fn, x, y, key, *, norm, eps, num_steps, restarts, num_target_cla
   else:
     succ = found & (best <= jnp.asarray(eps, x.dtype))
   x_adv = common.select(succ, x_best, x)
-  if not return_info:
-    return x_adv
   info = {'success': succ, 'norm': best, 'x_best': x_best,
           'gradients': jnp.full((b,), n_runs * num_steps * grads_per_step, jnp.int32)}
   if targets_all is not None:
     info['targets'] = targets_all
-  return AttackOutput(x_adv, info)
+  return AttackOutput(x_adv, info, budget)
 
 
 
 
 def fab(*, norm: str = 'linf', eps=None, num_steps: int = 100, restarts: int = 1,
-        alpha_max=0.1, eta=1.05, beta=0.9, bounds=(0.0, 1.0), return_info: bool = False):
+        alpha_max=0.1, eta=1.05, beta=0.9, bounds=(0.0, 1.0)):
   """Untargeted FAB (Croce & Hein, ICML 2020); the algorithm is in the module docstring.
 
   Each step linearises the boundary to every class ``s != y`` (``C - 1`` backward passes)
@@ -391,10 +389,10 @@ def fab(*, norm: str = 'linf', eps=None, num_steps: int = 100, restarts: int = 1
     eta: overshoot ``>= 1`` of the projection steps.
     beta: backward-step factor in ``(0, 1)``.
     bounds: the input box ``(lo, hi)``.
-    return_info: return an ``AttackOutput`` with ``info`` (below).
 
   Returns:
-    ``attack(logits_fn, x, y, key) -> x_adv`` (or ``AttackOutput``); ``key`` is only used
+    ``attack(logits_fn, x, y, key) -> AttackOutput`` with budget ``'minimal'`` when
+    ``eps=None`` and ``'fixed'`` when ``eps`` is given; ``key`` is only used
     when ``restarts > 1`` (it may be ``None`` otherwise). Cost: ``restarts * num_steps * (C - 1)``
     backward passes.
 
@@ -404,7 +402,7 @@ def fab(*, norm: str = 'linf', eps=None, num_steps: int = 100, restarts: int = 1
   ``x_adv`` plugs into "robust accuracy at eps", e.g. AutoAttack). Always
   ``lo <= x_adv <= hi``; with ``eps``, ``||x_adv - x||_p <= eps``.
 
-  ``info`` (``return_info=True``): ``success`` [B] (misclassified at ``x_adv``; with
+  ``info``: ``success`` [B] (misclassified at ``x_adv``; with
   ``eps``, that means a misclassified point within ``eps`` was found; clean errors count
   as successes), ``norm`` [B] (``||x_best - x||_p`` of the best adversarial found,
   whatever ``eps``: ``inf`` where none was found, 0 for clean errors), ``x_best`` [B, ...]
@@ -414,23 +412,23 @@ def fab(*, norm: str = 'linf', eps=None, num_steps: int = 100, restarts: int = 1
   >>> import jax.numpy as jnp
   >>> w = jnp.array([1.0, -2.0, 2.0]); f = lambda x: (x @ w)[:, None] - 0.75
   >>> x = jnp.full((1, 3), 0.5); y = jnp.array([0])      # f(x) = -0.25, class 0
-  >>> out = fab(norm='l2', num_steps=1, return_info=True)(f, x, y, None)
+  >>> out = fab(norm='l2', num_steps=1)(f, x, y, None)
   >>> round(float(out.info['norm'][0]), 4)               # eta |f| / ||w|| = 1.05 * 0.25 / 3
   0.0875
   """
   bounds, num_steps, restarts = _check_fab(norm, eps, num_steps, restarts, alpha_max, eta,
-                                           beta, bounds, return_info)
+                                           beta, bounds)
 
   def attack(logits_fn, x, y, key=None):
     return _fab(logits_fn, x, y, key, norm=norm, eps=eps, num_steps=num_steps,
                 restarts=restarts, num_target_classes=None, alpha_max=alpha_max, eta=eta,
-                beta=beta, bounds=bounds, return_info=return_info, name='fab')
+                beta=beta, bounds=bounds, name='fab')
   return attack
 
 
 def fab_t(*, norm: str = 'linf', eps=None, num_steps: int = 100,
           num_target_classes: int = 9, restarts: int = 1, alpha_max=0.1, eta=1.05,
-          beta=0.9, bounds=(0.0, 1.0), first_target: int = 0, return_info: bool = False):
+          beta=0.9, bounds=(0.0, 1.0), first_target: int = 0):
   """FAB-T, the targeted FAB that AutoAttack runs (Croce & Hein, ICML 2020).
 
   For each of the ``num_target_classes`` classes ranked highest at the clean input (other
@@ -447,7 +445,7 @@ def fab_t(*, norm: str = 'linf', eps=None, num_steps: int = 100,
   first_target + num_target_classes - 1``).
   """
   bounds, num_steps, restarts = _check_fab(norm, eps, num_steps, restarts, alpha_max, eta,
-                                           beta, bounds, return_info)
+                                           beta, bounds)
   num_target_classes = _checks.check_int('num_target_classes', num_target_classes,
                                          minimum=1)
   first_target = _checks.check_int('first_target', first_target, minimum=0)
@@ -456,5 +454,5 @@ def fab_t(*, norm: str = 'linf', eps=None, num_steps: int = 100,
     return _fab(logits_fn, x, y, key, norm=norm, eps=eps, num_steps=num_steps,
                 restarts=restarts, num_target_classes=num_target_classes,
                 alpha_max=alpha_max, eta=eta, beta=beta, bounds=bounds,
-                return_info=return_info, name='fab_t', first_target=first_target)
+                name='fab_t', first_target=first_target)
   return attack

@@ -16,8 +16,7 @@ def _info(logits_fn, x_adv, y, obj, targeted, grads):
 
 
 def fgm(*, eps, norm: str = 'l2', loss: str = 'ce', targeted: bool = False,
-        bounds=(0.0, 1.0), random_start: bool = False, step_size=None,
-        return_info: bool = False):
+        bounds=(0.0, 1.0), random_start: bool = False, step_size=None):
   """Fast gradient method: one step of size ``eps`` along the steepest-ascent direction.
 
   ``x_adv = clip(x + eps * d, lo, hi)`` where ``d`` maximises ``<grad, d>`` over the unit
@@ -46,10 +45,13 @@ def fgm(*, eps, norm: str = 'l2', loss: str = 'ce', targeted: bool = False,
     random_start: FGSM-RS (see above).
     step_size: step length with ``random_start`` (default 1.25 eps); without a random
       start the step is ``eps`` unless given.
-    return_info: also return ``success``, ``loss`` and ``gradients`` (= 1) per example.
+
+  Returns:
+    ``attack(logits_fn, x, y, key) -> AttackOutput`` (budget 'fixed'); info: ``success``,
+    ``loss`` and ``gradients`` (= 1) per example.
   """
   bounds = common.check_common(eps=eps, norm_=norm, loss=loss, bounds=bounds)
-  common.check_bool(targeted=targeted, random_start=random_start, return_info=return_info)
+  common.check_bool(targeted=targeted, random_start=random_start)
   if step_size is not None:
     _checks.check_float('step_size', step_size, minimum=0.0, strict_min=True)
   obj = common.objective(loss, targeted)
@@ -67,14 +69,12 @@ def fgm(*, eps, norm: str = 'l2', loss: str = 'ce', targeted: bool = False,
     _, _, g = common.value_and_grad(logits_fn, obj)(x0, y)
     d = common.steepest_ascent(g, norm, x0, bounds)
     x_adv = common.project(x0 + step * d, x, e, norm, bounds)
-    if return_info:
-      return AttackOutput(x_adv, _info(logits_fn, x_adv, y, obj, targeted, 1))
-    return x_adv
+    return AttackOutput(x_adv, _info(logits_fn, x_adv, y, obj, targeted, 1), 'fixed')
   return attack
 
 
 def fgsm(*, eps, loss: str = 'ce', targeted: bool = False, bounds=(0.0, 1.0),
-         random_start: bool = False, step_size=None, return_info: bool = False):
+         random_start: bool = False, step_size=None):
   """Fast gradient sign method (Goodfellow, Shlens & Szegedy, ICLR 2015).
 
   ``x_adv = clip(x + eps * sign(grad_x J(x, y)), lo, hi)`` (untargeted);
@@ -84,15 +84,15 @@ def fgsm(*, eps, loss: str = 'ce', targeted: bool = False, bounds=(0.0, 1.0),
   >>> import jax, jax.numpy as jnp
   >>> w = jnp.array([[0.5, -2.0, 0.0]]).T
   >>> f = lambda x: x @ w                     # one logit: class 1 when w.x > 0
-  >>> fgsm(eps=0.1, bounds=(-1, 1))(f, jnp.zeros((1, 3)), jnp.array([1]), None)
+  >>> fgsm(eps=0.1, bounds=(-1, 1))(f, jnp.zeros((1, 3)), jnp.array([1]), None).x_adv
   Array([[-0.1,  0.1,  0. ]], dtype=float32)
   """
   return fgm(eps=eps, norm='linf', loss=loss, targeted=targeted, bounds=bounds,
-             random_start=random_start, step_size=step_size, return_info=return_info)
+             random_start=random_start, step_size=step_size)
 
 
 def bim(*, eps, step_size=None, num_steps: int = 10, norm: str = 'linf', loss: str = 'ce',
-        targeted: bool = False, bounds=(0.0, 1.0), return_info: bool = False):
+        targeted: bool = False, bounds=(0.0, 1.0)):
   """Basic iterative method / I-FGSM (Kurakin, Goodfellow & Bengio, ICLR 2017 workshop).
 
   ``x_0 = x``, ``x_{k+1} = Clip_{x, eps}(x_k + alpha * sign(grad_x J(x_k, y)))``, the last
@@ -101,10 +101,11 @@ def bim(*, eps, step_size=None, num_steps: int = 10, norm: str = 'linf', loss: s
   total path of about ``1.25 eps``; the default ``step_size = 1.25 * eps / num_steps``
   keeps that ratio for any ``num_steps``. ``norm='l2'`` gives the L2 analogue.
   ``targeted=True`` is their "iterative least-likely class" method given the target.
+  Info (budget 'fixed'): ``success``, ``loss``, ``gradients`` per example.
   """
   bounds = common.check_common(eps=eps, norm_=norm, loss=loss, bounds=bounds,
                                norms=('linf', 'l2'))
-  common.check_bool(targeted=targeted, return_info=return_info)
+  common.check_bool(targeted=targeted)
   if step_size is not None:
     _checks.check_float('step_size', step_size, minimum=0.0, strict_min=True)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
@@ -116,27 +117,26 @@ def bim(*, eps, step_size=None, num_steps: int = 10, norm: str = 'linf', loss: s
     x_adv, s, v = run_pgd(logits_fn, x, y, key, eps=eps, step_size=step,
                           num_steps=num_steps, p=norm, random_start=False, restarts=1,
                           obj=obj, targeted=targeted, bounds=bounds, l1_quantile=0.0,
-                          keep_best=False, need_stats=return_info)
-    if return_info:
-      return AttackOutput(x_adv, {'success': s, 'loss': v, 'gradients': jnp.full(
-          (x.shape[0],), num_steps, jnp.int32)})
-    return x_adv
+                          keep_best=False)
+    return AttackOutput(x_adv, {'success': s, 'loss': v, 'gradients': jnp.full(
+        (x.shape[0],), num_steps, jnp.int32)}, 'fixed')
   return attack
 
 
 def mi_fgsm(*, eps, step_size=None, num_steps: int = 10, decay: float = 1.0,
             norm: str = 'linf', loss: str = 'ce', targeted: bool = False,
-            bounds=(0.0, 1.0), return_info: bool = False):
+            bounds=(0.0, 1.0)):
   """Momentum iterative FGSM (Dong et al., CVPR 2018), built for transferability.
 
   ``g_{k+1} = mu g_k + grad_x J(x_k, y) / ||grad_x J(x_k, y)||_1`` and
   ``x_{k+1} = Clip_{x, eps}(x_k + alpha sign(g_{k+1}))`` (L_inf) or
   ``x_k + alpha g_{k+1} / ||g_{k+1}||_2`` (their L2 variant), with ``alpha = eps / T`` by
   default and ``mu = decay = 1.0``, the paper's settings. The last iterate is returned.
+  Info (budget 'fixed'): ``success``, ``loss``, ``gradients`` per example.
   """
   bounds = common.check_common(eps=eps, norm_=norm, loss=loss, bounds=bounds,
                                norms=('linf', 'l2'))
-  common.check_bool(targeted=targeted, return_info=return_info)
+  common.check_bool(targeted=targeted)
   if step_size is not None:
     _checks.check_float('step_size', step_size, minimum=0.0, strict_min=True)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
@@ -157,7 +157,6 @@ def mi_fgsm(*, eps, step_size=None, num_steps: int = 10, decay: float = 1.0,
       return x_adv, m
 
     x_adv, _ = common.fori_loop(0, num_steps, body, (x, jnp.zeros_like(x)))
-    if return_info:
-      return AttackOutput(x_adv, _info(logits_fn, x_adv, y, obj, targeted, num_steps))
-    return x_adv
+    return AttackOutput(x_adv, _info(logits_fn, x_adv, y, obj, targeted, num_steps),
+                        'fixed')
   return attack

@@ -79,7 +79,7 @@ def _best_pair(a, b, dom, increase: bool, empty_map: str = 'stop'):
 
 def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: str = 'second',
          jacobian: str = 'logits', bounds=(0.0, 1.0), empty_map: str = 'continue',
-         pair_batch: int = 16, return_info: bool = False):
+         pair_batch: int = 16):
   """JSMA with pairs of features (Papernot et al., EuroS&P 2016).
 
   Guarantee: ``lo <= x_adv <= hi``; ``x_adv`` differs from ``x`` in at most
@@ -101,12 +101,15 @@ def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: st
       (the paper's loop and CleverHans: modify the first pair of the search domain) or
       'stop' (give up on it).
     pair_batch: examples per chunk of the O(n^2) pair search.
-    return_info: also return ``success`` [B], ``steps`` [B] (iterations), ``gradients``
-      [B] (backward passes, 2 per iteration), ``features_changed`` [B] and
-      ``features_changed_frac`` [B] (fraction of the input features that differ from
-      ``x``), ``target`` [B], and ``empty_map_iterations`` [B] (iterations at which the
-      example was still being attacked and its saliency map was empty; with 'stop' at most
-      1, and it stopped there).
+
+  Returns:
+    ``attack(logits_fn, x, y, key=None) -> AttackOutput`` (budget 'minimal': the fewest
+    features, up to ``gamma``); info: ``success`` [B], ``steps`` [B] (iterations),
+    ``gradients`` [B] (backward passes, 2 per iteration), ``features_changed`` [B] and
+    ``features_changed_frac`` [B] (fraction of the input features that differ from
+    ``x``), ``target`` [B], and ``empty_map_iterations`` [B] (iterations at which the
+    example was still being attacked and its saliency map was empty; with 'stop' at most
+    1, and it stopped there).
   """
   _checks.check_float('theta', theta, minimum=-1.0, maximum=1.0, allow_traced=False)
   if float(theta) == 0.0:
@@ -114,7 +117,7 @@ def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: st
                      'decreasing variant).')
   _checks.check_float('gamma', gamma, minimum=0.0, maximum=1.0, strict_min=True,
                       allow_traced=False)
-  common.check_bool(targeted=targeted, return_info=return_info)
+  common.check_bool(targeted=targeted)
   _checks.check_choice('untargeted_target', untargeted_target, ('second', 'random'))
   _checks.check_choice('jacobian', jacobian, ('logits', 'probs'))
   _checks.check_choice('empty_map', empty_map, ('stop', 'continue'))
@@ -196,12 +199,10 @@ def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: st
     zeros = jnp.zeros((b,), jnp.int32)
     init = (x, dom0, zeros, jnp.ones((b,), bool), zeros, jnp.zeros((b,), bool), zeros)
     x_adv, _, changed, _, steps, _, empties = lax.while_loop(cond, body, init)
-    if not return_info:
-      return x_adv
     success = is_done(f(x_adv))
     info = {'success': success, 'steps': steps, 'gradients': 2 * steps,
             'features_changed': changed,
             'features_changed_frac': changed.astype(x.dtype) / n, 'target': t,
             'empty_map_iterations': empties}
-    return AttackOutput(x_adv, info)
+    return AttackOutput(x_adv, info, 'minimal')
   return attack

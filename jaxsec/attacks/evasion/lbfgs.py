@@ -42,8 +42,7 @@ from jaxsec.attacks.evasion.cw import from_box, to_box
 
 
 def lbfgs(*, targeted: bool = False, initial_const=1.0, num_search_steps: int = 10,
-          max_iter: int = 100, memory_size: int = 10, tol=1e-5, bounds=(0.0, 1.0),
-          return_info: bool = False):
+          max_iter: int = 100, memory_size: int = 10, tol=1e-5, bounds=(0.0, 1.0)):
   """Szegedy et al.'s box-constrained L-BFGS minimal-perturbation attack.
 
   Guarantee: ``lo <= x_adv <= hi``; where ``success`` is True, ``x_adv`` is classified as the
@@ -57,12 +56,14 @@ def lbfgs(*, targeted: bool = False, initial_const=1.0, num_search_steps: int = 
     memory_size: L-BFGS history length.
     tol: stop a solve when the gradient norm (in ``w``) is below this.
     bounds: input box ``(lo, hi)``.
-    return_info: also return ``success`` [B], ``l2`` [B] (0 where it failed), ``const``
-      [B] (the ``c`` of the returned solution, 0 where it failed), ``steps`` [B] (L-BFGS
-      iterations over all solves) and ``gradients`` [B] (gradient evaluations including
-      the line searches').
+
+  Returns:
+    ``attack(logits_fn, x, y, key=None) -> AttackOutput`` (budget 'minimal'); info:
+    ``success`` [B], ``l2`` [B] (0 where it failed), ``const`` [B] (the ``c`` of the
+    returned solution, 0 where it failed), ``steps`` [B] (L-BFGS iterations over all
+    solves) and ``gradients`` [B] (gradient evaluations including the line searches').
   """
-  common.check_bool(targeted=targeted, return_info=return_info)
+  common.check_bool(targeted=targeted)
   _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
   _checks.check_int('num_search_steps', num_search_steps, minimum=1)
   _checks.check_int('max_iter', max_iter, minimum=1)
@@ -76,7 +77,7 @@ def lbfgs(*, targeted: bool = False, initial_const=1.0, num_search_steps: int = 
     del key
     common.check_call(x, y, bounds, logits_fn)
     if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}, 'minimal')
     b = x.shape[0]
     dt = x.dtype
     f = lambda v: common.as_multiclass(logits_fn(v))
@@ -137,10 +138,8 @@ def lbfgs(*, targeted: bool = False, initial_const=1.0, num_search_steps: int = 
             jnp.zeros((b,), dt), jnp.zeros((b,), jnp.int32), jnp.zeros((b,), jnp.int32))
     _, _, _, best_l2, x_adv, best_c, iters, evals = lax.fori_loop(
         0, num_search_steps, search, init)
-    if not return_info:
-      return x_adv
     success = jnp.isfinite(best_l2)
     info = {'success': success, 'l2': common.norm(x_adv - x, 'l2'), 'const': best_c,
             'steps': iters, 'gradients': evals}
-    return AttackOutput(x_adv, info)
+    return AttackOutput(x_adv, info, 'minimal')
   return attack

@@ -45,13 +45,10 @@ def _direction(g, x_adv, p, bounds, l1_k):
 
 
 def run_pgd(logits_fn, x, y, key, *, eps, step_size, num_steps, p, random_start,
-            restarts, obj, targeted, bounds, l1_quantile, keep_best, success_fn=None,
-            need_stats=True):
+            restarts, obj, targeted, bounds, l1_quantile, keep_best, success_fn=None):
   """The PGD engine (shared with BIM and auto_attack). Returns (x_best, success, objective).
 
   ``success_fn(logits, y) -> [B]`` overrides the success test implied by ``targeted``.
-  With ``need_stats=False``, ``keep_best=False`` and one restart, the final forward pass
-  that scores the last iterate is skipped and (x_last, None, None) is returned.
   """
   if success_fn is None:
     success_fn = lambda logits, y: common.success(logits, y, targeted)
@@ -85,8 +82,6 @@ def run_pgd(logits_fn, x, y, key, *, eps, step_size, num_steps, p, random_start,
     b = x.shape[0]
     init = (x0, x0, jnp.zeros((b,), bool), jnp.full((b,), -jnp.inf, x.dtype))
     x_last, best_x, best_s, best_v = common.fori_loop(0, num_steps, body, init)
-    if not (keep_best or need_stats or restarts > 1):
-      return x_last, None, None
     # Evaluate the last iterate too (one extra forward pass).
     logits = logits_fn(x_last)
     v = obj(logits, y)
@@ -117,7 +112,7 @@ def run_pgd(logits_fn, x, y, key, *, eps, step_size, num_steps, p, random_start,
 def pgd(*, eps, step_size=None, num_steps: int = 40, norm: str = 'linf',
         random_start: bool = True, restarts: int = 1, loss: str = 'ce',
         targeted: bool = False, bounds=(0.0, 1.0), l1_quantile: float = 0.95,
-        keep_best: bool = True, return_info: bool = False):
+        keep_best: bool = True):
   """Projected gradient descent attack (Madry et al., ICLR 2018).
 
   ``x_{k+1} = Proj_{B_p(x, eps) ∩ [lo, hi]}(x_k + step_size * d_k)`` with ``d_k`` the
@@ -154,18 +149,17 @@ def pgd(*, eps, step_size=None, num_steps: int = 40, norm: str = 'linf',
     bounds: the input box ``(lo, hi)``.
     l1_quantile: for norm='l1', the fraction of coordinates *not* moved per step.
     keep_best: keep the best iterate of each run (else the last).
-    return_info: return ``AttackOutput(x_adv, info)`` with ``info['success']`` (bool [B]),
-      ``info['loss']`` (objective at x_adv [B]) and ``info['gradients']`` (int [B], the
-      gradient evaluations spent per example).
 
   Returns:
-    ``attack(logits_fn, x, y, key) -> x_adv`` (or an ``AttackOutput``).
+    ``attack(logits_fn, x, y, key) -> AttackOutput`` (budget 'fixed') with
+    ``info['success']`` (bool [B]), ``info['loss']`` (objective at x_adv [B]) and
+    ``info['gradients']`` (int [B], the gradient evaluations spent per example).
 
   >>> import jax, jax.numpy as jnp
   >>> w = jnp.array([[1.0, -2.0]]).T
   >>> f = lambda x: jnp.concatenate([jnp.zeros((x.shape[0], 1)), x @ w], axis=1)
   >>> atk = pgd(eps=0.1, num_steps=5, random_start=False, bounds=(-1.0, 1.0))
-  >>> atk(f, jnp.zeros((1, 2)), jnp.array([0]), jax.random.key(0)).round(3)
+  >>> atk(f, jnp.zeros((1, 2)), jnp.array([0]), jax.random.key(0)).x_adv.round(3)
   Array([[ 0.1, -0.1]], dtype=float32)
   """
   bounds = common.check_common(eps=eps, norm_=norm, loss=loss, bounds=bounds)
@@ -173,8 +167,7 @@ def pgd(*, eps, step_size=None, num_steps: int = 40, norm: str = 'linf',
     _checks.check_float('step_size', step_size, minimum=0.0, strict_min=True)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
   restarts = _checks.check_int('restarts', restarts, minimum=1)
-  common.check_bool(random_start=random_start, targeted=targeted, keep_best=keep_best,
-                    return_info=return_info)
+  common.check_bool(random_start=random_start, targeted=targeted, keep_best=keep_best)
   if restarts > 1 and not random_start:
     raise ValueError(f'restarts={restarts} needs random_start=True: without a random start '
                      'every restart runs the same deterministic iterations.')
@@ -188,10 +181,7 @@ def pgd(*, eps, step_size=None, num_steps: int = 40, norm: str = 'linf',
     x_adv, s, v = run_pgd(logits_fn, x, y, key, eps=eps, step_size=step,
                           num_steps=num_steps, p=norm, random_start=random_start,
                           restarts=restarts, obj=obj, targeted=targeted, bounds=bounds,
-                          l1_quantile=l1_quantile, keep_best=keep_best,
-                          need_stats=return_info)
-    if not return_info:
-      return x_adv
+                          l1_quantile=l1_quantile, keep_best=keep_best)
     grads = jnp.full((x.shape[0],), restarts * num_steps, jnp.int32)
-    return AttackOutput(x_adv, {'success': s, 'loss': v, 'gradients': grads})
+    return AttackOutput(x_adv, {'success': s, 'loss': v, 'gradients': grads}, 'fixed')
   return attack

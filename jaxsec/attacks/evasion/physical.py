@@ -221,19 +221,16 @@ def physical_transform(*, max_rotation=10.0, scale=(0.9, 1.1), max_translation=0
 # --------------------------------------------------------------------------- patch
 
 
-def _as_attack(fit, apply, bounds, targeted, return_info):
+def _as_attack(fit, apply, bounds, targeted):
   """Standard-signature attack: fit the patch on the batch, apply it to the same batch."""
   def attack(logits_fn, x, y, key):
     common.check_call(x, y, bounds, logits_fn)
     k_fit, k_apply = jax.random.split(key)
-    fitted = fit(logits_fn, x, y, k_fit)
-    patch, finfo = fitted if return_info else (fitted, None)
-    if not return_info:
-      return apply(x, patch, k_apply)
+    patch, finfo = fit(logits_fn, x, y, k_fit)
     x_adv, m_t, t = apply(x, patch, k_apply, return_mask=True, return_transform=True)
     succ = common.success(logits_fn(x_adv), y, targeted)
     info = {'success': succ, 'patch': patch, 'mask': m_t, 'transform': t, **finfo}
-    return AttackOutput(x_adv, info)
+    return AttackOutput(x_adv, info, 'fixed')
   return attack
 
 
@@ -284,8 +281,7 @@ def patch_area_fraction(image_shape, *, size, shape: str = 'square') -> float:
 def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
                       loss: str = 'ce', num_steps: int = 500, batch_size: int = 32,
                       learning_rate=0.05, max_rotation=22.5, scale=(0.9, 1.1),
-                      brightness=(0.9, 1.1), bounds=(0.0, 1.0),
-                      return_info: bool = False):
+                      brightness=(0.9, 1.1), bounds=(0.0, 1.0)):
   """Universal adversarial patch trained by EOT (Brown, Mané, Roy, Abadi & Gilmer 2017).
 
   The patch ``p`` (shape ``[s, s, C]``; only its square / disc mask is ever shown) is
@@ -308,15 +304,16 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
 
   Returns a :class:`~jaxsec.attacks.base.FittedAttack`:
 
-  * ``fit(logits_fn, x, y, key) -> patch`` (``(patch, info)`` with ``return_info=True``;
-    ``info['objective']`` and ``info['success_rate']`` are the minibatch objective and
-    success rate at each step, ``[num_steps]``); ``y`` are the target labels (targeted)
-    or the true labels.
+  * ``fit(logits_fn, x, y, key) -> (patch, info)``: ``info['objective']`` and
+    ``info['success_rate']`` are the minibatch objective and success rate at each step,
+    ``[num_steps]``; ``y`` are the target labels (targeted) or the true labels.
   * ``apply(x, patch, key=None, *, transform=None, return_mask=False,
     return_transform=False)``: place the patch on each image of ``x``, with random
     transformations drawn from ``key`` or the given :class:`PatchTransform`.
-  * ``attack(logits_fn, x, y, key)``: fit the patch on the batch and apply it with random
-    transformations to the same batch.
+  * ``attack(logits_fn, x, y, key) -> AttackOutput`` (budget 'fixed': the patch area):
+    fit the patch on the batch and apply it with random transformations to the same
+    batch; info: ``success`` [B], ``patch``, ``mask`` (transformed mask [B, H, W, 1]),
+    ``transform``, ``objective``, ``success_rate``.
 
   Args:
     size: fraction of the image area, in (0, 1].
@@ -330,19 +327,16 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
     scale: ``(min, max)`` zoom, ``0 < min <= max``.
     brightness: ``(min, max)`` brightness factor, ``0 <= min <= max``.
     bounds: the input box ``(lo, hi)``.
-    return_info: ``attack`` returns ``AttackOutput`` (info: ``success`` [B], ``patch``,
-      ``mask`` (transformed mask [B, H, W, 1]), ``transform``, ``objective``,
-      ``success_rate``) and ``fit`` returns ``(patch, info)``.
 
   >>> import jax, jax.numpy as jnp
   >>> atk = adversarial_patch(size=0.25, num_steps=2)
   >>> f = lambda x: x.reshape(x.shape[0], -1)[:, :3]
   >>> x = jnp.zeros((4, 8, 8, 1)); t = jnp.full((4,), 2)
-  >>> atk.fit(f, x, t, jax.random.key(0)).shape
+  >>> atk.fit(f, x, t, jax.random.key(0))[0].shape
   (4, 4, 1)
   """
   size = _check_patch(size, shape)
-  common.check_bool(targeted=targeted, return_info=return_info)
+  common.check_bool(targeted=targeted)
   _checks.check_choice('loss', loss, common.LOSSES)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
   batch_size = _checks.check_int('batch_size', batch_size, minimum=1)
@@ -468,11 +462,9 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
 
     keys = jax.random.split(k_run, num_steps)
     (patch, _), (hist, rate) = lax.scan(step, (patch0, opt.init(patch0)), keys)
-    if return_info:
-      return patch, {'objective': hist, 'success_rate': rate}
-    return patch
+    return patch, {'objective': hist, 'success_rate': rate}
 
-  return FittedAttack(fit, apply, _as_attack(fit, apply, bounds, targeted, return_info))
+  return FittedAttack(fit, apply, _as_attack(fit, apply, bounds, targeted))
 
 
 # --------------------------------------------------------------------------- RP2
@@ -510,8 +502,7 @@ def non_printability_score(x, pixel_mask, colors):
 
 def rp2(*, mask, lam=0.01, norm: str = 'l2', num_steps: int = 300, learning_rate=0.01,
         transform='physical', num_samples: int = 8, targeted: bool = True,
-        printable_colors=None, nps_weight=0.0, bounds=(0.0, 1.0),
-        return_info: bool = False):
+        printable_colors=None, nps_weight=0.0, bounds=(0.0, 1.0)):
   """Robust Physical Perturbations, RP2 (Eykholt et al., CVPR 2018, eq. 3).
 
   Minimises over ``delta`` (Adam, ``num_steps`` steps in one ``lax.scan``)::
@@ -544,11 +535,14 @@ def rp2(*, mask, lam=0.01, norm: str = 'l2', num_steps: int = 300, learning_rate
 
   Returns a :class:`~jaxsec.attacks.base.FittedAttack`:
 
-  * ``attack(logits_fn, x, y, key)`` optimises one ``delta`` per example (independent
-    problems, ``delta_i`` kept within ``[lo - x_i, hi - x_i]`` so the clip is inactive);
-  * ``fit(logits_fn, x, y, key) -> delta``: one perturbation shared by all images of ``x``
-    (the paper's setting: ``x`` holds views of one object, the objective averages over
-    them); ``(delta, info)`` with ``return_info=True``;
+  * ``attack(logits_fn, x, y, key) -> AttackOutput`` optimises one ``delta`` per example
+    (independent problems, ``delta_i`` kept within ``[lo - x_i, hi - x_i]`` so the clip
+    is inactive); budget 'minimal' (the norm is penalised, not bounded); info:
+    ``success`` [B] on the untransformed ``x_adv``, ``norm`` [B] = ``||M . delta||_p``,
+    ``objective`` [num_steps] (the batch-mean EOT estimate at each step) and ``delta``;
+  * ``fit(logits_fn, x, y, key) -> (delta, info)``: one perturbation shared by all images
+    of ``x`` (the paper's setting: ``x`` holds views of one object, the objective averages
+    over them); ``info['objective']`` [num_steps];
   * ``apply(x, delta) -> x_adv`` (``where(M != 0, clip(x + M . delta), x)``).
 
   Args:
@@ -565,10 +559,6 @@ def rp2(*, mask, lam=0.01, norm: str = 'l2', num_steps: int = 300, learning_rate
     printable_colors: optional ``[K, C]`` printable colours in the bounds.
     nps_weight: weight of the NPS term, >= 0.
     bounds: the input box ``(lo, hi)``.
-    return_info: ``attack`` returns ``AttackOutput`` (info: ``success`` [B] on the
-      untransformed ``x_adv``, ``norm`` [B] = ``||M . delta||_p``, ``objective``
-      [num_steps], the batch-mean EOT estimate at each step, and ``delta``); ``fit``
-      returns ``(delta, info)`` with ``objective`` [num_steps].
   """
   try:
     m = np.asarray(mask, dtype=np.float32)
@@ -587,7 +577,7 @@ def rp2(*, mask, lam=0.01, norm: str = 'l2', num_steps: int = 300, learning_rate
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
   _checks.check_float('learning_rate', learning_rate, minimum=0.0, strict_min=True)
   num_samples = _checks.check_int('num_samples', num_samples, minimum=1)
-  common.check_bool(targeted=targeted, return_info=return_info)
+  common.check_bool(targeted=targeted)
   _checks.check_float('nps_weight', nps_weight, minimum=0.0)
   bounds = _checks.check_bounds(bounds)
   lo, hi = bounds
@@ -671,19 +661,14 @@ def rp2(*, mask, lam=0.01, norm: str = 'l2', num_steps: int = 300, learning_rate
 
   def fit(logits_fn, x, y, key):
     delta, hist = _optimize(logits_fn, x, y, key, shared=True)
-    delta = delta[0]
-    if return_info:
-      return delta, {'objective': hist}
-    return delta
+    return delta[0], {'objective': hist}
 
   def attack(logits_fn, x, y, key):
     delta, hist = _optimize(logits_fn, x, y, key, shared=False)
     x_adv = apply(x, delta)
-    if not return_info:
-      return x_adv
     mm = _mask_for(x)
     info = {'success': common.success(logits_fn(x_adv), y, targeted),
             'norm': _safe_norm(mm * delta, norm), 'objective': hist, 'delta': delta}
-    return AttackOutput(x_adv, info)
+    return AttackOutput(x_adv, info, 'minimal')
 
   return FittedAttack(fit, apply, attack)

@@ -53,7 +53,7 @@ def _project(v, xi, norm):
   return vb[0]
 
 
-def _fitted(fit, apply, bounds, return_info):
+def _fitted(fit, apply, bounds):
   """The FittedAttack of a universal ``fit`` / ``apply``: the standard attack fits ``v`` on
   the batch and applies it to the same batch."""
 
@@ -61,21 +61,18 @@ def _fitted(fit, apply, bounds, return_info):
     common.check_call(x, y, bounds, logits_fn)
     v, finfo = fit(logits_fn, x, key)
     x_adv = apply(x, v)
-    if not return_info:
-      return x_adv
     f = lambda u: common.as_multiclass(logits_fn(u))
     pred = jnp.argmax(f(x_adv), axis=-1)
     pred0 = jnp.argmax(f(x), axis=-1)
     info = {'success': pred != y, 'fooled': pred != pred0, 'perturbation': v, **finfo}
-    return AttackOutput(x_adv, info)
+    return AttackOutput(x_adv, info, 'fixed')
 
   return FittedAttack(fit, apply, attack)
 
 
 def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int = 10,
                            overshoot=0.02, max_iter_df: int = 10, num_classes: int = 10,
-                           bounds=(0.0, 1.0), eval_batch: int = 256,
-                           return_info: bool = False):
+                           bounds=(0.0, 1.0), eval_batch: int = 256):
   """Universal adversarial perturbation (Moosavi-Dezfooli et al., CVPR 2017).
 
   Guarantee: ``||v||_p <= xi`` and ``lo <= x_adv <= hi`` (``x_adv = clip(x + v)``, so
@@ -92,12 +89,11 @@ def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int
     num_classes: DeepFool candidate classes (official 10).
     bounds: input box ``(lo, hi)``.
     eval_batch: chunk size for evaluating the fooling rate on the whole data.
-    return_info: the standard attack also returns ``success`` [B] (prediction on
-      ``x_adv`` != ``y``), ``fooled`` [B] (prediction changed), ``fooling_rate``,
-      ``passes``, ``updates`` and ``perturbation`` (``v``).
 
   Returns:
-    ``FittedAttack(fit, apply, attack)`` (see the module docstring).
+    ``FittedAttack(fit, apply, attack)`` (see the module docstring); ``attack``'s info has
+    ``success`` [B] (prediction on ``x_adv`` != ``y``), ``fooled`` [B] (prediction
+    changed), ``fooling_rate``, ``passes``, ``updates`` and ``perturbation`` (``v``).
   """
   _checks.check_float('xi', xi, minimum=0.0, strict_min=True)
   _checks.check_choice('norm', norm, ('linf', 'l2'))
@@ -107,7 +103,6 @@ def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int
   _checks.check_int('max_iter_df', max_iter_df, minimum=1)
   _checks.check_int('num_classes', num_classes, minimum=2)
   _checks.check_int('eval_batch', eval_batch, minimum=1)
-  common.check_bool(return_info=return_info)
   bounds = _checks.check_bounds(bounds)
   lo, hi = bounds
 
@@ -160,12 +155,12 @@ def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int
     v, passes, fr, updates, _ = lax.while_loop(cond, body, init)
     return v, {'fooling_rate': fr, 'passes': passes, 'updates': updates}
 
-  return _fitted(fit, apply, bounds, return_info)
+  return _fitted(fit, apply, bounds)
 
 
 def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
                                step_size=None, batch_size: int = 64, loss_clamp=None,
-                               bounds=(0.0, 1.0), return_info: bool = False):
+                               bounds=(0.0, 1.0)):
   """Universal perturbation by stochastic projected gradient ascent (Shafahi, Najibi, Xu,
   Dickerson, Davis & Goldstein, "Universal Adversarial Training", AAAI 2020, Alg. 1).
 
@@ -179,7 +174,8 @@ def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
   rate vs ~10% for :func:`universal_perturbation` (Algorithm 1).
 
   Same interface as :func:`universal_perturbation`: a ``FittedAttack``; ``fit``'s info
-  has ``fooling_rate`` (on ``x``) and ``steps``.
+  has ``fooling_rate`` (on ``x``) and ``steps``; ``attack``'s info has ``success`` [B],
+  ``fooled`` [B], ``fooling_rate``, ``steps`` and ``perturbation``.
 
   Args:
     xi: radius of the perturbation ball, > 0.
@@ -189,8 +185,6 @@ def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
     batch_size: examples per step (drawn with replacement), >= 1.
     loss_clamp: ``None`` (plain cross-entropy) or ``beta > 0``.
     bounds: input box ``(lo, hi)``.
-    return_info: the attack also returns ``success`` [B] (prediction on ``x_adv`` != ``y``),
-      ``fooled`` [B], ``fooling_rate``, ``steps`` and ``perturbation``.
   """
   _checks.check_float('xi', xi, minimum=0.0, strict_min=True)
   _checks.check_choice('norm', norm, ('linf', 'l2'))
@@ -201,7 +195,6 @@ def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
   _checks.check_float('step_size', step_size, minimum=0.0, strict_min=True)
   if loss_clamp is not None:
     _checks.check_float('loss_clamp', loss_clamp, minimum=0.0, strict_min=True)
-  common.check_bool(return_info=return_info)
   bounds = _checks.check_bounds(bounds)
   lo, hi = bounds
 
@@ -231,4 +224,4 @@ def universal_perturbation_sgd(*, xi, norm: str = 'linf', num_steps: int = 200,
     fr = jnp.mean((jnp.argmax(f(apply(x, v)), axis=-1) != k0).astype(jnp.float32))
     return v, {'fooling_rate': fr, 'steps': jnp.asarray(num_steps)}
 
-  return _fitted(fit, apply, bounds, return_info)
+  return _fitted(fit, apply, bounds)

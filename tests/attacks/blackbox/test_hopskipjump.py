@@ -39,7 +39,7 @@ def _l2_attack():
   """One compiled L2 attack shared by the tests below (compiling HSJA takes seconds)."""
   if 'l2' not in _CACHE:
     atk = blackbox.hop_skip_jump(norm='l2', num_iterations=200, max_queries=3000,
-                                 bounds=BOX, return_info=True)
+                                 bounds=BOX)
     _CACHE['l2'] = jax.jit(lambda x, y, k: atk(_labels, x, y, k))
   return _CACHE['l2']
 
@@ -166,7 +166,7 @@ def test_linf_converges_and_counts_every_query_it_sends():
   m = _margin(x)
   y = jnp.asarray((m > 0).astype(np.int32))
   atk = blackbox.hop_skip_jump(norm='linf', num_iterations=100, max_queries=1237,
-                               eval_batch=1, bounds=BOX, return_info=True)
+                               eval_batch=1, bounds=BOX)
   out = jax.jit(lambda a, b, k: atk(counted, a, b, k))(x, y, jax.random.key(1))
   jax.effects_barrier()
   q = int(out.info['queries'][0])
@@ -190,8 +190,7 @@ def test_targeted_reaches_the_target_and_fails_cleanly_without_a_start():
   pool_lab = np.argmax(pool @ wk + bk, 1)
   start = np.stack([pool[np.argmax(pool_lab == t)] for t in target[:2]] + [pool[0]])
   atk = blackbox.hop_skip_jump(norm='l2', targeted=True, num_iterations=30,
-                               max_queries=1500, init_num_tries=20, bounds=BOX,
-                               return_info=True)
+                               max_queries=1500, init_num_tries=20, bounds=BOX)
   out = jax.jit(lambda a, b, s, k: atk(scores, a, b, k, starting_points=s))(
       x, jnp.asarray(target), jnp.asarray(start), jax.random.key(2))
   lab = np.argmax(np.asarray(scores(out.x_adv)), 1)

@@ -184,8 +184,7 @@ def test_stays_in_ball_and_bounds(norm, eps, bounds, shape):
   d = math.prod(shape[1:])
   f = _linear(d, 4, seed=1)
   y = common.predict(f(x))
-  out = _jit(blackbox.square(eps=eps, norm=norm, num_queries=40, bounds=bounds,
-                             return_info=True))(f, x, y, KEY)
+  out = _jit(blackbox.square(eps=eps, norm=norm, num_queries=40, bounds=bounds))(f, x, y, KEY)
   assert out.x_adv.shape == x.shape and out.x_adv.dtype == x.dtype
   assert float(_dist(out.x_adv, x, norm).max()) <= eps * (1 + 1e-5)
   assert float(out.x_adv.min()) >= lo and float(out.x_adv.max()) <= hi
@@ -210,7 +209,7 @@ def test_queries_counted_per_example_and_best_point_kept(norm, eps):
   pred = common.predict(f(x))
   y = pred.at[0].set((pred[0] + 1) % 3)                       # example 0: already wrong
   log = []
-  atk = blackbox.square(eps=eps, norm=norm, num_queries=budget, return_info=True)
+  atk = blackbox.square(eps=eps, norm=norm, num_queries=budget)
   out = _jit(atk)(_recording(f, log), x, y, KEY)
   jax.effects_barrier()
   scores = np.stack(log)                                      # [calls, B, 3]
@@ -266,7 +265,7 @@ def test_never_fooled_model():
   x = jax.random.uniform(jax.random.key(7), (4, 6, 6, 1))
   y = jnp.ones(4, jnp.int32)
   for norm, eps in (('linf', 0.3), ('l2', 2.0)):
-    out = _jit(blackbox.square(eps=eps, norm=norm, num_queries=30, return_info=True))(
+    out = _jit(blackbox.square(eps=eps, norm=norm, num_queries=30))(
         f, x, y, KEY)
     assert not out.info['success'].any()
     np.testing.assert_array_equal(out.info['queries'], 30)
@@ -293,8 +292,8 @@ def digits_linear():
 
 
 _DIGITS_ATTACKS = {
-    'linf': _jit(blackbox.square(eps=0.3, norm='linf', num_queries=300, return_info=True)),
-    'l2': _jit(blackbox.square(eps=3.0, norm='l2', num_queries=300, return_info=True))}
+    'linf': _jit(blackbox.square(eps=0.3, norm='linf', num_queries=300)),
+    'l2': _jit(blackbox.square(eps=3.0, norm='l2', num_queries=300))}
 
 
 @pytest.mark.parametrize('norm,eps', [('linf', 0.3), ('l2', 3.0)])
@@ -325,7 +324,7 @@ def test_targeted_reaches_target(loss):
   x = jax.random.uniform(jax.random.key(9), (10, 32), minval=-1.0, maxval=1.0)
   t = (common.predict(f(x)) + 1 + jnp.arange(10) % 4) % 5
   out = _jit(blackbox.square(eps=1.0, num_queries=200, targeted=True, loss=loss,
-                             bounds=(-1.0, 1.0), return_info=True))(f, x, t, KEY)
+                             bounds=(-1.0, 1.0)))(f, x, t, KEY)
   np.testing.assert_array_equal(common.predict(f(out.x_adv)), t)
   assert out.info['success'].all()
   assert float(jnp.abs(out.x_adv - x).max()) <= 1.0 + 1e-6
@@ -337,11 +336,11 @@ def test_vmap_over_eps():
   y = common.predict(f(x))
   eps = jnp.array([0.0, 0.05, 0.3])
   xa = jax.jit(jax.vmap(lambda e: blackbox.square(eps=e, norm='l2', num_queries=20)(
-      f, x, y, KEY)))(eps)
+      f, x, y, KEY).x_adv))(eps)
   np.testing.assert_array_equal(xa[0], x)                      # eps = 0: nothing moves
   for i, e in enumerate(np.asarray(eps)):
     assert float(_dist(xa[i], x, 'l2').max()) <= e * (1 + 1e-5) + 1e-7
-  single = _jit(blackbox.square(eps=0.3, norm='l2', num_queries=20))(f, x, y, KEY)
+  single = _jit(blackbox.square(eps=0.3, norm='l2', num_queries=20))(f, x, y, KEY).x_adv
   np.testing.assert_allclose(xa[2], single, atol=1e-6)
 
 
@@ -374,9 +373,9 @@ def test_bad_inputs():
 
 
 def test_autoattack_standard_has_square():
-  assert attacks.auto_attack(eps=0.1).stage_names(10) == [
+  assert attacks.auto_attack_stage_names(num_classes=10) == [
       'apgd-ce', 'apgd-t', 'fab-t', 'square']
-  assert 'square' not in attacks.auto_attack(eps=0.1, version='jaxsec-fast').stage_names(10)
+  assert 'square' not in attacks.auto_attack_stage_names(num_classes=10, version='jaxsec-fast')
 
 
 def test_run_auto_attack_square_catches_gradient_masking():

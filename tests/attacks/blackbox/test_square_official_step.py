@@ -132,6 +132,6 @@ def test_autoattack_square_stage_uses_the_unrescaled_schedule():
   y = common.predict(f(x))
   key = jax.random.key(3)
   got = stage(f, x, y, key).x_adv
-  mk = lambda r: sq_lib.square(eps=0.1, rescale_schedule=r, bounds=(0.0, 1.0))(f, x, y, key)
+  mk = lambda r: sq_lib.square(eps=0.1, rescale_schedule=r, bounds=(0.0, 1.0))(f, x, y, key).x_adv
   np.testing.assert_array_equal(got, mk(False))
   assert not np.array_equal(got, mk(True))

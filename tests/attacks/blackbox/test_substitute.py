@@ -118,7 +118,7 @@ def test_transfer_attack_scores_the_oracle():
   y[0] = 1 - y[0]                                          # a clean error of the oracle
   oracle.rows = 0
   res = blackbox.transfer_attack(fgsm(eps=0.6), apply, params, oracle, x, y, batch_size=4)
-  want = fgsm(eps=0.6)(lambda z: apply(params, z), jnp.asarray(x), jnp.asarray(y), None)
+  want = fgsm(eps=0.6)(lambda z: apply(params, z), jnp.asarray(x), jnp.asarray(y), None).x_adv
   np.testing.assert_allclose(res.x_adv, want, atol=1e-6)
   assert res.queries == oracle.rows == 22
   np.testing.assert_array_equal(res.oracle_labels, NumpyOracle()(want))

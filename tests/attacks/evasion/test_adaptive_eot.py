@@ -69,7 +69,7 @@ def test_eot_fgm_l2_steps_along_the_mean_per_draw_gradient():
   atk = attacks.eot(attacks.fgm(eps=eps, norm='l2'), transform, num_samples=S,
                     resample='fixed')
   xa = jax.jit(atk, static_argnums=0)(logits_fn, jnp.asarray(x), jnp.asarray(y, jnp.int32),
-                                      KEY)
+                                      KEY).x_adv
   k_eot = jax.random.split(KEY)[0]
   mean_grad, _ = _closed_form(w, b, x, y, _masks(transform, x, jax.random.split(k_eot, S)))
   d = mean_grad / np.linalg.norm(mean_grad, axis=1, keepdims=True)

@@ -128,8 +128,8 @@ def test_apgd_at_least_as_strong_as_pgd(digits_mlp):
   norm, eps = 'linf', 0.1
   n = 20
   pgd = attacks.pgd(eps=eps, num_steps=n, norm=norm)
-  ap = attacks.apgd(eps=eps, num_steps=n, norm=norm, return_info=True)
-  xa_p = jax.jit(pgd, static_argnums=0)(f, x, y, KEY)
+  ap = attacks.apgd(eps=eps, num_steps=n, norm=norm)
+  xa_p = jax.jit(pgd, static_argnums=0)(f, x, y, KEY).x_adv
   out = jax.jit(ap, static_argnums=0)(f, x, y, KEY)
   ra_p, ra_a = _robust_acc(f, xa_p, y), _robust_acc(f, out.x_adv, y)
   clean = _robust_acc(f, x, y)
@@ -148,8 +148,7 @@ def test_apgd_targeted_reaches_target_and_odd_bounds():
   f = lambda x: jnp.tanh(x @ W1) @ W2
   x = jax.random.uniform(k3, (12, 8), minval=-2.0, maxval=3.0)
   t = common.predict(f(jax.random.uniform(jax.random.key(4), (12, 8), minval=-2, maxval=3)))
-  atk = attacks.apgd(eps=5.0, num_steps=30, loss='dlr', targeted=True, bounds=(-2, 3),
-                     return_info=True)
+  atk = attacks.apgd(eps=5.0, num_steps=30, loss='dlr', targeted=True, bounds=(-2, 3))
   out = jax.jit(atk, static_argnums=0)(f, x, t, KEY)
   assert float(out.x_adv.min()) >= -2 and float(out.x_adv.max()) <= 3
   assert float(jnp.mean(common.predict(f(out.x_adv)) == t)) == 1.0
@@ -161,23 +160,24 @@ def test_apgd_l2_vmap_over_eps(digits_mlp):
   x, y = x[:32], y[:32]
   eps = jnp.array([0.0, 0.5, 1.0, 2.0])
   xa = jax.jit(jax.vmap(lambda e: attacks.apgd(eps=e, norm='l2', num_steps=10)(
-      f, x, y, KEY)))(eps)
+      f, x, y, KEY).x_adv))(eps)
   ra = []
   for i, e in enumerate(np.asarray(eps)):
     assert float(common.norm(xa[i] - x, 'l2').max()) <= e * (1 + 1e-5) + 1e-6
     assert 0.0 <= float(xa[i].min()) and float(xa[i].max()) <= 1.0
     ra.append(_robust_acc(f, xa[i], y))
   assert ra[0] == _robust_acc(f, x, y) and ra[-1] < ra[0]
-  single = attacks.apgd(eps=1.0, norm='l2', num_steps=10)(f, x, y, KEY)
+  single = attacks.apgd(eps=1.0, norm='l2', num_steps=10)(f, x, y, KEY).x_adv
   np.testing.assert_allclose(xa[2], single, atol=1e-5)
 
 
 def test_apgd_t_and_auto_attack_stages(digits_mlp):
   f, x, y = digits_mlp
   eps = 0.1
-  aa = attacks.auto_attack(eps=eps, version='jaxsec-fast', return_info=True)
+  aa = attacks.auto_attack(eps=eps, version='jaxsec-fast')
   out = jax.jit(aa, static_argnums=0)(f, x, y, KEY)
-  assert aa.stage_names(10) == ['apgd-ce', 'apgd-t']
+  assert attacks.auto_attack_stage_names(num_classes=10, version='jaxsec-fast') == [
+      'apgd-ce', 'apgd-t']
   rob = np.asarray(out.info['robust_per_stage']).mean(1)
   final = _robust_acc(f, out.x_adv, y)
   np.testing.assert_allclose(final, rob[-1], atol=1e-7)
@@ -236,7 +236,7 @@ def test_apgd_t_too_many_targets():
 def test_first_target_picks_the_ranked_target(digits_mlp, factory):
   f, x, y = digits_mlp
   x, y = x[:8], y[:8]
-  kw = dict(eps=0.1, num_steps=2, return_info=True)
+  kw = dict(eps=0.1, num_steps=2)
   full = factory(num_target_classes=4, **kw)(f, x, y, KEY)
   for j in (0, 2, 3):
     one = factory(num_target_classes=1, first_target=j, **kw)(f, x, y, KEY)

@@ -190,14 +190,14 @@ def test_apgd_l1_feasible_and_not_worse_than_pgd_l1():
   x = jax.random.uniform(jax.random.key(1), (64, 4, 4, 3))
   y = jnp.argmax(f(x), -1)
   eps, n = 1.0, 20
-  out = jax.jit(attacks.apgd(eps=eps, norm='l1', num_steps=n, return_info=True),
+  out = jax.jit(attacks.apgd(eps=eps, norm='l1', num_steps=n),
                 static_argnums=0)(f, x, y, KEY)
   d = out.x_adv - x
   assert float(common.norm(d, 'l1').max()) <= eps * (1 + 1e-5)
   assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
   np.testing.assert_array_equal(np.asarray(out.info['success']),
                                 np.asarray(jnp.argmax(f(out.x_adv), -1) != y))
-  ref = jax.jit(attacks.pgd(eps=eps, norm='l1', num_steps=n, return_info=True),
+  ref = jax.jit(attacks.pgd(eps=eps, norm='l1', num_steps=n),
                 static_argnums=0)(f, x, y, KEY)
   a, p = int(out.info['success'].sum()), int(ref.info['success'].sum())
   assert 0 < p < 64
@@ -208,8 +208,8 @@ def test_apgd_l1_largereps_feasible():
   f = _mlp()
   x = jax.random.uniform(jax.random.key(2), (8, 4, 4, 3))
   y = jnp.argmax(f(x), -1)
-  out = jax.jit(attacks.apgd(eps=0.5, norm='l1', num_steps=10, use_largereps=True,
-                             return_info=True), static_argnums=0)(f, x, y, KEY)
+  out = jax.jit(attacks.apgd(eps=0.5, norm='l1', num_steps=10, use_largereps=True),
+                static_argnums=0)(f, x, y, KEY)
   assert float(common.norm(out.x_adv - x, 'l1').max()) <= 0.5 * (1 + 1e-5)
   assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
   assert int(out.info['gradients'][0]) == 10 + 3
@@ -226,9 +226,9 @@ def test_largereps_schedule_and_refusals():
 
 @pytest.mark.slow
 def test_l1_autoattack_standard_follows_the_official_l1_version():
-  atk = attacks.auto_attack(eps=1.0, norm='l1', version='standard')
-  assert atk.stage_names(10) == ['apgd-ce', 'apgd-t', 'fab-t']   # no L1 Square officially
-  assert 'square' in attacks.auto_attack(eps=1.0, norm='l2').stage_names(10)
+  names = attacks.auto_attack_stage_names(num_classes=10, norm='l1', version='standard')
+  assert names == ['apgd-ce', 'apgd-t', 'fab-t']   # no L1 Square officially
+  assert 'square' in attacks.auto_attack_stage_names(num_classes=10, norm='l2')
   st = dict(attacks.evasion.autoattack.stages(eps=1.0, norm='l1', version='standard',
                                                bounds=(0.0, 1.0), num_classes=10)[:2])
   f = _mlp()

@@ -26,18 +26,18 @@ def test_fast_is_renamed_with_a_clear_error():
                                              KEY, eps=0.1, version='fast')):
     with pytest.raises(ValueError, match="renamed 'jaxsec-fast'"):
       fn()
-  assert attacks.auto_attack(eps=0.1, version='jaxsec-fast').stage_names(10) == [
+  assert attacks.auto_attack_stage_names(num_classes=10, version='jaxsec-fast') == [
       'apgd-ce', 'apgd-t']
 
 
 def test_plus_and_rand_stages_follow_the_official_set_version():
-  plus = attacks.auto_attack(eps=0.1, version='plus')
-  assert plus.stage_names(10) == ['apgd-ce', 'apgd-dlr', 'fab', 'square', 'apgd-t', 'fab-t']
-  assert plus.stage_names(3) == ['apgd-ce', 'apgd-dlr', 'fab', 'square', 'fab-t']
+  plus = lambda c: attacks.auto_attack_stage_names(num_classes=c, version='plus')
+  assert plus(10) == ['apgd-ce', 'apgd-dlr', 'fab', 'square', 'apgd-t', 'fab-t']
+  assert plus(3) == ['apgd-ce', 'apgd-dlr', 'fab', 'square', 'fab-t']
   split = [n for n, _ in aa_lib.stages(eps=0.1, norm='linf', version='plus', bounds=(0, 1),
                                        num_classes=10, split_targets=True)]
   assert split.count('apgd-t') == 9 and split.count('fab-t') == 9
-  assert attacks.auto_attack(eps=0.1, version='rand').stage_names(10) == [
+  assert attacks.auto_attack_stage_names(num_classes=10, version='rand') == [
       'apgd-ce', 'apgd-dlr']
 
 
@@ -74,7 +74,7 @@ def test_rand_version_attacks_a_randomised_model_with_eot():
   f = lambda x, k: x @ W + 0.05 * jax.random.normal(k, (x.shape[0], 10))
   x = jax.random.uniform(jax.random.key(6), (8, 6))
   y = common.predict(_linear(x))
-  aa = attacks.auto_attack(eps=0.5, version='rand', return_info=True)
+  aa = attacks.auto_attack(eps=0.5, version='rand')
   out = jax.jit(aa, static_argnums=0)(f, x, y, KEY)
   assert float(jnp.abs(out.x_adv - x).max()) <= 0.5 + 1e-6
   rob = np.asarray(out.info['robust_per_stage']).mean(1)

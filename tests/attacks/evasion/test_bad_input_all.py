@@ -62,13 +62,13 @@ CALLS = {
     'rp2_fit': (2, _call(attacks.rp2(mask=_MASK, num_steps=2, num_samples=1).fit)),
     'apgd_eot': (2, lambda f, x, y: attacks.apgd(eps=0.1, num_steps=2, eot_iter=2)(
         lambda z, k: f(z) + 0.01 * jax.random.normal(k, (z.shape[0], f(z).shape[1])),
-        x, y, KEY)),
+        x, y, KEY).x_adv),
     'auto_attack_rand': (4, lambda f, x, y: attacks.auto_attack(eps=0.1, version='rand')(
-        lambda z, k: f(z), x, y, KEY)),
+        lambda z, k: f(z), x, y, KEY).x_adv),
     'run_auto_attack_rand': (4, lambda f, x, y: attacks.run_auto_attack(
         lambda z, k: f(z), x, y, KEY, eps=0.1, version='rand')),
     'eot_pgd': (2, lambda f, x, y: attacks.eot(attacks.pgd(eps=0.1, num_steps=2),
-                                               num_samples=2)(_randomised, x, y, KEY)),
+                                               num_samples=2)(_randomised, x, y, KEY).x_adv),
     'square': (2, _call(blackbox.square(eps=0.1, num_queries=3))),
     'hop_skip_jump': (2, _call(blackbox.hop_skip_jump(num_iterations=1, init_num_evals=2,
                                                       max_num_evals=2))),

@@ -91,7 +91,7 @@ def test_l0_scores_with_the_tanh_space_gradient():
   mp.setattr(cw, 'l0_pixels_to_fix', spy)
   try:
     out = cw.carlini_wagner_l0(num_steps=100, initial_const=1e-2, max_rounds=1,
-                               bounds=(lo, hi), return_info=True, loop='program')(f, x, y)
+                               bounds=(lo, hi), loop='program')(f, x, y)
     jax.effects_barrier()
   finally:
     mp.undo()

@@ -141,7 +141,7 @@ def test_affine_multiclass_one_step_is_exact(norm):
   dual = np.linalg.norm(wdiff, ord=DUAL_ORD[norm], axis=1)
   own = np.arange(4)[None] == np.asarray(y)[:, None]
   dists = np.where(own, np.inf, gap / np.where(own, 1.0, dual))
-  run = jax.jit(attacks.fab(norm=norm, num_steps=1, bounds=bounds, return_info=True),
+  run = jax.jit(attacks.fab(norm=norm, num_steps=1, bounds=bounds),
                 static_argnums=0)
   out = run(f, x, y, None)
   np.testing.assert_allclose(out.info['norm'], eta * dists.min(1), rtol=1e-5)
@@ -151,8 +151,8 @@ def test_affine_multiclass_one_step_is_exact(norm):
   np.testing.assert_array_equal(out.info['gradients'], 3)     # C - 1 per step
 
   t = np.asarray(top_other_classes(z, y, 1))[:, 0]
-  out_t = jax.jit(attacks.fab_t(norm=norm, num_steps=1, num_target_classes=1, bounds=bounds,
-                                return_info=True), static_argnums=0)(f, x, y, None)
+  out_t = jax.jit(attacks.fab_t(norm=norm, num_steps=1, num_target_classes=1, bounds=bounds),
+                  static_argnums=0)(f, x, y, None)
   np.testing.assert_allclose(out_t.info['norm'], eta * dists[np.arange(7), t], rtol=1e-5)
   np.testing.assert_array_equal(out_t.info['gradients'], 1)
 
@@ -165,12 +165,12 @@ def test_affine_multiclass_one_step_is_exact(norm):
     alpha = min((1 - beta * eta) / (2 - beta * eta), alpha_max)
     c = (1 - alpha) * (beta * eta + eta * (1 - beta * eta)) + alpha * eta
     out2 = jax.jit(attacks.fab(norm=norm, num_steps=2, alpha_max=alpha_max, beta=beta,
-                               bounds=bounds, return_info=True), static_argnums=0)(f, x, y, None)
+                               bounds=bounds), static_argnums=0)(f, x, y, None)
     np.testing.assert_allclose(out2.info['norm'], c * dists.min(1), rtol=1e-5)
 
   # More steps: FAB's best point closes in on the boundary from outside (never below the
   # exact minimal distance, within 1% of it after 20 steps).
-  out20 = jax.jit(attacks.fab(norm=norm, num_steps=20, bounds=bounds, return_info=True),
+  out20 = jax.jit(attacks.fab(norm=norm, num_steps=20, bounds=bounds),
                   static_argnums=0)(f, x, y, None)
   ratio = np.asarray(out20.info['norm']) / dists.min(1)
   assert np.all(ratio >= 1 - 1e-5) and np.all(ratio <= 1.01), ratio
@@ -186,7 +186,7 @@ def test_affine_binary_single_logit_step_direction():
   y = jnp.asarray(fx > 0, jnp.int32)
   for norm, direction, dual in (('l2', np.asarray(w), np.linalg.norm(w)),
                                 ('linf', np.sign(w), np.abs(w).sum())):
-    out = attacks.fab(norm=norm, num_steps=1, bounds=(-10.0, 10.0), return_info=True)(
+    out = attacks.fab(norm=norm, num_steps=1, bounds=(-10.0, 10.0))(
         f, x, y, None)
     want = -1.05 * (fx / dual)[:, None] * direction[None] / (
         np.linalg.norm(w) if norm == 'l2' else 1.0)
@@ -229,10 +229,10 @@ def blob_mlp():
 def test_fab_distance_not_above_deepfool(blob_mlp, norm):
   f, x, y, bounds = blob_mlp
   ok = np.asarray(common.predict(f(x)) == y)
-  df = jax.jit(attacks.deepfool(norm=norm, bounds=bounds, return_info=True),
+  df = jax.jit(attacks.deepfool(norm=norm, bounds=bounds),
                static_argnums=0)(f, x, y, None)
   assert bool(jnp.all(df.info['success']))
-  out = jax.jit(attacks.fab(norm=norm, num_steps=50, bounds=bounds, return_info=True),
+  out = jax.jit(attacks.fab(norm=norm, num_steps=50, bounds=bounds),
                 static_argnums=0)(f, x, y, None)
   d_df = _np_norm(df.x_adv - x, norm)
   d_fab = np.asarray(out.info['norm'])
@@ -246,7 +246,7 @@ def test_fab_t_eps_success_and_weak_attack(blob_mlp):
   f, x, y, bounds = blob_mlp
   eps = 1.0
   out = jax.jit(attacks.fab_t(norm='linf', eps=eps, num_steps=30, num_target_classes=3,
-                              bounds=bounds, return_info=True), static_argnums=0)(f, x, y, KEY)
+                              bounds=bounds), static_argnums=0)(f, x, y, KEY)
   xa, info = out.x_adv, out.info
   nrm = np.asarray(info['norm'])
   succ = np.asarray(info['success'])
@@ -260,13 +260,13 @@ def test_fab_t_eps_success_and_weak_attack(blob_mlp):
   np.testing.assert_array_equal(info['gradients'], 3 * 30)
   assert 0 < succ.mean() < 1
   # FAB-T breaks at least as many points at eps as FGSM.
-  fgsm = attacks.fgsm(eps=eps, bounds=bounds)(f, x, y, KEY)
+  fgsm = attacks.fgsm(eps=eps, bounds=bounds)(f, x, y, KEY).x_adv
   succ_fgsm = np.asarray(common.predict(f(fgsm)) != y)
   assert succ.mean() >= succ_fgsm.mean(), (succ.mean(), succ_fgsm.mean())
   # The minimal-norm mode (no eps) finds the same distances; thresholding them at eps
   # gives the eps-bounded success.
   free = jax.jit(attacks.fab_t(norm='linf', num_steps=30, num_target_classes=3,
-                               bounds=bounds, return_info=True), static_argnums=0)(f, x, y, KEY)
+                               bounds=bounds), static_argnums=0)(f, x, y, KEY)
   np.testing.assert_allclose(free.info['norm'], nrm, rtol=1e-6)
   assert bool(jnp.all(free.info['success']))
   np.testing.assert_allclose(free.x_adv, info['x_best'], atol=1e-6)
@@ -276,8 +276,7 @@ def test_vmap_over_eps(blob_mlp):
   f, x, y, bounds = blob_mlp
   x, y = x[:16], y[:16]
   eps = jnp.array([0.0, 0.5, 1.0, 3.0])
-  run = lambda e: attacks.fab(norm='l2', eps=e, num_steps=10, bounds=bounds,
-                              return_info=True)(f, x, y, None)
+  run = lambda e: attacks.fab(norm='l2', eps=e, num_steps=10, bounds=bounds)(f, x, y, None)
   out = jax.jit(jax.vmap(run))(eps)
   base = np.asarray(out.info['norm'][0])
   for i, e in enumerate(np.asarray(eps)):
@@ -299,9 +298,8 @@ def test_restarts_bounds_shapes_and_batch_sizes():
     y = jnp.argmax(f(x), 1)
     outs = {}
     for restarts in all_restarts:
-      atk = attacks.fab(norm='linf', num_steps=15, restarts=restarts, bounds=(lo, hi),
-                        return_info=True)
-      outs[restarts] = jax.jit(atk, static_argnums=0)(f, x, y, KEY)
+      atk = attacks.fab(norm='linf', num_steps=15, restarts=restarts, bounds=(lo, hi))
+      outs[restarts] = jax.jit(atk, static_argnums=0)(f, x, y, KEY).x_adv
       xa = outs[restarts].x_adv
       assert xa.shape == x.shape and xa.dtype == x.dtype
       assert float(xa.min()) >= lo and float(xa.max()) <= hi
@@ -317,13 +315,13 @@ def test_clean_errors_and_zero_gradients():
   x = jax.random.uniform(jax.random.key(10), (6, 4))
   pred = jnp.argmax(f(x), 1)
   y = jnp.where(jnp.arange(6) < 2, (pred + 1) % 3, pred)       # first two already wrong
-  out = attacks.fab(norm='l1', eps=0.5, num_steps=5, return_info=True)(f, x, y, None)
+  out = attacks.fab(norm='l1', eps=0.5, num_steps=5)(f, x, y, None)
   np.testing.assert_array_equal(out.x_adv[:2], x[:2])
   np.testing.assert_array_equal(out.info['norm'][:2], 0.0)
   assert bool(jnp.all(out.info['success'][:2]))
   # A model with zero input gradients gives FAB nothing to follow: no movement, no NaN.
   g = lambda v: jax.lax.stop_gradient(v) @ W
-  out = attacks.fab_t(norm='linf', num_steps=5, num_target_classes=2, return_info=True)(
+  out = attacks.fab_t(norm='linf', num_steps=5, num_target_classes=2)(
       g, x, pred, None)
   np.testing.assert_array_equal(out.x_adv, x)
   assert np.all(np.isinf(np.asarray(out.info['norm'])))
@@ -334,9 +332,9 @@ def test_clean_errors_and_zero_gradients():
 
 
 def test_auto_attack_fab_t_stage(blob_mlp):
-  assert attacks.auto_attack(eps=0.1).stage_names(10) == [
+  assert attacks.auto_attack_stage_names(num_classes=10) == [
       'apgd-ce', 'apgd-t', 'fab-t', 'square']
-  assert attacks.auto_attack(eps=0.1, fab_stage='pgd-t-margin').stage_names(10)[2] == (
+  assert attacks.auto_attack_stage_names(num_classes=10, fab_stage='pgd-t-margin')[2] == (
       'pgd-t-margin')
   with pytest.raises(ValueError, match='fab_stage'):
     attacks.auto_attack(eps=0.1, fab_stage='fab')
@@ -370,7 +368,6 @@ def test_auto_attack_fab_t_stage(blob_mlp):
     (attacks.fab, dict(beta=1.0), 'beta'),
     (attacks.fab, dict(beta=0.0), 'beta'),
     (attacks.fab, dict(bounds=(1.0, 0.0)), 'bounds'),
-    (attacks.fab, dict(return_info=1), 'return_info'),
     (attacks.fab_t, dict(num_target_classes=0), 'num_target_classes'),
     (attacks.fab_t, dict(num_steps=2.5), 'num_steps'),
 ])

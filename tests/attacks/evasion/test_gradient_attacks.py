@@ -37,14 +37,14 @@ def test_fgsm_linear_is_eps_sign_w():
   x = jnp.zeros((3, 5))
   eps = 0.1
   # True class 1 (w.x > 0): the attacker decreases w.x -> x - eps sign(w).
-  out = attacks.fgsm(eps=eps, bounds=(-1.0, 1.0))(f, x, jnp.ones(3, jnp.int32), KEY)
+  out = attacks.fgsm(eps=eps, bounds=(-1.0, 1.0))(f, x, jnp.ones(3, jnp.int32), KEY).x_adv
   np.testing.assert_allclose(out, -eps * np.sign(w)[None].repeat(3, 0), atol=1e-7)
   # True class 0: increases w.x -> x + eps sign(w).
-  out = attacks.fgsm(eps=eps, bounds=(-1.0, 1.0))(f, x, jnp.zeros(3, jnp.int32), KEY)
+  out = attacks.fgsm(eps=eps, bounds=(-1.0, 1.0))(f, x, jnp.zeros(3, jnp.int32), KEY).x_adv
   np.testing.assert_allclose(out, eps * np.sign(w)[None].repeat(3, 0), atol=1e-7)
   # Targeted towards class 1: x + eps sign(w) (descends the loss of the target).
   out = attacks.fgsm(eps=eps, targeted=True, bounds=(-1.0, 1.0))(
-      f, x, jnp.ones(3, jnp.int32), KEY)
+      f, x, jnp.ones(3, jnp.int32), KEY).x_adv
   np.testing.assert_allclose(out, eps * np.sign(w)[None].repeat(3, 0), atol=1e-7)
 
 
@@ -54,7 +54,7 @@ def test_fgsm_multiclass_linear_sign_of_weight_difference():
   W = jnp.array([[1.0, -1.0], [-2.0, 0.5], [0.3, 0.9]])
   f = _linear_multi(W, jnp.zeros(2))
   x = jnp.full((1, 3), 0.5)
-  out = attacks.fgsm(eps=0.2)(f, x, jnp.array([0]), KEY)
+  out = attacks.fgsm(eps=0.2)(f, x, jnp.array([0]), KEY).x_adv
   np.testing.assert_allclose(out, 0.5 + 0.2 * np.sign(W[:, 1] - W[:, 0])[None], atol=1e-6)
 
 
@@ -63,16 +63,16 @@ def test_fgm_l2_l1_closed_form():
   f = _linear(w)
   x = jnp.zeros((1, 3))
   y = jnp.array([0])
-  out = attacks.fgm(eps=0.5, norm='l2', bounds=(-1, 1))(f, x, y, KEY)
+  out = attacks.fgm(eps=0.5, norm='l2', bounds=(-1, 1))(f, x, y, KEY).x_adv
   np.testing.assert_allclose(out[0], 0.5 * np.array([3.0, -4.0, 0.0]) / 5.0, atol=1e-6)
-  out = attacks.fgm(eps=0.5, norm='l1', bounds=(-1, 1))(f, x, y, KEY)
+  out = attacks.fgm(eps=0.5, norm='l1', bounds=(-1, 1))(f, x, y, KEY).x_adv
   np.testing.assert_allclose(out[0], [0.0, -0.5, 0.0], atol=1e-6)
 
 
 def test_fgsm_clips_to_bounds():
   w = jnp.array([1.0, -1.0])
   x = jnp.array([[0.95, 0.02]])
-  out = attacks.fgsm(eps=0.1)(_linear(w), x, jnp.array([0]), KEY)
+  out = attacks.fgsm(eps=0.1)(_linear(w), x, jnp.array([0]), KEY).x_adv
   np.testing.assert_allclose(out, [[1.0, 0.0]], atol=1e-7)
 
 
@@ -80,7 +80,7 @@ def test_fgsm_random_start_stays_in_ball():
   f = _mlp(KEY, 6, 8, 3)
   x = jax.random.uniform(KEY, (16, 6))
   y = jnp.zeros(16, jnp.int32)
-  out = attacks.fgsm(eps=0.1, random_start=True)(f, x, y, jax.random.key(3))
+  out = attacks.fgsm(eps=0.1, random_start=True)(f, x, y, jax.random.key(3)).x_adv
   assert float(jnp.max(jnp.abs(out - x))) <= 0.1 + 1e-6
   assert float(out.min()) >= 0 and float(out.max()) <= 1
 
@@ -90,7 +90,7 @@ def test_pgd_linear_l2_reaches_boundary_direction():
   w = jnp.array([3.0, -4.0])
   atk = attacks.pgd(eps=0.5, step_size=0.1, num_steps=20, norm='l2', random_start=False,
                     bounds=(-5, 5))
-  out = atk(_linear(w, 10.0), jnp.zeros((1, 2)), jnp.array([1]), KEY)
+  out = atk(_linear(w, 10.0), jnp.zeros((1, 2)), jnp.array([1]), KEY).x_adv
   np.testing.assert_allclose(out[0], -0.5 * np.array([3.0, -4.0]) / 5.0, atol=1e-5)
 
 
@@ -108,7 +108,7 @@ def test_pgd_stays_in_ball_and_bounds(norm, bounds):
   y = jax.random.randint(jax.random.key(3), (9,), 0, 4)
   eps = {'linf': 0.3, 'l2': 1.5, 'l1': 3.0}[norm]
   atk = attacks.pgd(eps=eps, step_size=eps / 2, num_steps=6, norm=norm, restarts=2,
-                    bounds=bounds, l1_quantile=0.7, return_info=True)
+                    bounds=bounds, l1_quantile=0.7)
   out = jax.jit(atk, static_argnums=0)(f, x, y, jax.random.key(4))
   xa = out.x_adv
   assert xa.shape == x.shape and xa.dtype == x.dtype
@@ -128,7 +128,7 @@ def test_iterative_stay_in_ball(name, norm):
   y = jnp.arange(5, dtype=jnp.int32) % 4
   eps = 0.2 if norm == 'linf' else 0.8
   atk = getattr(attacks, name)(eps=eps, num_steps=5, norm=norm, bounds=(-2, 3))
-  xa = atk(f, x, y, KEY)
+  xa = atk(f, x, y, KEY).x_adv
   assert float(common.norm(xa - x, norm).max()) <= eps * (1 + 1e-5)
   assert float(xa.min()) >= -2 and float(xa.max()) <= 3
 
@@ -137,8 +137,8 @@ def test_mi_fgsm_first_step_is_fgsm_step():
   f = _mlp(jax.random.key(1), 8, 16, 4)
   x = jax.random.uniform(jax.random.key(2), (5, 8))
   y = jnp.zeros(5, jnp.int32)
-  a = attacks.mi_fgsm(eps=0.05, num_steps=1)(f, x, y, KEY)
-  b = attacks.fgsm(eps=0.05)(f, x, y, KEY)
+  a = attacks.mi_fgsm(eps=0.05, num_steps=1)(f, x, y, KEY).x_adv
+  b = attacks.fgsm(eps=0.05)(f, x, y, KEY).x_adv
   np.testing.assert_allclose(a, b, atol=1e-7)
 
 
@@ -146,8 +146,8 @@ def test_bim_one_step_equals_fgsm():
   f = _mlp(jax.random.key(1), 8, 16, 4)
   x = jax.random.uniform(jax.random.key(2), (5, 8))
   y = jnp.zeros(5, jnp.int32)
-  a = attacks.bim(eps=0.05, step_size=0.05, num_steps=1)(f, x, y, KEY)
-  b = attacks.fgsm(eps=0.05)(f, x, y, KEY)
+  a = attacks.bim(eps=0.05, step_size=0.05, num_steps=1)(f, x, y, KEY).x_adv
+  b = attacks.fgsm(eps=0.05)(f, x, y, KEY).x_adv
   np.testing.assert_allclose(a, b, atol=1e-7)
 
 
@@ -163,7 +163,7 @@ def test_pgd_targeted_reaches_target(loss, norm):
   t = common.predict(f(jax.random.uniform(jax.random.key(7), (16, 10))))
   eps = {'linf': 1.0, 'l2': 3.2, 'l1': 10.0}[norm]
   atk = attacks.pgd(eps=eps, step_size=eps / 5, num_steps=30, norm=norm, loss=loss,
-                    targeted=True, l1_quantile=0.8, return_info=True)
+                    targeted=True, l1_quantile=0.8)
   out = atk(f, x, t, KEY)
   assert float(jnp.mean(common.predict(f(out.x_adv)) == t)) == 1.0
   assert bool(out.info['success'].all())
@@ -174,7 +174,7 @@ def test_targeted_fgsm_and_bim_on_linear_model():
   f = _linear_multi(W, jnp.zeros(4))
   x = jax.random.uniform(jax.random.key(8), (8, 6), minval=-1, maxval=1)
   t = (common.predict(f(x)) + 2) % 4
-  out = attacks.bim(eps=5.0, num_steps=40, targeted=True, bounds=(-10, 10))(f, x, t, KEY)
+  out = attacks.bim(eps=5.0, num_steps=40, targeted=True, bounds=(-10, 10))(f, x, t, KEY).x_adv
   assert bool(jnp.all(common.predict(f(out)) == t))
 
 
@@ -183,8 +183,8 @@ def test_pgd_untargeted_beats_fgsm_and_clean():
   x = jax.random.uniform(jax.random.key(10), (64, 10))
   y = common.predict(f(x))
   eps = 0.15
-  s_fgsm = jnp.mean(common.predict(f(attacks.fgsm(eps=eps)(f, x, y, KEY))) != y)
-  s_pgd = jnp.mean(common.predict(f(attacks.pgd(eps=eps, num_steps=20)(f, x, y, KEY))) != y)
+  s_fgsm = jnp.mean(common.predict(f(attacks.fgsm(eps=eps)(f, x, y, KEY).x_adv)) != y)
+  s_pgd = jnp.mean(common.predict(f(attacks.pgd(eps=eps, num_steps=20)(f, x, y, KEY).x_adv)) != y)
   assert float(s_pgd) >= float(s_fgsm)
   assert float(s_pgd) > 0
 
@@ -193,7 +193,7 @@ def test_restarts_never_hurt():
   f = _mlp(jax.random.key(11), 10, 32, 3)
   x = jax.random.uniform(jax.random.key(12), (64, 10))
   y = common.predict(f(x))
-  kw = dict(eps=0.1, num_steps=5, loss='cw', return_info=True)
+  kw = dict(eps=0.1, num_steps=5, loss='cw')
   # Restart i uses fold_in(key, i), so the 1-restart run is the first run of the 3.
   one = attacks.pgd(restarts=1, **kw)(f, x, y, KEY)
   three = attacks.pgd(restarts=3, **kw)(f, x, y, KEY)
@@ -214,7 +214,7 @@ def test_jit_and_vmap_over_eps():
   def run(name, **kw):
     def one(eps):
       atk = getattr(attacks, name)(eps=eps, **kw)
-      return atk(f, x, y, KEY)
+      return atk(f, x, y, KEY).x_adv
     return jax.jit(jax.vmap(one))(eps_grid)
 
   for name, kw in [('fgsm', {}), ('mi_fgsm', {'num_steps': 3}),
@@ -225,7 +225,7 @@ def test_jit_and_vmap_over_eps():
     for i, e in enumerate(np.asarray(eps_grid)):
       assert float(common.norm(xa[i] - x, p).max()) <= e * (1 + 1e-5) + 1e-6, (name, e)
     # Equal to the attack built with a concrete eps.
-    single = getattr(attacks, name)(eps=0.1, **kw)(f, x, y, KEY)
+    single = getattr(attacks, name)(eps=0.1, **kw)(f, x, y, KEY).x_adv
     np.testing.assert_allclose(xa[2], single, atol=1e-5)
     np.testing.assert_allclose(xa[0], x, atol=1e-6)
 
@@ -234,7 +234,7 @@ def test_jit_static_logits_fn():
   f = _mlp(jax.random.key(13), 10, 16, 3)
   x = jax.random.uniform(jax.random.key(14), (4, 10))
   y = jnp.zeros(4, jnp.int32)
-  atk = attacks.pgd(eps=0.1, num_steps=2, restarts=2, norm='l1', return_info=True)
+  atk = attacks.pgd(eps=0.1, num_steps=2, restarts=2, norm='l1')
   out = jax.jit(atk, static_argnums=0)(f, x, y, KEY)
   assert float(common.norm(out.x_adv - x, 'l1').max()) <= 0.1 * (1 + 1e-5)
   np.testing.assert_array_equal(out.info['gradients'], 4)
@@ -397,9 +397,9 @@ def test_bpda_breaks_gradient_masking_quantisation():
   x = jax.random.uniform(jax.random.key(21), (32, 12))
   y = common.predict(defended(x))
   atk = attacks.pgd(eps=0.3, num_steps=10, random_start=False)
-  naive = atk(defended, x, y, KEY)
+  naive = atk(defended, x, y, KEY).x_adv
   np.testing.assert_allclose(naive, x)                     # zero gradients: stuck
-  adaptive = atk(attacks.bpda_logits_fn(logits, quant), x, y, KEY)
+  adaptive = atk(attacks.bpda_logits_fn(logits, quant), x, y, KEY).x_adv
   assert float(jnp.mean(common.predict(defended(adaptive)) != y)) > 0.5
 
 
@@ -436,11 +436,11 @@ def test_eot_fgsm_against_random_input_dropout_is_the_expected_gradient_sign():
   y = jnp.zeros(2, jnp.int32)
   expected = 0.5 + 0.1 * np.sign(W[:, 1] - W[:, 0])[None].repeat(2, 0)
   atk = attacks.eot(attacks.fgsm(eps=0.1), transform, num_samples=64)
-  np.testing.assert_allclose(atk(logits_fn, x, y, KEY), expected, atol=1e-6)
-  one = attacks.eot(attacks.fgsm(eps=0.1), transform, num_samples=1)(logits_fn, x, y, KEY)
+  np.testing.assert_allclose(atk(logits_fn, x, y, KEY).x_adv, expected, atol=1e-6)
+  one = attacks.eot(attacks.fgsm(eps=0.1), transform, num_samples=1)(logits_fn, x, y, KEY).x_adv
   assert float(jnp.sum(one == 0.5)) > 0                    # some coordinates never moved
   # The same with the randomised model given as (x, key) -> logits, under jit.
   model = lambda x, k: logits_fn(transform(x, k))
   atk2 = attacks.eot(attacks.pgd(eps=0.1, num_steps=3, random_start=False), num_samples=64)
-  out = jax.jit(atk2, static_argnums=0)(model, x, y, KEY)
+  out = jax.jit(atk2, static_argnums=0)(model, x, y, KEY).x_adv
   np.testing.assert_allclose(out, expected, atol=1e-6)

@@ -25,7 +25,7 @@ def test_fgm_l1_skips_coordinates_blocked_by_the_box(x0, w, moved, sign):
   f = lambda x: x @ jnp.asarray(w)[:, None]
   x = jnp.asarray([x0])
   eps = 0.1
-  xa = attacks.fgm(eps=eps, norm='l1')(f, x, jnp.zeros(1, jnp.int32), KEY)
+  xa = attacks.fgm(eps=eps, norm='l1')(f, x, jnp.zeros(1, jnp.int32), KEY).x_adv
   expected = np.array([x0])
   expected[0, moved] += sign * eps
   np.testing.assert_allclose(xa, expected, atol=1e-6)
@@ -35,7 +35,7 @@ def test_fgm_l1_skips_coordinates_blocked_by_the_box(x0, w, moved, sign):
 def test_fgm_l1_all_blocked_returns_x():
   f = lambda x: x @ jnp.asarray([1.0, 2.0])[:, None]
   x = jnp.ones((1, 2))
-  xa = attacks.fgm(eps=0.1, norm='l1')(f, x, jnp.zeros(1, jnp.int32), KEY)
+  xa = attacks.fgm(eps=0.1, norm='l1')(f, x, jnp.zeros(1, jnp.int32), KEY).x_adv
   np.testing.assert_array_equal(xa, x)
 
 
@@ -67,7 +67,7 @@ def test_mi_fgsm_later_steps_follow_the_momentum_recurrence(decay):
   with jax.enable_x64(True):
     f = lambda z: jnp.sum(jnp.asarray(c) * (z - jnp.asarray(t)) ** 2, -1, keepdims=True)
     xj, y = jnp.asarray(x), jnp.ones(3, jnp.int32)
-    got = np.asarray(attacks.mi_fgsm(eps=eps, num_steps=steps, decay=decay)(f, xj, y, KEY))
+    got = np.asarray(attacks.mi_fgsm(eps=eps, num_steps=steps, decay=decay)(f, xj, y, KEY).x_adv)
     want = _mi_fgsm_reference(f, xj, y, eps, steps, decay)
     no_momentum = _mi_fgsm_reference(f, xj, y, eps, steps, decay, momentum=False)
   assert np.abs(want - no_momentum).max() > 1e-3      # the momentum term matters here

@@ -129,16 +129,13 @@ def _problem(seed, theta):
   return params, x, t
 
 
-def _ours_after(params, x, t, k, *, theta, jacobian, empty_map, return_info=False):
+def _ours_after(params, x, t, k, *, theta, jacobian, empty_map, with_info=False):
   """Our attack stopped after at most k pair moves (a budget of exactly 2k features)."""
   gamma = min((2 * k + 0.5) / N_FEATURES, 1.0)
-  out = jsma(theta=theta, gamma=gamma, jacobian=jacobian, empty_map=empty_map,
-             return_info=return_info)(
-                 _mlp_jax(params), jnp.asarray(x.reshape(BATCH, 4, 4), jnp.float32),
-                 jnp.asarray(t))
-  if return_info:
-    return np.asarray(out.x_adv).reshape(BATCH, N_FEATURES), out.info
-  return np.asarray(out).reshape(BATCH, N_FEATURES)
+  out = jsma(theta=theta, gamma=gamma, jacobian=jacobian, empty_map=empty_map)(
+      _mlp_jax(params), jnp.asarray(x.reshape(BATCH, 4, 4), jnp.float32), jnp.asarray(t))
+  x_adv = np.asarray(out.x_adv).reshape(BATCH, N_FEATURES)
+  return (x_adv, out.info) if with_info else x_adv
 
 
 _MODES = {'continue': 'first_pair', 'stop': 'stop'}   # ours -> the reference's rule
@@ -164,8 +161,8 @@ def test_default_is_continue():
   params, x, t = _problem(0, 1.0)
   f = _mlp_jax(params)
   xj = jnp.asarray(x, jnp.float32)
-  np.testing.assert_array_equal(jsma(gamma=1.0)(f, xj, jnp.asarray(t)),
-                                jsma(gamma=1.0, empty_map='continue')(f, xj, jnp.asarray(t)))
+  np.testing.assert_array_equal(jsma(gamma=1.0)(f, xj, jnp.asarray(t)).x_adv,
+                                jsma(gamma=1.0, empty_map='continue')(f, xj, jnp.asarray(t)).x_adv)
 
 
 @pytest.mark.parametrize('theta', [1.0, -1.0])
@@ -179,7 +176,7 @@ def test_differs_from_cleverhans_only_where_the_saliency_map_went_empty(theta):
   assert np.array_equal(went_empty, empty_stop)   # the same examples hit an empty map
   for mode in ('stop', 'continue'):
     ours, info = _ours_after(params, x, t, N_FEATURES // 2, theta=theta, jacobian='logits',
-                             empty_map=mode, return_info=True)
+                             empty_map=mode, with_info=True)
     differ = np.any(np.abs(ours - ch[-1]) > 1e-6, axis=1)
     assert not np.any(differ & ~went_empty)
     np.testing.assert_array_equal(np.asarray(info['empty_map_iterations']) > 0, went_empty)
@@ -197,9 +194,9 @@ def test_stop_is_continue_restricted_to_examples_without_an_empty_map(theta):
   params, x, t = _problem(0, theta)
   k = N_FEATURES // 2
   x_c, info_c = _ours_after(params, x, t, k, theta=theta, jacobian='logits',
-                            empty_map='continue', return_info=True)
+                            empty_map='continue', with_info=True)
   x_s, info_s = _ours_after(params, x, t, k, theta=theta, jacobian='logits',
-                            empty_map='stop', return_info=True)
+                            empty_map='stop', with_info=True)
   clean = np.asarray(info_c['empty_map_iterations']) == 0
   assert (~clean).any()                               # the rule matters in this problem
   np.testing.assert_array_equal(np.asarray(info_s['success']),

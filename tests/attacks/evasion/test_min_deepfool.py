@@ -23,7 +23,7 @@ def test_affine_binary_one_step_closed_form(norm, bounds):
   fx = f(x)[:, 0]
   y = (fx > 0).astype(jnp.int32)
   eta = 0.02
-  out = jax.jit(deepfool(norm=norm, overshoot=eta, bounds=bounds, return_info=True),
+  out = jax.jit(deepfool(norm=norm, overshoot=eta, bounds=bounds),
                 static_argnums=0)(f, x, y, None)
   dual = jnp.linalg.norm(w) if norm == 'l2' else jnp.sum(jnp.abs(w))
   expected = (1 + eta) * (jnp.abs(fx) / dual + 1e-4)
@@ -49,7 +49,7 @@ def test_affine_multiclass_finds_nearest_boundary():
   x = 0.5 + 0.02 * jax.random.normal(jax.random.key(5), (7, 8))
   z = f(x)
   y = jnp.argmax(z, 1)
-  out = deepfool(norm='l2', overshoot=0.0, return_info=True)(f, x, y, None)
+  out = deepfool(norm='l2', overshoot=0.0)(f, x, y, None)
   zy = jnp.take_along_axis(z, y[:, None], 1)
   diffw = jnp.linalg.norm(W[:, y].T[:, :, None] - W[None], axis=1)   # [B, C]
   dist = jnp.where(jax.nn.one_hot(y, 4) > 0, jnp.inf, (zy - z) / diffw)
@@ -69,7 +69,7 @@ def test_mlp_success_bounds_and_batch_sizes():
     x = jax.random.uniform(k3, (bsz, 3, 4), minval=lo, maxval=hi)
     y = jnp.argmax(f(x), 1)
     for norm in ('l2', 'linf'):
-      atk = jax.jit(deepfool(norm=norm, num_classes=3, bounds=bounds, return_info=True),
+      atk = jax.jit(deepfool(norm=norm, num_classes=3, bounds=bounds),
                     static_argnums=0)
       out = atk(f, x, y, jax.random.key(0))
       assert out.x_adv.shape == x.shape
@@ -84,14 +84,13 @@ def test_already_misclassified_is_unchanged():
   f = lambda x: jnp.stack([x[:, 0], -x[:, 0]], 1)
   x = jnp.array([[0.7, 0.2], [0.3, 0.9]])
   y = jnp.array([1, 0])            # example 0 predicted 0 (wrong), example 1 predicted 0
-  out = deepfool(return_info=True)(f, x, y, None)
+  out = deepfool()(f, x, y, None)
   np.testing.assert_array_equal(out.x_adv[0], x[0])
   assert int(out.info['steps'][0]) == 0 and bool(out.info['success'][0])
 
 
 @pytest.mark.parametrize('kw', [dict(norm='l1'), dict(num_classes=1), dict(overshoot=-0.1),
-                                dict(max_iter=0), dict(bounds=(1.0, 0.0)),
-                                dict(return_info=1)])
+                                dict(max_iter=0), dict(bounds=(1.0, 0.0))])
 def test_bad_hyperparameters(kw):
   with pytest.raises(ValueError):
     deepfool(**kw)

@@ -35,7 +35,7 @@ def test_first_pair_matches_brute_force_saliency_map(theta):
   x = x.at[:, 0].set(1.0 if theta > 0 else 0.0)      # saturated: outside the search domain
   t = jnp.array([0, 1, 2, 1])
   # gamma * n = 2: exactly one pair may change.
-  out = jsma(theta=theta, gamma=0.2, return_info=True)(linear, x, t, None)
+  out = jsma(theta=theta, gamma=0.2)(linear, x, t, None)
   for i in range(4):
     dom = np.ones(10, bool)
     dom[0] = False
@@ -60,7 +60,7 @@ def test_reaches_target_with_few_features_within_budget(bounds):
                                           maxval=0.5)
   t = (jnp.argmax(f(x), 1) + 1) % 4
   gamma = 0.5
-  out = jax.jit(jsma(gamma=gamma, bounds=bounds, return_info=True), static_argnums=0)(
+  out = jax.jit(jsma(gamma=gamma, bounds=bounds), static_argnums=0)(
       f, x, t, None)
   changed = jnp.sum((out.x_adv != x).reshape(6, -1), 1)
   np.testing.assert_array_equal(changed, out.info['features_changed'])
@@ -76,7 +76,7 @@ def test_reaches_target_with_few_features_within_budget(bounds):
 def test_small_theta_moves_gradually_and_decrease_variant():
   x = jax.random.uniform(jax.random.key(4), (3, 10), minval=0.4, maxval=0.6)
   t = (jnp.argmax(linear(x), 1) + 2) % 3
-  out = jsma(theta=-0.25, gamma=1.0, return_info=True)(linear, x, t, None)
+  out = jsma(theta=-0.25, gamma=1.0)(linear, x, t, None)
   d = out.x_adv - x
   assert bool(jnp.all(d <= 0))
   # each move is 0.25 (or a clip to the lower bound 0).
@@ -90,13 +90,13 @@ def test_untargeted_variants():
   x = jax.random.uniform(jax.random.key(5), (5, 10), minval=0.2, maxval=0.5)
   y = jnp.argmax(linear(x), 1)
   for mode in ('second', 'random'):
-    out = jsma(targeted=False, untargeted_target=mode, gamma=0.6, return_info=True)(
+    out = jsma(targeted=False, untargeted_target=mode, gamma=0.6)(
         linear, x, y, jax.random.key(0))
     assert bool(jnp.all(out.info['target'] != y))
     np.testing.assert_array_equal(out.info['success'], jnp.argmax(linear(out.x_adv), 1) != y)
   z = linear(x)
   second = jnp.argsort(z, 1)[:, -2]
-  out = jsma(targeted=False, return_info=True)(linear, x, y, None)
+  out = jsma(targeted=False)(linear, x, y, None)
   np.testing.assert_array_equal(out.info['target'], second)
 
 

@@ -21,8 +21,8 @@ def test_lbfgs_near_minimal_on_linear(bounds):
   fx = (x - mid) @ w - 0.2
   y = (fx > 0).astype(jnp.int32)
   exact = jnp.abs(fx) / jnp.linalg.norm(w)
-  atk = jax.jit(lbfgs(targeted=True, num_search_steps=8, max_iter=50, bounds=bounds,
-                      return_info=True), static_argnums=0)
+  atk = jax.jit(lbfgs(targeted=True, num_search_steps=8, max_iter=50, bounds=bounds),
+                static_argnums=0)
   out = atk(f, x, 1 - y, None)            # target: the other class
   assert bool(jnp.all(out.info['success']))
   np.testing.assert_array_equal(jnp.argmax(f(out.x_adv), 1), 1 - y)
@@ -37,7 +37,7 @@ def test_lbfgs_untargeted_multiclass():
   f = lambda x: x @ W
   x = jax.random.uniform(jax.random.key(2), (3, 6), minval=0.4, maxval=0.6)
   y = jnp.argmax(f(x), 1)
-  out = lbfgs(num_search_steps=4, max_iter=30, return_info=True)(f, x, y, None)
+  out = lbfgs(num_search_steps=4, max_iter=30)(f, x, y, None)
   assert bool(jnp.all(out.info['success']))
   assert bool(jnp.all(jnp.argmax(f(out.x_adv), 1) != y))
 
@@ -56,7 +56,7 @@ def test_uap_reaches_fooling_rate_on_linear(norm):
   # The best universal v (xi * sign(w) or xi * w/||w||) fools exactly the points with
   # margin < xi * dual; give it radius for 90% of the points, ask for 80%.
   xi = float(jnp.quantile(margin, 0.9) / dual)
-  atk = universal_perturbation(xi=xi, norm=norm, delta=0.2, return_info=True)
+  atk = universal_perturbation(xi=xi, norm=norm, delta=0.2)
   if norm == 'l2':     # the standard signature: fit on the batch, apply to it
     out = jax.jit(atk.attack, static_argnums=0)(f, xs, jnp.zeros(60, jnp.int32),
                                                 jax.random.key(0))
@@ -81,8 +81,7 @@ def test_uap_reaches_fooling_rate_on_linear(norm):
 def test_uap_bounds_and_stops_at_max_passes():
   xs, f, margin = _toy(20)
   lo, hi = -1.0, 2.0
-  atk = universal_perturbation(xi=1e-3, norm='linf', max_passes=2, bounds=(lo, hi),
-                               return_info=True)
+  atk = universal_perturbation(xi=1e-3, norm='linf', max_passes=2, bounds=(lo, hi))
   out = atk.attack(f, xs, jnp.zeros(20, jnp.int32), jax.random.key(1))
   assert int(out.info['passes']) == 2               # cannot reach 80% with a tiny radius
   assert float(out.x_adv.min()) >= lo and float(out.x_adv.max()) <= hi
@@ -132,8 +131,7 @@ def test_uap_sgd_standard_signature_bounds_and_clamp():
   W = jax.random.normal(k, (6, 4))
   f = lambda x: x @ W
   x = jax.random.uniform(jax.random.key(4), (32, 6), minval=-1.0, maxval=2.0)
-  atk = universal_perturbation_sgd(xi=0.3, num_steps=20, loss_clamp=2.0, bounds=(-1.0, 2.0),
-                                   return_info=True)
+  atk = universal_perturbation_sgd(xi=0.3, num_steps=20, loss_clamp=2.0, bounds=(-1.0, 2.0))
   out = jax.jit(atk.attack, static_argnums=0)(f, x, jnp.argmax(f(x), 1), jax.random.key(5))
   assert float(jnp.max(jnp.abs(out.x_adv - x))) <= 0.3 + 1e-6
   assert float(out.x_adv.min()) >= -1.0 and float(out.x_adv.max()) <= 2.0

@@ -131,8 +131,7 @@ def test_targeted_patch_finds_trigger_far_above_random_patch():
   x_fit = _uniform(6, (128, 8, 8, 3))
   x_test = _uniform(7, (256, 8, 8, 3))
   target = 2
-  atk = adversarial_patch(size=0.25, num_steps=150, batch_size=16, learning_rate=0.05,
-                          return_info=True)
+  atk = adversarial_patch(size=0.25, num_steps=150, batch_size=16, learning_rate=0.05)
   patch, info = jax.jit(atk.fit, static_argnums=0)(
       f, x_fit, jnp.full((128,), target), jax.random.key(8))
   assert info['objective'].shape == (150,)
@@ -160,7 +159,7 @@ def test_patch_fit_in_bounds_standard_signature_jit_untargeted():
   y = jnp.argmax(f(x), -1)
   # A huge step drives the patch into the box's faces; it must stay inside.
   atk = adversarial_patch(size=0.25, targeted=False, num_steps=5, batch_size=8,
-                          learning_rate=10.0, bounds=(lo, hi), return_info=True)
+                          learning_rate=10.0, bounds=(lo, hi))
   out = jax.jit(atk.attack, static_argnums=0)(f, x, y, KEY)
   patch = out.info['patch']
   assert patch.shape == (4, 4, 3)
@@ -195,7 +194,7 @@ def test_rp2_changes_only_mask_and_objective_decreases():
   y = jnp.full((4,), 2)
   mask = _sticker_mask()
   atk = rp2(mask=mask, lam=0.05, norm='l2', num_steps=60, learning_rate=0.05,
-            num_samples=4, return_info=True)
+            num_samples=4)
   out = jax.jit(atk.attack, static_argnums=0)(f, x, y, KEY)
   xa = np.asarray(out.x_adv)
   outside = np.broadcast_to(mask[..., None] == 0, x.shape)
@@ -231,7 +230,7 @@ def test_rp2_lambda_sweep_is_one_vmap_and_shared_fit():
   def sweep(lams):
     def one(lam):
       out = rp2(mask=mask, lam=lam, norm='l1', num_steps=40, learning_rate=0.05,
-                transform=None, return_info=True).attack(f, x, y, KEY)
+                transform=None).attack(f, x, y, KEY)
       return out.info['norm'], out.x_adv
     return jax.vmap(one)(lams)
 
@@ -241,7 +240,8 @@ def test_rp2_lambda_sweep_is_one_vmap_and_shared_fit():
                              rtol=1e-5)
   # One delta shared by all images (the paper's X^V), fitted and applied.
   atk = rp2(mask=mask[..., None], num_steps=40, learning_rate=0.05, num_samples=2)
-  delta = jax.jit(atk.fit, static_argnums=0)(f, x, y, KEY)
+  delta, finfo = jax.jit(atk.fit, static_argnums=0)(f, x, y, KEY)
+  assert finfo['objective'].shape == (40,)
   assert delta.shape == (8, 8, 3)
   assert np.all(np.asarray(delta)[mask == 0] == 0)
   xa = atk.apply(x, delta)
@@ -268,7 +268,8 @@ def test_non_printability_score_closed_form_and_term():
     def one(wgt):
       atk = rp2(mask=mask, lam=0.0, num_steps=40, learning_rate=0.05, transform=None,
                 printable_colors=colors, nps_weight=wgt)
-      return jnp.mean(physical.non_printability_score(atk.attack(f, xs, y, KEY), pix, colors))
+      return jnp.mean(physical.non_printability_score(atk.attack(f, xs, y, KEY).x_adv, pix,
+                                                       colors))
     return jax.vmap(one)(weights)
 
   res = sweep(jnp.array([0.0, 20.0]))
