@@ -154,7 +154,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   hsja_rows = []
   # The budget is a traced argument: one compiled attack for every budget.
   hsja = jax.jit(lambda a, b, k, budget: hop_skip_jump(
-      norm='l2', max_queries=budget, bounds=bounds, return_info=True,
+      norm='l2', max_queries=budget, bounds=bounds,
       **cfg.hsja.to_dict())(oracle_labels, a, b, k))
   for budget in cfg.hsja_budgets:
     t = time.time()
@@ -174,16 +174,18 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
     print(f'HSJA L2 {budget} queries: success {succ.mean():.3f}, median L2 '
           f'{np.median(d[succ]):.4f} ({secs:.0f}s)', flush=True)
   t = time.time()
-  df = jax.jit(lambda a, b: tuple(deepfool(norm='l2', bounds=bounds, return_info=True,
-                                           **cfg.deepfool.to_dict())(logits_fn, a, b)))
-  x_df, info_df = df(xh, yh)
+  df = jax.jit(lambda a, b: deepfool(norm='l2', bounds=bounds,
+                                     **cfg.deepfool.to_dict())(logits_fn, a, b))
+  out_df = df(xh, yh)
+  x_df, info_df = out_df.x_adv, out_df.info
   df_ok = np.asarray(info_df['success'])
   d_df = _l2(np.asarray(x_df) - np.asarray(xh))
   df_seconds = time.time() - t
   t = time.time()
-  cw = jax.jit(lambda a, b: tuple(carlini_wagner_l2(bounds=bounds, return_info=True,
-                                                    **cfg.cw.to_dict())(logits_fn, a, b)))
-  x_cw, info_cw = cw(xh, yh)
+  cw = jax.jit(lambda a, b: carlini_wagner_l2(bounds=bounds,
+                                              **cfg.cw.to_dict())(logits_fn, a, b))
+  out_cw = cw(xh, yh)
+  x_cw, info_cw = out_cw.x_adv, out_cw.info
   cw_ok = np.asarray(info_cw['success'])
   d_cw = _l2(np.asarray(x_cw) - np.asarray(xh))
   cw_seconds = time.time() - t

@@ -83,11 +83,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   # JSMA-F (softmax Jacobian): the variant Papernot et al. evaluate distillation with;
   # JSMA-Z (logits Jacobian) is the adaptive one (Carlini & Wagner 2016).
   jsma_f = evasion.jsma(theta=1.0, gamma=cfg.jsma_gamma, targeted=True, jacobian='probs',
-                        empty_map=cfg.jsma_empty_map, return_info=True)
+                        empty_map=cfg.jsma_empty_map)
   jsma_z = evasion.jsma(theta=1.0, gamma=cfg.jsma_gamma, targeted=True, jacobian='logits',
-                        empty_map=cfg.jsma_empty_map, return_info=True)
+                        empty_map=cfg.jsma_empty_map)
   cw = evasion.carlini_wagner_l2(num_binary_steps=cfg.cw_binary_steps, num_steps=cfg.cw_steps,
-                                 initial_const=cfg.cw_initial_const, return_info=True)
+                                 initial_const=cfg.cw_initial_const)
   results = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
              'temperature': T, 'n_attack': na, 'device': common.device_info(),
              'models': {}}

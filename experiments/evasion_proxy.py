@@ -153,11 +153,11 @@ def run_jsma(logits_fn, x, t, *, theta, jacobian, gamma, bounds, batch):
   what ``empty_map='stop'`` gives on the same images: both rules produce the same iterates
   up to an example's first empty map, so 'stop' succeeds exactly where 'continue' succeeds
   without ever meeting one, with the same features changed."""
-  js = jax.jit(lambda xb, tb: tuple(jsma(theta=theta, gamma=gamma, jacobian=jacobian,
-                                         bounds=bounds, empty_map='continue',
-                                         return_info=True)(logits_fn, xb, tb)))
+  js = jax.jit(lambda xb, tb: jsma(theta=theta, gamma=gamma, jacobian=jacobian,
+                                   bounds=bounds, empty_map='continue')(logits_fn, xb, tb))
   t0 = time.time()
-  x_adv, info = evaluate.map_batches(js, (x, t), batch_size=batch)
+  out = evaluate.map_batches(js, (x, t), batch_size=batch)
+  x_adv, info = out.x_adv, out.info
   args = (x, x_adv, info['success'], info['features_changed'], info['empty_map_iterations'])
   kw = {'theta': theta, 'gamma': gamma, 'bounds': bounds}
   reasons = jsma_stop_reasons(*args, **kw)
@@ -181,9 +181,10 @@ def run_jsma(logits_fn, x, t, *, theta, jacobian, gamma, bounds, batch):
 def run_rho(logits_fn, x, y, *, bounds, cfg, batch):
   """DeepFool L2 vs FGSM minimal-eps line search, as the suite's 'deepfool_vs_fgsm'."""
   t0 = time.time()
-  df = jax.jit(lambda xb, yb: tuple(deepfool(norm='l2', bounds=bounds, return_info=True,
-                                             **cfg.deepfool.to_dict())(logits_fn, xb, yb)))
-  x_df, info_df = evaluate.map_batches(df, (x, y), batch_size=batch)
+  df = jax.jit(lambda xb, yb: deepfool(norm='l2', bounds=bounds,
+                                       **cfg.deepfool.to_dict())(logits_fn, xb, yb))
+  out_df = evaluate.map_batches(df, (x, y), batch_size=batch)
+  x_df, info_df = out_df.x_adv, out_df.info
   ls = jax.jit(lambda xb, yb: suite.fgsm_line_search(
       logits_fn, xb, yb, bounds=bounds, grid=cfg.line_search_grid,
       bisect=cfg.line_search_bisect))

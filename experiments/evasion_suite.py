@@ -166,9 +166,8 @@ def square_vs_apgd(logits_fn, x, y, key, *, bounds, eps, num_queries, p_init, ap
   t_ap = time.time() - t
   t = time.time()
   x_sq, info = evaluate.run_attack(
-      square(eps=eps, norm='linf', num_queries=num_queries, p_init=p_init, bounds=bounds,
-             return_info=True), logits_fn, x, y, key, batch_size=batch,
-      progress=f'{NAME}/Square')
+      square(eps=eps, norm='linf', num_queries=num_queries, p_init=p_init, bounds=bounds),
+      logits_fn, x, y, key, batch_size=batch, progress=f'{NAME}/Square')
   t_sq = time.time() - t
 
   def pred(a):
@@ -237,7 +236,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
     @jax.jit
     def fgsm_err(xb, yb):
       def one(e):
-        xa = fgsm(eps=e, bounds=bounds)(logits_fn, xb, yb, None)
+        xa = fgsm(eps=e, bounds=bounds)(logits_fn, xb, yb, None).x_adv
         return jnp.argmax(logits_fn(xa), -1) != yb
       return jax.lax.map(one, jnp.asarray(cfg.fgsm_eps, jnp.float32)).T   # [B, E]
 
@@ -254,11 +253,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   xr, yr = x_test[idx], y_test[idx]
   if res_rho is None:
     t = time.time()
-    df = jax.jit(lambda xb, yb: deepfool(norm='l2', bounds=bounds, return_info=True,
+    df = jax.jit(lambda xb, yb: deepfool(norm='l2', bounds=bounds,
                                          **cfg.deepfool.to_dict())(logits_fn, xb, yb))
-    out = evaluate.map_batches(lambda a, b: tuple(df(a, b)), (xr, yr), batch_size=bs,
-                               progress=f'{NAME}/DeepFool')
-    x_df, info_df = out
+    out = evaluate.map_batches(df, (xr, yr), batch_size=bs, progress=f'{NAME}/DeepFool')
+    x_df, info_df = out.x_adv, out.info
     r_df = _l2(x_df - xr)
     t_df = time.time() - t
     t = time.time()
@@ -316,10 +314,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
     idx = correct_idx[:cfg.jsma_examples]
     off = np.asarray(jax.random.randint(k_tgt, (idx.shape[0],), 1, ds.num_classes))
     tgt = ((y_test[idx] + off) % ds.num_classes).astype(np.int32)
-    js = jax.jit(lambda xb, tb: tuple(jsma(bounds=bounds, return_info=True,
-                                           **cfg.jsma.to_dict())(logits_fn, xb, tb)))
-    _, info = evaluate.map_batches(js, (x_test[idx], tgt), batch_size=min(bs, 50),
-                                   progress=f'{NAME}/JSMA')
+    js = jax.jit(lambda xb, tb: jsma(bounds=bounds, **cfg.jsma.to_dict())(logits_fn, xb, tb))
+    info = evaluate.map_batches(js, (x_test[idx], tgt), batch_size=min(bs, 50),
+                                progress=f'{NAME}/JSMA').info
     succ = np.asarray(info['success'])
     pct = 100 * np.asarray(info['features_changed_frac'])
     res_jsma = {'n': int(idx.shape[0]), 'success_rate': float(succ.mean()),
@@ -337,10 +334,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   if res_cw is None:
     t = time.time()
     m = min(cfg.cw_examples, xr.shape[0])
-    cw = jax.jit(lambda xb, yb: tuple(carlini_wagner_l2(bounds=bounds, return_info=True,
-                                                        **cfg.cw.to_dict())(logits_fn, xb, yb)))
-    x_cw, info = evaluate.map_batches(cw, (xr[:m], yr[:m]), batch_size=bs,
-                                      progress=f'{NAME}/C&W-L2')
+    cw = jax.jit(lambda xb, yb: carlini_wagner_l2(bounds=bounds,
+                                                  **cfg.cw.to_dict())(logits_fn, xb, yb))
+    out = evaluate.map_batches(cw, (xr[:m], yr[:m]), batch_size=bs, progress=f'{NAME}/C&W-L2')
+    x_cw, info = out.x_adv, out.info
     succ = np.asarray(info['success'])
     l2_cw = _l2(x_cw - xr[:m])
     df_l2 = np.asarray(res_rho['per_example_deepfool_l2'])[:m]

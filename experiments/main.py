@@ -45,7 +45,7 @@ def robust_accuracy(logits_fn, x, y, eps_grid, attack_name, cfg, key):
       atk = attacks.pgd(eps=eps, step_size=cfg.pgd_rel_step * eps / cfg.pgd_steps,
                         num_steps=cfg.pgd_steps, norm='linf', bounds=(0.0, 1.0),
                         random_start=True)
-    x_adv = atk(logits_fn, xb, yb, k)
+    x_adv = atk(logits_fn, xb, yb, k).x_adv
     return jnp.argmax(logits_fn(x_adv), -1) == yb, x_adv
 
   sweep = jax.vmap(attack_at, in_axes=(0, None, None, None))
@@ -125,7 +125,7 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   # 3. DeepFool L2 (Moosavi-Dezfooli 2016): minimal perturbation.
   t0 = time.time()
   nd = min(t.deepfool_images, n)
-  adv, info = attack(attacks.deepfool(norm='l2', return_info=True), xe[:nd], ye[:nd], ks[2],
+  adv, info = attack(attacks.deepfool(norm='l2'), xe[:nd], ye[:nd], ks[2],
                      'main/table DeepFool')
   ok = info['success'] & correct[:nd]
   add(_row('evasion, white-box', 'DeepFool-L2 (overshoot 0.02)',
@@ -137,7 +137,7 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   nc = min(t.cw_images, n)
   cw = attacks.carlini_wagner_l2(
       num_binary_steps=t.cw_binary_steps, num_steps=t.cw_steps, learning_rate=0.01,
-      initial_const=1.0, return_info=True)
+      initial_const=1.0)
   adv, info = attack(cw, xe[:nc], ye[:nc], ks[3], 'main/table C&W-L2')
   ok = info['success'] & correct[:nc]
   add(_row('evasion, white-box',
@@ -149,7 +149,7 @@ def survey_table(cfg, model, params, x_train, y_train, x_test, y_test, key) -> l
   t0 = time.time()
   nj = min(t.jsma_images, n)
   tgt = (ye[:nj] + np.asarray(jax.random.randint(ks[4], (nj,), 1, 10))) % 10
-  _, info = attack(attacks.jsma(return_info=True), xe[:nj], tgt.astype(np.int32), ks[4],
+  _, info = attack(attacks.jsma(), xe[:nj], tgt.astype(np.int32), ks[4],
                    'main/table JSMA')
   ok = info['success'] & correct[:nj]
   add(_row('evasion, white-box', 'JSMA (targeted, random target)',

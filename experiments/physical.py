@@ -90,7 +90,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rows = []
   for si, size in enumerate(c.sizes):
     t0 = time.time()
-    atk = adversarial_patch(size=size, targeted=True, bounds=bounds, return_info=True,
+    atk = adversarial_patch(size=size, targeted=True, bounds=bounds,
                             **c.patch.to_dict())
     fit = jax.jit(atk.fit, static_argnums=0)
     patch, info = fit(logits_fn, x_fit, t_fit, jax.random.fold_in(k_fit, si))

@@ -128,7 +128,7 @@ def _eps_axis(cfg: ml_collections.ConfigDict) -> dict:
 
   def one(e):
     attack = attacks.pgd(eps=e, step_size=2.5 * e / steps, num_steps=steps, norm='linf')
-    return attack(logits_fn, xt, yt, k3)
+    return attack(logits_fn, xt, yt, k3).x_adv
 
   def timed(fn):
     t = time.perf_counter()

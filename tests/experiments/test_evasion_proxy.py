@@ -55,7 +55,7 @@ def test_stop_reasons_budget_and_empty_map():
   gamma = 0.25                                        # floor(0.25 * 10) = 2 features
   kw = dict(theta=1.0, gamma=gamma, bounds=(0.0, 1.0))
   for rule in ('stop', 'continue'):
-    out = jsma(empty_map=rule, return_info=True, **kw)(f, x, t, None)
+    out = jsma(empty_map=rule, **kw)(f, x, t, None)
     r = evasion_proxy.jsma_stop_reasons(x, out.x_adv, out.info['success'],
                                         out.info['features_changed'],
                                         out.info['empty_map_iterations'], empty_map=rule,
