@@ -123,8 +123,7 @@ def _jaxsec_attacks(cfg):
 def _run_jaxsec(cfg, logits_fn, x, y, key):
   res = {}
   for name, (atk, minimal) in _jaxsec_attacks(cfg).items():
-    # Timed on x_adv alone: XLA drops the info that nothing reads.
-    f = jax.jit(lambda lf, a, b, k, atk=atk: atk(lf, a, b, k).x_adv, static_argnums=0)
+    f = jax.jit(atk, static_argnums=0)
     t0 = time.perf_counter()
     xa = _block(f(logits_fn, x, y, key))
     compile_s = time.perf_counter() - t0
@@ -136,9 +135,11 @@ def _run_jaxsec(cfg, logits_fn, x, y, key):
   # driver does the same (one jitted program per target), next to the one-program timing.
   from jaxsec.attacks.evasion import autoattack  # pylint: disable=g-import-not-at-top
   filtered = {
-      'apgd': [('apgd', attacks.apgd(eps=cfg.eps, num_steps=cfg.apgd_steps, loss='ce'))],
+      'apgd': [('apgd', attacks.apgd(eps=cfg.eps, num_steps=cfg.apgd_steps, loss='ce',
+                                     return_info=True))],
       'fab': [('fab-t', attacks.fab_t(eps=cfg.eps, num_steps=cfg.fab_steps,
-                                      num_target_classes=1, first_target=j)) for j in range(9)],
+                                      num_target_classes=1, first_target=j,
+                                      return_info=True)) for j in range(9)],
   }
   for name, stage_list in filtered.items():
     if name not in res:
@@ -150,12 +151,12 @@ def _run_jaxsec(cfg, logits_fn, x, y, key):
     res[name]['filtered'] = {'seconds': t, **_strength(logits_fn, x, y, out['x_adv'], False),
                              'gradients': out['gradients']}
   # C&W called eagerly on the CPU backend runs its iterations as a host loop over jitted
-  # straight-line blocks (loop='auto' -> 'host'; XLA:CPU runs loop bodies ~2x slower).
+  # straight-line blocks (chosen inside the attack; XLA:CPU runs loop bodies ~2x slower).
   if 'cw' in res and 'seconds' in res['cw'] and jax.default_backend() == 'cpu':
     atk = attacks.carlini_wagner_l2(num_binary_steps=cfg.cw_binary_steps,
                                     num_steps=cfg.cw_steps, learning_rate=cfg.cw_lr,
-                                    initial_const=cfg.cw_initial_const, loop='host')
-    run = lambda: _block(atk(logits_fn, x, y).x_adv)
+                                    initial_const=cfg.cw_initial_const)
+    run = lambda: _block(atk(logits_fn, x, y))
     t0 = time.perf_counter()
     xa = run()                                                 # compiles the blocks
     compile_s = time.perf_counter() - t0
@@ -335,9 +336,8 @@ def run(cfg, workdir: str) -> dict:
   # Default PGD keeps the best iterate (one extra forward pass to score the last one);
   # keep_best=False is Madry et al.'s last iterate, the adversarial-training setting.
   for label, kb in (('', True), ('_last_iterate', False)):
-    atk = attacks.pgd(eps=cfg.eps, step_size=cfg.pgd_rel_step * cfg.eps / k, num_steps=k,
-                      keep_best=kb)
-    pgd = jax.jit(lambda lf, a, b, kk, atk=atk: atk(lf, a, b, kk).x_adv, static_argnums=0)
+    pgd = jax.jit(attacks.pgd(eps=cfg.eps, step_size=cfg.pgd_rel_step * cfg.eps / k,
+                              num_steps=k, keep_best=kb), static_argnums=0)
     _block(pgd(logits_fn, x, y, key))
     t_pgd = _time(lambda pgd=pgd: _block(pgd(logits_fn, x, y, key)), cfg.repeats)
     limit[f'pgd_seconds{label}'] = t_pgd

@@ -19,7 +19,8 @@ whole attack is one ``lax`` loop program, jittable with ``jax.jit(attack,
 static_argnums=0)``. Adam is elementwise, so optimising the batch at once with per-example
 constants and masks is exactly the per-example optimisation of the official code. Called
 eagerly on the CPU backend, each attack runs the same iterations as a host loop over
-jitted straight-line blocks instead (``loop='auto'``; XLA:CPU is slow inside loop bodies).
+jitted straight-line blocks instead (XLA:CPU runs loop bodies slowly, jax-ml/jax#12868); the
+iterations and the result are the same, and the choice is internal (no argument selects it).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from jaxsec.attacks.evasion import common
 
 _B1, _B2, _EPS = 0.9, 0.999, 1e-8
 _ATANH_SCALE = 0.999999   # the official code's factor, keeps arctanh finite at the bounds
-_HOST_BLOCK_MAX = 10      # loop='host': at most this many straight-line Adam steps per block
+_HOST_BLOCK_MAX = 10      # host loop: at most this many straight-line Adam steps per block
 
 
 def to_box(w, lo, hi):
@@ -79,8 +80,9 @@ def _sqdist(d):
   return jnp.sum(f * f, axis=-1)
 
 
-def _check_cw(targeted, confidence, learning_rate, num_steps, abort_early, bounds):
-  common.check_bool(targeted=targeted, abort_early=abort_early)
+def _check_cw(targeted, confidence, learning_rate, num_steps, abort_early, return_info,
+              bounds):
+  common.check_bool(targeted=targeted, abort_early=abort_early, return_info=return_info)
   _checks.check_float('confidence', confidence, minimum=0.0)
   _checks.check_float('learning_rate', learning_rate, minimum=0.0, strict_min=True)
   _checks.check_int('num_steps', num_steps, minimum=1)
@@ -90,10 +92,14 @@ def _check_cw(targeted, confidence, learning_rate, num_steps, abort_early, bound
 _HOST_CLOSURE_ERROR = ("loop='host' needs a hashable logits_fn that closes over no traced "
                        "values (it is a static argument of the jitted blocks); use "
                        "loop='program' or 'auto'.")
+_LOOPS = ('auto', 'program', 'host')
 
 
 def _loop_mode(loop, logits_fn, x, y) -> str:
-  """'host' or 'program' for one call of an attack with a ``loop`` argument."""
+  """'host' or 'program' for one call. ``loop`` is internal (the public factories pass
+  'auto': the host loop for eager calls on the CPU backend with a hashable ``logits_fn``,
+  the program otherwise); the private factories take 'program' / 'host' so that tests can
+  check that both paths give the same result."""
   traced = any(isinstance(a, jax.core.Tracer) for a in (x, y))
   if loop == 'host' and traced:
     raise ValueError("loop='host' needs concrete x and y (it drives the iterations from "
@@ -131,7 +137,7 @@ def _while_attack(loop, make, host_block, logits_fn, x, y):
   return finish(lax.while_loop(cond, body, s))
 
 
-def _state_machine_attack(make, *, loop, bounds):
+def _state_machine_attack(make, *, loop, bounds, return_info):
   """The attack function of a state machine ``make`` (L_inf, L0): checks, the empty batch,
   then :func:`_while_attack` with one jitted host block shared by all calls."""
   host_block = _host_block(make)
@@ -140,7 +146,7 @@ def _state_machine_attack(make, *, loop, bounds):
     del key
     common.check_call(x, y, bounds, logits_fn)
     if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}, 'minimal')
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
     return _while_attack(loop, make, host_block, logits_fn, x, y)
   return attack
 
@@ -162,7 +168,7 @@ def _host_block(make):
 def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1e-3,
                       num_binary_steps: int = 9, num_steps: int = 1000,
                       learning_rate=1e-2, abort_early: bool = True, bounds=(0.0, 1.0),
-                      loop: str = 'auto'):
+                      return_info: bool = False):
   """C&W L2 attack (Carlini & Wagner, S&P 2017, Sec. V.A).
 
   Minimises ``||x' - x||_2^2 + c * f_6(x')`` over ``w`` with Adam, ``x' = box(w)``, and for
@@ -186,23 +192,31 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
     learning_rate: Adam step size on ``w``.
     abort_early: stop a round when the loss stalls.
     bounds: input box ``(lo, hi)``.
-    loop: how the Adam iterations run; the result is the same either way. 'program': the
-      whole attack is one ``lax`` loop program (jittable, vmappable). 'host': a Python
-      loop over jitted blocks of straight-line steps, each block ending where the
-      early-abort test falls, so the loop stops exactly when the program's would. It
-      needs concrete inputs, and pays off on XLA:CPU, which runs convolutions inside
-      loop bodies about twice as slowly (jax-ml/jax#12868; reference CNN, 256 images:
-      0.113 s vs 0.070 s per Adam step). 'auto' (default): 'host' on the CPU backend
-      when called eagerly, 'program' otherwise (under ``jit`` / ``vmap`` / ``grad``, and
-      on accelerators). The host blocks are compiled once per ``logits_fn`` (a static
-      argument, as in ``jax.jit(attack, static_argnums=0)``), so reuse one ``logits_fn``
-      across calls.
+    return_info: also return ``success`` [B], ``l2`` [B] (``||x_adv - x||_2``; 0 where it
+      failed), ``const`` [B] (the final c), ``steps`` [B] and ``gradients`` [B] (Adam steps
+      = gradient evaluations, all rounds).
+
+  Called eagerly on the CPU backend, the Adam iterations run as a Python loop over jitted
+  blocks of straight-line steps, each block ending where the early-abort test falls, so the
+  loop stops exactly when the one-program form would (same result); under ``jit`` /
+  ``vmap`` / ``grad`` and on accelerators the attack is one ``lax`` program. The host
+  blocks are compiled once per ``logits_fn`` (a static argument), so reuse one
+  ``logits_fn`` across calls.
   """
+  return _carlini_wagner_l2(
+      'auto', targeted=targeted, confidence=confidence, initial_const=initial_const,
+      num_binary_steps=num_binary_steps, num_steps=num_steps, learning_rate=learning_rate,
+      abort_early=abort_early, bounds=bounds, return_info=return_info)
+
+
+def _carlini_wagner_l2(loop, *, targeted, confidence, initial_const, num_binary_steps,
+                       num_steps, learning_rate, abort_early, bounds, return_info):
+  """:func:`carlini_wagner_l2` with its loop form forced (``loop`` in ``_LOOPS``)."""
   bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
-                     bounds)
+                     return_info, bounds)
   _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
   _checks.check_int('num_binary_steps', num_binary_steps, minimum=1)
-  _checks.check_choice('loop', loop, ('auto', 'program', 'host'))
+  _checks.check_choice('loop', loop, _LOOPS)
   lo, hi = bounds
   repeat = num_binary_steps >= 10
   every = max(num_steps // 10, 1)
@@ -277,10 +291,12 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
 
   def finish(x, s):
     const, _, _, o_l2, x_adv, steps = s
+    if not return_info:
+      return x_adv
     success = jnp.isfinite(o_l2)
     info = {'success': success, 'l2': common.norm(x_adv - x, 'l2'), 'const': const,
             'steps': steps, 'gradients': steps}
-    return AttackOutput(x_adv, info, 'minimal')
+    return AttackOutput(x_adv, info)
 
   @functools.partial(jax.jit, static_argnums=(0, 1))
   def host_block(logits_fn, size, s, const, x, y):
@@ -311,7 +327,7 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
     del key
     common.check_call(x, y, bounds, logits_fn)
     if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}, 'minimal')
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
     if _loop_mode(loop, logits_fn, x, y) == 'host':
       out = attack_host(logits_fn, x, y)
       if out is not None:
@@ -341,7 +357,7 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
                         largest_const=20.0, const_factor=2.0, decrease_factor=0.9,
                         initial_tau=1.0, min_tau=1.0 / 256, num_steps: int = 1000,
                         learning_rate=5e-3, abort_early: bool = True, bounds=(0.0, 1.0),
-                        loop: str = 'auto'):
+                        return_info: bool = False):
   """C&W L_inf attack (Carlini & Wagner, S&P 2017, Sec. V.C), the official tau iteration.
 
   For a threshold ``tau`` (in units of the box width ``hi - lo``) it minimises
@@ -365,7 +381,7 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
   elsewhere ``x_adv = x``.
 
   Args:
-    targeted, confidence, bounds: as for :func:`carlini_wagner_l2`.
+    targeted, confidence, bounds, return_info: as for :func:`carlini_wagner_l2`.
     initial_const: first c (official 1e-5).
     largest_const: give up once c reaches this (official 20).
     const_factor: c multiplier on failure (official 2).
@@ -374,21 +390,32 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
       (official 1 and 1/256).
     num_steps: Adam iterations per value of c (official 1000).
     learning_rate: Adam step size (official 5e-3).
-    loop: 'program' (one ``lax.while_loop``), 'host' (a Python loop over jitted
-      blocks of straight-line iterations; concrete inputs only) or 'auto' (default:
-      'host' for eager calls on the CPU backend, where XLA runs loop bodies about twice
-      as slowly, 'program' otherwise). The same iterations either way: the state
-      machine is a no-op once every example is done, so a block may overrun the end.
 
   ``info``: ``success``, ``linf`` (``||x_adv - x||_inf``, 0 where it failed), ``const``,
   ``tau``, ``steps`` and ``gradients`` (gradient evaluations while the example was active).
+
+  Called eagerly on the CPU backend, the state machine runs as a Python loop over jitted
+  blocks of straight-line iterations (the same iterations: the machine is a no-op once
+  every example is done, so a block may overrun the end); otherwise one ``lax.while_loop``.
   """
+  return _carlini_wagner_linf(
+      'auto', targeted=targeted, confidence=confidence, initial_const=initial_const,
+      largest_const=largest_const, const_factor=const_factor,
+      decrease_factor=decrease_factor, initial_tau=initial_tau, min_tau=min_tau,
+      num_steps=num_steps, learning_rate=learning_rate, abort_early=abort_early,
+      bounds=bounds, return_info=return_info)
+
+
+def _carlini_wagner_linf(loop, *, targeted, confidence, initial_const, largest_const,
+                         const_factor, decrease_factor, initial_tau, min_tau, num_steps,
+                         learning_rate, abort_early, bounds, return_info):
+  """:func:`carlini_wagner_linf` with its loop form forced (``loop`` in ``_LOOPS``)."""
   bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
-                     bounds)
+                     return_info, bounds)
   if not abort_early:
     raise ValueError('abort_early=False is not supported by carlini_wagner_linf: the '
                      'official algorithm accepts a solution as soon as it works.')
-  _checks.check_choice('loop', loop, ('auto', 'program', 'host'))
+  _checks.check_choice('loop', loop, _LOOPS)
   _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
   _checks.check_float('largest_const', largest_const, minimum=0.0, strict_min=True)
   _checks.check_float('const_factor', const_factor, minimum=1.0, strict_min=True)
@@ -457,13 +484,15 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
 
     def finish(out):
       _, _, _, _, const, tau, _, x_adv, found, _, steps = out
+      if not return_info:
+        return x_adv
       info = {'success': found, 'linf': common.norm(x_adv - x, 'linf'), 'const': const,
               'tau': tau, 'steps': steps, 'gradients': steps}
-      return AttackOutput(x_adv, info, 'minimal')
+      return AttackOutput(x_adv, info)
 
     return init, cond, body, finish
 
-  return _state_machine_attack(make, loop=loop, bounds=bounds)
+  return _state_machine_attack(make, loop=loop, bounds=bounds, return_info=return_info)
 
 
 # =========================================================================== L0
@@ -516,7 +545,7 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
                       largest_const=2e6, const_factor=2.0, num_steps: int = 1000,
                       learning_rate=1e-2, max_rounds: int | None = None,
                       abort_early: bool = True, bounds=(0.0, 1.0),
-                      loop: str = 'auto'):
+                      return_info: bool = False):
   """C&W L0 attack (Carlini & Wagner, S&P 2017, Sec. V.B), official pixel-fixing loop.
 
   Repeatedly: solve the L2 problem ``c * max(m + kappa, 0) + ||x' - x||_2^2`` restricted
@@ -546,27 +575,36 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
   ``x_adv = x``.
 
   Args:
-    targeted, confidence, bounds: as for :func:`carlini_wagner_l2`.
+    targeted, confidence, bounds, return_info: as for :func:`carlini_wagner_l2`.
     initial_const, largest_const, const_factor: the c schedule (official 1e-3, 2e6, 2).
     num_steps: Adam iterations per value of c (official 1000).
     learning_rate: Adam step size (official 1e-2).
     max_rounds: cap on pixel-fixing rounds (None: number of pixels).
     abort_early: must be True (the official attack accepts the first working iterate).
-    loop: 'program' (one ``lax.while_loop``), 'host' (a Python loop over jitted
-      blocks of straight-line iterations; concrete inputs only) or 'auto' (default:
-      'host' for eager calls on the CPU backend, where XLA runs loop bodies about twice
-      as slowly, 'program' otherwise). The same iterations either way: the state
-      machine is a no-op once every example is done, so a block may overrun the end.
 
   ``info``: ``success``, ``l0`` (changed pixels), ``features_changed`` (changed scalar
   features), ``rounds``, ``steps``/``gradients`` (gradient evaluations), ``const``.
+
+  Called eagerly on the CPU backend, the state machine runs as a Python loop over jitted
+  blocks (same iterations, as for :func:`carlini_wagner_linf`).
   """
+  return _carlini_wagner_l0(
+      'auto', targeted=targeted, confidence=confidence, initial_const=initial_const,
+      largest_const=largest_const, const_factor=const_factor, num_steps=num_steps,
+      learning_rate=learning_rate, max_rounds=max_rounds, abort_early=abort_early,
+      bounds=bounds, return_info=return_info)
+
+
+def _carlini_wagner_l0(loop, *, targeted, confidence, initial_const, largest_const,
+                       const_factor, num_steps, learning_rate, max_rounds, abort_early,
+                       bounds, return_info):
+  """:func:`carlini_wagner_l0` with its loop form forced (``loop`` in ``_LOOPS``)."""
   bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
-                     bounds)
+                     return_info, bounds)
   if not abort_early:
     raise ValueError('abort_early=False is not supported by carlini_wagner_l0: the '
                      'official algorithm accepts a solution as soon as it works.')
-  _checks.check_choice('loop', loop, ('auto', 'program', 'host'))
+  _checks.check_choice('loop', loop, _LOOPS)
   _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
   _checks.check_float('largest_const', largest_const, minimum=0.0, strict_min=True)
   _checks.check_float('const_factor', const_factor, minimum=1.0, strict_min=True)
@@ -644,12 +682,14 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
 
     def finish(out):
       const, x_adv, found, rounds, steps = out[4], out[7], out[9], out[10], out[11]
+      if not return_info:
+        return x_adv
       changed = jnp.abs(x_adv - x) >= 1e-4 * width
       info = {'success': found, 'l0': jnp.sum(~pixel_all(~changed), axis=-1),
               'features_changed': jnp.sum(changed.reshape((b, -1)), axis=-1),
               'rounds': rounds, 'steps': steps, 'gradients': steps, 'const': const}
-      return AttackOutput(x_adv, info, 'minimal')
+      return AttackOutput(x_adv, info)
 
     return init, cond, body, finish
 
-  return _state_machine_attack(make, loop=loop, bounds=bounds)
+  return _state_machine_attack(make, loop=loop, bounds=bounds, return_info=return_info)

@@ -1,4 +1,5 @@
 """C&W L2 / L_inf / L0 against closed forms on linear models."""
+import inspect
 import itertools
 
 import jax
@@ -6,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxsec.attacks.evasion import cw
 from jaxsec.attacks.evasion.cw import (carlini_wagner_l0, carlini_wagner_l2,
                                        carlini_wagner_linf, from_box, to_box)
 
@@ -47,7 +49,7 @@ def test_l2_binary_linear_is_exact_minimal_distance(bounds):
   fx = f(x)[:, 0]
   y = (fx > 0).astype(jnp.int32)
   out = jax.jit(carlini_wagner_l2(initial_const=1.0, num_steps=300, num_binary_steps=8,
-                                  bounds=bounds), static_argnums=0)(f, x, y, None)
+                                  bounds=bounds, return_info=True), static_argnums=0)(f, x, y, None)
   exact = jnp.abs(fx) / jnp.linalg.norm(w)
   assert bool(jnp.all(out.info['success']))
   assert bool(jnp.all((f(out.x_adv)[:, 0] > 0) != (y == 1)))
@@ -61,8 +63,8 @@ def test_l2_multiclass_between_exact_minimum_and_runner_up_boundary():
   # few % of the runner-up distance.
   x = _points((0.0, 1.0), b=6)
   y = jnp.argmax(linear(x), 1)
-  out = carlini_wagner_l2(initial_const=1.0, num_steps=300, num_binary_steps=8)(
-      linear, x, y, None)
+  out = carlini_wagner_l2(initial_const=1.0, num_steps=300, num_binary_steps=8,
+                          return_info=True)(linear, x, y, None)
   exact, runner = _pairwise(x, y, 2)
   assert bool(jnp.all(out.info['success']))
   assert bool(jnp.all(out.info['l2'] >= exact * (1 - 1e-4)))
@@ -75,7 +77,7 @@ def test_l2_targeted_with_confidence():
   t = (jnp.argmax(linear(x), 1) + 1) % 4
   kappa = 0.5
   out = carlini_wagner_l2(targeted=True, confidence=kappa, initial_const=1.0, num_steps=200,
-                          num_binary_steps=5, bounds=(-1.0, 2.0))(
+                          num_binary_steps=5, bounds=(-1.0, 2.0), return_info=True)(
                               linear, x, t, None)
   z = linear(out.x_adv)
   zt = jnp.take_along_axis(z, t[:, None], 1)[:, 0]
@@ -89,7 +91,7 @@ def test_l2_targeted_with_confidence():
 def test_linf_between_exact_minimum_and_runner_up_over_decrease(bounds):
   x = _points(bounds, b=4)
   y = jnp.argmax(linear(x), 1)
-  out = jax.jit(carlini_wagner_linf(num_steps=100, bounds=bounds),
+  out = jax.jit(carlini_wagner_linf(num_steps=100, bounds=bounds, return_info=True),
                 static_argnums=0)(linear, x, y, None)
   exact, runner = _pairwise(x, y, 1)
   linf = jnp.max(jnp.abs(out.x_adv - x), 1)
@@ -131,7 +133,7 @@ def _exact_l0(x, y, lo, hi):
 def test_l0_reaches_exact_minimal_feature_count_on_linear():
   x = _points((0.0, 1.0), b=4)
   y = np.asarray(jnp.argmax(linear(x), 1))
-  out = jax.jit(carlini_wagner_l0(num_steps=200, initial_const=1e-2),
+  out = jax.jit(carlini_wagner_l0(num_steps=200, initial_const=1e-2, return_info=True),
                 static_argnums=0)(linear, x, jnp.asarray(y), None)
   exact = _exact_l0(x, y, 0.0, 1.0)
   assert bool(jnp.all(out.info['success']))
@@ -148,8 +150,8 @@ def test_l0_image_pixels_group_channels():
   f = lambda x: x.reshape(x.shape[0], -1) @ Wi
   x = jax.random.uniform(jax.random.key(12), (2, 2, 2, 3), minval=0.3, maxval=0.7)
   y = jnp.argmax(f(x), 1)
-  out = carlini_wagner_l0(num_steps=100, initial_const=1e-2, bounds=(-1.0, 2.0))(
-      f, x, y, None)
+  out = carlini_wagner_l0(num_steps=100, initial_const=1e-2, bounds=(-1.0, 2.0),
+                          return_info=True)(f, x, y, None)
   assert bool(jnp.all(out.info['success']))
   assert bool(jnp.all(out.info['l0'] <= 4)) and bool(jnp.all(out.info['l0'] >= 1))
   assert bool(jnp.all(out.info['features_changed'] <= 3 * out.info['l0']))
@@ -163,7 +165,6 @@ def test_l0_image_pixels_group_channels():
     (carlini_wagner_l2, dict(learning_rate=0.0), r'learning_rate=0\.0 must be > 0'),
     (carlini_wagner_l2, dict(bounds=(0, 0)), r'bounds=\(0\.0, 0\.0\) must satisfy low < high'),
     (carlini_wagner_l2, dict(targeted='yes'), r"targeted='yes' must be a bool"),
-    (carlini_wagner_l2, dict(loop='gpu'), r"loop='gpu' is not one of"),
     (carlini_wagner_linf, dict(decrease_factor=1.0), r'decrease_factor=1\.0 must be < 1'),
     (carlini_wagner_linf, dict(const_factor=1.0), r'const_factor=1\.0 must be > 1'),
     (carlini_wagner_linf, dict(min_tau=0.5, initial_tau=0.1),
@@ -185,6 +186,43 @@ def _tanh_mlp(key, d_in=12, h=16, c=5):
   return lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2 * 4.0
 
 
+_PRIVATE = {carlini_wagner_l2: cw._carlini_wagner_l2,
+            carlini_wagner_linf: cw._carlini_wagner_linf,
+            carlini_wagner_l0: cw._carlini_wagner_l0}
+
+
+def _forced(public, loop, **kw):
+  """The attack of ``public(**kw)`` with its internal loop form forced ('host' / 'program')."""
+  args = {k: p.default for k, p in inspect.signature(public).parameters.items()}
+  return _PRIVATE[public](loop, **{**args, **kw})
+
+
+@pytest.mark.parametrize('factory', [carlini_wagner_l2, carlini_wagner_linf,
+                                     carlini_wagner_l0])
+def test_loop_form_is_not_a_public_argument(factory):
+  """The host-vs-program choice is a backend detail picked inside the attack."""
+  assert 'loop' not in inspect.signature(factory).parameters
+  with pytest.raises(TypeError, match='loop'):
+    factory(loop='host')
+  with pytest.raises(ValueError, match="loop='gpu' is not one of"):
+    _forced(factory, 'gpu')
+
+
+def test_eager_cpu_call_takes_the_host_loop(monkeypatch):
+  """'auto' (the only public mode) picks the host loop for an eager call on CPU and the
+  program under jit; both give the program's result."""
+  seen = []
+  real = cw._loop_mode
+  monkeypatch.setattr(cw, '_loop_mode', lambda *a: seen.append(real(*a)) or seen[-1])
+  f = _tanh_mlp(jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (4, 12))
+  y = jnp.argmax(f(x), -1)
+  att = carlini_wagner_l2(num_steps=10, num_binary_steps=2, initial_const=0.05)
+  att(f, x, y)
+  jax.jit(att, static_argnums=0)(f, x, y)
+  assert seen == ['host', 'program']
+
+
 @pytest.mark.parametrize('num_steps,abort_early,nbs', [
     (26, True, 3),      # every 2: blocks 1 + 12 x 2 + a tail of 1
     (150, True, 10),    # every 15: blocks of 5 + a tail of 4; the >= 10 rounds rule
@@ -196,11 +234,11 @@ def test_l2_host_loop_is_the_program_loop(num_steps, abort_early, nbs):
   x = jax.random.uniform(jax.random.key(1), (9, 12))
   y = jnp.argmax(f(x), -1)
   kw = dict(num_steps=num_steps, abort_early=abort_early, num_binary_steps=nbs,
-            initial_const=0.05, learning_rate=0.05, bounds=(0.0, 1.0))
+            initial_const=0.05, learning_rate=0.05, return_info=True, bounds=(0.0, 1.0))
   with jax.enable_x64(True):                      # no rounding between the two compilations
     x64 = x.astype(jnp.float64)
-    host = carlini_wagner_l2(loop='host', **kw)(f, x64, y)
-    prog = carlini_wagner_l2(loop='program', **kw)(f, x64, y)
+    host = _forced(carlini_wagner_l2, 'host', **kw)(f, x64, y)
+    prog = _forced(carlini_wagner_l2, 'program', **kw)(f, x64, y)
   assert prog.x_adv.dtype == jnp.float64
   # The two loops run the same steps and stop at the same step: all counts agree exactly.
   np.testing.assert_array_equal(host.info['steps'], prog.info['steps'])
@@ -220,21 +258,19 @@ def test_l2_loop_auto_falls_back_to_the_program_under_transformations():
   x = jax.random.uniform(jax.random.key(1), (4, 12))
   y = jnp.argmax(f(x), -1)
   kw = dict(num_steps=20, num_binary_steps=2, initial_const=0.05, learning_rate=0.05)
-  eager = carlini_wagner_l2(**kw)(f, x, y).x_adv                  # auto: host on CPU
-  jitted = jax.jit(carlini_wagner_l2(**kw), static_argnums=0)(f, x, y).x_adv
+  eager = carlini_wagner_l2(**kw)(f, x, y)                        # auto: host on CPU
+  jitted = jax.jit(carlini_wagner_l2(**kw), static_argnums=0)(f, x, y)
   np.testing.assert_allclose(eager, jitted, atol=1e-5)
   # logits_fn closing over traced parameters, with concrete x: auto still works.
   w = jax.random.normal(jax.random.key(2), (12, 5))
   att = carlini_wagner_l2(**kw)
-  got = jax.jit(lambda w: att(lambda z: z @ w, x, y).x_adv)(w)
-  want = carlini_wagner_l2(loop='program', **kw)(lambda z: z @ w, x, y).x_adv
+  got = jax.jit(lambda w: att(lambda z: z @ w, x, y))(w)
+  want = _forced(carlini_wagner_l2, 'program', **kw)(lambda z: z @ w, x, y)
   np.testing.assert_allclose(got, want, atol=1e-5)
   with pytest.raises(ValueError, match="loop='host' needs concrete x and y"):
-    jax.jit(carlini_wagner_l2(loop='host', **kw), static_argnums=0)(f, x, y)
+    jax.jit(_forced(carlini_wagner_l2, 'host', **kw), static_argnums=0)(f, x, y)
   with pytest.raises(ValueError, match="loop='host' needs a hashable logits_fn"):
-    jax.jit(lambda w: carlini_wagner_l2(loop='host', **kw)(lambda z: z @ w, x, y).x_adv)(w)
-  with pytest.raises(ValueError, match='loop'):
-    carlini_wagner_l2(loop='python')
+    jax.jit(lambda w: _forced(carlini_wagner_l2, 'host', **kw)(lambda z: z @ w, x, y))(w)
 
 
 @pytest.mark.parametrize('which', ['linf', 'l0'])
@@ -243,11 +279,11 @@ def test_linf_l0_host_loop_is_the_program_loop(which):
   x = jax.random.uniform(jax.random.key(1), (6, 12))
   y = jnp.argmax(f(x), -1)
   if which == 'linf':
-    make = lambda loop: carlini_wagner_linf(num_steps=13, initial_const=0.1, min_tau=1 / 16,
-                                            learning_rate=0.05, loop=loop)
+    make = lambda loop: _forced(carlini_wagner_linf, loop, num_steps=13, initial_const=0.1,
+                                min_tau=1 / 16, learning_rate=0.05, return_info=True)
   else:
-    make = lambda loop: carlini_wagner_l0(num_steps=13, initial_const=0.1,
-                                          learning_rate=0.05, loop=loop)
+    make = lambda loop: _forced(carlini_wagner_l0, loop, num_steps=13, initial_const=0.1,
+                                learning_rate=0.05, return_info=True)
   with jax.enable_x64(True):
     x64 = x.astype(jnp.float64)
     host, prog = make('host')(f, x64, y), make('program')(f, x64, y)
@@ -272,10 +308,10 @@ def test_linf_l0_loop_auto_under_jit_with_traced_closure():
   y = jnp.argmax(x @ w, -1)
   for factory in (carlini_wagner_linf, carlini_wagner_l0):
     att = factory(num_steps=5, initial_const=0.1, learning_rate=0.05)
-    got = jax.jit(lambda w, att=att: att(lambda z: z @ w, x, y).x_adv)(w)   # auto: program
-    want = factory(num_steps=5, initial_const=0.1, learning_rate=0.05,
-                   loop='program')(lambda z: z @ w, x, y).x_adv
+    got = jax.jit(lambda w, att=att: att(lambda z: z @ w, x, y))(w)        # auto -> the program
+    want = _forced(factory, 'program', num_steps=5, initial_const=0.1,
+                   learning_rate=0.05)(lambda z: z @ w, x, y)
     np.testing.assert_allclose(got, want, atol=1e-5)
-    host = factory(num_steps=5, initial_const=0.1, learning_rate=0.05, loop='host')
+    host = _forced(factory, 'host', num_steps=5, initial_const=0.1, learning_rate=0.05)
     with pytest.raises(ValueError, match="loop='host' needs a hashable logits_fn"):
       jax.jit(lambda w, host=host: host(lambda z: z @ w, x, y))(w)
