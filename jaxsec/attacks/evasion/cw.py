@@ -80,9 +80,8 @@ def _sqdist(d):
   return jnp.sum(f * f, axis=-1)
 
 
-def _check_cw(targeted, confidence, learning_rate, num_steps, abort_early, return_info,
-              bounds):
-  common.check_bool(targeted=targeted, abort_early=abort_early, return_info=return_info)
+def _check_cw(targeted, confidence, learning_rate, num_steps, abort_early, bounds):
+  common.check_bool(targeted=targeted, abort_early=abort_early)
   _checks.check_float('confidence', confidence, minimum=0.0)
   _checks.check_float('learning_rate', learning_rate, minimum=0.0, strict_min=True)
   _checks.check_int('num_steps', num_steps, minimum=1)
@@ -137,7 +136,7 @@ def _while_attack(loop, make, host_block, logits_fn, x, y):
   return finish(lax.while_loop(cond, body, s))
 
 
-def _state_machine_attack(make, *, loop, bounds, return_info):
+def _state_machine_attack(make, *, loop, bounds):
   """The attack function of a state machine ``make`` (L_inf, L0): checks, the empty batch,
   then :func:`_while_attack` with one jitted host block shared by all calls."""
   host_block = _host_block(make)
@@ -146,7 +145,7 @@ def _state_machine_attack(make, *, loop, bounds, return_info):
     del key
     common.check_call(x, y, bounds, logits_fn)
     if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}, 'minimal')
     return _while_attack(loop, make, host_block, logits_fn, x, y)
   return attack
 
@@ -167,8 +166,7 @@ def _host_block(make):
 
 def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1e-3,
                       num_binary_steps: int = 9, num_steps: int = 1000,
-                      learning_rate=1e-2, abort_early: bool = True, bounds=(0.0, 1.0),
-                      return_info: bool = False):
+                      learning_rate=1e-2, abort_early: bool = True, bounds=(0.0, 1.0)):
   """C&W L2 attack (Carlini & Wagner, S&P 2017, Sec. V.A).
 
   Minimises ``||x' - x||_2^2 + c * f_6(x')`` over ``w`` with Adam, ``x' = box(w)``, and for
@@ -192,9 +190,12 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
     learning_rate: Adam step size on ``w``.
     abort_early: stop a round when the loss stalls.
     bounds: input box ``(lo, hi)``.
-    return_info: also return ``success`` [B], ``l2`` [B] (``||x_adv - x||_2``; 0 where it
-      failed), ``const`` [B] (the final c), ``steps`` [B] and ``gradients`` [B] (Adam steps
-      = gradient evaluations, all rounds).
+
+  Returns:
+    ``attack(logits_fn, x, y, key=None) -> AttackOutput`` (budget 'minimal'); info:
+    ``success`` [B], ``l2`` [B] (``||x_adv - x||_2``; 0 where it failed), ``const`` [B]
+    (the final c), ``steps`` [B] and ``gradients`` [B] (Adam steps = gradient
+    evaluations, all rounds).
 
   Called eagerly on the CPU backend, the Adam iterations run as a Python loop over jitted
   blocks of straight-line steps, each block ending where the early-abort test falls, so the
@@ -206,14 +207,14 @@ def carlini_wagner_l2(*, targeted: bool = False, confidence=0.0, initial_const=1
   return _carlini_wagner_l2(
       'auto', targeted=targeted, confidence=confidence, initial_const=initial_const,
       num_binary_steps=num_binary_steps, num_steps=num_steps, learning_rate=learning_rate,
-      abort_early=abort_early, bounds=bounds, return_info=return_info)
+      abort_early=abort_early, bounds=bounds)
 
 
 def _carlini_wagner_l2(loop, *, targeted, confidence, initial_const, num_binary_steps,
-                       num_steps, learning_rate, abort_early, bounds, return_info):
+                       num_steps, learning_rate, abort_early, bounds):
   """:func:`carlini_wagner_l2` with its loop form forced (``loop`` in ``_LOOPS``)."""
   bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
-                     return_info, bounds)
+                     bounds)
   _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
   _checks.check_int('num_binary_steps', num_binary_steps, minimum=1)
   _checks.check_choice('loop', loop, _LOOPS)
@@ -291,12 +292,10 @@ def _carlini_wagner_l2(loop, *, targeted, confidence, initial_const, num_binary_
 
   def finish(x, s):
     const, _, _, o_l2, x_adv, steps = s
-    if not return_info:
-      return x_adv
     success = jnp.isfinite(o_l2)
     info = {'success': success, 'l2': common.norm(x_adv - x, 'l2'), 'const': const,
             'steps': steps, 'gradients': steps}
-    return AttackOutput(x_adv, info)
+    return AttackOutput(x_adv, info, 'minimal')
 
   @functools.partial(jax.jit, static_argnums=(0, 1))
   def host_block(logits_fn, size, s, const, x, y):
@@ -327,7 +326,7 @@ def _carlini_wagner_l2(loop, *, targeted, confidence, initial_const, num_binary_
     del key
     common.check_call(x, y, bounds, logits_fn)
     if x.shape[0] == 0:   # empty batch: nothing to attack
-      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}) if return_info else x
+      return AttackOutput(x, {'success': jnp.zeros((0,), bool)}, 'minimal')
     if _loop_mode(loop, logits_fn, x, y) == 'host':
       out = attack_host(logits_fn, x, y)
       if out is not None:
@@ -356,8 +355,7 @@ def _carlini_wagner_l2(loop, *, targeted, confidence, initial_const, num_binary_
 def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const=1e-5,
                         largest_const=20.0, const_factor=2.0, decrease_factor=0.9,
                         initial_tau=1.0, min_tau=1.0 / 256, num_steps: int = 1000,
-                        learning_rate=5e-3, abort_early: bool = True, bounds=(0.0, 1.0),
-                        return_info: bool = False):
+                        learning_rate=5e-3, abort_early: bool = True, bounds=(0.0, 1.0)):
   """C&W L_inf attack (Carlini & Wagner, S&P 2017, Sec. V.C), the official tau iteration.
 
   For a threshold ``tau`` (in units of the box width ``hi - lo``) it minimises
@@ -381,7 +379,7 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
   elsewhere ``x_adv = x``.
 
   Args:
-    targeted, confidence, bounds, return_info: as for :func:`carlini_wagner_l2`.
+    targeted, confidence, bounds: as for :func:`carlini_wagner_l2`.
     initial_const: first c (official 1e-5).
     largest_const: give up once c reaches this (official 20).
     const_factor: c multiplier on failure (official 2).
@@ -403,15 +401,15 @@ def carlini_wagner_linf(*, targeted: bool = False, confidence=0.0, initial_const
       largest_const=largest_const, const_factor=const_factor,
       decrease_factor=decrease_factor, initial_tau=initial_tau, min_tau=min_tau,
       num_steps=num_steps, learning_rate=learning_rate, abort_early=abort_early,
-      bounds=bounds, return_info=return_info)
+      bounds=bounds)
 
 
 def _carlini_wagner_linf(loop, *, targeted, confidence, initial_const, largest_const,
                          const_factor, decrease_factor, initial_tau, min_tau, num_steps,
-                         learning_rate, abort_early, bounds, return_info):
+                         learning_rate, abort_early, bounds):
   """:func:`carlini_wagner_linf` with its loop form forced (``loop`` in ``_LOOPS``)."""
   bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
-                     return_info, bounds)
+                     bounds)
   if not abort_early:
     raise ValueError('abort_early=False is not supported by carlini_wagner_linf: the '
                      'official algorithm accepts a solution as soon as it works.')
@@ -484,15 +482,13 @@ def _carlini_wagner_linf(loop, *, targeted, confidence, initial_const, largest_c
 
     def finish(out):
       _, _, _, _, const, tau, _, x_adv, found, _, steps = out
-      if not return_info:
-        return x_adv
       info = {'success': found, 'linf': common.norm(x_adv - x, 'linf'), 'const': const,
               'tau': tau, 'steps': steps, 'gradients': steps}
-      return AttackOutput(x_adv, info)
+      return AttackOutput(x_adv, info, 'minimal')
 
     return init, cond, body, finish
 
-  return _state_machine_attack(make, loop=loop, bounds=bounds, return_info=return_info)
+  return _state_machine_attack(make, loop=loop, bounds=bounds)
 
 
 # =========================================================================== L0
@@ -544,8 +540,7 @@ def l0_pixels_to_fix(valid, x_new, x, grad_w, *, image: bool, width):
 def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1e-3,
                       largest_const=2e6, const_factor=2.0, num_steps: int = 1000,
                       learning_rate=1e-2, max_rounds: int | None = None,
-                      abort_early: bool = True, bounds=(0.0, 1.0),
-                      return_info: bool = False):
+                      abort_early: bool = True, bounds=(0.0, 1.0)):
   """C&W L0 attack (Carlini & Wagner, S&P 2017, Sec. V.B), official pixel-fixing loop.
 
   Repeatedly: solve the L2 problem ``c * max(m + kappa, 0) + ||x' - x||_2^2`` restricted
@@ -575,7 +570,7 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
   ``x_adv = x``.
 
   Args:
-    targeted, confidence, bounds, return_info: as for :func:`carlini_wagner_l2`.
+    targeted, confidence, bounds: as for :func:`carlini_wagner_l2`.
     initial_const, largest_const, const_factor: the c schedule (official 1e-3, 2e6, 2).
     num_steps: Adam iterations per value of c (official 1000).
     learning_rate: Adam step size (official 1e-2).
@@ -592,15 +587,15 @@ def carlini_wagner_l0(*, targeted: bool = False, confidence=0.0, initial_const=1
       'auto', targeted=targeted, confidence=confidence, initial_const=initial_const,
       largest_const=largest_const, const_factor=const_factor, num_steps=num_steps,
       learning_rate=learning_rate, max_rounds=max_rounds, abort_early=abort_early,
-      bounds=bounds, return_info=return_info)
+      bounds=bounds)
 
 
 def _carlini_wagner_l0(loop, *, targeted, confidence, initial_const, largest_const,
                        const_factor, num_steps, learning_rate, max_rounds, abort_early,
-                       bounds, return_info):
+                       bounds):
   """:func:`carlini_wagner_l0` with its loop form forced (``loop`` in ``_LOOPS``)."""
   bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
-                     return_info, bounds)
+                     bounds)
   if not abort_early:
     raise ValueError('abort_early=False is not supported by carlini_wagner_l0: the '
                      'official algorithm accepts a solution as soon as it works.')
@@ -682,14 +677,12 @@ def _carlini_wagner_l0(loop, *, targeted, confidence, initial_const, largest_con
 
     def finish(out):
       const, x_adv, found, rounds, steps = out[4], out[7], out[9], out[10], out[11]
-      if not return_info:
-        return x_adv
       changed = jnp.abs(x_adv - x) >= 1e-4 * width
       info = {'success': found, 'l0': jnp.sum(~pixel_all(~changed), axis=-1),
               'features_changed': jnp.sum(changed.reshape((b, -1)), axis=-1),
               'rounds': rounds, 'steps': steps, 'gradients': steps, 'const': const}
-      return AttackOutput(x_adv, info)
+      return AttackOutput(x_adv, info, 'minimal')
 
     return init, cond, body, finish
 
-  return _state_machine_attack(make, loop=loop, bounds=bounds, return_info=return_info)
+  return _state_machine_attack(make, loop=loop, bounds=bounds)

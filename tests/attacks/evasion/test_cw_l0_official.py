@@ -91,7 +91,7 @@ def test_l0_scores_with_the_tanh_space_gradient():
   mp.setattr(cw, 'l0_pixels_to_fix', spy)
   try:
     attack = cw.carlini_wagner_l0(num_steps=100, initial_const=1e-2, max_rounds=1,
-                                  bounds=(lo, hi), return_info=True)
+                                  bounds=(lo, hi))
     out = jax.jit(attack, static_argnums=0)(f, x, y)     # jitted: the one-program form
     jax.effects_barrier()
   finally:
