@@ -99,6 +99,13 @@ def test_auto_attack_is_a_plain_function_and_stage_names_a_module_function():
     attacks.auto_attack_stage_names(num_classes=1)
 
 
+def test_no_attributes_glued_onto_attack_closures():
+  from jaxsec.attacks import poisoning  # pylint: disable=g-import-not-at-top
+  for atk in (attacks.auto_attack(eps=0.1), attacks.pgd(eps=0.1),
+              poisoning.badnets(fraction=0.1, target_label=0, num_classes=2)):
+    assert not atk.__dict__, sorted(atk.__dict__)
+
+
 def test_fitted_attacks_fit_returns_state_and_info():
   x = jax.random.uniform(KEY, (4, 8, 8, 1))
   f = lambda z: z.reshape(z.shape[0], -1)[:, :3]

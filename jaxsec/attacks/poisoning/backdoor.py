@@ -87,7 +87,6 @@ def badnets(*, fraction: float, target_label: int, num_classes: int, size: int =
       y2 = jnp.concatenate([y, jnp.full((n_p,), target_label, y.dtype)])
       mask = jnp.arange(n + n_p) >= n
     return PoisonOutput(x2, y2, {'poison_mask': mask})
-  attack.trigger = trigger
   return attack
 
 
