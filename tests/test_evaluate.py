@@ -137,15 +137,27 @@ def test_run_attack_remainder_batch_padded_once_compiled_and_dropped():
 
   def fgm(logits_fn, xb, yb, key):
     shapes.append(xb.shape)          # runs at trace time only: one entry per compilation
-    return evaluate.evasion.fgm(eps=0.1, norm='linf')(logits_fn, xb, yb, key).x_adv
+    return evaluate.evasion.fgm(eps=0.1, norm='linf')(logits_fn, xb, yb, key)
   xa, info = evaluate.run_attack(fgm, f, x, y, KEY, batch_size=4)
-  assert xa.shape == (10, 10) and info == {}
+  assert xa.shape == (10, 10) and set(info) == {'success', 'loss', 'gradients'}
+  assert info['success'].shape == (10,)       # the padded rows dropped
   assert shapes == [(4, 10)]         # 4 + 4 + (2 padded to 4): one shape
   np.testing.assert_allclose(xa, np.asarray(fgm(f, x, y, KEY).x_adv), atol=1e-6)
   shapes.clear()
   xu, _ = evaluate.run_attack(fgm, f, x, y, KEY, batch_size=4, pad=False)
   assert shapes == [(4, 10), (2, 10)]
   np.testing.assert_allclose(xu, xa, atol=1e-6)
+
+
+def test_run_attack_keeps_per_example_info_only():
+  # A universal perturbation's info also has per-batch entries (the perturbation, the
+  # fooling rate): left out, since they do not concatenate over batches.
+  f = _model()
+  x, y = _xy(10)
+  uap = evaluate.evasion.universal_perturbation_sgd(xi=0.1, num_steps=2, batch_size=4)
+  xa, info = evaluate.run_attack(uap.attack, f, x, y, KEY, batch_size=4)
+  assert xa.shape == x.shape and set(info) == {'success', 'fooled'}
+  assert info['success'].shape == (10,)
 
 
 def test_run_attack_progress_called_and_logged(caplog):
