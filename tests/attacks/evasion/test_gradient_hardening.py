@@ -121,12 +121,12 @@ def test_value_checks_are_skipped_under_jit():
   atk = jax.jit(ATTACKS['pgd'], static_argnums=0)
   x = jnp.full((2, 2), 0.5)
   out = atk(_two_class, x.at[1, 0].set(jnp.nan), jnp.zeros(2, jnp.int32), KEY)
-  assert out.shape == (2, 2)
-  assert atk(_two_class, x, jnp.array([0, 7], jnp.int32), KEY).shape == (2, 2)
+  assert out.x_adv.shape == (2, 2)
+  assert atk(_two_class, x, jnp.array([0, 7], jnp.int32), KEY).x_adv.shape == (2, 2)
 
   # Concrete labels, a model closing over traced parameters (as in adversarial training).
   @jax.jit
   def outer(w):
     f = lambda z: z @ w
-    return ATTACKS['fgsm'](f, x, jnp.array([0, 1], jnp.int32), KEY)
+    return ATTACKS['fgsm'](f, x, jnp.array([0, 1], jnp.int32), KEY).x_adv
   assert outer(jnp.eye(2)).shape == (2, 2)
