@@ -63,3 +63,12 @@ from jaxsec.defenses.smoothing import (Certificate, certified_accuracy,  # noqa:
                                        certify, gaussian_augmentation)
 __all__ += ['smoothing', 'Certificate', 'certified_accuracy', 'certify',
             'gaussian_augmentation']
+
+# Certified poisoning defense: Deep Partition Aggregation (Levine & Feizi 2021); the
+# names are prefixed (smoothing owns certify / certified_accuracy / Certificate).
+from jaxsec.defenses import partition_aggregation  # noqa: E402,F401
+from jaxsec.defenses.partition_aggregation import (  # noqa: E402,F401
+    certified_accuracy as dpa_certified_accuracy, certify as dpa_certify,
+    partition as dpa_partition, train as dpa_train, vote_counts as dpa_vote_counts)
+__all__ += ['partition_aggregation', 'dpa_certified_accuracy', 'dpa_certify', 'dpa_partition',
+            'dpa_train', 'dpa_vote_counts']

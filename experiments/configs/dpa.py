@@ -1,0 +1,43 @@
+"""Config of experiments/dpa.py (``run(config, workdir)``).
+
+    python -m experiments.run --config=experiments/configs/dpa.py --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/dpa.py:smoke --workdir=/tmp/s
+
+Variants: ``full`` (the default) and ``smoke``. Any field: ``:smoke,key=value`` or
+``--config.key=value``.
+
+Deviation from Levine & Feizi (2021): a small CNN (paper: Network-in-Network) trained
+``epochs`` = 20 Adam epochs per part (paper: 200 SGD epochs with augmentation), FMNIST
+with k = 50 and 250 (the paper's MNIST runs use k = 1200, 3000).
+"""
+import ml_collections
+
+from experiments.configs import base
+
+
+def _default(c: ml_collections.ConfigDict) -> None:
+  c.model = 'cnn'
+  c.model_kwargs = ml_collections.ConfigDict({'features': (16, 32), 'dense': 64})
+  c.num_partitions = (50, 250)
+  c.capacity_factor = 1.3        # every part padded to ceil(1.3 N / k) rows (fixed in advance)
+  c.batch_size = 32
+  c.learning_rate = 1e-3
+  c.epochs = 20
+  c.n_train = 0                  # the whole training set
+  c.n_test = 0                   # the whole test set
+  c.eval_batch = 1000
+  c.table_budgets = (0, 5, 10, 15, 20, 25, 50, 75, 100, 125)
+
+
+def _smoke(c: ml_collections.ConfigDict) -> None:
+  c.model = 'mlp'
+  c.model_kwargs = ml_collections.ConfigDict({'hidden': (16,)})
+  c.num_partitions = (4, 8)
+  c.capacity_factor = 2.0
+  c.n_train, c.n_test, c.epochs, c.batch_size = 400, 64, 2, 16
+  c.eval_batch = 64
+  c.table_budgets = (0, 1, 2, 4)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return base.build(arg, study='dpa', default=_default, variants={'smoke': _smoke})
