@@ -194,7 +194,7 @@ def vote_counts(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, x:
     raise ValueError(f'the base models output {logits.shape[-1]} logits; expected '
                      f'num_classes={num_classes}.')
   votes = np.argmax(logits, axis=-1)                                  # [M, N]
-  return np.eye(num_classes, dtype=np.int32)[votes].sum(0)
+  return np.stack([(votes == c).sum(0) for c in range(num_classes)], -1).astype(np.int32)
 
 
 def certify(counts: Any) -> Certificate:

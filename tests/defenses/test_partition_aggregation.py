@@ -186,3 +186,15 @@ def test_train_validation():
     pa.train(_apply, _init, x, y, **{**_KW, 'capacity': 5})
   with pytest.raises(ValueError, match='label 3'):
     pa.train(_apply, _init, x, np.where(y == 0, 3, y).astype(np.int32), **_KW)
+
+
+def test_vote_counts_by_hand():
+  perms = np.array([[0, 1, 2], [1, 0, 2], [1, 2, 2]])    # model m predicts perms[m, i] on e_i
+  params = {'w': np.eye(3, dtype=np.float32)[perms], 'b': np.zeros((3, 3), np.float32)}
+  counts = pa.vote_counts(_apply, params, np.eye(3, dtype=np.float32), num_classes=3)
+  np.testing.assert_array_equal(counts, [[1, 2, 0], [1, 1, 1], [0, 0, 3]])
+  cert = pa.certify(counts)
+  np.testing.assert_array_equal(cert.prediction, [1, 0, 2])
+  np.testing.assert_array_equal(cert.radius, [0, 0, 1])
+  with pytest.raises(ValueError, match='expected num_classes=4'):
+    pa.vote_counts(_apply, params, np.eye(3, dtype=np.float32), num_classes=4)
