@@ -12,6 +12,15 @@ variants derived from it). ``arg`` is ``'<variant>,key=value,...'``: ``'smoke'``
 ``'smoke,seed=3'``, ``'table.eps=0.2'`` (no variant: ``full``). Values are Python literals
 (numbers, tuples, booleans, None) or else strings; an unknown variant or key is a
 ``ValueError`` naming it.
+
+Every study (``experiments/<study>.py``, ``run(config, workdir)``; benchmarks under
+``experiments/benchmarks/``) runs the same way, e.g.
+
+    python -m experiments.run --config=experiments/configs/<study>.py --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/<study>.py:smoke --workdir=/tmp/s
+
+(``main`` writes to ``--workdir=workdir/main``). Any field is set with ``:smoke,key=value``
+or ``--config.key=value``; each named variant edits the ``full`` one.
 """
 from __future__ import annotations
 

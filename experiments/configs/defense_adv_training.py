@@ -1,13 +1,7 @@
-"""Config of experiments/defense_adv_training.py (``run(config, workdir)``).
-
-    python -m experiments.run --config=experiments/configs/defense_adv_training.py \
-        --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/defense_adv_training.py:smoke \
-        --workdir=/tmp/s
+"""Config of experiments/defense_adv_training.py.
 
 Variants: ``full`` (the default; meant to reach Song et al.'s figures), ``smoke``, ``budget``
-(what the shared 2-core CPU allows), ``pgd_at`` and ``pgd_at_wide`` (full data, PGD-AT
-only); each edits the full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
+(what the shared 2-core CPU allows), ``pgd_at`` and ``pgd_at_wide`` (full data, PGD-AT only).
 """
 import ml_collections
 

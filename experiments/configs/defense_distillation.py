@@ -1,12 +1,6 @@
-"""Config of experiments/defense_distillation.py (``run(config, workdir)``).
+"""Config of experiments/defense_distillation.py.
 
-    python -m experiments.run --config=experiments/configs/defense_distillation.py \
-        --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/defense_distillation.py:smoke \
-        --workdir=/tmp/s
-
-Variants: ``full`` (the default), ``smoke``, ``budget``; each edits the
-full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
+Variants: ``full`` (the default), ``smoke``, ``budget``.
 """
 import ml_collections
 

@@ -1,11 +1,4 @@
-"""Config of experiments/dp_erm.py (``run(config, workdir)``).
-
-    python -m experiments.run --config=experiments/configs/dp_erm.py --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/dp_erm.py:smoke --workdir=/tmp/s
-
-Variants: ``full`` (the default), ``smoke``; each edits the
-full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
-"""
+"""Config of experiments/dp_erm.py. Variants: ``full`` (the default), ``smoke``."""
 import ml_collections
 
 from experiments.configs import base

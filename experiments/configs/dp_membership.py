@@ -1,11 +1,4 @@
-"""Config of experiments/dp_membership.py (``run(config, workdir)``).
-
-    python -m experiments.run --config=experiments/configs/dp_membership.py --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/dp_membership.py:smoke --workdir=/tmp/s
-
-Variants: ``full`` (the default), ``smoke``; each edits the
-full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
-"""
+"""Config of experiments/dp_membership.py. Variants: ``full`` (the default), ``smoke``."""
 import ml_collections
 
 from experiments.configs import base

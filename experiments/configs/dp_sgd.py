@@ -1,11 +1,4 @@
-"""Config of experiments/dp_sgd.py (``run(config, workdir)``).
-
-    python -m experiments.run --config=experiments/configs/dp_sgd.py --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/dp_sgd.py:smoke --workdir=/tmp/s
-
-Variants: ``full`` (the default), ``mnist``, ``smoke``; each edits the
-full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
-"""
+"""Config of experiments/dp_sgd.py. Variants: ``full`` (the default), ``mnist``, ``smoke``."""
 import ml_collections
 
 from experiments.configs import base

@@ -1,10 +1,6 @@
-"""Config of experiments/evasion_proxy.py (``run(config, workdir)``).
+"""Config of experiments/evasion_proxy.py.
 
-    python -m experiments.run --config=experiments/configs/evasion_proxy.py --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/evasion_proxy.py:smoke --workdir=/tmp/s
-
-Variants: ``full`` (the default), ``smoke``, ``sharp``, ``fmnist``; each edits the
-full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
+Variants: ``full`` (the default), ``smoke``, ``sharp``, ``fmnist``.
 """
 import ml_collections
 

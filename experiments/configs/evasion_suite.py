@@ -1,10 +1,6 @@
-"""Config of experiments/evasion_suite.py (``run(config, workdir)``).
+"""Config of experiments/evasion_suite.py.
 
-    python -m experiments.run --config=experiments/configs/evasion_suite.py --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/evasion_suite.py:smoke --workdir=/tmp/s
-
-Variants: ``full`` (the default), ``smoke``, ``mnist``, ``cifar10``; each edits the
-full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
+Variants: ``full`` (the default), ``smoke``, ``mnist``, ``cifar10``.
 """
 import ml_collections
 

@@ -1,11 +1,4 @@
-"""Config of experiments/federated.py (``run(config, workdir)``).
-
-    python -m experiments.run --config=experiments/configs/federated.py --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/federated.py:smoke --workdir=/tmp/s
-
-Variants: ``full`` (the default), ``smoke``; each edits the
-full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
-"""
+"""Config of experiments/federated.py. Variants: ``full`` (the default), ``smoke``."""
 import ml_collections
 
 from experiments.configs import base

@@ -1,12 +1,9 @@
 """The main job (README command (a)): train the reference model, clean and robust accuracy.
 
-    python -m experiments.run --config=experiments/configs/main.py --workdir=workdir/main
-    python -m experiments.run --config=experiments/configs/main.py:smoke --workdir=/tmp/s
-
-Variants: ``full`` (default; the committed docs/results/main/), ``smoke`` (seconds, the
-tests), ``mnist``, ``cifar10`` (a ResNet). ``model`` is ``'cnn'`` or ``'mlp'`` with its
-``model_kwargs`` (``MODEL_KWARGS`` holds both reference sizes); ``get_hyper`` sweeps 3 seeds
-x the 2 models on the smoke variant.
+Variants: ``full`` (default; the committed docs/results/main/), ``smoke`` (seconds, the tests),
+``mnist``, ``cifar10`` (a ResNet). ``model`` is ``'cnn'`` or ``'mlp'`` with its
+``model_kwargs`` (``MODEL_KWARGS`` holds both reference sizes); ``get_hyper`` sweeps 3 seeds x
+the 2 models on the smoke variant.
 
 Vectorised axes (issue 12 item 4): ``eps`` is a tuple that every run attacks as one vmapped
 program (one compiled PGD over the whole grid); ``seeds`` (a tuple, default ``()``: train

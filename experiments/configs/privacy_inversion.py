@@ -1,13 +1,4 @@
-"""Config of experiments/privacy_inversion.py (``run(config, workdir)``).
-
-    python -m experiments.run --config=experiments/configs/privacy_inversion.py \
-        --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/privacy_inversion.py:smoke \
-        --workdir=/tmp/s
-
-Variants: ``full`` (the default), ``smoke``; each edits the
-full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
-"""
+"""Config of experiments/privacy_inversion.py. Variants: ``full`` (the default), ``smoke``."""
 import ml_collections
 
 from experiments.configs import base

@@ -1,10 +1,4 @@
-"""Config of experiments/smoothing.py (``run(config, workdir)``).
-
-    python -m experiments.run --config=experiments/configs/smoothing.py --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/smoothing.py:smoke --workdir=/tmp/s
-
-Variants: ``full`` (the default) and ``smoke``. Any field: ``:smoke,key=value`` or
-``--config.key=value``.
+"""Config of experiments/smoothing.py. Variants: ``full`` (the default) and ``smoke``.
 
 Deviation from Cohen et al. (2019), Sec. 4: ``n = 10_000`` estimation draws (paper
 100,000) on ``n_test = 100`` test images (paper 500), and 2 training epochs per sigma, so

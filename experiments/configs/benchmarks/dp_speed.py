@@ -1,13 +1,4 @@
-"""Config of experiments/benchmarks/dp_speed.py (``run(config, workdir)``).
-
-    python -m experiments.run --config=experiments/configs/benchmarks/dp_speed.py \
-        --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/benchmarks/dp_speed.py:smoke \
-        --workdir=/tmp/s
-
-Variants: ``full`` (the default), ``smoke``; each edits the
-full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
-"""
+"""Config of experiments/benchmarks/dp_speed.py. Variants: ``full`` (the default), ``smoke``."""
 import ml_collections
 
 from experiments.configs import base

@@ -1,12 +1,6 @@
-"""Config of experiments/benchmarks/shadow_speed.py (``run(config, workdir)``).
+"""Config of experiments/benchmarks/shadow_speed.py.
 
-    python -m experiments.run --config=experiments/configs/benchmarks/shadow_speed.py \
-        --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/benchmarks/shadow_speed.py:smoke \
-        --workdir=/tmp/s
-
-Variants: ``full`` (the default), ``smoke``, ``device``; each edits the
-full one. Any field: ``:smoke,key=value`` or ``--config.key=value``.
+Variants: ``full`` (the default), ``smoke``, ``device``.
 """
 import ml_collections
 

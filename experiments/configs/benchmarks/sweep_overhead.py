@@ -1,9 +1,4 @@
-"""Config of experiments/benchmarks/sweep_overhead.py (``run(config, workdir)``).
-
-    python -m experiments.run --config=experiments/configs/benchmarks/sweep_overhead.py \
-        --workdir=docs/results
-    python -m experiments.run --config=experiments/configs/benchmarks/sweep_overhead.py:smoke \
-        --workdir=/tmp/s
+"""Config of experiments/benchmarks/sweep_overhead.py.
 
 Variants: ``full`` (the default; refuses a loaded CPU machine) and ``smoke``.
 """
