@@ -1,55 +1,27 @@
-"""Additively homomorphic encryption of arrays with Paillier (Eurocrypt 1999) on top of
-``phe`` (python-paillier): encrypted federated averaging and encrypted linear inference --
-the survey's homomorphic-encryption defense (§3.4(1)).
+"""Additively homomorphic encryption of arrays with Paillier (Eurocrypt 1999) via ``phe``.
 
-**The cryptosystem** is ``phe``'s: public key ``n = p q``, ``g = n + 1``, ciphertexts in
-``Z_{n^2}``, ``Enc(m; r) = g^m r^n mod n^2`` with fresh random ``r`` (drawn from the OS
-CSPRNG by ``phe``; encryption is randomised, not seedable). It is IND-CPA secure under the
-decisional composite residuosity assumption; a 2048-bit ``n`` is the usual minimum (about
-112-bit security, like RSA-2048), the default here. ``Enc(a) * Enc(b) = Enc(a + b)`` and
-``Enc(a)^k = Enc(k a)`` for a public integer ``k``: sums and plaintext-weighted sums can be
-computed on ciphertexts, nothing else (no product of two ciphertexts, no non-linearity).
-With ``gmpy2`` installed ``phe`` uses GMP and runs about 8x faster.
+Encrypted federated averaging and encrypted linear inference: the survey's
+homomorphic-encryption defense (§3.4(1)). The cryptosystem is ``phe``'s (``n = p q``, ``g =
+n + 1``, randomised encryption from the OS CSPRNG, not seedable), IND-CPA under the decisional
+composite residuosity assumption; 2048-bit ``n`` (~112-bit security) is the default. Only sums
+and plaintext-integer-weighted sums can be computed on ciphertexts. ``gmpy2`` makes it ~8x faster.
 
-**Encoding.** Reals are fixed-point integers ``round(x * 2^s)`` with an explicit, public
-``scale_bits`` s (:mod:`~jaxsec.crypto.fixed_point`), mapped to ``Z_n`` with ``phe``'s
-signed convention: ``[0, n/3)`` holds non-negative values, ``(2n/3, n)`` negative ones, the
-middle third is an overflow band that decryption rejects. (``phe``'s own float encoding
-picks a data-dependent exponent per value, which is public and leaks magnitudes; a fixed
-scale does not.) Every :class:`EncryptedArray` carries a public ``bound`` on ``|integer|``
-that comes from the *declared* ``max_abs`` (never from the data); additions and plaintext
-multiplications propagate it and raise ``ValueError`` *before* a result could wrap modulo
-``n``; encryption raises ``ValueError`` naming any ``|x| > max_abs``.
+Deviation from ``phe``'s float encoding (a data-dependent, public exponent per value leaks
+magnitudes): reals are fixed-point ``round(x * 2^s)`` with a public ``scale_bits``
+(:mod:`~jaxsec.crypto.fixed_point`), signed as in ``phe`` (middle third of ``Z_n`` is an
+overflow band). Every :class:`EncryptedArray` carries a public ``bound`` from the *declared*
+``max_abs`` (never the data); operations raise ``ValueError`` before a result could wrap
+modulo ``n``, and encryption raises on any ``|x| > max_abs``.
 
-**Protocols and threat models.**
-
-* *Encrypted FedAvg aggregation* (:func:`encrypt_update`, :func:`homomorphic_sum`,
-  :func:`decrypt_mean`, :func:`encrypted_mean`; Aono, Hayashi, Wang, Moriai 2017). Clients
-  encrypt their model updates under a public key, the server multiplies the ciphertexts
-  (adds the updates) and sends the encrypted sum to the key holder, who decrypts only the
-  sum and divides by the (public) number of clients. Protected: every client's update,
-  against an honest-but-curious server and eavesdroppers (they see only ciphertexts,
-  their shapes, ``scale_bits`` and ``bound``). The key holder is either the clients
-  themselves sharing one key pair (Aono et al.: then client-server channels must be
-  encrypted, e.g. TLS, and the server must not collude with any client, who could decrypt
-  a single client's ciphertext) or a separate non-colluding decryptor that is given only
-  aggregates. Not protected: integrity (Paillier is malleable: a malicious server can
-  return any ciphertext, e.g. one client's update alone; verifiable computation or
-  Bonawitz-style masking with consistency checks is needed), the aggregate itself (public
-  by design; pair with differential privacy, :mod:`jaxsec.federated.dp`), traffic
-  analysis, and poisoned updates (encryption hides them from robust aggregators too).
-* *Encrypted linear inference* (:func:`encrypted_linear`; the CryptoNets idea of
-  Gilad-Bachrach et al. 2016, restricted to the linear layer that an additive scheme can
-  evaluate). The client holds the key pair and sends ``Enc(x)``; the server, holding
-  plaintext ``w, b``, returns ``Enc(x @ w + b)`` computed on ciphertexts; the client
-  decrypts. Protected: the input ``x`` from the server (IND-CPA); the server's result is
-  re-randomised by a fresh ``Enc(b)``, so the ciphertext reveals to the client nothing
-  about ``w`` beyond ``x @ w + b`` (and the public result ``bound``, derived from the
-  declared ``max_abs`` of ``x`` and ``||w||_1``; replace it by a public constant before
-  sending if that matters). Not protected: ``w`` against repeated queries (``d + 1``
-  answers determine a linear model: model extraction, Tramer et al. 2016), integrity,
-  and non-linear layers (CryptoNets uses leveled FHE with square activations; MiniONN /
-  Gazelle add interaction).
+* Encrypted FedAvg (:func:`encrypted_mean` and its steps; Aono et al. 2017): the server adds
+  ciphertexts, the key holder decrypts only the sum. Protects each update against an
+  honest-but-curious server (key holder: the clients sharing one key pair over TLS with no
+  server-client collusion, or a separate non-colluding decryptor). Not protected: integrity
+  (Paillier is malleable), the aggregate (pair with :mod:`jaxsec.federated.dp`), poisoning.
+* Encrypted linear inference (:func:`encrypted_linear`; CryptoNets, Gilad-Bachrach et al.
+  2016, restricted to one linear layer): the server returns ``Enc(x @ w + b)``, re-randomised
+  by a fresh ``Enc(b)`` (its public ``bound`` reveals ``||w||_1``). Protects ``x``; not ``w``
+  against ``d + 1`` queries (Tramer et al. 2016), integrity, or non-linear layers.
 
 >>> from jaxsec.crypto import paillier
 >>> pk, sk = paillier.generate_keypair(512, allow_insecure=True)   # tests only

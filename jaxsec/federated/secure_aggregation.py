@@ -1,72 +1,30 @@
-"""Secure aggregation with pairwise masks (Bonawitz et al., CCS 2017), and additive secret
-sharing: the survey's encryption / secret-sharing defense for gradients in transit (§3).
+"""Secure aggregation with pairwise masks (Bonawitz et al., CCS 2017), and additive sharing.
 
-This is a host-side *simulation* of the honest-but-curious version of the protocol (rounds
-AdvertiseKeys, ShareKeys, MaskedInputCollection and Unmasking; no signatures and no
-ConsistencyCheck round, so it does not defend against an actively malicious server). It is
-plain Python / NumPy, not jitted. The server learns only the sum of the surviving clients'
-inputs: every message it sees is a public key, an authenticated ciphertext, a masked vector
-(uniform modulo ``2^k``), or the shares it is entitled to in the unmasking round.
+The survey's encryption / secret-sharing defense for gradients in transit (§3): a host-side
+NumPy simulation (not jitted) of the honest-but-curious protocol (AdvertiseKeys, ShareKeys,
+MaskedInputCollection, Unmasking). The server learns only the sum of the surviving clients'
+inputs: it sees public keys, AEAD ciphertexts, masked vectors (uniform modulo ``2^k``) and the
+shares it is entitled to. Unmasking needs at least ``t`` survivors.
 
-**Arithmetic.** Inputs are fixed-point encoded (:func:`encode`): ``round(x * 2^s)`` in two's
-complement modulo ``2^k`` (``s = scale_bits``, ``k = modulus_bits <= 64``), held in
-``uint64`` arrays, whose NumPy arithmetic wraps modulo ``2^64``; results are reduced modulo
-``2^k`` by masking the low ``k`` bits. The encoding rounds each value to the nearest
-multiple of ``2^-s`` (error at most ``2^-(s+1)`` per value and client) and raises instead of
-wrapping when the sum of ``num_summands`` encoded values could leave the signed range.
+Deviations from the paper: no signatures and no ConsistencyCheck round, so no defense against
+an actively malicious server. A fresh 16-byte run id per aggregation (:func:`make_roster`)
+enters every HKDF ``info`` and the GCM associated data (with the direction ``src || dst``), so
+a ciphertext does not decrypt in another run, reflected, or at another recipient; a
+:class:`ClientState` is single-use (a second ``share_keys``, ``masked_input`` or
+``unmask_response`` raises). Each run still needs fresh key pairs (:func:`advertise_keys`), as
+in the paper: a dropped client's reconstructed mask key yields its seeds for any run id.
 
-**Crypto** (the ``cryptography`` package). Each client has two X25519 key pairs: one for
-the share channel (AES-256-GCM under an HKDF-SHA256 key), one for the pairwise masks. The
-pairwise seed of clients ``i < j`` is ``HKDF-SHA256(X25519(sk_i, pk_j))`` with an ``info``
-string naming the purpose, the **run id** and the pair, 32 bytes, identical at both ends.
-The PRG expanding a 32-byte seed into a mask is **AES-256 in counter mode** keyed by the
-seed (keystream of an all-zero message, zero IV, read as little-endian 64-bit words, low
-``k`` bits kept): a standard cryptographic PRG, so masked vectors are computationally
-indistinguishable from uniform even to someone who knows NumPy's generator; the fixed IV is
-safe because every seed is specific to one run and one client's single masked input. (A
-NumPy ``PCG64`` stream would do for a statistical simulation but is not a cryptographic
-PRG: its state is recoverable from its output.)
+Arithmetic: :func:`encode` is ``round(x * 2^s)`` in two's complement modulo ``2^k`` (``k <=
+64``, ``uint64``) and raises instead of wrapping when ``num_summands`` values could overflow.
+Crypto (``cryptography``): X25519 key pairs for the share channel (AES-256-GCM, HKDF-SHA256)
+and for the pairwise seeds ``HKDF(X25519(sk_i, pk_j))``; the mask PRG is AES-256-CTR keyed by
+the seed. Client ``i`` sends ``x_i + PRG(b_i) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)``;
+mask keys and seeds ``b_i`` are Shamir-shared ``t``-of-``n`` over ``GF(2^521 - 1)``
+(:mod:`jaxsec.crypto`). Randomness comes from ``secrets``; ``insecure_test_rng`` replaces it
+for reproducible tests and is NOT secret.
 
-**One run, single-use state.** The server draws a fresh 16-byte run id per aggregation
-(:func:`make_roster`, from ``secrets``) and broadcasts it in the :class:`Roster`. It enters
-the HKDF ``info`` of every channel key and pairwise seed, and the GCM associated data next
-to the direction ``src || dst`` (also the nonce; one message per direction per run key): a
-share ciphertext does not decrypt in another run, reflected, or at another recipient. A
-:class:`ClientState` is single-use: it is bound to the run of its ``share_keys``, and a
-second ``share_keys`` (which would reuse a GCM key and nonce), a second ``masked_input``
-(which would give the server ``x1 - x2``) or a second ``unmask_response`` (which could
-reveal both secrets of one client) on it, or on any state derived from it, raises. Each run
-needs fresh key pairs from :func:`advertise_keys`, as in the paper: the run id keeps the
-masks of two runs apart, but once a dropped client's mask key has been reconstructed in
-unmasking the server can derive that key's pairwise seeds for any run id.
-
-**Masking.** Client ``i`` (by position in the sorted roster) sends
-``y_i = x_i + PRG(b_i) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)  (mod 2^k)``
-over the clients ``j`` that completed ShareKeys. The pairwise masks cancel in the sum.
-
-**Dropout recovery.** In ShareKeys each client splits its mask private key and its
-self-mask seed ``b_i`` into ``t``-of-``n`` Shamir shares over the prime field
-``GF(2^521 - 1)`` (a Mersenne prime, so a 256-bit secret is one field element; the sharing
-is :func:`jaxsec.crypto.shamir.share_int` / :func:`~jaxsec.crypto.shamir.reconstruct_int`)
-and sends one share of each, encrypted, to every other client. In Unmasking every responding survivor reveals its shares
-of the *mask keys of dropped clients* and of the *self-mask seeds of surviving clients*
-(never both for one client); the server reconstructs them, recomputes the dropped clients'
-pairwise masks with the survivors, removes them and the self-masks, and obtains the exact
-sum of the survivors' encoded inputs. It needs at least ``t`` survivors.
-
-**Randomness.** Keys, seeds, Shamir coefficients, additive shares and the run id come from
-the operating system's CSPRNG (``secrets``). Every function that draws them also takes
-``insecure_test_rng``, a ``numpy.random.Generator`` that replaces the CSPRNG to make a test
-or a simulation reproducible; **its output is not secret** (anyone who knows or guesses the
-seed recomputes every key), so it must never be used for real data.
-
-* High level: :func:`secure_sum`.
-* Rounds: :func:`advertise_keys` (client) -> :func:`make_roster` (server) ->
-  :func:`share_keys` (client) -> :func:`route_shares` (server) -> :func:`masked_input`
-  (client) -> :func:`unmask_response` (client) -> :func:`unmask` (server).
-* Pieces: :func:`encode` / :func:`decode`, :func:`prg`, :func:`key_agreement`; the secret
-  sharing is :mod:`jaxsec.crypto` (:func:`~jaxsec.crypto.shamir.share_int`, and
-  :func:`~jaxsec.crypto.additive.share_mod2k` for additive sharing modulo ``2^k``).
+Rounds: :func:`advertise_keys`, :func:`make_roster`, :func:`share_keys`, :func:`route_shares`,
+:func:`masked_input`, :func:`unmask_response`, :func:`unmask`; in one call: :func:`secure_sum`.
 """
 from __future__ import annotations
 

@@ -1,56 +1,28 @@
 """Per-example clipped gradients as a function transformation, like ``jax.grad``.
 
-``clipped_grad(loss_fn, l2_norm_clip)(params, *batch)`` returns the *sum* over examples of
-each example's gradient clipped to l2 norm ``C`` (Abadi et al. 2016):
+``clipped_grad(loss_fn, l2_norm_clip)(params, *batch)`` returns ``sum_i g_i * min(1, C /
+||g_i||_2)`` with ``g_i`` the gradient of example ``i`` (Abadi et al. 2016), and the norms
+``||g_i||`` as auxiliary output. The sum has l2 sensitivity ``C`` under adding or removing
+one example, which is what the Gaussian noise of DP-SGD is calibrated to.
 
-    sum_i  g_i * min(1, C / ||g_i||_2),    g_i = grad_params loss_fn(params, *example_i)
+``loss_fn(params, *batch) -> [B]`` returns per-example losses; every argument after
+``params`` is batched along axis 0. Examples must not interact inside ``loss_fn`` (no
+BatchNorm, no batch-mean loss), else no DP guarantee follows. An optional ``mask`` ([B], 0/1)
+marks the real rows of a padded (Poisson) batch; masked rows contribute exactly zero.
 
-with the per-example norms ``||g_i||`` as auxiliary output. The sum has l2 sensitivity
-``C`` under adding or removing one example, which is what the Gaussian noise of DP-SGD is
-calibrated to.
-
-Conventions. ``loss_fn(params, *batch) -> [B]`` returns per-example losses (the jaxsec
-"objective" convention); every positional argument after ``params`` is batched along its
-leading axis. Examples must not interact inside ``loss_fn`` (no BatchNorm, no
-batch-mean losses): otherwise "the gradient of one example" is not defined and no DP
-guarantee follows. An optional ``mask`` ([B], 0/1) marks real examples of a padded batch
-(Poisson sampling); masked examples contribute exactly zero.
-
-Two implementations, equal up to float rounding (tested), and the default
-``method='auto'``, which picks ghost clipping when the model is eligible (every parameter
-in a supported flax ``Dense`` / ``Conv`` layer called once, no bypass path; see
-:func:`auto_method`) and vmap otherwise: per-example gradients of a dense-heavy model are
-never materialised by default (on the dp_speed CNN the vmap path was slower than Opacus'
-per-sample hooks):
-
-* ``method='vmap'``: ``jax.vmap`` of ``jax.grad`` over examples (any model), optionally in
-  micro-batches of ``microbatch_size`` examples (``lax.scan``) to bound memory.
-* ``method='ghost'``: ghost clipping (Goodfellow 2015; Li et al. 2021) with the per-layer
-  choice of Bu et al. 2022 ("mixed ghost clipping") and book-keeping (Bu et al. 2023)
-  for Flax models built from
-  ``flax.linen.Dense`` and ``flax.linen.Conv`` layers. One forward pass records each
-  layer's input ``a`` and (through a zero perturbation ``z`` added to the layer's output,
-  whose cotangent is the output gradient) each layer's per-example output gradient ``g``.
-  The per-example gradient of a kernel is ``U_i^T G_i`` with ``U_i`` the layer input
-  (Dense) or its unfolded patches (Conv), ``T`` rows per example; its squared norm is
-  computed either as ``<U_i U_i^T, G_i G_i^T>`` (ghost norm, cost ``T^2 (K + D)``) or by
-  forming ``U_i^T G_i`` for that layer only (cost ``T K D``), whichever is cheaper. The
-  bias' per-example gradient is ``sum_t G_i[t]``. The clipped sum is then formed by
-  book-keeping (Bu et al. 2023): each layer's own weight-gradient op applied to the
-  recorded input with output cotangent ``c_i g_i`` (``c_i`` the clipping factor), so the
-  cost is one forward pass, one backward pass for the output gradients, the norms, and
-  the per-layer weight gradients; no second backward pass through the network.
-  Per-example gradients of the whole model are never materialised.
-  Supported: ``nn.Dense`` (any number of leading axes) and ``nn.Conv`` (any spatial rank,
-  strides, 'SAME' / 'VALID' / explicit padding, input and kernel dilation,
-  ``feature_group_count=1``), each called once per forward pass, with or without bias.
-  Any other parameter (normalisation scales, embeddings, convolutions with groups or
-  circular padding, shared layers) raises ``ValueError``; use ``method='vmap'`` there.
-  So does a loss that reaches a layer's parameters other than through that layer's
-  call (weight decay inside the loss, tied weights): ghost clipping sees only the
-  gradient through layer outputs and would drop that path from the norms. The check is
-  structural (a JVP with each layer's own parameters stop-gradiented, dead code removed)
-  and names the parameters. Apply weight decay after the privatizer instead.
+Methods (equal up to float rounding, tested): ``'vmap'`` (``jax.vmap`` of ``jax.grad``, any
+model, optionally in ``lax.scan`` micro-batches of ``microbatch_size``); ``'ghost'``: ghost
+clipping (Goodfellow 2015; Li et al. 2021) with mixed ghost norms (Bu et al. 2022: per layer,
+``<U U^T, G G^T>`` or the explicit ``U^T G``, whichever is cheaper) and book-keeping (Bu et
+al. 2023: the clipped sum from each layer's weight-gradient op, no second backward pass), so
+per-example gradients of the whole model are never materialised; ``'auto'`` (default) picks
+ghost when :func:`auto_method` finds the model eligible, else vmap.
+Ghost supports flax ``nn.Dense`` and ``nn.Conv`` (any rank, strides, padding, dilations,
+``feature_group_count=1``), each called once, with or without bias. Any other parameter
+(norm scales, embeddings, grouped or circular convs, shared layers) or a loss that reaches
+a layer's parameters other than through its call (weight decay in the loss, tied weights)
+raises ``ValueError`` naming the parameters: ghost clipping would drop that path from the
+norms. Use ``method='vmap'`` there, or apply weight decay after the privatizer.
 
 >>> import jax, jax.numpy as jnp
 >>> loss = lambda w, x, y: (x @ w - y) ** 2
