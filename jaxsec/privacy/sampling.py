@@ -1,58 +1,30 @@
 """Batch samplers that are also their own privacy accountants.
 
-DP-SGD's guarantee depends on *how* batches are drawn. Libraries that draw batches one way
-and account another way (TF Privacy #483, jax_privacy #84: shuffled fixed-size batches
-accounted as Poisson sampling) report an epsilon that does not hold. Here a sampler is one
-object that both draws the batches and names the ``dp_accounting`` event of the mechanism
-it implements, so the two cannot disagree:
+DP-SGD's guarantee depends on how batches are drawn; drawing one way and accounting another
+(TF Privacy #483, jax_privacy #84: shuffled batches accounted as Poisson) reports an epsilon
+that does not hold. A sampler here both draws the batches and names the ``dp_accounting``
+event of its mechanism, so the two cannot disagree:
 
-* :class:`PoissonSampler` (default; Abadi et al. 2016, Mironov et al. 2019): every example
-  is in each step's batch independently with probability ``q``; accounted with
-  ``PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`` under add/remove-one adjacency
-  (RDP or PLD). Batches have variable size; see below for how that is made jittable.
-* :class:`FixedSizeSampler`: each step draws ``b`` distinct examples uniformly at random,
-  independently across steps; accounted with ``SampledWithoutReplacementDpEvent``
-  (Wang, Balle, Kasiviswanathan 2019, Thm 27) under *replace-one* adjacency (RDP only;
-  ``dp_accounting``'s PLD has no such event).
-* :class:`ShuffleSampler`: the common "shuffle then iterate" loop (each example at most
-  once per epoch). No tight analysis is known (TF Privacy #483); we account it
-  conservatively as one full Gaussian mechanism per epoch without any amplification
-  (replace-one adjacency), which is a valid upper bound.
+* :class:`PoissonSampler` (default; Abadi et al. 2016, Mironov et al. 2019): each example is
+  in each batch independently w.p. ``q``; ``PoissonSampledDpEvent`` under add/remove-one.
+* :class:`FixedSizeSampler`: ``b`` distinct examples per step; ``SampledWithoutReplacementDpEvent``
+  (Wang, Balle, Kasiviswanathan 2019, Thm 27) under replace-one (RDP only).
+* :class:`ShuffleSampler`: shuffle then iterate. No tight analysis is known; accounted
+  conservatively as one full Gaussian mechanism per epoch, no amplification (replace-one).
 
-**Variable-size Poisson batches under jit.** Poisson sampling is drawn in two stages that
-give exactly the same distribution over subsets as independent Bernoulli(q) trials: the
-batch size ``n_t ~ Binomial(N, q)``, then a uniformly random subset of that size (the
-first ``n_t`` entries of a random permutation). (For any subset ``S``, the probability is
-``P[n = |S|] / C(N, |S|) = q^|S| (1-q)^(N-|S|)``, the Bernoulli product, so inclusions are
-independent with probability ``q``.) Each step works on a padded batch of static size
-``max_batch_size`` with a 0/1 mask. All batch sizes of the run are drawn *before training*
-(:meth:`PoissonSampler.schedule`); when one exceeds ``max_batch_size``:
-
-* ``overflow='raise'`` (default): ``schedule`` raises ``ValueError`` before any data are
-  touched; nothing was trained and the sizes do not depend on the data's content. No
-  batch is ever truncated in this mode. The mechanism actually run (Poisson DP-SGD that
-  halts, or is re-run with a fresh key, on the data-independent event "some step
-  overflows") differs from the accounted ``PoissonSampledDpEvent`` mechanism only on
-  that event, of probability ``p <= T * P[Binomial(N, q) > max_batch_size]`` (binomial
-  tail, union bound over the T steps: :attr:`PoissonSampler.overflow_probability`). So
-  its output is within ``p`` of the accounted one in total variation, and it is
-  ``(eps, delta + (1 + e^eps) p)``-DP. This term, :meth:`PoissonSampler.overflow_delta`,
-  is *added to the reported delta* (:meth:`PoissonSampler.delta_spent`, ``DPResult.delta``
-  of DP-SGD), and :meth:`PoissonSampler.epsilon` refuses (``ValueError`` naming
-  ``max_batch_size``, ``p`` and the smallest size that passes) when it exceeds
-  ``max_overflow_delta_fraction * delta`` (default 1%). The default ``max_batch_size`` is
-  the smallest size with ``p <= overflow_tolerance`` (default 1e-15: the term stays below
-  1% of delta = 1e-5 up to eps = 18, of delta = 1e-8 up to eps = 11.5).
-* ``overflow='truncate'``: a uniformly random ``max_batch_size``-subset of the Poisson
-  sample is kept, and this is *accounted* with ``TruncatedSubsampledGaussianDpEvent``
-  (PLD only), the event of exactly this mechanism (no overflow term). Nothing is dropped
-  silently.
-
-We never resample an oversized batch inside training: conditioning the sample on its size
-is a different mechanism from the one ``PoissonSampledDpEvent`` describes.
-
-The noisy sum is divided by the *expected* batch size ``q N`` (dividing by the realised
-size would make the normaliser data-dependent and is not covered by the analysis).
+Poisson batches under jit: ``n_t ~ Binomial(N, q)`` then a uniform subset of that size (the
+same distribution as independent Bernoulli(q) trials), padded to a static ``max_batch_size``
+with a 0/1 mask; all sizes are drawn before training (:meth:`PoissonSampler.schedule`). On an
+oversized batch, ``overflow='raise'`` (default) raises before any data are touched; this
+mechanism differs from the accounted one only on the data-independent event "some step
+overflows", of probability ``p <= T P[Binomial(N, q) > max_batch_size]``, so it is ``(eps,
+delta + (1 + e^eps) p)``-DP: that term (:meth:`PoissonSampler.overflow_delta`) is added to
+the reported delta; :meth:`PoissonSampler.epsilon` raises when it exceeds
+``max_overflow_delta_fraction * delta`` (1%).
+``overflow='truncate'`` keeps a uniform ``max_batch_size``-subset and is accounted with
+``TruncatedSubsampledGaussianDpEvent`` (PLD). Oversized batches are never resampled
+(conditioning on size is another mechanism). The noisy sum is divided by the *expected* batch
+size ``q N`` (a realised-size normaliser is data-dependent and not covered by the analysis).
 """
 from __future__ import annotations
 
