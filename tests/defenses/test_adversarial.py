@@ -321,7 +321,8 @@ def test_trades_objective_by_hand_official_kl_direction():
   y = np.array([1, 0])
   delta = np.array([[0.5, -0.6], [-0.7, 0.4]], np.float32)
   beta = 3.0
-  obj = adv.trades(beta=beta, attack=lambda f, xx, yy, k: xx + delta)
+  obj = adv.trades(beta=beta, attack=lambda f, xx, yy, k: AttackOutput(
+      xx + delta, {'success': jnp.zeros(xx.shape[:1], bool)}, 'fixed'))
   got = np.asarray(obj(lambda q, z: z @ q, jnp.asarray(w), jnp.asarray(x), jnp.asarray(y),
                        jax.random.key(0)))
 
