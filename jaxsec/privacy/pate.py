@@ -1,58 +1,29 @@
 """PATE: Private Aggregation of Teacher Ensembles (Papernot et al. 2017, 2018).
 
-Teachers are trained on *disjoint* partitions of the private data (one vmapped program,
-:func:`train_teachers` over ``jaxsec.train.fit_many``); each public query is answered by a
-noisy plurality vote over the teachers' predictions; a student is trained on the answered
-public queries only and is the released model. Changing one private example changes one
-teacher, hence one vote: the vote histogram moves by 1 in two bins (l1 = 2, l2 = sqrt 2).
+Teachers are trained on *disjoint* partitions of the private data (:func:`train_teachers`,
+one ``jaxsec.train.fit_many`` program); each public query gets a noisy plurality vote; the
+released student is trained on answered queries only. One private example changes one
+teacher, so the vote histogram moves by 1 in two bins (l1 = 2, l2 = sqrt 2). Aggregators:
+:func:`lnmax` (2017, ``argmax(n + Lap(1/gamma))``, ``2 gamma``-DP per query), :func:`gnmax`
+(2018, Gaussian, ``GaussianDpEvent(sigma / sqrt 2)``), :func:`confident_gnmax` (2018 Alg. 1:
+answer iff ``max n + N(0, sigma1^2) >= T``, at most ``max_answers`` answers fixed in advance).
 
-Aggregators (``votes`` [Q, K] histograms, ``key``):
-
-* :func:`lnmax` (2017): ``argmax(n + Lap(1/gamma))``, pure ``2 gamma``-DP per query.
-* :func:`gnmax` (2018): ``argmax(n + N(0, sigma^2))``; RDP ``lambda / sigma^2`` per query
-  (2018, Prop. 8), i.e. dp_accounting's ``GaussianDpEvent(sigma / sqrt 2)``.
-* :func:`confident_gnmax` (2018, Alg. 1): answer only if
-  ``max n + N(0, sigma1^2) >= T``, then GNMax with ``sigma2``; at most ``max_answers``
-  queries (a cap fixed in advance) are answered, the rest abstain. The check costs
-  ``GaussianDpEvent(sigma1)`` (the max count has sensitivity 1) for *every* query, GNMax
-  ``GaussianDpEvent(sigma2 / sqrt 2)`` for at most ``min(max_answers, Q)`` queries.
-
-Privacy analysis (:func:`analyze`):
-
-* *data-independent* epsilon: the composition above through dp_accounting. This is the DP
-  guarantee of the released student. For Confident-GNMax the GNMax part is charged for the
-  cap (all ``Q`` queries without one), never for the realised number of answers, which
-  depends on the private votes. The cap is valid because the per-query cost is chosen
-  adaptively with every transcript's total at most ``Q check + cap GNMax`` (a Renyi
-  privacy filter, Feldman & Zrnic 2021, Thm. 3.1). The official ``rdp_cumulative.py``'s
-  "data-independent" curve instead weights GNMax by each query's probability of being
-  answered, which depends on the votes (an expectation, not a guarantee); it is not offered.
-* *data-dependent* epsilon (2018, Thm. 6 with the orders of Prop. 10; for LNMax with the
-  2017 Lemma 4 bound on ``q``): for each answered query, ``q`` upper-bounds the
-  probability that the noisy argmax differs from the plurality (GNMax: 2018 Prop. 7,
-  ``sum_{j != i*} erfc((n_i* - n_j) / (2 sigma)) / 2``, capped at ``1 - 1/K`` because the
-  plurality wins with probability >= 1/K under i.i.d. noise), and Thm. 6 turns ``q`` and
-  two data-independent RDP points into a smaller RDP bound at each order. RDP curves are
-  summed over queries and converted to ``(eps, delta)`` by dp_accounting. The
-  data-dependent epsilon depends on the private votes and is **not** itself DP.
-  The threshold check of Confident-GNMax is always accounted data-independently.
-* *sanitised* data-dependent epsilon (``analyze(..., smooth_sensitivity=True)``; PATE
-  2018 App. B and Thm. 23, as the official ``smooth_sensitivity.py``): at an order
-  ``lambda`` the data-dependent RDP ``beta(q)`` of each answered query has a local
-  sensitivity at distance ``d`` bounded by Algorithms 3-5 (:func:`gnmax_ss_regime`,
-  :func:`gnmax_local_sensitivity`, :func:`gnmax_local_sensitivity_by_distance`), the
-  bounds are summed over the answered queries, their beta-smooth sensitivity ``SS`` is
-  :func:`discounted_max` (:func:`smooth_sensitivity_gnmax`), and the RDP is released as
-  ``rdp + SS N(0, sigma_ss^2)`` at the extra RDP cost of Thm. 23 (:func:`gnss_rdp`). The
-  published figure is that noisy value plus the release's cost (:class:`SanitisedEpsilon`).
-  Deviations from the official code: ``q0`` is where the function that is accounted
-  (:func:`gnmax_rdp_at_order`) meets ``lambda / sigma^2``, so that the bound is on that
-  function (the official code takes a bracketing point as ``q0`` when Thm. 6 already wins
-  there); conditions C5-C6 are checked numerically at every order used and, where they
-  fail, the trivial local sensitivity ``lambda / sigma^2`` is used instead of stopping.
-  The order, beta (the Table 2 script's grid) and ``sigma_ss`` are by default chosen, as in
-  the official scripts, to minimise the released epsilon plus two noise stds, i.e. on the
-  private votes; fix them in advance for a release that is DP in the strict sense.
+:func:`analyze` reports: the *data-independent* epsilon (the DP guarantee of the student),
+where Confident-GNMax pays the check for every query and GNMax for the cap, never for the
+realised answers (a Renyi filter, Feldman & Zrnic 2021, Thm. 3.1). Deviation: the official
+``rdp_cumulative.py`` weights GNMax by each query's answer probability, which depends on the
+votes (an expectation, not a guarantee); not offered. The *data-dependent* epsilon (2018 Thm.
+6 / Prop. 10; LNMax: 2017 Lemma 4), with ``q`` from 2018 Prop. 7 capped at ``1 - 1/K``, is
+**not** itself DP; the threshold check is always accounted data-independently. The *sanitised*
+epsilon (``smooth_sensitivity=True``; 2018 App. B, Thm. 23, as the official
+``smooth_sensitivity.py``): local sensitivities by Algorithms 3-5, smooth sensitivity by
+:func:`smooth_sensitivity_gnmax`, release ``rdp + SS N(0, sigma_ss^2)`` plus its cost
+(:class:`SanitisedEpsilon`). Deviations from the official code: ``q0`` is where the accounted
+:func:`gnmax_rdp_at_order` meets ``lambda / sigma^2`` (not a bracketing point); conditions
+C5-C6 are checked numerically at every order and, where they fail, the trivial local
+sensitivity ``lambda / sigma^2`` is used instead of stopping. The order, beta and ``sigma_ss``
+are chosen by default, as in the official scripts, on the private votes; fix them in advance
+for a release that is DP in the strict sense.
 """
 from __future__ import annotations
 
