@@ -1,48 +1,29 @@
 """Input, objective and output perturbation.
 
-Input perturbation (local DP: each record is privatised on its own, before collection;
-adjacency = replacing one record):
+Input perturbation (local DP, each record privatised before collection; replace-one adjacency):
 
-* :func:`laplace_features` clips each record to an l1 ball of radius ``R`` and adds
-  ``Lap(2R / eps)`` per coordinate: the l1 distance of two clipped records is at most
-  ``2R``, so the release is eps-DP (Dwork et al. 2006).
-* :func:`gaussian_features` clips to an l2 ball of radius ``R`` and adds ``N(0, s^2)``
-  with ``s`` the exact (analytic, Balle & Wang 2018) calibration for l2 sensitivity
-  ``2R`` at ``(eps, delta)`` from dp_accounting.
+* :func:`laplace_features`: clip to an l1 ball of radius ``R``, add ``Lap(2R / eps)``:
+  eps-DP (Dwork et al. 2006).
+* :func:`gaussian_features`: clip to an l2 ball of radius ``R``, add ``N(0, s^2)`` with the
+  analytic calibration (Balle & Wang 2018) for l2 sensitivity ``2R``. Not floating-point
+  hardened (a discrete Gaussian would be; not provided).
 * :func:`snapping_laplace`: Mironov's (2012) snapping mechanism, the floating-point-safe
-  Laplace mechanism. Textbook Laplace sampling (``jax.random.laplace``, as in
-  :func:`laplace_features`) leaves a data-dependent pattern in the low-order bits of
-  the output that can reveal the input exactly (Mironov 2012, Sec. 3); the snapping
-  mechanism clamps, adds Laplace noise from a full-precision uniform and a correctly
-  rounded log, snaps to a power-of-two grid and clamps again. Its randomness comes
-  from the OS CSPRNG (``secrets``), on the host. :func:`gaussian_features` is *not*
-  floating-point hardened (a discrete Gaussian would be; not provided).
-* :func:`randomized_response` on labels (Warner 1965; k-ary): keep the label w.p.
-  ``e^eps / (e^eps + k - 1)``, else a uniformly random *other* label: eps-DP.
-  :func:`debias_label_frequencies` is the unbiased estimator of the true label
-  frequencies, and :func:`rr_unbiased_loss` the unbiased ("backward-corrected",
-  Natarajan et al. 2013, Patrini et al. 2017) loss ``[T^-1 l(f, .)]_{y~}`` whose
-  expectation over the randomised label equals the loss on the true label.
+  Laplace (textbook sampling, as in :func:`laplace_features`, can leak the input through
+  the low-order bits, Sec. 3); host-side randomness from ``secrets``.
+* :func:`randomized_response` on labels (Warner 1965, k-ary): keep w.p. ``e^eps / (e^eps +
+  k - 1)``, else a uniform *other* label: eps-DP. :func:`debias_label_frequencies` and
+  :func:`rr_unbiased_loss` (backward correction, Natarajan et al. 2013, Patrini et al. 2017)
+  are the unbiased estimators of the true label frequencies and loss.
 
-Regularised ERM (Chaudhuri, Monteleoni, Sarwate 2011, JMLR 12), binary labels in {-1, 1}
-(jaxsec's {0, 1} are mapped), records with ``||x||_2 <= 1``, objective
+Regularised ERM (Chaudhuri, Monteleoni, Sarwate 2011): labels in {-1, 1} (jaxsec's {0, 1}
+are mapped), ``||x||_2 <= 1``, ``J(f) = 1/n sum_i l(y_i f.x_i) + Lambda/2 ||f||^2`` for the
+logistic loss (``c = 1/4``) and the Huberised hinge of eq. (7) (``c = 1/(2h)``); replace-one.
 
-    J(f) = 1/n sum_i l(y_i f.x_i) + Lambda/2 ||f||^2,
-
-for the logistic loss (``c = 1/4`` bounds l'') and the Huberised hinge loss of CMS eq. (7)
-with bandwidth ``h`` (``c = 1/(2h)``); both have ``|l'| <= 1``. Adjacency: replacing one
-record.
-
-* :func:`output_perturbation` (their Alg. 1): ``f* + b``, ``p(b) ~ exp(-beta ||b||)`` with
-  ``beta = n Lambda eps / 2`` (l2 sensitivity of ``f*`` is ``2 / (n Lambda)``; Cor. 8).
-* :func:`objective_perturbation` (their Alg. 2): ``eps' = eps - log(1 + 2c/(n Lambda) +
-  c^2/(n Lambda)^2)``; if ``eps' > 0`` then ``Delta = 0``, else ``Delta = c / (n (e^{eps/4}
-  - 1)) - Lambda`` and ``eps' = eps / 2``; ``b ~ exp(-eps'/2 ||b||)``; minimise
-  ``J(f) + b.f / n + Delta/2 ||f||^2`` exactly (Thm. 9; the guarantee needs the exact
-  minimiser, so we solve to a gradient norm below ``tol`` and raise otherwise).
-
-The noise density ``exp(-beta ||b||)`` in d dimensions is sampled as a uniform direction
-times a ``Gamma(d, 1/beta)`` norm (CMS Sec. 4).
+* :func:`output_perturbation` (Alg. 1): ``f* + b``, ``p(b) ~ exp(-n Lambda eps / 2 ||b||)``.
+* :func:`objective_perturbation` (Alg. 2, Thm. 9): minimise ``J(f) + b.f / n + Delta/2
+  ||f||^2``. The guarantee needs the exact minimiser, so it solves to a gradient norm below
+  ``tol`` and raises otherwise. Noise ``exp(-beta ||b||)`` is a uniform direction times a
+  ``Gamma(d, 1/beta)`` norm (Sec. 4).
 """
 from __future__ import annotations
 
