@@ -1,40 +1,24 @@
-"""Shamir's ``t``-of-``n`` threshold secret sharing (Shamir 1979) of arrays over a prime
-field ``GF(p)``, ``p < 2^31``, with fixed-point encoding for model parameters and gradients;
-and the Shamir secure sum (the survey's secret-sharing defense, §3.4(1)).
+"""Shamir ``t``-of-``n`` secret sharing (Shamir 1979) of arrays over ``GF(p)``, ``p < 2^31``.
 
-**Scheme.** For every coordinate ``v`` of the (encoded) secret the dealer draws a uniformly
-random polynomial ``f(z) = v + a_1 z + ... + a_{t-1} z^{t-1}`` over ``GF(p)`` and gives
-party ``i`` (``i = 1..n``) the share ``f(i)``. Any ``t`` shares determine ``f`` and so
-``v = f(0)`` (Lagrange interpolation, :func:`reconstruct`); any ``t - 1`` shares are
-*uniformly distributed and independent of* ``v`` (for each value of the secret, the map
-from ``(a_1..a_{t-1})`` to ``t - 1`` share values is a bijection): perfect,
-information-theoretic secrecy, against an unbounded adversary. ``t = 1`` gives every party
-the secret itself (no secrecy; allowed for completeness).
+Fixed-point encoding for parameters and gradients, and the Shamir secure sum: the survey's
+secret-sharing defense (§3.4(1)). Each coordinate ``v`` is the constant term of a uniformly
+random polynomial of degree ``t - 1``; party ``i = 1..n`` gets ``f(i)``. Any ``t`` shares
+give ``v`` (Lagrange, :func:`reconstruct`); any ``t - 1`` are uniform and independent of
+``v``: perfect, information-theoretic secrecy (``t = 1`` gives no secrecy; allowed). Sharing
+is linear (:func:`add`, :func:`mul_public` act locally on shares).
 
-**Linearity.** Sharing is linear: party ``i`` adds its shares of ``u`` and ``v`` (or
-multiplies its share by a public integer) locally and obtains its share of ``u + v``
-(:func:`add`, :func:`mul_public`). That is all a secure sum needs.
+:func:`secure_sum`: each client shares its encoded update among ``n`` parties, each party
+publishes only the sum of its shares, any ``t`` reconstruct the sum. Threat model:
+honest-but-curious parties; a coalition of at most ``t - 1`` learns nothing about any update;
+the sum is public by design (pair with DP); up to ``n - t`` parties may drop out. Not covered:
+wrong shares (no integrity check: reconstruction silently yields a wrong value; verifiable
+secret sharing or SPDZ MACs would be needed), coalitions of ``t`` or more, and the channels
+(encrypt and authenticate them, e.g. :mod:`jaxsec.federated.secure_aggregation`).
 
-**Secure sum** (:func:`secure_sum`). Every client (data owner) shares its encoded update
-``t``-of-``n`` among ``n`` aggregation parties; each party adds the shares it received and
-publishes only that sum share; any ``t`` of them reconstruct the sum of the updates.
-
-*Threat model.* Honest-but-curious parties: any coalition of at most ``t - 1`` parties
-learns nothing about any client's update (not even the sum before reconstruction); the
-reconstructed *sum* is public by design (what it reveals about one client is the business
-of differential privacy, not of encryption). Up to ``n - t`` parties may drop out. Not
-covered: a party that sends a wrong share (reconstruction silently yields a wrong value --
-Shamir shares carry no integrity check; verifiable secret sharing or SPDZ-style MACs would
-be needed), coalitions of ``t`` or more parties (they learn every client's update), and
-the channels (client-to-party messages must travel encrypted and authenticated, e.g. as in
-:mod:`jaxsec.federated.secure_aggregation`).
-
-**Encoding.** Real values are encoded as ``round(x * 2^s)`` modulo ``p``
-(:mod:`~jaxsec.crypto.fixed_point`), centred: a sum of ``num_summands`` encodings decodes
-exactly iff it stays within ``(p - 1) / 2`` in absolute value, which the encoder checks
-(``ValueError`` naming the value). With the default ``p = 2^31 - 1`` and ``s = 16`` that is
-``|x| <= 16384 / num_summands`` at resolution ``2^-16``: a small range, meant for clipped
-gradients and parameters; raise the range by lowering ``scale_bits``.
+Encoding: ``round(x * 2^s)`` modulo ``p``, centred (:mod:`~jaxsec.crypto.fixed_point`); the
+encoder raises ``ValueError`` unless a sum of ``num_summands`` values stays within ``(p -
+1) / 2``. Defaults ``p = 2^31 - 1``, ``s = 16``: ``|x| <= 16384 / num_summands`` at
+resolution ``2^-16``, meant for clipped gradients; lower ``scale_bits`` for more range.
 
 >>> import numpy as np
 >>> from jaxsec.crypto import shamir
