@@ -1,33 +1,23 @@
 """Byzantine-robust aggregation of federated client updates (survey §3, distributed learning).
 
-An aggregator maps stacked client updates -- a pytree whose leaves all carry a leading
-client axis ``[K, ...]`` -- to one update with the structure, shapes and dtypes of a single
-client's update. Every rule here is a pure, jittable function; its hyperparameters are
-keyword-only and static (except the continuous ``max_norm`` and ``eps``, which may be
-traced), and the checks that depend on ``K`` run at trace time from the static shapes.
+An aggregator maps stacked client updates (a pytree with leading client axis ``[K, ...]``) to
+one update shaped like a single client's. Every rule is pure and jittable, hyperparameters
+keyword-only and static (``max_norm`` and ``eps`` may be traced); ``K``-dependent checks run
+at trace time.
 
-* :func:`mean` -- plain FedAvg averaging; one Byzantine client moves it arbitrarily far.
-* :func:`coordinate_median`, :func:`trimmed_mean` -- coordinate-wise median and
-  ``b``-trimmed mean (Yin, Chen, Ramchandran, Bartlett, ICML 2018).
-* :func:`krum` (and multi-Krum), :func:`krum_scores` -- Blanchard, El Mhamdi, Guerraoui,
-  Stainer, NeurIPS 2017.
+* :func:`mean` -- FedAvg; one Byzantine client moves it arbitrarily far.
+* :func:`coordinate_median`, :func:`trimmed_mean` -- Yin et al., ICML 2018.
+* :func:`krum` (and multi-Krum), :func:`krum_scores` -- Blanchard et al., NeurIPS 2017.
 * :func:`bulyan`, :func:`bulyan_selection` -- El Mhamdi, Guerraoui, Rouault, ICML 2018.
-* :func:`norm_bounding` -- Sun, Kairouz, Suresh, McMahan 2019 ("Can you really backdoor
-  federated learning?").
-* :func:`geometric_median` -- RFA, smoothed Weiszfeld (Pillutla, Kakade, Harchaoui, IEEE
-  TSP 2022).
+* :func:`norm_bounding` -- Sun, Kairouz, Suresh, McMahan 2019.
+* :func:`geometric_median` -- RFA, smoothed Weiszfeld (Pillutla et al., IEEE TSP 2022).
 * :func:`aggregator` -- ``aggregator(name, **hyperparameters) -> fn(updates)`` for sweeps.
 
-Distances between clients are Euclidean distances between each client's whole update
-flattened to one vector; they are computed leaf by leaf and summed (the same number,
-without concatenating leaves of different dtypes), in at least float32.
-
-Non-finite client updates (a Byzantine client may send NaN or inf): the sort-based rules
-sort NaN after +inf, so a NaN acts as an extreme value that is trimmed like any outlier;
-Krum / Bulyan treat a non-finite distance as infinite, so such a client is never selected
-while enough finite clients remain; the geometric median gives a client with any
-non-finite entry weight 0 (it is infinitely far away). :func:`mean` and
-:func:`norm_bounding` propagate non-finite values, as any average does.
+Distances are Euclidean between whole flattened updates, summed leaf by leaf in at least
+float32. Non-finite updates: sort-based rules sort NaN after +inf (trimmed as an outlier);
+Krum / Bulyan treat a non-finite distance as infinite (never selected while enough finite
+clients remain); the geometric median gives such a client weight 0; :func:`mean` and
+:func:`norm_bounding` propagate them.
 
 >>> import jax.numpy as jnp
 >>> updates = {'w': jnp.array([[1.0], [2.0], [3.0], [1e9]])}

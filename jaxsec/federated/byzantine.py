@@ -2,35 +2,24 @@
 
 Two kinds of attack plug into :func:`jaxsec.federated.fedavg.make_fedavg`:
 
-* **Update (model-poisoning) attacks** ``attack(updates, byzantine, key) -> updates``:
-  ``updates`` are the round's stacked client updates ``[K, ...]`` *as honest training
-  computed them* (the Byzantine clients' own honest updates included), ``byzantine`` a
-  ``[K]`` bool mask. The Byzantine rows are replaced; honest rows are returned unchanged
-  (bit for bit). ``K`` is static, the number of Byzantine clients ``m = sum(byzantine)``
-  may vary from round to round (client sampling) and is read inside the trace.
+* Update (model-poisoning) attacks ``attack(updates, byzantine, key) -> updates``: the
+  round's stacked honest updates ``[K, ...]`` and a ``[K]`` bool mask; Byzantine rows are
+  replaced, honest rows returned bit for bit. ``K`` is static; ``m = sum(byzantine)`` may
+  vary per round (client sampling) and is read inside the trace.
+  :func:`sign_flip` (``-scale *`` own honest update); :func:`gaussian_noise` (Blanchard et
+  al. 2017); :func:`alie` ("A Little Is Enough", Baruch et al., NeurIPS 2019: ``mean - z *
+  std``, ``z`` the paper's :func:`alie_z_max`, the common variant, or the authors' code's
+  fixed ``num_std``); :func:`ipm` (Xie, Koyejo, Gupta, UAI 2020: ``-epsilon *`` honest mean);
+  :func:`model_replacement` (Bagdasaryan et al., AISTATS 2020: boosted by ``gamma = n /
+  eta``, or ``W / (eta w_attacker)`` with client weights).
+* Data-poisoning clients ``attack(x, y, key) -> (x', y')`` (``jaxsec.attacks.poisoning``)
+  applied to each local minibatch of a Byzantine client, which then trains honestly:
+  :func:`label_flip`, :func:`backdoor` (BadNets; with :func:`model_replacement`, Bagdasaryan
+  et al.'s attack).
 
-  - :func:`sign_flip` -- ``-scale * own honest update``.
-  - :func:`gaussian_noise` -- ``N(0, sigma^2 I)`` (Blanchard et al. 2017's Gaussian
-    Byzantine workers), or the honest update plus such noise.
-  - :func:`alie` -- "A Little Is Enough" (Baruch, Baruch, Goldberg, NeurIPS 2019):
-    ``mean - z * std`` coordinate-wise, ``z`` the paper's :func:`alie_z_max` (or the
-    common variant, or the authors' code's fixed ``num_std``).
-  - :func:`ipm` -- inner-product manipulation (Xie, Koyejo, Gupta, UAI 2020):
-    ``-epsilon * mean of the honest updates``.
-  - :func:`model_replacement` -- Bagdasaryan et al. (AISTATS 2020): the attacker's update
-    boosted by ``gamma = n / eta`` (``W / (eta w_attacker)`` with client weights) so that
-    it replaces the global model.
-
-* **Data-poisoning clients** ``attack(x, y, key) -> (x', y')`` (the poisoning contract of
-  ``jaxsec.attacks.poisoning``) applied to every local minibatch of a Byzantine client,
-  who then trains honestly on it: :func:`label_flip` and :func:`backdoor` (BadNets
-  trigger; with :func:`model_replacement` this is Bagdasaryan et al.'s attack).
-
-Statistics the attacks use (``statistics=``): ``'benign'`` -- over the honest clients'
-updates (an omniscient attacker; IPM's setting), ``'byzantine'`` -- over the Byzantine
-clients' own honestly computed updates (ALIE's non-omniscient setting: the attackers
-estimate the honest distribution from their own data). Standard deviations are
-population (``ddof=0``) values.
+``statistics=``: ``'benign'`` uses the honest clients' updates (omniscient; IPM's setting),
+``'byzantine'`` the attackers' own honest updates (ALIE's non-omniscient setting). Standard
+deviations are population values (``ddof=0``).
 """
 from __future__ import annotations
 

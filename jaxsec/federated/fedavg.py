@@ -1,25 +1,18 @@
-"""Federated averaging (McMahan, Moore, Ramage, Hampson, Aguera y Arcas, AISTATS 2017) as one
-compiled program per round, with robust aggregation and Byzantine clients (survey §2.3, §3).
+"""Federated averaging (McMahan et al., AISTATS 2017), one compiled program per round.
 
-A *round* is one jitted function. The sampled clients' local training (``E`` local epochs
-or ``K`` local steps of minibatch training with the client optimizer, restarted every
-round) is ``jax.vmap``-ed over the clients' parameters, keys and per-client index lists
-into ONE shared data set -- the engine of ``jaxsec.train.fit_many``: each local step
-gathers the ``[clients, batch]`` examples it needs, the data are never copied per client.
-The clients' updates (model deltas ``local - global``) are then optionally replaced by a
-Byzantine attack (:mod:`jaxsec.federated.byzantine`), aggregated by any aggregator that
-maps stacked updates to one update (``'mean'`` = FedAvg, or any rule of
-:mod:`jaxsec.federated.aggregators`), or by the DP-FedAvg hooks of
-:mod:`jaxsec.federated.dp`, and applied as ``global + server_lr * aggregate``.
+With robust aggregation and Byzantine clients (survey §2.3, §3). In a jitted round the
+sampled clients' local training (``E`` epochs or ``K`` steps with the client optimizer,
+restarted every round) is ``jax.vmap``-ed over per-client parameters, keys and index lists
+into ONE shared data set (the engine of ``jaxsec.train.fit_many``; data never copied per
+client). The updates (``local - global``) are optionally replaced by a Byzantine attack
+(:mod:`jaxsec.federated.byzantine`), aggregated (``'mean'`` = FedAvg, any rule of
+:mod:`jaxsec.federated.aggregators`, or the DP hooks of :mod:`jaxsec.federated.dp`) and
+applied as ``global + server_lr * aggregate``. Partitions: :func:`iid_partition`,
+:func:`dirichlet_partition` (label skew, Hsu, Qi, Brown 2019), measured by :func:`label_skew`.
+:func:`make_fedavg` builds the pure functions; :func:`run` is the host loop over rounds.
 
-* Partitions: :func:`iid_partition` and :func:`dirichlet_partition` (label skew with
-  concentration ``alpha``, Hsu, Qi, Brown 2019); :func:`label_skew` measures it.
-* :func:`make_fedavg` builds the pure functions (``local_update``, ``round``);
-  :func:`run` is the host loop over rounds with progress output and evaluation.
-
-Determinism: round ``r`` uses ``fold_in(key, r)``; within it, client ``c`` trains with
-``client_key(round_key, c)`` -- keyed by the client's id, not by its slot in the round --
-so the vmapped round equals a Python loop over :func:`FedAvg.local_update` calls.
+Determinism: round ``r`` uses ``fold_in(key, r)``, client ``c`` ``client_key(round_key, c)``
+(by client id, not slot), so the vmapped round equals a loop of :func:`FedAvg.local_update`.
 
 >>> import jax, jax.numpy as jnp, numpy as np, optax
 >>> apply_fn = lambda p, x: x @ p['w']
