@@ -1,35 +1,23 @@
-"""Additive ``n``-of-``n`` secret sharing over ``GF(p)``, ``p < 2^31``, and the secure sum
-of client updates among two or more non-colluding parties: the linear part of SPDZ
-(Damgard, Pastro, Smart, Zakarias, CRYPTO 2012) -- the survey's secret-sharing defense.
+"""Additive ``n``-of-``n`` secret sharing over ``GF(p)``, ``p < 2^31``, and the secure sum.
 
-**Scheme.** A secret ``v`` (encoded coordinate-wise) is split into ``n`` shares
-``v_1..v_{n-1}`` uniform in ``GF(p)`` and ``v_n = v - sum_i v_i``. Any ``n - 1`` shares are
-jointly uniform and independent of ``v`` (information-theoretic secrecy); all ``n`` sum to
-``v``. Sharing is linear, so parties add shares locally.
+The linear part of SPDZ (Damgard, Pastro, Smart, Zakarias, CRYPTO 2012), the survey's
+secret-sharing defense. ``v`` is split into ``v_1..v_{n-1}`` uniform in ``GF(p)`` and ``v_n
+= v - sum_i v_i``: any ``n - 1`` shares are jointly uniform and independent of ``v``
+(information-theoretic secrecy). :func:`secure_sum`: each client gives one share of its
+encoded update to each computing party, each party publishes the sum of its shares, and
+these add up to the sum of the updates.
 
-**Secure sum** (:func:`secure_sum`). Every client splits its encoded update into one share
-per computing party; each party adds the shares it received and publishes the sum; the
-published sums add up to the sum of the updates. This is SPDZ's online phase restricted to
-additions and public-constant multiplications, which need no interaction:
+Deviations from SPDZ (additions and public-constant multiplications only, no interaction):
+no multiplication triples (only needed to multiply two secrets) and no information-theoretic
+MACs, hence passive security only: a party publishing a wrong sum share shifts the result
+undetectably (SPDZ's MAC share ``alpha * v`` would detect it, with abort).
 
-* *no multiplication triples* (Beaver triples and their offline phase are only needed to
-  multiply two secret values; a sum never does),
-* *no information-theoretic MACs*, hence passive (honest-but-curious) security only: a
-  party that publishes a wrong sum share shifts the result undetectably. Real SPDZ adds a
-  MAC share ``alpha * v`` under a shared global key to detect this (active security with
-  abort).
-
-*Threat model.* Any coalition of up to ``n - 1`` of the ``n`` parties learns nothing about
-any client's update beyond the final sum (which is public by design). Every party must stay
-online (``n``-of-``n``): a party that drops out takes its share of the sum with it --
-use :mod:`~jaxsec.crypto.shamir` (``t``-of-``n``) or
-:mod:`jaxsec.federated.secure_aggregation` (dropout recovery) when that matters. Channels
-between clients and parties must be encrypted and authenticated (not simulated here).
-
-**Encoding** is the centred fixed-point code of :mod:`~jaxsec.crypto.fixed_point` modulo
-``p``, with the same range as :mod:`~jaxsec.crypto.shamir`: ``|x| <= ((p - 1) / 2 //
-num_summands) / 2^s``, checked (``ValueError`` naming the value).
-The same sharing over the ring ``Z / 2^k`` (``uint64`` words, the arithmetic of
+Threat model: a coalition of up to ``n - 1`` parties learns nothing beyond the (public) sum.
+Every party must stay online: use :mod:`~jaxsec.crypto.shamir` (``t``-of-``n``) or
+:mod:`jaxsec.federated.secure_aggregation` for dropouts. Channels must be encrypted and
+authenticated (not simulated). Encoding: the centred fixed point of
+:mod:`~jaxsec.crypto.fixed_point`, range ``|x| <= ((p - 1) / 2 // num_summands) / 2^s``,
+checked (``ValueError``). Over the ring ``Z / 2^k`` (``uint64``, as in
 :mod:`jaxsec.federated.secure_aggregation`): :func:`share_mod2k` / :func:`reconstruct_mod2k`.
 """
 from __future__ import annotations

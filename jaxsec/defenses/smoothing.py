@@ -1,30 +1,24 @@
 """Randomized smoothing: certified L2 robustness (Cohen, Rosenfeld & Kolter, ICML 2019).
 
-The smoothed classifier of a base classifier ``f`` is
-``g(x) = argmax_c P(f(x + e) = c), e ~ N(0, sigma^2 I)``. If the top class has
-probability ``pA >= pA_lower > 1/2`` then ``g`` is constant on the L2 ball of radius
-``sigma * Phi^-1(pA_lower)`` around ``x`` (Cohen et al., Theorem 1, with ``pB <= 1 - pA``).
+``g(x) = argmax_c P(f(x + e) = c), e ~ N(0, sigma^2 I)`` is constant on the L2 ball of radius
+``sigma * Phi^-1(pA_lower)`` when ``pA >= pA_lower > 1/2`` (Theorem 1, ``pB <= 1 - pA``).
 
-* :func:`sample_counts` -- Monte Carlo class counts of ``f(x + e)``: the noise draws run
-  in chunks of at most ``batch_size`` noisy inputs (one vectorised forward pass per chunk,
-  ``lax.fori_loop`` over chunks, ``lax.map`` over groups of examples), so memory is bounded
-  by ``batch_size`` whatever ``n`` is.
-* :func:`predict` -- Cohen's PREDICT: the top class if a two-sided binomial test between
-  the top two counts rejects ``pA = pB`` at level ``alpha``, else :data:`ABSTAIN`. With
-  probability at least ``1 - alpha`` it does not return a class other than ``g(x)``.
-* :func:`certify` -- Cohen's CERTIFY: ``n0`` selection draws pick ``cA``; ``n`` fresh
-  estimation draws give the one-sided ``1 - alpha`` Clopper-Pearson lower bound
-  ``pA_lower`` on ``P(f(x + e) = cA)``; returns ``(cA, sigma * Phi^-1(pA_lower))``, or
-  ``(ABSTAIN, 0)`` when ``pA_lower <= 1/2``. With probability at least ``1 - alpha`` over the
-  noise, a returned class is ``g(x)`` and ``g`` is constant within the radius.
-* :func:`gaussian_augmentation` -- the training objective of Cohen et al. (Sec. 3.4): the
-  objective evaluated at ``x + N(0, sigma^2 I)`` (no clipping, as their ``train.py``).
+* :func:`sample_counts` -- Monte Carlo counts of ``f(x + e)`` in chunks of at most
+  ``batch_size`` noisy inputs (``lax.fori_loop`` / ``lax.map``): memory bounded whatever ``n``.
+* :func:`predict` -- PREDICT: the top class if a two-sided binomial test of the top two
+  counts rejects ``pA = pB`` at level ``alpha``, else :data:`ABSTAIN`; w.p. ``>= 1 - alpha``
+  it returns no class other than ``g(x)``.
+* :func:`certify` -- CERTIFY: ``n0`` draws pick ``cA``, ``n`` fresh draws give the one-sided
+  Clopper-Pearson bound ``pA_lower``; returns ``(cA, sigma * Phi^-1(pA_lower))`` or
+  ``(ABSTAIN, 0)``. W.p. ``>= 1 - alpha``, a returned class is ``g(x)`` within the radius.
+* :func:`gaussian_augmentation` -- the training objective at ``x + N(0, sigma^2 I)`` (Sec.
+  3.4; no clipping, as their ``train.py``).
 
-Counting is one compiled program; the binomial test, the Clopper-Pearson bound
-(``scipy.stats.beta``, the formula of statsmodels' ``proportion_confint(method='beta')``
-used by the authors' ``core.py``) and ``Phi^-1`` run on the host in float64 after counting.
-The authors' code abstains when ``pA_lower < 1/2`` (paper: ``<= 1/2``); the two differ only
-at ``pA_lower == 1/2`` exactly, where the radius is 0; this module follows the paper.
+Counting is one compiled program; the tests and ``Phi^-1`` run on the host in float64
+(Clopper-Pearson via ``scipy.stats.beta``, as statsmodels' ``proportion_confint('beta')``
+used by the authors' ``core.py``). Deviation from the authors' code, which abstains when
+``pA_lower < 1/2``: this module follows the paper (``<= 1/2``); they differ only at
+``pA_lower == 1/2``, where the radius is 0.
 """
 from __future__ import annotations
 
