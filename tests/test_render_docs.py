@@ -4,15 +4,20 @@ from jaxsec import io as jio
 from tools import render_docs
 
 
+def _train_speed_result():
+  """A train_speed smoke result (the fields its renderer and headline read)."""
+  return {'name': 'train_speed', 'variant': 'smoke', 'config': {'num_models': 4},
+          'backend': 'cpu', 'cpu_count': 2, 'cnn_jax_images_per_s': 100.0,
+          'cnn_torch_images_per_s': 50.0, 'cnn_torch_info': 'torch',
+          'cnn_ratio_jax_over_torch': 2.0,
+          'fit_many': {'seconds': 1.0, 'peak_rss_mb': 10.0, 'data_mb': 0.3},
+          'sequential_fit': {'seconds': 2.0, 'peak_rss_mb': 9.0, 'data_mb': 0.3},
+          'fit_many_speedup': 2.0}
+
+
 def test_render_uses_experiment_renderers(tmp_path):
   from experiments.benchmarks import train_speed
-  r = {'name': 'train_speed', 'variant': 'smoke', 'config': {'num_models': 4},
-       'backend': 'cpu', 'cpu_count': 2, 'cnn_jax_images_per_s': 100.0,
-       'cnn_torch_images_per_s': 50.0, 'cnn_torch_info': 'torch',
-       'cnn_ratio_jax_over_torch': 2.0,
-       'fit_many': {'seconds': 1.0, 'peak_rss_mb': 10.0, 'data_mb': 0.3},
-       'sequential_fit': {'seconds': 2.0, 'peak_rss_mb': 9.0, 'data_mb': 0.3},
-       'fit_many_speedup': 2.0}
+  r = _train_speed_result()
   jio.write_json_atomic(str(tmp_path / 'train_speed.json'), r)
   jio.write_json_atomic(str(tmp_path / 'unknown_thing.json'), {'name': 'unknown_thing'})
   text = render_docs.render(str(tmp_path))
@@ -23,13 +28,7 @@ def test_render_uses_experiment_renderers(tmp_path):
 
 def test_headline_block_replaced_and_missing_block_named(tmp_path):
   from experiments.benchmarks import train_speed  # noqa: F401  (its headline renders)
-  r = {'name': 'train_speed', 'variant': 'smoke', 'config': {'num_models': 4},
-       'backend': 'cpu', 'cpu_count': 2, 'cnn_jax_images_per_s': 100.0,
-       'cnn_torch_images_per_s': 50.0, 'cnn_torch_info': 'torch',
-       'cnn_ratio_jax_over_torch': 2.0,
-       'fit_many': {'seconds': 1.0, 'peak_rss_mb': 10.0, 'data_mb': 0.3},
-       'sequential_fit': {'seconds': 2.0, 'peak_rss_mb': 9.0, 'data_mb': 0.3},
-       'fit_many_speedup': 2.0}
+  r = _train_speed_result()
   jio.write_json_atomic(str(tmp_path / 'results' / 'train_speed.json'), r)
   table = render_docs.headline(str(tmp_path / 'results'))
   assert '2.00x (100 vs 50 img/s)' in table

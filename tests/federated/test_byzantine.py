@@ -177,6 +177,18 @@ def test_model_replacement_with_client_weights_closed_form():
                                  atol=1e-5, err_msg=how)
 
 
+def _replacement_problem():
+  """A linear model and 4 clients of sizes 3, 9, 4, 12 whose inputs are 0 (zero gradient):
+  ``(apply_fn, objective, sizes, clients, x, y, p0)``."""
+  apply_fn = lambda p, x: x @ p['w']
+  objective = lambda f, p, x, y, key: jnp.sum(f(p, x), axis=-1)    # gradient: x
+  sizes = [3, 9, 4, 12]
+  clients = np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:-1])
+  x = jnp.zeros((sum(sizes), 2))
+  y = jnp.zeros((sum(sizes),), jnp.int32)
+  return apply_fn, objective, sizes, clients, x, y, {'w': jnp.full((2, 3), 0.25)}
+
+
 def test_model_replacement_through_weighted_fedavg_lands_on_the_target():
   """make_fedavg(client_weighting='num_examples'), every client, honest clients with zero
   gradient (inputs 0), the attacker trains on inputs 1: one round makes the global model
@@ -184,13 +196,7 @@ def test_model_replacement_through_weighted_fedavg_lands_on_the_target():
   make_fedavg passes. The uniform boost n / eta misses it (w_a != W / n)."""
   from jaxsec.federated import fedavg  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  apply_fn = lambda p, x: x @ p['w']
-  objective = lambda f, p, x, y, key: jnp.sum(f(p, x), axis=-1)    # gradient: x
-  sizes = [3, 9, 4, 12]
-  clients = np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:-1])
-  x = jnp.zeros((sum(sizes), 2))
-  y = jnp.zeros((sum(sizes),), jnp.int32)
-  p0 = {'w': jnp.full((2, 3), 0.25)}
+  apply_fn, objective, sizes, clients, x, y, p0 = _replacement_problem()
   lr, eta = 0.1, 0.5
   # one full-batch step on inputs 1: u_attacker = -lr * ones
   x_target = np.asarray(p0['w']) - lr
@@ -269,13 +275,7 @@ def test_model_replacement_through_sampled_weighted_fedavg_lands_on_the_target()
   where the attacker is sampled; the factory-time uniform boost would miss it."""
   from jaxsec.federated import fedavg  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  apply_fn = lambda p, x: x @ p['w']
-  objective = lambda f, p, x, y, key: jnp.sum(f(p, x), axis=-1)    # gradient: x
-  sizes = [3, 9, 4, 12]
-  clients = np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:-1])
-  x = jnp.zeros((sum(sizes), 2))
-  y = jnp.zeros((sum(sizes),), jnp.int32)
-  p0 = {'w': jnp.full((2, 3), 0.25)}
+  apply_fn, objective, sizes, clients, x, y, p0 = _replacement_problem()
   lr, eta = 0.1, 0.5
   x_target = np.asarray(p0['w']) - lr
   fed = fedavg.make_fedavg(
