@@ -402,16 +402,19 @@ def better(succ_new, loss_new, succ_old, loss_old):
 # and partial unrolling keeps the loop and the penalty. Longer loops stay loops (compile
 # time grows with the unrolled length). A platform detail, not a setting: the results are
 # the same either way (tests/attacks/evasion/test_cpu_unroll.py).
-CPU_UNROLL_MAX = 32
+_CPU_UNROLL_MAX = 32
 
 
-def fori_loop(lower: int, upper: int, body, init):
+def fori_loop(lower: int, upper: int, body, init, *, unrolled_steps: int | None = None):
   """``lax.fori_loop`` with static bounds, fully unrolled on CPU for short loops.
 
   Same semantics as ``lax.fori_loop(lower, upper, body, init)``; only the compiled form
-  differs (accelerators always get the loop).
+  differs (accelerators always get the loop). ``unrolled_steps``: the length that counts
+  against the limit (default ``upper - lower``; larger when each body holds a loop of
+  its own, e.g. PGD restarts of ``num_steps`` steps each).
   """
   n = upper - lower
-  if 0 < n <= CPU_UNROLL_MAX and jax.default_backend() == 'cpu':
+  size = n if unrolled_steps is None else unrolled_steps
+  if 0 < n and size <= _CPU_UNROLL_MAX and jax.default_backend() == 'cpu':
     return jax.lax.fori_loop(lower, upper, body, init, unroll=True)
   return jax.lax.fori_loop(lower, upper, body, init)

@@ -103,9 +103,8 @@ def run_pgd(logits_fn, x, y, key, *, eps, step_size, num_steps, p, random_start,
 
   if restarts > 1:
     # Unrolled on CPU only when all restarts' steps together are short (common.fori_loop).
-    loop = (common.fori_loop if restarts * num_steps <= common.CPU_UNROLL_MAX
-            else lax.fori_loop)
-    x_b, s_b, v_b = loop(1, restarts, restart, (x_b, s_b, v_b))
+    x_b, s_b, v_b = common.fori_loop(1, restarts, restart, (x_b, s_b, v_b),
+                                     unrolled_steps=restarts * num_steps)
   return x_b, s_b, v_b
 
 
