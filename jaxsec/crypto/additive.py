@@ -66,21 +66,7 @@ def share(secret: Any, *, num_shares: int, prime: int = DEFAULT_PRIME,
 
 
 def _check_shares(shares: Sequence[AdditiveShare]) -> list[AdditiveShare]:
-  shares = list(shares)
-  if not shares:
-    raise ValueError('shares is empty.')
-  for s in shares:
-    if not isinstance(s, AdditiveShare):
-      raise ValueError(f'expected AdditiveShare objects, got {type(s).__name__}.')
-  f = shares[0]
-  for s in shares[1:]:
-    if (s.num_shares, s.prime, s.scale_bits) != (f.num_shares, f.prime, f.scale_bits):
-      raise ValueError(f'shares come from different sharings: (num_shares, prime, '
-                       f'scale_bits) = {(s.num_shares, s.prime, s.scale_bits)} vs '
-                       f'{(f.num_shares, f.prime, f.scale_bits)}.')
-    if np.shape(s.y) != np.shape(f.y):
-      raise ValueError(f'shares have different shapes {np.shape(s.y)} and {np.shape(f.y)}.')
-  return shares
+  return field.check_shares(shares, AdditiveShare, ('num_shares', 'prime', 'scale_bits'))
 
 
 def reconstruct(shares: Sequence[AdditiveShare]) -> np.ndarray:

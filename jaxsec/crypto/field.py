@@ -13,7 +13,7 @@ randomness: its state can be recovered from its output).
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -87,6 +87,26 @@ def check_residues(name: str, v: Any, p: int) -> np.ndarray:
       bad = arr[(arr < 0) | (arr >= p)].flat[0]
       raise ValueError(f'{name} contains {int(bad)}; expected residues in [0, {p}).')
   return arr.astype(np.int64)
+
+
+def check_shares(shares: Sequence[Any], share_type: type, same: tuple[str, ...]) -> list[Any]:
+  """``shares`` as a list, checked to be one sharing: non-empty, all ``share_type``, equal in
+  the fields ``same`` and in the shape of ``y``; else a ``ValueError`` naming what differs."""
+  shares = list(shares)
+  if not shares:
+    raise ValueError('shares is empty.')
+  for s in shares:
+    if not isinstance(s, share_type):
+      raise ValueError(f'expected {share_type.__name__} objects, got {type(s).__name__}.')
+  first = shares[0]
+  key = lambda s: tuple(getattr(s, a) for a in same)
+  for s in shares[1:]:
+    if key(s) != key(first):
+      raise ValueError(f'shares come from different sharings: ({", ".join(same)}) = '
+                       f'{key(s)} vs {key(first)}.')
+    if np.shape(s.y) != np.shape(first.y):
+      raise ValueError(f'shares have different shapes {np.shape(s.y)} and {np.shape(first.y)}.')
+  return shares
 
 
 def uniform(shape: Any, p: int,

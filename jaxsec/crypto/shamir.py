@@ -109,24 +109,9 @@ def share(secret: Any, *, threshold: int, num_shares: int, prime: int = DEFAULT_
 
 
 def _check_shares(shares: Sequence[ShamirShare]) -> list[ShamirShare]:
-  shares = list(shares)
-  if not shares:
-    raise ValueError('shares is empty.')
-  for s in shares:
-    if not isinstance(s, ShamirShare):
-      raise ValueError(f'expected ShamirShare objects, got {type(s).__name__}.')
-  first = shares[0]
-  for s in shares[1:]:
-    if (s.threshold, s.prime, s.scale_bits) != (first.threshold, first.prime,
-                                                first.scale_bits):
-      raise ValueError(
-          f'shares come from different sharings: (threshold, prime, scale_bits) = '
-          f'{(s.threshold, s.prime, s.scale_bits)} vs '
-          f'{(first.threshold, first.prime, first.scale_bits)}.')
-    if np.shape(s.y) != np.shape(first.y):
-      raise ValueError(f'shares have different shapes {np.shape(s.y)} and {np.shape(first.y)}.')
+  shares = field.check_shares(shares, ShamirShare, ('threshold', 'prime', 'scale_bits'))
   xs = [int(s.x) for s in shares]
-  if len(set(xs)) != len(xs) or any(not 0 < x < first.prime for x in xs):
+  if len(set(xs)) != len(xs) or any(not 0 < x < shares[0].prime for x in xs):
     raise ValueError(f'share points x={xs} must be distinct and in [1, prime).')
   return shares
 
