@@ -45,9 +45,9 @@ def _certify_all(logits_fn, xt, yt, sigma, cfg, key):
   bar = progress_lib.Progress(f'{NAME} sigma={sigma:g}', total=xt.shape[0], unit='image')
   t0 = time.time()
   for i in range(0, xt.shape[0], cfg.block):
-    cert = smoothing.certify(logits_fn, xt[i:i + cfg.block], jax.random.fold_in(key, i),
-                             sigma=sigma, n0=cfg.n0, n=cfg.n, alpha=cfg.alpha,
-                             batch_size=cfg.cert_batch)
+    cert, _ = smoothing.certify(logits_fn, xt[i:i + cfg.block], jax.random.fold_in(key, i),
+                                sigma=sigma, n0=cfg.n0, n=cfg.n, alpha=cfg.alpha,
+                                batch_size=cfg.cert_batch)
     preds.append(cert.prediction)
     radii.append(cert.radius)
     bar.update(len(cert.prediction))

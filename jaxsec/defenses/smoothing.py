@@ -23,7 +23,7 @@ used by the authors' ``core.py``). Deviation from the authors' code, which absta
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Literal, NamedTuple, overload
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -209,21 +209,8 @@ def predict(logits_fn: Callable, x: jax.Array, key: jax.Array, *, sigma: float,
   return predict_from_counts(counts, alpha=alpha)
 
 
-@overload
 def certify(logits_fn: Callable, x: jax.Array, key: jax.Array, *, sigma: float, n0: int,
-            n: int, alpha: float, batch_size: int, return_info: Literal[False] = False
-            ) -> Certificate: ...
-
-
-@overload
-def certify(logits_fn: Callable, x: jax.Array, key: jax.Array, *, sigma: float, n0: int,
-            n: int, alpha: float, batch_size: int, return_info: Literal[True]
-            ) -> tuple[Certificate, dict]: ...
-
-
-def certify(logits_fn: Callable, x: jax.Array, key: jax.Array, *, sigma: float, n0: int,
-            n: int, alpha: float, batch_size: int, return_info: bool = False
-            ) -> Certificate | tuple[Certificate, dict]:
+            n: int, alpha: float, batch_size: int) -> tuple[Certificate, dict]:
   """Cohen et al.'s CERTIFY (Sec. 3.2) for a batch of inputs.
 
   ``n0`` selection draws pick ``cA = argmax counts``; ``n`` independent estimation draws
@@ -242,12 +229,11 @@ def certify(logits_fn: Callable, x: jax.Array, key: jax.Array, *, sigma: float, 
     n: estimation draws.
     alpha: failure probability in (0, 1).
     batch_size: the most noisy inputs per forward pass (bounds memory).
-    return_info: also return ``{'p_lower', 'count_a', 'selected', 'counts_selection',
-      'counts_estimation'}``.
 
   Returns:
-    :class:`Certificate` ``(prediction [B], radius [B])``; with ``return_info``,
-    ``(Certificate, info)``.
+    ``(Certificate, info)`` (as :func:`certify_from_counts`): the :class:`Certificate`
+    ``(prediction [B], radius [B])`` and ``{'p_lower', 'count_a', 'selected',
+    'counts_selection', 'counts_estimation'}``.
   """
   sigma = _check_sigma(sigma)
   alpha = _check_alpha(alpha)
@@ -259,9 +245,7 @@ def certify(logits_fn: Callable, x: jax.Array, key: jax.Array, *, sigma: float, 
   c0 = sample_counts(logits_fn, x, k_sel, sigma=sigma, num=n0, batch_size=batch_size)
   c = sample_counts(logits_fn, x, k_est, sigma=sigma, num=n, batch_size=batch_size)
   cert, info = certify_from_counts(c0, c, sigma=sigma, alpha=alpha)
-  if return_info:
-    return cert, dict(info, counts_selection=c0, counts_estimation=c)
-  return cert
+  return cert, dict(info, counts_selection=c0, counts_estimation=c)
 
 
 def certified_accuracy(cert: Certificate, y, radii) -> dict:

@@ -1,5 +1,7 @@
 """Randomized smoothing (Cohen, Rosenfeld & Kolter 2019): closed forms, the authors' code
 replayed on fixed counts, abstention, and input checks."""
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,7 +130,7 @@ def test_certify_linear_classifier_radius_below_and_near_exact():
   exact = np.array([0.1, -0.3, 0.45, -0.6, 0.75])      # radius / sigma in [0.2, 1.5]
   x = points_at_margin(exact, jax.random.key(0))
   cert, info = smoothing.certify(F, x, jax.random.key(1), sigma=sigma, n0=100, n=n,
-                                 alpha=alpha, batch_size=4096, return_info=True)
+                                 alpha=alpha, batch_size=4096)
   np.testing.assert_array_equal(cert.prediction, (exact > 0).astype(int))
   assert np.all(cert.radius <= np.abs(exact) + 1e-9), (cert.radius, exact)
   assert np.all(np.abs(exact) - cert.radius < 0.06), (cert.radius, exact)
@@ -146,8 +148,8 @@ def test_certify_failure_rate_is_the_clopper_pearson_level():
   bound at level alpha (a two-sided bound, alpha / 2, gives about half of it)."""
   sigma, n, alpha, m, exact = 0.5, 500, 0.1, 2000, 0.3
   x = points_at_margin(np.full(m, exact), jax.random.key(8))
-  cert = smoothing.certify(F, x, jax.random.key(9), sigma=sigma, n0=20, n=n, alpha=alpha,
-                           batch_size=4096)
+  cert, _ = smoothing.certify(F, x, jax.random.key(9), sigma=sigma, n0=20, n=n, alpha=alpha,
+                              batch_size=4096)
   violated = (cert.prediction != -1) & ((cert.prediction != 1) | (cert.radius > exact))
   p_a = stats.norm.cdf(exact / sigma)
   k = np.arange(n + 1)
@@ -162,10 +164,19 @@ def test_certify_constant_classifier_radius_is_closed_form():
   """All n draws agree: pA_lower = alpha^(1/n), radius = sigma Phi^-1(alpha^(1/n))."""
   sigma, n, alpha = 0.25, 1000, 0.001
   f = lambda x: jnp.tile(jnp.array([0.0, 0.0, 1.0]), (x.shape[0], 1))
-  cert = smoothing.certify(f, jnp.zeros((3, 2, 2, 1)), jax.random.key(0), sigma=sigma,
-                           n0=10, n=n, alpha=alpha, batch_size=300)
+  cert, _ = smoothing.certify(f, jnp.zeros((3, 2, 2, 1)), jax.random.key(0), sigma=sigma,
+                              n0=10, n=n, alpha=alpha, batch_size=300)
   np.testing.assert_array_equal(cert.prediction, [2, 2, 2])
   np.testing.assert_allclose(cert.radius, sigma * stats.norm.ppf(alpha ** (1 / n)), rtol=1e-9)
+
+
+def test_certify_returns_certificate_and_info_without_a_flag():
+  assert 'return_info' not in inspect.signature(smoothing.certify).parameters
+  f = lambda x: jnp.tile(jnp.array([0.0, 1.0]), (x.shape[0], 1))
+  cert, info = smoothing.certify(f, jnp.zeros((2, 3)), jax.random.key(0), sigma=0.25, n0=5,
+                                 n=20, alpha=0.01, batch_size=40)
+  assert isinstance(cert, smoothing.Certificate) and cert.prediction.shape == (2,)
+  assert {'p_lower', 'counts_selection', 'counts_estimation'} <= set(info)
 
 
 def test_ties_abstain():
@@ -173,8 +184,8 @@ def test_ties_abstain():
   abstains except with probability about alpha; far from it PREDICT returns g(x) = f(x)."""
   # same shapes and settings as the linear test above: one compiled program
   x = points_at_margin(np.zeros(5), jax.random.key(3))
-  cert = smoothing.certify(F, x, jax.random.key(4), sigma=0.5, n0=100, n=20000,
-                           alpha=0.001, batch_size=4096)
+  cert, _ = smoothing.certify(F, x, jax.random.key(4), sigma=0.5, n0=100, n=20000,
+                              alpha=0.001, batch_size=4096)
   np.testing.assert_array_equal(cert.prediction, -1)
   np.testing.assert_array_equal(cert.radius, 0.0)
   far = np.where(np.arange(40) % 2 == 0, 2.0, -2.0)
