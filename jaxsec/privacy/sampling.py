@@ -291,7 +291,22 @@ class PoissonSampler(_Sampler):
     return perm.astype(jnp.int32), mask
 
 
-class FixedSizeSampler(_Sampler):
+class _FixedBatchSampler(_Sampler):
+  """A sampler whose every batch has exactly ``batch_size`` examples (normalizer ``b``)."""
+
+  def __init__(self, *, dataset_size: int, num_steps: int, batch_size: int):
+    _check_common(dataset_size, num_steps)
+    _checks.check_int('batch_size', batch_size, minimum=1, maximum=dataset_size)
+    self.dataset_size, self.num_steps = int(dataset_size), int(num_steps)
+    self.batch_size = int(batch_size)
+    self.normalizer = float(batch_size)
+
+  def __repr__(self):
+    return (f'{type(self).__name__}(N={self.dataset_size}, b={self.batch_size}, '
+            f'T={self.num_steps})')
+
+
+class FixedSizeSampler(_FixedBatchSampler):
   """``batch_size`` distinct examples drawn uniformly, independently at every step.
 
   Accounted with ``SampledWithoutReplacementDpEvent`` under replace-one adjacency
@@ -306,16 +321,8 @@ class FixedSizeSampler(_Sampler):
   accountants = ('rdp',)
 
   def __init__(self, *, dataset_size: int, num_steps: int, batch_size: int):
-    _check_common(dataset_size, num_steps)
-    _checks.check_int('batch_size', batch_size, minimum=1, maximum=dataset_size)
-    self.dataset_size, self.num_steps = int(dataset_size), int(num_steps)
-    self.batch_size = int(batch_size)
-    self.normalizer = float(batch_size)
+    super().__init__(dataset_size=dataset_size, num_steps=num_steps, batch_size=batch_size)
     self.q = self.batch_size / self.dataset_size
-
-  def __repr__(self):
-    return (f'FixedSizeSampler(N={self.dataset_size}, b={self.batch_size}, '
-            f'T={self.num_steps})')
 
   def dp_event(self, noise_multiplier, num_steps=None):
     steps = self._steps(num_steps)
@@ -333,7 +340,7 @@ class FixedSizeSampler(_Sampler):
     return perm.astype(jnp.int32), jnp.ones((self.batch_size,), bool)
 
 
-class ShuffleSampler(_Sampler):
+class ShuffleSampler(_FixedBatchSampler):
   """Shuffle once per epoch, then iterate over fixed-size disjoint batches (drop last).
 
   No tight accounting of this common loop is known (TF Privacy #483). Each example is in
@@ -351,16 +358,8 @@ class ShuffleSampler(_Sampler):
   accountants = ('pld', 'rdp')
 
   def __init__(self, *, dataset_size: int, num_steps: int, batch_size: int):
-    _check_common(dataset_size, num_steps)
-    _checks.check_int('batch_size', batch_size, minimum=1, maximum=dataset_size)
-    self.dataset_size, self.num_steps = int(dataset_size), int(num_steps)
-    self.batch_size = int(batch_size)
-    self.normalizer = float(batch_size)
+    super().__init__(dataset_size=dataset_size, num_steps=num_steps, batch_size=batch_size)
     self.steps_per_epoch = self.dataset_size // self.batch_size
-
-  def __repr__(self):
-    return (f'ShuffleSampler(N={self.dataset_size}, b={self.batch_size}, '
-            f'T={self.num_steps})')
 
   def dp_event(self, noise_multiplier, num_steps=None):
     steps = self._steps(num_steps)
