@@ -23,6 +23,17 @@ import itertools
 from typing import Any, Sequence
 
 
+def _merge(parts: Sequence[dict], how: str) -> dict:
+  """One sweep point: the union of ``parts``; a key set by two of them is a ``ValueError``."""
+  point: dict = {}
+  for part in parts:
+    overlap = set(point) & set(part)
+    if overlap:
+      raise ValueError(f'keys {sorted(overlap)} are set twice in one {how}.')
+    point.update(part)
+  return point
+
+
 class Hyper:
   """The ``h`` handed to ``get_hyper``."""
 
@@ -58,16 +69,7 @@ class Hyper:
 
   @staticmethod
   def product(axes: Sequence[list[dict]]) -> list[dict]:
-    out = []
-    for combo in itertools.product(*axes):
-      point: dict = {}
-      for part in combo:
-        overlap = set(point) & set(part)
-        if overlap:
-          raise ValueError(f'keys {sorted(overlap)} are set twice in one product.')
-        point.update(part)
-      out.append(point)
-    return out
+    return [_merge(combo, 'product') for combo in itertools.product(*axes)]
 
   @staticmethod
   def zip(axes: Sequence[list[dict]]) -> list[dict]:
@@ -75,14 +77,4 @@ class Hyper:
     if len(lengths) > 1:
       raise ValueError(f'zip of sweeps with different lengths {sorted(lengths)}.')
     n = lengths.pop() if lengths else 1
-    out = []
-    for i in range(n):
-      point: dict = {}
-      for a in axes:
-        part = a[0] if len(a) == 1 else a[i]
-        overlap = set(point) & set(part)
-        if overlap:
-          raise ValueError(f'keys {sorted(overlap)} are set twice in one zip.')
-        point.update(part)
-      out.append(point)
-    return out
+    return [_merge([a[0] if len(a) == 1 else a[i] for a in axes], 'zip') for i in range(n)]
