@@ -1,7 +1,6 @@
 """Small helpers shared by the experiment apps (flags live only in experiments/ and launch/)."""
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
@@ -15,6 +14,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments.configs import base as configs_base
 from jaxsec import data
 from jaxsec import models
 from jaxsec import train
@@ -28,31 +28,13 @@ def apply_overrides(cfg: ml_collections.ConfigDict, items: Iterable[str]
   kept as strings. Unknown keys raise ``ValueError`` naming them: a typo in a sweep must
   not silently run the default config.
   """
-  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  overrides = {}
   for item in items:
     if '=' not in item:
       raise ValueError(f'override {item!r} must look like key=value.')
     key, raw = item.split('=', 1)
-    try:
-      value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      value = raw
-    node = cfg
-    parts = key.split('.')
-    for p in parts[:-1]:
-      if p not in node:
-        raise ValueError(f'override key {key!r}: {p!r} is not in the config.')
-      node = node[p]
-    if parts[-1] not in node:
-      raise ValueError(f'override key {key!r} is not in the config; known keys: '
-                       f'{sorted(node.keys())}.')
-    old = node[parts[-1]]
-    if isinstance(old, tuple) and isinstance(value, list):
-      value = tuple(value)
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-      value = float(value)
-    node[parts[-1]] = value
-  return cfg
+    overrides[key] = configs_base.parse_value(raw)
+  return configs_base.apply_overrides(ml_collections.ConfigDict(cfg.to_dict()), overrides)
 
 
 def command(study: str, variant: str = 'full', workdir: str = 'docs/results') -> str:

@@ -63,7 +63,9 @@ def _split_top_level(arg: str) -> list[str]:
   return [p.strip() for p in parts if p.strip()]
 
 
-def _literal(raw: str) -> Any:
+def parse_value(raw: str) -> Any:
+  """``raw`` as a Python literal (number, tuple, boolean, None) when it is one, else the
+  string itself."""
   try:
     return ast.literal_eval(raw)
   except (ValueError, SyntaxError):
@@ -80,7 +82,7 @@ def parse_arg(arg: str | None, *, variants: Sequence[str], default: str = 'full'
   for part in _split_top_level(arg or ''):
     if '=' in part:
       key, raw = part.split('=', 1)
-      overrides[key.strip()] = _literal(raw.strip())
+      overrides[key.strip()] = parse_value(raw.strip())
     elif part not in variants:
       raise ValueError(f'Unknown variant {part!r} in config arg {arg!r}; expected one of '
                        f'{list(variants)} or key=value overrides.')
