@@ -42,6 +42,26 @@ def get_config() -> ml_collections.ConfigDict:
   return c
 
 
+def reference_cnn(c: ml_collections.ConfigDict) -> None:
+  """The reference Fashion-MNIST CNN and its training, shared by the evasion studies
+  (evasion_suite; blackbox's oracle; physical's target)."""
+  c.dataset = 'fashion_mnist'
+  c.model = 'cnn'
+  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
+  c.bounds = (0.0, 1.0)
+  c.batch_size = 128
+  c.num_epochs = 2
+  c.learning_rate = 1e-3
+  c.train_subset = 0                 # 0 = the whole training split
+
+
+def reference_cnn_smoke(c: ml_collections.ConfigDict) -> None:
+  """:func:`reference_cnn` at smoke size (a tiny CNN, one epoch on 2048 images)."""
+  c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
+  c.num_epochs = 1
+  c.train_subset = 2048
+
+
 def _split_top_level(arg: str) -> list[str]:
   """Splits on commas outside brackets and quotes (``eps=(0.1, 0.2),seed=3``)."""
   parts, depth, quote, cur = [], 0, None, []

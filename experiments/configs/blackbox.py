@@ -5,15 +5,7 @@ from experiments.configs import base
 
 
 def _default(c: ml_collections.ConfigDict) -> None:
-  c.dataset = 'fashion_mnist'
-  c.bounds = (0.0, 1.0)
-  # The oracle: evasion_suite's reference CNN and training.
-  c.model = 'cnn'
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.batch_size = 128
-  c.num_epochs = 2
-  c.learning_rate = 1e-3
-  c.train_subset = 0                 # 0 = the whole training split
+  base.reference_cnn(c)   # the oracle: evasion_suite's reference CNN and training
   # The substitute (the paper's reference code: a 200-200 MLP, Adam 1e-3, 10 epochs).
   c.substitute = ml_collections.ConfigDict({
       'hidden': (200, 200), 'train_epochs': 10, 'batch_size': 32, 'learning_rate': 1e-3,
@@ -41,9 +33,7 @@ def _default(c: ml_collections.ConfigDict) -> None:
 
 
 def _smoke(c: ml_collections.ConfigDict) -> None:
-  c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
-  c.num_epochs = 1
-  c.train_subset = 2048
+  base.reference_cnn_smoke(c)
   c.substitute.hidden = (32,)
   c.substitute.train_epochs = 2
   c.substitute.num_aug_epochs = 3

@@ -8,14 +8,7 @@ from experiments.configs import base
 
 
 def _default(c: ml_collections.ConfigDict) -> None:
-  c.dataset = 'fashion_mnist'
-  c.model = 'cnn'
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.bounds = (0.0, 1.0)
-  c.batch_size = 128
-  c.num_epochs = 2
-  c.learning_rate = 1e-3
-  c.train_subset = 0             # 0 = the whole training split
+  base.reference_cnn(c)
   c.test_subset = 0              # 0 = the whole test split (clean accuracy, image pool)
   c.attack_batch = 100
   c.fgsm_eps = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
@@ -40,9 +33,7 @@ def _default(c: ml_collections.ConfigDict) -> None:
 
 
 def _smoke(c: ml_collections.ConfigDict) -> None:
-  c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
-  c.num_epochs = 1
-  c.train_subset = 2048
+  base.reference_cnn_smoke(c)
   c.test_subset = 500
   c.attack_batch = 8
   c.fgsm_eps = (0.0, 0.1, 0.3)

@@ -5,14 +5,7 @@ from experiments.configs import base
 
 
 def _default(c: ml_collections.ConfigDict) -> None:
-  c.dataset = 'fashion_mnist'
-  c.model = 'cnn'
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.bounds = (0.0, 1.0)
-  c.batch_size = 128
-  c.num_epochs = 2
-  c.learning_rate = 1e-3
-  c.train_subset = 0                 # 0 = the whole training split
+  base.reference_cnn(c)
   c.target = 8                       # 'Bag'
   c.sizes = (0.04, 0.09, 0.16, 0.25)  # fractions of the image area
   c.patch = ml_collections.ConfigDict({
@@ -26,9 +19,7 @@ def _default(c: ml_collections.ConfigDict) -> None:
 
 
 def _smoke(c: ml_collections.ConfigDict) -> None:
-  c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})
-  c.num_epochs = 1
-  c.train_subset = 2048
+  base.reference_cnn_smoke(c)
   c.sizes = (0.04, 0.16)
   c.patch.num_steps = 30
   c.patch.batch_size = 16
