@@ -294,8 +294,9 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       takes ``weights=`` (:func:`~jaxsec.federated.byzantine.model_replacement`) gets the
       round's aggregation weights of the ``K`` selected clients with the mean aggregator
       (plain or DP): their example counts under ``'num_examples'``, ones otherwise.
-    data_attack: ``attack(x, y, key) -> (x', y')`` applied to every local minibatch of a
-      Byzantine client (label flipping, backdoors).
+    data_attack: ``attack(x, y, key) -> (x', y')`` or a size-preserving poisoning attack
+      of ``jaxsec.attacks.poisoning`` (``PoisonOutput(x', y', info)``), applied to every
+      local minibatch of a Byzantine client (label flipping, backdoors).
     l2_norm_clip, noise_multiplier: DP-FedAvg (McMahan et al. 2018): updates clipped
       to ``S``, summed, ``N(0, (z S)^2)`` added, divided by the expected number of
       clients (``clients_per_round`` or ``sampling_rate * N``); needs ``aggregator='mean'``.
@@ -400,7 +401,7 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       xb, yb = x[idx], y[idx]
       k_obj, k_data = jax.random.split(k)
       if data_attack is not None:
-        xa, ya = data_attack(xb, yb, k_data)
+        xa, ya = tuple(data_attack(xb, yb, k_data))[:2]   # a pair or a PoisonOutput
         xb = jnp.where(poisoned, xa.astype(xb.dtype), xb)
         yb = jnp.where(poisoned, ya.astype(yb.dtype), yb)
       w = v.astype(jnp.float32)

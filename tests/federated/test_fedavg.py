@@ -3,6 +3,7 @@ against sign flipping, DP hooks, determinism and argument checks."""
 import functools
 
 import dp_accounting
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -370,3 +371,25 @@ def test_dp_fedavg_round_noise_has_the_promised_scale(sampling):
   expected = 3.0 if 'clients_per_round' in sampling else 4.0
   assert abs(float(steps.mean())) < 4 * z * clip / expected / np.sqrt(steps.size)
   np.testing.assert_allclose(steps.std(), z * clip / expected, rtol=0.05)
+
+
+def test_a_poisoning_attack_output_is_a_data_attack():
+  # jaxsec.attacks.poisoning attacks return PoisonOutput(x, y, info): the round takes it as
+  # the pair (x', y') it contains, the same as an attack returning that pair.
+  from jaxsec.attacks import poisoning
+  x, y = _data(40)
+  p0 = _init_mlp()
+  lists, counts = fedavg.client_index_lists([np.arange(0, 20), np.arange(20, 40)], 40)
+  byz = np.array([True, False])
+  flip = poisoning.random_label_flip(fraction=0.5, num_classes=3)
+  rounds = []
+  for attack in (flip, lambda xb, yb, k: tuple(flip(xb, yb, k))[:2]):
+    fed = fedavg.make_fedavg(mlp_apply, client_optimizer=optax.sgd(0.1), batch_size=4,
+                             local_epochs=1, data_attack=attack)
+    rounds.append(fed.round(p0, x, y, lists, counts, byz, jax.random.key(3))[0])
+  chex.assert_trees_all_close(rounds[0], rounds[1])
+  clean = fedavg.make_fedavg(mlp_apply, client_optimizer=optax.sgd(0.1), batch_size=4,
+                             local_epochs=1).round(p0, x, y, lists, counts, byz,
+                                                   jax.random.key(3))[0]
+  diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), rounds[0], clean)
+  assert max(jax.tree.leaves(diff)) > 0     # the flipped labels did change the update
