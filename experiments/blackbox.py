@@ -90,11 +90,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
       cfg.dataset, train_subset=cfg.train_subset)
 
   # ---- the oracle (the attacker only ever calls oracle_labels).
-  model, params, _, train_seconds = exp_common.train_classifier(
-      cfg.model, cfg.model_kwargs, x_train, y_train, num_classes=ds.num_classes,
-      input_shape=ds.input_shape, init_key=k_init, train_key=k_train,
-      learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
-      label=f'{NAME}/oracle', checkpoint_dir=exp_common.subdir(ckpt_dir, 'oracle'))
+  model, params, _, train_seconds = exp_common.train_from_config(
+      cfg, x_train, y_train, init_key=k_init, train_key=k_train, label=f'{NAME}/oracle',
+      checkpoint_dir=exp_common.subdir(ckpt_dir, 'oracle'))
   logits_fn = models.logits_fn(model, params)
   oracle_labels = jax.jit(lambda x: jnp.argmax(model.apply(params, x), -1).astype(jnp.int32))
   test_pred = np.argmax(train.predict_logits(model.apply, params, x_test), -1)

@@ -108,6 +108,18 @@ def train_classifier(model_name: str, model_kwargs: Any, x_train, y_train, *,
   return model, result.params, result, time.time() - t0
 
 
+def train_from_config(cfg: ml_collections.ConfigDict, x_train, y_train, **kwargs
+                      ) -> tuple[Any, Any, train.FitResult, float]:
+  """:func:`train_classifier` of the model and training fields that
+  ``configs.base.reference_cnn`` sets on ``cfg`` (``dataset``, ``model``, ``model_kwargs``,
+  ``learning_rate``, ``batch_size``, ``num_epochs``); ``kwargs``: the keys, ``label``, ..."""
+  ds = data.info(cfg.dataset)
+  return train_classifier(cfg.model, cfg.model_kwargs, x_train, y_train,
+                          num_classes=ds.num_classes, input_shape=ds.input_shape,
+                          learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+                          num_epochs=cfg.num_epochs, **kwargs)
+
+
 def train_classifiers(model_name: str, model_kwargs: Any, x_train, y_train, *,
                       num_classes: int, input_shape: tuple[int, ...], init_keys: jax.Array,
                       train_keys: jax.Array, learning_rate: float, batch_size: int,

@@ -37,7 +37,6 @@ import optax
 from scipy import stats
 
 from experiments import common
-from jaxsec import data
 from jaxsec import io as jio
 from jaxsec import losses
 from jaxsec import models
@@ -93,12 +92,8 @@ def _nonprivate_key(c):
 
 
 def _load(c):
-  xtr, ytr = data.load(c.dataset, 'train')
-  xte, yte = data.load(c.dataset, 'test')
-  if c.train_subset:
-    xtr, ytr = xtr[:c.train_subset], ytr[:c.train_subset]
-  if c.test_subset:
-    xte, yte = xte[:c.test_subset], yte[:c.test_subset]
+  xtr, ytr, xte, yte = common.load_splits(c.dataset, train_subset=c.train_subset,
+                                           test_subset=c.test_subset)
   return (_normalise(np.asarray(xtr, np.float32)), np.asarray(ytr, np.int32),
           _normalise(np.asarray(xte, np.float32)), np.asarray(yte, np.int32))
 

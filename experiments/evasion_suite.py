@@ -210,11 +210,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   x_train, y_train, x_test, y_test = exp_common.load_splits(
       cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.test_subset)
 
-  model, params, _, train_seconds = exp_common.train_classifier(
-      cfg.model, cfg.model_kwargs, x_train, y_train, num_classes=ds.num_classes,
-      input_shape=ds.input_shape, init_key=k_init, train_key=k_train,
-      learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs,
-      label=f'{NAME}/train', checkpoint_dir=exp_common.subdir(ckpt_dir, 'train'))
+  model, params, _, train_seconds = exp_common.train_from_config(
+      cfg, x_train, y_train, init_key=k_init, train_key=k_train, label=f'{NAME}/train',
+      checkpoint_dir=exp_common.subdir(ckpt_dir, 'train'))
   timing = {'train': train_seconds}
   logits_fn = models.logits_fn(model, params)
   test_logits = train.predict_logits(model.apply, params, x_test)

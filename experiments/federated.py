@@ -31,7 +31,6 @@ import numpy as np
 import optax
 
 from experiments import common
-from jaxsec import data
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
@@ -114,12 +113,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t_start = time.time()
   key = jax.random.key(c.seed)
   k_part, k_byz, k_init, k_rounds = jax.random.split(key, 4)
-  xtr, ytr = data.load(c.dataset, 'train')
-  xte, yte = data.load(c.dataset, 'test')
-  if c.train_subset:
-    xtr, ytr = xtr[:c.train_subset], ytr[:c.train_subset]
-  if c.test_subset:
-    xte, yte = xte[:c.test_subset], yte[:c.test_subset]
+  xtr, ytr, xte, yte = common.load_splits(c.dataset, train_subset=c.train_subset,
+                                           test_subset=c.test_subset)
   num_classes = int(max(ytr.max(), yte.max())) + 1
   n = xtr.shape[0]
   f = int(np.floor(c.byzantine_fraction * c.num_clients + 1e-9))

@@ -68,11 +68,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   x_train, y_train, x_test, y_test = exp_common.load_splits(
       c.dataset, train_subset=c.train_subset)
 
-  model, params, _, train_seconds = exp_common.train_classifier(
-      c.model, c.model_kwargs, x_train, y_train, num_classes=ds.num_classes,
-      input_shape=ds.input_shape, init_key=k_init, train_key=k_train,
-      learning_rate=c.learning_rate, batch_size=c.batch_size, num_epochs=c.num_epochs,
-      label=f'{NAME}/train')
+  model, params, _, train_seconds = exp_common.train_from_config(
+      c, x_train, y_train, init_key=k_init, train_key=k_train, label=f'{NAME}/train')
   logits_fn = models.logits_fn(model, params)
   test_logits = train.predict_logits(model.apply, params, x_test)
   clean_acc = float(np.mean(np.argmax(test_logits, -1) == y_test))

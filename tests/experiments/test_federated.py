@@ -1,34 +1,26 @@
 """Smoke run of experiments/federated.py: the whole grid on a small synthetic stand-in."""
-import os
 
 import numpy as np
 import pytest
 
 from experiments import federated
 from experiments.configs import federated as federated_config
-from jaxsec import io as jio
+from jaxsec import data
+from tests.experiments import fake_fashion_mnist, run_smoke
+
+
+def _bands(x, y):
+  for k in range(10):                       # class k: a bright band at rows 2k..2k+3
+    x[y == k, 2 * k:2 * k + 4] += 0.8
 
 
 def _fake_fashion_mnist(real_load):
-  """Small synthetic 28x28 stand-in for Fashion-MNIST (skips TF's 10 s load)."""
-  def load(name, split='train', **kw):
-    if name != 'fashion_mnist':
-      return real_load(name, split, **kw)
-    rng = np.random.RandomState(0 if split == 'train' else 1)
-    n = 2200 if split == 'train' else 500
-    y = (np.arange(n) % 10).astype(np.int32)
-    x = 0.2 * rng.rand(n, 28, 28, 1)
-    for k in range(10):                       # class k: a bright band at rows 2k..2k+3
-      x[y == k, 2 * k:2 * k + 4] += 0.8
-    return np.clip(x, 0, 1).astype(np.float32), y
-  return load
+  return fake_fashion_mnist(real_load, sizes=(2200, 500), scale=0.2, paint=_bands)
 
 
 def test_federated_smoke(tmp_path, monkeypatch):
-  monkeypatch.setattr(federated.data, 'load', _fake_fashion_mnist(federated.data.load))
-  cfg = federated_config.get_config('smoke')
-  res = federated.run(cfg, str(tmp_path))
-  saved = jio.read_json(os.path.join(tmp_path, 'federated.json'))
+  monkeypatch.setattr(data, 'load', _fake_fashion_mnist(data.load))
+  cfg, res, saved = run_smoke(federated, federated_config, tmp_path)
   assert saved['variant'] == 'smoke'
   assert saved['num_byzantine'] == 2 and len(saved['byzantine_clients']) == 2
   assert set(saved['partitions']) == set(cfg.partitions)
