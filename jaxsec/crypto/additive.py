@@ -115,13 +115,7 @@ def share_array(x: Any, *, num_shares: int, scale_bits: int = DEFAULT_SCALE_BITS
 
 def reconstruct_array(shares: Sequence[AdditiveShare]) -> np.ndarray:
   """Inverse of :func:`share_array` (float64), from all shares."""
-  shares = _check_shares(shares)
-  s = shares[0].scale_bits
-  if s is None:
-    raise ValueError('these shares hold raw field elements (scale_bits=None); use '
-                     'reconstruct().')
-  return fixed_point.dequantize(
-      fixed_point.from_residues(reconstruct(shares), shares[0].prime), scale_bits=s)
+  return fixed_point.from_shares(_check_shares(shares), reconstruct)
 
 
 def secure_sum(updates: Sequence[Any], *, num_parties: int = 2,

@@ -131,3 +131,14 @@ def from_residues(r: Any, modulus: int) -> np.ndarray:
     return out
   arr = arr.astype(np.int64)
   return np.where(arr > half, arr - np.int64(m), arr)
+
+
+def from_shares(shares: Any, reconstruct: Any) -> np.ndarray:
+  """The float64 array that checked fixed-point ``shares`` hold: ``reconstruct(shares)``
+  (the field residues) decoded at their ``scale_bits``; shares of raw field elements
+  (``scale_bits=None``) are a ``ValueError``."""
+  s = shares[0].scale_bits
+  if s is None:
+    raise ValueError('these shares hold raw field elements (scale_bits=None); use '
+                     'reconstruct().')
+  return dequantize(from_residues(reconstruct(shares), shares[0].prime), scale_bits=s)

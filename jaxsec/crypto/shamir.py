@@ -234,14 +234,7 @@ def share_array(x: Any, *, threshold: int, num_shares: int,
 
 def reconstruct_array(shares: Sequence[ShamirShare]) -> np.ndarray:
   """Inverse of :func:`share_array` (float64), from at least ``threshold`` shares."""
-  shares = _check_shares(shares)
-  s = shares[0].scale_bits
-  if s is None:
-    raise ValueError('these shares hold raw field elements (scale_bits=None); use '
-                     'reconstruct().')
-  p = shares[0].prime
-  return fixed_point.dequantize(fixed_point.from_residues(reconstruct(shares), p),
-                                scale_bits=s)
+  return fixed_point.from_shares(_check_shares(shares), reconstruct)
 
 
 def secure_sum(updates: Sequence[Any], *, threshold: int, num_parties: int,
