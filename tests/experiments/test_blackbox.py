@@ -1,20 +1,16 @@
 """Smoke run of experiments/blackbox.py on real FMNIST (tiny models, few images)."""
-import json
-import os
 
 import numpy as np
 
 from experiments import blackbox
 from experiments.configs import blackbox as blackbox_config
 from tests.conftest import requires_fashion_mnist
+from tests.experiments import run_smoke
 
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json(tmp_path):
-  cfg = blackbox_config.get_config('smoke')
-  res = blackbox.run(cfg, str(tmp_path))
-  with open(os.path.join(tmp_path, 'blackbox.json')) as fh:
-    saved = json.load(fh)
+  cfg, res, saved = run_smoke(blackbox, blackbox_config, tmp_path)
   assert saved['name'] == 'blackbox' and saved['variant'] == 'smoke'
   sub = saved['substitutes'][0]
   r = cfg.substitute.num_aug_epochs

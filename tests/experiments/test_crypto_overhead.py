@@ -1,16 +1,12 @@
 """Smoke run of experiments/crypto_overhead.py (512-bit test key, two FedAvg rounds)."""
-import json
-import os
 
 from experiments import crypto_overhead
 from experiments.configs import crypto_overhead as crypto_overhead_config
+from tests.experiments import run_smoke
 
 
 def test_smoke_run_writes_json(tmp_path):
-  cfg = crypto_overhead_config.get_config('smoke')
-  res = crypto_overhead.run(cfg, str(tmp_path))
-  with open(os.path.join(tmp_path, 'crypto_overhead.json')) as fh:
-    saved = json.load(fh)
+  cfg, res, saved = run_smoke(crypto_overhead, crypto_overhead_config, tmp_path)
   assert saved['insecure_test_key'] and saved['key_bits'] == 512
   p = saved['paillier']
   assert p['ciphertext_bytes_per_value'] == 2 * 512 / 8          # an element of Z_{n^2}

@@ -1,16 +1,12 @@
 """Smoke run of experiments/dp_audit.py: sound for correct DP-SGD, catches the no-clip bug."""
-import json
-import os
 
 from experiments import dp_audit
 from experiments.configs import dp_audit as dp_audit_config
+from tests.experiments import run_smoke
 
 
 def test_smoke_run_writes_json_and_catches_missing_clipping(tmp_path):
-  cfg = dp_audit_config.get_config('smoke')
-  res = dp_audit.run(cfg, str(tmp_path))
-  with open(os.path.join(tmp_path, 'dp_audit.json')) as fh:
-    saved = json.load(fh)
+  cfg, res, saved = run_smoke(dp_audit, dp_audit_config, tmp_path)
   rows = {r['buggy_no_clip']: r for r in saved['rows']}
   good, bad = rows[False], rows[True]
   assert good['claimed_epsilon'] <= good['target_epsilon']

@@ -1,16 +1,12 @@
 """Smoke run of experiments/dp_erm.py (breast cancer, two epsilons, three draws)."""
-import json
-import os
 
 from experiments import dp_erm
 from experiments.configs import dp_erm as dp_erm_config
+from tests.experiments import run_smoke
 
 
 def test_smoke_run_writes_json(tmp_path):
-  cfg = dp_erm_config.get_config('smoke')
-  res = dp_erm.run(cfg, str(tmp_path))
-  with open(os.path.join(tmp_path, 'dp_erm.json')) as fh:
-    saved = json.load(fh)
+  cfg, res, saved = run_smoke(dp_erm, dp_erm_config, tmp_path)
   d = saved['datasets']['breast_cancer']
   assert d['nonprivate_accuracy'] > 0.9
   assert len(d['rows']) == len(cfg.methods) * len(cfg.epsilons)

@@ -1,6 +1,4 @@
 """Smoke run of experiments/evasion_proxy.py (digits28 proxy, tiny model) and its pieces."""
-import json
-import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +6,7 @@ import numpy as np
 from experiments import evasion_proxy
 from experiments.configs import evasion_proxy as evasion_proxy_config
 from jaxsec.attacks.evasion.jsma import jsma
+from tests.experiments import run_smoke
 
 
 def test_digits28_is_an_mnist_like_frame():
@@ -75,10 +74,7 @@ def test_stop_reasons_budget_and_empty_map():
 
 
 def test_smoke_run_writes_json(tmp_path):
-  cfg = evasion_proxy_config.get_config('smoke')
-  res = evasion_proxy.run(cfg, str(tmp_path))
-  with open(os.path.join(tmp_path, 'evasion_proxy.json')) as fh:
-    saved = json.load(fh)
+  cfg, res, saved = run_smoke(evasion_proxy, evasion_proxy_config, tmp_path)
   assert saved['name'] == 'evasion_proxy' and saved['dataset'] == 'digits28'
   run = saved['runs']['cnn']
   assert run['clean_accuracy'] > 0.3                  # 3 epochs of a tiny CNN learn something

@@ -1,18 +1,14 @@
 """Smoke run of experiments/pate.py on real FMNIST (10 tiny teachers)."""
-import json
-import os
 
 from experiments import pate
 from experiments.configs import pate as pate_config
 from tests.conftest import requires_fashion_mnist
+from tests.experiments import run_smoke
 
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json(tmp_path):
-  cfg = pate_config.get_config('smoke')
-  res = pate.run(cfg, str(tmp_path))
-  with open(os.path.join(tmp_path, 'pate.json')) as fh:
-    saved = json.load(fh)
+  cfg, res, saved = run_smoke(pate, pate_config, tmp_path)
   assert saved['num_teachers'] == 10 and saved['examples_per_teacher'] == 100
   rows = saved['settings']
   assert len(rows) == len(cfg.settings)

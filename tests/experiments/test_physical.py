@@ -1,6 +1,4 @@
 """Smoke run of experiments/physical.py on real FMNIST (tiny model, short patch fits)."""
-import json
-import os
 
 import numpy as np
 import pytest
@@ -8,14 +6,12 @@ import pytest
 from experiments import physical
 from experiments.configs import physical as physical_config
 from tests.conftest import requires_fashion_mnist
+from tests.experiments import run_smoke
 
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json(tmp_path):
-  cfg = physical_config.get_config('smoke')
-  res = physical.run(cfg, str(tmp_path))
-  with open(os.path.join(tmp_path, 'physical.json')) as fh:
-    saved = json.load(fh)
+  cfg, res, saved = run_smoke(physical, physical_config, tmp_path)
   assert saved['name'] == 'physical' and saved['variant'] == 'smoke'
   assert saved['target'] == cfg.target and saved['num_eval'] == cfg.eval_examples
   rows = saved['rows']

@@ -5,21 +5,15 @@ import numpy as np
 
 from experiments import poisoning
 from experiments.configs import poisoning as poisoning_config
-from jaxsec import io as jio
+from tests.experiments import fake_fashion_mnist, run_smoke
+
+
+def _top_half(x, y):
+  x[:, :14] += 0.5 * (y % 2 == 0)[:, None, None, None]     # even classes: bright top half
 
 
 def _fake_fashion_mnist(real_load):
-  """Small synthetic 28x28 stand-in for Fashion-MNIST (the smoke run skips TF's 10 s load)."""
-  def load(name, split='train', **kw):
-    if name != 'fashion_mnist':
-      return real_load(name, split, **kw)
-    rng = np.random.RandomState(0 if split == 'train' else 1)
-    n = 1000 if split == 'train' else 1200
-    y = (np.arange(n) % 10).astype(np.int32)
-    x = 0.3 * rng.rand(n, 28, 28, 1)
-    x[:, :14] += 0.5 * (y % 2 == 0)[:, None, None, None]     # even classes: bright top half
-    return np.clip(x, 0, 1).astype(np.float32), y
-  return load
+  return fake_fashion_mnist(real_load, sizes=(1000, 1200), scale=0.3, paint=_top_half)
 
 
 def test_pool_is_a_block_mean():
@@ -33,9 +27,7 @@ def test_pool_is_a_block_mean():
 
 def test_poisoning_smoke(tmp_path, monkeypatch):
   monkeypatch.setattr(poisoning.data, 'load', _fake_fashion_mnist(poisoning.data.load))
-  cfg = poisoning_config.get_config('smoke')
-  res = poisoning.run(cfg, str(tmp_path))
-  saved = jio.read_json(os.path.join(tmp_path, 'poisoning.json'))
+  cfg, res, saved = run_smoke(poisoning, poisoning_config, tmp_path)
   assert saved['variant'] == 'smoke'
   s = saved['studies']
   assert set(s) == set(poisoning.STUDIES)

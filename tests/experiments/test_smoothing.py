@@ -8,6 +8,7 @@ from scipy import stats
 from experiments import smoothing
 from experiments.configs import smoothing as smoothing_config
 from tests.conftest import requires_fashion_mnist
+from tests.experiments import run_smoke
 
 
 def _load(tmp_path):
@@ -17,9 +18,7 @@ def _load(tmp_path):
 
 @requires_fashion_mnist
 def test_smoothing_smoke(tmp_path):
-  cfg = smoothing_config.get_config('smoke')
-  smoothing.run(cfg, str(tmp_path))
-  r = _load(tmp_path)
+  cfg, _, r = run_smoke(smoothing, smoothing_config, tmp_path)
   assert r['name'] == 'smoothing' and r['variant'] == 'smoke'
   assert set(r['sigmas']) == {f'{s:g}' for s in cfg.sigmas}
   for s, e in r['sigmas'].items():
