@@ -113,8 +113,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 def render_markdown(r: dict) -> str:
   c = r['config']
   radii = [f'{float(v):g}' for v in c['radii']]
-  lines = [f'### Randomized smoothing on FMNIST: certified L2 accuracy (variant '
-           f'{r["variant"]})', '',
+  arg = '' if r['variant'] == 'full' else f':{r["variant"]}'
+  lines = [f'## Randomized smoothing on FMNIST: certified L2 accuracy (variant '
+           f'{r["variant"]}; `python -m experiments.run '
+           f'--config=experiments/configs/smoothing.py{arg} --workdir=docs/results`)', '',
            f'Cohen, Rosenfeld & Kolter (2019): reference CNN trained {c["epochs"]} epoch(s) with '
            f'Gaussian augmentation at each sigma; CERTIFY with n0={c["n0"]}, n={c["n"]} '
            f'(paper: 100,000), alpha={c["alpha"]} on {c["n_test"]} random test images. '

@@ -299,7 +299,7 @@ def test_restarts_bounds_shapes_and_batch_sizes():
     outs = {}
     for restarts in all_restarts:
       atk = attacks.fab(norm='linf', num_steps=15, restarts=restarts, bounds=(lo, hi))
-      outs[restarts] = jax.jit(atk, static_argnums=0)(f, x, y, KEY).x_adv
+      outs[restarts] = jax.jit(atk, static_argnums=0)(f, x, y, KEY)
       xa = outs[restarts].x_adv
       assert xa.shape == x.shape and xa.dtype == x.dtype
       assert float(xa.min()) >= lo and float(xa.max()) <= hi
