@@ -1,34 +1,25 @@
 """DeepFool (Moosavi-Dezfooli, Fawzi & Frossard, CVPR 2016), multiclass, L2 and L_inf.
 
-DeepFool linearises the classifier at the current point and steps to the nearest linearised
-decision boundary. For the true class ``y`` and a candidate class ``k`` let
-``f'_k = z_k - z_y`` (negative while the input is still classified ``y``) and
-``w'_k = grad f'_k``. The nearest boundary in the L_p norm is ``l = argmin_k |f'_k| /
-||w'_k||_q`` with ``q`` the dual norm (``q = 2`` for L2, ``q = 1`` for L_inf), and the step
-is (paper, Algorithms 2 and eq. (9)):
+Linearise the classifier and step to the nearest linearised boundary. For the true class
+``y`` and a candidate ``k``, ``f'_k = z_k - z_y`` and ``w'_k = grad f'_k``; the nearest
+boundary is ``l = argmin_k |f'_k| / ||w'_k||_q`` (``q`` the dual norm: 2 for L2, 1 for
+L_inf), and the step (paper, Algorithm 2 and eq. (9)) is
 
 * L2:    ``r_i = (|f'_l| / ||w'_l||_2 + 1e-4) * w'_l / ||w'_l||_2``
 * L_inf: ``r_i = (|f'_l| / ||w'_l||_1 + 1e-4) * sign(w'_l)``
 
-The steps are accumulated, ``r = sum_i r_i``, and the iterate is ``x_i = clip(x + (1 +
-overshoot) r, lo, hi)`` (the official code applies the overshoot to the accumulated
-perturbation at every iteration; the ``1e-4`` is the official code's and Foolbox's small
-extra distance that makes the step land strictly beyond the linearised boundary). For an
-affine binary classifier ``f(x) = w.x + b`` one step is exact:
-``||r||_2 = |f(x)| / ||w||_2`` (L2) and ``||r||_inf = |f(x)| / ||w||_1`` (L_inf), times
-``1 + overshoot`` (plus the 1e-4).
+and the iterate ``x_i = clip(x + (1 + overshoot) r, lo, hi)``, ``r = sum_i r_i`` (the
+official code's overshoot on the accumulated perturbation; the ``1e-4`` is the official
+code's and Foolbox's extra distance to land strictly beyond the boundary). For an affine
+binary classifier one step is exact: ``||r||_2 = |f(x)| / ||w||_2`` (L2), ``||r||_inf =
+|f(x)| / ||w||_1`` (L_inf), times ``1 + overshoot`` (plus the 1e-4).
 
-Candidate classes are the ``num_classes`` classes with the highest logits at the clean
-input, the true label included (the paper's "top-10" heuristic). Each iteration costs one
-forward pass and ``num_classes - 1`` backward passes (vectorised with ``jax.vmap`` over the
-cotangents of one ``jax.vjp``). Examples stop as soon as they are misclassified; examples
-already misclassified at ``x`` are returned unchanged (zero steps, success).
-
-DeepFool is untargeted by construction (there is no ``targeted`` option): ``y`` are the
-labels to move away from (usually the true labels). A single-logit binary model (class 1
-when the logit is > 0) is handled as the two-class model with logits ``[0, z]``.
-
-The helpers :func:`linearised_step` and :func:`run_deepfool` are shared with the universal perturbation attack.
+Candidates are the ``num_classes`` highest logits at the clean input, ``y`` included (the
+paper's "top-10"); an iteration is one forward and ``num_classes - 1`` backward passes (one
+``jax.vjp``, vmapped over cotangents). Examples stop once misclassified; those misclassified
+at ``x`` are returned unchanged (success). Untargeted only: ``y`` are the labels to move away
+from. A single-logit binary model is handled as the logits ``[0, z]``.
+:func:`linearised_step` and :func:`run_deepfool` are shared with the universal perturbation.
 """
 from __future__ import annotations
 

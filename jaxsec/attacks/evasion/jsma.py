@@ -1,44 +1,27 @@
-"""Jacobian-based Saliency Map Attack (Papernot et al., EuroS&P 2016).
+"""Jacobian-based Saliency Map Attack (Papernot et al., EuroS&P 2016; Algorithms 1 and 3).
 
-The attack (the paper's Algorithms 1 and 3, "increasing" and "decreasing" variants):
+* ``Gamma`` (the search domain) holds the features that can still move in the direction of
+  ``theta`` (not already at that bound). Each iteration takes the forward derivative (of the
+  logits, or of the probabilities with ``jacobian='probs'``) and, over pairs ``p != q`` in
+  ``Gamma``, ``alpha = sum_{i in {p,q}} dZ_t/dx_i``, ``beta = sum_{i in {p,q}} sum_{j != t}
+  dZ_j/dx_i``. Increasing variant: among pairs with ``alpha > 0``, ``beta < 0`` maximise
+  ``-alpha * beta`` (decreasing: ``alpha < 0``, ``beta > 0``). Both features move by
+  ``theta * (hi - lo)`` (clipped to the box); features at the bound leave ``Gamma`` (with
+  ``|theta| = 1``, the paper's setting, at once, as in CleverHans).
+* Stop at the target, when fewer than two features remain, or when another pair could
+  exceed the budget: at most ``floor(gamma * n)`` features change (the paper's Upsilon).
+* Empty saliency map (no pair meets the sign conditions; Algorithm 3 has no rule): the
+  paper's argmax of the product-form score is zero everywhere and the loop goes on with
+  whatever pair it returns, as CleverHans v3 ``jsma_symbolic`` does. ``empty_map='continue'``
+  (default) does the same with the first two features of ``Gamma`` in index order (not
+  CleverHans's pair (0, 0) regardless of ``Gamma``, cleverhans-lab/cleverhans#221);
+  ``'stop'`` stops the example (a failure). Both agree where ``info['empty_map_iterations'] == 0``.
 
-* ``Gamma``, the search domain, holds the features that can still move in the direction of
-  ``theta`` (initially those not already at the upper bound for ``theta > 0`` / the lower
-  bound for ``theta < 0``).
-* Each iteration computes the forward derivative (the Jacobian of the logits, or of the
-  softmax probabilities with ``jacobian='probs'``) and, over all PAIRS ``p != q`` of
-  features in ``Gamma``, ``alpha = sum_{i in {p,q}} dZ_t/dx_i`` and ``beta = sum_{i in
-  {p,q}} sum_{j != t} dZ_j/dx_i``. Increasing variant: among pairs with ``alpha > 0`` and
-  ``beta < 0`` choose the one maximising ``-alpha * beta``; decreasing variant: ``alpha <
-  0``, ``beta > 0``, same score. Both features move by ``theta * (hi - lo)`` (clipped to the
-  box), and features that reach the bound leave ``Gamma`` (with ``|theta| = 1``, the paper's
-  setting, every chosen feature saturates at once, as in CleverHans).
-* It stops when the model predicts the target, when fewer than two features remain in
-  ``Gamma``, or when another pair could exceed the distortion budget: at most
-  ``floor(gamma * n)`` features ever change, ``n`` the number of input features (the
-  paper's maximum distortion Upsilon = gamma).
-* Empty saliency map (no pair of ``Gamma`` satisfies the sign conditions): the paper's
-  Algorithm 3 has no rule for it; its pair search is an argmax of the product-form score
-  ``(-alpha * beta) * [sign conditions]``, zero for every pair, and the loop goes on
-  modifying whatever pair that argmax returns, as does the authors' CleverHans v3
-  ``jsma_symbolic``. ``empty_map='continue'`` (default) does the same with the pair the
-  argmax over ``Gamma`` returns, the first two features of ``Gamma`` in index order.
-  (CleverHans's argmax over all n x n pairs returns the "pair" (0, 0) whether or not feature
-  0 is in ``Gamma``, cleverhans-lab/cleverhans#221; that is not copied.)
-  ``empty_map='stop'`` stops the example there instead (a failure). The two give identical
-  iterates up to the first empty map, so ``info['empty_map_iterations'] == 0`` marks the
-  examples on which they agree.
-
-Targeted by default, as in the paper (``y`` = target classes). With ``targeted=False`` the
-documented variant is: the target ``t`` of the saliency map is, per example, the second most
-likely class at ``x`` (``untargeted_target='second'``) or a uniformly random class ``!= y``
-(``'random'``, from ``key``); the attack stops at the first misclassification (any class
-other than ``y``).
-
-Cost per iteration: one forward and two backward passes (for ``dZ_t/dx`` and
-``d(sum_j Z_j)/dx``; ``beta`` is their difference) plus the O(n^2) pair search per example,
-done with ``lax.map`` in chunks of ``pair_batch`` examples to bound memory (784 x 784 floats
-per example for MNIST).
+Targeted by default (``y`` = targets). ``targeted=False``: the map's target is the second
+most likely class at ``x`` (``untargeted_target='second'``) or a random class ``!= y``
+(``'random'``), stopping at the first misclassification. Per iteration: one forward and two
+backward passes plus the O(n^2) pair search, ``lax.map`` over chunks of ``pair_batch``
+examples to bound memory.
 """
 from __future__ import annotations
 

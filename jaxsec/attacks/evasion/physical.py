@@ -1,37 +1,26 @@
 """Physical-world adversarial examples (survey §2.4): adversarial patches and RP2.
 
-* :func:`adversarial_patch` -- the universal, image-independent adversarial patch of Brown,
-  Mané, Roy, Abadi & Gilmer ("Adversarial Patch", 2017). One patch ``p`` (a square or a
-  disc covering a given fraction of the image) is trained by Expectation over
-  Transformation to maximise ``E_{x ~ X, t ~ T} log Pr(y_target | A(p, x, t))`` (Brown et
-  al., eq. 2), where the patch operator ``A`` places ``p`` on the image ``x`` after a random
-  transformation ``t`` (location, rotation, scale, brightness). Untargeted, it maximises
-  the expected cross-entropy of the true labels instead.
-* :func:`rp2` -- Robust Physical Perturbations (Eykholt, Evtimov, Fernandes, Li, Rahmati,
-  Xiao, Prakash, Kohno & Song, CVPR 2018, eq. 3): a perturbation confined to a
-  user-given mask ``M`` (sticker regions), minimising
-  ``lam * ||M . delta||_p + nps_weight * NPS + E_t J(f(t(x + M . delta)), y*)``
-  by Adam under EOT (:func:`~jaxsec.attacks.evasion.adaptive.eot_logits_fn`) of
-  physical transformations (:func:`physical_transform`).
+* :func:`adversarial_patch`: the universal adversarial patch of Brown, Mané, Roy, Abadi &
+  Gilmer ("Adversarial Patch", 2017). One patch ``p`` (a square or disc covering a given
+  fraction of the image) is trained by Expectation over Transformation to maximise
+  ``E_{x ~ X, t ~ T} log Pr(y_target | A(p, x, t))`` (their eq. 2), ``A`` placing ``p`` on
+  ``x`` after a random location, rotation, scale and brightness ``t``; untargeted, it
+  maximises the expected cross-entropy of the true labels.
+* :func:`rp2`: Robust Physical Perturbations (Eykholt et al., CVPR 2018, eq. 3): a
+  perturbation confined to a user mask ``M`` (sticker regions), minimising
+  ``lam * ||M . delta||_p + nps_weight * NPS + E_t J(f(t(x + M . delta)), y*)`` by Adam
+  under EOT (:func:`~jaxsec.attacks.evasion.adaptive.eot_logits_fn`) of
+  :func:`physical_transform`.
 
-Geometry. Both use one affine resampler: an output pixel ``q = (row, col)`` reads the
-source at ``R(-angle) (q - center) / scale + c_src`` with bilinear interpolation
-(``jax.scipy.ndimage.map_coordinates``, order 1). For the patch ``c_src = ((s-1)/2,
-(s-1)/2)`` is the centre of the ``s x s`` patch; so with ``angle = 0``, ``scale = 1`` and
-``center - (s-1)/2`` integer, patch pixel ``(a, b)`` lands *exactly* on image pixel
-``center - (s-1)/2 + (a, b)`` (the interpolation weights are exactly 1 and 0).
-
-Placement is alpha compositing with a premultiplied mask: the patch mask ``m`` (1 on the
-square / disc, 0 elsewhere) and ``m * p`` are warped with the same weights, giving the
-transformed mask ``m_t`` in [0, 1] and ``(m p)_t``; the output is
-``(1 - m_t) x + (m p)_t``, a convex combination of ``x`` and patch values. Hence the
-guarantees: every output is inside the bounds, and every pixel with ``m_t = 0`` (outside
-the transformed patch) equals the input bit for bit (it is selected, not recomputed).
-The edge of a rotated / rescaled / sub-pixel-shifted patch is anti-aliased (``0 < m_t <
-1``), so gradients flow to every patch pixel that is visible.
-
-Fitting is one compiled program: the steps are a ``lax.scan`` (history of the objective
-comes back), each step draws a minibatch of the data with fresh transformations.
+Geometry: one affine resampler; output pixel ``q`` reads the source at ``R(-angle) (q -
+center) / scale + c_src`` bilinearly (``map_coordinates``, order 1), so with ``angle = 0``,
+``scale = 1`` and an integer offset, patch pixels land exactly on image pixels. Placement is
+alpha compositing with a premultiplied mask, ``(1 - m_t) x + (m p)_t``, a convex
+combination: every output is inside the bounds and every pixel outside the transformed patch
+(``m_t = 0``) equals the input bit for bit. Edges of rotated / scaled / sub-pixel patches
+are anti-aliased, so gradients reach every visible patch pixel. Fitting is one compiled
+``lax.scan`` (the objective's history comes back); each step draws a minibatch with fresh
+transformations.
 """
 from __future__ import annotations
 
