@@ -1,59 +1,27 @@
 """Square Attack (Andriushchenko, Croce, Flammarion, Hein, ECCV 2020): score-based black box.
 
-A random search over the vertices (L_inf) or the sphere (L2) of the threat model: at every
-iteration a random square window of the current perturbation is replaced by a random
-update, the model is queried once, and the proposal is kept **only if it lowers the loss**
-(the margin ``z_y - max_{j != y} z_j`` by default). The window side shrinks with the
-schedule ``p(i)`` of the paper. No gradients are used, only ``query_fn: x -> scores``.
+Random search over the vertices (L_inf) or the sphere (L2) of the threat model: each
+iteration replaces a random square window of the perturbation, queries ``query_fn: x ->
+scores`` once, and keeps the proposal only if it strictly lowers the loss or succeeds (the
+official ``idx_improved | idx_miscl``). Losses: margin ``z_y - max_{j != y} z_j`` (targeted:
+``max_{j != t} z_j - z_t``) or cross-entropy. From the paper (Algorithm 1, Sec. 3, Appendix)
+and the official code (max-andr/square-attack, AutoAttack's ``square.py``):
+:func:`p_selection` halves ``p_init`` as ``int(i / N * 10000)`` passes 10, 50, 200, 500,
+1000, 2000, 4000, 6000, 8000. L_inf starts at vertical stripes ``clip(x + eps s)`` and sets
+windows of side ``round(sqrt(p H W))`` (in ``[1, min(H, W) - 1]``) to ``x + eps sigma_c``
+(one sign per channel). L2 starts at a grid of ``min(H, W) // 5`` tiles of the meta
+pseudo-Gaussian pattern; windows of odd side ``max(round(sqrt(p H W)), 3)`` get the mass of a
+second, zeroed window plus the unused budget; the result is rescaled to ``eps`` and clipped.
 
-Written from the paper (Algorithm 1, Sections 3.1 and 3.2, Appendix) and checked against
-the authors' public code (github.com/max-andr/square-attack, ``attack.py``, and AutoAttack's
-``square.py``); the code here is our own. Details taken from the official code:
-
-* losses (minimised): margin ``z_y - max_{j != y} z_j`` (untargeted) or
-  ``max_{j != t} z_j - z_t`` (targeted); cross-entropy ``log p_y`` (untargeted) or
-  ``-log p_t`` (targeted). A proposal is accepted when it strictly lowers the loss or
-  when it succeeds (the official ``idx_improved | idx_miscl``; with the margin loss a
-  success always lowers it, with 'ce' it need not).
-* schedule :func:`p_selection`: ``p_init`` halved when ``it = int(i / N * 10000)`` passes
-  10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 (the official rescaling to a budget of
-  ``N`` queries).
-* L_inf: initial point ``clip(x + eps * s)`` with ``s`` in {-1, 1} constant along each
-  column of each channel (vertical stripes); window side ``s = round(sqrt(p H W))`` clipped
-  to ``[1, min(H, W) - 1]``; the window is set to ``x + eps * sigma_c`` (one random sign per
-  channel), resampled until the proposal differs from the current point in the window.
-* L2: initial point: a centred grid of ``(min(H, W) // 5)``-pixel tiles, each filled with the
-  two-lobed pseudo-Gaussian pattern ("meta pseudo-Gaussian perturbation") times a random
-  sign per channel, scaled to norm ``eps``; update: window side
-  ``max(round(sqrt(p H W)), 3)`` made odd; a second window of the same size is zeroed and
-  its mass, with the budget still unused (``eps^2 - ||delta||^2``), is put into the first
-  window as ``pattern * sign + old window / ||old window||`` rescaled per channel; the
-  whole perturbation is then rescaled to norm ``eps`` and clipped to the box.
-
-Deliberate differences (none changes the algorithm in substance):
-
-* window positions are drawn per example (the official L2 code draws one position per
-  iteration for the whole batch), uniformly over all ``H - s + 1`` valid rows and columns
-  (the official code never uses the last one); the random transposition of the L2 pattern
-  is drawn per example (and per tile at the initialisation) as well;
-* per-example randomness comes from ``fold_in(key, example index)``, so an example's
-  result does not depend on the rest of the batch;
-* the "must change the window" resampling of the L_inf update is rejection sampling capped
-  at 32 draws (the official ``while`` loop never ends when no sign can change the window,
-  e.g. at ``eps = 0``); if all 32 fail, the query is spent on an unchanged point;
-* L2 window sides are capped at ``min(H, W)`` (the official code fails on small images) and
-  the initial tiles are centred on each axis (the official code uses the row offset for
-  both axes and lets the last tiles overflow when ``H // (H // 5) > 5``);
-* queries are counted honestly: **the clean query is counted**, so ``info['queries']``
-  includes it and never exceeds ``num_queries`` (the paper's count, which starts at the
-  initial point, is ``queries - 1``).
-
-Input layout: NHWC ``[B, H, W, C]``; ``[B, H, W]`` is one channel; flat ``[B, D]`` inputs
-are treated as one row of ``D`` pixels with one channel (``1 x D x 1``), where a "square"
-of a fraction ``p`` of the features is a contiguous segment of ``round(p D)`` coordinates,
-the L_inf stripes are one random sign per coordinate and the L2 initial tiles and pattern
-are the one-dimensional versions (two opposite pseudo-Gaussian lobes along the segment).
-An image with ``W = 1`` is handled as its transpose (a row).
+Deliberate differences: window positions (and L2 pattern transpositions) drawn per example
+over all ``H - s + 1`` positions (official: one per batch for L2, never the last);
+per-example ``fold_in(key, example index)`` randomness; the L_inf "must change the window"
+resampling capped at 32 draws (the official loop never ends when no sign can change it, e.g.
+``eps = 0``; the query is then spent on an unchanged point); L2 windows capped at
+``min(H, W)`` and tiles centred on each axis (the official code fails on small images and
+mixes offsets); the clean query is counted: ``info['queries'] <= num_queries`` (the paper
+counts ``queries - 1``). Layout: NHWC, ``[B, H, W]`` one channel; flat ``[B, D]`` is one row
+of ``D`` pixels (squares are segments of ``round(p D)``); ``W = 1`` is handled transposed.
 """
 from __future__ import annotations
 

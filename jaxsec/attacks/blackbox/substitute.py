@@ -2,37 +2,26 @@
 Goodfellow, Jha, Celik & Swami, "Practical Black-Box Attacks against Machine Learning",
 AsiaCCS 2017), and transfer of white-box attacks from the substitute to the oracle.
 
-The adversary only sees the **labels** ``O~(x)`` the remote model (the *oracle*) assigns to
-chosen inputs. It trains a local substitute ``F`` on a small seed set ``S_0`` labelled by the
-oracle and grows the set where the substitute's output varies most (Algorithm 1)::
+The adversary sees only the labels ``O~(x)`` of the remote model (the oracle). It trains a
+substitute ``F`` on a seed set ``S_0`` labelled by the oracle and grows it (Algorithm 1)::
 
     for rho in 0 .. num_aug_epochs - 1:
-        D = {(x, O~(x)) : x in S_rho}                       # only new points are queried
-        theta_F = train(F, D)
+        theta_F = train(F, {(x, O~(x)) : x in S_rho})       # only new points are queried
         S_{rho+1} = S_rho  U  {x + lambda_rho sign(J_F(x)[O~(x)]) : x in S_rho}
 
-``J_F(x)[O~(x)]`` is the gradient (w.r.t. the input) of the substitute's output for the
-label the oracle gave ``x``: the softmax probability in the paper, where ``F`` ends with a
-softmax (``jacobian='probs'``), or the logit (``jacobian='logits'``). ``lambda_rho =
-lambda`` (Algorithm 1) or, with ``lam_period=tau``, the periodic step
-``lambda (-1)^floor(rho / tau)`` that Papernot, McDaniel & Goodfellow introduced with
-reservoir sampling ("Transferability in Machine Learning", arXiv:1605.07277; reservoir
-sampling itself is not implemented here). Adversarial examples are then
-crafted on the substitute with any white-box attack (the paper: FGSM, eps = 0.3 on MNIST)
-and sent to the oracle (:func:`transfer_attack`).
+``J_F(x)[O~(x)]`` is the input gradient of the substitute's softmax probability for the
+oracle's label (the paper, ``jacobian='probs'``) or of its logit (``jacobian='logits'``).
+``lambda_rho = lambda`` (Algorithm 1) or, with ``lam_period=tau``, ``lambda (-1)^floor(rho /
+tau)`` (Papernot, McDaniel & Goodfellow, "Transferability in Machine Learning",
+arXiv:1605.07277, 2016; their reservoir sampling is not implemented). Adversarial examples
+are crafted on the substitute with any white-box attack (the paper: FGSM, eps = 0.3 on
+MNIST) and sent to the oracle (:func:`transfer_attack`).
 
-What is and is not one compiled program: substitute training is ``num_aug_epochs`` rounds
-of (query the oracle, train with :func:`jaxsec.train.fit`, augment). The training set
-doubles every round, so each round has its own shapes, and the oracle is a black box
-called from the host (a remote API need not be a JAX function): the rounds are a host
-loop. Each piece is jitted: every training epoch (``jaxsec.train``), the augmentation step
-(:func:`jacobian_augmentation`, one jitted call per chunk of points), and the attack and
-the substitute's forward pass in :func:`transfer_attack`.
-
-Query accounting is exact: every input sent to the oracle is counted once (the seed set,
-then each round's new points, the last round's augmentation is not made because it would
-never be used); ``S_rho`` has ``|S_0| 2^rho`` points, so the attack spends
-``|S_0| 2^(num_aug_epochs - 1)`` queries (4,800 for the paper's 150 seeds and 6 rounds).
+The rounds are a host loop (the set doubles each round, so shapes change, and the oracle may
+be a remote API); training (:func:`jaxsec.train.fit`), :func:`jacobian_augmentation` and
+:func:`transfer_attack` are jitted. Queries are counted exactly, each input once (the last
+round's augmentation is not made): ``|S_0| 2^(num_aug_epochs - 1)`` in all (4,800 for the
+paper's 150 seeds and 6 rounds).
 """
 from __future__ import annotations
 

@@ -1,30 +1,23 @@
 """Online centroid anomaly detection and its greedy poisoning (Kloft and Laskov, AISTATS
 2010; JMLR 2012, "Security analysis of online centroid anomaly detection").
 
-The detector keeps a centre ``c`` and accepts a new point ``x`` as normal iff
-``||x - c|| <= r``; accepted points update the centre. Finite horizon (a working set of
-``n`` points, Kloft-Laskov's removal strategies):
+The detector keeps a centre ``c`` and accepts ``x`` as normal iff ``||x - c|| <= r``;
+accepted points update the centre. Finite horizon (a working set of ``n`` points, the
+paper's removal strategies): ``'average'`` (average-out, ``c <- c + (x - c) / n``),
+``'random'`` (a uniformly chosen working-set point is replaced by ``x``), ``'nearest'`` (the
+working-set point nearest to ``x`` is replaced). Infinite horizon (``'infinite'``): nothing
+is removed, the centre is the mean of all accepted points (the ``n`` initial ones included):
+``c <- c + (x - c) / (m + 1)`` after ``m`` of them.
 
-* ``'average'`` (average-out): ``c <- c + (x - c) / n`` (the mean of the working set
-  minus its mean, plus ``x``);
-* ``'random'`` (random-out): a uniformly chosen working-set point is replaced by ``x``;
-* ``'nearest'`` (nearest-out): the working-set point nearest to ``x`` is replaced.
-
-Infinite horizon (``'infinite'``): nothing is removed, the centre is the mean of all the
-points accepted so far (the ``n`` initial ones included): after ``m`` of them,
-``c <- c + (x - c) / (m + 1)``.
-
-The attacker, who knows the state, wants the centre to reach a target ``t`` (so that ``t``
-is accepted). Its greedy attack sends ``x = c + r (t - c) / ||t - c||`` (or ``t`` once it
-lies inside the sphere): the accepted point that moves the centre furthest toward ``t``.
-For average-out it is optimal: each point moves the centre by exactly ``r / n`` along
-``t - c``, so after ``i`` points the displacement is ``i r / n`` (Kloft-Laskov's bound
-``D_i <= i / n`` in radii, met with equality); random-out moves it by ``r / n`` in
-expectation. Under the infinite horizon the ``j``-th point moves it by ``r / (n + j)``:
-``D_i = H_{n+i} - H_n ~ log(1 + i / n)`` radii (``H`` the harmonic numbers), so the
-attacker needs exponentially many points (``~ n (e^D - 1)``) to move the centre ``D`` radii. Against nearest-out it stalls (each boundary point is nearest to, and
-replaces, the previous attack point, so the centre soon stops moving); the paper's optimal
-nearest-out attack solves a program per step and is not implemented here.
+The attacker knows the state and wants the centre to reach a target ``t`` (so that ``t`` is
+accepted). The greedy attack sends ``x = c + r (t - c) / ||t - c||`` (or ``t`` once inside
+the sphere), the accepted point that moves the centre furthest toward ``t``. Against
+average-out it is optimal: after ``i`` points the displacement is ``i r / n`` (the paper's
+bound ``D_i <= i / n`` radii, met with equality); random-out moves it ``r / n`` per point in
+expectation. Infinite horizon: ``D_i = H_{n+i} - H_n ~ log(1 + i / n)`` radii (``H`` the
+harmonic numbers), so moving ``D`` radii takes ``~ n (e^D - 1)`` points. Against nearest-out
+it stalls (each boundary point replaces the previous attack point); the paper's optimal
+nearest-out attack (a program per step) is not implemented.
 """
 from __future__ import annotations
 

@@ -1,32 +1,27 @@
 """Model extraction: equation solving (Tramer et al. 2016) and learning-based stealing.
 
-Tramer, Zhang, Juels, Reiter, Ristenpart 2016 (USENIX Security), "Stealing machine learning
-models via prediction APIs":
+Tramer, Zhang, Juels, Reiter, Ristenpart, "Stealing machine learning models via prediction
+APIs" (USENIX Security 2016):
 
-* :func:`extract_logistic_binary`: a binary logistic regression ``p = sigmoid(w.x + b)``
-  gives one linear equation ``log(p / (1 - p)) = w.x + b`` per query, so ``d + 1`` queries
-  in general position recover ``(w, b)`` exactly (up to the oracle's floating-point
-  rounding).
-* :func:`extract_softmax_regression`: a multiclass softmax regression gives
-  ``log(p_i / p_0) = (w_i - w_0).x + (b_i - b_0)`` for every class ``i``; ``d + 1`` queries
-  recover every row up to the softmax's shift invariance (we return the representative with
-  ``w_0 = 0, b_0 = 0``, which has identical probabilities, hence identical predictions).
-* :func:`retrain_extraction`: models without a closed form (MLPs) are extracted by training
-  a model of the same architecture on the oracle's outputs for the attacker's queries
-  (probabilities, soft cross-entropy; or labels only).
+* :func:`extract_logistic_binary`: each answer ``p = sigmoid(w.x + b)`` gives the linear
+  equation ``log(p / (1 - p)) = w.x + b``; ``d + 1`` queries in general position recover
+  ``(w, b)`` exactly (up to the oracle's floating-point rounding).
+* :func:`extract_softmax_regression`: ``log(p_i / p_0) = (w_i - w_0).x + (b_i - b_0)``;
+  ``d + 1`` queries recover every row up to the softmax's shift invariance (returned with
+  ``w_0 = 0, b_0 = 0``: identical probabilities, hence identical predictions).
+* :func:`retrain_extraction`: models without a closed form (MLPs): train the same
+  architecture on the oracle's answers (probabilities with soft cross-entropy, or labels).
 
 Learning-based extraction with a query budget:
 
-* :func:`knockoff_extraction` (Orekondy et al. 2019, KnockoffNets; Tramer's random queries):
-  query ``budget`` inputs drawn from a public / random pool, train a substitute on the answers.
-* :func:`jacobian_extraction` (Papernot et al. 2017, "Practical black-box attacks"): Jacobian-
-  based data augmentation from a small seed set with LABEL queries only:
-  ``S_{r+1} = S_r U {x + lambda_r sign(d F_sub[O(x)] / dx) : x in S_r}``, the substitute
-  retrained on all labels each round, ``lambda_r = lambda * (-1)^floor(r / tau)`` (the
-  periodic step size), stopped at the query budget.
+* :func:`knockoff_extraction` (Orekondy et al. 2019, KnockoffNets; Tramer's random
+  queries): ``budget`` inputs from a public / random pool, a substitute trained on the answers.
+* :func:`jacobian_extraction` (Papernot et al. 2017): label queries only, Jacobian-based
+  augmentation ``S_{r+1} = S_r U {x + lambda_r sign(d F_sub[O(x)] / dx)}`` from a seed set,
+  ``lambda_r = lambda (-1)^floor(r / tau)``, retrained each round, stopped at the budget.
 
-Query oracles (``query_fn``) take a batch and return probabilities ``[B, C]`` (confidence
-API) or labels ``[B]`` (label-only API). Fidelity is measured with ``jaxsec.metrics.agreement``.
+``query_fn`` takes a batch and returns probabilities ``[B, C]`` (confidence API) or labels
+``[B]`` (label-only API). Fidelity is measured with ``jaxsec.metrics.agreement``.
 """
 from __future__ import annotations
 

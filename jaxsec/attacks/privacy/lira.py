@@ -1,35 +1,26 @@
-"""The Likelihood Ratio Attack (LiRA), Carlini, Chien, Nasr, Song, Terzis, Tramer 2022
-(IEEE S&P), "Membership inference attacks from first principles".
+"""The Likelihood Ratio Attack (LiRA), Carlini, Chien, Nasr, Song, Terzis, Tramer,
+"Membership inference attacks from first principles" (IEEE S&P 2022).
 
-For every candidate example ``(x, y)`` LiRA compares the target model's logit-scaled
-confidence ``phi = log(p_y / (1 - p_y))`` (:func:`logit_confidence`, computed from logits as
-``z_y - logsumexp_{j != y} z_j``) with its distribution over shadow models that did (IN) and
-did not (OUT) train on ``(x, y)``, each fit by a per-example Gaussian:
+For each candidate ``(x, y)`` LiRA compares the target's logit-scaled confidence
+``phi = log(p_y / (1 - p_y)) = z_y - logsumexp_{j != y} z_j`` (:func:`logit_confidence`)
+with per-example Gaussians over shadow models that did (IN) and did not (OUT) train on it:
 
-* online:  ``log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)`` (the log likelihood
-  ratio; a monotone function of it is all an ROC needs);
-* offline (no IN models): the paper's one-sided test ``log Pr[Z <= phi]``,
-  ``Z ~ N(mu_out, s_out^2)`` (Algorithm 1, offline line); ``offline_test='two_sided'``
-  gives the official code's ``-log N(phi; mu_out, s_out^2)`` instead.
-* With several queries per example (augmentations, shape ``[..., A]``), each query gets its
-  own Gaussian and the per-query scores are averaged (the official code's
-  ``score.mean(1)``; a diagonal-covariance Gaussian up to the factor ``1/A``).
+* online: ``log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)``;
+* offline (no IN models): the paper's one-sided ``log Pr[Z <= phi]``,
+  ``Z ~ N(mu_out, s_out^2)`` (Algorithm 1); ``offline_test='two_sided'`` gives the official
+  code's ``-log N(phi; mu_out, s_out^2)``;
+* several queries per example (augmentations, ``[..., A]``): one Gaussian per query, the
+  scores averaged (the official ``score.mean(1)``).
 
-Options (as in the paper and code): ``location='median'`` (official code) or ``'mean'``
-(paper); ``fix_variance=True`` replaces the per-example standard deviations by ONE global
-standard deviation shared by the IN and OUT Gaussians (``fixed_std=s`` uses a given value
-instead). NOTE: that global value here is the pooled residual spread around each example's
-own location, ``sqrt(mean (phi_mi - mu_i)^2)`` over every IN and OUT observation (OUT only
-offline), i.e. the paper's "global variance" of the per-example distributions; the official
-code's ``np.std(dat_in)`` also adds the spread of the per-example locations.
-``per_example=False`` fits ONE Gaussian pair to all examples with one shared scale (a global
-test: the online log likelihood ratio is then linear in ``phi``, so it ranks examples exactly
-like the global threshold on ``phi``, i.e. like the loss threshold attack).
-
-The implementation here is augmentation-free unless the caller passes several queries per
-example; shadow models for the online attack should have every example IN for half of them
-(``jaxsec.data.balanced_membership``), as in the official code. Statistics are computed on
-the host in float64 (they are cheap; the shadow models are the cost).
+Options: ``location='median'`` (official code) or ``'mean'`` (paper); ``fix_variance=True``
+uses ONE global standard deviation for IN and OUT (``fixed_std=s`` gives it). Deviation: that
+value is the pooled spread around each example's own location, ``sqrt(mean (phi_mi -
+mu_i)^2)`` over all IN and OUT observations (OUT only offline), the paper's "global
+variance"; the official ``np.std(dat_in)`` also adds the spread of the locations.
+``per_example=False`` fits one Gaussian pair to all examples (a global test, ranking like
+the loss threshold attack). Online shadow models should have each example IN for half of
+them (``jaxsec.data.balanced_membership``), as in the official code. Statistics are
+computed on the host in float64.
 """
 from __future__ import annotations
 
