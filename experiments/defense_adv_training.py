@@ -29,7 +29,7 @@ from jaxsec import evaluate
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec.attacks import evasion
-from jaxsec.defenses import adversarial
+from jaxsec.defenses.training import adversarial
 
 NAME = 'defense_adv_training'
 METHODS = ('clean', 'pgd_at', 'fast_at', 'fgsm_at', 'trades')

@@ -30,7 +30,7 @@ from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
 from jaxsec.attacks import evasion
-from jaxsec.defenses import distillation
+from jaxsec.defenses.training import distillation
 
 NAME = 'defense_distillation'
 

@@ -41,10 +41,10 @@ from jaxsec import losses
 from jaxsec import models
 from jaxsec import train
 from jaxsec.attacks import evasion
-from jaxsec.defenses import dae
-from jaxsec.defenses import detectors
-from jaxsec.defenses import preprocessors
-from jaxsec.defenses import regularizers
+from jaxsec.defenses.inference import dae
+from jaxsec.defenses.inference import detectors
+from jaxsec.defenses.inference import preprocessors
+from jaxsec.defenses.training import regularizers
 
 NAME = 'defense_regularizers'
 TRAINED = ('plain', 'l2', 'dropout', 'input_gradient', 'contractive', 'deep_contractive')

@@ -4,7 +4,7 @@ r"""Deep Partition Aggregation on FMNIST: certified accuracy vs poisoned trainin
     python -m experiments.run --config=experiments/configs/dpa.py:smoke --workdir=/tmp/s
 
 Levine & Feizi (ICLR 2021): the training set is split into ``k`` parts by a hash of each
-image (``jaxsec.defenses.partition_aggregation.partition``), one base classifier is trained
+image (``jaxsec.defenses.training.partition_aggregation.partition``), one base classifier is trained
 per part (all ``k`` as ONE ``jaxsec.train.fit_many`` program on one copy of the data), and
 the plurality vote is certified against ``floor((n_c - n_c' - 1[c' < c]) / 2)`` inserted or
 removed training images. The curve is the paper's Figure (MNIST, k = 1200 / 3000) in
@@ -35,7 +35,7 @@ from experiments import defense_common as dc
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train as train_lib
-from jaxsec.defenses import partition_aggregation as pa
+from jaxsec.defenses.training import partition_aggregation as pa
 
 NAME = 'dpa'
 

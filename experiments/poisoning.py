@@ -46,7 +46,7 @@ from jaxsec import models
 from jaxsec import train
 from jaxsec.attacks import poisoning
 from jaxsec.attacks.poisoning import learners
-from jaxsec.defenses import sanitize
+from jaxsec.defenses.data import sanitize
 
 NAME = 'poisoning'
 STUDIES = ('label_flip', 'biggio', 'bilevel', 'backdoor', 'centroid', 'signature')

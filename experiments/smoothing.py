@@ -4,7 +4,7 @@ r"""Randomized smoothing on FMNIST: certified L2 accuracy (Cohen, Rosenfeld & Ko
     python -m experiments.run --config=experiments/configs/smoothing.py:smoke --workdir=/tmp/s
 
 For each noise level sigma, the reference CNN is trained with Gaussian data augmentation
-at that sigma (``jaxsec.defenses.smoothing.gaussian_augmentation``, as the paper trains one
+at that sigma (``jaxsec.defenses.inference.smoothing.gaussian_augmentation``, as the paper trains one
 base model per sigma), then ``smoothing.certify`` (CERTIFY: ``n0`` selection draws, ``n``
 estimation draws, one-sided Clopper-Pearson at ``1 - alpha``) runs on a fixed random subset
 of the test set. The table is Cohen et al.'s "approximate certified test accuracy": the
@@ -34,7 +34,7 @@ from experiments import defense_common as dc
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import progress as progress_lib
-from jaxsec.defenses import smoothing
+from jaxsec.defenses.inference import smoothing
 
 NAME = 'smoothing'
 

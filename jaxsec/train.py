@@ -88,7 +88,7 @@ def make_step(apply_fn: ApplyFn, objective: Objective, optimizer: optax.Gradient
       def fwd(p, xx):
         return train_apply_fn(p, xx, k_fwd)
       # The inference-mode pass, for the attacks inside adversarial objectives
-      # (jaxsec.defenses.adversarial runs them in eval mode, as the official codes do).
+      # (jaxsec.defenses.training.adversarial runs them in eval mode, as the official codes do).
       fwd.eval_apply_fn = apply_fn
     return jnp.mean(objective(fwd, params, x, y, k_obj))
 

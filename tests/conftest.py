@@ -20,7 +20,7 @@ _SLOW_LIBRARY_TESTS = frozenset({
     'tests/attacks/evasion/test_apgd.py::test_run_auto_attack_runs_targets_only_on_points_still_robust',
     'tests/test_train.py::test_eight_fake_devices_match_one',
     'tests/attacks/evasion/test_fab.py::test_fab_t_eps_success_and_weak_attack',
-    'tests/defenses/test_adversarial.py::test_strength_zero_is_plain_loss_and_jit_grad_work',
+    'tests/defenses/training/test_adversarial.py::test_strength_zero_is_plain_loss_and_jit_grad_work',
     'tests/attacks/evasion/test_cpu_unroll.py::test_pgd_same_with_and_without_unrolling',
     'tests/attacks/evasion/test_apgd_l1.py::test_run_auto_attack_l1_reports_and_respects_the_ball',
     'tests/test_models.py::test_shapes_and_purity[resnet-shape4]',

@@ -28,7 +28,7 @@ import optax
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
-from jaxsec.defenses import adversarial
+from jaxsec.defenses.training import adversarial
 
 from experiments import common
 from experiments.benchmarks import machine

@@ -1,38 +1,46 @@
-"""Defenses (survey §3): loss transformations, logits wrappers, detectors, data masks.
+"""Defenses (survey §3), grouped by where they plug in.
 
-Training-time defenses are objective transformations (``objective(apply_fn, params, x, y,
-key) -> [B]``, see ``jaxsec.train``): regularisers, adversarial training, TRADES,
-distillation. Inference-time defenses wrap ``logits_fn``: preprocessors (feature
-squeezing, the denoising autoencoder) and detectors. Data defenses (``sanitize``) map a
-data set to a keep-mask. Byzantine-robust aggregators are federated pieces and live in
-:mod:`jaxsec.federated.aggregators`.
+* :mod:`jaxsec.defenses.training` -- training-time defenses: objective transformations
+  (``objective(apply_fn, params, x, y, key) -> [B]``, see ``jaxsec.train``) for
+  regularisers, adversarial training, TRADES and distillation, and Deep Partition
+  Aggregation (certified against poisoning).
+* :mod:`jaxsec.defenses.inference` -- inference-time defenses that wrap ``logits_fn``:
+  preprocessors (feature squeezing, the denoising autoencoder), detectors, and randomized
+  smoothing (certified L2 prediction).
+* :mod:`jaxsec.defenses.data` -- data defenses (``sanitize``): a data set to a keep-mask.
+
+The public functions are re-exported here flat. Byzantine-robust aggregators are federated
+pieces and live in :mod:`jaxsec.federated.aggregators`.
 """
-from jaxsec.defenses import adversarial
-from jaxsec.defenses import dae
-from jaxsec.defenses import detectors
-from jaxsec.defenses import distillation
-from jaxsec.defenses import preprocessors
-from jaxsec.defenses import regularizers
-from jaxsec.defenses.adversarial import (adversarial_training, ensemble_adversarial_training,
-                                         fast_adversarial_training, fgsm_adversarial_training,
-                                         linear_adversarial_training, pgd_adversarial_training,
-                                         trades, trades_attack, worst_case_logits)
-from jaxsec.defenses.detectors import (defended, defended_success, detection_report,
+from jaxsec.defenses import data
+from jaxsec.defenses import inference
+from jaxsec.defenses import training
+from jaxsec.defenses.data import (empirical_mean_test, knn_label_sanitize, knn_relabel,
+                                  noise_augment, precision_recall, robust_pca, roni, slab,
+                                  spectral_signatures, sphere)
+# Certified L2 robustness by randomized smoothing (Cohen, Rosenfeld & Kolter 2019); PREDICT
+# is jaxsec.defenses.inference.smoothing.predict (a generic name kept in its module).
+from jaxsec.defenses.inference import (Certificate, bit_depth_reduction, certified_accuracy,
+                                       certify, defended, defended_success, detection_report,
                                        detector_aware_pgd, detector_training_set,
-                                       evasion_success,
-                                       feature_squeezing_score, learned_score,
-                                       threshold_at_fpr)
-from jaxsec.defenses.distillation import (at_temperature, deployed, distillation as
-                                          distillation_objective, soft_labels,
-                                          temperature_cross_entropy)
-from jaxsec.defenses.preprocessors import bit_depth_reduction, median_filter, preprocessed
-from jaxsec.defenses.regularizers import (contractive, decoupled_weight_decay,
-                                          deep_contractive, input_gradient_regularization,
-                                          jacobian_frobenius_sq, l1_penalty, l2_penalty,
-                                          weight_penalty)
+                                       evasion_success, feature_squeezing_score,
+                                       gaussian_augmentation, learned_score, median_filter,
+                                       preprocessed, threshold_at_fpr)
+# Training-time defenses; Deep Partition Aggregation's (Levine & Feizi 2021) names are
+# prefixed dpa_ (smoothing owns certify / certified_accuracy / Certificate).
+from jaxsec.defenses.training import (adversarial_training, at_temperature, contractive,
+                                      decoupled_weight_decay, deep_contractive, deployed,
+                                      distillation_objective, dpa_certified_accuracy,
+                                      dpa_certify, dpa_partition, dpa_train, dpa_vote_counts,
+                                      ensemble_adversarial_training, fast_adversarial_training,
+                                      fgsm_adversarial_training, input_gradient_regularization,
+                                      jacobian_frobenius_sq, l1_penalty, l2_penalty,
+                                      linear_adversarial_training, pgd_adversarial_training,
+                                      soft_labels, temperature_cross_entropy, trades,
+                                      trades_attack, weight_penalty, worst_case_logits)
 
 __all__ = [
-    'adversarial', 'dae', 'detectors', 'distillation', 'preprocessors', 'regularizers',
+    'data', 'inference', 'training',
     'adversarial_training', 'ensemble_adversarial_training', 'fast_adversarial_training',
     'fgsm_adversarial_training', 'linear_adversarial_training', 'pgd_adversarial_training',
     'trades', 'trades_attack', 'worst_case_logits',
@@ -45,30 +53,8 @@ __all__ = [
     'contractive', 'decoupled_weight_decay', 'deep_contractive',
     'input_gradient_regularization', 'jacobian_frobenius_sq', 'l1_penalty', 'l2_penalty',
     'weight_penalty',
+    'empirical_mean_test', 'knn_label_sanitize', 'knn_relabel', 'noise_augment',
+    'precision_recall', 'robust_pca', 'roni', 'slab', 'spectral_signatures', 'sphere',
+    'Certificate', 'certified_accuracy', 'certify', 'gaussian_augmentation',
+    'dpa_certified_accuracy', 'dpa_certify', 'dpa_partition', 'dpa_train', 'dpa_vote_counts',
 ]
-
-# Training-data sanitisation (survey 3.1(1)).
-from jaxsec.defenses import sanitize  # noqa: F401
-from jaxsec.defenses.sanitize import (empirical_mean_test, knn_label_sanitize,  # noqa: F401
-                                      knn_relabel, noise_augment, precision_recall,
-                                      robust_pca, roni, slab, spectral_signatures, sphere)
-__all__ += ['sanitize', 'empirical_mean_test', 'knn_label_sanitize', 'knn_relabel',
-            'noise_augment', 'precision_recall', 'robust_pca', 'roni', 'slab',
-            'spectral_signatures', 'sphere']
-
-# Certified L2 robustness by randomized smoothing (Cohen, Rosenfeld & Kolter 2019);
-# PREDICT is jaxsec.defenses.smoothing.predict (a generic name kept in its module).
-from jaxsec.defenses import smoothing  # noqa: E402,F401
-from jaxsec.defenses.smoothing import (Certificate, certified_accuracy,  # noqa: E402,F401
-                                       certify, gaussian_augmentation)
-__all__ += ['smoothing', 'Certificate', 'certified_accuracy', 'certify',
-            'gaussian_augmentation']
-
-# Certified poisoning defense: Deep Partition Aggregation (Levine & Feizi 2021); the
-# names are prefixed (smoothing owns certify / certified_accuracy / Certificate).
-from jaxsec.defenses import partition_aggregation  # noqa: E402,F401
-from jaxsec.defenses.partition_aggregation import (  # noqa: E402,F401
-    certified_accuracy as dpa_certified_accuracy, certify as dpa_certify,
-    partition as dpa_partition, train as dpa_train, vote_counts as dpa_vote_counts)
-__all__ += ['partition_aggregation', 'dpa_certified_accuracy', 'dpa_certify', 'dpa_partition',
-            'dpa_train', 'dpa_vote_counts']

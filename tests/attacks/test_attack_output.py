@@ -10,7 +10,8 @@ from jaxsec import attacks
 from jaxsec.attacks import blackbox
 from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import autoattack
-from jaxsec.defenses import adversarial, detectors
+from jaxsec.defenses.inference import detectors
+from jaxsec.defenses.training import adversarial
 
 KEY = jax.random.key(0)
 _W = jax.random.normal(jax.random.key(1), (8, 4))

@@ -8,7 +8,7 @@ The budget is ``n_poison = round(fraction * n)`` of the *clean* training set siz
 (:func:`num_poison`). Every attack returns :class:`PoisonOutput` ``(x', y', info)`` (one
 return type, no flag): unpack it as ``x2, y2, info = attack(x, y, key)`` or read
 ``.x`` / ``.y`` / ``.info``. ``info['poison_mask']`` (bool ``[n']``) marks the poisoned
-rows, which sanitisers are scored against (``jaxsec.defenses.sanitize.precision_recall``);
+rows, which sanitisers are scored against (``jaxsec.defenses.data.sanitize.precision_recall``);
 the other keys are documented by each attack.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ A pure-JAX MLP autoencoder (no Flax, by the package contract): :func:`init` and
 :func:`apply` are the ``(init, apply_fn)`` pair, trained with ``jaxsec.train.fit`` on the
 :func:`denoising_objective` (reconstruct the clean ``x`` from ``x + N(0, sigma^2)``,
 clipped to the box). The defended model is
-``jaxsec.defenses.preprocessors.preprocessed(logits_fn, lambda x: apply(params, x))``, as
+``jaxsec.defenses.inference.preprocessors.preprocessed(logits_fn, lambda x: apply(params, x))``, as
 for any other denoiser ``apply_fn(params, x) -> x'``.
 
 Gu & Rigazio found that a DAE trained on adversarial noise removes much of it, and that

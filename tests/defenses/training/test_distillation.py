@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxsec import losses
-from jaxsec.defenses import distillation as dist
+from jaxsec.defenses.training import distillation as dist
 
 
 def _student(p, x):

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from jaxsec import train
 from jaxsec.attacks.evasion import bpda, fgsm, pgd
-from jaxsec.defenses import dae, detectors, preprocessors
+from jaxsec.defenses.inference import dae, detectors, preprocessors
 
 
 def test_bit_depth_reduction_levels():

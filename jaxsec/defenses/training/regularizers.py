@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsec import _checks
-from jaxsec.defenses.adversarial import resolve_objective
+from jaxsec.defenses.training.adversarial import resolve_objective
 
 
 def _default_filter(leaf) -> bool:
@@ -160,7 +160,7 @@ def deep_contractive(*, loss=None, objective=None, layers: Sequence[Callable[[An
 
   Args:
     loss, objective: what to regularise, at most one (see
-      :func:`jaxsec.defenses.adversarial.resolve_objective`; default cross-entropy).
+      :func:`jaxsec.defenses.training.adversarial.resolve_objective`; default cross-entropy).
     layers: ``[layer(params, h) -> h']``; a layer may be several operations (Gu & Rigazio
       group each affine map with its nonlinearity).
     strength: one ``lambda`` for every layer or a sequence, one per layer; 0 = plain.

@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from jaxsec import losses, train
-from jaxsec.defenses import regularizers as reg
+from jaxsec.defenses.training import regularizers as reg
 
 PLAIN = train.supervised(losses.cross_entropy)
 

@@ -9,7 +9,7 @@ import pytest
 from jaxsec import losses, train
 from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import fgsm, pgd
-from jaxsec.defenses import adversarial as adv
+from jaxsec.defenses.training import adversarial as adv
 
 
 def _mlp_apply(p, x):

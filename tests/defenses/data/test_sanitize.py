@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxsec.attacks.poisoning import learners
-from jaxsec.defenses import sanitize
+from jaxsec.defenses.data import sanitize
 
 
 def _clusters(n=120, d=5, seed=0):

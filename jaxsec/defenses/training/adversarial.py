@@ -5,7 +5,7 @@ Every function here maps a training objective (``jaxsec.train``:
 ``objective=``, or a per-example ``loss(logits, y)`` (or its name), given as ``loss=``, to
 a new objective (:func:`resolve_objective`), so it plugs into ``train.fit`` /
 ``train.fit_many`` unchanged and composes with the regularisers of
-:mod:`jaxsec.defenses.regularizers`.
+:mod:`jaxsec.defenses.training.regularizers`.
 
 * :func:`adversarial_training` -- the generic mixed objective of Goodfellow, Shlens &
   Szegedy (ICLR 2015), eq. (5): ``alpha * J(x, y) + (1 - alpha) * J(x_adv, y)`` with

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jaxsec import train as train_lib
-from jaxsec.defenses import partition_aggregation as pa
+from jaxsec.defenses.training import partition_aggregation as pa
 
 
 def _authors_certify(counts):

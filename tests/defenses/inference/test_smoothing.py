@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from jaxsec import train
-from jaxsec.defenses import smoothing
+from jaxsec.defenses.inference import smoothing
 
 W = np.array([1.0, -2.0, 0.5, 0.0], np.float32)
 B = 0.3

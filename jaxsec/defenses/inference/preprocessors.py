@@ -11,7 +11,7 @@ Adaptive evaluation: the squeezers have zero (bit depth) or undefined gradients,
 gradient attack on :func:`preprocessed` is meaningless; attack
 ``jaxsec.attacks.evasion.bpda_logits_fn(logits_fn, squeeze)`` instead (Athalye, Carlini &
 Wagner 2018: the identity on the backward pass). A differentiable preprocessor (the DAE of
-:mod:`jaxsec.defenses.dae`) is attacked end to end, and with BPDA as a second opinion.
+:mod:`jaxsec.defenses.inference.dae`) is attacked end to end, and with BPDA as a second opinion.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from jax import lax
 from scipy import stats
 
 from jaxsec import _checks
-from jaxsec.defenses import adversarial
+from jaxsec.defenses.training import adversarial
 
 ABSTAIN = -1
 """The class :func:`predict` and :func:`certify` return when they abstain (as Cohen's
@@ -272,7 +272,7 @@ def gaussian_augmentation(*, sigma, loss=None, objective=None) -> Objective:
     sigma: noise standard deviation >= 0 (may be traced).
     loss, objective: what to train, at most one: a per-example ``loss(logits, y)`` / its
       name, or an objective ``(apply_fn, params, x, y, key) -> [B]`` (default
-      cross-entropy; see :func:`jaxsec.defenses.adversarial.resolve_objective`).
+      cross-entropy; see :func:`jaxsec.defenses.training.adversarial.resolve_objective`).
 
   Returns:
     an objective for ``jaxsec.train.fit``.

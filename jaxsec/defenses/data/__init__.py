@@ -1,0 +1,18 @@
+"""Data defenses: they act on the training set before any model is trained.
+
+Each sanitiser maps a data set ``(x, y)`` (or features of it) to a boolean keep-mask
+``[N]`` (``True`` = keep); :func:`precision_recall` scores a mask against the
+``poison_mask`` that a poisoning attack reports. See :mod:`sanitize` for the methods and
+their papers (sphere / slab, k-NN label sanitisation, RONI, spectral signatures, robust
+PCA, the empirical-mean drift test). :func:`noise_augment` (noise injection) is the one
+data defense that returns an augmented data set instead of a mask.
+"""
+from jaxsec.defenses.data import sanitize
+from jaxsec.defenses.data.sanitize import (empirical_mean_test, knn_label_sanitize,
+                                           knn_relabel, noise_augment, precision_recall,
+                                           robust_pca, roni, slab, spectral_signatures,
+                                           sphere)
+
+__all__ = ['sanitize', 'empirical_mean_test', 'knn_label_sanitize', 'knn_relabel',
+           'noise_augment', 'precision_recall', 'robust_pca', 'roni', 'slab',
+           'spectral_signatures', 'sphere']
