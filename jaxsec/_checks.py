@@ -45,6 +45,13 @@ def check_int(name: str, value: Any, *, minimum: int | None = None,
   return value
 
 
+def check_counts(**counts: Any) -> None:
+  """Checks that each of ``counts`` (steps, iterations, batch or memory sizes) is an int
+  >= 1, naming the first that is not."""
+  for name, value in counts.items():
+    check_int(name, value, minimum=1)
+
+
 def check_float(name: str, value: Any, *, minimum: float | None = None,
                 maximum: float | None = None, strict_min: bool = False,
                 strict_max: bool = False, allow_traced: bool = True) -> Any:
@@ -67,6 +74,18 @@ def check_float(name: str, value: Any, *, minimum: float | None = None,
     op = '<' if strict_max else '<='
     raise ValueError(f'{name}={v} must be {op} {maximum}.')
   return value
+
+
+def check_hashable(where: str, /, **static: Any) -> None:
+  """Raises ValueError naming the first of ``static`` that is not hashable; ``where``
+  says why it must be (e.g. 'it is a static argument of the compiled epoch': jax's jit
+  cache keys on static arguments' hashes)."""
+  for name, value in static.items():
+    try:
+      hash(value)
+    except TypeError:
+      raise ValueError(f'{name}={value!r} is not hashable; expected a hashable value '
+                       f'({where}).') from None
 
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> Any:

@@ -289,12 +289,7 @@ def _epoch_fn(use_scan, **static):
   """``epoch(params, opt_state, keys, index_lists, counts, x, y)`` in the scan or host
   form; a static argument that is not hashable (jax's jit cache needs hashes) fails with
   a ValueError naming it."""
-  for name, value in static.items():
-    try:
-      hash(value)
-    except TypeError:
-      raise ValueError(f'{name}={value!r} is not hashable; expected a hashable function or '
-                       'optimizer (it is a static argument of the compiled epoch).') from None
+  _checks.check_hashable('it is a static argument of the compiled epoch', **static)
   return functools.partial(_scan_epoch if use_scan else _host_epoch, **static)
 
 

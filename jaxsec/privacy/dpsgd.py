@@ -237,12 +237,7 @@ def _compiled_chunk(loss_fn, optimizer, sampler, *, noise_multiplier, method,
                 noise_multiplier=float(noise_multiplier), method=method,
                 microbatch_size=microbatch_size, adaptive_clipping=adaptive_clipping,
                 clip_fn=clip_fn)
-  for name, value in static.items():
-    try:
-      hash(value)
-    except TypeError:
-      raise ValueError(f'{name}={value!r} is not hashable; expected a hashable value (it '
-                       'is a static argument of the compiled DP-SGD chunk).') from None
+  _checks.check_hashable('it is a static argument of the compiled DP-SGD chunk', **static)
   return functools.partial(_run_chunk, **static)
 
 

@@ -155,19 +155,31 @@ def binary_search(phi, x, x_tilde, active, queries, max_queries, *, norm, theta)
     thr = jnp.minimum(high * theta, theta)
   low = jnp.zeros((b,), x.dtype)
 
-  def running(st):
-    _, low, high, _, q = st
+  def running(low, high, q):
     mid = 0.5 * (low + high)
     return (active & (high - low > thr) & (q < max_queries) & (mid > low) & (mid < high))
 
+  return _bisect(phi, lambda a: _project(x, x_tilde, a, norm), running, low, high, x_tilde,
+                 queries)
+
+
+def _bisect(phi, point, running, low, high, x_high, queries):
+  """Per-example bisection of ``[low, high]`` (``point(low)`` not adversarial,
+  ``point(high)`` adversarial) while ``running(low, high, queries)`` [B], one query of
+  ``point(mid)`` a step each, for at most ``_MAX_BISECT`` steps.
+
+  Returns ``(x_high, queries)``: the last point found adversarial (the given ``x_high``
+  where no step succeeded) and the updated query counts.
+  """
   def cond(st):
-    return (st[0] < _MAX_BISECT) & jnp.any(running(st))
+    _, low, high, _, q = st
+    return (st[0] < _MAX_BISECT) & jnp.any(running(low, high, q))
 
   def body(st):
     i, low, high, x_high, q = st
-    run = running(st)
+    run = running(low, high, q)
     mid = 0.5 * (low + high)
-    z = _project(x, x_tilde, mid, norm)
+    z = point(mid)
     dec = phi.one(z)
     up = run & dec
     x_high = common.select(up, z, x_high)
@@ -175,7 +187,7 @@ def binary_search(phi, x, x_tilde, active, queries, max_queries, *, norm, theta)
     low = jnp.where(run & ~dec, mid, low)
     return i + 1, low, high, x_high, q + run.astype(q.dtype)
 
-  st = (jnp.asarray(0, jnp.int32), low, high, x_tilde, queries)
+  st = (jnp.asarray(0, jnp.int32), low, high, x_high, queries)
   _, _, _, x_high, queries = lax.while_loop(cond, body, st)
   return x_high, queries
 
@@ -340,26 +352,10 @@ def run_hsja(query_fn, x, y, key, *, norm, targeted, num_iterations, max_queries
     _, found, noise, queries = lax.while_loop(
         noise_cond, noise_body, (jnp.asarray(0, jnp.int32), found, x, queries))
 
-    def blend_running(st):
-      _, low, high, _, q = st
-      return found & (high - low > init_blend_tol) & (q < max_q)
-
-    def blend_cond(st):
-      return (st[0] < _MAX_BISECT) & jnp.any(blend_running(st))
-
-    def blend_body(st):
-      i, low, high, x_high, q = st
-      run = blend_running(st)
-      mid = 0.5 * (low + high)
-      z = (1 - _bc(mid, x)) * x + _bc(mid, x) * noise
-      dec = phi.one(z)
-      up = run & dec
-      return (i + 1, jnp.where(run & ~dec, mid, low), jnp.where(up, mid, high),
-              common.select(up, z, x_high), q + run.astype(jnp.int32))
-
-    _, _, _, blended, queries = lax.while_loop(
-        blend_cond, blend_body, (jnp.asarray(0, jnp.int32), jnp.zeros((b,), x.dtype),
-                                 jnp.ones((b,), x.dtype), noise, queries))
+    blended, queries = _bisect(
+        phi, lambda a: _project(x, noise, a, 'l2'),
+        lambda low, high, q: found & (high - low > init_blend_tol) & (q < max_q),
+        jnp.zeros((b,), x.dtype), jnp.ones((b,), x.dtype), noise, queries)
     x_tilde = common.select(found, blended, x_tilde)
 
   alive = ~already & (have | found)

@@ -91,17 +91,7 @@ class EOTLogitsFn:
     cases (what success tests and best-iterate selection see).
     """
     if self.gradient == 'averaged_output':
-      def f(x, y):
-        logits = self(x)
-        v = obj(logits, y)
-        return jnp.sum(v), (v, logits)
-
-      g = jax.value_and_grad(f, has_aux=True)
-
-      def run_out(x, y):
-        (_, (v, logits)), grad = g(x, y)
-        return v, logits, grad
-      return run_out
+      return common.plain_value_and_grad(self, obj)
 
     def run(x, y):
       keys = self.keys(x)

@@ -115,15 +115,7 @@ def _margin_pgd_t(*, eps, norm, num_steps, num_target_classes, bounds):
                      restarts=1, obj=obj, targeted=False, bounds=bounds, l1_quantile=0.0,
                      keep_best=True, success_fn=succ)
 
-    x_b, s_b, v_b = per_target(0)
-
-    def body(j, c):
-      x_r, s_r, v_r = per_target(j)
-      imp = common.better(s_r, v_r, c[1], c[2])
-      return common.select(imp, x_r, c[0]), c[1] | s_r, jnp.where(imp, v_r, c[2])
-
-    if k > 1:
-      x_b, s_b, v_b = jax.lax.fori_loop(1, k, body, (x_b, s_b, v_b))
+    x_b, s_b, _ = common.best_of_runs(per_target, k)
     return AttackOutput(x_b, {'success': s_b, 'gradients': jnp.full(
         (x.shape[0],), k * num_steps, jnp.int32)}, 'fixed')
   return attack

@@ -513,15 +513,7 @@ def apgd_t(*, eps, norm: str = 'linf', num_steps: int = 100, num_target_classes:
                         schedule=schedule, use_largereps=use_largereps)
       return _restarts(run, jax.random.fold_in(key, j), restarts, x.shape[0])
 
-    x_b, s_b, v_b = per_target(0)
-
-    def body(j, carry):
-      x_r, s_r, v_r = per_target(j)
-      imp = common.better(s_r, v_r, carry[1], carry[2])
-      return common.select(imp, x_r, carry[0]), carry[1] | s_r, jnp.where(imp, v_r, carry[2])
-
-    if num_target_classes > 1:
-      x_b, s_b, v_b = lax.fori_loop(1, num_target_classes, body, (x_b, s_b, v_b))
+    x_b, s_b, v_b = common.best_of_runs(per_target, num_target_classes)
     return AttackOutput(x_b, {'success': s_b, 'loss': v_b, 'gradients': jnp.full(
         (x.shape[0],), num_target_classes * restarts * per_run, jnp.int32),
                               'targets': targets}, 'fixed')

@@ -135,7 +135,12 @@ def value_and_grad(logits_fn, obj):
   custom = getattr(logits_fn, 'attack_value_and_grad', None)
   if custom is not None:
     return custom(obj)
+  return plain_value_and_grad(logits_fn, obj)
 
+
+def plain_value_and_grad(logits_fn, obj):
+  """:func:`value_and_grad` by autodiff through ``logits_fn``, ignoring any
+  ``attack_value_and_grad`` it provides (what such a custom estimator falls back on)."""
   def f(x, y):
     logits = logits_fn(x)
     v = obj(logits, y)
@@ -403,6 +408,22 @@ def better(succ_new, loss_new, succ_old, loss_old):
 # time grows with the unrolled length). A platform detail, not a setting: the results are
 # the same either way (tests/attacks/evasion/test_cpu_unroll.py).
 _CPU_UNROLL_MAX = 32
+
+
+def best_of_runs(run, k: int):
+  """The per-example best of ``run(0), ..., run(k - 1)`` (each ``(x_adv, success, loss)``,
+  ``j`` traced after the first), ranked by :func:`better`: ``(x_adv, success, loss)`` with
+  ``success`` the OR over the runs. One compiled loop, however large ``k``."""
+  x_b, s_b, v_b = run(0)
+
+  def body(j, c):
+    x_r, s_r, v_r = run(j)
+    imp = better(s_r, v_r, c[1], c[2])
+    return select(imp, x_r, c[0]), c[1] | s_r, jnp.where(imp, v_r, c[2])
+
+  if k > 1:
+    x_b, s_b, v_b = jax.lax.fori_loop(1, k, body, (x_b, s_b, v_b))
+  return x_b, s_b, v_b
 
 
 def fori_loop(lower: int, upper: int, body, init, *, unrolled_steps: int | None = None):

@@ -75,6 +75,45 @@ def _adam(g, m, v, t, lr, active):
           jnp.where(active, t1, t))
 
 
+def _adam_or_restart(g, w, m1, v1, t, const, step, active, works, *, learning_rate,
+                     num_steps, const_factor, largest_const):
+  """The shared tail of the official L_inf and L0 loops, per example.
+
+  Where ``works`` (a solution was just accepted) Adam restarts from ``w`` (moments and
+  step counts zeroed); elsewhere an ``active`` example takes one Adam step, and after
+  ``num_steps`` of them ``const *= const_factor``. Returns ``(w, m1, v1, t, const, step,
+  give_up)``, ``give_up`` where ``const`` reached ``largest_const``.
+  """
+  moving = active & ~works
+  upd, m1n, v1n, tn = _adam(g, m1, v1, t, learning_rate, moving)
+  w = w + upd
+  reset = _bc(works, w)
+  m1 = jnp.where(reset, 0.0, m1n)
+  v1 = jnp.where(reset, 0.0, v1n)
+  t = jnp.where(works, 0.0, tn)
+  step = jnp.where(works, 0, step + moving.astype(jnp.int32))
+  bump = moving & (step >= num_steps)
+  const = jnp.where(bump, const * const_factor, const)
+  step = jnp.where(bump, 0, step)
+  return w, m1, v1, t, const, step, bump & (const >= largest_const)
+
+
+def _check_official(name, loop, *, targeted, confidence, learning_rate, num_steps,
+                    abort_early, bounds, initial_const, largest_const, const_factor):
+  """The checks shared by the official L_inf and L0 loops (``name`` the public attack):
+  they always abort early and grow ``c`` by ``const_factor`` up to ``largest_const``.
+  Returns the checked ``bounds``."""
+  bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early, bounds)
+  if not abort_early:
+    raise ValueError(f'abort_early=False is not supported by {name}: the '
+                     'official algorithm accepts a solution as soon as it works.')
+  _checks.check_choice('loop', loop, _LOOPS)
+  _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
+  _checks.check_float('largest_const', largest_const, minimum=0.0, strict_min=True)
+  _checks.check_float('const_factor', const_factor, minimum=1.0, strict_min=True)
+  return bounds
+
+
 def _sqdist(d):
   f = d.reshape((d.shape[0], -1))
   return jnp.sum(f * f, axis=-1)
@@ -408,15 +447,11 @@ def _carlini_wagner_linf(loop, *, targeted, confidence, initial_const, largest_c
                          const_factor, decrease_factor, initial_tau, min_tau, num_steps,
                          learning_rate, abort_early, bounds):
   """:func:`carlini_wagner_linf` with its loop form forced (``loop`` in ``_LOOPS``)."""
-  bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
-                     bounds)
-  if not abort_early:
-    raise ValueError('abort_early=False is not supported by carlini_wagner_linf: the '
-                     'official algorithm accepts a solution as soon as it works.')
-  _checks.check_choice('loop', loop, _LOOPS)
-  _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
-  _checks.check_float('largest_const', largest_const, minimum=0.0, strict_min=True)
-  _checks.check_float('const_factor', const_factor, minimum=1.0, strict_min=True)
+  lo, hi = _check_official(
+      'carlini_wagner_linf', loop, targeted=targeted, confidence=confidence,
+      learning_rate=learning_rate, num_steps=num_steps, abort_early=abort_early,
+      bounds=bounds, initial_const=initial_const, largest_const=largest_const,
+      const_factor=const_factor)
   _checks.check_float('decrease_factor', decrease_factor, minimum=0.0, maximum=1.0,
                       strict_min=True, strict_max=True)
   _checks.check_float('initial_tau', initial_tau, minimum=0.0, maximum=1.0, strict_min=True)
@@ -424,7 +459,6 @@ def _carlini_wagner_linf(loop, *, targeted, confidence, initial_const, largest_c
   if _checks.is_concrete(min_tau) and _checks.is_concrete(initial_tau) and (
       float(min_tau) > float(initial_tau)):
     raise ValueError(f'min_tau={min_tau} must be <= initial_tau={initial_tau}.')
-  lo, hi = bounds
   width = hi - lo
 
   def make(logits_fn, x, y):
@@ -459,18 +493,10 @@ def _carlini_wagner_linf(loop, *, targeted, confidence, initial_const, largest_c
       tau = jnp.where(works, new_tau, tau)
       done = done | (works & (new_tau < min_tau * width))
       # --- otherwise one Adam step; after num_steps steps, c *= const_factor.
-      moving = active & ~works
-      upd, m1n, v1n, tn = _adam(g, m1, v1, t, learning_rate, moving)
-      w = w + upd
-      reset = _bc(works, x)
-      m1 = jnp.where(reset, 0.0, m1n)
-      v1 = jnp.where(reset, 0.0, v1n)
-      t = jnp.where(works, 0.0, tn)
-      step = jnp.where(works, 0, step + moving.astype(jnp.int32))
-      bump = moving & (step >= num_steps)
-      const = jnp.where(bump, const * const_factor, const)
-      step = jnp.where(bump, 0, step)
-      done = done | (bump & (const >= largest_const))
+      w, m1, v1, t, const, step, give_up = _adam_or_restart(
+          g, w, m1, v1, t, const, step, active, works, learning_rate=learning_rate,
+          num_steps=num_steps, const_factor=const_factor, largest_const=largest_const)
+      done = done | give_up
       return w, m1, v1, t, const, tau, step, prev, found, done, steps
 
     def init():
@@ -488,7 +514,7 @@ def _carlini_wagner_linf(loop, *, targeted, confidence, initial_const, largest_c
 
     return init, cond, body, finish
 
-  return _state_machine_attack(make, loop=loop, bounds=bounds)
+  return _state_machine_attack(make, loop=loop, bounds=(lo, hi))
 
 
 # =========================================================================== L0
@@ -594,18 +620,13 @@ def _carlini_wagner_l0(loop, *, targeted, confidence, initial_const, largest_con
                        const_factor, num_steps, learning_rate, max_rounds, abort_early,
                        bounds):
   """:func:`carlini_wagner_l0` with its loop form forced (``loop`` in ``_LOOPS``)."""
-  bounds = _check_cw(targeted, confidence, learning_rate, num_steps, abort_early,
-                     bounds)
-  if not abort_early:
-    raise ValueError('abort_early=False is not supported by carlini_wagner_l0: the '
-                     'official algorithm accepts a solution as soon as it works.')
-  _checks.check_choice('loop', loop, _LOOPS)
-  _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
-  _checks.check_float('largest_const', largest_const, minimum=0.0, strict_min=True)
-  _checks.check_float('const_factor', const_factor, minimum=1.0, strict_min=True)
+  lo, hi = _check_official(
+      'carlini_wagner_l0', loop, targeted=targeted, confidence=confidence,
+      learning_rate=learning_rate, num_steps=num_steps, abort_early=abort_early,
+      bounds=bounds, initial_const=initial_const, largest_const=largest_const,
+      const_factor=const_factor)
   if max_rounds is not None:
     _checks.check_int('max_rounds', max_rounds, minimum=1)
-  lo, hi = bounds
   width = hi - lo
 
   def make(logits_fn, x, y):
@@ -654,18 +675,10 @@ def _carlini_wagner_l0(loop, *, targeted, confidence, initial_const, largest_con
       rounds = rounds + works.astype(jnp.int32)
       done = done | (works & ((jnp.sum(valid, axis=-1) == 0) | (rounds >= rounds_cap)))
       # --- otherwise one Adam step (``valid`` only changes where ``works``: not moving).
-      moving = active & ~works
-      upd, m1n, v1n, tn = _adam(g_w, m1, v1, t, learning_rate, moving)
-      w = w + upd
-      reset = _bc(works, x)
-      m1 = jnp.where(reset, 0.0, m1n)
-      v1 = jnp.where(reset, 0.0, v1n)
-      t = jnp.where(works, 0.0, tn)
-      step = jnp.where(works, 0, step + moving.astype(jnp.int32))
-      bump = moving & (step >= num_steps)
-      const = jnp.where(bump, const * const_factor, const)
-      step = jnp.where(bump, 0, step)
-      done = done | (bump & (const >= largest_const))
+      w, m1, v1, t, const, step, give_up = _adam_or_restart(
+          g_w, w, m1, v1, t, const, step, active, works, learning_rate=learning_rate,
+          num_steps=num_steps, const_factor=const_factor, largest_const=largest_const)
+      done = done | give_up
       return w, m1, v1, t, const, step, valid, prev, done, found, rounds, steps
 
     def init():
@@ -685,4 +698,4 @@ def _carlini_wagner_l0(loop, *, targeted, confidence, initial_const, largest_con
 
     return init, cond, body, finish
 
-  return _state_machine_attack(make, loop=loop, bounds=bounds)
+  return _state_machine_attack(make, loop=loop, bounds=(lo, hi))

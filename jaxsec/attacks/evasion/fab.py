@@ -206,13 +206,12 @@ def _flat_norm(d, norm):
   return jnp.sum(jnp.abs(d), axis=-1)
 
 
+_DUAL = {'linf': 'l1', 'l2': 'l2', 'l1': 'linf'}
+
+
 def _dual_norm(g, norm):
   """``||g||_q`` over the last axis, q the dual of ``norm``."""
-  if norm == 'linf':
-    return jnp.sum(jnp.abs(g), axis=-1)
-  if norm == 'l2':
-    return jnp.sqrt(jnp.sum(g * g, axis=-1))
-  return jnp.max(jnp.abs(g), axis=-1)
+  return _flat_norm(g, _DUAL[norm])
 
 
 def _random_direction(key, shape, norm, dtype):

@@ -91,6 +91,17 @@ def fgsm(*, eps, loss: str = 'ce', targeted: bool = False, bounds=(0.0, 1.0),
              random_start=random_start, step_size=step_size)
 
 
+def _check_iterative(eps, step_size, num_steps, norm, loss, targeted, bounds):
+  """The arguments :func:`bim` and :func:`mi_fgsm` share (L_inf or L2, ``step_size`` None or
+  positive); returns the checked ``(bounds, num_steps)``."""
+  bounds = common.check_common(eps=eps, norm_=norm, loss=loss, bounds=bounds,
+                               norms=('linf', 'l2'))
+  common.check_bool(targeted=targeted)
+  if step_size is not None:
+    _checks.check_float('step_size', step_size, minimum=0.0, strict_min=True)
+  return bounds, _checks.check_int('num_steps', num_steps, minimum=1)
+
+
 def bim(*, eps, step_size=None, num_steps: int = 10, norm: str = 'linf', loss: str = 'ce',
         targeted: bool = False, bounds=(0.0, 1.0)):
   """Basic iterative method / I-FGSM (Kurakin, Goodfellow & Bengio, ICLR 2017 workshop).
@@ -103,12 +114,8 @@ def bim(*, eps, step_size=None, num_steps: int = 10, norm: str = 'linf', loss: s
   ``targeted=True`` is their "iterative least-likely class" method given the target.
   Info (budget 'fixed'): ``success``, ``loss``, ``gradients`` per example.
   """
-  bounds = common.check_common(eps=eps, norm_=norm, loss=loss, bounds=bounds,
-                               norms=('linf', 'l2'))
-  common.check_bool(targeted=targeted)
-  if step_size is not None:
-    _checks.check_float('step_size', step_size, minimum=0.0, strict_min=True)
-  num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
+  bounds, num_steps = _check_iterative(eps, step_size, num_steps, norm, loss, targeted,
+                                       bounds)
   obj = common.objective(loss, targeted)
 
   def attack(logits_fn, x, y, key):
@@ -134,12 +141,8 @@ def mi_fgsm(*, eps, step_size=None, num_steps: int = 10, decay: float = 1.0,
   default and ``mu = decay = 1.0``, the paper's settings. The last iterate is returned.
   Info (budget 'fixed'): ``success``, ``loss``, ``gradients`` per example.
   """
-  bounds = common.check_common(eps=eps, norm_=norm, loss=loss, bounds=bounds,
-                               norms=('linf', 'l2'))
-  common.check_bool(targeted=targeted)
-  if step_size is not None:
-    _checks.check_float('step_size', step_size, minimum=0.0, strict_min=True)
-  num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
+  bounds, num_steps = _check_iterative(eps, step_size, num_steps, norm, loss, targeted,
+                                       bounds)
   _checks.check_float('decay', decay, minimum=0.0)
   obj = common.objective(loss, targeted)
 

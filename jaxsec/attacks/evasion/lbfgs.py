@@ -65,9 +65,8 @@ def lbfgs(*, targeted: bool = False, initial_const=1.0, num_search_steps: int = 
   """
   common.check_bool(targeted=targeted)
   _checks.check_float('initial_const', initial_const, minimum=0.0, strict_min=True)
-  _checks.check_int('num_search_steps', num_search_steps, minimum=1)
-  _checks.check_int('max_iter', max_iter, minimum=1)
-  _checks.check_int('memory_size', memory_size, minimum=1)
+  _checks.check_counts(num_search_steps=num_search_steps, max_iter=max_iter,
+                       memory_size=memory_size)
   _checks.check_float('tol', tol, minimum=0.0)
   bounds = _checks.check_bounds(bounds)
   lo, hi = bounds

@@ -98,11 +98,9 @@ def universal_perturbation(*, xi, norm: str = 'linf', delta=0.2, max_passes: int
   _checks.check_float('xi', xi, minimum=0.0, strict_min=True)
   _checks.check_choice('norm', norm, ('linf', 'l2'))
   _checks.check_float('delta', delta, minimum=0.0, maximum=1.0, strict_max=True)
-  _checks.check_int('max_passes', max_passes, minimum=1)
   _checks.check_float('overshoot', overshoot, minimum=0.0)
-  _checks.check_int('max_iter_df', max_iter_df, minimum=1)
   _checks.check_int('num_classes', num_classes, minimum=2)
-  _checks.check_int('eval_batch', eval_batch, minimum=1)
+  _checks.check_counts(max_passes=max_passes, max_iter_df=max_iter_df, eval_batch=eval_batch)
   bounds = _checks.check_bounds(bounds)
   lo, hi = bounds
 

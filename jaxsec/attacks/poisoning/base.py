@@ -48,3 +48,29 @@ def check_dataset(x, y, *, num_classes: int | None = None, min_size: int = 1):
   if x.shape[0] < min_size:
     raise ValueError(f'x has {x.shape[0]} examples; expected at least {min_size}.')
   return x, y
+
+
+def flip_budget(x, y, key, fraction: float, num_classes: int):
+  """The start of a random label-flipping attack on ``(x, y)`` (checked): ``(n, n_poison,
+  index_key, label_key)``, ``n_poison = num_poison(fraction, n)`` and the two halves of
+  ``key``, which choose the points and their new labels."""
+  check_dataset(x, y, num_classes=num_classes)
+  n = x.shape[0]
+  k_idx, k_lab = jax.random.split(key)
+  return n, num_poison(fraction, n), k_idx, k_lab
+
+def check_validation(x, y, x_val, y_val, *, num_classes: int, bounds):
+  """The training inputs within ``bounds`` (None: unchecked) and the attacker's
+  validation set ``(x_val, y_val)``: both or neither (neither: the training set itself),
+  a data set of ``x``'s feature shape. Returns ``(x_val, y_val)``."""
+  if bounds is not None:
+    _checks.check_in_bounds('x', x, bounds)
+  if (x_val is None) != (y_val is None):
+    raise ValueError('Give both x_val and y_val, or neither.')
+  if x_val is None:
+    x_val, y_val = x, y
+  check_dataset(x_val, y_val, num_classes=num_classes)
+  if x_val.shape[1:] != x.shape[1:]:
+    raise ValueError(f'x_val has shape {tuple(x_val.shape)}; expected [m, '
+                     f'{", ".join(map(str, x.shape[1:]))}].')
+  return x_val, y_val

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxsec import _checks
 from jaxsec import losses as losses_lib
-from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, num_poison
+from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, check_validation, flip_budget
 
 
 def _flip_labels(key, y, num_classes):
@@ -43,10 +43,7 @@ def flipped_copies(*, fraction: float, num_classes: int = 2) -> Callable:
   num_classes = _checks.check_int('num_classes', num_classes, minimum=2)
 
   def attack(x, y, key):
-    check_dataset(x, y, num_classes=num_classes)
-    n = x.shape[0]
-    n_p = num_poison(fraction, n)
-    k_idx, k_lab = jax.random.split(key)
+    n, n_p, k_idx, k_lab = flip_budget(x, y, key, fraction, num_classes)
     idx = jax.random.randint(k_idx, (n_p,), 0, n)
     xp, yp = x[idx], _flip_labels(k_lab, y[idx], num_classes)
     x2, y2 = jnp.concatenate([x, xp]), jnp.concatenate([y, yp])
@@ -127,16 +124,8 @@ def bilevel_poisoning(*, train_fn: Callable[[jax.Array, jax.Array, jax.Array], A
 
   def attack(x, y, key, *, x_val=None, y_val=None):
     check_dataset(x, y, num_classes=num_classes)
-    if bounds is not None:
-      _checks.check_in_bounds('x', x, bounds)
-    if (x_val is None) != (y_val is None):
-      raise ValueError('Give both x_val and y_val, or neither.')
-    if x_val is None:
-      x_val, y_val = x, y
-    check_dataset(x_val, y_val, num_classes=num_classes)
-    if x_val.shape[1:] != x.shape[1:]:
-      raise ValueError(f'x_val has shape {tuple(x_val.shape)}; expected [m, '
-                       f'{", ".join(map(str, x.shape[1:]))}].')
+    x_val, y_val = check_validation(x, y, x_val, y_val, num_classes=num_classes,
+                                    bounds=bounds)
     x2, y2, hist = run(x, y, key, x_val, y_val)
     return PoisonOutput(x2, y2, {'poison_mask': jnp.arange(x2.shape[0]) >= x.shape[0],
                                  'objective': hist})

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from jaxsec import _checks
 from jaxsec.attacks.poisoning import learners
-from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, num_poison
+from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, flip_budget, num_poison
 
 
 def random_label_flip(*, fraction: float, num_classes: int = 2) -> Callable:
@@ -30,10 +30,7 @@ def random_label_flip(*, fraction: float, num_classes: int = 2) -> Callable:
   num_classes = _checks.check_int('num_classes', num_classes, minimum=2)
 
   def attack(x, y, key):
-    check_dataset(x, y, num_classes=num_classes)
-    n = x.shape[0]
-    k = num_poison(fraction, n)
-    k_idx, k_lab = jax.random.split(key)
+    n, k, k_idx, k_lab = flip_budget(x, y, key, fraction, num_classes)
     idx = jax.random.permutation(k_idx, n)[:k]
     mask = jnp.zeros((n,), bool).at[idx].set(True)
     shift = jax.random.randint(k_lab, (n,), 1, num_classes)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxsec import _checks
 from jaxsec.attacks.poisoning import learners
-from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, num_poison
+from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, check_validation, num_poison
 
 
 def validation_hinge(w, b, x_val, y_val):
@@ -155,15 +155,7 @@ def svm_poisoning(*, fraction: float | None = None, num_points: int | None = Non
     check_dataset(x, y, num_classes=2)
     if x.ndim != 2:
       raise ValueError(f'x has shape {tuple(x.shape)}; expected [n, d] features.')
-    if bounds is not None:
-      _checks.check_in_bounds('x', x, bounds)
-    if (x_val is None) != (y_val is None):
-      raise ValueError('Give both x_val and y_val, or neither.')
-    if x_val is None:
-      x_val, y_val = x, y
-    check_dataset(x_val, y_val, num_classes=2)
-    if x_val.shape[1:] != x.shape[1:]:
-      raise ValueError(f'x_val has shape {tuple(x_val.shape)}; expected [m, {x.shape[1]}].')
+    x_val, y_val = check_validation(x, y, x_val, y_val, num_classes=2, bounds=bounds)
     n = x.shape[0]
     n_p = num_points if fraction is None else num_poison(fraction, n)
     x2, y2, hist = run(x, y, key, x_val, y_val, n_p)
