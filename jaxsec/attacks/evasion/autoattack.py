@@ -1,71 +1,29 @@
 """AutoAttack-style ensemble (Croce & Hein, ICML 2020) in JAX.
 
-With the default ``fab_stage='fab-t'``, ``version='standard'`` runs AutoAttack's four
-attacks (APGD-CE, APGD-T, FAB-T, Square) with AutoAttack's standard settings; each is this
-package's own implementation, whose docstring lists its deliberate differences from the
-authors' code.
+Each stage runs on the points still robust, with this package's own attacks (their docstrings
+list their differences from the authors' code):
 
-Stages, each run only on the points that are still robust (correctly classified):
+* ``version='standard'`` (one restart each): (1) ``apgd-ce``, 100 iterations; (2) ``apgd-t``,
+  targeted DLR on each of the ``min(9, C - 1)`` top other classes, 100 iterations (3 classes:
+  APGD-DLR; 2: APGD on the C&W margin); (3) ``fab-t`` (:func:`jaxsec.attacks.evasion.fab_t`,
+  same targets, 100 iterations; success = misclassified within ``eps``) or, with
+  ``fab_stage='pgd-t-margin'``, targeted PGD on the C&W margin (not FAB: 100 steps of ``eps /
+  10`` from a random start); (4) ``square`` (:func:`jaxsec.attacks.blackbox.square`, margin,
+  ``p_init = 0.8``, 5000 queries with the clean one, ``resc_schedule=False``; gradient-free).
+* ``'plus'``: ``apgd-ce``, ``apgd-dlr``, ``fab`` (untargeted; 5 restarts each), ``square``,
+  ``apgd-t``, ``fab-t`` (9 targets, 1 restart), 100 iterations each, in this order.
+* ``'rand'`` (randomised defenses): ``apgd-ce``, ``apgd-dlr``, 100 iterations, EOT over 20
+  draws; ``logits_fn`` is ``(x, key) -> logits``, accuracies on single draws.
+* ``'jaxsec-fast'`` (not official): ``apgd-ce``, ``apgd-t`` (3 targets), 50 iterations.
 
-``version='standard'``:
-  1. ``apgd-ce``: APGD on cross-entropy, 100 iterations, 1 restart.
-  2. ``apgd-t``: APGD-T, targeted DLR on each of the ``min(9, C - 1)`` highest-ranked other
-     classes, 100 iterations each. (With 3 classes APGD-DLR replaces it, with 2 classes
-     APGD on the C&W margin, since the (targeted) DLR loss needs 4 (3) classes.)
-  3. ``fab-t``: FAB-T (:func:`jaxsec.attacks.evasion.fab_t`; Croce & Hein, ICML 2020b),
-     the minimal-norm Fast Adaptive Boundary attack run towards each of the same
-     ``min(9, C - 1)`` target classes, 100 iterations, 1 restart (AutoAttack's standard
-     setting); it counts a point as broken when it finds a misclassified point within
-     ``eps``. Its search geometry (steps to the linearised decision boundary, biased
-     towards the original point) differs from the loss-ascent of APGD.
-     ``fab_stage='pgd-t-margin'`` replaces it by the earlier substitute, which is **not**
-     FAB: targeted PGD on the C&W margin ``z_t - max_{j != t} z_j`` towards the same target
-     classes, 100 steps of a fixed size ``eps / 10`` from a random start in the ball,
-     success = misclassification (cheaper per step: one forward-backward pass, where FAB-T
-     adds a forward pass and two sort-based hyperplane projections).
-  4. ``square``: the Square Attack (:func:`jaxsec.attacks.blackbox.square`; Andriushchenko
-     et al., ECCV 2020): score-based random search, margin loss, ``p_init = 0.8``, 5000
-     queries per point (the clean query included), the ``p`` schedule not rescaled to the
-     budget (AutoAttack's ``resc_schedule=False``). It uses no gradients, so it catches
-     gradient masking.
-
-``version='plus'`` (official "plus"): ``apgd-ce`` and ``apgd-dlr`` (5 restarts each),
-``fab`` (untargeted FAB, 5 restarts), ``square`` (5000 queries), ``apgd-t`` (9 targets,
-1 restart), ``fab-t`` (9 targets, 1 restart), 100 iterations each, in this order.
-
-``version='rand'`` (official "rand", for randomised defenses): ``apgd-ce`` and
-``apgd-dlr``, 100 iterations, 1 restart, each gradient the EOT mean over 20 draws
-(``apgd(eot_iter=20)``); ``logits_fn`` is then the randomised model ``(x, key) -> logits``
-and accuracies are measured on single draws.
-
-``norm='l1'`` (L1 AutoAttack, Croce & Hein, "Mind the box", ICCV 2021), ``version=
-'standard'`` as the official ``set_version`` for L1: ``apgd-ce`` (l1-APGD, 5 restarts) and
-``apgd-t`` (``min(5, C - 1)`` targets), both with the official ``use_largereps`` radius
-schedule (3 eps, 2 eps, eps; :func:`jaxsec.attacks.evasion.autopgd.apgd_l1_largereps_run`),
-then ``fab-t`` (L1 FAB-T, 9 targets). The official list also names ``square``, but the
-official ``square.py`` accepts only L_inf and L2 (it asserts), so L1 runs without it.
-``'rand'`` and ``'jaxsec-fast'`` take ``norm='l1'`` (l1-APGD without the radius schedule,
-as the official 'rand'); ``'plus'`` with L1 is refused.
-
-``version='jaxsec-fast'`` (not an official version; called ``'fast'`` before, a name now
-refused): ``apgd-ce`` (50 iterations) and ``apgd-t`` (50 iterations, 3 target classes)
-only (``fab_stage`` is ignored).
-
-With fewer classes than the DLR losses need, ``apgd-dlr`` becomes APGD on the C&W margin
-(2 classes) and ``apgd-t`` is left out of 'plus' (3 classes or fewer). The official checks
-(randomness, probabilities instead of logits, zero gradients, Square-only robustness drop)
-run in :func:`run_auto_attack`.
-
-Two drivers:
-
-* :func:`auto_attack` returns one pure, jittable attack. Inside one compiled program shapes
-  are static, so every stage *computes* on the whole batch and the result is *selected*
-  only for points still robust; robust accuracy after each stage is reported in
-  ``info['robust_per_stage']`` ([S, B] bool). Use it inside jit/vmap or adversarial training.
-* :func:`run_auto_attack` is a host-level driver that really filters: each stage runs (as
-  its own jitted program) only on the points still robust after the previous stage, padded
-  to a power-of-two bucket to bound recompilation. It saves compute when early stages
-  succeed and is the one to use for evaluations.
+``norm='l1'`` ("Mind the box", ICCV 2021), 'standard': l1-APGD-CE (5 restarts), -T
+(``min(5, C - 1)`` targets), both with the official ``use_largereps`` schedule, L1 ``fab-t``;
+no ``square`` (officially L_inf / L2 only); 'rand', 'jaxsec-fast' without the schedule;
+'plus' refused. With 2 classes ``apgd-dlr`` uses the C&W margin; 'plus' drops ``apgd-t`` with
+3 classes or fewer. :func:`auto_attack` is one jittable attack (every stage computes on the
+whole batch, kept for robust points; ``info['robust_per_stage']``); :func:`run_auto_attack`,
+for evaluations, filters for real (stages jitted on power-of-two padded buckets) and runs the
+official checks (randomness, probabilities, zero gradients, Square-only drop).
 """
 from __future__ import annotations
 

@@ -1,53 +1,28 @@
 """Auto-PGD (Croce & Hein, ICML 2020): step-size-free PGD with momentum, APGD-CE / -DLR / -T.
 
-Written from the paper's Algorithm 1 and Section 3; details that the paper leaves open were
-checked against the authors' public code (facts only, the code here is our own):
+Paper's Algorithm 1, open details from the authors' code. Start ``clip(x + eps t / ||t||_p)``,
+``t ~ U[-1, 1]^d`` (L_inf) or ``N(0, I)`` (L2); ``eta^(0) = 2 eps``; ``x^(1) = P(x^(0) + eta
+grad)``, then ``z = P(x^(k) + eta d(grad))``, ``x^(k+1) = P(x^(k) + alpha (z - x^(k)) + (1 -
+alpha)(x^(k) - x^(k-1)))``, ``alpha = 0.75``, ``d`` the sign or L2-normalised gradient, ``P``
+onto ball ∩ box. At checkpoint ``w_j`` the step is halved and the iterate and its gradient
+reset to ``x_max`` when (1) ``#{i in [w_{j-1}, w_j): f(x^(i+1)) > f(x^(i))} <= rho (w_j -
+w_{j-1})`` or (2) the step was not reduced at ``w_{j-1}`` and ``f_max`` did not change; the
+momentum after a reset is ``x_max - x^(w_j - 1)`` (official code). Cost: ``N + 1``
+forward-backward passes per restart (and per target class).
 
-* start: ``x^(0) = clip(x + eps * t / ||t||_p)`` with ``t ~ U[-1, 1]^d`` (L_inf) or
-  ``t ~ N(0, I)`` (L2), i.e. a random point on the *sphere* of radius eps, clipped to the box;
-* initial step ``eta^(0) = 2 eps`` (per example); ``x^(1) = P(x^(0) + eta grad)`` (no
-  momentum on the first step); afterwards, with ``alpha = 0.75``,
-  ``z = P(x^(k) + eta^(k) d(grad f(x^(k))))`` and
-  ``x^(k+1) = P(x^(k) + alpha (z - x^(k)) + (1 - alpha)(x^(k) - x^(k-1)))``, ``d`` the sign
-  (L_inf) or the L2-normalised gradient, ``P`` the projection onto ball ∩ box;
-* checkpoints (``schedule``): ``'official'`` (default) is the official code's integer
-  schedule: segment lengths ``h_0 = max(floor(0.22 N), 1)``,
-  ``h_{j+1} = max(h_j - max(floor(0.03 N), 1), max(floor(0.06 N), 1))``, checkpoints at the
-  partial sums ``w_j = h_0 + ... + h_j <= N`` (N = 10: 2, 3, ..., 10; N = 50: 11, 21, 30, 38,
-  45). ``'paper'`` is the paper's ``w_j = ceil(p_j N)`` with ``p_0 = 0, p_1 = 0.22,
-  p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (N = 10: 3, 5, ..., 10). They agree at
-  N = 100;
-* at a checkpoint ``w_j`` the step is halved, and the iterate *and its gradient* are reset to
-  the best point so far ``x_max``, when
-  (1) ``#{i in [w_{j-1}, w_j): f(x^(i+1)) > f(x^(i))} <= rho (w_j - w_{j-1})`` or
-  (2) the step was not reduced at ``w_{j-1}`` and ``f_max`` did not change since then;
-  after a reset the momentum term is ``x_max - x^(w_j - 1)`` (as in the official code).
+``schedule='official'`` (default) is the official code: segments ``h_0 = max(floor(0.22 N),
+1)``, ``h_{j+1} = max(h_j - max(floor(0.03 N), 1), max(floor(0.06 N), 1))``, checkpoints at
+their partial sums (N = 50: 11, 21, 30, 38, 45); ``<=`` in (1); (2) off at the first
+checkpoint; (1) compares pre-reset losses, the first comparison being ``f(x^(1)) > 0`` (the
+official ``check_oscillation`` reads an unwritten zero slot). ``schedule='paper'``:
+``w_j = ceil(p_j N)``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``;
+strict ``<`` in (1); (2) may fire at the first checkpoint (``w_0 = 0``); after a reset the
+next comparison is with ``f(x_max)``. The two agree at N = 100.
 
-With ``schedule='official'`` the step-size test is the official code's exactly: ``<=`` in
-(1); (2) is off at the first checkpoint; the losses compared in (1) are those of the iterates
-before any reset; and the first comparison of the first segment is ``f(x^(1)) > 0`` (the
-official ``check_oscillation`` reads the not yet written last slot of its zero-initialised
-loss buffer; ``f(x^(1)) > f(x^(1))``, i.e. false, when N = 1). ``schedule='paper'`` follows
-the paper's text: a strict ``<`` in (1), (2) may fire at the first checkpoint (the paper
-defines ``w_0 = 0`` as a checkpoint with ``f_max^(0) = f(x^(0))``), and after a reset the
-next comparison is with ``f(x_max)``.
-
-EOT (``eot_iter``, AutoAttack's ``version='rand'``): against a randomised model
-``logits_fn(x, key)``, every gradient is the mean of ``eot_iter`` per-draw gradients of the
-per-example loss (independent draws); the loss and prediction used for the step-size control
-and success are those of the last draw, as in the official code.
-
-L1 (``norm='l1'``): l1-APGD of Croce & Hein ("Mind the box", ICCV 2021) as the official
-``autopgd_base.py``: sparse steps on the top ``topk`` fraction of ``|grad|`` with an
-adaptive sparsity, the exact projection onto the L1 ball ∩ box (equal to the official
-``L1_projection``), no momentum, its own step-size rule every ``max(floor(0.04 N), 1)``
-iterations (:func:`apgd_l1_run`) and optionally the ``use_largereps`` radius schedule
-(:func:`apgd_l1_largereps_run`). One deliberate difference: the new iterate is
-``x + (d_u + d_p)`` where the official code computes ``(x + d_u) + d_p``, whose rounding
-leaves residues ~1e-8 on coordinates the projection zeroes and which the official L0
-sparsity count then includes; here they are exactly 0.
-
-Cost: ``N + 1`` forward-backward passes per restart (and per target class for APGD-T).
+``eot_iter`` (AutoAttack 'rand'): each gradient is the mean over independent draws; loss and
+success use the last draw (official). ``norm='l1'``: l1-APGD ("Mind the box", ICCV 2021) as
+the official code (:func:`apgd_l1_run`, :func:`apgd_l1_largereps_run`), one deviation: the
+iterate is ``x + (d_u + d_p)``, not ``(x + d_u) + d_p``: coordinates the projection zeroes are 0.
 """
 from __future__ import annotations
 

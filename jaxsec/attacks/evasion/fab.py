@@ -1,83 +1,30 @@
 """FAB: the Fast Adaptive Boundary attack (Croce & Hein, ICML 2020), L_inf, L2 and L1.
 
-FAB is a minimal-perturbation attack. Written from the paper's Algorithm 1 and Section 3;
-details the paper leaves open were checked against the authors' public code (AutoAttack's
-``fab_pt.py``, ``fab_base.py``, ``fab_projections.py``; facts only, the code here is our
-own). With ``x_orig`` the clean input, ``y`` its true label and ``x_i`` the iterate:
+A minimal-perturbation attack (Algorithm 1; open details from AutoAttack's ``fab_*.py``).
+With ``x_orig`` the clean input, ``y`` its label and ``x_i`` the iterate, a step: linearise
+``f_s = z_s - z_y`` at ``x_i`` (untargeted: the class with the nearest hyperplane,
+``argmin_s |f_s| / (1e-12 + ||w_s||_q)``, ``q`` dual to ``p``; FAB-T, :func:`fab_t`: a given
+target); project ``x_i`` and ``x_orig`` onto ``pi_s ∩ [lo, hi]^d`` (``delta_i``,
+``delta_orig``, :func:`project_hyperplane_box`); step to ``clip((1 - alpha)(x_i + eta
+delta_i) + alpha (x_orig + eta delta_orig))``, ``alpha = min(a_i / (a_i + a_o), alpha_max)``,
+``a = max(||delta||_p, 1e-8)``; if that is misclassified, record it when closest and move
+back to ``x_orig + beta (x_{i+1} - x_orig)``. The first run starts at ``x_orig``, later ones
+at ``clip(x_orig + r v / ||v||_p)``, ``v`` uniform (L_inf) or normal, ``r = min(best_norm,
+eps) / 2`` (no ``eps``: 0.3, 1, 5 times ``hi - lo`` for L_inf, L2, L1). ``num_steps`` steps
+per run, no early stop. Defaults are AutoAttack's FAB-T (100 steps, 1 restart, 9 targets,
+``alpha_max=0.1``, ``eta=1.05``, ``beta=0.9``). Projections are exact by KKT (``u`` the
+oriented normal, ``cap_i`` the room to the box): L_inf ``d_i = sign(u_i) min(lam, cap_i)``, L2
+``sign(u_i) min(lam |u_i|, cap_i)``, ``lam`` from one sort of the breakpoints and linear
+interpolation (the official code bisects); L1 a fractional knapsack; a hyperplane missing
+the box gives the nearest box corner (official).
 
-1. **Linearise.** For a class ``s != y`` let ``f_s = z_s - z_y`` (negative while ``x_i`` is
-   classified ``y``), ``w_s = grad f_s(x_i)`` and the hyperplane
-   ``pi_s = {z : f_s(x_i) + <w_s, z - x_i> = 0}``. Untargeted FAB picks the class whose
-   hyperplane is nearest in the dual norm, ``s = argmin_s |f_s| / (1e-12 + ||w_s||_q)``
-   (``q = 1, 2, inf`` for ``p = inf, 2, 1``); FAB-T (:func:`fab_t`, the version AutoAttack
-   runs) uses one given target class ``s = t``.
-2. **Project.** ``delta_i = P_p(x_i)`` and ``delta_orig = P_p(x_orig)``: the displacements
-   to the minimal-``p``-norm points of ``pi_s ∩ [lo, hi]^d`` from ``x_i`` and from
-   ``x_orig``, both onto the hyperplane linearised at ``x_i``
-   (:func:`project_hyperplane_box`, exact; see below).
-3. **Biased step.** ``alpha = min(a_i / (a_i + a_o), alpha_max)`` with
-   ``a_i = max(||delta_i||_p, 1e-8)``, ``a_o = max(||delta_orig||_p, 1e-8)``;
-   ``x_{i+1} = clip((1 - alpha)(x_i + eta delta_i) + alpha (x_orig + eta delta_orig))``.
-4. **Backward step.** If ``x_{i+1}`` is misclassified it is recorded when its distance
-   ``||x_{i+1} - x_orig||_p`` is the smallest so far, and the iterate moves back towards
-   the original: ``x_{i+1} <- x_orig + beta (x_{i+1} - x_orig)``.
-5. **Restarts.** The first run (and, for FAB-T, the first run of every target) starts at
-   ``x_orig``; a later run starts at ``clip(x_orig + r v / ||v||_p)`` with ``v`` uniform in
-   ``[-1, 1]^d`` (L_inf) or standard normal (L2, L1) and radius
-   ``r = min(best_norm, eps) / 2``, ``best_norm`` the smallest adversarial distance found
-   so far (infinite while none is). Without ``eps``, the official code's default radius
-   ``eps = 0.3, 1.0, 5.0`` (L_inf, L2, L1; for inputs in [0, 1]) times ``hi - lo`` is used
-   for the restarts only.
-
-Every run makes ``num_steps`` steps (no early stop: FAB keeps shrinking the perturbation).
-Defaults are AutoAttack's FAB-T: ``num_steps=100`` (their ``n_iter``), ``restarts=1``
-(``n_restarts``), ``num_target_classes=9`` (``n_target_classes``), ``alpha_max=0.1``,
-``eta=1.05``, ``beta=0.9``.
-
-**The projections** (step 2). Minimise ``||d||_p`` subject to ``<w, t + d> = b`` and
-``lo <= t + d <= hi``. Orient the problem so that ``<u, d> = E`` with ``E >= 0``; each
-coordinate can then move by at most ``cap_i`` (to ``hi`` where ``u_i > 0``, to ``lo`` where
-``u_i < 0``) in the direction ``sign(u_i)``. By the KKT conditions the solution is
-
-* L_inf: ``d_i = sign(u_i) min(lam, cap_i)``, ``lam`` the root of
-  ``sum_i |u_i| min(lam, cap_i) = E``;
-* L2: ``d_i = sign(u_i) min(lam |u_i|, cap_i)`` (the box projection of ``lam u``), ``lam``
-  the root of ``sum_i u_i^2 min(lam, cap_i / |u_i|) = E``;
-* L1: fill coordinates to their caps in the order of decreasing ``|u_i|`` (the cheapest
-  first) until ``E`` is reached, the last one partially (a fractional knapsack).
-
-The two root equations are piecewise linear and increasing in ``lam``; after one sort of the
-breakpoints they are evaluated at every breakpoint (cumulative sums) and the root is found
-by linear interpolation between two neighbouring ones: exact up to rounding, no iteration
-(the official code bisects over the same sorted breakpoints). If the hyperplane misses the
-box, every coordinate with ``u_i != 0`` goes to its cap: the box corner that comes closest
-to the hyperplane (as in the official code). Coordinates with ``u_i = 0`` never move.
-
-Deliberate differences from the official code:
-
-* **Restart radius.** AutoAttack's ``perturb`` calls a fresh single run per restart, which
-  resets ``best_norm`` to 1e10, so its restarts always use radius ``eps / 2``; we use the
-  best distance found by all earlier runs of this call (``min(best_norm, eps) / 2``) as the
-  original FAB code (fra31/fab-attack) and the paper do. With ``restarts=1``
-  (AutoAttack's FAB-T) no run starts at a random point and the two agree.
-* **Which result is kept.** AutoAttack runs later restarts / targets only on points still
-  robust at ``eps`` and keeps the first result within ``eps``. Here every run computes on
-  every point (static shapes in one compiled program) and the smallest-distance adversarial
-  over all runs is kept; per point the runs are independent, so the set of points broken
-  within ``eps`` is the same (up to the random starts) and the reported distance can only
-  be smaller.
-* **Any box** ``[lo, hi]`` (the official code hard-codes [0, 1]) and any input shape.
-* **Gradients.** Untargeted FAB differentiates the ``C - 1`` differences ``z_s - z_y``
-  (one ``jax.vjp``, ``jax.vmap`` over its cotangents); the official code takes all ``C``
-  class gradients and subtracts. Same numbers, one backward pass fewer.
-* **Scale.** The projections first divide ``w`` and ``b - <w, t>`` by ``max_i |w_i|`` (the
-  problem is invariant to it), and treat exactly-zero coordinates of ``w`` (of ``w^2`` for
-  L2) as absent, where the official L2 / L1 code drops ``|w_i| <= 1e-8`` in absolute terms.
-* **Points misclassified at ``x``** are returned unchanged with distance 0 and success
-  (the official code skips them the same way; it does not report a distance).
-
-Cost per run: ``num_steps`` iterations of one forward-backward pass (``C - 1`` backward
-passes untargeted, 1 for FAB-T) plus one extra forward pass (the misclassification test).
+Deviations from the official code: restarts use the best distance of all earlier runs (as
+fra31/fab-attack and the paper; AutoAttack's resets to ``eps / 2``; equal with 1 restart);
+every run computes on every point and the smallest adversarial over all runs is kept (same
+points broken within ``eps``, distances only smaller); any box and input shape; untargeted
+gradients of the ``C - 1`` differences in one ``jax.vjp`` (one backward pass fewer);
+projections rescale by ``max |w_i|`` and drop exactly-zero coordinates (official L2 / L1:
+``|w_i| <= 1e-8``); points misclassified at ``x`` return unchanged, distance 0, success.
 """
 from __future__ import annotations
 

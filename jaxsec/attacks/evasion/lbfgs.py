@@ -1,29 +1,24 @@
 """Box-constrained L-BFGS attack (Szegedy et al., "Intriguing properties of neural
 networks", ICLR 2014, Sec. 4.1).
 
-The paper finds an approximate minimiser of
+Approximately minimise ``c * ||r||_2^2 + loss_f(x + r, l)`` subject to ``x + r in
+[lo, hi]^n``, with a line search over ``c``: the larger ``c``, the smaller ``r``, so the
+minimal perturbation is the minimiser for the largest ``c`` still classified ``l`` (the
+paper's "minimum c" names the same boundary value).
 
-    minimise  c * ||r||_2^2 + loss_f(x + r, l)   subject to  x + r in [lo, hi]^n
+Documented departures (the objective is unchanged):
 
-with box-constrained L-BFGS, and performs a line search over ``c`` for the boundary value:
-the larger ``c``, the smaller ``r`` and the harder it is to reach label ``l``, so the
-minimal perturbation corresponds to the largest ``c`` whose minimiser is still classified
-``l`` (the paper's "minimum c" refers to the same boundary value of this trade-off).
-
-Implementation choices (documented departures, no change of the objective):
-
-* The box is handled by the change of variables ``x + r = lo + (hi - lo)(tanh(w) + 1)/2``
-  (as in C&W), and the unconstrained problem in ``w`` is solved with ``optax.lbfgs``
-  (L-BFGS with a zoom line search satisfying the strong Wolfe conditions) instead of
-  L-BFGS-B. The minimiser is the same wherever it lies inside the open box.
-* L-BFGS is run independently per example (``jax.vmap`` of the solver), so curvature pairs
-  and line searches are never shared between examples.
-* The line search over ``c`` is a per-example bracketing search: starting at
-  ``initial_const``, ``c`` is multiplied by 10 after a success and divided by 10 after a
-  failure until the boundary is bracketed, then bisected geometrically
-  (``c = sqrt(c_lo * c_hi)``), ``num_search_steps`` solves in all. The smallest successful
-  perturbation over the search is returned.
-* ``loss_f`` is the cross-entropy of the target label (the paper). The untargeted variant
+* The box is handled by ``x + r = lo + (hi - lo)(tanh(w) + 1)/2`` (as in C&W) and the
+  problem in ``w`` is solved with ``optax.lbfgs`` (zoom line search, strong Wolfe
+  conditions) instead of L-BFGS-B; the minimiser is the same wherever it lies inside the
+  open box.
+* L-BFGS runs independently per example (``jax.vmap``): no shared curvature pairs or line
+  searches.
+* The search over ``c`` is per example: from ``initial_const``, ``c`` is multiplied by 10
+  after a success and divided by 10 after a failure until bracketed, then bisected
+  geometrically (``sqrt(c_lo * c_hi)``), ``num_search_steps`` solves in all; the smallest
+  successful perturbation is returned.
+* ``loss_f`` is the target label's cross-entropy (the paper). Untargeted
   (``targeted=False``, ``y`` the true labels) minimises ``c ||r||^2 + log p_y(x + r)``
   (i.e. ``-CE(y)``) and succeeds when the prediction leaves ``y``.
 """

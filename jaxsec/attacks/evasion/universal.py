@@ -1,7 +1,6 @@
 """Universal adversarial perturbations (Moosavi-Dezfooli, Fawzi, Fawzi & Frossard, CVPR 2017).
 
-One perturbation ``v`` with ``||v||_p <= xi`` that fools the classifier on most inputs of a
-distribution. The paper's Algorithm 1:
+One ``v`` with ``||v||_p <= xi`` that fools the classifier on most inputs (Algorithm 1)::
 
     v = 0
     while fooling_rate(X, v) < 1 - delta and passes < max_passes:
@@ -10,29 +9,19 @@ distribution. The paper's Algorithm 1:
           dv = minimal perturbation sending x_i + v across the boundary (DeepFool)
           v = P_{p, xi}(v + dv)
 
-where ``k`` is the model's predicted label (the fooling rate compares predictions on
-``x + v`` with predictions on ``x``, not with true labels) and ``P_{p, xi}`` projects onto the
-L_p ball of radius ``xi`` (L_inf: clipping; L2: radial scaling). As in the official code,
-the inner minimal perturbation is L2 DeepFool (``num_classes`` candidates, ``overshoot``,
-``max_iter_df`` steps) for both norms, and ``v`` is only updated with DeepFool steps that
-actually fooled the model (the official code's ``iter < max_iter_df - 1`` test). Here the
-points are kept inside the box: DeepFool runs on ``clip(x_i + v)`` and ``dv`` is the clipped
-displacement, and the adversarial inputs are ``clip(x + v, lo, hi)``.
+``k`` is the predicted label (fooling compares predictions on ``x + v`` and ``x``, not true
+labels); ``P_{p, xi}`` projects onto the L_p ball (L_inf: clipping; L2: radial scaling). As
+in the official code, ``dv`` is L2 DeepFool (``num_classes``, ``overshoot``,
+``max_iter_df``) for both norms, and ``v`` is updated only by DeepFool runs that fooled the
+model (the official ``iter < max_iter_df - 1`` test). Deviation: points stay in the box
+(DeepFool runs on ``clip(x_i + v)``, ``dv`` is the clipped displacement, outputs are
+``clip(x + v, lo, hi)``). The fit is one jitted program (a ``lax.scan`` per pass inside a
+``lax.while_loop``).
 
-The loop over data points is sequential by nature (each update depends on the current v);
-it is one ``lax.scan`` per pass inside a ``lax.while_loop`` over passes, so the whole fit
-is one jitted program.
-
-Interface. The universal perturbation is fitted on a set of inputs, not per example, so the
-factories return a :class:`~jaxsec.attacks.base.FittedAttack`:
-
-* ``fit(logits_fn, x, key) -> (v, info)``: fit ``v`` (shape ``x.shape[1:]``) on the data
-  ``x``; ``info`` has ``fooling_rate`` (on ``x``) and ``passes`` / ``updates`` (or ``steps``);
-* ``apply(x, v) -> clip(x + v, lo, hi)``: apply a fitted ``v`` to any inputs (the
-  transfer-to-unseen-data setting of the paper: fit on a training set, apply to a test
-  set);
-* ``attack(logits_fn, x, y, key)``: the standard signature, fit on the batch and applied
-  to it.
+The factories return a :class:`~jaxsec.attacks.base.FittedAttack`: ``fit(logits_fn, x, key)
+-> (v, info)`` (``info``: ``fooling_rate`` on ``x``, ``passes`` / ``updates`` or ``steps``);
+``apply(x, v) -> clip(x + v, lo, hi)`` on any inputs (fit on a training set, apply to a test
+set, as in the paper); ``attack(logits_fn, x, y, key)`` fits on the batch and applies to it.
 """
 from __future__ import annotations
 
