@@ -2,32 +2,26 @@
 
 One step: draw the batch with a sampler (:mod:`jaxsec.privacy.sampling`), sum the
 per-example gradients clipped to ``C`` (:func:`jaxsec.privacy.clipping.clipped_grad`), add
-``N(0, (sigma C)^2 I)``, divide by the sampler's normaliser (the *expected* batch size),
-and hand the result to any optax optimizer. The noise is :mod:`jaxsec.privacy.noise`
-(shared with DP-FedAvg); as an optax transformation,
-:func:`~jaxsec.privacy.noise.gaussian_privatizer`, chained before any optimizer
+``N(0, (sigma C)^2 I)`` (:mod:`jaxsec.privacy.noise`, shared with DP-FedAvg), divide by the
+sampler's normaliser (the *expected* batch size), and hand the result to any optax optimizer:
+chain :func:`~jaxsec.privacy.noise.gaussian_privatizer` before it
 (``optax.chain(privatizer, optax.sgd(...))``), or use :func:`train`, which also does
 sampling and accounting.
 
-The guarantee: with the sampler's event and noise multiplier ``sigma``, the released
-sequence of parameters is ``(epsilon, delta')``-DP with ``epsilon =
-sampler.epsilon(sigma, delta)`` (dp_accounting, PLD or RDP) under the sampler's adjacency,
-and ``delta' = sampler.delta_spent(epsilon, delta)``: ``delta`` plus the Poisson sampler's
-batch-overflow term (:mod:`jaxsec.privacy.sampling`; ``DPResult.delta`` is ``delta'``).
-Only the parameters (and, with adaptive clipping, the noised clip norms) are covered.
-The per-step statistics in ``DPResult.nonprivate_diagnostics`` (clipped fraction, mean
-per-example norm, realised Poisson batch sizes) are computed from the private batch
-without noise and are NOT covered by ``(epsilon, delta)``: do not publish them.
+The guarantee: the released parameters are ``(epsilon, delta')``-DP under the sampler's
+adjacency, with ``epsilon = sampler.epsilon(sigma, delta)`` (dp_accounting, PLD or RDP) and
+``delta' = sampler.delta_spent(epsilon, delta)`` (``delta`` plus the Poisson sampler's
+batch-overflow term; ``DPResult.delta`` is ``delta'``). Only the parameters (and, with
+adaptive clipping, the noised clip norms) are covered; ``DPResult.nonprivate_diagnostics``
+(clipped fraction, mean norm, realised batch sizes) is NOT covered: do not publish it.
 
-Adaptive clipping (Andrew, Thakkar, McMahan, Ramaswamy 2021, "Differentially private
-learning with adaptive clipping"): the clip norm follows the ``target_quantile`` of the
-per-example gradient norms by the geometric update ``C <- C exp(-eta (b - gamma))`` where
-``b`` is the noised fraction of examples with ``||g_i|| <= C``. The count is privatised as
-``(sum_i (1[||g_i|| <= C] - 1/2) + N(0, sigma_b^2)) / m + 1/2`` (each example moves the
-centred sum by 1/2), and the gradient gets noise multiplier
-``sigma_g = (sigma^-2 - (2 sigma_b)^-2)^(-1/2)``, so that the pair (gradient sum, count)
-is exactly one Gaussian mechanism with noise multiplier ``sigma`` (their Thm. 1). The
-accountant therefore uses ``sigma`` unchanged: adaptive clipping is accounted.
+Adaptive clipping (Andrew, Thakkar, McMahan, Ramaswamy, "Differentially private learning with
+adaptive clipping", 2021): ``C <- C exp(-eta (b - gamma))`` follows the ``target_quantile``
+of the per-example norms, ``b`` the fraction with ``||g_i|| <= C`` privatised as
+``(sum_i (1[||g_i|| <= C] - 1/2) + N(0, sigma_b^2)) / m + 1/2``. The gradient gets noise
+multiplier ``sigma_g = (sigma^-2 - (2 sigma_b)^-2)^(-1/2)``, so (gradient sum, count) is one
+Gaussian mechanism with multiplier ``sigma`` (their Thm. 1): the accountant uses ``sigma``
+unchanged, and adaptive clipping is accounted.
 """
 from __future__ import annotations
 

@@ -1,58 +1,27 @@
 """HopSkipJumpAttack (Chen, Jordan & Wainwright, IEEE S&P 2020): decision-based, L2 and L_inf.
 
-The attacker only sees the decision of the model (``query_fn: x -> labels``) and minimises
-the distance of an adversarial point to ``x`` by walking along the decision boundary
-(Algorithm 2 of the paper, arXiv:1904.02144):
+Sees decisions only (``query_fn: x -> labels``); Algorithm 2 (arXiv:1904.02144), per step:
 
-1. **Initialise** at an adversarial point ``x~_0``: a given starting point (needed for a
-   targeted attack: an image of the target class) or uniform noise drawn until one is
-   adversarial, blended towards ``x`` by a binary search on the blending factor (the
-   official code's ``initialize``, Foolbox's BlendedUniformNoise).
-2. **Boundary search**: a binary search between ``x`` and ``x~_{t-1}`` gives the boundary
-   point ``x_t`` (L2: on the segment, ``(1 - a) x + a x~``, stopped when the interval of
-   ``a`` is below ``theta``; L_inf: ``clip(x~, x - a, x + a)`` over ``a`` in
-   ``[0, ||x~ - x||_inf]``, stopped at ``min(theta ||x~ - x||_inf, theta)``).
-3. **Gradient-direction estimate** at ``x_t``: ``B_t = min(B_0 sqrt(t),
-   B_max)`` unit random vectors ``u_b`` (Gaussian directions for L2, uniform in the cube then
-   normalised for L_inf), ``phi_b = +1`` if ``clip(x_t + delta_t u_b)`` is adversarial else
-   ``-1``, and with the **baseline** ``phi_bar = mean(phi_b)``::
+1. Start adversarial: a given point (needed when targeted) or uniform noise blended towards
+   ``x`` by binary search (the official ``initialize``).
+2. Binary search between ``x`` and ``x~_{t-1}`` for the boundary point ``x_t`` (L2: on the
+   segment, to width ``theta``; L_inf: ``clip(x~, x - a, x + a)``, to
+   ``min(theta ||x~ - x||_inf, theta)``).
+3. Direction at ``x_t``: ``B_t = min(B_0 sqrt(t), B_max)`` unit directions ``u_b``,
+   ``phi_b = +-1`` as ``clip(x_t + delta_t u_b)`` is adversarial or not (``u_b`` recomputed
+   from the clipped point), ``v_t = mean_b (phi_b - phi_bar) u_b`` (``phi_bar mean_b u_b`` if
+   all agree); ``delta_t = sqrt(d) theta d_{t-1}`` (L2) or ``d theta d_{t-1}`` (L_inf) with
+   ``d_{t-1}`` the distance before step 2, ``delta_1 = 0.1 (hi - lo)``; ``theta = gamma /
+   d^{3/2}`` (L2) or ``gamma / d^2`` (L_inf).
+4. Step ``xi_t = ||x_t - x||_p / sqrt(t)``, halved until ``x_t + xi_t v'_t`` is adversarial
+   (``v'_t = v_t`` for L2, ``sign(v_t)`` for L_inf).
 
-       v_t = mean_b (phi_b - phi_bar) u_b     (v_t = phi_bar mean_b u_b when all phi_b agree)
-
-   normalised to unit L2 norm (``u_b`` is recomputed from the clipped point, as in the
-   official code). ``delta_t = sqrt(d) theta d_{t-1}`` (L2) or ``d theta d_{t-1}`` (L_inf),
-   with ``d_{t-1} = ||x~_{t-1} - x||_p`` the distance *before* the binary
-   search, and ``delta_1 = 0.1 (hi - lo)`` (official code). ``theta = gamma / d^{3/2}`` (L2)
-   or ``gamma / d^2`` (L_inf).
-4. **Geometric step-size search**: ``xi_t = ||x_t - x||_p / sqrt(t)``, halved until
-   ``x_t + xi_t v'_t`` is adversarial (``v'_t = v_t`` for L2, ``sign(v_t)`` for L_inf);
-   ``x~_t = clip(x_t + xi_t v'_t)``; then back to step 2.
-
-Checked against the authors' code (github.com/Jianbo-Lab/HSJA, ``hsja.py``) and Foolbox's
-``HopSkipJump``; the code here is our own. Departures, none of which changes an iteration
-of the algorithm:
-
-* **Query budget** (``max_queries`` per example, the clean query included): every query is
-  counted and none is made past the budget. The budget can end an iteration anywhere; the
-  attack then stops with the best adversarial point found so far (the boundary search
-  keeps its adversarial end, the step-size search stops without moving, and the gradient
-  estimate uses the queries that are left).
-* The attack returns the adversarial boundary point of smallest distance seen (the paper
-  returns the last one; all of them are adversarial).
-* Static caps so that the attack is one compiled program: at most ``num_iterations``
-  iterations, ``_MAX_HALVINGS`` step-size halvings (an example that does not find an
-  adversarial step keeps its point for this iteration), ``_MAX_BISECT`` binary-search steps
-  (a step also ends when float precision cannot split the interval), ``init_num_tries``
-  uniform-noise draws (the official code tries up to 10^4).
-* Gradient-estimate queries are sent in chunks of ``eval_batch`` points per example; an
-  example whose budget ``B_t`` is not a multiple of it masks (and does not count) the
-  rest of its last chunk.
-
-Inside one jitted program the batch shape is fixed: each query evaluates the whole batch
-and masks out the examples that are finished, out of budget or not at that stage; their
-evaluations are not counted in ``info['queries']`` (an attacker with a real API would not
-send them). Each example's randomness comes from ``fold_in(key, example index)``, so its
-result does not depend on the rest of the batch.
+Departures from the paper and the authors' code (Jianbo-Lab/HSJA, Foolbox), none changing an
+iteration: ``max_queries`` per example (clean query included) is never exceeded, the attack
+stopping with its best point; the smallest-distance boundary point is returned (the paper:
+the last); static caps ``num_iterations``, ``_MAX_HALVINGS``, ``_MAX_BISECT`` and
+``init_num_tries`` (official: 10^4); estimate queries in chunks of ``eval_batch`` (a partial
+last chunk, and masked examples, not counted); randomness ``fold_in(key, example index)``.
 """
 from __future__ import annotations
 
