@@ -1,9 +1,12 @@
 """Shared test set-up: CPU only, quiet TensorFlow, real data where it is installed."""
+import contextlib
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+import jax  # noqa: E402
+import optax  # noqa: E402
 import pytest  # noqa: E402
 
 from jaxsec.data import fashion_mnist  # noqa: E402
@@ -55,3 +58,43 @@ def pytest_collection_modifyitems(config, items):
     if (f'{os.sep}tests{os.sep}experiments{os.sep}' in str(item.fspath)
         or item.nodeid in _SLOW_LIBRARY_TESTS):
       item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def count_compiles():
+  """``with count_compiles() as compiles:`` clears jax's caches, then appends one name to
+  ``compiles`` per XLA backend compilation inside the block: the tests that a loop of
+  trainings reuses one compiled program count with it."""
+  @contextlib.contextmanager
+  def counting():
+    jax.clear_caches()
+    compiles = []
+
+    def listener(name, *a, **k):
+      if name == '/jax/core/compile/backend_compile_duration':
+        compiles.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+      yield compiles
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listener)
+  return counting
+
+
+@pytest.fixture(scope='session')
+def adam_fit():
+  """``adam_fit(loss, params, steps) -> params``: ``steps`` full-batch Adam steps
+  (learning rate 1e-2) on ``loss(params)`` in one ``lax.scan``, how the attack tests fit
+  their small models."""
+  def fit(loss, params, steps):
+    opt = optax.adam(1e-2)
+
+    def step(c, _):
+      p, s = c
+      u, s = opt.update(jax.grad(loss)(p), s)
+      return (optax.apply_updates(p, u), s), None
+
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    return params
+  return fit

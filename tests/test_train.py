@@ -197,7 +197,7 @@ def test_host_form_only_for_convolutions_on_cpu():
   assert not train._host_loop_pays(mlp.apply, p, np.zeros((3, 64), np.float32), False)
 
 
-def test_repeated_fits_reuse_one_compiled_program():
+def test_repeated_fits_reuse_one_compiled_program(count_compiles):
   """Sequential fits with the same model function, loss and optimizer compile once (a
   shadow-model loop used to recompile every call), and reusing the program does not leak
   state between calls: each result equals the one from a cold cache."""
@@ -206,20 +206,13 @@ def test_repeated_fits_reuse_one_compiled_program():
   opt = optax.sgd(0.05)
   kw = dict(optimizer=opt, batch_size=32, num_epochs=2)
   p0 = models.init(m, jax.random.key(0), (1, 64))
-  jax.clear_caches()
-  compiles = []
-  listener = (lambda name, *a, **k: compiles.append(name)
-              if name == '/jax/core/compile/backend_compile_duration' else None)
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
+  with count_compiles() as compiles:
     warm = []
     for i, idx in enumerate([np.arange(0, 600), np.arange(600, 1200)]):
       warm.append(train.fit(m.apply, p0, x, y, indices=idx, key=jax.random.key(i), **kw))
     n_after_two = len(compiles)
     assert n_after_two > 0, 'the listener saw no compilation at all'
     train.fit(m.apply, p0, x, y, indices=np.arange(100, 700), key=jax.random.key(5), **kw)
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
   assert len(compiles) == n_after_two, 'a third fit with the same shapes recompiled'
   jax.clear_caches()
   cold = train.fit(m.apply, p0, x, y, indices=np.arange(600, 1200), key=jax.random.key(1), **kw)

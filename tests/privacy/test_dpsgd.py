@@ -149,7 +149,7 @@ def test_unhashable_static_argument_is_refused():
                 noise_multiplier=1.0, accountant='rdp')
 
 
-def test_repeated_trains_reuse_one_compiled_chunk_without_leaking_state():
+def test_repeated_trains_reuse_one_compiled_chunk_without_leaking_state(count_compiles):
   """A loop of DP-SGD trainings (shadow models) compiles once: data, schedule and noise
   keys are jit arguments. The warm result equals a cold-cache one bit for bit, and a new
   data set of the same shape really is used (not a stale constant)."""
@@ -162,18 +162,11 @@ def test_repeated_trains_reuse_one_compiled_chunk_without_leaking_state():
                        key=jax.random.key(k), l2_norm_clip=1.0, delta=1e-5,
                        noise_multiplier=1.0, accountant='rdp', steps_per_call=10)
   x2 = x + 5.0
-  jax.clear_caches()
-  compiles = []
-  listener = (lambda name, *a, **k: compiles.append(name)
-              if name == '/jax/core/compile/backend_compile_duration' else None)
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
+  with count_compiles() as compiles:
     first = run(x, 0)
     n_first = len(compiles)
     assert n_first > 0, 'the listener saw no compilation at all'
     shifted = run(x2, 1)
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
   assert len(compiles) == n_first, 'a second train with the same shapes recompiled'
   jax.clear_caches()
   cold = run(x2, 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from sklearn.datasets import load_digits
 
@@ -16,7 +15,7 @@ KEY = jax.random.key(0)
 
 
 @pytest.fixture(scope='module')
-def digits_mlp():
+def digits_mlp(adam_fit):
   """A 64-32-10 ReLU MLP fitted on sklearn digits in [0, 1] (about 90% test accuracy)."""
   d = load_digits()
   x = jnp.asarray(d.data / 16.0, jnp.float32)
@@ -29,15 +28,8 @@ def digits_mlp():
     h = jax.nn.relu(x.reshape((x.shape[0], -1)) @ p[0][0] + p[0][1])
     return h @ p[1][0] + p[1][1]
 
-  opt = optax.adam(1e-2)
-
-  def step(c, _):
-    p, s = c
-    g = jax.grad(lambda p: common.cross_entropy(apply(p, x[:1500]), y[:1500]).mean())(p)
-    u, s = opt.update(g, s)
-    return (optax.apply_updates(p, u), s), None
-
-  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=300)
+  params = adam_fit(lambda p: common.cross_entropy(apply(p, x[:1500]), y[:1500]).mean(),
+                    params, 300)
   f = lambda x: apply(params, x)
   xt, yt = x[1500:1628], y[1500:1628]
   assert float(jnp.mean(common.predict(f(xt)) == yt)) > 0.8

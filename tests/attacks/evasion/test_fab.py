@@ -6,7 +6,6 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from scipy.optimize import linprog
 
@@ -197,7 +196,7 @@ def test_affine_binary_single_logit_step_direction():
 
 
 @pytest.fixture(scope='module')
-def blob_mlp():
+def blob_mlp(adam_fit):
   """A 12-32-5 tanh MLP fitted on 5 Gaussian blobs (saturating: linearisation is poor)."""
   k = jax.random.split(jax.random.key(1), 5)
   c, d, n = 5, 12, 564
@@ -210,15 +209,8 @@ def blob_mlp():
   def apply(p, v):
     return jnp.tanh(v.reshape((v.shape[0], -1)) @ p[0][0] + p[0][1]) @ p[1][0] + p[1][1]
 
-  opt = optax.adam(1e-2)
-
-  def step(carry, _):
-    p, s = carry
-    g = jax.grad(lambda p: common.cross_entropy(apply(p, x[:500]), y[:500]).mean())(p)
-    u, s = opt.update(g, s)
-    return (optax.apply_updates(p, u), s), None
-
-  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=200)
+  params = adam_fit(lambda p: common.cross_entropy(apply(p, x[:500]), y[:500]).mean(),
+                    params, 200)
   f = lambda v: apply(params, v)
   xt, yt = x[500:], y[500:]
   assert float(jnp.mean(common.predict(f(xt)) == yt)) > 0.9
