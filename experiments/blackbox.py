@@ -59,11 +59,6 @@ PUBLISHED = {
 }
 
 
-def _l2(a):
-  a = np.asarray(a).reshape(a.shape[0], -1)
-  return np.sqrt(np.sum(a * a, axis=1))
-
-
 def _stats(v):
   v = np.asarray(v, np.float64)
   if v.size == 0:
@@ -161,7 +156,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
     secs = time.time() - t
     succ = np.asarray(out.info['success'])
     adv_ok = np.asarray(oracle_labels(out.x_adv)) != np.asarray(yh)
-    d = _l2(np.asarray(out.x_adv) - np.asarray(xh))
+    d = exp_common.l2_norms(np.asarray(out.x_adv) - np.asarray(xh))
     q = np.asarray(out.info['queries'])
     hsja_rows.append({'budget': budget, 'success_rate': float(succ.mean()),
                       'adversarial_rate': float(adv_ok.mean()),
@@ -177,7 +172,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   out_df = df(xh, yh)
   x_df, info_df = out_df.x_adv, out_df.info
   df_ok = np.asarray(info_df['success'])
-  d_df = _l2(np.asarray(x_df) - np.asarray(xh))
+  d_df = exp_common.l2_norms(np.asarray(x_df) - np.asarray(xh))
   df_seconds = time.time() - t
   t = time.time()
   cw = jax.jit(lambda a, b: carlini_wagner_l2(bounds=bounds,
@@ -185,7 +180,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   out_cw = cw(xh, yh)
   x_cw, info_cw = out_cw.x_adv, out_cw.info
   cw_ok = np.asarray(info_cw['success'])
-  d_cw = _l2(np.asarray(x_cw) - np.asarray(xh))
+  d_cw = exp_common.l2_norms(np.asarray(x_cw) - np.asarray(xh))
   cw_seconds = time.time() - t
   print(f'DeepFool median L2 {np.median(d_df[df_ok]):.4f}, C&W median L2 '
         f'{np.median(d_cw[cw_ok]):.4f}', flush=True)
@@ -216,12 +211,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
                'same_images_median_l2': same},
       'published': PUBLISHED, 'seconds': time.time() - t_start,
   }
-  jio.write_json_atomic(os.path.join(workdir, f'{NAME}.json'), results)
-  return results
-
-
-_pct = exp_common.pct
-_num = exp_common.num
+  return jio.save_results(workdir, NAME, results)
 
 
 def render_markdown(r: dict) -> str:
@@ -245,28 +235,32 @@ def render_markdown(r: dict) -> str:
     lines.append(f"| substitute ({tag}): oracle queries | {s['queries']} | "
                  f"{ps['queries']:,} | {ps['setting']} |")
     lines.append(f"| substitute ({tag}): accuracy / agreement with the oracle | "
-                 f"{_pct(s['substitute_accuracy'])} / {_pct(s['agreement_with_oracle'])} | "
+                 f"{exp_common.pct(s['substitute_accuracy'])} / "
+                 f"{exp_common.pct(s['agreement_with_oracle'])} | "
                  '| |')
     for row in s['fgsm']:
-      pub = _pct(ps['misclassification']) if row['eps'] == ps['eps'] else ''
+      pub = exp_common.pct(ps['misclassification']) if row['eps'] == ps['eps'] else ''
       lines.append(
           f"| transfer FGSM eps={row['eps']:g} ({tag}): oracle misclassification "
-          f"(white-box FGSM on the oracle) | {_pct(row['misclassification_rate'])} "
-          f"({_pct(row['oracle_whitebox_fgsm_rate'])}) | {pub} | |")
+          f"(white-box FGSM on the oracle) | {exp_common.pct(row['misclassification_rate'])} "
+          f"({exp_common.pct(row['oracle_whitebox_fgsm_rate'])}) | {pub} | |")
   h = r['hsja']
   for row in h['rows']:
     lines.append(f"| HSJA L2, {row['budget']} queries ({h['n']} images): success / "
-                 f"median L2 | {_pct(row['success_rate'])} / {_num(row['l2']['median'])} | "
+                 f"median L2 | {exp_common.pct(row['success_rate'])} / "
+                 f"{exp_common.num(row['l2']['median'])} | "
                  f"{ph['claim']} | {ph['setting']} |")
   wb = h['whitebox']
   lines.append(f"| white-box DeepFool / C&W L2 on the same images: median L2 | "
-               f"{_num(wb['deepfool']['l2']['median'])} / {_num(wb['cw_l2']['l2']['median'])}"
+               f"{exp_common.num(wb['deepfool']['l2']['median'])} / "
+               f"{exp_common.num(wb['cw_l2']['l2']['median'])}"
                ' | | |')
   same = h['same_images_median_l2']
   if same['n']:
-    cells = ' / '.join(f'HSJA-{b} {_num(v)}' for b, v in same['hsja'].items())
+    cells = ' / '.join(f'HSJA-{b} {exp_common.num(v)}' for b, v in same['hsja'].items())
     lines.append(f"| median L2 on the {same['n']} images all attacks solved | {cells} / "
-                 f"DeepFool {_num(same['deepfool'])} / C&W {_num(same['cw_l2'])} | | |")
+                 f"DeepFool {exp_common.num(same['deepfool'])} / "
+                 f"C&W {exp_common.num(same['cw_l2'])} | | |")
   lines.append('')
   s0 = r['substitutes'][0]
   if 'eval_accuracy' in s0['history']:
@@ -276,5 +270,5 @@ def render_markdown(r: dict) -> str:
               '|---|' + '---|' * len(acc),
               '| size of S_rho | ' + ' | '.join(str(n) for n in s0['history']['size'])
               + ' |',
-              '| accuracy | ' + ' | '.join(_pct(a) for a in acc) + ' |', '']
+              '| accuracy | ' + ' | '.join(exp_common.pct(a) for a in acc) + ' |', '']
   return '\n'.join(lines)

@@ -60,6 +60,20 @@ def num(v, d: int = 3) -> str:
   return 'n/a' if v is None or not math.isfinite(v) else f'{v:.{d}f}'
 
 
+def l2_norms(a) -> np.ndarray:
+  """The L2 norm of each row of ``a`` ``[B, ...]`` (numpy, e.g. perturbation sizes)."""
+  a = np.asarray(a).reshape(a.shape[0], -1)
+  return np.sqrt(np.sum(a * a, axis=1))
+
+
+def md_table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+  """The lines of a docs (markdown) table: ``header``, its separator and one line per row
+  of already formatted cells."""
+  header = list(header)
+  return (['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+          + ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows])
+
+
 def load_splits(dataset: str, *, train_subset: int = 0, test_subset: int = 0
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """``(x_train, y_train, x_test, y_test)`` of ``dataset``, each split cut to its first

@@ -77,11 +77,6 @@ PUBLISHED = {
 # --------------------------------------------------------------------------- helpers
 
 
-def _l2(a):
-  a = np.asarray(a).reshape(a.shape[0], -1)
-  return np.sqrt(np.sum(a * a, axis=1))
-
-
 def fgsm_line_search(logits_fn, x, y, *, bounds, grid, bisect):
   """Per example, the smallest eps with ``pred(clip(x + eps sign(g))) != y`` (g the
   cross-entropy gradient at x): first flip on a geometric grid of ``grid`` eps in
@@ -255,7 +250,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
                                          **cfg.deepfool.to_dict())(logits_fn, xb, yb))
     out = evaluate.map_batches(df, (xr, yr), batch_size=bs, progress=f'{NAME}/DeepFool')
     x_df, info_df = out.x_adv, out.info
-    r_df = _l2(x_df - xr)
+    r_df = exp_common.l2_norms(x_df - xr)
     t_df = time.time() - t
     t = time.time()
     ls = jax.jit(lambda xb, yb: fgsm_line_search(
@@ -263,7 +258,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
         bisect=cfg.line_search_bisect))
     eps_f, r_f = evaluate.map_batches(ls, (xr, yr), batch_size=bs)
     t_ls = time.time() - t
-    xn = _l2(xr)
+    xn = exp_common.l2_norms(xr)
     ok_f = np.isfinite(eps_f)
     ok_d = np.asarray(info_df['success'])
     both = ok_f & ok_d
@@ -272,14 +267,14 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
         'deepfool_success_rate': float(ok_d.mean()),
         'fgsm_flip_rate': float(ok_f.mean()),
         'rho_deepfool': float(np.mean(r_df[both] / xn[both])),
-        'rho_fgsm': float(np.mean(_l2(r_f)[both] / xn[both])),
+        'rho_fgsm': float(np.mean(exp_common.l2_norms(r_f)[both] / xn[both])),
         'n_both': int(both.sum()),
         'deepfool_mean_steps': float(np.mean(info_df['steps'])),
         'deepfool_mean_l2': float(np.mean(r_df[ok_d])),
         'fgsm_mean_min_eps': float(np.mean(eps_f[ok_f])),
         'deepfool_seconds': t_df, 'fgsm_line_search_seconds': t_ls,
         'per_example_deepfool_l2': r_df.tolist(),
-        'per_example_fgsm_l2': np.where(ok_f, _l2(r_f), np.inf).tolist(),
+        'per_example_fgsm_l2': np.where(ok_f, exp_common.l2_norms(r_f), np.inf).tolist(),
         'per_example_deepfool_success': ok_d.tolist(),
     }
     res_rho['ratio'] = res_rho['rho_fgsm'] / max(res_rho['rho_deepfool'], 1e-12)
@@ -291,8 +286,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
                                     fool_rate=cfg.fgsm_fool_rate, batch=bs)
     ok_d = np.asarray(res_rho.get('per_example_deepfool_success',
                                   [True] * len(res_rho['per_example_deepfool_l2'])))
-    xn = _l2(xr)
-    rho1 = float(np.mean(_l2(r1) / xn)) if np.isfinite(e1) else float('inf')
+    xn = exp_common.l2_norms(xr)
+    rho1 = float(np.mean(exp_common.l2_norms(r1) / xn)) if np.isfinite(e1) else float('inf')
     rho_df_all = float(np.mean(np.asarray(res_rho['per_example_deepfool_l2'])[ok_d]
                                / xn[ok_d]))
     res_rho['single_eps'] = {
@@ -337,7 +332,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
     out = evaluate.map_batches(cw, (xr[:m], yr[:m]), batch_size=bs, progress=f'{NAME}/C&W-L2')
     x_cw, info = out.x_adv, out.info
     succ = np.asarray(info['success'])
-    l2_cw = _l2(x_cw - xr[:m])
+    l2_cw = exp_common.l2_norms(x_cw - xr[:m])
     df_l2 = np.asarray(res_rho['per_example_deepfool_l2'])[:m]
     fg_l2 = np.asarray(res_rho['per_example_fgsm_l2'])[:m]
     sel = succ & np.isfinite(fg_l2)
@@ -380,8 +375,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
       'square': res_sq,
       'published': PUBLISHED, 'backend': jax.default_backend(),
   }
-  jio.write_json_atomic(os.path.join(workdir, f'{NAME}.json'), results)
-  return results
+  return jio.save_results(workdir, NAME, results)
 
 
 _pct = exp_common.pct

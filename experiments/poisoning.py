@@ -623,116 +623,114 @@ def render_markdown(results: dict) -> str:
   lines = ['## Training-data poisoning (survey 2.3) and sanitisation (3.1(1))', '',
            f"Variant `{results.get('variant')}`; `{common.command(NAME)}`. "
            'Figure: `poisoning.png`.', '']
+  table = common.md_table
+
+  def section(title, header, rows):
+    return [title, ''] + table(header, rows) + ['']
+
   if 'label_flip' in s:
     first = next(iter(s['label_flip']['datasets'].values()))
     lines += [f"### Label flipping vs a linear SVM (test accuracy; SVM C={first['C']:g} unless "
-              'stated)', '',
-              '| data | flipped | random | farthest-first | nearest-first | ALFA | '
-              f'ALFA, SVM C={first["reg_C"]:g} | ALFA + noise aug. | Kearns-Li error floor |',
-              '|---|---|---|---|---|---|---|---|---|']
-    for name, r in s['label_flip']['datasets'].items():
-      for row in r['curve']:
-        g = lambda k, row=row: _pct(row.get(k))
-        lines.append(f"| {name} (n={r['n_train']}) | {_pct(row['fraction'])} | "
-                     f"{g('random_accuracy')} | {g('farthest_first_accuracy')} | "
-                     f"{g('nearest_first_accuracy')} | {g('alfa_accuracy')} | "
-                     f"{g('alfa_accuracy_reg_C')} | {g('alfa_accuracy_noise_aug')} | "
-                     f"{_pct(min(1.0, row['kearns_li_error_bound']))} |")
+              'stated)', '']
+    lines += table(
+        ['data', 'flipped', 'random', 'farthest-first', 'nearest-first', 'ALFA',
+         f'ALFA, SVM C={first["reg_C"]:g}', 'ALFA + noise aug.', 'Kearns-Li error floor'],
+        [[f"{name} (n={r['n_train']})", _pct(row['fraction'])]
+         + [_pct(row.get(k)) for k in ('random_accuracy', 'farthest_first_accuracy',
+                                       'nearest_first_accuracy', 'alfa_accuracy',
+                                       'alfa_accuracy_reg_C', 'alfa_accuracy_noise_aug')]
+         + [_pct(min(1.0, row['kearns_li_error_bound']))]
+         for name, r in s['label_flip']['datasets'].items() for row in r['curve']])
     lines += ['', 'Sanitisers against ALFA (precision / recall of the removed set, '
-              'accuracy of the SVM retrained on the kept set):', '',
-              '| data | flipped | poisoned acc. | defense | precision | recall | removed | '
-              'restored acc. |', '|---|---|---|---|---|---|---|---|']
+              'accuracy of the SVM retrained on the kept set):', '']
+    rows = []
     for name, r in s['label_flip']['datasets'].items():
       san = r['sanitize']
       for dn, d in san['defenses'].items():
         if dn == 'knn_relabel':
-          lines.append(f"| {name} | {_pct(san['fraction'])} | {_pct(san['poisoned_accuracy'])}"
-                       f" | k-NN relabel (fixed {d['labels_fixed']}/{d['num_poison']}, broke "
-                       f"{d['labels_broken']}) | - | - | - | {_pct(d['restored_accuracy'])} |")
+          scored = [f"k-NN relabel (fixed {d['labels_fixed']}/{d['num_poison']}, broke "
+                    f"{d['labels_broken']})", '-', '-', '-']
         else:
-          lines.append(f"| {name} | {_pct(san['fraction'])} | {_pct(san['poisoned_accuracy'])}"
-                       f" | {dn} | {_pct(d['precision'])} | {_pct(d['recall'])} | "
-                       f"{d['removed']} | {_pct(d['restored_accuracy'])} |")
+          scored = [dn, _pct(d['precision']), _pct(d['recall']), d['removed']]
+        rows.append([name, _pct(san['fraction']), _pct(san['poisoned_accuracy'])] + scored
+                    + [_pct(d['restored_accuracy'])])
+    lines += table(['data', 'flipped', 'poisoned acc.', 'defense', 'precision', 'recall',
+                    'removed', 'restored acc.'], rows)
     lines.append('')
   if 'biggio' in s:
     b = s['biggio']
-    lines += [f"### Biggio et al. (2012) SVM poisoning: test error vs injected points "
-              f"(n_train={b['n_train']}, mean of {b.get('runs', 1)} runs)", '',
-              '| data | pair | C | steps x size | 0 pts | 1 pt | 2 pts | 5 pts | max pts | '
-              'flipped copies, max pts |', '|---|---|---|---|---|---|---|---|---|---|']
+    rows = []
     for r in b['pairs']:
       e = r['test_error']
-      get = lambda i, e=e: _pct(e[i]) if i < len(e) else '-'
-      data_name = f"{r.get('dataset', 'digits')} (d={r.get('n_features', 64)})"
-      steps = f"{r.get('steps', b.get('steps'))} x {r.get('step_size', b.get('step_size'))}"
-      lines.append(f"| {data_name} | {r['pair'][0]} vs {r['pair'][1]} | {r['C']:g} | {steps} | "
-                   f"{get(0)} | {get(1)} | {get(2)} | {get(5)} | {_pct(e[-1])} ({len(e) - 1}) | "
-                   f"{_pct(r['flipped_copies_test_error'][-1])} |")
-    lines.append('')
+      rows.append([f"{r.get('dataset', 'digits')} (d={r.get('n_features', 64)})",
+                   f"{r['pair'][0]} vs {r['pair'][1]}", f"{r['C']:g}",
+                   f"{r.get('steps', b.get('steps'))} x {r.get('step_size', b.get('step_size'))}"]
+                  + [_pct(e[i]) if i < len(e) else '-' for i in (0, 1, 2, 5)]
+                  + [f'{_pct(e[-1])} ({len(e) - 1})',
+                     _pct(r['flipped_copies_test_error'][-1])])
+    lines += section(f"### Biggio et al. (2012) SVM poisoning: test error vs injected points "
+                     f"(n_train={b['n_train']}, mean of {b.get('runs', 1)} runs)",
+                     ['data', 'pair', 'C', 'steps x size', '0 pts', '1 pt', '2 pts', '5 pts',
+                      'max pts', 'flipped copies, max pts'], rows)
   if 'bilevel' in s:
     b = s['bilevel']
-    lines += ['### Bilevel poisoning on digits (10 classes, pixels in [0, 1]): test accuracy',
-              '', '| learner (gradient) | clean | budget | bilevel | flipped copies | '
-              'random flips | Kearns-Li error floor |', '|---|---|---|---|---|---|---|']
-    for ln, r in b['learners'].items():
-      for row in r['rows']:
-        lines.append(f"| {ln} ({r['gradient']}) | {_pct(r['clean_accuracy'])} | "
-                     f"{_pct(row['budget'])} ({row['num_poison']}) | "
-                     f"{_pct(row['bilevel_accuracy'])} | {_pct(row['flipped_copies_accuracy'])}"
-                     f" | {_pct(row['random_flip_accuracy'])} | "
-                     f"{_pct(row['kearns_li_error_bound'])} |")
-    lines.append('')
+    lines += section(
+        '### Bilevel poisoning on digits (10 classes, pixels in [0, 1]): test accuracy',
+        ['learner (gradient)', 'clean', 'budget', 'bilevel', 'flipped copies', 'random flips',
+         'Kearns-Li error floor'],
+        [[f"{ln} ({r['gradient']})", _pct(r['clean_accuracy']),
+          f"{_pct(row['budget'])} ({row['num_poison']})"]
+         + [_pct(row[k]) for k in ('bilevel_accuracy', 'flipped_copies_accuracy',
+                                   'random_flip_accuracy', 'kearns_li_error_bound')]
+         for ln, r in b['learners'].items() for row in r['rows']])
   if 'backdoor' in s:
     b = s['backdoor']
     lines += [f"### BadNets on {b['dataset']} ({b['model']}, {b['epochs']} epochs, "
               f"{b['n_train']} training images, target class {b['target']}, trigger "
-              f"{b['trigger']})", '', '| poisoned | clean accuracy | attack success |',
-              '|---|---|---|',
-              f"| 0 | {_pct(b['clean_model']['clean_accuracy'])} | "
-              f"{_pct(b['clean_model']['attack_success'])} |"]
-    for row in b['rows']:
-      lines.append(f"| {_pct(row['fraction'])} | {_pct(row['clean_accuracy'])} | "
-                   f"{_pct(row['attack_success'])} |")
+              f"{b['trigger']})", '']
+    lines += table(['poisoned', 'clean accuracy', 'attack success'],
+                   [[0, _pct(b['clean_model']['clean_accuracy']),
+                     _pct(b['clean_model']['attack_success'])]]
+                   + [[_pct(row[k]) for k in ('fraction', 'clean_accuracy', 'attack_success')]
+                      for row in b['rows']])
     san = b['sanitize']
     lines += ['', f"Sanitisers at {_pct(san['fraction'])} poison (removal "
               f"{_pct(san['removal_fraction'])} per class where applicable; poisoned model: "
               f"{_pct(san['poisoned_clean_accuracy'])} clean, "
-              f"{_pct(san['poisoned_attack_success'])} success):", '',
-              '| defense | precision | recall | removed | clean acc. after | success after |',
-              '|---|---|---|---|---|---|']
-    for dn, d in san['defenses'].items():
-      lines.append(f"| {dn} | {_pct(d['precision'])} | {_pct(d['recall'])} | {d['removed']} | "
-                   f"{_pct(d['clean_accuracy'])} | {_pct(d['attack_success'])} |")
-    lines.append('')
+              f"{_pct(san['poisoned_attack_success'])} success):", '']
+    lines += table(['defense', 'precision', 'recall', 'removed', 'clean acc. after',
+                    'success after'],
+                   [[dn, _pct(d['precision']), _pct(d['recall']), d['removed'],
+                     _pct(d['clean_accuracy']), _pct(d['attack_success'])]
+                    for dn, d in san['defenses'].items()]) + ['']
   if 'centroid' in s:
     c = s['centroid']
-    lines += [f"### Kloft-Laskov greedy poisoning of a centroid detector (d={c['dim']}, "
-              f"n={c['window']}, target {c['target_distance_radii']:g} radii away)", '',
-              '| rule | displacement (radii) after points | bound i/n | points until the '
-              'target is accepted |', '|---|---|---|---|']
-    for rule, r in c['rules'].items():
-      disp = ', '.join(f"{i}: {v:.2f}" for i, v in zip(r['points'], r['displacement_radii'], strict=True))
-      bound = ', '.join(f'{v:.2f}' for v in r['bound_i_over_n'])
-      name = 'infinite horizon' if rule == 'infinite' else f'{rule}-out'
-      lines.append(f"| {name} | {disp} | {bound} | {r['points_to_accept_target']} |")
-    lines += ['', '| attack share of stream | displacement (radii) | innocent false alarms '
-              'at end | mean-test recall | mean-test false positives |', '|---|---|---|---|---|']
-    for r in c['mixed']:
-      lines.append(f"| {_pct(r['attack_fraction'])} | {r['final_displacement_radii']:.2f} | "
-                   f"{_pct(r['innocent_false_alarm_rate_end'])} | {_pct(r['mean_test_recall'])}"
-                   f" | {_pct(r['mean_test_false_positive_rate'])} |")
-    lines.append('')
+    lines += section(
+        f"### Kloft-Laskov greedy poisoning of a centroid detector (d={c['dim']}, "
+        f"n={c['window']}, target {c['target_distance_radii']:g} radii away)",
+        ['rule', 'displacement (radii) after points', 'bound i/n',
+         'points until the target is accepted'],
+        [['infinite horizon' if rule == 'infinite' else f'{rule}-out',
+          ', '.join(f"{i}: {v:.2f}" for i, v in zip(r['points'], r['displacement_radii'],
+                                                     strict=True)),
+          ', '.join(f'{v:.2f}' for v in r['bound_i_over_n']), r['points_to_accept_target']]
+         for rule, r in c['rules'].items()])
+    lines += table(
+        ['attack share of stream', 'displacement (radii)', 'innocent false alarms at end',
+         'mean-test recall', 'mean-test false positives'],
+        [[_pct(r['attack_fraction']), f"{r['final_displacement_radii']:.2f}",
+          _pct(r['innocent_false_alarm_rate_end']), _pct(r['mean_test_recall']),
+          _pct(r['mean_test_false_positive_rate'])] for r in c['mixed']]) + ['']
   if 'signature' in s:
     g = s['signature']
-    lines += [f"### Noise injection vs a conjunction signature (coverage {g['coverage']}, "
-              f"critical noise fraction {g['critical_fraction']:.3f})", '',
-              '| noise flows | signature tokens | keeps true invariants | worm detection | '
-              'false positives |', '|---|---|---|---|---|']
-    for r in g['rows']:
-      lines.append(f"| {_pct(r['noise_fraction'])} | {r['signature_tokens']} | "
-                   f"{r['keeps_true_invariants']} | {_pct(r['variant_detection_rate'])} | "
-                   f"{_pct(r['false_positive_rate'])} |")
-    lines.append('')
+    lines += section(
+        f"### Noise injection vs a conjunction signature (coverage {g['coverage']}, "
+        f"critical noise fraction {g['critical_fraction']:.3f})",
+        ['noise flows', 'signature tokens', 'keeps true invariants', 'worm detection',
+         'false positives'],
+        [[_pct(r['noise_fraction']), r['signature_tokens'], r['keeps_true_invariants'],
+          _pct(r['variant_detection_rate']), _pct(r['false_positive_rate'])]
+         for r in g['rows']])
   return '\n'.join(lines)
 
 

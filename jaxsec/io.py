@@ -44,6 +44,13 @@ def write_json_atomic(path: str, obj: Any) -> None:
   write_bytes_atomic(path, data)
 
 
+def save_results(workdir: str, name: str, results: Any) -> Any:
+  """Writes a study's ``results`` to ``workdir/<name>.json`` (:func:`write_json_atomic`)
+  and returns them, the last step of every experiment's ``run``."""
+  write_json_atomic(os.path.join(workdir, f'{name}.json'), results)
+  return results
+
+
 def write_text_atomic(path: str, text: str) -> None:
   write_bytes_atomic(path, text.encode())
 
