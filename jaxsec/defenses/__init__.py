@@ -2,8 +2,9 @@
 
 * :mod:`jaxsec.defenses.training` -- training-time defenses: objective transformations
   (``objective(apply_fn, params, x, y, key) -> [B]``, see ``jaxsec.train``) for
-  regularisers, adversarial training, TRADES and distillation, and Deep Partition
-  Aggregation (certified against poisoning).
+  regularisers, adversarial training, TRADES and distillation, interval bound propagation
+  (verified L_inf robustness and IBP training), and Deep Partition Aggregation (certified
+  against poisoning).
 * :mod:`jaxsec.defenses.inference` -- inference-time defenses that wrap ``logits_fn``:
   preprocessors (feature squeezing, the denoising autoencoder), detectors, and randomized
   smoothing (certified L2 prediction).
@@ -27,13 +28,18 @@ from jaxsec.defenses.inference import (Certificate, bit_depth_reduction, certifi
                                        gaussian_augmentation, learned_score, median_filter,
                                        preprocessed, threshold_at_fpr)
 # Training-time defenses; Deep Partition Aggregation's (Levine & Feizi 2021) names are
-# prefixed dpa_ (smoothing owns certify / certified_accuracy / Certificate).
+# prefixed dpa_ (smoothing owns certify / certified_accuracy / Certificate), interval bound
+# propagation's (Gowal et al. 2018) ibp_ (adversarial owns worst_case_logits).
 from jaxsec.defenses.training import (adversarial_training, at_temperature, contractive,
                                       decoupled_weight_decay, deep_contractive, deployed,
                                       distillation_objective, dpa_certified_accuracy,
                                       dpa_certify, dpa_partition, dpa_train, dpa_vote_counts,
                                       ensemble_adversarial_training, fast_adversarial_training,
-                                      fgsm_adversarial_training, input_gradient_regularization,
+                                      fgsm_adversarial_training, ibp_fit_scheduled,
+                                      ibp_margin_bounds, ibp_objective, ibp_schedule,
+                                      ibp_scheduled_objective, ibp_verified,
+                                      ibp_verified_accuracy, ibp_worst_case_logits,
+                                      input_gradient_regularization, interval_bounds,
                                       jacobian_frobenius_sq, l1_penalty, l2_penalty,
                                       linear_adversarial_training, pgd_adversarial_training,
                                       soft_labels, temperature_cross_entropy, trades,
@@ -57,4 +63,7 @@ __all__ = [
     'precision_recall', 'robust_pca', 'roni', 'slab', 'spectral_signatures', 'sphere',
     'Certificate', 'certified_accuracy', 'certify', 'gaussian_augmentation',
     'dpa_certified_accuracy', 'dpa_certify', 'dpa_partition', 'dpa_train', 'dpa_vote_counts',
+    'ibp_fit_scheduled', 'ibp_margin_bounds', 'ibp_objective', 'ibp_schedule',
+    'ibp_scheduled_objective', 'ibp_verified', 'ibp_verified_accuracy',
+    'ibp_worst_case_logits', 'interval_bounds',
 ]
