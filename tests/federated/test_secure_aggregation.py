@@ -291,6 +291,8 @@ def test_make_roster_run_id():
   _, ads = _advertise(2, np.random.default_rng(3))
   r = sa.make_roster(ads, threshold=2)
   assert isinstance(r.run_id, bytes) and len(r.run_id) == 16
+  # Fresh per run: drawn from the OS, so two rosters of the same clients never share one.
+  assert sa.make_roster(ads, threshold=2).run_id != r.run_id
   assert sa.make_roster(ads, threshold=2, run_id=bytes(range(16))).run_id == bytes(range(16))
   with pytest.raises(ValueError, match=r'run_id=.*16 bytes'):
     sa.make_roster(ads, threshold=2, run_id=b'short')
