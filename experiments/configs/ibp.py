@@ -1,6 +1,6 @@
 """Config of experiments/ibp.py. Variants: ``full`` (the default) and ``smoke``.
 
-Deviations from Gowal et al. (2018), App. A (MNIST: 60k steps of batch 100, 2k warm-up and
+Deviations from Gowal et al.'s (2018) training setup (MNIST: 60k steps of batch 100, 2k warm-up and
 10k ramp-up steps, Adam 1e-3 with decays, their "small"/"medium"/"large" CNNs): FMNIST with
 a small CNN of this package (two 3x3 conv layers of 16 and 32 channels with 2x2 max-pooling,
 dense 100), 10 epochs of batch 100 (6,000 steps), warm-up and ramp as the paper's fractions

@@ -6,24 +6,24 @@ IBP training.
   ``x`` in the box ``[lower, upper]``. Framework-free (DESIGN: a model is a function): the
   model ``apply_fn(params, x)`` is traced to a jaxpr and the box is pushed through it
   primitive by primitive. Affine maps (``dot_general``, ``conv_general_dilated``, ``mul`` /
-  ``div`` by a constant) use the paper's eq. (6): ``mu = (u + l) / 2``, ``r = (u - l) / 2``,
+  ``div`` by a constant) use the paper's rule (Sec. 3): ``mu = (u + l) / 2``, ``r = (u - l) / 2``,
   ``mu' = W mu``, ``r' = |W| r``; ``add`` of the bias, ReLU / tanh / sigmoid and the other
   monotone elementwise maps, max / avg pooling, reductions, reshapes and slices act on
   ``l`` and ``u`` directly. A primitive without a sound rule applied to the box (a
-  comparison, ``rsqrt`` of a statistic of the input as in GroupNorm or BatchNorm in
-  training mode, a product of two parameters-free layers' outputs in ``dot_general``)
-  raises a ValueError naming it: nothing is bounded silently wrong.
+  comparison as in leaky ReLU, ``rsqrt`` of a statistic of the input as in GroupNorm or
+  BatchNorm in training mode, a ``dot_general`` of two input-dependent operands as in
+  attention) raises a ValueError naming it: nothing is bounded silently wrong.
 * :func:`margin_bounds` -- lower bounds of the margins ``z_y - z_j`` (the specification
   ``c = e_y - e_j``). With ``elide=True`` (default) the specification is folded into the
   last dense layer, ``(W_y - W_j) h + b_y - b_j`` bounded from the box of ``h`` (the
-  paper's elision, Sec. 3.2; never looser than ``l_y - u_j``, the naive form, ``elide=False``).
+  paper's elision of the last layer; never looser than ``l_y - u_j``, the naive form, ``elide=False``).
 * :func:`worst_case_logits` -- the paper's ``z_hat(eps)``: ``-margin lower bound`` per class
   (0 at ``y``), whose cross-entropy upper-bounds the worst-case cross-entropy over the box.
 * :func:`verified`, :func:`verified_accuracy` -- every margin's lower bound is positive on
   ``B_inf(x, eps)`` intersected with the data ``bounds``: a lower bound on the accuracy
   under any attack of that budget (PGD accuracy is an upper bound).
 * :func:`ibp_objective` -- the loss transformation ``kappa * L(z, y) + (1 - kappa) *
-  L(z_hat(eps), y)`` (eq. 8); :func:`ibp_schedule` the paper's schedules as pure functions
+  L(z_hat(eps), y)`` (the paper's training loss); :func:`ibp_schedule` the paper's schedules as pure functions
   of the step: after ``warmup_steps``, ``eps`` ramps linearly from 0 to ``eps_train`` and
   ``kappa`` from 1 to ``kappa_final`` (0.5) over ``ramp_steps``.
 * :func:`fit_scheduled` -- ``jaxsec.train.fit``'s objective does not see the step, so the
@@ -227,7 +227,7 @@ def _check_box(lower, upper):
 
 def interval_bounds(apply_fn, params, lower, upper) -> tuple[jax.Array, jax.Array]:
   """Elementwise bounds ``(l, u)`` of ``apply_fn(params, x)`` over the box ``lower <= x <=
-  upper`` (interval bound propagation, Gowal et al. 2018, eq. 6; see the module doc for
+  upper`` (interval bound propagation, Gowal et al. 2018; see the module doc for
   the supported primitives; others raise a ValueError naming the primitive).
 
   Sound (every ``x`` in the box has ``l <= f(x) <= u``), exact for one affine layer
@@ -277,10 +277,11 @@ def margin_bounds(apply_fn, params, lower, upper, y, *, elide: bool = True) -> j
   """Lower bounds ``[B, C]`` of the margins ``f_y(x) - f_j(x)`` over the box (0 at ``j = y``).
 
   ``elide=True``: the specification ``c = e_y - e_j`` is folded into the last dense layer
-  (Gowal et al. Sec. 3.2): ``(W_y - W_j)^T mu - |W_y - W_j|^T r + b_y - b_j`` with
+  (Gowal et al.'s elision of the last layer): ``(W_y - W_j)^T mu - |W_y - W_j|^T r + b_y - b_j`` with
   ``(mu, r)`` the box of that layer's input; at least as tight as ``elide=False``, ``l_y -
   u_j``. A model whose output is not a dense layer ``h W + b`` on ``[B, D]`` features falls
-  back to the naive form (still sound).
+  back to the naive form (still sound). One logit (binary, class 1 when ``f > 0``): ``[B,
+  1]``, the lower bound of ``s f(x)``, ``s = 2y - 1`` (exact interval, no elision needed).
   """
   lower = jnp.asarray(lower)
   upper = jnp.asarray(upper)
@@ -291,6 +292,10 @@ def margin_bounds(apply_fn, params, lower, upper, y, *, elide: bool = True) -> j
     raise ValueError('margin_bounds expects logits [B, C]; got outputs '
                      f'{[v.aval for v in jaxpr.outvars]}.')
   num_classes = jaxpr.outvars[0].aval.shape[1]
+  if num_classes == 1:                  # one logit (class 1 when f > 0): bound s f, s = 2y - 1
+    out, = _interpret(jaxpr, closed.consts, list(leaves) + [_Box(lower, upper)])
+    lo, hi = (out.lo, out.hi) if isinstance(out, _Box) else (out, out)
+    return jnp.where(y[:, None] == 1, lo, -hi)
   onehot = jax.nn.one_hot(y, num_classes, dtype=lower.dtype)
   head = _last_dense(jaxpr) if elide else None
   if head is None:
@@ -334,9 +339,14 @@ def worst_case_logits(apply_fn, params, x, y, *, eps, bounds=(0.0, 1.0),
   ``B_inf(x, eps)`` intersected with ``bounds`` (None: the whole ball), 0 at ``j = y``.
   ``CE(z_hat, y)`` upper-bounds ``max_delta CE(f(x + delta), y)`` (cross-entropy is
   shift-invariant, so this equals the paper's ``z_hat_j = u_j``, ``z_hat_y = l_y`` for
-  ``elide=False``). ``eps`` may be traced."""
+  ``elide=False``). One logit: ``s m``, ``m`` the lower bound of ``s f``, ``s = 2y - 1``
+  (the end of the logit interval that maximises the binary cross-entropy). ``eps`` may be
+  traced."""
   lo, hi = _eps_box(x, eps, bounds)
-  return -margin_bounds(apply_fn, params, lo, hi, y, elide=elide)
+  m = margin_bounds(apply_fn, params, lo, hi, y, elide=elide)
+  if m.shape[-1] == 1:
+    return (2.0 * y.astype(m.dtype) - 1.0)[:, None] * m
+  return -m
 
 
 def verified(apply_fn, params, x, y, eps, bounds=(0.0, 1.0), *, elide: bool = True
@@ -345,6 +355,8 @@ def verified(apply_fn, params, x, y, eps, bounds=(0.0, 1.0), *, elide: bool = Tr
   ``bounds`` is classified ``y`` (all margins' lower bounds > 0)."""
   m = margin_bounds(apply_fn, params, *_eps_box(x, eps, bounds), y, elide=elide)
   num_classes = m.shape[-1]
+  if num_classes == 1:
+    return m[:, 0] > 0
   others = jnp.where(jax.nn.one_hot(y, num_classes, dtype=bool), jnp.inf, m)
   return jnp.all(others > 0, axis=-1)
 
@@ -376,7 +388,7 @@ def verified_accuracy(apply_fn, params, x, y, eps, bounds=(0.0, 1.0), *,
 
 def ibp_objective(*, eps, kappa=0.5, bounds=(0.0, 1.0), elide: bool = True, loss=None,
                   objective=None) -> Objective:
-  """IBP training (Gowal et al. eq. 8): ``kappa * L(x, y) + (1 - kappa) * L_hat(x, y)``.
+  """IBP training (Gowal et al.'s loss): ``kappa * L(x, y) + (1 - kappa) * L_hat(x, y)``.
 
   ``L`` is the objective given as ``loss=`` or ``objective=`` (see
   :func:`jaxsec.defenses.training.resolve_objective`; default cross-entropy); ``L_hat`` is
@@ -408,7 +420,7 @@ def ibp_schedule(step, *, eps_train, warmup_steps: int, ramp_steps: int,
                  kappa_final=0.5) -> tuple[jax.Array, jax.Array]:
   """``(eps, kappa)`` at ``step`` (int, may be traced): 0 and 1 for ``step <
   warmup_steps``, then linear to ``eps_train`` and ``kappa_final`` over ``ramp_steps``,
-  constant after (Gowal et al. Sec. 4 / App. A; MNIST: 2k warm-up, 10k ramp steps of 60k,
+  constant after (Gowal et al.'s training setup; MNIST: 2k warm-up, 10k ramp steps of 60k,
   ``kappa_final = 0.5``)."""
   _checks.check_float('eps_train', eps_train, minimum=0.0)
   _checks.check_float('kappa_final', kappa_final, minimum=0.0, maximum=1.0)

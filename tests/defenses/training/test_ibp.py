@@ -203,3 +203,34 @@ def test_ibp_training_gives_verified_accuracy_below_pgd_accuracy():
   assert acc['normal'][2] < 0.05, acc
   assert acc['ibp'][2] > 0.4, acc
   assert acc['ibp'][2] <= acc['ibp'][1] and acc['normal'][2] <= acc['normal'][1], acc
+
+
+def test_objective_plugs_into_fit_with_a_dropout_training_pass():
+  """A constant-eps IBP objective is an ordinary objective for train.fit, also with a
+  training-mode pass (the dropout mask is a constant of the bounded function)."""
+  m = models.get('mlp', num_classes=3, hidden=(8,), dropout=0.2)
+  p0 = models.init(m, jax.random.key(0), (1, 6))
+  x = jax.random.uniform(jax.random.key(1), (32, 6))
+  y = jnp.arange(32) % 3
+  train_apply = lambda p, xx, k: m.apply(p, xx, train=True, rngs={'dropout': k})
+  res = train.fit(m.apply, p0, x, y, optimizer=optax.adam(1e-2), key=jax.random.key(2),
+                  batch_size=16, num_steps=4, train_apply_fn=train_apply,
+                  objective=ibp.ibp_objective(eps=0.05, kappa=0.5))
+  assert np.all(np.isfinite(res.history['loss']))
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(res.params),
+                                                    jax.tree.leaves(p0), strict=True))
+
+
+def test_one_logit_binary_model():
+  """Binary logistic regression (one logit): verified iff the logit keeps its sign over
+  the box; the worst-case logit is the interval's end that maximises the loss."""
+  w = jnp.array([[1.0], [-2.0], [0.5]])
+  apply_fn = lambda p, x: x @ p + 0.1
+  x = jnp.array([[0.5, 0.2, 0.4], [0.1, 0.4, 0.1], [0.5, 0.5, 0.5]])
+  y = jnp.array([1, 0, 1])
+  z = apply_fn(w, x)[:, 0]                                    # 0.5, -0.55, -0.15
+  eps = 0.05
+  spread = eps * jnp.abs(w).sum()                             # 0.175
+  np.testing.assert_allclose(ibp.worst_case_logits(apply_fn, w, x, y, eps=eps)[:, 0],
+                             jnp.where(y == 1, z - spread, z + spread), rtol=1e-5)
+  np.testing.assert_array_equal(ibp.verified(apply_fn, w, x, y, eps), [True, True, False])
