@@ -134,11 +134,11 @@ def _even(box, a, b):
 
 def _integer_pow(eqn, box):
   n = eqn.params['y']
+  if n < 0:
+    _refuse(eqn, 'a negative power is unbounded around 0')
   a, b = box.lo ** n, box.hi ** n
   if n % 2 == 1:
     return [_Box(a, b)]
-  if n < 0:
-    _refuse(eqn, 'a negative even power is not monotone on either side of 0')
   return _even(box, a, b)
 
 

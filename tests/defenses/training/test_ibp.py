@@ -120,6 +120,22 @@ def test_unsupported_layers_are_refused_by_name():
   leaky = lambda p, x: jax.nn.leaky_relu(x @ p)               # written with a comparison
   with pytest.raises(ValueError, match="primitive 'ge'"):
     ibp.interval_bounds(leaky, jnp.ones((5, 3)), x, x + 0.1)
+  with pytest.raises(ValueError, match="primitive 'integer_pow'"):
+    ibp.interval_bounds(lambda p, x: (x @ p) ** -1, jnp.ones((5, 3)), x - 0.1, x + 0.1)
+
+
+def test_nonlinear_elementwise_rules_are_sound():
+  """Even powers, abs and products of two intervals (rules beyond the monotone ones)."""
+  def f(p, x):
+    h = x @ p
+    return jnp.concatenate([h ** 2, jnp.abs(h), h * jnp.tanh(h), h ** 3], axis=-1)
+  w = jax.random.normal(jax.random.key(0), (4, 3))
+  x = jax.random.normal(jax.random.key(1), (5, 4)) * 0.3
+  lo, hi = ibp.interval_bounds(f, w, x - 0.2, x + 0.2)
+  u = jax.random.uniform(jax.random.key(2), (200,) + x.shape)
+  z = jax.vmap(lambda xx: f(w, xx))(x - 0.2 + 0.4 * u)
+  assert bool(jnp.all(z >= lo - 1e-5)) and bool(jnp.all(z <= hi + 1e-5))
+  assert bool(jnp.all(lo[:, :6] >= 0.0))     # squares and absolute values stay >= 0
 
 
 def test_bad_input_raises_naming_the_value():
