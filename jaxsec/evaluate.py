@@ -55,7 +55,7 @@ def perturbation_stats(x, x_adv, mask=None) -> dict:
   norms = {'l0': np.sum(d != 0, axis=1).astype(np.float64),
            'l2': np.sqrt(np.sum(d * d, axis=1)),
            'linf': np.max(np.abs(d), axis=1) if d.shape[1] else np.zeros(d.shape[0])}
-  out = {}
+  out: dict[str, Any] = {}
   for k, v in norms.items():
     sel = v[mask]
     out[k] = {'mean': float(sel.mean()) if sel.size else float('nan'),
@@ -65,8 +65,12 @@ def perturbation_stats(x, x_adv, mask=None) -> dict:
 
 
 def attack_metrics(logits_fn, x, y, x_adv, info: dict | None = None,
-                   clean_correct=None) -> dict:
-  """Robust accuracy, success rate (among clean-correct points), perturbation stats."""
+                   clean_correct=None) -> tuple[dict, np.ndarray]:
+  """Robust accuracy, success rate (among clean-correct points), perturbation stats.
+
+  Returns ``(metrics, fooled)``: the metrics dict and the boolean mask of the clean-correct
+  examples that ``x_adv`` misclassifies.
+  """
   y = np.asarray(y)
   if clean_correct is None:
     clean_correct = np.asarray(common.predict(logits_fn(x))) == y
@@ -292,9 +296,10 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
   big = _max_eps(norm, bounds, int(np.prod(x.shape[1:])))
   with_big = 'unbounded_eps_success' in todo
   rows, fooled, vm = evaluate_grid(make, eps + [big] if with_big else eps, keys[0])
+  big_row = None
   if with_big:
     big_row, rows, fooled = rows[-1], rows[:-1], fooled[:-1]
-  report = {
+  report: dict[str, Any] = {
       'eps': eps, 'norm': norm, 'num_examples': int(len(y_np)),
       'clean_accuracy': float(clean_correct.mean()),
       'robust_accuracy': [r['robust_accuracy'] for r in rows],
@@ -308,16 +313,16 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
   if not todo:
     return report
   tol = tolerance + 1e-9
-  checks = {}
+  results: dict[str, dict[str, Any]] = {}
   sr = report['success_rate']
   if 'success_monotone_in_eps' in todo:
     drops = [sr[i] - sr[i + 1] for i in range(len(sr) - 1)]
-    checks['success_monotone_in_eps'] = {
+    results['success_monotone_in_eps'] = {
         'pass': bool(all(d <= tol for d in drops)), 'success_rate': sr,
         'largest_drop': float(max(drops)) if drops else 0.0}
 
-  if with_big:
-    checks['unbounded_eps_success'] = {
+  if big_row is not None:
+    results['unbounded_eps_success'] = {
         'pass': bool(big_row['success_rate'] >= unbounded_success_threshold),
         'eps': big, 'success_rate': big_row['success_rate'],
         'threshold': unbounded_success_threshold}
@@ -327,7 +332,7 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
     single = lambda e: evasion.fgm(eps=e, norm=norm, bounds=bounds)
     s_rows, _, _ = evaluate_grid(single, eps, keys[2])
     ss_sr = [r['success_rate'] for r in s_rows]
-    checks['iterative_at_least_single_step'] = {
+    results['iterative_at_least_single_step'] = {
         'pass': bool(all(a >= b - tol for a, b in zip(sr, ss_sr, strict=True))),
         'iterative_success_rate': sr, 'single_step_success_rate': ss_sr}
 
@@ -339,12 +344,12 @@ def robustness_report(logits_fn, x, y, key, *, eps: Sequence[float], norm: str =
       r1, f1, _ = evaluate_grid(lambda e: default_pgd(e, 1), eps, keys[0])
     rr, fr, _ = evaluate_grid(lambda e: default_pgd(e, restarts), eps, keys[0])
     lost = [int(np.sum(a & ~b)) for a, b in zip(f1, fr, strict=True)]
-    checks['restarts_never_hurt'] = {
+    results['restarts_never_hurt'] = {
         'pass': bool(all(l == 0 for l in lost) and all(
             b['success_rate'] >= a['success_rate'] - 1e-12 for a, b in zip(r1, rr, strict=True))),
         'restarts': restarts, 'success_rate_1': [r['success_rate'] for r in r1],
         f'success_rate_{restarts}': [r['success_rate'] for r in rr],
         'examples_lost': lost}
-  report['checks'] = checks
-  report['all_checks_pass'] = bool(all(c['pass'] for c in checks.values()))
+  report['checks'] = results
+  report['all_checks_pass'] = bool(all(c['pass'] for c in results.values()))
   return report

@@ -227,8 +227,13 @@ def _filter_valid(img, g):
   k = g.shape[0]
   h, w = img.shape[1], img.shape[2]
   # Rows then columns: sums of shifted slices (exact, small windows).
-  rows = sum(g[i] * img[:, i:h - k + 1 + i, :] for i in range(k))
-  return sum(g[j] * rows[:, :, j:w - k + 1 + j] for j in range(k))
+  rows = g[0] * img[:, 0:h - k + 1, :]
+  for i in range(1, k):
+    rows = rows + g[i] * img[:, i:h - k + 1 + i, :]
+  out = g[0] * rows[:, :, 0:w - k + 1]
+  for j in range(1, k):
+    out = out + g[j] * rows[:, :, j:w - k + 1 + j]
+  return out
 
 
 def ssim(x, y, *, data_range: float = 1.0, window_size: int = 11, sigma: float = 1.5,

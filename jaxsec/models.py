@@ -200,6 +200,6 @@ def init(model: nn.Module, key: jax.Array, input_shape: Sequence[int]) -> Any:
   return model.init(key, jnp.zeros(tuple(input_shape), jnp.float32))
 
 
-def logits_fn(model: nn.Module, params: Any) -> Callable[[jax.Array], jax.Array]:
+def logits_fn(model: nn.Module, params: Any) -> Callable[[jax.Array], Any]:
   """The closure ``x -> logits`` that white-box attacks take (inference mode)."""
   return lambda x: model.apply(params, x)

@@ -44,7 +44,7 @@ class Progress:
 ProgressArg = Union[None, str, Progress, Callable[[int, int], None]]
 
 
-def make(progress: ProgressArg, total: int, unit: str) -> Callable[[str], None] | None:
+def make(progress: ProgressArg, total: int, unit: str) -> Callable[..., object] | None:
   """Normalises a ``progress=`` argument into ``update(extra)`` (or None: silent).
 
   ``progress`` is None (silent), a label (a :class:`Progress` of ``total`` ``unit`` s is

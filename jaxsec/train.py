@@ -35,7 +35,9 @@ from jaxsec import _checks
 from jaxsec import losses as losses_lib
 from jaxsec import progress as progress_lib
 
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
+# A forward pass ``apply_fn(params, x, ...) -> logits``. Typed loosely on purpose: callers pass
+# flax's ``Module.apply`` (extra keyword arguments, pytree outputs) as well as plain closures.
+ApplyFn = Callable[..., Any]
 Objective = Callable[[ApplyFn, Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
@@ -73,6 +75,22 @@ class _Plan:
   num_epochs: int
 
 
+class _TrainingPass:
+  """``(params, x) -> train_apply_fn(params, x, key)``, carrying ``eval_apply_fn``.
+
+  ``eval_apply_fn`` is the inference-mode pass, for the attacks inside adversarial objectives
+  (jaxsec.defenses.training.adversarial runs them in eval mode, as the official codes do).
+  """
+
+  def __init__(self, train_apply_fn: Callable[..., Any], key: jax.Array, eval_apply_fn: ApplyFn):
+    self.train_apply_fn = train_apply_fn
+    self.key = key
+    self.eval_apply_fn = eval_apply_fn
+
+  def __call__(self, params: Any, x: jax.Array) -> Any:
+    return self.train_apply_fn(params, x, self.key)
+
+
 def make_step(apply_fn: ApplyFn, objective: Objective, optimizer: optax.GradientTransformation,
               train_apply_fn: Callable | None = None):
   """The pure training step ``(params, opt_state, x, y, key) -> (params, opt_state, loss)``.
@@ -85,11 +103,7 @@ def make_step(apply_fn: ApplyFn, objective: Objective, optimizer: optax.Gradient
     k_fwd, k_obj = jax.random.split(key)
     fwd = apply_fn
     if train_apply_fn is not None:
-      def fwd(p, xx):
-        return train_apply_fn(p, xx, k_fwd)
-      # The inference-mode pass, for the attacks inside adversarial objectives
-      # (jaxsec.defenses.training.adversarial runs them in eval mode, as the official codes do).
-      fwd.eval_apply_fn = apply_fn
+      fwd = _TrainingPass(train_apply_fn, k_fwd, apply_fn)
     return jnp.mean(objective(fwd, params, x, y, k_obj))
 
   def step(params, opt_state, x, y, key):
@@ -335,14 +349,14 @@ def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_
     params = jax.device_put(params, shard)
     opt_state = jax.device_put(opt_state, shard)
 
-  history = {'loss': []}
+  history: dict[str, Any] = {'loss': []}
   if eval_data is not None:
     history['eval_accuracy'] = []
   start = 0
+  history_shape = (plan.num_epochs,) + ((num_models,) if many else ())
   if checkpoint_dir is not None:
     template = {'params': params, 'opt_state': opt_state,
-                'history_loss': np.zeros((plan.num_epochs,) + ((num_models,) if many else ()),
-                                         np.float32)}
+                'history_loss': np.zeros(history_shape, np.float32)}
     state, start = _restore(checkpoint_dir, template)
     if state is not None:
       params, opt_state = state['params'], state['opt_state']
@@ -368,7 +382,7 @@ def _run(*, apply_fn, params, x, y, index_lists, counts, optimizer, keys, batch_
     if bar:
       bar.update(1, f'loss {float(np.mean(loss)):.4f}{extra}')
     if checkpoint_dir is not None:
-      hl = np.zeros_like(template['history_loss'])
+      hl = np.zeros(history_shape, np.float32)
       hl[:epoch + 1] = np.stack(history['loss'])
       _save(checkpoint_dir, epoch + 1,
             {'params': params, 'opt_state': opt_state, 'history_loss': hl})

@@ -63,7 +63,8 @@ class RayBackend:
                  object_store_memory=OBJECT_STORE_BYTES, log_to_driver=True)
       self._owns = True
     self.total = ray.cluster_resources()
-    self._remote = ray.remote(points_lib.run_point)
+    # Any: ray's typed overloads of remote() miscount run_point's optional `attempt`.
+    self._remote: Any = ray.remote(points_lib.run_point)
     self.max_parallel = None  # Ray queues tasks by their resources
 
   def check(self, cpus: float, gpus: float) -> None:
@@ -209,8 +210,8 @@ def run_points(config: ml_collections.ConfigDict, points: Sequence[dict], workdi
       'points': [{'name': n, 'overrides': p} for n, p in zip(names, points, strict=True)]})
   logging.info('sweep %s: %d points, %d finished already, %d to run (%s) in %s', spec,
                len(points), len(points) - len(todo), len(todo), backend, workdir)
-  summary = {'points': len(points), 'skipped': len(points) - len(todo), 'ran': 0,
-             'failed': [], 'retries': 0, 'workdir': workdir}
+  summary: dict[str, Any] = {'points': len(points), 'skipped': len(points) - len(todo), 'ran': 0,
+                             'failed': [], 'retries': 0, 'workdir': workdir}
   if dry_run:
     for n, p in todo:
       print(f'{n}: {p}', flush=True)

@@ -81,7 +81,7 @@ def initialize_from_flags_or_env(coordinator_address: str | None = None,
   env = None if explicit else detect_environment()
   if not explicit and env is None:
     return False
-  if jax.config.jax_cpu_collectives_implementation in (None, 'none'):
+  if jax.config.values['jax_cpu_collectives_implementation'] in (None, 'none'):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   logging.info('jax.distributed.initialize(coordinator_address=%s, num_processes=%s, '
                'process_id=%s)%s', coordinator_address, num_processes, process_id,

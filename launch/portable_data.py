@@ -18,9 +18,11 @@ float32 values ``load`` returns: ``uint8 / 255``, same order), then runs the mod
 """
 from __future__ import annotations
 
+import functools
 import os
 import runpy
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +34,7 @@ _USAGE = ('usage: python -m launch.portable_data export --out=FILE.npz NAME [NAM
 
 def export(path: str, names) -> dict:
   """Writes the train and test splits of the image sets ``names`` to ``path`` (npz)."""
-  arrays = {}
+  arrays: dict[str, Any] = {}   # Any: savez_compressed's keyword values are typed loosely
   for name in names:
     if name not in loaders.IMAGE_SETS:
       raise ValueError(f'name={name!r} is not an image set; expected one of '
@@ -58,6 +60,8 @@ def install(path: str) -> tuple[str, ...]:
   names = tuple(sorted({k.split('/')[0] for k in stored}))
   original = loaders._load_image  # pylint: disable=protected-access
 
+  # Cached like the loader it replaces (callers rely on its cache_clear()).
+  @functools.lru_cache(maxsize=8)
   def load_image(name, split, data_dir):
     if f'{name}/{split}/x' in stored:
       x = stored[f'{name}/{split}/x'].astype(np.float32) / np.float32(255.0)

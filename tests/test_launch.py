@@ -66,6 +66,7 @@ def test_portable_data_serves_exactly_what_tfds_loads(tmp_path, monkeypatch):
   def no_tfds(*a, **k):
     raise AssertionError('TFDS was consulted for a data set in the file')
   assert portable_data.install(path) == ('fashion_mnist',)
+  loaders._load_image.cache_clear()   # the installed loader keeps the lru_cache interface
   monkeypatch.setattr(loaders, '_builder', no_tfds)
   for ref, split in ((ref_tr, 'train'), (ref_te, 'test')):
     x, y = data.load('fashion_mnist', split)

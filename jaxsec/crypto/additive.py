@@ -130,15 +130,19 @@ def secure_sum(updates: Sequence[Any], *, num_parties: int = 2,
     raise ValueError('updates is empty.')
   if len({u.shape for u in updates}) != 1:
     raise ValueError(f'updates have different shapes {[u.shape for u in updates]}.')
-  totals: list[AdditiveShare] | None = None
-  for ci, u in enumerate(updates):
+
+  def client_shares(ci: int, u: np.ndarray) -> list[AdditiveShare]:
     try:
-      sh = share_array(u, num_shares=num_parties, scale_bits=scale_bits,
-                       num_summands=len(updates), prime=prime,
-                       insecure_test_rng=insecure_test_rng)
+      return share_array(u, num_shares=num_parties, scale_bits=scale_bits,
+                         num_summands=len(updates), prime=prime,
+                         insecure_test_rng=insecure_test_rng)
     except ValueError as e:
       raise ValueError(f'client {ci}: {e}') from None
-    totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh, strict=True)]
+
+  totals = client_shares(0, updates[0])
+  for ci in range(1, len(updates)):
+    sh = client_shares(ci, updates[ci])
+    totals = [add(a, b) for a, b in zip(totals, sh, strict=True)]
   return reconstruct_array(totals)
 
 

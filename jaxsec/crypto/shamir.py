@@ -269,15 +269,19 @@ def secure_sum(updates: Sequence[Any], *, threshold: int, num_parties: int,
   if n - len(dropped) < t:
     raise ValueError(f'{len(dropped)} of {n} parties dropped, leaving {n - len(dropped)} < '
                      f'threshold={t}.')
-  totals: list[ShamirShare] | None = None
-  for ci, u in enumerate(updates):
+
+  def client_shares(ci: int, u: np.ndarray) -> list[ShamirShare]:
     try:
-      sh = share_array(u, threshold=t, num_shares=n, scale_bits=scale_bits,
-                       num_summands=len(updates), prime=p,
-                       insecure_test_rng=insecure_test_rng)
+      return share_array(u, threshold=t, num_shares=n, scale_bits=scale_bits,
+                         num_summands=len(updates), prime=p,
+                         insecure_test_rng=insecure_test_rng)
     except ValueError as e:
       raise ValueError(f'client {ci}: {e}') from None
-    totals = sh if totals is None else [add(a, b) for a, b in zip(totals, sh, strict=True)]
+
+  totals = client_shares(0, updates[0])
+  for ci in range(1, len(updates)):
+    sh = client_shares(ci, updates[ci])
+    totals = [add(a, b) for a, b in zip(totals, sh, strict=True)]
   return reconstruct_array([s for s in totals if s.x not in dropped])
 
 

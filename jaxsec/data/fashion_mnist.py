@@ -43,12 +43,12 @@ class FashionMnist(_tfds_mnist.FashionMNIST, skip_registration=True):
     files = dl_manager.extract({k: os.path.join(folder, v) for k, v in FILES.items()})
     return [
         tfds.core.SplitGenerator(
-            name=tfds.Split.TRAIN,
+            name=tfds.Split('train'),
             gen_kwargs=dict(num_examples=NUM_EXAMPLES['train'],
                             data_path=files['train_data'],
                             label_path=files['train_labels'])),
         tfds.core.SplitGenerator(
-            name=tfds.Split.TEST,
+            name=tfds.Split('test'),
             gen_kwargs=dict(num_examples=NUM_EXAMPLES['test'],
                             data_path=files['test_data'],
                             label_path=files['test_labels'])),

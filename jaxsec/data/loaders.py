@@ -112,9 +112,9 @@ def _load_tabular(name: str, split: str):
     raise DataUnavailableError(
         f'{name!r} comes from scikit-learn: `pip install scikit-learn` ({e}).') from e
   loader = {'digits': skd.load_digits, 'breast_cancer': skd.load_breast_cancer}[name]
-  bunch = loader()
-  x = np.asarray(bunch.data, np.float64)
-  y = np.asarray(bunch.target, np.int32)
+  data, target = loader(return_X_y=True)
+  x = np.asarray(data, np.float64)
+  y = np.asarray(target, np.int32)
   x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0,
                                             stratify=y)
   mean = x_tr.mean(0)

@@ -63,7 +63,7 @@ def _num_clients(updates: Any) -> int:
     elif leaf.shape[0] != k:
       raise ValueError(f'{name} has {leaf.shape[0]} clients on its leading axis but {first} '
                        f'has {k}; every leaf must have the same leading client axis.')
-  if k < 1:
+  if k is None or k < 1:
     raise ValueError('updates has K=0 clients on its leading axis; expected at least one.')
   return k
 

@@ -314,18 +314,20 @@ def label_flip(*, num_classes: int, source: int | None = None, target: int | Non
   if (source is None) != (target is None):
     raise ValueError(f'give both source and target or neither; got source={source}, '
                      f'target={target}.')
-  if source is not None:
-    source = _checks.check_int('source', source, minimum=0, maximum=num_classes - 1)
-    target = _checks.check_int('target', target, minimum=0, maximum=num_classes - 1)
-    if source == target:
-      raise ValueError(f'source={source} equals target={target}: nothing would flip.')
-
-  def attack(x, y, key):
-    del key
-    if source is None:
+  if source is None or target is None:
+    def flip_all(x, y, key):
+      del key
       return x, (num_classes - 1 - y).astype(y.dtype)
-    return x, jnp.where(y == source, target, y).astype(y.dtype)
-  return attack
+    return flip_all
+  src = _checks.check_int('source', source, minimum=0, maximum=num_classes - 1)
+  tgt = _checks.check_int('target', target, minimum=0, maximum=num_classes - 1)
+  if src == tgt:
+    raise ValueError(f'source={src} equals target={tgt}: nothing would flip.')
+
+  def flip_source(x, y, key):
+    del key
+    return x, jnp.where(y == src, tgt, y).astype(y.dtype)
+  return flip_source
 
 
 def backdoor(*, target_label: int, fraction: float, size: int = 3, value: float = 1.0,
@@ -335,7 +337,8 @@ def backdoor(*, target_label: int, fraction: float, size: int = 3, value: float 
   label ``target_label``; the rest stay clean (so the main task is kept, as Bagdasaryan
   et al. do). Combine with :func:`model_replacement` to boost the update.
 
-  Returns ``attack(x, y, key) -> (x', y')`` for image batches ``[B, H, W(, C)]``.
+  Returns ``attack(x, y, key) -> (x', y')`` for image batches ``[B, H, W(, C)]``;
+  ``attack.trigger(x)`` stamps the trigger on a batch (test-time backdoor success).
   """
   target_label = _checks.check_int('target_label', target_label, minimum=0)
   fraction = float(_checks.check_float('fraction', fraction, minimum=0.0, maximum=1.0,
@@ -355,6 +358,17 @@ def backdoor(*, target_label: int, fraction: float, size: int = 3, value: float 
     mask = jnp.zeros((b,), bool).at[rows].set(True)
     xt = jnp.where(_rows(mask, x), trigger(x), x)
     return xt, jnp.where(mask, target_label, y).astype(y.dtype)
-  attack.trigger = trigger
-  return attack
+  return _TriggeredAttack(attack, trigger)
+
+
+class _TriggeredAttack:
+  """A data attack ``(x, y, key) -> (x', y')`` that also exposes its ``trigger(x)`` (to
+  stamp test inputs when measuring the backdoor's success)."""
+
+  def __init__(self, attack: Callable[..., Any], trigger: Callable[[jax.Array], jax.Array]):
+    self._attack = attack
+    self.trigger = trigger
+
+  def __call__(self, x: jax.Array, y: jax.Array, key: jax.Array) -> Any:
+    return self._attack(x, y, key)
 

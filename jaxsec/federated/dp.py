@@ -92,7 +92,7 @@ SAMPLING = ('uniform', 'poisson')
 
 def dp_event(*, noise_multiplier: float, num_rounds: int, num_clients: int,
              sampling: str, clients_per_round: int | None = None,
-             sampling_rate: float | None = None) -> tuple[dp_accounting.DpEvent, NR]:
+             sampling_rate: float | None = None) -> tuple[dp_accounting.SelfComposedDpEvent, NR]:
   """``(event, neighbouring relation)`` of ``num_rounds`` DP-FedAvg rounds (module doc).
 
   Args:

@@ -48,9 +48,10 @@ __all__ = ['iid_partition', 'dirichlet_partition', 'label_distribution', 'label_
            'client_index_lists', 'make_fedavg', 'FedAvg', 'RoundInfo', 'FedAvgResult',
            'client_key', 'run']
 
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
-# attack(updates [K, ...], byzantine [K] bool, key) -> updates [K, ...]
-UpdateAttack = Callable[[Any, jax.Array, jax.Array], Any]
+ApplyFn = train_lib.ApplyFn
+# attack(updates [K, ...], byzantine [K] bool, key[, weights=]) -> updates [K, ...]; the
+# participation weights [K] are passed when the attack takes a ``weights`` keyword.
+UpdateAttack = Callable[..., Any]
 # attack(x_batch, y_batch, key) -> (x_batch', y_batch'), applied to Byzantine clients' data
 DataAttack = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -437,6 +438,8 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       part = jnp.ones((m,), bool)
       expected = float(m)
     else:
+      if sampling_rate is None:
+        raise ValueError("sampling='poisson' needs sampling_rate, got None.")
       sel = jnp.arange(num_clients)
       part = jax.random.bernoulli(k_sample, sampling_rate, (num_clients,))
       expected = sampling_rate * num_clients

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from typing import Any, Hashable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import jax
 import numpy as np
@@ -59,6 +59,10 @@ DEFAULT_SCALE_BITS = 24       # s: fixed-point resolution 2^-s.
 _SECRET_BYTES = 32
 _RUN_ID_BYTES = 16
 _FIELD_BYTES = (PRIME.bit_length() + 7) // 8
+# A client id: hashable and orderable against the other ids (all int or all str, say; the
+# mask signs follow their order, checked by make_roster). Python's typing has no
+# "hashable and orderable" type, hence Any.
+ClientId = Any
 
 
 # ------------------------------------------------------------------- checks, randomness
@@ -180,7 +184,7 @@ def _pair_info(purpose: bytes, run_id: bytes, i: int, j: int) -> bytes:
 @dataclasses.dataclass(frozen=True)
 class KeyAdvertisement:
   """Round 0, client -> server -> all: the two X25519 public keys (raw 32 bytes)."""
-  client_id: Hashable
+  client_id: ClientId
   channel_public_key: bytes
   mask_public_key: bytes
 
@@ -191,13 +195,13 @@ class Roster:
   its index ``i``; its Shamir x-coordinate is ``i + 1``), their public keys, the session
   parameters, and the run id (16 fresh random bytes) that binds every key of this run."""
   client_ids: tuple
-  channel_public_keys: Mapping[Hashable, bytes]
-  mask_public_keys: Mapping[Hashable, bytes]
+  channel_public_keys: Mapping[ClientId, bytes]
+  mask_public_keys: Mapping[ClientId, bytes]
   threshold: int
   modulus_bits: int
   run_id: bytes
 
-  def index(self, client_id: Hashable) -> int:
+  def index(self, client_id: ClientId) -> int:
     try:
       return self.client_ids.index(client_id)
     except ValueError:
@@ -213,11 +217,11 @@ class ClientState:
 
   Single-use: each round function may run once on a state and on all the states derived
   from it (they share the record ``_spent`` of the rounds already run)."""
-  client_id: Hashable
+  client_id: ClientId
   channel_private_key: bytes = dataclasses.field(repr=False)
   mask_private_key: bytes = dataclasses.field(repr=False)
   self_mask_seed: bytes | None = dataclasses.field(default=None, repr=False)
-  received: Mapping[Hashable, tuple[int, int, int]] = dataclasses.field(
+  received: Mapping[ClientId, tuple[int, int, int]] = dataclasses.field(
       default_factory=dict, repr=False)
   run_id: bytes | None = None
   _spent: set = dataclasses.field(default_factory=set, repr=False, compare=False)
@@ -227,15 +231,15 @@ class ClientState:
 class UnmaskResponse:
   """Round 4, client -> server: the responder's Shamir x-coordinate, its shares of the mask
   private keys of dropped clients and of the self-mask seeds of surviving clients."""
-  client_id: Hashable
+  client_id: ClientId
   x: int
-  mask_key_shares: Mapping[Hashable, int]
-  self_mask_shares: Mapping[Hashable, int]
+  mask_key_shares: Mapping[ClientId, int]
+  self_mask_shares: Mapping[ClientId, int]
 
 
 # ---------------------------------------------------------------------------- the rounds
 
-def advertise_keys(client_id: Hashable, *, insecure_test_rng=None
+def advertise_keys(client_id: ClientId, *, insecure_test_rng=None
                    ) -> tuple[ClientState, KeyAdvertisement]:
   """Round 0 (client): generates fresh channel and mask X25519 key pairs for one run (from
   ``secrets``, or from ``insecure_test_rng``: reproducible, not secret, tests only)."""
@@ -284,7 +288,7 @@ def make_roster(advertisements: Iterable[KeyAdvertisement], *, threshold: int,
                 {i: by_id[i].mask_public_key for i in order}, t, k, run_id)
 
 
-def _channel(state: ClientState, roster: Roster, peer: Hashable) -> AESGCM:
+def _channel(state: ClientState, roster: Roster, peer: ClientId) -> AESGCM:
   info = _pair_info(b'channel', roster.run_id, roster.index(state.client_id),
                     roster.index(peer))
   return AESGCM(key_agreement(state.channel_private_key, roster.channel_public_keys[peer],
@@ -314,7 +318,7 @@ def _check_run(state: ClientState, roster: Roster, step: str) -> None:
 
 
 def share_keys(state: ClientState, roster: Roster, *, insecure_test_rng=None
-               ) -> tuple[ClientState, dict[Hashable, bytes]]:
+               ) -> tuple[ClientState, dict[ClientId, bytes]]:
   """Round 1 (client): draws the self-mask seed ``b``, Shamir-shares ``b`` and the mask
   private key ``t``-of-``n``, and encrypts to every other client its share of both under
   the run's channel key. Binds the state to ``roster.run_id``; runs once per state.
@@ -345,8 +349,8 @@ def share_keys(state: ClientState, roster: Roster, *, insecure_test_rng=None
           out)
 
 
-def route_shares(roster: Roster, outboxes: Mapping[Hashable, Mapping[Hashable, bytes]]
-                 ) -> dict[Hashable, dict[Hashable, bytes]]:
+def route_shares(roster: Roster, outboxes: Mapping[ClientId, Mapping[ClientId, bytes]]
+                 ) -> dict[ClientId, dict[ClientId, bytes]]:
   """Server after round 1: ``{sender: {recipient: ct}}`` -> ``{recipient: {sender: ct}}``
   for the clients that completed the round (U2). Requires ``|U2| >= threshold``."""
   senders = list(outboxes)
@@ -361,7 +365,7 @@ def route_shares(roster: Roster, outboxes: Mapping[Hashable, Mapping[Hashable, b
   return {v: {u: outboxes[u][v] for u in senders if u != v} for v in senders}
 
 
-def masked_input(state: ClientState, roster: Roster, inbox: Mapping[Hashable, bytes],
+def masked_input(state: ClientState, roster: Roster, inbox: Mapping[ClientId, bytes],
                  x: Any) -> tuple[ClientState, np.ndarray]:
   """Round 2 (client): decrypts and keeps the shares in ``inbox``, then masks its encoded
   input ``x`` (1-D integers in ``[0, 2^k)``) as
@@ -404,7 +408,7 @@ def masked_input(state: ClientState, roster: Roster, inbox: Mapping[Hashable, by
 
 
 def unmask_response(state: ClientState, roster: Roster,
-                    survivors: Iterable[Hashable]) -> UnmaskResponse:
+                    survivors: Iterable[ClientId]) -> UnmaskResponse:
   """Round 4 (client): given the server's list of clients whose masked input arrived
   (U3), reveals its shares of the self-mask seeds of those clients and of the mask private
   keys of the others that completed ShareKeys (the dropped ones) -- never both for one, so
@@ -445,7 +449,7 @@ def _reconstruct_secret(what: str, shares: list[tuple[int, int]], t: int) -> byt
   return value.to_bytes(_SECRET_BYTES, 'big')
 
 
-def unmask(roster: Roster, shared: Iterable[Hashable], masked_inputs: Mapping[Hashable, Any],
+def unmask(roster: Roster, shared: Iterable[ClientId], masked_inputs: Mapping[ClientId, Any],
            responses: Iterable[UnmaskResponse]) -> np.ndarray:
   """Server, round 4: the sum modulo ``2^k`` of the survivors' encoded inputs.
 
@@ -513,8 +517,8 @@ def unmask(roster: Roster, shared: Iterable[Hashable], masked_inputs: Mapping[Ha
 
 # -------------------------------------------------------------------------- high level
 
-def secure_sum(updates_by_client: Mapping[Hashable, Any], *, threshold: int,
-               dropped: Iterable[Hashable] = (), scale_bits: int = DEFAULT_SCALE_BITS,
+def secure_sum(updates_by_client: Mapping[ClientId, Any], *, threshold: int,
+               dropped: Iterable[ClientId] = (), scale_bits: int = DEFAULT_SCALE_BITS,
                modulus_bits: int = DEFAULT_MODULUS_BITS,
                insecure_test_seed: int | None = None) -> Any:
   """Runs the whole protocol and returns the sum of the surviving clients' updates.
@@ -562,7 +566,11 @@ def secure_sum(updates_by_client: Mapping[Hashable, Any], *, threshold: int,
   rng = None if seed is None else np.random.default_rng(seed)
 
   ids = list(updates_by_client)
-  treedef, shapes, vectors = None, None, {}
+  # Every client's update must have the first client's structure and shapes.
+  first = ids[0]
+  first_leaves, treedef = jax.tree_util.tree_flatten(updates_by_client[first])
+  shapes = [np.asarray(l).shape for l in first_leaves]
+  vectors = {}
   for cid in ids:
     leaves, td = jax.tree_util.tree_flatten(updates_by_client[cid])
     arrs = [np.asarray(l) for l in leaves]
@@ -570,9 +578,7 @@ def secure_sum(updates_by_client: Mapping[Hashable, Any], *, threshold: int,
       if a.dtype.kind not in 'fiu':
         raise ValueError(f'client {cid!r} has a leaf of dtype {a.dtype}; expected real '
                          f'numbers.')
-    if treedef is None:
-      treedef, shapes, first = td, [a.shape for a in arrs], cid
-    elif td != treedef or [a.shape for a in arrs] != shapes:
+    if td != treedef or [a.shape for a in arrs] != shapes:
       raise ValueError(f'client {cid!r} has update structure {td} with shapes '
                        f'{[a.shape for a in arrs]}; client {first!r} has {treedef} with '
                        f'{shapes}.')

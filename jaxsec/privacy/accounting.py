@@ -141,7 +141,8 @@ def calibrate(make_event: Callable[[float], dp_accounting.DpEvent], target_epsil
   raise RuntimeError('calibration did not converge; this is a bug.')
 
 
-def epsilon_from_rdp(orders: Sequence[float], rdp: Sequence[float], delta: float
+def epsilon_from_rdp(orders: Sequence[float] | np.ndarray, rdp: Sequence[float] | np.ndarray,
+                     delta: float
                      ) -> tuple[float, float]:
   """``(epsilon, optimal order)`` of an RDP curve, by ``dp_accounting``'s conversion.
 
@@ -150,15 +151,16 @@ def epsilon_from_rdp(orders: Sequence[float], rdp: Sequence[float], delta: float
   Balle et al. 2020 / Asoodeh et al.), never a hand-written one.
   """
   _check_delta(delta)
-  orders = np.asarray(orders, dtype=np.float64)
-  rdp = np.asarray(rdp, dtype=np.float64)
-  if orders.shape != rdp.shape or orders.ndim != 1:
-    raise ValueError(f'orders {orders.shape} and rdp {rdp.shape} must be 1-D of equal length.')
-  eps, order = _rdp_acc.compute_epsilon(orders, rdp, delta)
+  o = np.asarray(orders, dtype=np.float64)
+  r = np.asarray(rdp, dtype=np.float64)
+  if o.shape != r.shape or o.ndim != 1:
+    raise ValueError(f'orders {o.shape} and rdp {r.shape} must be 1-D of equal length.')
+  eps, order = _rdp_acc.compute_epsilon(o.tolist(), r.tolist(), delta)
   return float(eps), float(order)
 
 
-def rdp_of_event(event: dp_accounting.DpEvent, orders: Sequence[float]) -> np.ndarray:
+def rdp_of_event(event: dp_accounting.DpEvent, orders: Sequence[float] | np.ndarray
+                 ) -> np.ndarray:
   """The RDP curve of ``event`` at ``orders`` from ``dp_accounting``'s RDP accountant."""
   acc = _rdp.RdpAccountant(orders=list(orders))
   if not acc.supports(event):

@@ -81,8 +81,8 @@ class ThresholdAudit(NamedTuple):
   false_negative_rate: float
 
 
-def epsilon_lower_bound_from_scores(scores_with: Sequence[float],
-                                    scores_without: Sequence[float], *, delta: float = 0.0,
+def epsilon_lower_bound_from_scores(scores_with: Sequence[float] | np.ndarray,
+                                    scores_without: Sequence[float] | np.ndarray, *, delta: float = 0.0,
                                     confidence: float = 0.95,
                                     num_thresholds: int = 20) -> ThresholdAudit:
   """Best threshold test "score >= t means canary present" over a grid of thresholds
@@ -151,7 +151,8 @@ class OneRunAudit(NamedTuple):
   num_canaries: int
 
 
-def one_run_audit(scores: Sequence[float], included: Sequence[bool], *, k_pos: int,
+def one_run_audit(scores: Sequence[float] | np.ndarray,
+                  included: Sequence[bool] | np.ndarray, *, k_pos: int,
                   k_neg: int, delta: float, confidence: float = 0.95) -> OneRunAudit:
   """Guess "in" for the ``k_pos`` highest scores, "out" for the ``k_neg`` lowest."""
   s = np.asarray(scores, np.float64)

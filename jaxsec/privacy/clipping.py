@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsec import _checks
+from jaxsec import train as train_lib
 
 METHODS = ('auto', 'vmap', 'ghost')
 _TINY = 1e-12
@@ -113,6 +114,12 @@ def _vmap_clipped(loss_fn, params, batch, mask, c):
 _SUPPORTED = (nn.Dense, nn.Conv)
 
 
+def _kernel_size(m: nn.Conv) -> tuple[int, ...]:
+  """``m.kernel_size`` as a tuple: flax reads an int ``k`` as the 1-D kernel ``(k,)``."""
+  k = m.kernel_size
+  return (k,) if isinstance(k, int) else tuple(k)
+
+
 def _conv_geometry(m: nn.Conv, nd: int):
   def tup(v, default):
     if v is None:
@@ -132,14 +139,14 @@ def _conv_geometry(m: nn.Conv, nd: int):
     pad = [(pad, pad)] * nd
   else:
     pad = [(p, p) if isinstance(p, int) else tuple(p) for p in pad]
-  return (tuple(m.kernel_size), tup(m.strides, 1), pad, tup(m.input_dilation, 1),
+  return (_kernel_size(m), tup(m.strides, 1), pad, tup(m.input_dilation, 1),
           tup(m.kernel_dilation, 1))
 
 
 def _unfold(m: nn.Conv, a: jax.Array) -> jax.Array:
   """Patches of the conv input: [B, T, K] with T output positions, K = prod(k) * C_in."""
   nd = a.ndim - 2
-  if nd < 1 or len(m.kernel_size) != nd:
+  if nd < 1 or len(_kernel_size(m)) != nd:
     raise ValueError(f'ghost clipping: Conv {m.path} got input of shape {a.shape}; '
                      'expected [batch, *spatial, channels] with one batch axis.')
   ks, strides, pad, in_dil, k_dil = _conv_geometry(m, nd)
@@ -468,7 +475,7 @@ def clipped_grad(loss_fn: Callable[..., jax.Array], l2_norm_clip: Any = None, *,
   return fn
 
 
-def from_model(apply_fn: Callable[[Any, jax.Array], jax.Array],
+def from_model(apply_fn: train_lib.ApplyFn,
                loss: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable[..., jax.Array]:
   """Per-example ``loss_fn(params, x, y)`` from ``apply_fn`` and a logits loss."""
   return lambda params, x, y: loss(apply_fn(params, x), y)

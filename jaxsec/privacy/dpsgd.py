@@ -295,11 +295,11 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
                        f'dataset_size={n}.')
   _checks.check_float('l2_norm_clip', l2_norm_clip, minimum=0.0, strict_min=True)
   accountant = accountant or sampler.default_accountant()
-  if (noise_multiplier is None) == (target_epsilon is None):
+  if noise_multiplier is None and target_epsilon is not None:
+    noise_multiplier = sampler.calibrate(target_epsilon, delta, accountant=accountant)
+  elif noise_multiplier is None or target_epsilon is not None:
     raise ValueError('Give exactly one of noise_multiplier and target_epsilon; got '
                      f'noise_multiplier={noise_multiplier}, target_epsilon={target_epsilon}.')
-  if noise_multiplier is None:
-    noise_multiplier = sampler.calibrate(target_epsilon, delta, accountant=accountant)
   eps = sampler.epsilon(noise_multiplier, delta, accountant=accountant)
   overflow_delta = sampler.overflow_delta(eps)
   _checks.check_int('steps_per_call', steps_per_call, minimum=1)
@@ -314,8 +314,8 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[jax.Arr
   if opt_state is None:
     opt_state = optimizer.init(params)
   clip = jnp.asarray(l2_norm_clip, jnp.float32)
-  history = {'step': [], 'l2_norm_clip': []}
-  diagnostics = {'step': [], **{k: [] for k in NONPRIVATE_KEYS}}
+  history: dict[str, list[Any]] = {'step': [], 'l2_norm_clip': []}
+  diagnostics: dict[str, list[Any]] = {'step': [], **{k: [] for k in NONPRIVATE_KEYS}}
   t = start_step
   t0 = time.time()
   while t < sampler.num_steps:

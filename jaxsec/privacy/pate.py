@@ -563,7 +563,7 @@ def _sanitise_gnmax(votes, logq, check_rdp, delta, *, sigma, orders, num_teacher
     walks = _gnmax_walks(uniq[lo:lo + step], sigma, num_teachers)
     for k, (lam, _, _, regime) in enumerate(cands):
       ls[k] += mult[lo:lo + step] @ _ls_by_distance(walks, sigma, lam, num_classes, regime)
-  best = None
+  rows = []
   for (lam, betas, dep, regime), ls_k in zip(cands, ls, strict=True):
     for b in betas:
       ss = discounted_max(ls_k, b)
@@ -575,10 +575,10 @@ def _sanitise_gnmax(votes, logq, check_rdp, delta, *, sigma, orders, num_teacher
         s, cost, noise = math.inf, 0.0, 0.0
       eps, _ = accounting.epsilon_from_rdp([lam], [dep + cost], delta)
       # the official objective: sanitised epsilon plus two stds of the release noise
-      row = (eps + 2 * noise, eps, lam, b, s, ss, cost, dep, regime.conditions_hold, noise)
-      if best is None or row[0] < best[0]:
-        best = row
-  _, eps, lam, b, s, ss, cost, dep, ok, noise = best
+      rows.append((eps + 2 * noise, eps, lam, b, s, ss, cost, dep, regime.conditions_hold,
+                   noise))
+  # every candidate order has at least one beta, so rows is not empty; the first minimum wins
+  _, eps, lam, b, s, ss, cost, dep, ok, noise = min(rows, key=lambda row: row[0])
   released = None
   if key is not None:
     z = float(jax.random.normal(key, ()))
@@ -592,7 +592,7 @@ def _sanitise_gnmax(votes, logq, check_rdp, delta, *, sigma, orders, num_teacher
 def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
             gamma: float | None = None, sigma: float | None = None,
             sigma1: float | None = None, max_answers: int | None = None,
-            orders: Sequence[float] = ORDERS,
+            orders: Sequence[float] | np.ndarray = ORDERS,
             smooth_sensitivity: bool = False, ss_beta: float | None = None,
             ss_sigma: float | None = None, ss_order: float | None = None,
             num_teachers: int | None = None, key: jax.Array | None = None) -> PateAccount:
@@ -654,6 +654,7 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
                        f'got mechanism={mechanism!r}.')
     answered = np.ones(q_total, bool)
     charged = q_total
+  votes_ss = None   # the smooth-sensitivity votes, checked only when they are used
   if smooth_sensitivity:
     if mechanism == 'lnmax':
       raise ValueError("smooth_sensitivity=True is implemented for mechanism='gnmax' and "
@@ -669,6 +670,8 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
   orders = np.asarray(orders, np.float64)
   sanitised = None
   if mechanism == 'lnmax':
+    if gamma is None:
+      raise ValueError("mechanism='lnmax' needs gamma=; got gamma=None.")
     _checks.check_float('gamma', gamma, minimum=0.0, strict_min=True)
     indep = charged * lnmax_rdp_data_independent(gamma, orders)
     logq = lnmax_logq(votes[answered], gamma)
@@ -677,12 +680,16 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
     eps_indep, _ = accounting.epsilon_from_rdp(orders, indep, delta)
     eps_indep = min(eps_indep, 2.0 * gamma * charged)   # basic composition of pure DP
   else:
+    if sigma is None:
+      raise ValueError(f'mechanism={mechanism!r} needs sigma=; got sigma=None.')
     _checks.check_float('sigma', sigma, minimum=0.0, strict_min=True)
-    events = [dp_accounting.SelfComposedDpEvent(
+    events: list[dp_accounting.DpEvent] = [dp_accounting.SelfComposedDpEvent(
         dp_accounting.GaussianDpEvent(sigma / math.sqrt(2.0)), charged)]
     check_event = None
     check = np.zeros_like(orders)
     if mechanism == 'confident_gnmax':
+      if sigma1 is None:
+        raise ValueError("mechanism='confident_gnmax' needs sigma1=; got sigma1=None.")
       check_event = dp_accounting.SelfComposedDpEvent(
           dp_accounting.GaussianDpEvent(sigma1), q_total)
       events.append(check_event)
@@ -692,7 +699,7 @@ def analyze(votes: Any, *, mechanism: str, delta: float, answered: Any = None,
     logq = gnmax_logq(votes[answered], sigma)
     dep = check + sum((gnmax_rdp_data_dependent(l, sigma, orders) for l in logq),
                       np.zeros_like(orders))
-    if smooth_sensitivity:
+    if votes_ss is not None:   # smooth_sensitivity
       ss_orders = orders if ss_order is None else np.array([float(ss_order)])
       ss_check = (np.zeros_like(ss_orders) if check_event is None
                   else accounting.rdp_of_event(check_event, ss_orders))

@@ -163,14 +163,14 @@ class PoissonSampler(_Sampler):
                overflow_tolerance: float = 1e-15, normalizer: float | None = None,
                max_overflow_delta_fraction: float = DEFAULT_MAX_OVERFLOW_DELTA_FRACTION):
     _check_common(dataset_size, num_steps)
-    if (expected_batch_size is None) == (sampling_probability is None):
-      raise ValueError('Give exactly one of expected_batch_size and sampling_probability; '
-                       f'got expected_batch_size={expected_batch_size}, '
-                       f'sampling_probability={sampling_probability}.')
-    if sampling_probability is None:
+    if sampling_probability is None and expected_batch_size is not None:
       _checks.check_float('expected_batch_size', expected_batch_size, minimum=0.0,
                           maximum=dataset_size, strict_min=True)
       sampling_probability = float(expected_batch_size) / dataset_size
+    elif sampling_probability is None or expected_batch_size is not None:
+      raise ValueError('Give exactly one of expected_batch_size and sampling_probability; '
+                       f'got expected_batch_size={expected_batch_size}, '
+                       f'sampling_probability={sampling_probability}.')
     _checks.check_float('sampling_probability', sampling_probability, minimum=0.0,
                         maximum=1.0, strict_min=True)
     _checks.check_choice('overflow', overflow, ('raise', 'truncate'))

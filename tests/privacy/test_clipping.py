@@ -94,6 +94,25 @@ def test_ghost_equals_vmap_mlp_and_large_clip():
   np.testing.assert_allclose(ia.factors, 1.0)
 
 
+class _IntKernelConv(nn.Module):
+  """A 1-D conv written with an int kernel_size (flax reads ``3`` as ``(3,)``)."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.tanh(nn.Conv(3, kernel_size=3, strides=2, name='c')(x))
+    return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+def test_ghost_accepts_int_kernel_size():
+  # Ghost clipping used len(kernel_size) and crashed (TypeError) on an int kernel_size.
+  params, x, y, lf = _setup(_IntKernelConv(), (10, 2), n=4, seed=1)
+  a, ia = jax.jit(clipping.clipped_grad(lf, 0.1, method='vmap'))(params, x, y)
+  b, ib = jax.jit(clipping.clipped_grad(lf, 0.1, method='ghost'))(params, x, y)
+  np.testing.assert_allclose(ia.norms, ib.norms, rtol=1e-5)
+  assert (np.asarray(ia.norms) > 0.1).all()
+  assert _maxdiff(a, b) < 1e-5
+
+
 def test_traced_clip_norm_under_vmap():
   params, x, y, lf = _setup(_Mlp(), (6,))
   fn = clipping.clipped_grad(lf, method='ghost')

@@ -337,7 +337,7 @@ def _l2_propose(words, x, x_best, k, eps, bounds, sh_tab, sw_tab, pats, pats_t):
 
 
 def run_square(query_fn, x, y, key, *, eps, norm, num_queries, p_init, targeted, loss,
-               bounds, history=False, rescale_schedule=True):
+               bounds, history=False, rescale_schedule=True) -> tuple[jax.Array, ...]:
   """The Square Attack engine. Returns ``(x_adv, success, queries, loss)``.
 
   With ``history=True`` (for tests and analysis) the loop runs all iterations without the
@@ -409,11 +409,13 @@ def run_square(query_fn, x, y, key, *, eps, norm, num_queries, p_init, targeted,
 
   num_steps = num_queries - 1
   carry = (x4, loss_best, done, queries)
+  extra: tuple[jax.Array, ...] = ()
   if history:
     def scan_body(cr, i):
       cr = step(i, cr)
       return cr, back(cr[0])
     carry, hist = lax.scan(scan_body, carry, jnp.arange(num_steps))
+    extra = (hist,)
   elif num_steps > 0:
     def cond(st):
       return (st[0] < num_steps) & jnp.any(~st[1][2])
@@ -422,8 +424,7 @@ def run_square(query_fn, x, y, key, *, eps, norm, num_queries, p_init, targeted,
       return st[0] + 1, step(st[0], st[1])
     _, carry = lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), carry))
   x_best, loss_best, done, queries = carry
-  out = (back(x_best), done, queries, loss_best)
-  return out + (hist,) if history else out
+  return (back(x_best), done, queries, loss_best) + extra
 
 
 def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 0.8,

@@ -250,6 +250,7 @@ def substitute_training(*, substitute_apply: Callable, substitute_init: Callable
       history['queries'].append(oracle.queries)
       history['train_loss'].append(float(np.asarray(res.history['loss'])[-1]))
       if eval_data is not None:
+        ex, ey = eval_data
         pred = np.argmax(train_lib.predict_logits(substitute_apply, params, ex), axis=-1)
         history['eval_accuracy'].append(float(np.mean(pred == np.asarray(ey))))
       if rho == num_aug_epochs - 1:       # S_{rho_max} would never be used: no queries

@@ -31,7 +31,7 @@ import inspect
 import math
 import time
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -83,7 +83,7 @@ def _square_stage(eps, norm, bounds):
   sq = _square_factory()
   params = inspect.signature(sq).parameters
   # AutoAttack builds its SquareAttack with resc_schedule=False.
-  kw = {'eps': eps, 'norm': norm, 'bounds': bounds, 'rescale_schedule': False}
+  kw: dict[str, Any] = {'eps': eps, 'norm': norm, 'bounds': bounds, 'rescale_schedule': False}
   for name, val in (('num_queries', 5000), ('max_queries', 5000)):
     if name in params:
       kw[name] = val
@@ -317,7 +317,7 @@ def run_auto_attack(logits_fn, x, y, key, *, eps, norm: str = 'linf',
   else:
     eval_fn = logits_fn
   c = common.as_multiclass(jnp.asarray(eval_fn(x[:1]))).shape[-1]
-  flags = {'messages': []}
+  flags: dict[str, Any] = {'messages': []}
   if run_checks:
     xb, yb = x[:batch_size], y[:batch_size]
     flags['randomized'] = (None if version == 'rand'

@@ -320,14 +320,15 @@ def apgd_l1_largereps_run(logits_fn, x, y, key, *, eps, num_steps, obj, success_
   k0, k1 = jax.random.split(key)
   v = x + jax.random.normal(k0, x.shape, x.dtype)
   x_init = common.project_l1(v, 3.0 * eps_b, lo - x, hi - x)
+  outs = []
   for j, (mult, it) in enumerate(zip((3.0, 2.0, 1.0), largereps_iters(num_steps), strict=True)):
     e = mult * eps_b
     x_init = x + common.project_l1(x_init - x, e, lo - x, hi - x)
-    out = apgd_l1_run(logits_fn, x, y, jax.random.fold_in(k1, j), eps=e,
-                      num_steps=max(it, 0), obj=obj, success_fn=success_fn, bounds=bounds,
-                      x_init=x_init, eot_iter=eot_iter)
-    x_init = out[3]
-  return out
+    outs.append(apgd_l1_run(logits_fn, x, y, jax.random.fold_in(k1, j), eps=e,
+                            num_steps=max(it, 0), obj=obj, success_fn=success_fn,
+                            bounds=bounds, x_init=x_init, eot_iter=eot_iter))
+    x_init = outs[-1][3]
+  return outs[-1]
 
 
 def _check_apgd(eps, norm, num_steps, restarts, rho, alpha, bounds, schedule='official',

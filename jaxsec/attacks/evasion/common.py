@@ -205,6 +205,9 @@ def steepest_ascent(g: jax.Array, p: str, x: jax.Array | None = None,
     return normalize(g, p)
   a = jnp.abs(_flat(g))
   if x is not None:
+    if bounds is None:
+      raise ValueError('bounds=None with x given; the box-aware l1 direction needs '
+                       'bounds=(lo, hi).')
     lo, hi = bounds
     xf, gf = _flat(x), _flat(g)
     blocked = ((xf >= hi) & (gf > 0)) | ((xf <= lo) & (gf < 0))

@@ -158,8 +158,11 @@ def jsma(*, theta=1.0, gamma=0.145, targeted: bool = True, untargeted_target: st
         (g,) = jax.vmap(vjp)(ct)                        # [2, B, ...]
         g = g.reshape((2, b, n))
         a_t, a_all = g[0], g[1]
-        p, q, found = lax.map(lambda args: _best_pair(*args, increase, empty_map),
-                              (a_t, a_all - a_t, dom), batch_size=min(pair_batch, max(b, 1)))
+        def best_pair(args):
+          a_i, b_i, dom_i = args
+          return _best_pair(a_i, b_i, dom_i, increase, empty_map)
+        p, q, found = lax.map(best_pair, (a_t, a_all - a_t, dom),
+                              batch_size=min(pair_batch, max(b, 1)))
         empty = active & ~found
         move = active & found if empty_map == 'stop' else active
         sel = (jax.nn.one_hot(p, n, dtype=bool) | jax.nn.one_hot(q, n, dtype=bool)

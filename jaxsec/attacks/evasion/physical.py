@@ -25,7 +25,7 @@ transformations.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -446,7 +446,8 @@ def adversarial_patch(*, size=0.1, shape: str = 'square', targeted: bool = True,
       t = _transform_from_uniform(u[:, :5], (h, w))
       g, (v, sr) = grad(patch, x[idx], y[idx], t)
       upd, state = opt.update(g, state, patch)
-      patch = jnp.clip(optax.apply_updates(patch, upd), lo, hi)
+      # apply_updates of an array is an array (optax types it as any pytree).
+      patch = jnp.clip(cast(jax.Array, optax.apply_updates(patch, upd)), lo, hi)
       return (patch, state), (v, sr)
 
     keys = jax.random.split(k_run, num_steps)
@@ -641,7 +642,7 @@ def rp2(*, mask, lam=0.01, norm: str = 'l2', num_steps: int = 300, learning_rate
       delta, state = carry
       g, v = grad(delta)
       upd, state = opt.update(g, state, delta)
-      delta = jnp.clip(optax.apply_updates(delta, upd), dlo, dhi)
+      delta = jnp.clip(cast(jax.Array, optax.apply_updates(delta, upd)), dlo, dhi)
       delta = jnp.where(jnp.broadcast_to(mm, dshape) != 0, delta, 0.0)
       return (delta, state), v
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from jaxsec import _checks
 from jaxsec import losses as losses_lib
+from jaxsec import train as train_lib
 from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, check_validation, flip_budget
 
 
@@ -52,7 +53,7 @@ def flipped_copies(*, fraction: float, num_classes: int = 2) -> Callable:
 
 
 def bilevel_poisoning(*, train_fn: Callable[[jax.Array, jax.Array, jax.Array], Any],
-                      apply_fn: Callable[[Any, jax.Array], jax.Array], fraction: float,
+                      apply_fn: train_lib.ApplyFn, fraction: float,
                       num_classes: int = 2, num_steps: int = 20, step_size: float = 0.5,
                       bounds: tuple[float, float] | None = None,
                       loss: Callable[[jax.Array, jax.Array], jax.Array] = losses_lib.cross_entropy) -> Callable:

@@ -51,14 +51,14 @@ def centroid_update(state: CentroidState, x: jax.Array, key: jax.Array, *, radiu
   """Tests one point ``x`` [d]; if accepted (``||x - c|| <= radius``) updates the state."""
   _checks.check_choice('rule', rule, RULES)
   c, win, count = state
-  if rule == 'infinite' and count is None:
-    raise ValueError("state.count is None; rule='infinite' needs the number of points "
-                     'the centre averages (build the state with centroid_init).')
   n = win.shape[0]
   accept = jnp.linalg.norm(x - c) <= radius
   if rule == 'average':
     new = CentroidState(c + (x - c) / n, win, count)
   elif rule == 'infinite':
+    if count is None:
+      raise ValueError("state.count is None; rule='infinite' needs the number of points "
+                       'the centre averages (build the state with centroid_init).')
     new = CentroidState(c + (x - c) / (count + 1), win, count + 1)
   else:
     if rule == 'random':

@@ -31,6 +31,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxsec import _checks
 from jaxsec import losses as losses_lib
+from jaxsec import train as train_lib
 
 Array = jax.Array
 
@@ -341,7 +342,7 @@ def implicit_train_fn(objective: Callable[[Any, Array, Array], Array],
 # ----------------------------------------------------------------------- unrolled GD
 
 
-def unrolled_gd(apply_fn: Callable[[Any, Array], Array], init_fn: Callable[[Array], Any],
+def unrolled_gd(apply_fn: train_lib.ApplyFn, init_fn: Callable[[Array], Any],
                 *, num_steps: int, learning_rate: float, momentum: float = 0.0,
                 l2: float = 0.0, loss: Callable[[Array, Array], Array] = losses_lib.cross_entropy,
                 remat: bool = True) -> Callable[[Array, Array, Array], Any]:

@@ -34,8 +34,13 @@ def gaussian_blur(x: jax.Array, sigma: float, size: int = 5) -> jax.Array:
   p = size // 2
   xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode='edge')
   h, w = x.shape[1], x.shape[2]
-  rows = sum(g[i] * xp[:, i:i + h, :, :] for i in range(size))
-  return sum(g[j] * rows[:, :, j:j + w, :] for j in range(size))
+  rows = g[0] * xp[:, 0:h, :, :]
+  for i in range(1, size):
+    rows = rows + g[i] * xp[:, i:i + h, :, :]
+  out = g[0] * rows[:, :, 0:w, :]
+  for j in range(1, size):
+    out = out + g[j] * rows[:, :, j:j + w, :]
+  return out
 
 
 def _tv(x):
@@ -130,7 +135,7 @@ class AttributeInference(NamedTuple):
 
 def attribute_inference(logits_fn: Callable[[jax.Array], jax.Array], x, y, *,
                         feature: int, candidates: Sequence[float],
-                        prior: Sequence[float] | None = None) -> AttributeInference:
+                        prior: Sequence[float] | np.ndarray | None = None) -> AttributeInference:
   """Fredrikson et al. 2014's MAP attribute inference on a tabular model.
 
   Args:
@@ -150,11 +155,10 @@ def attribute_inference(logits_fn: Callable[[jax.Array], jax.Array], x, y, *,
   cand = np.asarray(candidates, np.float32).reshape(-1)
   if cand.size < 2:
     raise ValueError(f'candidates={list(candidates)} must have at least 2 values.')
-  if prior is None:
-    prior = np.full(cand.size, 1.0 / cand.size)
-  prior = np.asarray(prior, np.float64)
-  if prior.shape != cand.shape or np.any(prior < 0) or not np.isclose(prior.sum(), 1.0):
-    raise ValueError(f'prior={prior.tolist()} must be {cand.size} probabilities summing to 1.')
+  prior_p = np.asarray(np.full(cand.size, 1.0 / cand.size) if prior is None else prior,
+                       np.float64)
+  if prior_p.shape != cand.shape or np.any(prior_p < 0) or not np.isclose(prior_p.sum(), 1.0):
+    raise ValueError(f'prior={prior_p.tolist()} must be {cand.size} probabilities summing to 1.')
   y = np.asarray(y)
   _checks.check_labels('y', y, batch=x.shape[0])
   out = []
@@ -164,8 +168,8 @@ def attribute_inference(logits_fn: Callable[[jax.Array], jax.Array], x, y, *,
     logp = jax.nn.log_softmax(jnp.asarray(logits_fn(jnp.asarray(xv))), -1)
     out.append(np.asarray(logp)[np.arange(x.shape[0]), y])
   with np.errstate(divide='ignore'):
-    post = np.stack(out, 1).astype(np.float64) + np.log(prior)[None]
-  return AttributeInference(cand[np.argmax(post, 1)], post, float(cand[np.argmax(prior)]))
+    post = np.stack(out, 1).astype(np.float64) + np.log(prior_p)[None]
+  return AttributeInference(cand[np.argmax(post, 1)], post, float(cand[np.argmax(prior_p)]))
 
 
 __all__ = ('gaussian_blur', 'model_inversion', 'AttributeInference', 'attribute_inference')

@@ -217,7 +217,7 @@ def ensemble_adversarial_training(*, attack: Callable, static_models: Sequence[C
     k_src, k_atk, k_clean, k_adv = jax.random.split(key, 4)
     frozen = lax.stop_gradient(params)
     fwd = _attack_forward(apply_fn, attack_apply_fn)
-    sources = [lambda z, f=f: f(z) for f in static_models]
+    sources: list[Callable[[jax.Array], Any]] = [lambda z, f=f: f(z) for f in static_models]
     if include_current:
       sources.append(lambda z: fwd(frozen, z))
     branches = [lambda xx, yy, kk, f=f: craft_on(f, xx, yy, kk) for f in sources]

@@ -120,7 +120,7 @@ def _init_and_keys(init_fn, key, num_partitions):
   return params, jax.vmap(lambda m: jax.random.fold_in(k_fit, m))(parts)
 
 
-def train(apply_fn: Callable[[Any, jax.Array], jax.Array],
+def train(apply_fn: train_lib.ApplyFn,
           init_fn: Callable[[jax.Array], Any], x: Any, y: Any, *, num_partitions: int,
           num_classes: int, capacity: int, optimizer: optax.GradientTransformation,
           key: jax.Array, batch_size: int = 128, num_epochs: int | None = None,
@@ -183,7 +183,7 @@ def train(apply_fn: Callable[[Any, jax.Array], jax.Array],
   return PartitionModels(fit.params, ids, sizes, fit.history)
 
 
-def vote_counts(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: Any, *,
+def vote_counts(apply_fn: train_lib.ApplyFn, params: Any, x: Any, *,
                 num_classes: int, batch_size: int = 1000) -> np.ndarray:
   """Votes ``[N, num_classes]``: how many base models (stacked ``params``) predict each
   class (a model's vote is its argmax, ties to the smaller index)."""
