@@ -5,14 +5,16 @@ Every attack is a factory with keyword-only hyperparameters that returns the pur
 where ``query_fn: x -> scores`` and the attack counts the queries it spends.
 
 Score-based: :func:`square` (Square Attack, Andriushchenko et al., ECCV 2020; L_inf, L2),
-:func:`spsa` (Uesato et al., ICML 2018) and :func:`nes` (Ilyas et al., ICML 2018), the last
-two on zeroth-order gradient estimates (``estimators``).
+:func:`spsa` (Uesato et al., ICML 2018) and :func:`nes` (Ilyas et al., ICML 2018), on
+zeroth-order gradient estimates (``estimators``), and :func:`simba` (Guo et al., ICML 2019;
+pixel basis).
 """
 from jaxsec.attacks.blackbox.nes import nes
+from jaxsec.attacks.blackbox.simba import simba
 from jaxsec.attacks.blackbox.spsa import spsa
 from jaxsec.attacks.blackbox.square import square
 
-__all__ = ['square', 'spsa', 'nes']
+__all__ = ['square', 'spsa', 'nes', 'simba']
 
 # Decision-based: hop_skip_jump (HopSkipJumpAttack, Chen, Jordan & Wainwright, S&P 2020;
 # L2, L_inf; query_fn: x -> labels). Transfer: substitute_training (Papernot et al.,

@@ -74,9 +74,9 @@ def test_spsa_estimate_matches_the_analytic_gradient_of_a_quadratic():
   np.testing.assert_allclose(mean_loss, q(x) + 0.5 * 0.05 ** 2 * np.trace(a), atol=1e-4)
 
 
-def test_spsa_estimate_of_a_linear_loss_is_exact_per_sample_pair_in_expectation_sign():
+def test_spsa_estimate_of_a_one_feature_linear_loss_is_exact():
   # A linear loss L = c.x: each pair gives (c.v) v, whose coordinate k has mean c_k; with
-  # one coordinate (d = 1) it is exactly c.
+  # one feature (d = 1, v^2 = 1) every pair gives exactly c.
   c = jnp.asarray([[2.5], [-1.0]])
   f = lambda pts: jnp.sum(pts * c[:, None, :], axis=-1)
   g, _ = estimators.spsa_gradient(f, jnp.zeros((2, 1)), KEY, delta=0.3, num_samples=3)

@@ -1,0 +1,96 @@
+"""SimBA (Guo et al., ICML 2019), pixel basis: on a linear model one L_inf pass reaches the
+exact optimum of the ball; threat model, query counts, monotone loss, bad hyperparameters."""
+from __future__ import annotations
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsec.attacks import blackbox
+from jaxsec.attacks.evasion import common
+
+# The package re-exports the factory under the module's name: fetch the module itself.
+simba_lib = importlib.import_module('jaxsec.attacks.blackbox.simba')
+
+KEY = jax.random.key(0)
+D = 10
+_W = jax.random.normal(jax.random.key(1), (D,))
+_B0 = 0.5 * jnp.sum(_W)
+
+
+def _binary(x):
+  """Two-class linear model: logits [0, w.x - b0]."""
+  z = x.reshape((x.shape[0], -1)) @ _W - _B0
+  return jnp.stack([jnp.zeros_like(z), z], axis=1)
+
+
+def _clean_batch(b=24, seed=2):
+  x = jnp.clip(0.5 + 0.15 * jax.random.normal(jax.random.key(seed), (b, D)), 0.0, 1.0)
+  return x, common.predict(_binary(x))
+
+
+def test_one_linf_pass_reaches_the_exact_optimum_of_a_linear_model():
+  # With step_size = eps each coordinate is tried at x_i -+ eps (clipped): the one that
+  # lowers p_y is the vertex minimising the (separable) margin, so after one pass over the
+  # D coordinates an unsuccessful example sits at the exact minimiser over ball ∩ box.
+  x, y = _clean_batch()
+  out = jax.jit(blackbox.simba(eps=0.1, norm='linf', num_steps=D, step_size=0.1),
+                static_argnums=0)(_binary, x, y, KEY)
+  s = jnp.where(y[:, None] == 1, -jnp.sign(_W), jnp.sign(_W))
+  x_opt = jnp.clip(x + 0.1 * s, 0.0, 1.0)
+  reachable = np.asarray(common.margin(_binary(x_opt), y) < 0)
+  succ = np.asarray(out.info['success'])
+  assert 0 < reachable.sum() < len(y)
+  np.testing.assert_array_equal(succ, reachable)
+  np.testing.assert_array_equal(succ, np.asarray(common.predict(_binary(out.x_adv)) != y))
+  np.testing.assert_allclose(out.x_adv[~succ], x_opt[~succ], atol=1e-6)
+  assert float(jnp.max(jnp.abs(out.x_adv - x))) <= 0.1 + 1e-6
+  q = np.asarray(out.info['queries'])
+  clean = np.asarray(common.predict(_binary(x)) != y)
+  np.testing.assert_array_equal(q[clean], 1)
+  fail = ~succ
+  assert np.all(q[fail] >= 1 + D) and np.all(q[fail] <= 1 + 2 * D)
+  # Exactly one query for each coordinate whose first try (-) lowered p_y, two otherwise
+  # (a coordinate at the box edge changes nothing and costs two).
+  first_ok = np.asarray(jnp.clip(x - 0.1, 0.0, 1.0) != x) & np.asarray(s < 0)
+  np.testing.assert_array_equal(q[fail], 1 + 2 * D - first_ok[fail].sum(axis=1))
+
+
+def test_l2_ball_box_and_monotone_loss():
+  x, y = _clean_batch(b=6, seed=3)
+  atk = blackbox.simba(eps=0.25, num_steps=25, step_size=0.2)
+  out = jax.jit(atk, static_argnums=0)(_binary, x, y, KEY)
+  assert out.budget == 'fixed'
+  assert np.all(np.asarray(common.norm(out.x_adv - x, 'l2')) <= 0.25 + 1e-5)
+  assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
+  p_clean = jax.nn.softmax(_binary(x))[jnp.arange(6), y]
+  p_adv = jax.nn.softmax(_binary(out.x_adv))[jnp.arange(6), y]
+  assert np.all(np.asarray(p_adv) <= np.asarray(p_clean) + 1e-7)
+  np.testing.assert_allclose(out.info['loss'], p_adv, rtol=1e-5)
+  assert np.all(np.asarray(out.info['queries']) <= 1 + 2 * 25)
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(eps=-0.5), r'eps=-0.5 must be >= 0'),
+    (dict(eps=float('inf')), r'eps=inf must be finite'),
+    (dict(eps=0.5, num_steps=0), r'num_steps=0 must be >= 1'),
+    (dict(eps=0.5, step_size=0.0), r'step_size=0.0 must be > 0'),
+    (dict(eps=0.5, norm='l1'), r"norm='l1' is not one of"),
+    (dict(eps=0.5, targeted=None), r'targeted=None must be a bool'),
+])
+def test_bad_hyperparameters_raise_at_factory_time(kw, match):
+  with pytest.raises(ValueError, match=match):
+    blackbox.simba(**kw)
+
+
+def test_bad_input_raises_before_querying():
+  atk = blackbox.simba(eps=0.1, num_steps=1)
+  x = jnp.full((2, D), 0.5)
+  with pytest.raises(ValueError, match=r'x contains 1 non-finite values'):
+    atk(_binary, x.at[0, 1].set(jnp.nan), jnp.zeros(2, jnp.int32), KEY)
+  with pytest.raises(ValueError, match=r'y contains label 3'):
+    atk(_binary, x, jnp.array([0, 3], jnp.int32), KEY)
+  assert simba_lib.NORMS == ('l2', 'linf')
