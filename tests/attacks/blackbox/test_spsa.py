@@ -70,7 +70,7 @@ def test_spsa_estimate_matches_the_analytic_gradient_of_a_quadratic():
   sd = np.sqrt((np.sum(true ** 2, axis=1, keepdims=True) - true ** 2) / n)
   np.testing.assert_array_less(np.abs(np.asarray(g) - true), 5 * sd + 1e-4)
   assert np.all(np.abs(np.asarray(g) - true) > 0)          # a Monte Carlo estimate
-  # The mean loss of the antithetic points is q(x) + delta^2 / 2 tr(A) exactly.
+  # The mean loss of the sample points: q(x) + delta^2 / 2 v'Av, whose mean is tr(A).
   np.testing.assert_allclose(mean_loss, q(x) + 0.5 * 0.05 ** 2 * np.trace(a), atol=1e-4)
 
 
