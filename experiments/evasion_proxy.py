@@ -65,8 +65,6 @@ from jaxsec.attacks.evasion.jsma import jsma
 
 NAME = 'evasion_proxy'
 PUBLISHED = {k: suite.PUBLISHED[k] for k in ('jsma', 'deepfool')}
-# The suite's helpers, so that both experiments compute the same quantities.
-_l2 = suite._l2  # pylint: disable=protected-access
 
 _CNN = {'features': (32, 64), 'dense': 128}                      # the suite's reference CNN
 _LENET = {'features': (20, 50), 'kernel_size': 5, 'dense': 500}  # the papers' MNIST LeNet sizes
@@ -189,7 +187,7 @@ def run_rho(logits_fn, x, y, *, bounds, cfg, batch):
       logits_fn, xb, yb, bounds=bounds, grid=cfg.line_search_grid,
       bisect=cfg.line_search_bisect))
   eps_f, r_f = evaluate.map_batches(ls, (x, y), batch_size=batch)
-  r_df, r_fg, xn = _l2(x_df - x), _l2(r_f), _l2(x)
+  r_df, r_fg, xn = exp_common.l2_norms(x_df - x), exp_common.l2_norms(r_f), exp_common.l2_norms(x)
   ok_d = np.asarray(info_df['success'])
   ok_f = np.isfinite(eps_f)
   both = ok_d & ok_f
@@ -225,7 +223,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   num_classes = 10
   input_shape = tuple(x_train.shape[1:])
   stats = {'n_train': int(x_train.shape[0]), 'n_test': int(x_test.shape[0]),
-           'mean_norm_x_test': float(np.mean(_l2(x_test))),
+           'mean_norm_x_test': float(np.mean(exp_common.l2_norms(x_test))),
            'frac_pixels_nonzero': float(np.mean(x_test > lo)),
            'frac_pixels_saturated': float(np.mean(x_test >= hi))}
   runs = {}
