@@ -108,7 +108,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             warmup_steps=warmup, ramp_steps=ramp)
         res = ibp.fit_scheduled(model.apply, p0, x, y, objective_at=objective_at,
                                 optimizer=optax.adam(cfg.learning_rate), key=k_train,
-                                num_steps=num_steps, batch_size=cfg.batch_size)
+                                num_steps=num_steps, batch_size=cfg.batch_size,
+                                progress=f'{NAME} IBP training')
         p = jax.block_until_ready(res.params)
         tinfo = {'seconds': time.time() - t0, 'final_loss': float(res.history['loss'][-1]),
                  'warmup_steps': warmup, 'ramp_steps': ramp,

@@ -48,6 +48,7 @@ import optax
 from jax.extend import core as jcore
 
 from jaxsec import _checks
+from jaxsec import progress as progress_lib
 from jaxsec import train as train_lib
 from jaxsec.defenses.training.adversarial import resolve_objective
 
@@ -464,12 +465,15 @@ def _scheduled_step(params, opt_state, x, y, key, step, *, apply_fn, objective_a
 
 def fit_scheduled(apply_fn, params, x, y, *, objective_at: Callable[[jax.Array], Objective],
                   optimizer: optax.GradientTransformation, key: jax.Array, num_steps: int,
-                  batch_size: int = 128) -> train_lib.FitResult:
+                  batch_size: int = 128, progress: progress_lib.ProgressArg = None
+                  ) -> train_lib.FitResult:
   """Trains with a step-dependent objective ``objective_at(step)`` (``step`` a traced int
   32 scalar): ``num_steps`` steps of ``train.make_step``, each epoch a fresh permutation
   (``fold_in(key, epoch)``), ``len(x) // batch_size`` batches without replacement. The
   step is one jitted program (compiled once per ``objective_at``); the host loops over
-  steps. Returns ``FitResult(params, opt_state, {'loss': [num_steps]})``."""
+  steps. ``progress`` (a label, a ``jaxsec.progress.Progress`` or a callable, see
+  ``jaxsec.progress.make``) logs one line per epoch with the rate, the ETA and the last
+  loss. Returns ``FitResult(params, opt_state, {'loss': [num_steps]})``."""
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
   batch_size = _checks.check_int('batch_size', batch_size, minimum=1)
   if not callable(objective_at):
@@ -479,6 +483,7 @@ def fit_scheduled(apply_fn, params, x, y, *, objective_at: Callable[[jax.Array],
   if batch_size > n:
     raise ValueError(f'batch_size={batch_size} exceeds the {n} training examples.')
   per_epoch = n // batch_size
+  update = progress_lib.make(progress, -(-num_steps // per_epoch), 'epoch')
   params = jax.tree.map(jnp.array, params)
   opt_state = optimizer.init(params)
   losses = []
@@ -494,6 +499,8 @@ def fit_scheduled(apply_fn, params, x, y, *, objective_at: Callable[[jax.Array],
                                               objective_at=objective_at,
                                               optimizer=optimizer)
     losses.append(loss)
+    if update is not None and (i == per_epoch - 1 or t == num_steps - 1):
+      update(f'loss {float(loss):.4f}')
   return train_lib.FitResult(params, opt_state, {'loss': np.asarray(jnp.stack(losses))})
 
 

@@ -201,9 +201,12 @@ def test_ibp_training_gives_verified_accuracy_below_pgd_accuracy():
   normal = train.fit(m.apply, p0, x, y, optimizer=optax.adam(1e-2), key=jax.random.key(1),
                      batch_size=64, num_steps=300).params
   objective_at = ibp.scheduled_objective(eps_test=eps, warmup_steps=50, ramp_steps=200)
+  seen = []                                       # progress: one call per epoch (21 batches)
   robust = ibp.fit_scheduled(m.apply, p0, x, y, objective_at=objective_at,
                              optimizer=optax.adam(1e-2), key=jax.random.key(1),
-                             batch_size=64, num_steps=300).params
+                             batch_size=64, num_steps=300,
+                             progress=lambda done, total: seen.append((done, total))).params
+  assert seen == [(e, 15) for e in range(1, 16)]
   pgd = attacks.pgd(eps=eps, step_size=eps / 4, num_steps=20)
   acc = {}
   for name, p in (('normal', normal), ('ibp', robust)):
