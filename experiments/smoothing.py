@@ -134,3 +134,18 @@ def render_markdown(r: dict) -> str:
   lines += ['', 'A radius above the largest certifiable one cannot be certified with this n '
             '(its column is 0 by construction).']
   return '\n'.join(lines) + '\n'
+
+
+def headline(r: dict) -> list:
+  """README row: certified L2 accuracy at each sigma (variant 'full')."""
+  if r.get('variant') != 'full':
+    return []
+  c = r['config']
+  radii = [f'{float(v):g}' for v in c['radii']]
+  figures = []
+  for sigma, s in r['sigmas'].items():
+    acc = ' / '.join(f"{100 * s['certified_accuracy'][v]:.0f}" for v in radii)
+    figures.append(f'sigma {sigma}: {acc}%')
+  return [(f'Randomized smoothing, FMNIST CNN ({c["n_test"]} test images, n={c["n"]}, '
+           f'alpha={c["alpha"]}, cpu): certified accuracy at L2 radius '
+           f'{" / ".join(radii)}', '; '.join(figures))]
