@@ -143,3 +143,16 @@ def render_markdown(r: dict) -> str:
                  f'{dc.fmt(e["verified_accuracy"])} | {dc.fmt(e["verified_accuracy_naive"])} '
                  f'| {e["train"]["seconds"]:.0f} |')
   return '\n'.join(lines) + '\n'
+
+
+def headline(r: dict) -> list:
+  """README row: clean / PGD / verified accuracy of normal and IBP training (variant 'full')."""
+  if r.get('variant') != 'full' or set(r['models']) != {'normal', 'ibp'}:
+    return []
+  fig = '; '.join(f"{name} {100 * m['clean_accuracy']:.1f} / {100 * m['pgd_accuracy']:.1f} / "
+                  f"{100 * m['verified_accuracy']:.1f}"
+                  for name, m in (('normal', r['models']['normal']),
+                                  ('IBP', r['models']['ibp'])))
+  return [(f"Interval bound propagation, FMNIST CNN, L_inf eps={r['config']['eps_test']:g} "
+           f"({r['models']['ibp']['n_images']} test images, cpu): clean % / PGD-20 % / "
+           'verified %', fig)]

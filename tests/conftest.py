@@ -1,11 +1,34 @@
-"""Shared test set-up: CPU only, quiet TensorFlow, real data where it is installed."""
+"""Shared test set-up: CPU only, quiet TensorFlow, real data where it is installed, and one
+XLA compilation cache per test session."""
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+# One persistent XLA compilation cache per session, shared by the xdist workers (they inherit
+# the controller's environment) and by the studies' subprocesses: a program that several tests
+# compile (the same model's step in several smoke runs, a vectorised run checked against its
+# separate runs) compiles once. The cache returns the executable compiled from the same HLO,
+# so results are unchanged. Fresh per session (a new directory, removed at exit).
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache_dir = tempfile.mkdtemp(prefix='jaxsec-test-xla-cache-')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache_dir
+  atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
 import jax  # noqa: E402
+
+# In case a plugin imported jax before this file set the environment.
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                  float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
+jax.config.update('jax_persistent_cache_min_entry_size_bytes',
+                  int(os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES']))
 import optax  # noqa: E402
 import pytest  # noqa: E402
 
@@ -63,22 +86,29 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def count_compiles():
   """``with count_compiles() as compiles:`` clears jax's caches, then appends one name to
-  ``compiles`` per XLA backend compilation inside the block: the tests that a loop of
-  trainings reuses one compiled program count with it."""
+  ``compiles`` per program jax had to compile inside the block (an XLA backend compilation,
+  or a load from the session's persistent compilation cache, which replaces one): the tests
+  that a loop of trainings reuses one compiled program count with it."""
   @contextlib.contextmanager
   def counting():
     jax.clear_caches()
     compiles = []
 
-    def listener(name, *a, **k):
+    def on_duration(name, *a, **k):
       if name == '/jax/core/compile/backend_compile_duration':
         compiles.append(name)
 
-    jax.monitoring.register_event_duration_secs_listener(listener)
+    def on_event(name, *a, **k):
+      if name == '/jax/compilation_cache/cache_hits':
+        compiles.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    jax.monitoring.register_event_listener(on_event)
     try:
       yield compiles
     finally:
-      jax.monitoring.unregister_event_duration_listener(listener)
+      jax.monitoring.unregister_event_duration_listener(on_duration)
+      jax.monitoring.unregister_event_listener(on_event)
   return counting
 
 
