@@ -11,25 +11,13 @@ import pytest
 
 from jaxsec.attacks import blackbox
 from jaxsec.attacks.evasion import common
+from tests.attacks.blackbox.linear_model import D, KEY, assert_refuses_bad_input
+from tests.attacks.blackbox.linear_model import W as _W
+from tests.attacks.blackbox.linear_model import binary as _binary
+from tests.attacks.blackbox.linear_model import clean_batch as _clean_batch
 
 # The package re-exports the factory under the module's name: fetch the module itself.
 simba_lib = importlib.import_module('jaxsec.attacks.blackbox.simba')
-
-KEY = jax.random.key(0)
-D = 10
-_W = jax.random.normal(jax.random.key(1), (D,))
-_B0 = 0.5 * jnp.sum(_W)
-
-
-def _binary(x):
-  """Two-class linear model: logits [0, w.x - b0]."""
-  z = x.reshape((x.shape[0], -1)) @ _W - _B0
-  return jnp.stack([jnp.zeros_like(z), z], axis=1)
-
-
-def _clean_batch(b=24, seed=2):
-  x = jnp.clip(0.5 + 0.15 * jax.random.normal(jax.random.key(seed), (b, D)), 0.0, 1.0)
-  return x, common.predict(_binary(x))
 
 
 def test_one_linf_pass_reaches_the_exact_optimum_of_a_linear_model():
@@ -88,9 +76,5 @@ def test_bad_hyperparameters_raise_at_factory_time(kw, match):
 
 def test_bad_input_raises_before_querying():
   atk = blackbox.simba(eps=0.1, num_steps=1)
-  x = jnp.full((2, D), 0.5)
-  with pytest.raises(ValueError, match=r'x contains 1 non-finite values'):
-    atk(_binary, x.at[0, 1].set(jnp.nan), jnp.zeros(2, jnp.int32), KEY)
-  with pytest.raises(ValueError, match=r'y contains label 3'):
-    atk(_binary, x, jnp.array([0, 3], jnp.int32), KEY)
+  assert_refuses_bad_input(atk)
   assert simba_lib.NORMS == ('l2', 'linf')

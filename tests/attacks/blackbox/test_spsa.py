@@ -13,25 +13,13 @@ from jaxsec import attacks
 from jaxsec.attacks import blackbox
 from jaxsec.attacks.blackbox import estimators
 from jaxsec.attacks.evasion import common
+from tests.attacks.blackbox.linear_model import KEY, assert_refuses_bad_input
+from tests.attacks.blackbox.linear_model import W as _W
+from tests.attacks.blackbox.linear_model import binary as _binary
+from tests.attacks.blackbox.linear_model import clean_batch as _clean_batch
 
 # The package re-exports the factory under the module's name: fetch the module itself.
 spsa_lib = importlib.import_module('jaxsec.attacks.blackbox.spsa')
-
-KEY = jax.random.key(0)
-D = 10
-_W = jax.random.normal(jax.random.key(1), (D,))
-_B0 = 0.5 * jnp.sum(_W)          # the clean point x = 0.5 sits near the boundary
-
-
-def _binary(x):
-  """Two-class linear model: logits [0, w.x - b0] (class 1 iff w.x > b0)."""
-  z = x.reshape((x.shape[0], -1)) @ _W - _B0
-  return jnp.stack([jnp.zeros_like(z), z], axis=1)
-
-
-def _clean_batch(b=24, seed=2):
-  x = jnp.clip(0.5 + 0.15 * jax.random.normal(jax.random.key(seed), (b, D)), 0.0, 1.0)
-  return x, common.predict(_binary(x))
 
 
 def _best_linf_margin(x, y, eps):
@@ -160,9 +148,5 @@ def test_bad_hyperparameters_raise_at_factory_time(kw, match):
 
 def test_bad_input_raises_before_querying():
   atk = blackbox.spsa(eps=0.1, num_steps=1, num_samples=1)
-  x = jnp.full((2, D), 0.5)
-  with pytest.raises(ValueError, match=r'x contains 1 non-finite values'):
-    atk(_binary, x.at[0, 0].set(jnp.nan), jnp.zeros(2, jnp.int32), KEY)
-  with pytest.raises(ValueError, match=r'y contains label 5'):
-    atk(_binary, x, jnp.array([0, 5], jnp.int32), KEY)
+  assert_refuses_bad_input(atk)
   assert spsa_lib.NORMS == ('linf', 'l2')
