@@ -92,6 +92,23 @@ def scratch_dir(workdir: str) -> str:
   return os.path.join(workdir, '.scratch')
 
 
+def start_study(cfg, workdir: str, name: str, section: str):
+  """The set-up the FMNIST defense studies share: the data split, the root key, the scratch
+  folder and its stage cache, the result skeleton ``{name, variant, config, device, section:
+  {}}`` and ``save()``, which writes it atomically to ``<workdir>/<name>.json``.
+
+  Returns ``((x, y, xt, yt), key, scratch, cache, results, save)``.
+  """
+  splits = load_fmnist(cfg.n_train, cfg.n_test, cfg.seed)
+  scratch = scratch_dir(workdir)
+  results = {'name': name, 'variant': cfg.variant, 'config': cfg.to_dict(),
+             'device': common_lib.device_info(), section: {}}
+
+  def save():
+    jio.write_json_atomic(f'{workdir}/{name}.json', results)
+  return (splits, jax.random.key(cfg.seed), scratch, Cache(scratch, name), results, save)
+
+
 def ckpt_dir(scratch: str, exp: str, stage: str, tag: str) -> str:
   return os.path.join(scratch, 'ckpt', exp, f'{stage}-{tag}')
 

@@ -26,10 +26,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import common
 from experiments import defense_common as dc
 from jaxsec import attacks
-from jaxsec import io as jio
 from jaxsec import models
 from jaxsec.defenses.training import ibp
 
@@ -71,13 +69,8 @@ def _evaluate(apply_fn, params, xt, yt, cfg, key) -> dict:
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-  x, y, xt, yt = dc.load_fmnist(cfg.n_train, cfg.n_test, cfg.seed)
-  key = jax.random.key(cfg.seed)
-  scratch = dc.scratch_dir(workdir)
-  cache = dc.Cache(scratch, NAME)
-  results = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
-             'device': common.device_info(), 'models': {}}
-  save = lambda: jio.write_json_atomic(f'{workdir}/{NAME}.json', results)
+  (x, y, xt, yt), key, scratch, cache, results, save = dc.start_study(cfg, workdir, NAME,
+                                                                     'models')
   model = models.get('cnn', **cfg.model_kwargs.to_dict())
   p0 = models.init(model, jax.random.fold_in(key, 1), (1,) + x.shape[1:])
   steps_per_epoch = x.shape[0] // cfg.batch_size

@@ -29,9 +29,7 @@ import numpy as np
 import optax
 from scipy import stats
 
-from experiments import common
 from experiments import defense_common as dc
-from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import progress as progress_lib
 from jaxsec.defenses.inference import smoothing
@@ -68,13 +66,8 @@ def _certify_all(logits_fn, xt, yt, sigma, cfg, key):
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-  x, y, xt, yt = dc.load_fmnist(cfg.n_train, cfg.n_test, cfg.seed)
-  key = jax.random.key(cfg.seed)
-  scratch = dc.scratch_dir(workdir)
-  cache = dc.Cache(scratch, NAME)
-  results = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
-             'device': common.device_info(), 'sigmas': {}}
-  save = lambda: jio.write_json_atomic(f'{workdir}/{NAME}.json', results)
+  (x, y, xt, yt), key, scratch, cache, results, save = dc.start_study(cfg, workdir, NAME,
+                                                                     'sigmas')
   model = models.get('cnn', **cfg.model_kwargs.to_dict())
   base = {k: cfg[k] for k in ('seed', 'model_kwargs', 'batch_size', 'learning_rate',
                               'n_train', 'epochs')}

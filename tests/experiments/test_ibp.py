@@ -1,16 +1,11 @@
 """Smoke run of the interval-bound-propagation experiment (experiments/ibp.py)."""
-import json
 import os
 
 from experiments import ibp
 from experiments.configs import ibp as ibp_config
+from jaxsec import io as jio
 from tests.conftest import requires_fashion_mnist
 from tests.experiments import run_smoke
-
-
-def _load(tmp_path):
-  with open(os.path.join(tmp_path, 'ibp.json')) as fh:
-    return json.load(fh)
 
 
 @requires_fashion_mnist
@@ -30,4 +25,4 @@ def test_ibp_smoke(tmp_path):
   assert 'experiments/configs/ibp.py:smoke' in md
   # resume: the stage cache gives the same numbers without retraining
   ibp.run(cfg, str(tmp_path))
-  assert _load(tmp_path)['models'] == r['models']
+  assert jio.read_json(os.path.join(tmp_path, 'ibp.json'))['models'] == r['models']

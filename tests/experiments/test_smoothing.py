@@ -1,5 +1,4 @@
 """Smoke run of the randomized-smoothing experiment (experiments/smoothing.py)."""
-import json
 import os
 
 import numpy as np
@@ -7,13 +6,9 @@ from scipy import stats
 
 from experiments import smoothing
 from experiments.configs import smoothing as smoothing_config
+from jaxsec import io as jio
 from tests.conftest import requires_fashion_mnist
 from tests.experiments import run_smoke
-
-
-def _load(tmp_path):
-  with open(os.path.join(tmp_path, 'smoothing.json')) as fh:
-    return json.load(fh)
 
 
 @requires_fashion_mnist
@@ -35,4 +30,4 @@ def test_smoothing_smoke(tmp_path):
   assert 'certified L2 accuracy' in md and '| 0.25 |' in md
   # resume: the stage cache gives the same numbers without retraining
   smoothing.run(cfg, str(tmp_path))
-  assert _load(tmp_path)['sigmas'] == r['sigmas']
+  assert jio.read_json(os.path.join(tmp_path, 'smoothing.json'))['sigmas'] == r['sigmas']

@@ -100,13 +100,10 @@ def nes(*, eps, num_steps: int = 200, norm: str = 'linf', step_size=1e-2,
         loss: str = 'ce', bounds=(0.0, 1.0)):
   """NES attack (Ilyas et al., ICML 2018), L_inf and L2; see the module docstring.
 
-  The returned ``attack(query_fn, x, y, key)`` only evaluates ``query_fn: x -> scores``
-  (logits or log-probabilities) on the clean batch, the NES sample points ``x_t +- sigma
-  u`` (not clipped to the box) and the iterates.
-
-  Guarantees: ``||x_adv - x||_p <= eps`` (up to float rounding) and ``lo <= x_adv <= hi``;
-  ``info['queries']`` counts every query an attacker with a real API would send for the
-  example (finished examples stay in the compiled batch but are not counted).
+  ``attack(query_fn, x, y, key)`` queries ``query_fn: x -> scores`` only on the clean
+  batch, the NES points ``x_t +- sigma u`` (not clipped to the box) and the iterates. It
+  keeps ``x_adv`` in the eps-ball and the box, and ``info['queries']`` counts, per example,
+  every query a real API would see (as :func:`jaxsec.attacks.blackbox.spsa`).
 
   Args:
     eps: radius of the threat model (may be traced).
