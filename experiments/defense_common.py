@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -101,8 +102,8 @@ def start_study(cfg, workdir: str, name: str, section: str):
   """
   splits = load_fmnist(cfg.n_train, cfg.n_test, cfg.seed)
   scratch = scratch_dir(workdir)
-  results = {'name': name, 'variant': cfg.variant, 'config': cfg.to_dict(),
-             'device': common_lib.device_info(), section: {}}
+  results: dict[str, Any] = {'name': name, 'variant': cfg.variant, 'config': cfg.to_dict(),
+                             'device': common_lib.device_info(), section: {}}
 
   def save():
     jio.write_json_atomic(f'{workdir}/{name}.json', results)
