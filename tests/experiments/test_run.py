@@ -52,6 +52,8 @@ def test_main_full_config_is_the_committed_one():
   # experiments.main get_config('full')): README command (a) must run exactly that.
   with open(os.path.join(ROOT, 'docs', 'results', 'main', 'results.json')) as f:
     committed = json.load(f)['config']
+  assert (committed.pop('study'), committed.pop('resources'), committed.pop('seeds')) == (
+      'main', {'cpus': 1.0, 'gpus': 0.0}, [])
   new = main_config.get_config().to_dict()
   assert (new.pop('study'), new.pop('resources')) == ('main', {'cpus': 1.0, 'gpus': 0.0})
   assert new.pop('seeds') == ()  # no vectorised seed axis: config.seed alone, as committed
