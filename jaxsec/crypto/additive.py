@@ -125,24 +125,11 @@ def secure_sum(updates: Sequence[Any], *, num_parties: int = 2,
   computing parties (see the module docstring for the threat model). Returns
   ``sum(updates)`` (float64) up to fixed-point rounding (at most ``len(updates) *
   2^-(s+1)`` per coordinate)."""
-  updates = [np.asarray(u) for u in updates]
-  if not updates:
-    raise ValueError('updates is empty.')
-  if len({u.shape for u in updates}) != 1:
-    raise ValueError(f'updates have different shapes {[u.shape for u in updates]}.')
-
-  def client_shares(ci: int, u: np.ndarray) -> list[AdditiveShare]:
-    try:
-      return share_array(u, num_shares=num_parties, scale_bits=scale_bits,
-                         num_summands=len(updates), prime=prime,
-                         insecure_test_rng=insecure_test_rng)
-    except ValueError as e:
-      raise ValueError(f'client {ci}: {e}') from None
-
-  totals = client_shares(0, updates[0])
-  for ci in range(1, len(updates)):
-    sh = client_shares(ci, updates[ci])
-    totals = [add(a, b) for a, b in zip(totals, sh, strict=True)]
+  updates = field.check_updates(updates)
+  totals = field.summed_shares(
+      updates, lambda u: share_array(u, num_shares=num_parties, scale_bits=scale_bits,
+                                     num_summands=len(updates), prime=prime,
+                                     insecure_test_rng=insecure_test_rng), add)
   return reconstruct_array(totals)
 
 

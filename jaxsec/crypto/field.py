@@ -109,6 +109,32 @@ def check_shares(shares: Sequence[Any], share_type: type, same: tuple[str, ...])
   return shares
 
 
+def check_updates(updates: Sequence[Any]) -> list[np.ndarray]:
+  """The client updates of a secure sum as arrays: non-empty, one shape."""
+  updates = [np.asarray(u) for u in updates]
+  if not updates:
+    raise ValueError('updates is empty.')
+  if len({u.shape for u in updates}) != 1:
+    raise ValueError(f'updates have different shapes {[u.shape for u in updates]}.')
+  return updates
+
+
+def summed_shares(updates: Sequence[np.ndarray], share_fn: Any, add: Any) -> list[Any]:
+  """Each party's sum of the clients' shares: ``share_fn(u)`` gives client ``u``'s shares
+  (one per party) and ``add`` adds two shares. A client whose update cannot be shared is
+  named in the error."""
+  def client_shares(ci: int) -> list[Any]:
+    try:
+      return share_fn(updates[ci])
+    except ValueError as e:
+      raise ValueError(f'client {ci}: {e}') from None
+
+  totals = client_shares(0)
+  for ci in range(1, len(updates)):
+    totals = [add(a, b) for a, b in zip(totals, client_shares(ci), strict=True)]
+  return totals
+
+
 def uniform(shape: Any, p: int,
             insecure_test_rng: np.random.Generator | None = None) -> np.ndarray:
   """Uniform residues in ``[0, p)`` of ``shape`` (``int64``).

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxsec import _checks
 
-__all__ = ['quantize', 'dequantize', 'to_residues', 'from_residues', 'max_abs']
+__all__ = ['quantize', 'dequantize', 'to_residues', 'from_residues', 'max_abs', 'flatten_real',
+           'unflatten_real']
 
 
 def _check_scale_bits(scale_bits: Any) -> int:
@@ -142,3 +144,26 @@ def from_shares(shares: Any, reconstruct: Any) -> np.ndarray:
     raise ValueError('these shares hold raw field elements (scale_bits=None); use '
                      'reconstruct().')
   return dequantize(from_residues(reconstruct(shares), shares[0].prime), scale_bits=s)
+
+
+def flatten_real(update: Any, name: str) -> tuple[np.ndarray, Any, list[tuple[int, ...]]]:
+  """A pytree of real arrays as one float64 vector (leaves in ``jax.tree_util`` order), its
+  treedef and leaf shapes; a non-real leaf is refused, naming ``name``."""
+  leaves, treedef = jax.tree_util.tree_flatten(update)
+  arrs = [np.asarray(l) for l in leaves]
+  for a in arrs:
+    if a.dtype == object or a.dtype.kind not in 'fiu':
+      raise ValueError(f'{name} has a leaf of dtype {a.dtype}; expected real numbers.')
+  vec = (np.concatenate([a.reshape(-1).astype(np.float64) for a in arrs]) if arrs
+         else np.zeros((0,)))
+  return vec, treedef, [a.shape for a in arrs]
+
+
+def unflatten_real(vec: np.ndarray, treedef: Any, shapes: list[tuple[int, ...]]) -> Any:
+  """Inverse of :func:`flatten_real`."""
+  out, off = [], 0
+  for shape in shapes:
+    size = int(np.prod(shape, dtype=np.int64))
+    out.append(vec[off:off + size].reshape(shape))
+    off += size
+  return jax.tree_util.tree_unflatten(treedef, out)

@@ -37,7 +37,6 @@ import fractions
 import math
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 import phe
 
@@ -356,32 +355,12 @@ def encrypted_linear(enc_x: EncryptedArray, weights: Any, bias: Any = None, *,
 
 # ----------------------------------------------------------------- encrypted FedAvg
 
-def _flatten(update: Any, name: str) -> tuple[np.ndarray, Any, list[tuple[int, ...]]]:
-  leaves, treedef = jax.tree_util.tree_flatten(update)
-  arrs = [np.asarray(l) for l in leaves]
-  for a in arrs:
-    if a.dtype == object or a.dtype.kind not in 'fiu':
-      raise ValueError(f'{name} has a leaf of dtype {a.dtype}; expected real numbers.')
-  vec = (np.concatenate([a.reshape(-1).astype(np.float64) for a in arrs]) if arrs
-         else np.zeros((0,)))
-  return vec, treedef, [a.shape for a in arrs]
-
-
-def _unflatten(vec: np.ndarray, treedef: Any, shapes: list[tuple[int, ...]]) -> Any:
-  out, off = [], 0
-  for shape in shapes:
-    size = int(np.prod(shape, dtype=np.int64))
-    out.append(vec[off:off + size].reshape(shape))
-    off += size
-  return jax.tree_util.tree_unflatten(treedef, out)
-
-
 def encrypt_update(public_key: PublicKey, update: Any, *,
                    scale_bits: int = DEFAULT_SCALE_BITS,
                    max_abs: float = DEFAULT_MAX_ABS) -> EncryptedArray:
   """Client side of encrypted FedAvg: flattens a pytree update (leaves in
   ``jax.tree_util`` order, float64) and encrypts it (see :func:`encrypt_array`)."""
-  vec, _, _ = _flatten(update, 'update')
+  vec, _, _ = fixed_point.flatten_real(update, 'update')
   return encrypt_array(public_key, vec, scale_bits=scale_bits, max_abs=max_abs)
 
 
@@ -394,11 +373,11 @@ def decrypt_mean(private_key: PrivateKey, encrypted_sum: EncryptedArray, num_cli
   mean = decrypt_array(private_key, encrypted_sum) / m
   if like is None:
     return mean
-  _, treedef, shapes = _flatten(like, 'like')
+  _, treedef, shapes = fixed_point.flatten_real(like, 'like')
   total = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
   if total != mean.size:
     raise ValueError(f'like has {total} values; the encrypted sum has {mean.size}.')
-  return _unflatten(mean, treedef, shapes)
+  return fixed_point.unflatten_real(mean, treedef, shapes)
 
 
 def encrypted_mean(updates: Sequence[Any], *, public_key: PublicKey,
@@ -419,10 +398,10 @@ def encrypted_mean(updates: Sequence[Any], *, public_key: PublicKey,
   updates = list(updates)
   if not updates:
     raise ValueError('updates is empty.')
-  _, treedef, shapes = _flatten(updates[0], 'updates[0]')
+  _, treedef, shapes = fixed_point.flatten_real(updates[0], 'updates[0]')
   encrypted = []
   for i, u in enumerate(updates):
-    _, td, sh = _flatten(u, f'updates[{i}]')
+    _, td, sh = fixed_point.flatten_real(u, f'updates[{i}]')
     if td != treedef or sh != shapes:
       raise ValueError(f'updates[{i}] has structure {td} with shapes {sh}; updates[0] has '
                        f'{treedef} with {shapes}.')

@@ -257,11 +257,7 @@ def secure_sum(updates: Sequence[Any], *, threshold: int, num_parties: int,
     dropped_parties: party indices (``1..n``) that go offline after receiving their
       shares; at most ``n - t``.
   """
-  updates = [np.asarray(u) for u in updates]
-  if not updates:
-    raise ValueError('updates is empty.')
-  if len({u.shape for u in updates}) != 1:
-    raise ValueError(f'updates have different shapes {[u.shape for u in updates]}.')
+  updates = field.check_updates(updates)
   p = field.check_prime(prime)
   t, n = _check_tn(threshold, num_parties, p)
   dropped = {_checks.check_int('dropped party', d, minimum=1, maximum=n)
@@ -270,18 +266,10 @@ def secure_sum(updates: Sequence[Any], *, threshold: int, num_parties: int,
     raise ValueError(f'{len(dropped)} of {n} parties dropped, leaving {n - len(dropped)} < '
                      f'threshold={t}.')
 
-  def client_shares(ci: int, u: np.ndarray) -> list[ShamirShare]:
-    try:
-      return share_array(u, threshold=t, num_shares=n, scale_bits=scale_bits,
-                         num_summands=len(updates), prime=p,
-                         insecure_test_rng=insecure_test_rng)
-    except ValueError as e:
-      raise ValueError(f'client {ci}: {e}') from None
-
-  totals = client_shares(0, updates[0])
-  for ci in range(1, len(updates)):
-    sh = client_shares(ci, updates[ci])
-    totals = [add(a, b) for a, b in zip(totals, sh, strict=True)]
+  totals = field.summed_shares(
+      updates, lambda u: share_array(u, threshold=t, num_shares=n, scale_bits=scale_bits,
+                                     num_summands=len(updates), prime=p,
+                                     insecure_test_rng=insecure_test_rng), add)
   return reconstruct_array([s for s in totals if s.x not in dropped])
 
 

@@ -32,7 +32,6 @@ import dataclasses
 import secrets
 from typing import Any, Iterable, Mapping
 
-import jax
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -44,6 +43,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from jaxsec import _checks
 from jaxsec.crypto import field
+from jaxsec.crypto import fixed_point
 from jaxsec.crypto import shamir
 
 __all__ = [
@@ -568,24 +568,15 @@ def secure_sum(updates_by_client: Mapping[ClientId, Any], *, threshold: int,
   ids = list(updates_by_client)
   # Every client's update must have the first client's structure and shapes.
   first = ids[0]
-  first_leaves, treedef = jax.tree_util.tree_flatten(updates_by_client[first])
-  shapes = [np.asarray(l).shape for l in first_leaves]
+  _, treedef, shapes = fixed_point.flatten_real(updates_by_client[first], f'client {first!r}')
   vectors = {}
   for cid in ids:
-    leaves, td = jax.tree_util.tree_flatten(updates_by_client[cid])
-    arrs = [np.asarray(l) for l in leaves]
-    for a in arrs:
-      if a.dtype.kind not in 'fiu':
-        raise ValueError(f'client {cid!r} has a leaf of dtype {a.dtype}; expected real '
-                         f'numbers.')
-    if td != treedef or [a.shape for a in arrs] != shapes:
-      raise ValueError(f'client {cid!r} has update structure {td} with shapes '
-                       f'{[a.shape for a in arrs]}; client {first!r} has {treedef} with '
-                       f'{shapes}.')
+    vec, td, sh = fixed_point.flatten_real(updates_by_client[cid], f'client {cid!r}')
+    if td != treedef or sh != shapes:
+      raise ValueError(f'client {cid!r} has update structure {td} with shapes {sh}; client '
+                       f'{first!r} has {treedef} with {shapes}.')
     try:
-      vectors[cid] = encode(np.concatenate([a.reshape(-1).astype(np.float64) for a in arrs])
-                            if arrs else np.zeros((0,)), scale_bits=s, modulus_bits=k,
-                            num_summands=n)
+      vectors[cid] = encode(vec, scale_bits=s, modulus_bits=k, num_summands=n)
     except ValueError as e:
       raise ValueError(f'client {cid!r}: {e}') from None
 
@@ -606,9 +597,4 @@ def secure_sum(updates_by_client: Mapping[ClientId, Any], *, threshold: int,
                                               vectors[cid])
   responses = [unmask_response(states[cid], roster, masked) for cid in masked]
   total = decode(unmask(roster, outboxes, masked, responses), scale_bits=s, modulus_bits=k)
-  out, offset = [], 0
-  for shape in shapes:
-    size = int(np.prod(shape, dtype=np.int64))
-    out.append(total[offset:offset + size].reshape(shape))
-    offset += size
-  return jax.tree_util.tree_unflatten(treedef, out)
+  return fixed_point.unflatten_real(total, treedef, shapes)

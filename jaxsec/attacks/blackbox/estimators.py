@@ -25,6 +25,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.evasion import common
 
 LOSSES = ('margin', 'ce')
@@ -91,3 +92,18 @@ def nes_gradient(loss_fn, x: jax.Array, key: jax.Array, *, sigma, num_samples: i
   u = jax.vmap(lambda k: jax.random.normal(k, shape, x.dtype))(
       example_keys(key, x.shape[0]))
   return antithetic_estimate(loss_fn, x, u, sigma)
+
+
+def score_attack(run_fn: Callable, bounds, check: Callable | None = None, **hyper) -> Callable:
+  """The attack function of a score-based attack: checks the call (and ``check(x)`` if
+  given), runs ``run_fn(query_fn, x, y, key, bounds=bounds, **hyper) -> (x_adv, success,
+  queries, loss)`` and returns the fixed-budget ``AttackOutput`` with per-example
+  ``info['queries']``."""
+  def attack(query_fn, x, y, key):
+    common.check_call(x, y, bounds, query_fn)
+    if check is not None:
+      check(x)
+    x_adv, succ, queries, loss_v = run_fn(query_fn, x, y, key, bounds=bounds, **hyper)
+    return AttackOutput(x_adv, {'success': succ, 'queries': queries, 'loss': loss_v},
+                        'fixed')
+  return attack

@@ -33,7 +33,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxsec import _checks
-from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.blackbox import estimators
 from jaxsec.attacks.evasion import common
 
@@ -139,13 +138,7 @@ def nes(*, eps, num_steps: int = 200, norm: str = 'linf', step_size=1e-2,
   _checks.check_choice('loss', loss, estimators.LOSSES)
   common.check_bool(targeted=targeted)
 
-  def attack(query_fn, x, y, key):
-    common.check_call(x, y, bounds, query_fn)
-    x_adv, succ, queries, loss_v = run_nes(
-        query_fn, x, y, key, eps=eps, norm=norm, num_steps=num_steps, step_size=step_size,
-        min_step_size=min_step_size, sigma=sigma, num_samples=num_samples,
-        momentum=momentum, plateau_length=plateau_length, plateau_drop=plateau_drop,
-        targeted=targeted, loss=loss, bounds=bounds)
-    return AttackOutput(x_adv, {'success': succ, 'queries': queries, 'loss': loss_v},
-                        'fixed')
-  return attack
+  return estimators.score_attack(run_nes, bounds, eps=eps, norm=norm, num_steps=num_steps,
+      step_size=step_size, min_step_size=min_step_size, sigma=sigma,
+      num_samples=num_samples, momentum=momentum, plateau_length=plateau_length,
+      plateau_drop=plateau_drop, targeted=targeted, loss=loss)

@@ -34,7 +34,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxsec import _checks
-from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.blackbox import estimators
 from jaxsec.attacks.evasion import common
 
@@ -118,11 +117,5 @@ def simba(*, eps, norm: str = 'l2', num_steps: int = 1000, step_size=0.2,
   _checks.check_float('step_size', step_size, minimum=0.0, strict_min=True)
   common.check_bool(targeted=targeted)
 
-  def attack(query_fn, x, y, key):
-    common.check_call(x, y, bounds, query_fn)
-    x_adv, succ, queries, loss_v = run_simba(
-        query_fn, x, y, key, eps=eps, norm=norm, num_steps=num_steps, step_size=step_size,
-        targeted=targeted, bounds=bounds)
-    return AttackOutput(x_adv, {'success': succ, 'queries': queries, 'loss': loss_v},
-                        'fixed')
-  return attack
+  return estimators.score_attack(run_simba, bounds, eps=eps, norm=norm, num_steps=num_steps,
+      step_size=step_size, targeted=targeted)

@@ -37,7 +37,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxsec import _checks
-from jaxsec.attacks.base import AttackOutput
 from jaxsec.attacks.blackbox import estimators
 from jaxsec.attacks.evasion import common
 
@@ -166,13 +165,7 @@ def spsa(*, eps, num_steps: int = 100, norm: str = 'linf', learning_rate=0.01, d
   _checks.check_choice('loss', loss, estimators.LOSSES)
   common.check_bool(rand_init=rand_init, early_stop=early_stop, targeted=targeted)
 
-  def attack(query_fn, x, y, key):
-    common.check_call(x, y, bounds, query_fn)
-    x_adv, succ, queries, loss_v = run_spsa(
-        query_fn, x, y, key, eps=eps, norm=norm, num_steps=num_steps,
-        learning_rate=learning_rate, delta=delta, num_samples=num_samples,
-        spsa_iters=spsa_iters, rand_init=rand_init, early_stop=early_stop,
-        targeted=targeted, loss=loss, bounds=bounds)
-    return AttackOutput(x_adv, {'success': succ, 'queries': queries, 'loss': loss_v},
-                        'fixed')
-  return attack
+  return estimators.score_attack(run_spsa, bounds, eps=eps, norm=norm, num_steps=num_steps,
+      learning_rate=learning_rate, delta=delta, num_samples=num_samples,
+      spsa_iters=spsa_iters, rand_init=rand_init, early_stop=early_stop, targeted=targeted,
+      loss=loss)

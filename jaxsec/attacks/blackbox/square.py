@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 
 from jaxsec import _checks
-from jaxsec.attacks.base import AttackOutput
+from jaxsec.attacks.blackbox import estimators
 from jaxsec.attacks.evasion import common
 
 NORMS = ('linf', 'l2')
@@ -427,6 +427,12 @@ def run_square(query_fn, x, y, key, *, eps, norm, num_queries, p_init, targeted,
   return (back(x_best), done, queries, loss_best) + extra
 
 
+def _check_square_input(x):
+  if x.ndim not in (2, 3, 4):
+    raise ValueError(f'x has shape {tuple(x.shape)}; the Square Attack expects images '
+                     '[B, H, W, C] or [B, H, W], or flat inputs [B, D].')
+
+
 def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 0.8,
            targeted: bool = False, loss: str = 'margin', bounds=(0.0, 1.0),
            rescale_schedule: bool = True):
@@ -486,14 +492,6 @@ def square(*, eps, norm: str = 'linf', num_queries: int = 5000, p_init: float = 
   _checks.check_choice('loss', loss, LOSSES)
   common.check_bool(targeted=targeted, rescale_schedule=rescale_schedule)
 
-  def attack(query_fn, x, y, key):
-    common.check_call(x, y, bounds, query_fn)
-    if x.ndim not in (2, 3, 4):
-      raise ValueError(f'x has shape {tuple(x.shape)}; the Square Attack expects images '
-                       '[B, H, W, C] or [B, H, W], or flat inputs [B, D].')
-    x_adv, succ, queries, loss_v = run_square(
-        query_fn, x, y, key, eps=eps, norm=norm, num_queries=num_queries, p_init=p_init,
-        targeted=targeted, loss=loss, bounds=bounds, rescale_schedule=rescale_schedule)
-    return AttackOutput(x_adv, {'success': succ, 'queries': queries, 'loss': loss_v},
-                        'fixed')
-  return attack
+  return estimators.score_attack(run_square, bounds, check=_check_square_input, eps=eps,
+      norm=norm, num_queries=num_queries, p_init=p_init, targeted=targeted, loss=loss,
+      rescale_schedule=rescale_schedule)
