@@ -8,13 +8,19 @@ Score-based: :func:`square` (Square Attack, Andriushchenko et al., ECCV 2020; L_
 :func:`spsa` (Uesato et al., ICML 2018) and :func:`nes` (Ilyas et al., ICML 2018), on
 zeroth-order gradient estimates (``estimators``), and :func:`simba` (Guo et al., ICML 2019;
 pixel basis).
+
+Decision-based, minimal-norm (labels only): :func:`hop_skip_jump` (below),
+:func:`boundary_attack` (Brendel, Rauber & Bethge, ICLR 2018; L2) and :func:`rays` (RayS,
+Chen & Gu, KDD 2020; L_inf).
 """
+from jaxsec.attacks.blackbox.boundary import boundary_attack
 from jaxsec.attacks.blackbox.nes import nes
+from jaxsec.attacks.blackbox.rays import rays
 from jaxsec.attacks.blackbox.simba import simba
 from jaxsec.attacks.blackbox.spsa import spsa
 from jaxsec.attacks.blackbox.square import square
 
-__all__ = ['square', 'spsa', 'nes', 'simba']
+__all__ = ['square', 'spsa', 'nes', 'simba', 'boundary_attack', 'rays']
 
 # Decision-based: hop_skip_jump (HopSkipJumpAttack, Chen, Jordan & Wainwright, S&P 2020;
 # L2, L_inf; query_fn: x -> labels). Transfer: substitute_training (Papernot et al.,
@@ -26,3 +32,4 @@ from jaxsec.attacks.blackbox.substitute import (jacobian_augmentation, substitut
 
 __all__ += ['hop_skip_jump', 'substitute_training', 'jacobian_augmentation',
             'transfer_attack']
+

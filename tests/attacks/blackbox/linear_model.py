@@ -1,5 +1,6 @@
-"""The tiny score-based attack test bed shared by the SPSA, NES and SimBA tests: a two-class
-linear model on D = 10 features whose decision boundary passes near x = 0.5."""
+"""The tiny black-box attack test bed: a two-class linear model on D = 10 features whose
+decision boundary passes near x = 0.5 (SPSA, NES, SimBA tests), and a three-class one with
+its closed-form minimal L2 / L_inf distances (Boundary Attack, RayS tests)."""
 import jax
 import jax.numpy as jnp
 import pytest
@@ -30,3 +31,25 @@ def assert_refuses_bad_input(atk):
     atk(binary, x.at[1, 3].set(jnp.inf), jnp.zeros(2, jnp.int32), KEY)
   with pytest.raises(ValueError, match=r'y contains label 2'):
     atk(binary, x, jnp.array([2, 0], jnp.int32), KEY)
+
+
+# A K = 3 class linear model for the decision-based (minimal-norm) attacks: logits x W3 + c3.
+W3 = jax.random.normal(jax.random.key(3), (D, 3))
+C3 = -0.5 * jnp.sum(W3, axis=0)          # x = 0.5 sits where the three logits meet
+
+
+def multiclass(x):
+  return x.reshape((x.shape[0], -1)) @ W3 + C3
+
+
+def minimal_distance(x, y, q):
+  """The exact minimal distance to misclassification of ``multiclass`` without a box:
+  ``min_{j != y} (z_y - z_j) / ||w_y - w_j||_q*`` (dual norm q* = 1 for L_inf, 2 for L2), a
+  lower bound of the minimal distance inside any box."""
+  z = multiclass(x)
+  zy = jnp.take_along_axis(z, y[:, None], axis=1)
+  wd = W3[:, y].T[:, :, None] - W3[None, :, :]                 # [B, D, K]: w_y - w_j
+  dual = jnp.sum(jnp.abs(wd), axis=1) if q == 'linf' else jnp.linalg.norm(wd, axis=1)
+  ratio = (zy - z) / jnp.where(dual > 0, dual, 1.0)
+  ratio = jnp.where(jnp.arange(3)[None, :] == y[:, None], jnp.inf, ratio)
+  return jnp.min(ratio, axis=1)

@@ -72,6 +72,8 @@ CALLS = {
     'square': (2, _call(blackbox.square(eps=0.1, num_queries=3))),
     'hop_skip_jump': (2, _call(blackbox.hop_skip_jump(num_iterations=1, init_num_evals=2,
                                                       max_num_evals=2))),
+    'boundary_attack': (2, _call(blackbox.boundary_attack(num_steps=1, init_num_tries=1))),
+    'rays': (2, _call(blackbox.rays(max_queries=3))),
     'transfer_attack': (2, _transfer),
 }
 
