@@ -27,7 +27,6 @@ from experiments import common
 from experiments import defense_common as dc
 from jaxsec import evaluate
 from jaxsec import io as jio
-from jaxsec import models
 from jaxsec.attacks import evasion
 from jaxsec.defenses.training import adversarial
 
@@ -66,10 +65,8 @@ def _method_cfg(method, cfg):
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   x, y, xt, yt = dc.load_fmnist(cfg.n_train, cfg.n_test, cfg.seed)
-  model = models.get('cnn', **cfg.model_kwargs.to_dict())
-  apply_fn = model.apply
   key = jax.random.key(cfg.seed)
-  p0 = models.init(model, jax.random.fold_in(key, 1), (1,) + x.shape[1:])
+  apply_fn, p0 = dc.reference_cnn(cfg, key, x.shape[1:])
   steps = cfg.epochs * (x.shape[0] // cfg.batch_size)
   scratch = dc.scratch_dir(workdir)
   cache = dc.Cache(scratch, NAME)

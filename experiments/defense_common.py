@@ -21,6 +21,7 @@ from experiments import common as common_lib
 from jaxsec import data
 from jaxsec import evaluate
 from jaxsec import io as jio
+from jaxsec import models
 from jaxsec import train
 from jaxsec.attacks.evasion import common
 
@@ -108,6 +109,20 @@ def start_study(cfg, workdir: str, name: str, section: str):
   def save():
     jio.write_json_atomic(f'{workdir}/{name}.json', results)
   return (splits, jax.random.key(cfg.seed), scratch, Cache(scratch, name), results, save)
+
+
+def reference_cnn(cfg, key: jax.Array, input_shape: tuple[int, ...], **kwargs):
+  """The studies' CNN (``models.get('cnn', **cfg.model_kwargs, **kwargs)``) and its initial
+  parameters from ``fold_in(key, 1)``: returns ``(apply_fn, params)``."""
+  model = models.get('cnn', **kwargs, **cfg.model_kwargs.to_dict())
+  return model.apply, models.init(model, jax.random.fold_in(key, 1), (1,) + tuple(input_shape))
+
+
+def heading(title: str, r: dict, config: str) -> str:
+  """A results section's heading: the title, the variant and the command that wrote it."""
+  arg = '' if r['variant'] == 'full' else f':{r["variant"]}'
+  return (f'## {title} (variant {r["variant"]}; `python -m experiments.run '
+          f'--config=experiments/configs/{config}.py{arg} --workdir=docs/results`)')
 
 
 def ckpt_dir(scratch: str, exp: str, stage: str, tag: str) -> str:

@@ -118,26 +118,25 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
   for name in cfg.trained:
     drop = cfg.dropout if name == 'dropout' else 0.0
-    model = models.get('cnn', dropout=drop, **cfg.model_kwargs.to_dict())
-    p0 = models.init(model, jax.random.fold_in(key, 1), (1,) + x.shape[1:])
+    apply_fn, p0 = dc.reference_cnn(cfg, key, x.shape[1:], dropout=drop)
     strength = {'l2': cfg.l2, 'dropout': cfg.dropout, 'input_gradient': cfg.input_gradient,
                 'contractive': cfg.contractive, 'deep_contractive': cfg.deep_contractive
                 }.get(name)
     tag = dc.tag_of(base, name, strength, cfg.projections)
     tap = None
     if drop:
-      tap = lambda p, xx, k, m=model: m.apply(p, xx, train=True, rngs={'dropout': k})
+      tap = lambda p, xx, k, af=apply_fn: af(p, xx, train=True, rngs={'dropout': k})
     dc.log(f'{NAME}: training {name}')
-    p, tinfo = dc.train_timed(model.apply, p0, x, y, optimizer=optax.adam(cfg.learning_rate),
+    p, tinfo = dc.train_timed(apply_fn, p0, x, y, optimizer=optax.adam(cfg.learning_rate),
                               key=jax.random.fold_in(key, 2), num_epochs=cfg.epochs,
                               batch_size=cfg.batch_size, objective=objective_for(name, cfg),
                               checkpoint_dir=dc.ckpt_dir(scratch, NAME, name, tag),
                               label=name, train_apply_fn=tap)
-    params[name] = (model, p)
+    params[name] = (apply_fn, p)
     stage_cfg = (base, name, strength, cfg.projections, ev)
     hit = cache.get(name, stage_cfg)
     if hit is None:
-      f = lambda z, m=model, pp=p: m.apply(pp, z)
+      f = lambda z, af=apply_fn, pp=p: af(pp, z)
       hit = {'strength': strength, 'train': tinfo,
              'clean_accuracy': float(np.mean(dc.predictions(f, xt) == yt)),
              'pgd_robust_accuracy': _robust(f, f, xt, yt, cfg, k_eval)}
@@ -145,7 +144,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     if cfg.autoattack_n and 'autoattack' not in hit:
       # The strongest evaluation we have, at the largest eps: a regulariser that flattens
       # the loss surface can blunt PGD's gradients without being robust.
-      f = lambda z, m=model, pp=p: m.apply(pp, z)
+      f = lambda z, af=apply_fn, pp=p: af(pp, z)
       n_aa, eps_aa = min(cfg.autoattack_n, xt.shape[0]), max(cfg.eps)
       aa = evasion.run_auto_attack(f, xt[:n_aa], yt[:n_aa], jax.random.fold_in(key, 4),
                                    eps=eps_aa, version=cfg.autoattack_version,
@@ -163,8 +162,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     results['trained'][name] = hit
     save()
 
-  model, p = params['plain']
-  plain_fn = lambda z: model.apply(p, z)
+  plain_apply, p = params['plain']
+  plain_fn = lambda z: plain_apply(p, z)
   plain_tag = dc.tag_of(base, 'plain', None, cfg.projections)
 
   # ---- denoising autoencoder

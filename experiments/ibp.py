@@ -28,7 +28,6 @@ import optax
 
 from experiments import defense_common as dc
 from jaxsec import attacks
-from jaxsec import models
 from jaxsec.defenses.training import ibp
 
 NAME = 'ibp'
@@ -71,8 +70,7 @@ def _evaluate(apply_fn, params, xt, yt, cfg, key) -> dict:
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   (x, y, xt, yt), key, scratch, cache, results, save = dc.start_study(cfg, workdir, NAME,
                                                                      'models')
-  model = models.get('cnn', **cfg.model_kwargs.to_dict())
-  p0 = models.init(model, jax.random.fold_in(key, 1), (1,) + x.shape[1:])
+  apply_fn, p0 = dc.reference_cnn(cfg, key, x.shape[1:])
   steps_per_epoch = x.shape[0] // cfg.batch_size
   num_steps = cfg.epochs * steps_per_epoch
   warmup = int(round(cfg.warmup_fraction * num_steps))
@@ -90,7 +88,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       t0 = time.time()
       if stage == 'normal':
         dc.log(f'{NAME}: normal training, {num_steps} steps')
-        p, tinfo = dc.train_timed(model.apply, p0, x, y,
+        p, tinfo = dc.train_timed(apply_fn, p0, x, y,
                                   optimizer=optax.adam(cfg.learning_rate), key=k_train,
                                   num_epochs=cfg.epochs, batch_size=cfg.batch_size,
                                   label=stage)
@@ -99,7 +97,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         objective_at = ibp.scheduled_objective(
             eps_test=cfg.eps_test, eps_scale=cfg.eps_scale, kappa_final=cfg.kappa_final,
             warmup_steps=warmup, ramp_steps=ramp)
-        res = ibp.fit_scheduled(model.apply, p0, x, y, objective_at=objective_at,
+        res = ibp.fit_scheduled(apply_fn, p0, x, y, objective_at=objective_at,
                                 optimizer=optax.adam(cfg.learning_rate), key=k_train,
                                 num_steps=num_steps, batch_size=cfg.batch_size,
                                 progress=f'{NAME} IBP training')
@@ -109,7 +107,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                  'eps_train': float(cfg.eps_scale * cfg.eps_test)}
       dc.log(f'{NAME}: evaluating {stage} on {xt.shape[0]} images at eps={cfg.eps_test:g}')
       hit = {'train': tinfo, 'num_steps': num_steps}
-      hit.update(_evaluate(model.apply, p, xt, yt, cfg, jax.random.fold_in(key, 300)))
+      hit.update(_evaluate(apply_fn, p, xt, yt, cfg, jax.random.fold_in(key, 300)))
       cache.put(stage, stage_cfg, hit)
     dc.log(f'{NAME}: {stage}: clean {hit["clean_accuracy"]:.3f} pgd {hit["pgd_accuracy"]:.3f}'
            f' verified {hit["verified_accuracy"]:.3f}')
@@ -120,10 +118,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def render_markdown(r: dict) -> str:
   c = r['config']
-  arg = '' if r['variant'] == 'full' else f':{r["variant"]}'
-  lines = [f'## Interval bound propagation on FMNIST: verified vs PGD accuracy (variant '
-           f'{r["variant"]}; `python -m experiments.run '
-           f'--config=experiments/configs/ibp.py{arg} --workdir=docs/results`)', '',
+  lines = [dc.heading('Interval bound propagation on FMNIST: verified vs PGD accuracy', r,
+                      NAME), '',
            f'Gowal et al. (2018): CNN {dict(c["model_kwargs"])} trained {c["epochs"]} '
            f'epoch(s) normally and with IBP (eps_train = {c["eps_scale"]:g} x eps_test, kappa '
            f'1 -> {c["kappa_final"]:g}); {c["n_test"]} random test images at eps_test = '

@@ -30,7 +30,6 @@ import optax
 from scipy import stats
 
 from experiments import defense_common as dc
-from jaxsec import models
 from jaxsec import progress as progress_lib
 from jaxsec.defenses.inference import smoothing
 
@@ -68,7 +67,7 @@ def _certify_all(logits_fn, xt, yt, sigma, cfg, key):
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   (x, y, xt, yt), key, scratch, cache, results, save = dc.start_study(cfg, workdir, NAME,
                                                                      'sigmas')
-  model = models.get('cnn', **cfg.model_kwargs.to_dict())
+  apply_fn, p0 = dc.reference_cnn(cfg, key, x.shape[1:])
   base = {k: cfg[k] for k in ('seed', 'model_kwargs', 'batch_size', 'learning_rate',
                               'n_train', 'epochs')}
   cert_cfg = {k: cfg[k] for k in ('n_test', 'n0', 'n', 'alpha', 'radii', 'cert_batch',
@@ -81,14 +80,13 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     hit = cache.get(stage, stage_cfg)
     if hit is None:
       dc.log(f'{NAME}: training the base CNN with Gaussian augmentation, sigma={sigma:g}')
-      p0 = models.init(model, jax.random.fold_in(key, 1), (1,) + x.shape[1:])
       p, tinfo = dc.train_timed(
-          model.apply, p0, x, y, optimizer=optax.adam(cfg.learning_rate),
+          apply_fn, p0, x, y, optimizer=optax.adam(cfg.learning_rate),
           key=jax.random.fold_in(key, 100 + j), num_epochs=cfg.epochs,
           batch_size=cfg.batch_size,
           objective=smoothing.gaussian_augmentation(sigma=sigma),
           checkpoint_dir=dc.ckpt_dir(scratch, NAME, stage, tag), label=stage)
-      f = lambda z, pp=p: model.apply(pp, z)
+      f = lambda z, pp=p: apply_fn(pp, z)
       k_noise = jax.random.fold_in(key, 200 + j)
       noisy = xt + sigma * np.asarray(jax.random.normal(k_noise, xt.shape), np.float32)
       hit = {'sigma': sigma, 'train': tinfo,
@@ -106,10 +104,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 def render_markdown(r: dict) -> str:
   c = r['config']
   radii = [f'{float(v):g}' for v in c['radii']]
-  arg = '' if r['variant'] == 'full' else f':{r["variant"]}'
-  lines = [f'## Randomized smoothing on FMNIST: certified L2 accuracy (variant '
-           f'{r["variant"]}; `python -m experiments.run '
-           f'--config=experiments/configs/smoothing.py{arg} --workdir=docs/results`)', '',
+  lines = [dc.heading('Randomized smoothing on FMNIST: certified L2 accuracy', r, NAME), '',
            f'Cohen, Rosenfeld & Kolter (2019): reference CNN trained {c["epochs"]} epoch(s) with '
            f'Gaussian augmentation at each sigma; CERTIFY with n0={c["n0"]}, n={c["n"]} '
            f'(paper: 100,000), alpha={c["alpha"]} on {c["n_test"]} random test images. '
