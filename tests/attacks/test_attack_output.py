@@ -32,6 +32,10 @@ ATTACKS = [
     ('fab', lambda: attacks.fab(num_steps=2), 'minimal'),
     ('fab_t', lambda: attacks.fab_t(num_steps=2, num_target_classes=1), 'minimal'),
     ('deepfool', lambda: attacks.deepfool(max_iter=2), 'minimal'),
+    ('ead', lambda: attacks.ead(num_steps=2, num_binary_steps=2), 'minimal'),
+    ('fmn', lambda: attacks.fmn(num_steps=2), 'minimal'),
+    ('fmn_l0', lambda: attacks.fmn(norm='l0', num_steps=2), 'minimal'),
+    ('ddn', lambda: attacks.ddn(num_steps=2), 'minimal'),
     ('jsma', lambda: attacks.jsma(gamma=0.3, targeted=False), 'minimal'),
     ('lbfgs', lambda: attacks.lbfgs(num_search_steps=1, max_iter=2), 'minimal'),
     ('cw_l2', lambda: attacks.carlini_wagner_l2(num_steps=2, num_binary_steps=1), 'minimal'),
@@ -70,6 +74,7 @@ def test_every_attack_returns_attack_output_with_success_on_x_adv(name, make, bu
 @pytest.mark.parametrize('factory', [
     attacks.fgsm, attacks.fgm, attacks.bim, attacks.mi_fgsm, attacks.pgd, attacks.apgd,
     attacks.apgd_t, attacks.auto_attack, attacks.fab, attacks.fab_t, attacks.deepfool,
+    attacks.ead, attacks.fmn, attacks.ddn,
     attacks.jsma, attacks.lbfgs, attacks.carlini_wagner_l2, attacks.carlini_wagner_linf,
     attacks.carlini_wagner_l0, attacks.universal_perturbation,
     attacks.universal_perturbation_sgd, attacks.adversarial_patch, attacks.rp2,

@@ -9,6 +9,8 @@ Gradient attacks: :func:`fgsm`, :func:`fgm`, :func:`bim`, :func:`mi_fgsm`, :func
 minimal-perturbation and other attacks: :func:`lbfgs`, :func:`jsma`, :func:`deepfool`,
 :func:`carlini_wagner_l2`, :func:`carlini_wagner_linf`, :func:`carlini_wagner_l0`,
 :func:`fab`, :func:`fab_t` (FAB, Croce & Hein 2020, minimal L_inf / L2 / L1 distance),
+:func:`ead` (elastic-net, Chen et al. 2018), :func:`fmn` (Fast Minimum-Norm, Pintor et al.
+2021, L0 / L1 / L2 / L_inf), :func:`ddn` (Decoupled Direction and Norm, Rony et al. 2019, L2),
 :func:`universal_perturbation` (Algorithm 1, DeepFool steps),
 :func:`universal_perturbation_sgd` (Shafahi 2020, stochastic PGD); adaptive-attack wrappers: :func:`eot`,
 :func:`eot_logits_fn`, :func:`bpda`, :func:`bpda_logits_fn`; physical-world attacks:
@@ -26,8 +28,11 @@ from jaxsec.attacks.evasion.autoattack import (auto_attack, auto_attack_stage_na
 from jaxsec.attacks.evasion.autopgd import apgd, apgd_t
 from jaxsec.attacks.evasion.cw import (carlini_wagner_l0, carlini_wagner_l2,
                                        carlini_wagner_linf)
+from jaxsec.attacks.evasion.ddn import ddn
 from jaxsec.attacks.evasion.deepfool import deepfool
+from jaxsec.attacks.evasion.ead import ead
 from jaxsec.attacks.evasion.fab import fab, fab_t
+from jaxsec.attacks.evasion.fmn import fmn
 from jaxsec.attacks.evasion.gradient import bim, fgm, fgsm, mi_fgsm
 from jaxsec.attacks.evasion.jsma import jsma
 from jaxsec.attacks.evasion.lbfgs import lbfgs
@@ -38,6 +43,6 @@ from jaxsec.attacks.evasion.universal import universal_perturbation, universal_p
 __all__ = ['common', 'fgsm', 'fgm', 'bim', 'mi_fgsm', 'pgd', 'apgd', 'apgd_t',
            'auto_attack', 'auto_attack_stage_names', 'run_auto_attack', 'eot',
            'eot_logits_fn', 'bpda',
-           'bpda_logits_fn', 'lbfgs', 'jsma', 'deepfool', 'fab', 'fab_t', 'carlini_wagner_l2',
+           'bpda_logits_fn', 'lbfgs', 'jsma', 'deepfool', 'fab', 'fab_t', 'ead', 'fmn', 'ddn', 'carlini_wagner_l2',
            'carlini_wagner_linf', 'carlini_wagner_l0', 'universal_perturbation',
            'universal_perturbation_sgd', 'adversarial_patch', 'rp2', 'physical_transform']
