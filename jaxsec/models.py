@@ -2,6 +2,8 @@
 
 A model is a function ``apply_fn(params, x) -> logits``; the modules here are one way to get
 one (``module.apply``). Nothing in ``jaxsec.attacks`` or ``jaxsec.defenses`` depends on Flax.
+Models with hidden layers take ``penultimate=True`` to return the activations that feed the
+head instead of the logits (:func:`feature_fn`).
 
 >>> import jax, jax.numpy as jnp
 >>> model = get('cnn', num_classes=10)
@@ -65,12 +67,14 @@ class MLP(nn.Module):
   activation: Callable[[jax.Array], jax.Array] = nn.relu
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, penultimate: bool = False):
     x = _flatten(x)
     for i, h in enumerate(self.hidden):
       x = self.activation(nn.Dense(h, name=f'dense{i}')(x))
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    if penultimate:
+      return x
     return nn.Dense(self.num_classes, name='head')(x)
 
 
@@ -88,7 +92,7 @@ class CNN(nn.Module):
   activation: Callable[[jax.Array], jax.Array] = nn.relu
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, penultimate: bool = False):
     for i, f in enumerate(self.features):
       x = nn.Conv(f, (self.kernel_size, self.kernel_size), padding='SAME', name=f'conv{i}')(x)
       x = self.activation(x)
@@ -97,6 +101,8 @@ class CNN(nn.Module):
     x = self.activation(nn.Dense(self.dense, name='dense')(x))
     if self.dropout > 0:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    if penultimate:
+      return x
     return nn.Dense(self.num_classes, name='head')(x)
 
 
@@ -125,13 +131,15 @@ class ResNet(nn.Module):
   blocks_per_stage: int = 1
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, penultimate: bool = False):
     x = nn.Conv(self.widths[0], (3, 3), padding='SAME', use_bias=False)(x)
     x = nn.relu(nn.GroupNorm(num_groups=min(8, self.widths[0]))(x))
     for s, w in enumerate(self.widths):
       for b in range(self.blocks_per_stage):
         x = _ResBlock(w, strides=2 if (s > 0 and b == 0) else 1)(x)
     x = jnp.mean(x, axis=(1, 2))
+    if penultimate:
+      return x
     return nn.Dense(self.num_classes)(x)
 
 
@@ -152,7 +160,7 @@ class TemperedCNN(nn.Module):
   activation: str = 'tanh'
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, penultimate: bool = False):
     if self.activation not in _TEMPERED_ACTIVATIONS:
       raise ValueError(f'activation={self.activation!r}; expected one of '
                        f'{tuple(_TEMPERED_ACTIVATIONS)}.')
@@ -163,6 +171,8 @@ class TemperedCNN(nn.Module):
     x = nn.max_pool(x, (2, 2), strides=(1, 1))
     x = _flatten(x)
     x = act(nn.Dense(32, name='dense')(x))
+    if penultimate:
+      return x
     return nn.Dense(self.num_classes, name='head')(x)
 
 
@@ -203,3 +213,15 @@ def init(model: nn.Module, key: jax.Array, input_shape: Sequence[int]) -> Any:
 def logits_fn(model: nn.Module, params: Any) -> Callable[[jax.Array], Any]:
   """The closure ``x -> logits`` that white-box attacks take (inference mode)."""
   return lambda x: model.apply(params, x)
+
+
+def feature_fn(model: nn.Module, params: Any) -> Callable[[jax.Array], Any]:
+  """The closure ``x -> penultimate activations [B, d]`` (inference mode): the input of the
+  classification head, after its activation, for the models that have hidden layers (MLP,
+  CNN, ResNet, TemperedCNN: ``model.apply(params, x, penultimate=True)``). Backdoor defenses
+  read it (activation clustering, spectral signatures, fine-pruning); ``model.apply(params,
+  x)`` stays ``(params, x) -> logits``."""
+  if isinstance(model, (LogisticRegression, LinearSVM)):
+    raise ValueError(f'model={type(model).__name__} has no hidden layer (no penultimate '
+                     'activations).')
+  return lambda x: model.apply(params, x, penultimate=True)

@@ -98,3 +98,18 @@ def test_tempered_cnn_bad_activation():
   with pytest.raises(ValueError, match="activation='gelu'"):
     m = models.TemperedCNN(activation='gelu')
     models.init(m, jax.random.key(0), (1, 28, 28, 1))
+
+
+@pytest.mark.parametrize('name,kwargs', [('mlp', {'hidden': (7,)}),
+                                         ('cnn', {'features': (2,), 'dense': 5}),
+                                         ('tempered_cnn', {})])
+def test_penultimate_features_feed_the_head(name, kwargs):
+  model = models.get(name, num_classes=3, **kwargs)
+  params = models.init(model, jax.random.key(0), (1, 28, 28, 1))
+  x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
+  h = models.feature_fn(model, params)(x)
+  head = params['params']['head']
+  np.testing.assert_allclose(h @ head['kernel'] + head['bias'], model.apply(params, x),
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='hidden layer'):
+    models.feature_fn(models.get('logreg'), None)

@@ -8,15 +8,20 @@
 * :mod:`jaxsec.defenses.inference` -- inference-time defenses that wrap ``logits_fn``:
   preprocessors (feature squeezing, the denoising autoencoder), detectors, and randomized
   smoothing (certified L2 prediction).
-* :mod:`jaxsec.defenses.data` -- data defenses (``sanitize``): a data set to a keep-mask.
+* :mod:`jaxsec.defenses.data` -- data defenses (``sanitize``, ``activation_clustering``): a
+  data set to a keep-mask.
+* :mod:`jaxsec.defenses.model` -- model defenses against backdoors: inspect or repair a
+  trained model (Neural Cleanse, fine-pruning).
 
 The public functions are re-exported here flat. Byzantine-robust aggregators are federated
 pieces and live in :mod:`jaxsec.federated.aggregators`.
 """
 from jaxsec.defenses import data
 from jaxsec.defenses import inference
+from jaxsec.defenses import model
 from jaxsec.defenses import training
-from jaxsec.defenses.data import (empirical_mean_test, knn_label_sanitize, knn_relabel,
+from jaxsec.defenses.data import (activation_clustering, activation_clusters,
+                                  empirical_mean_test, knn_label_sanitize, knn_relabel,
                                   noise_augment, precision_recall, robust_pca, roni, slab,
                                   spectral_signatures, sphere)
 # Certified L2 robustness by randomized smoothing (Cohen, Rosenfeld & Kolter 2019); PREDICT
@@ -26,7 +31,12 @@ from jaxsec.defenses.inference import (Certificate, bit_depth_reduction, certifi
                                        detector_aware_pgd, detector_training_set,
                                        evasion_success, feature_squeezing_score,
                                        gaussian_augmentation, learned_score, median_filter,
-                                       preprocessed, threshold_at_fpr)
+                                       preprocessed, strip_entropy, strip_score,
+                                       strip_threshold, threshold_at_fpr)
+# Model defenses; prune / unlearn (generic names) stay jaxsec.defenses.model.prune / .unlearn.
+from jaxsec.defenses.model import (anomaly_index, dormant_units, fine_prune,
+                                   neural_cleanse_detect, neural_cleanse_stamp,
+                                   reverse_triggers)
 # Training-time defenses; Deep Partition Aggregation's (Levine & Feizi 2021) names are
 # prefixed dpa_ (smoothing owns certify / certified_accuracy / Certificate), interval bound
 # propagation's (Gowal et al. 2018) ibp_ (adversarial owns worst_case_logits).
@@ -46,7 +56,7 @@ from jaxsec.defenses.training import (adversarial_training, at_temperature, cont
                                       trades_attack, weight_penalty, worst_case_logits)
 
 __all__ = [
-    'data', 'inference', 'training',
+    'data', 'inference', 'model', 'training',
     'adversarial_training', 'ensemble_adversarial_training', 'fast_adversarial_training',
     'fgsm_adversarial_training', 'linear_adversarial_training', 'pgd_adversarial_training',
     'trades', 'trades_attack', 'worst_case_logits',
@@ -66,4 +76,7 @@ __all__ = [
     'ibp_fit_scheduled', 'ibp_margin_bounds', 'ibp_objective', 'ibp_schedule',
     'ibp_scheduled_objective', 'ibp_verified', 'ibp_verified_accuracy',
     'ibp_worst_case_logits', 'interval_bounds',
+    'activation_clustering', 'activation_clusters', 'strip_entropy', 'strip_score',
+    'strip_threshold', 'anomaly_index', 'dormant_units', 'fine_prune', 'neural_cleanse_detect',
+    'neural_cleanse_stamp', 'reverse_triggers',
 ]

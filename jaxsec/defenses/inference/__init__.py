@@ -9,12 +9,14 @@ EOT are wrappers too): :mod:`preprocessors` (feature-squeezing squeezers,
 prediction (randomized smoothing, Cohen, Rosenfeld & Kolter 2019): PREDICT / CERTIFY over
 Gaussian noise around a ``logits_fn``; its training-side piece,
 :func:`gaussian_augmentation`, is an objective transformation like those of
-:mod:`jaxsec.defenses.training`. PREDICT stays ``smoothing.predict`` (a generic name).
+:mod:`jaxsec.defenses.training`. PREDICT stays ``smoothing.predict`` (a generic name). :mod:`strip` is STRIP (Gao et al.
+2019), a detector score function against backdoor triggers.
 """
 from jaxsec.defenses.inference import dae
 from jaxsec.defenses.inference import detectors
 from jaxsec.defenses.inference import preprocessors
 from jaxsec.defenses.inference import smoothing
+from jaxsec.defenses.inference import strip
 from jaxsec.defenses.inference.detectors import (defended, defended_success, detection_report,
                                                  detector_aware_pgd, detector_training_set,
                                                  evasion_success, feature_squeezing_score,
@@ -23,12 +25,14 @@ from jaxsec.defenses.inference.preprocessors import (bit_depth_reduction, median
                                                      preprocessed)
 from jaxsec.defenses.inference.smoothing import (Certificate, certified_accuracy, certify,
                                                  gaussian_augmentation)
+from jaxsec.defenses.inference.strip import strip_entropy, strip_score, strip_threshold
 
 __all__ = [
-    'dae', 'detectors', 'preprocessors', 'smoothing',
+    'dae', 'detectors', 'preprocessors', 'smoothing', 'strip',
     'defended', 'defended_success', 'detection_report', 'detector_aware_pgd',
     'detector_training_set', 'evasion_success', 'feature_squeezing_score', 'learned_score',
     'threshold_at_fpr',
     'bit_depth_reduction', 'median_filter', 'preprocessed',
     'Certificate', 'certified_accuracy', 'certify', 'gaussian_augmentation',
+    'strip_entropy', 'strip_score', 'strip_threshold',
 ]
