@@ -188,7 +188,8 @@ def run_boundary(query_fn, x, y, key, *, targeted, num_steps, max_queries, spher
                  source_step, source_step_convergence, step_adaptation, update_stats_every_k,
                  init_num_tries, init_blend_steps, bounds, query_checkpoints=(),
                  starting_points=None):
-  """The Boundary Attack engine: ``(x_adv, success, queries, distance, steps, dist_at)``."""
+  """The Boundary Attack engine: ``(x_adv, success, queries, distance, steps, dist_at,
+  (spherical_step, source_step))``, the step sizes as they ended."""
   b = x.shape[0]
   max_q = jnp.asarray(_INT_MAX if max_queries is None else max_queries).astype(jnp.int32)
   phi = _Phi(query_fn, y, targeted)
@@ -262,7 +263,8 @@ def run_boundary(query_fn, x, y, key, *, targeted, num_steps, max_queries, spher
   if num_steps > 0:
     st = lax.while_loop(lambda s: (s['t'] <= num_steps) & jnp.any(running(s)), body, st)
   x_adv = common.select(alive, st['x'], x)
-  return (x_adv, already | alive, st['q'], dist(x_adv), st['steps'], st['dist_at'])
+  return (x_adv, already | alive, st['q'], dist(x_adv), st['steps'], st['dist_at'],
+          (st['sph'], st['src']))
 
 
 def boundary_attack(*, num_steps: int = 25000, max_queries=None, spherical_step: float = 1e-2,
@@ -298,7 +300,8 @@ def boundary_attack(*, num_steps: int = 25000, max_queries=None, spherical_step:
 
   Returns:
     ``attack(...) -> AttackOutput`` (budget 'minimal'); info: ``success``, ``queries``,
-    ``distance`` (L2 at ``x_adv``), ``steps`` (steps run) and ``distance_at_queries``.
+    ``distance`` (L2 at ``x_adv``), ``steps`` (steps run), ``distance_at_queries`` and
+    ``spherical_step`` / ``source_step`` (the adapted step sizes at the end).
   """
   bounds = _checks.check_bounds(bounds)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=0)
@@ -324,7 +327,7 @@ def boundary_attack(*, num_steps: int = 25000, max_queries=None, spherical_step:
                        'target labels.')
     if starting_points is not None:
       starting_points = check_starting_points(starting_points, x, bounds)
-    x_adv, succ, q, d, steps, dist_at = run_boundary(
+    x_adv, succ, q, d, steps, dist_at, (sph, src) = run_boundary(
         query_fn, x, y, key, targeted=targeted, num_steps=num_steps, max_queries=max_queries,
         spherical_step=float(spherical_step), source_step=float(source_step),
         source_step_convergence=float(source_step_convergence),
@@ -332,6 +335,7 @@ def boundary_attack(*, num_steps: int = 25000, max_queries=None, spherical_step:
         init_num_tries=init_num_tries, init_blend_steps=init_blend_steps, bounds=bounds,
         query_checkpoints=cps, starting_points=starting_points)
     return AttackOutput(x_adv, {'success': succ, 'queries': q, 'distance': d, 'steps': steps,
-                                'distance_at_queries': dist_at}, 'minimal')
+                                'distance_at_queries': dist_at, 'spherical_step': sph,
+                                'source_step': src}, 'minimal')
   return attack
 

@@ -64,7 +64,7 @@ def _foolbox_on_a_sphere(r, radius, steps, src=1e-2, sph=1e-2, adapt=1.5, k=10):
         src = src * f
         if f != 1.0:
           q_stp[:] = np.nan
-  return r
+  return r, sph, src
 
 
 def test_step_size_adaptation_follows_foolbox():
@@ -81,8 +81,11 @@ def test_step_size_adaptation_follows_foolbox():
   out = jax.jit(lambda a, b, c, s: atk(oracle, a, b, c, starting_points=s))(
       x, jnp.zeros(2, jnp.int32), KEY, start)
   for i, r0 in enumerate((2.0, 3.0)):
-    np.testing.assert_allclose(float(out.info['distance'][i]),
-                               _foolbox_on_a_sphere(r0, 1.0, steps), rtol=1e-4)
+    r, sph, src = _foolbox_on_a_sphere(r0, 1.0, steps)
+    np.testing.assert_allclose(float(out.info['distance'][i]), r, rtol=1e-4)
+    np.testing.assert_allclose(float(out.info['spherical_step'][i]), sph, rtol=1e-5)
+    np.testing.assert_allclose(float(out.info['source_step'][i]), src, rtol=1e-5)
+    assert sph != 1e-2 and src != 1e-2                 # both queues adapted the steps
   # Exact query count: the clean point, the starting point, one candidate per step and one
   # spherical candidate every 10th step.
   np.testing.assert_array_equal(out.info['queries'], 2 + steps + steps // 10)
