@@ -42,6 +42,34 @@ def _softmax_grad_norm(logits_fn, x, y):
   return float(jnp.mean(jnp.sum(jnp.abs(g.reshape(g.shape[0], -1)), 1)))
 
 
+def train_distilled(cfg, apply_fn, p0, x, y, key, scratch: str, name: str):
+  """Papernot et al.'s three networks from one initialisation: the undistilled network
+  (T = 1), the teacher at ``cfg.temperature`` and the student distilled from it at the same
+  temperature, each checkpointed under ``scratch`` (study ``name``). Returns their params
+  ``(plain, teacher, student)``; the student is deployed at T = 1 (its raw logits)."""
+  base = {k: cfg[k] for k in ('seed', 'model_kwargs', 'batch_size', 'learning_rate',
+                              'n_train', 'epochs')}
+  T = float(cfg.temperature)
+
+  def trained(stage, objective, extra):
+    res = train.fit(apply_fn, p0, x, y, optimizer=optax.adam(cfg.learning_rate),
+                    key=jax.random.fold_in(key, 2), num_epochs=cfg.epochs,
+                    batch_size=cfg.batch_size, objective=objective,
+                    checkpoint_dir=dc.ckpt_dir(scratch, name, stage, dc.tag_of(base, extra)),
+                    progress=True, label=stage)
+    return res.params
+
+  dc.log(f'{name}: training the undistilled network')
+  p_plain = trained('plain', None, {})
+  dc.log(f'{name}: training the teacher at T={T}')
+  p_teacher = trained('teacher', train.supervised(distillation.temperature_cross_entropy(T)),
+                      {'T': T})
+  dc.log(f'{name}: training the distilled network at T={T}')
+  p_student = trained('student', distillation.distillation(
+      lambda z: apply_fn(p_teacher, z), temperature=T), {'T': T, 'student': True})
+  return p_plain, p_teacher, p_student
+
+
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   x, y, xt, yt = dc.load_fmnist(cfg.n_train, cfg.n_test, cfg.seed)
   key = jax.random.key(cfg.seed)
@@ -51,26 +79,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   base = {k: cfg[k] for k in ('seed', 'model_kwargs', 'batch_size', 'learning_rate',
                               'n_train', 'epochs')}
   T = float(cfg.temperature)
-  opt = lambda: optax.adam(cfg.learning_rate)
-
-  def trained(stage, objective, extra):
-    tag = dc.tag_of(base, extra)
-    res = train.fit(apply_fn, p0, x, y, optimizer=opt(), key=jax.random.fold_in(key, 2),
-                    num_epochs=cfg.epochs, batch_size=cfg.batch_size, objective=objective,
-                    checkpoint_dir=dc.ckpt_dir(scratch, NAME, stage, tag), progress=True,
-                    label=stage)
-    return res.params
-
-  dc.log(f'{NAME}: training the undistilled network')
-  p_plain = trained('plain', None, {})
-  dc.log(f'{NAME}: training the teacher at T={T}')
-  p_teacher = trained('teacher', train.supervised(distillation.temperature_cross_entropy(T)),
-                      {'T': T})
-  teacher_fn = lambda z: apply_fn(p_teacher, z)
-  dc.log(f'{NAME}: training the distilled network at T={T}')
-  p_student = trained('student', distillation.distillation(teacher_fn, temperature=T),
-                      {'T': T, 'student': True})
-
+  p_plain, _, p_student = train_distilled(cfg, apply_fn, p0, x, y, key, scratch, NAME)
   na = min(cfg.n_attack, xt.shape[0])
   xa, ya = xt[:na], yt[:na]
   rng = np.random.default_rng(cfg.seed)
