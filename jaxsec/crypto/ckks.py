@@ -36,6 +36,11 @@ products breaks the replicated slot layout its diagonal method expects, and the 
 product then returns wrong values (TenSEAL issue #462; we measured a 0.07 logit error on
 784 inputs), while the folded form is exact up to CKKS noise.
 
+TenSEAL serialises through protobuf and crashes (segmentation fault) in a process that has
+imported TensorFlow (``jaxsec.data`` loads datasets with it): both ship a protobuf runtime.
+:func:`encrypted_mlp_logits_isolated` runs the same computation in a fresh Python process
+that never imports TensorFlow, and returns the same :class:`CKKSOutput`.
+
 >>> import numpy as np
 >>> from jaxsec.crypto import ckks, mlp_export
 >>> rng = np.random.default_rng(0)
@@ -49,6 +54,11 @@ product then returns wrong values (TenSEAL issue #462; we measured a 0.07 logit 
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Any, NamedTuple, Sequence
 
@@ -58,7 +68,7 @@ from jaxsec import _checks
 from jaxsec.crypto import mlp_export
 
 __all__ = ['MAX_LOG_Q_128', 'CKKSContext', 'CKKSOutput', 'ckks_context', 'levels_needed',
-           'encrypted_mlp_logits']
+           'encrypted_mlp_logits', 'encrypted_mlp_logits_isolated']
 
 # HomomorphicEncryption.org security standard (Albrecht et al. 2018), Table 1: the largest
 # log2 of the ciphertext modulus Q for 128-bit classical security, uniform ternary secret.
@@ -89,25 +99,9 @@ class CKKSOutput(NamedTuple):
   info: dict
 
 
-def ckks_context(*, poly_modulus_degree: int = 8192,
-                 coeff_mod_bit_sizes: Sequence[int] = (60, 40, 40, 40, 38),
-                 global_scale_bits: int = 40) -> CKKSContext:
-  """A CKKS context with Galois keys, at 128-bit security or refused.
-
-  Args:
-    poly_modulus_degree: ring dimension N (a power of two in :data:`MAX_LOG_Q_128`).
-    coeff_mod_bit_sizes: bit sizes of the RNS primes of Q: the first holds the final value,
-      the middle ones are consumed by rescaling (each must equal ``global_scale_bits``),
-      the last is the special key-switching prime.
-    global_scale_bits: log2 of the encoding scale.
-
-  Raises:
-    ValueError: naming the values, when N is not in the table, ``sum(coeff_mod_bit_sizes)``
-      exceeds the 128-bit bound for N, a middle prime differs from the scale, the first
-      prime is not larger than the scale, or a prime has more than 60 bits.
-  """
-  import tenseal as ts  # pylint: disable=import-outside-toplevel
-
+def _check_params(poly_modulus_degree: Any, coeff_mod_bit_sizes: Any, global_scale_bits: Any
+                  ) -> tuple[int, tuple[int, ...], int]:
+  """The checks of :func:`ckks_context` (its Raises), without building a context."""
   n = _checks.check_int('poly_modulus_degree', poly_modulus_degree)
   if n not in MAX_LOG_Q_128:
     raise ValueError(f'poly_modulus_degree={n} is not one of {tuple(MAX_LOG_Q_128)} (the '
@@ -129,6 +123,29 @@ def ckks_context(*, poly_modulus_degree: int = 8192,
   if bits[0] <= scale:
     raise ValueError(f'coeff_mod_bit_sizes[0]={bits[0]} must exceed global_scale_bits='
                      f'{scale} (room for the integer part of the result).')
+  return n, bits, scale
+
+
+def ckks_context(*, poly_modulus_degree: int = 8192,
+                 coeff_mod_bit_sizes: Sequence[int] = (60, 40, 40, 40, 38),
+                 global_scale_bits: int = 40) -> CKKSContext:
+  """A CKKS context with Galois keys, at 128-bit security or refused.
+
+  Args:
+    poly_modulus_degree: ring dimension N (a power of two in :data:`MAX_LOG_Q_128`).
+    coeff_mod_bit_sizes: bit sizes of the RNS primes of Q: the first holds the final value,
+      the middle ones are consumed by rescaling (each must equal ``global_scale_bits``),
+      the last is the special key-switching prime.
+    global_scale_bits: log2 of the encoding scale.
+
+  Raises:
+    ValueError: naming the values, when N is not in the table, ``sum(coeff_mod_bit_sizes)``
+      exceeds the 128-bit bound for N, a middle prime differs from the scale, the first
+      prime is not larger than the scale, or a prime has more than 60 bits.
+  """
+  import tenseal as ts  # pylint: disable=import-outside-toplevel
+
+  n, bits, scale = _check_params(poly_modulus_degree, coeff_mod_bit_sizes, global_scale_bits)
   ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=n, coeff_mod_bit_sizes=list(bits))
   ctx.global_scale = 2.0 ** scale
   ctx.generate_galois_keys()
@@ -153,6 +170,24 @@ def _folded(layers: list[mlp_export.Dense]) -> list[np.ndarray]:
     if not last:
       m[-1, -1] = 1.0          # the constant unit: 1 -> 1 through the square
     mats.append(m)
+  return mats
+
+
+def _check_network(layers: list[mlp_export.Dense], coeff_mod_bit_sizes: tuple[int, ...],
+                   poly_modulus_degree: int) -> list[np.ndarray]:
+  """Depth and slot checks of :func:`encrypted_mlp_logits`; returns the folded matrices."""
+  levels, slots = len(coeff_mod_bit_sizes) - 2, poly_modulus_degree // 2
+  need = levels_needed(len(layers))
+  if need > levels:
+    raise ValueError(f'a network of {len(layers)} dense layers needs {need} rescaling levels; '
+                     f'coeff_mod_bit_sizes={coeff_mod_bit_sizes} gives '
+                     f'{levels}.')
+  mats = _folded(layers)
+  for i, m in enumerate(mats):
+    if m.shape[0] + m.shape[1] > slots:
+      raise ValueError(f'layer {i} ({m.shape[0]} x {m.shape[1]} with the folded bias) needs '
+                       f'more than the {slots} slots of poly_modulus_degree='
+                       f'{poly_modulus_degree}.')
   return mats
 
 
@@ -188,17 +223,7 @@ def encrypted_mlp_logits(params: Any, x: Any, context: CKKSContext, *,
     raise ValueError(f'context must be a CKKSContext from ckks_context(); got '
                      f'{type(context).__name__}.')
   layers = params if isinstance(params, list) else mlp_export.mlp_layers(params)
-  need = levels_needed(len(layers))
-  if need > context.levels:
-    raise ValueError(f'a network of {len(layers)} dense layers needs {need} rescaling levels; '
-                     f'coeff_mod_bit_sizes={context.coeff_mod_bit_sizes} gives '
-                     f'{context.levels}.')
-  mats = _folded(layers)
-  for i, m in enumerate(mats):
-    if m.shape[0] + m.shape[1] > context.slots:
-      raise ValueError(f'layer {i} ({m.shape[0]} x {m.shape[1]} with the folded bias) needs '
-                       f'more than the {context.slots} slots of poly_modulus_degree='
-                       f'{context.poly_modulus_degree}.')
+  mats = _check_network(layers, context.coeff_mod_bit_sizes, context.poly_modulus_degree)
   x = mlp_export.check_inputs(layers, x)
   x_aug = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
   mats_l = [m.tolist() for m in mats]
@@ -235,3 +260,73 @@ def encrypted_mlp_logits(params: Any, x: Any, context: CKKSContext, *,
           'coeff_mod_bit_sizes': list(context.coeff_mod_bit_sizes),
           'global_scale_bits': context.global_scale_bits}
   return CKKSOutput(np.asarray(logits, np.float64), info)
+
+
+def encrypted_mlp_logits_isolated(params: Any, x: Any, *,
+                                  context_kwargs: dict | None = None,
+                                  timeout: float = 3600.0) -> CKKSOutput:
+  """:func:`encrypted_mlp_logits` with a fresh :func:`ckks_context` (``**context_kwargs``)
+  in a child Python process (``python -m jaxsec.crypto.ckks``), for callers that have
+  imported TensorFlow (module docstring). Same arguments checks, same output.
+
+  Raises:
+    ValueError: as :func:`ckks_context` and :func:`encrypted_mlp_logits`, checked in this
+      process before the child starts.
+    RuntimeError: the child failed or ran past ``timeout`` seconds (its output is in the
+      message).
+  """
+  layers = params if isinstance(params, list) else mlp_export.mlp_layers(params)
+  x = mlp_export.check_inputs(layers, x)
+  kwargs = dict(context_kwargs or {})
+  defaults = {'poly_modulus_degree': 8192, 'coeff_mod_bit_sizes': (60, 40, 40, 40, 38),
+              'global_scale_bits': 40}
+  unknown = set(kwargs) - set(defaults)
+  if unknown:
+    raise ValueError(f'context_kwargs has unknown keys {sorted(unknown)}; expected some of '
+                     f'{sorted(defaults)}.')
+  n, bits, scale = _check_params(**{**defaults, **kwargs})
+  _check_network(layers, bits, n)
+  kwargs = {'poly_modulus_degree': n, 'coeff_mod_bit_sizes': list(bits),
+            'global_scale_bits': scale}
+  _checks.check_float('timeout', timeout, minimum=0.0, strict_min=True)
+  with tempfile.TemporaryDirectory(prefix='jaxsec_ckks_') as job:
+    arrays: dict[str, Any] = {'x': x}
+    for i, (w, b) in enumerate(layers):
+      arrays[f'w{i}'], arrays[f'b{i}'] = w, b
+    np.savez(os.path.join(job, 'job.npz'), **arrays)
+    with open(os.path.join(job, 'job.json'), 'w') as fh:
+      json.dump({'num_layers': len(layers), 'context_kwargs': kwargs}, fh)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    try:
+      proc = subprocess.run([sys.executable, '-m', 'jaxsec.crypto.ckks', job], env=env,
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as e:
+      raise RuntimeError(f'CKKS child process ran past timeout={timeout} s.') from e
+    if proc.returncode != 0:
+      raise RuntimeError(f'CKKS child process failed (status {proc.returncode}):\n'
+                         f'{(proc.stdout + proc.stderr)[-3000:]}')
+    logits = np.load(os.path.join(job, 'logits.npy'))
+    with open(os.path.join(job, 'info.json')) as fh:
+      info = json.load(fh)
+  return CKKSOutput(logits, info)
+
+
+def _child(job: str) -> None:
+  """The child of :func:`encrypted_mlp_logits_isolated`: reads the job, writes the output."""
+  with open(os.path.join(job, 'job.json')) as fh:
+    spec = json.load(fh)
+  npz = np.load(os.path.join(job, 'job.npz'))
+  layers = [mlp_export.Dense(npz[f'w{i}'], npz[f'b{i}']) for i in range(spec['num_layers'])]
+  kwargs = spec['context_kwargs']
+  if 'coeff_mod_bit_sizes' in kwargs:
+    kwargs['coeff_mod_bit_sizes'] = tuple(kwargs['coeff_mod_bit_sizes'])
+  out = encrypted_mlp_logits(layers, npz['x'], ckks_context(**kwargs))
+  np.save(os.path.join(job, 'logits.npy'), out.logits)
+  with open(os.path.join(job, 'info.json'), 'w') as fh:
+    json.dump(out.info, fh)
+
+
+if __name__ == '__main__':
+  _child(sys.argv[1])

@@ -68,3 +68,21 @@ def test_bad_input(context):
     ckks.encrypted_mlp_logits(params, x, context.context)
   with pytest.raises(ValueError, match='slots'):
     ckks.encrypted_mlp_logits(_params(rng, (4096, 2, 2)), np.zeros((1, 4096)), context)
+
+
+def test_isolated_child_process_matches_in_process(context):
+  rng = np.random.default_rng(3)
+  params = _params(rng, (10, 4, 3))
+  x = rng.uniform(size=(2, 10))
+  here = ckks.encrypted_mlp_logits(params, x, context)
+  there = ckks.encrypted_mlp_logits_isolated(params, x)
+  np.testing.assert_allclose(there.logits, here.logits, atol=1e-4)
+  assert there.info['coeff_mod_bit_sizes'] == [60, 40, 40, 40, 38]
+  assert len(there.info['bytes_query']) == 2
+  # checked here, before a child starts
+  with pytest.raises(ValueError, match='log2 Q = 200'):
+    ckks.encrypted_mlp_logits_isolated(
+        params, x, context_kwargs={'poly_modulus_degree': 4096,
+                                   'coeff_mod_bit_sizes': (60, 40, 40, 60)})
+  with pytest.raises(ValueError, match='unknown keys'):
+    ckks.encrypted_mlp_logits_isolated(params, x, context_kwargs={'scale': 40})
