@@ -46,6 +46,7 @@ ATTACKS = [
     ('uap_sgd', lambda: attacks.universal_perturbation_sgd(xi=0.1, num_steps=2).attack,
      'fixed'),
     ('square', lambda: blackbox.square(eps=0.1, num_queries=5), 'fixed'),
+    ('bandits', lambda: blackbox.bandits(eps=0.1, num_steps=2), 'fixed'),
     ('hsja', lambda: blackbox.hop_skip_jump(num_iterations=1, max_queries=50,
                                             init_num_evals=4, init_num_tries=5), 'minimal'),
     ('boundary', lambda: blackbox.boundary_attack(num_steps=3, max_queries=50,
@@ -78,7 +79,7 @@ def test_every_attack_returns_attack_output_with_success_on_x_adv(name, make, bu
     attacks.jsma, attacks.lbfgs, attacks.carlini_wagner_l2, attacks.carlini_wagner_linf,
     attacks.carlini_wagner_l0, attacks.universal_perturbation,
     attacks.universal_perturbation_sgd, attacks.adversarial_patch, attacks.rp2,
-    blackbox.square, blackbox.hop_skip_jump, blackbox.boundary_attack, blackbox.rays])
+    blackbox.square, blackbox.bandits, blackbox.hop_skip_jump, blackbox.boundary_attack, blackbox.rays])
 def test_no_return_info_flag(factory):
   assert 'return_info' not in inspect.signature(factory).parameters
 

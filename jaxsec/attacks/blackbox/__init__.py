@@ -6,13 +6,15 @@ where ``query_fn: x -> scores`` and the attack counts the queries it spends.
 
 Score-based: :func:`square` (Square Attack, Andriushchenko et al., ECCV 2020; L_inf, L2),
 :func:`spsa` (Uesato et al., ICML 2018) and :func:`nes` (Ilyas et al., ICML 2018), on
-zeroth-order gradient estimates (``estimators``), and :func:`simba` (Guo et al., ICML 2019;
-pixel basis).
+zeroth-order gradient estimates (``estimators``), :func:`simba` (Guo et al., ICML 2019;
+pixel basis) and :func:`bandits` (Ilyas, Engstrom & Madry, ICLR 2019; time and tiling
+priors, L_inf, L2).
 
 Decision-based, minimal-norm (labels only): :func:`hop_skip_jump` (below),
 :func:`boundary_attack` (Brendel, Rauber & Bethge, ICLR 2018; L2) and :func:`rays` (RayS,
 Chen & Gu, KDD 2020; L_inf).
 """
+from jaxsec.attacks.blackbox.bandits import bandits
 from jaxsec.attacks.blackbox.boundary import boundary_attack
 from jaxsec.attacks.blackbox.nes import nes
 from jaxsec.attacks.blackbox.rays import rays
@@ -20,7 +22,7 @@ from jaxsec.attacks.blackbox.simba import simba
 from jaxsec.attacks.blackbox.spsa import spsa
 from jaxsec.attacks.blackbox.square import square
 
-__all__ = ['square', 'spsa', 'nes', 'simba', 'boundary_attack', 'rays']
+__all__ = ['square', 'spsa', 'nes', 'simba', 'bandits', 'boundary_attack', 'rays']
 
 # Decision-based: hop_skip_jump (HopSkipJumpAttack, Chen, Jordan & Wainwright, S&P 2020;
 # L2, L_inf; query_fn: x -> labels). Transfer: substitute_training (Papernot et al.,

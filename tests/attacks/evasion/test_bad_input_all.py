@@ -73,6 +73,7 @@ CALLS = {
     'eot_pgd': (2, lambda f, x, y: attacks.eot(attacks.pgd(eps=0.1, num_steps=2),
                                                num_samples=2)(_randomised, x, y, KEY).x_adv),
     'square': (2, _call(blackbox.square(eps=0.1, num_queries=3))),
+    'bandits': (2, _call(blackbox.bandits(eps=0.1, num_steps=1, tile_size=2))),
     'hop_skip_jump': (2, _call(blackbox.hop_skip_jump(num_iterations=1, init_num_evals=2,
                                                       max_num_evals=2))),
     'boundary_attack': (2, _call(blackbox.boundary_attack(num_steps=1, init_num_tries=1))),
