@@ -15,10 +15,11 @@ from jaxsec.defenses.data.activation_clustering import (activation_clustering,
                                                         activation_clusters)
 from jaxsec.defenses.data.sanitize import (empirical_mean_test, knn_label_sanitize,
                                            knn_relabel, noise_augment, precision_recall,
-                                           robust_pca, roni, slab, spectral_signatures,
+                                           robust_pca, roni, slab,
+                                           spectral_signature_scores, spectral_signatures,
                                            sphere)
 
 __all__ = ['activation_clustering_lib', 'sanitize', 'activation_clustering',
            'activation_clusters', 'empirical_mean_test', 'knn_label_sanitize', 'knn_relabel',
            'noise_augment', 'precision_recall', 'robust_pca', 'roni', 'slab',
-           'spectral_signatures', 'sphere']
+           'spectral_signature_scores', 'spectral_signatures', 'sphere']

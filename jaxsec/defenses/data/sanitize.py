@@ -228,22 +228,29 @@ def _top_direction_scores(r, w):
   return (c @ vecs[:, -1]) ** 2
 
 
-def spectral_signatures(features, y, *, num_classes: int, fraction: float) -> jax.Array:
-  """Tran, Li, Madry (2018): per class, centre the representations, take the top singular
-  vector ``v`` and score ``<r - mu, v>^2``; drop the top ``fraction`` of each class (the
-  paper removes ``1.5 eps`` for a poison rate ``eps``).
-
-  Args:
-    features: [n, k] learned representations (e.g. a penultimate layer) or raw inputs.
-  """
+def spectral_signature_scores(features, y, *, num_classes: int) -> jax.Array:
+  """Tran, Li, Madry (2018)'s outlier score ``[n]``: per class, ``<r - mu, v>^2`` with ``v``
+  the top singular vector of the class's centred representations (larger = more likely
+  poison; a ranking for ROC curves). :func:`spectral_signatures` thresholds it per class."""
   num_classes = _checks.check_int('num_classes', num_classes, minimum=1)
   _check_xy(features, y, num_classes)
-  fraction = _check_removal(fraction)
   r = _flat(features)
 
   def per_class(k):
     return jnp.where(y == k, _top_direction_scores(r, (y == k).astype(r.dtype)), 0.0)
-  score = jax.lax.map(per_class, jnp.arange(num_classes)).sum(0)
+  return jax.lax.map(per_class, jnp.arange(num_classes)).sum(0)
+
+
+def spectral_signatures(features, y, *, num_classes: int, fraction: float) -> jax.Array:
+  """Tran, Li, Madry (2018): per class, centre the representations, take the top singular
+  vector ``v`` and score ``<r - mu, v>^2`` (:func:`spectral_signature_scores`); drop the top
+  ``fraction`` of each class (the paper removes ``1.5 eps`` for a poison rate ``eps``).
+
+  Args:
+    features: [n, k] learned representations (e.g. a penultimate layer) or raw inputs.
+  """
+  fraction = _check_removal(fraction)
+  score = spectral_signature_scores(features, y, num_classes=num_classes)
   return _keep_by_class_quantile(score, y, num_classes, fraction)
 
 

@@ -68,6 +68,12 @@ def test_spectral_signatures_and_robust_pca_find_planted_subpopulation():
   keep = np.asarray(sanitize.spectral_signatures(jnp.asarray(x), jnp.asarray(y),
                                                  num_classes=2, fraction=0.15))
   assert sanitize.precision_recall(keep, poison)['recall'] == 1.0
+  score = np.asarray(sanitize.spectral_signature_scores(jnp.asarray(x), jnp.asarray(y),
+                                                        num_classes=2))
+  c1 = x[y == 1] - x[y == 1].mean(0)          # the score by hand for class 1
+  v = np.linalg.svd(c1, full_matrices=False)[2][0]
+  np.testing.assert_allclose(score[y == 1], (c1 @ v) ** 2, rtol=1e-3, atol=1e-4)
+  assert score[poison].min() > np.median(score[y == 1])
   xr = rng.randn(150, 6).astype(np.float32) @ np.diag([3, 3, .1, .1, .1, .1]).astype(
       np.float32)
   off = np.zeros(150, bool)
