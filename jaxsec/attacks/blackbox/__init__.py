@@ -14,6 +14,7 @@ Decision-based, minimal-norm (labels only): :func:`hop_skip_jump` (below),
 :func:`boundary_attack` (Brendel, Rauber & Bethge, ICLR 2018; L2) and :func:`rays` (RayS,
 Chen & Gu, KDD 2020; L_inf).
 """
+from jaxsec.attacks.blackbox.acre import ACREResult, acre_boolean, acre_continuous
 from jaxsec.attacks.blackbox.bandits import bandits
 from jaxsec.attacks.blackbox.boundary import boundary_attack
 from jaxsec.attacks.blackbox.nes import nes
@@ -35,3 +36,8 @@ from jaxsec.attacks.blackbox.substitute import (jacobian_augmentation, substitut
 __all__ += ['hop_skip_jump', 'substitute_training', 'jacobian_augmentation',
             'transfer_attack']
 
+# Reverse engineering (host code, sequential membership queries): ACRE learning of linear
+# classifiers (Lowd & Meek, KDD 2005): acre_continuous ((1+eps)-approximate minimal L1
+# cost), acre_boolean (2-approximate minimal Hamming cost); ACREResult(x, cost, queries,
+# info), not AttackOutput (imported above).
+__all__ += ['ACREResult', 'acre_boolean', 'acre_continuous']
