@@ -39,7 +39,6 @@ from jaxsec.attacks.blackbox.boundary import check_checkpoints, check_max_querie
 from jaxsec.attacks.blackbox.hopskipjump import _Phi
 from jaxsec.attacks.evasion import common
 
-_MAX_BISECT = 100      # bisection steps (the tolerance and float precision end them before)
 
 
 def block_of(level, index, d: int):
@@ -53,7 +52,12 @@ def block_of(level, index, d: int):
 
 def run_rays(query_fn, x, y, key, *, targeted, max_queries, tol, bounds,
              query_checkpoints=()):
-  """The RayS engine: ``(x_adv, success, queries, distance, iterations, dist_at)``."""
+  """The RayS engine: ``(x_adv, success, queries, distance, iterations, dist_at)``.
+
+  Vectorised as a per-example state machine, one query per example per loop step: an
+  example either checks a new block's ray (phase 0) or bisects its radius (phase 1), so the
+  batch never waits for one example's bisection (each example's query sequence is the
+  official one)."""
   del key
   lo, hi = bounds
   b = x.shape[0]
@@ -64,6 +68,7 @@ def run_rays(query_fn, x, y, key, *, targeted, max_queries, tol, bounds,
   phi = _Phi(query_fn, y, targeted)
   point = lambda r, s: jnp.clip(x + common._bcast(r, x) * s.reshape(x.shape), lo, hi)
   idx = jnp.arange(d)
+  box = jnp.asarray(hi - lo, x.dtype)
 
   already = phi.one(x)
   queries = jnp.ones((b,), jnp.int32)
@@ -74,58 +79,72 @@ def run_rays(query_fn, x, y, key, *, targeted, max_queries, tol, bounds,
   def running(st):
     return ~already & (st['q'] < max_q)
 
+  def s_try_of(st):
+    start, end = block_of(st['level'], st['ind'], d)
+    flip = (idx[None, :] >= start[:, None]) & (idx[None, :] < end[:, None])
+    return jnp.where(flip, -st['s'], st['s']), end
+
+  def finish(st, done):
+    """Examples ``done`` with a ray: keep it if its radius beats the best."""
+    s_try, _ = s_try_of(st)
+    better = done & (st['high'] < st['r'])
+    r = jnp.where(better, st['high'], st['r'])
+    x_new = common.select(better, point(st['high'], s_try), st['x'])
+    return {**st, 'r': r, 'x': x_new, 's': jnp.where(better[:, None], s_try, st['s']),
+            'best': jnp.where(jnp.isfinite(r), common.norm(x_new - x, 'linf').astype(x.dtype),
+                              st['best'])}
+
+  def advance(st, moved):
+    """Examples ``moved`` go to their next block (the next level after a level's last)."""
+    _, end = s_try_of(st)
+    nxt = st['ind'] + 1
+    level_done = (nxt == jnp.left_shift(1, st['level'])) | (end == d)
+    up = level_done & (st['level'] < max_level)
+    return {**st, 'level': jnp.where(moved & up, st['level'] + 1, st['level']),
+            'ind': jnp.where(moved, jnp.where(level_done, 0, nxt), st['ind']),
+            'it': st['it'] + moved.astype(jnp.int32)}
+
+  def bisecting(low, high):
+    mid = 0.5 * (low + high)
+    return (high - low > r_tol) & (mid > low) & (mid < high)
+
   def body(st):
-    level, ind = st['level'], st['ind']
-    start, end = block_of(level, ind, d)
     run = running(st)
-    flip = (idx >= start) & (idx < end)
-    s_try = jnp.where(flip[None, :], -st['s'], st['s'])
-    r_best = st['r']
-    # One query: does the new ray turn adversarial within the best radius?
-    succ0 = run & phi.one(point(jnp.minimum(r_best, hi - lo), s_try))
+    s_try, _ = s_try_of(st)
+    check = st['phase'] == 0
+    r_chk = jnp.minimum(st['r'], box)
+    mid = 0.5 * (st['low'] + st['high'])
+    dec = run & phi.one(point(jnp.where(check, r_chk, mid), s_try))
     q = st['q'] + run.astype(jnp.int32)
-    low = jnp.zeros((b,), x.dtype)
-    high = jnp.where(succ0, jnp.minimum(r_best, hi - lo), r_best)
+    # Phase 0: the ray beats the best radius -> bisect [0, min(r, hi - lo)]; else next block.
+    hit = run & check & dec
+    low = jnp.where(hit, 0.0, st['low'])
+    high = jnp.where(hit, r_chk, st['high'])
+    # Phase 1: one bisection step.
+    bis = run & ~check
+    low = jnp.where(bis & ~dec, mid, low)
+    high = jnp.where(bis & dec, mid, high)
+    searching = (hit | bis) & bisecting(low, high) & (q < max_q)
+    done = (hit | bis) & ~searching
+    st = {**st, 'q': q, 'low': low, 'high': high,
+          'phase': jnp.where(searching, 1, jnp.where(done, 0, st['phase']))}
+    st = finish(st, done)
+    st = advance(st, done | (run & check & ~dec))
+    return {**st, 'dist_at': record(st['dist_at'], query_checkpoints, q, st['best'])}
 
-    def b_running(c):
-      _, low, high, q = c
-      mid = 0.5 * (low + high)
-      return succ0 & (high - low > r_tol) & (q < max_q) & (mid > low) & (mid < high)
-
-    def b_body(c):
-      i, low, high, q = c
-      r = b_running(c)
-      mid = 0.5 * (low + high)
-      dec = phi.one(point(mid, s_try))
-      return (i + 1, jnp.where(r & ~dec, mid, low), jnp.where(r & dec, mid, high),
-              q + r.astype(jnp.int32))
-
-    _, _, high, q = lax.while_loop(
-        lambda c: (c[0] < _MAX_BISECT) & jnp.any(b_running(c)), b_body,
-        (jnp.asarray(0, jnp.int32), low, high, q))
-    better = succ0 & (high < r_best)
-    r_new = jnp.where(better, high, r_best)
-    x_new = common.select(better, point(high, s_try), st['x'])
-    nxt = ind + 1
-    level_done = (nxt == jnp.left_shift(1, level)) | (end == d)
-    up = level_done & (level < max_level)
-    dist = common.norm(x_new - x, 'linf').astype(x.dtype)
-    d_best = jnp.where(jnp.isfinite(r_new), dist, st['best'])
-    return {'level': jnp.where(up, level + 1, level),
-            'ind': jnp.where(level_done, 0, nxt),
-            's': jnp.where(better[:, None], s_try, st['s']), 'r': r_new, 'x': x_new,
-            'best': d_best, 'q': q, 'it': st['it'] + run.astype(jnp.int32),
-            'dist_at': record(st['dist_at'], query_checkpoints, q, d_best)}
-
-  st = {'level': jnp.asarray(0, jnp.int32), 'ind': jnp.asarray(0, jnp.int32),
-        's': jnp.ones((b, d), x.dtype), 'r': jnp.where(already, 0.0, jnp.inf).astype(x.dtype),
-        'x': x, 'best': best, 'q': queries, 'it': jnp.zeros((b,), jnp.int32),
-        'dist_at': dist_at}
+  zb = jnp.zeros((b,), jnp.int32)
+  st = {'level': zb, 'ind': zb, 'phase': zb, 's': jnp.ones((b, d), x.dtype),
+        'r': jnp.where(already, 0.0, jnp.inf).astype(x.dtype),
+        'low': jnp.zeros((b,), x.dtype), 'high': jnp.zeros((b,), x.dtype),
+        'x': x, 'best': best, 'q': queries, 'it': zb, 'dist_at': dist_at}
   st = lax.while_loop(lambda s: jnp.any(running(s)), body, st)
+  # A bisection cut off by the budget keeps the smallest adversarial radius it found.
+  st = finish(st, st['phase'] == 1)
+  dist_at = record(st['dist_at'], query_checkpoints, st['q'], st['best'])
   found = jnp.isfinite(st['r'])
   x_adv = common.select(found, st['x'], x)
   return (x_adv, found, st['q'], common.norm(x_adv - x, 'linf').astype(x.dtype), st['it'],
-          st['dist_at'])
+          dist_at)
 
 
 def rays(*, max_queries=10000, tol: float = 1e-3, targeted: bool = False,
