@@ -22,10 +22,12 @@ then bisected; with >= 10 rounds the last one uses the upper bound). With ``abor
 an example's round stops when its loss at ``x_{k+1}`` has not decreased by 0.01% over
 ``num_steps // 10`` iterations.
 
-Deviations: the threshold is ``beta`` itself, not ``lr_k beta`` (as the official code and
-Foolbox; the paper's ISTA step would scale it); the early stop is per example (the official
-code stops the whole batch); success is checked on ``x_{k+1}`` with one extra forward pass
-(the official code reads the scores of the same session run); any box ``(lo, hi)``.
+Deviations and choices: the threshold is ``beta`` itself, not ``lr_k beta`` (as the
+official code and Foolbox; the paper's ISTA step would scale it); the early stop is per
+example (the official code stops the whole batch); success is checked on ``x_{k+1}`` with
+one extra forward pass (Foolbox judges ``x_{k+1}`` by the logits at ``y_k``, which can
+record a non-adversarial point); the stall test uses the loss at ``x_{k+1}`` with its L1
+term (the official ``loss``; Foolbox uses ``g(y_k)``); any box ``(lo, hi)``.
 """
 from __future__ import annotations
 

@@ -29,6 +29,11 @@ rounding, and the reference can stay there for every step without an adversarial
 after the first one the schedules are the reference's); ``best`` starts at ``inf`` with a separate "found"
 flag (the reference starts at ``worst`` and cannot record a point at exactly that norm);
 any box ``(lo, hi)``; no warm start (``starting_points``) and no binary search to it.
+The steps are those of adversarial-library's ``fmn`` (the authors' reference); Foolbox's
+``LpFMNAttack`` differs in three details that are not followed here: its L0 radius is
+clamped at 1 (not 0) and its L0 projection keeps ``eps + 1`` coordinates (index ``eps`` of
+the descending sort), and its L2 projection multiplies by ``min(1, norms / norms) = 1``,
+i.e. does not project.
 """
 from __future__ import annotations
 
