@@ -70,6 +70,7 @@ def test_bad_input(context):
     ckks.encrypted_mlp_logits(_params(rng, (4096, 2, 2)), np.zeros((1, 4096)), context)
 
 
+@pytest.mark.slow    # a child Python process that imports jaxsec (~10-25 s on 2 busy cores)
 def test_isolated_child_process_matches_in_process(context):
   rng = np.random.default_rng(3)
   params = _params(rng, (10, 4, 3))
