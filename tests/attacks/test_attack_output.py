@@ -76,7 +76,7 @@ def test_every_attack_returns_attack_output_with_success_on_x_adv(name, make, bu
     attacks.fgsm, attacks.fgm, attacks.bim, attacks.mi_fgsm, attacks.pgd, attacks.apgd,
     attacks.apgd_t, attacks.auto_attack, attacks.fab, attacks.fab_t, attacks.deepfool,
     attacks.ead, attacks.fmn, attacks.ddn,
-    attacks.jsma, attacks.lbfgs, attacks.carlini_wagner_l2, attacks.carlini_wagner_linf,
+    attacks.jsma, attacks.jsma_add_only, attacks.lbfgs, attacks.carlini_wagner_l2, attacks.carlini_wagner_linf,
     attacks.carlini_wagner_l0, attacks.universal_perturbation,
     attacks.universal_perturbation_sgd, attacks.adversarial_patch, attacks.rp2,
     blackbox.square, blackbox.bandits, blackbox.hop_skip_jump, blackbox.boundary_attack, blackbox.rays])

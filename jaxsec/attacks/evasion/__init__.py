@@ -6,7 +6,8 @@ Every attack is a factory with keyword-only hyperparameters that returns the pur
 
 Gradient attacks: :func:`fgsm`, :func:`fgm`, :func:`bim`, :func:`mi_fgsm`, :func:`pgd`,
 :func:`apgd`, :func:`apgd_t`, the ensemble :func:`auto_attack` / :func:`run_auto_attack`;
-minimal-perturbation and other attacks: :func:`lbfgs`, :func:`jsma`, :func:`deepfool`,
+minimal-perturbation and other attacks: :func:`lbfgs`, :func:`jsma` (and :func:`jsma_add_only`, Grosse et al.
+2017: binary features, additions only), :func:`deepfool`,
 :func:`carlini_wagner_l2`, :func:`carlini_wagner_linf`, :func:`carlini_wagner_l0`,
 :func:`fab`, :func:`fab_t` (FAB, Croce & Hein 2020, minimal L_inf / L2 / L1 distance),
 :func:`ead` (elastic-net, Chen et al. 2018), :func:`fmn` (Fast Minimum-Norm, Pintor et al.
@@ -35,6 +36,7 @@ from jaxsec.attacks.evasion.fab import fab, fab_t
 from jaxsec.attacks.evasion.fmn import fmn
 from jaxsec.attacks.evasion.gradient import bim, fgm, fgsm, mi_fgsm
 from jaxsec.attacks.evasion.jsma import jsma
+from jaxsec.attacks.evasion.jsma_binary import jsma_add_only
 from jaxsec.attacks.evasion.lbfgs import lbfgs
 from jaxsec.attacks.evasion.pgd import pgd
 from jaxsec.attacks.evasion.physical import adversarial_patch, physical_transform, rp2
@@ -43,6 +45,6 @@ from jaxsec.attacks.evasion.universal import universal_perturbation, universal_p
 __all__ = ['common', 'fgsm', 'fgm', 'bim', 'mi_fgsm', 'pgd', 'apgd', 'apgd_t',
            'auto_attack', 'auto_attack_stage_names', 'run_auto_attack', 'eot',
            'eot_logits_fn', 'bpda',
-           'bpda_logits_fn', 'lbfgs', 'jsma', 'deepfool', 'fab', 'fab_t', 'ead', 'fmn', 'ddn', 'carlini_wagner_l2',
+           'bpda_logits_fn', 'lbfgs', 'jsma', 'jsma_add_only', 'deepfool', 'fab', 'fab_t', 'ead', 'fmn', 'ddn', 'carlini_wagner_l2',
            'carlini_wagner_linf', 'carlini_wagner_l0', 'universal_perturbation',
            'universal_perturbation_sgd', 'adversarial_patch', 'rp2', 'physical_transform']

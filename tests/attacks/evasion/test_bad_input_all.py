@@ -49,6 +49,7 @@ CALLS = {
     'fab_t': (4, _call(attacks.fab_t(num_steps=2, num_target_classes=2))),
     'deepfool': (2, _call(attacks.deepfool(num_classes=2, max_iter=2))),
     'jsma': (2, _call(attacks.jsma(gamma=0.2))),
+    'jsma_add_only': (2, _call(attacks.jsma_add_only(max_changes=2))),
     'ead': (2, _call(attacks.ead(num_steps=2, num_binary_steps=1))),
     'fmn': (2, _call(attacks.fmn(num_steps=2))),
     'ddn': (2, _call(attacks.ddn(num_steps=2))),
