@@ -9,13 +9,11 @@ see only the labels of the reference CNN. Each runs ONCE per image to the last b
 (``info['distance_at_queries']``), so the curve is one run, not one run per budget (DESIGN.md,
 "Where the next kinds go"). Next to them, on the same images, the white-box figures: C&W L2
 (``carlini_wagner_l2``) and the minimal L_inf eps of PGD-20 (bisection over eps, per image).
-A decision-based attack's distance can only approach these from above as queries grow (both
-papers: Boundary reaches C&W's median L2 after ~10^5-10^6 queries on MNIST / CIFAR; RayS
-reaches PGD's robust accuracy at 10^4 queries on robust CIFAR models).
+A decision-based attack's median is expected to fall towards these as its queries grow.
 
 Deviations (run time on a 2-core CPU): the CNN trains 1 epoch; 50 images; at most 10^4
-queries per image (Boundary's paper runs ~1.2 x 10^6); C&W at 5 x 200 steps. A median over
-images counts an image without an adversarial point yet as infinitely far.
+queries per image; C&W at 5 x 200 steps. A median over images counts an image without an
+adversarial point yet as infinitely far.
 """
 from __future__ import annotations
 
