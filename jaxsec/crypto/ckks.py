@@ -213,6 +213,7 @@ def encrypted_mlp_logits(params: Any, x: Any, context: CKKSContext, *,
     ValueError: another activation, a network deeper than ``context.levels`` allows, a layer
       wider than the slots (TenSEAL's diagonal product needs ``d_in + d_out <= N/2``), or
       bad ``x``.
+    RuntimeError: this process has imported TensorFlow (see the module docstring).
   """
   import tenseal as ts  # pylint: disable=import-outside-toplevel
 
@@ -228,6 +229,10 @@ def encrypted_mlp_logits(params: Any, x: Any, context: CKKSContext, *,
   x_aug = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
   mats_l = [m.tolist() for m in mats]
 
+  if 'tensorflow' in sys.modules:
+    raise RuntimeError('TenSEAL cannot serialise ciphertexts in a process that has imported '
+                       'TensorFlow (both ship a protobuf runtime; jaxsec.data imports it to '
+                       'load datasets): use encrypted_mlp_logits_isolated.')
   server_ctx = context.context.copy()
   server_ctx.make_context_public()       # the server never holds the secret key
   public_bytes = len(server_ctx.serialize(save_galois_keys=True, save_relin_keys=True))

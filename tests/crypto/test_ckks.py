@@ -1,5 +1,9 @@
 """CKKS inference (jaxsec.crypto.ckks): decrypted logits equal the plaintext square-activation
 MLP within CKKS precision, the 128-bit parameter check, and bad input."""
+import functools
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -15,11 +19,29 @@ def _params(rng, sizes):
                      for n, a, b in zip(names, sizes[:-1], sizes[1:], strict=True)}}
 
 
+def _clean_process(test):
+  """Runs ``test`` here, or in a fresh interpreter when this one has imported TensorFlow
+  (another test of this worker loaded a dataset): TenSEAL cannot serialise beside it."""
+  @functools.wraps(test)
+  def run(*args, **kwargs):
+    if 'tensorflow' not in sys.modules:
+      return test(*args, **kwargs)
+    with pytest.raises(RuntimeError, match='encrypted_mlp_logits_isolated'):
+      ckks.encrypted_mlp_logits(_params(np.random.default_rng(0), (2, 2, 2)),
+                                np.zeros((1, 2)), ckks.ckks_context())
+    proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:xdist',
+                           '-p', 'no:cacheprovider', f'{__file__}::{test.__name__}'],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+  return run
+
+
 @pytest.fixture(scope='module')
 def context():
   return ckks.ckks_context()
 
 
+@_clean_process
 def test_logits_match_plaintext_polynomial_net(context):
   rng = np.random.default_rng(0)
   params = _params(rng, (20, 8, 3))
@@ -71,6 +93,7 @@ def test_bad_input(context):
 
 
 @pytest.mark.slow    # a child Python process that imports jaxsec (~10-25 s on 2 busy cores)
+@_clean_process
 def test_isolated_child_process_matches_in_process(context):
   rng = np.random.default_rng(3)
   params = _params(rng, (10, 4, 3))
