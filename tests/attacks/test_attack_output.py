@@ -25,6 +25,8 @@ ATTACKS = [
     ('fgm', lambda: attacks.fgm(eps=0.1), 'fixed'),
     ('bim', lambda: attacks.bim(eps=0.1, num_steps=2), 'fixed'),
     ('mi_fgsm', lambda: attacks.mi_fgsm(eps=0.1, num_steps=2), 'fixed'),
+    ('transfer_ifgsm', lambda: attacks.transfer_ifgsm(    # flat inputs: no DI / TI here
+        eps=0.1, num_steps=2, nesterov=True, si_copies=2, vmi_neighbours=2), 'fixed'),
     ('pgd', lambda: attacks.pgd(eps=0.1, num_steps=2), 'fixed'),
     ('apgd', lambda: attacks.apgd(eps=0.1, num_steps=2), 'fixed'),
     ('apgd_t', lambda: attacks.apgd_t(eps=0.1, num_steps=2, num_target_classes=1), 'fixed'),
@@ -75,7 +77,7 @@ def test_every_attack_returns_attack_output_with_success_on_x_adv(name, make, bu
 @pytest.mark.parametrize('factory', [
     attacks.fgsm, attacks.fgm, attacks.bim, attacks.mi_fgsm, attacks.pgd, attacks.apgd,
     attacks.apgd_t, attacks.auto_attack, attacks.fab, attacks.fab_t, attacks.deepfool,
-    attacks.ead, attacks.fmn, attacks.ddn,
+    attacks.ead, attacks.fmn, attacks.ddn, attacks.transfer_ifgsm,
     attacks.jsma, attacks.jsma_add_only, attacks.lbfgs, attacks.carlini_wagner_l2, attacks.carlini_wagner_linf,
     attacks.carlini_wagner_l0, attacks.universal_perturbation,
     attacks.universal_perturbation_sgd, attacks.adversarial_patch, attacks.rp2,

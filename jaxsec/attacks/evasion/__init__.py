@@ -16,7 +16,9 @@ minimal-perturbation and other attacks: :func:`lbfgs`, :func:`jsma` (and :func:`
 :func:`universal_perturbation_sgd` (Shafahi 2020, stochastic PGD); adaptive-attack wrappers: :func:`eot`,
 :func:`eot_logits_fn`, :func:`bpda`, :func:`bpda_logits_fn`; physical-world attacks:
 :func:`adversarial_patch` (Brown et al. 2017), :func:`rp2` (Eykholt et al. 2018),
-:func:`physical_transform`.
+:func:`physical_transform`; transfer-oriented iterative attacks: :func:`transfer_ifgsm`
+(MI-FGSM with DI, TI, SI, NI and VMI, composable; Xie et al. 2019, Dong et al. 2019,
+Lin et al. 2020, Wang & He 2021).
 
 Bad input: every entry point that takes ``(x, y)`` refuses, on concrete (eager) inputs,
 non-finite ``x``, ``x`` outside ``bounds`` and labels outside the model's classes
@@ -40,6 +42,7 @@ from jaxsec.attacks.evasion.jsma_binary import jsma_add_only
 from jaxsec.attacks.evasion.lbfgs import lbfgs
 from jaxsec.attacks.evasion.pgd import pgd
 from jaxsec.attacks.evasion.physical import adversarial_patch, physical_transform, rp2
+from jaxsec.attacks.evasion.transfer import transfer_ifgsm
 from jaxsec.attacks.evasion.universal import universal_perturbation, universal_perturbation_sgd
 
 __all__ = ['common', 'fgsm', 'fgm', 'bim', 'mi_fgsm', 'pgd', 'apgd', 'apgd_t',
@@ -47,4 +50,5 @@ __all__ = ['common', 'fgsm', 'fgm', 'bim', 'mi_fgsm', 'pgd', 'apgd', 'apgd_t',
            'eot_logits_fn', 'bpda',
            'bpda_logits_fn', 'lbfgs', 'jsma', 'jsma_add_only', 'deepfool', 'fab', 'fab_t', 'ead', 'fmn', 'ddn', 'carlini_wagner_l2',
            'carlini_wagner_linf', 'carlini_wagner_l0', 'universal_perturbation',
-           'universal_perturbation_sgd', 'adversarial_patch', 'rp2', 'physical_transform']
+           'universal_perturbation_sgd', 'adversarial_patch', 'rp2', 'physical_transform',
+           'transfer_ifgsm']

@@ -53,6 +53,9 @@ CALLS = {
     'ead': (2, _call(attacks.ead(num_steps=2, num_binary_steps=1))),
     'fmn': (2, _call(attacks.fmn(num_steps=2))),
     'ddn': (2, _call(attacks.ddn(num_steps=2))),
+    'transfer_ifgsm': (2, _call(attacks.transfer_ifgsm(
+        eps=0.1, num_steps=2, diversity_prob=0.5, ti_kernel=3, si_copies=2, nesterov=True,
+        vmi_neighbours=2))),
     'lbfgs': (2, _call(attacks.lbfgs(num_search_steps=1, max_iter=2))),
     'cw_linf': (2, _call(attacks.carlini_wagner_linf(num_steps=2))),
     'cw_l0': (2, _call(attacks.carlini_wagner_l0(num_steps=2, max_rounds=1))),
