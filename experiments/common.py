@@ -134,6 +134,27 @@ def train_from_config(cfg: ml_collections.ConfigDict, x_train, y_train, **kwargs
                           num_epochs=cfg.num_epochs, **kwargs)
 
 
+def train_and_order(cfg: ml_collections.ConfigDict, splits, *, init_key: jax.Array,
+                    train_key: jax.Array, order_key: jax.Array, label: str,
+                    checkpoint_dir: str | None):
+  """:func:`train_from_config`, then the test set in a fixed random order (``order_key``).
+
+  Returns ``(model, params, train_seconds, logits_fn, clean_accuracy, order, correct)``:
+  ``order`` a permutation of the test indices, ``correct`` those the model classifies
+  correctly, in that order (the images minimal-perturbation statistics use).
+  """
+  x_train, y_train, x_test, y_test = splits
+  model, params, _, train_seconds = train_from_config(
+      cfg, x_train, y_train, init_key=init_key, train_key=train_key, label=label,
+      checkpoint_dir=checkpoint_dir)
+  test_logits = train.predict_logits(model.apply, params, x_test)
+  clean_acc = float(np.mean(np.argmax(test_logits, -1) == y_test))
+  print(f'clean test accuracy {clean_acc:.4f}', flush=True)
+  order = np.asarray(jax.random.permutation(order_key, x_test.shape[0]))
+  correct = order[np.argmax(test_logits[order], -1) == y_test[order]]
+  return model, params, train_seconds, models.logits_fn(model, params), clean_acc, order, correct
+
+
 def train_classifiers(model_name: str, model_kwargs: Any, x_train, y_train, *,
                       num_classes: int, input_shape: tuple[int, ...], init_keys: jax.Array,
                       train_keys: jax.Array, learning_rate: float, batch_size: int,

@@ -36,8 +36,6 @@ from experiments import common as exp_common
 from jaxsec import attacks
 from jaxsec import evaluate
 from jaxsec import io as jio
-from jaxsec import models
-from jaxsec import train
 
 NAME = 'evasion_min_norm'
 
@@ -83,15 +81,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   k_init, k_train, k_sel, _ = jax.random.split(key, 4)   # as experiments/evasion_suite.py
   x_train, y_train, x_test, y_test = exp_common.load_splits(
       cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.test_subset)
-  model, params, _, train_seconds = exp_common.train_from_config(
-      cfg, x_train, y_train, init_key=k_init, train_key=k_train, label=f'{NAME}/train',
-      checkpoint_dir=exp_common.subdir(ckpt_dir, 'train'))
-  logits_fn = models.logits_fn(model, params)
-  test_logits = train.predict_logits(model.apply, params, x_test)
-  clean_acc = float(np.mean(np.argmax(test_logits, -1) == y_test))
-  print(f'clean test accuracy {clean_acc:.4f}', flush=True)
-  order = np.asarray(jax.random.permutation(k_sel, x_test.shape[0]))
-  correct = order[np.argmax(test_logits[order], -1) == y_test[order]]
+  _, _, train_seconds, logits_fn, clean_acc, _, correct = exp_common.train_and_order(
+      cfg, (x_train, y_train, x_test, y_test), init_key=k_init, train_key=k_train,
+      order_key=k_sel, label=f'{NAME}/train', checkpoint_dir=exp_common.subdir(ckpt_dir, 'train'))
   idx = correct[:cfg.examples]
   x, y = x_test[idx], y_test[idx]
 

@@ -48,8 +48,6 @@ from experiments import common as exp_common
 from jaxsec import data
 from jaxsec import evaluate
 from jaxsec import io as jio
-from jaxsec import models
-from jaxsec import train
 from jaxsec.attacks.blackbox import square
 from jaxsec.attacks.evasion import common
 from jaxsec.attacks.evasion.autopgd import apgd
@@ -205,19 +203,13 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, ckpt_dir: str | None = Non
   x_train, y_train, x_test, y_test = exp_common.load_splits(
       cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.test_subset)
 
-  model, params, _, train_seconds = exp_common.train_from_config(
-      cfg, x_train, y_train, init_key=k_init, train_key=k_train, label=f'{NAME}/train',
-      checkpoint_dir=exp_common.subdir(ckpt_dir, 'train'))
-  timing = {'train': train_seconds}
-  logits_fn = models.logits_fn(model, params)
-  test_logits = train.predict_logits(model.apply, params, x_test)
-  clean_acc = float(np.mean(np.argmax(test_logits, -1) == y_test))
-  print(f'clean test accuracy {clean_acc:.4f}', flush=True)
-
   # A fixed random order of the test set; minimal-perturbation statistics use the correctly
   # classified images among them.
-  order = np.asarray(jax.random.permutation(k_sel, x_test.shape[0]))
-  correct_idx = order[np.argmax(test_logits[order], -1) == y_test[order]]
+  _, _, train_seconds, logits_fn, clean_acc, order, correct_idx = (
+      exp_common.train_and_order(cfg, (x_train, y_train, x_test, y_test), init_key=k_init,
+                                 train_key=k_train, order_key=k_sel, label=f'{NAME}/train',
+                                 checkpoint_dir=exp_common.subdir(ckpt_dir, 'train')))
+  timing = {'train': train_seconds}
   bs = cfg.attack_batch
 
   # ---- FGSM error vs eps (all images, as in Goodfellow et al.).

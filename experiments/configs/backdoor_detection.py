@@ -12,13 +12,9 @@ from experiments.configs import base
 
 
 def _default(c: ml_collections.ConfigDict) -> None:
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.batch_size = 128
-  c.learning_rate = 1e-3
-  c.n_train = 20_000                # training subset (poisoned in place)
-  c.n_test = 3_000                  # test subset: the defender's clean data + evaluation
+  # training subset (poisoned in place); test subset: the defender's clean data + evaluation
+  base.defense_cnn(c, n_train=20_000, n_test=3_000, epochs=3)
   c.n_defense = 1_000               # of n_test: the defender's clean data (NC, STRIP, repair)
-  c.epochs = 3
   # BadNets (Gu et al. 2017)
   c.poison_fraction = 0.03
   c.target = 0

@@ -55,6 +55,19 @@ def reference_cnn(c: ml_collections.ConfigDict) -> None:
   c.train_subset = 0                 # 0 = the whole training split
 
 
+def defense_cnn(c: ml_collections.ConfigDict, *, features=(32, 64), dense: int = 128,
+                batch_size: int = 128, learning_rate: float = 1e-3, n_train: int = 0,
+                n_test: int = 0, epochs: int = 2) -> None:
+  """The CNN and training fields of the FMNIST studies on ``experiments/defense_common``
+  (``load_fmnist(n_train, n_test)``, 0 = the whole split; Adam; ``epochs``)."""
+  c.model_kwargs = ml_collections.ConfigDict({'features': tuple(features), 'dense': dense})
+  c.batch_size = batch_size
+  c.learning_rate = learning_rate
+  c.n_train = n_train
+  c.n_test = n_test
+  c.epochs = epochs
+
+
 def reference_cnn_smoke(c: ml_collections.ConfigDict) -> None:
   """:func:`reference_cnn` at smoke size (a tiny CNN, one epoch on 2048 images)."""
   c.model_kwargs = ml_collections.ConfigDict({'features': (4, 8), 'dense': 32})

@@ -13,12 +13,7 @@ from experiments.configs import base
 
 
 def _default(c: ml_collections.ConfigDict) -> None:
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.batch_size = 128
-  c.learning_rate = 1e-3
-  c.n_train = 0                    # the whole training set
-  c.epochs = 1
-  c.n_test = 200                   # random test images; the first n_images correct ones
+  base.defense_cnn(c, n_test=200, epochs=1)   # n_test random images; the first n_images correct
   c.n_images = 50
   c.query_checkpoints = (100, 300, 1000, 3000, 10000)
   c.boundary = ml_collections.ConfigDict({

@@ -14,17 +14,12 @@ from experiments.configs import base
 
 
 def _default(c: ml_collections.ConfigDict) -> None:
-  c.model_kwargs = ml_collections.ConfigDict({'features': (16, 32), 'dense': 100})
-  c.batch_size = 100
-  c.learning_rate = 1e-3
-  c.n_train = 0                    # the whole training set
-  c.epochs = 10
+  base.defense_cnn(c, features=(16, 32), dense=100, batch_size=100, n_test=1000, epochs=10)
   c.eps_test = 0.1
   c.eps_scale = 1.1                # eps_train = 1.1 eps_test (paper, MNIST)
   c.kappa_final = 0.5
   c.warmup_fraction = 2 / 60       # paper: 2k of 60k steps
   c.ramp_fraction = 10 / 60        # paper: 10k of 60k steps
-  c.n_test = 1000
   c.pgd_steps = 20
   c.eval_batch = 250
 

@@ -12,14 +12,9 @@ from experiments.configs import base
 
 
 def _default(c: ml_collections.ConfigDict) -> None:
-  c.model_kwargs = ml_collections.ConfigDict({'features': (32, 64), 'dense': 128})
-  c.batch_size = 128
-  c.learning_rate = 1e-3
-  c.n_train = 0                    # the whole training set
-  c.epochs = 2                     # Gaussian-augmented epochs per sigma
+  base.defense_cnn(c, n_test=100, epochs=2)   # 2 Gaussian-augmented epochs per sigma
   c.sigmas = (0.25, 0.5)
   c.radii = (0.0, 0.25, 0.5, 1.0)
-  c.n_test = 100                   # test images certified (paper: 500)
   c.n0 = 100                       # selection draws (paper: 100)
   c.n = 10_000                     # estimation draws (paper: 100,000)
   c.alpha = 0.001                  # failure probability (paper: 0.001)

@@ -37,7 +37,7 @@ from jax import lax
 
 from jaxsec import _checks
 from jaxsec.attacks.base import AttackOutput
-from jaxsec.attacks.blackbox.hopskipjump import _Phi
+from jaxsec.attacks.blackbox.hopskipjump import _Phi, check_decision_call
 from jaxsec.attacks.evasion import common
 
 SPHERICAL_QUEUE = 100     # Foolbox: ArrayQueue(maxlen=100) of spherical successes
@@ -75,15 +75,6 @@ def record(dist_at, checkpoints, queries, best):
     return dist_at
   cp = jnp.asarray(checkpoints, jnp.int32)[None, :]
   return jnp.where(queries[:, None] <= cp, best[:, None].astype(dist_at.dtype), dist_at)
-
-
-def check_starting_points(starting_points, x, bounds):
-  _checks.check_array('starting_points', starting_points, dtype_kind='f')
-  if tuple(starting_points.shape) != tuple(x.shape):
-    raise ValueError(f'starting_points has shape {tuple(starting_points.shape)}; '
-                     f'expected the shape of x {tuple(x.shape)}.')
-  _checks.check_in_bounds('starting_points', starting_points, bounds, tol=1e-5)
-  return jnp.clip(starting_points.astype(x.dtype), *bounds)
 
 
 def blended_noise_start(phi, x, ekeys, queries, max_q, run, *, num_tries, blend_steps,
@@ -319,14 +310,7 @@ def boundary_attack(*, num_steps: int = 25000, max_queries=None, spherical_step:
   cps = check_checkpoints(query_checkpoints)
 
   def attack(query_fn, x, y, key, *, starting_points=None):
-    common.check_call(x, y, bounds, query_fn)
-    if x.ndim < 2:
-      raise ValueError(f'x has shape {tuple(x.shape)}; expected a batch [B, ...].')
-    if targeted and starting_points is None:
-      raise ValueError('targeted=True needs starting_points: images classified as the '
-                       'target labels.')
-    if starting_points is not None:
-      starting_points = check_starting_points(starting_points, x, bounds)
+    starting_points = check_decision_call(query_fn, x, y, bounds, targeted, starting_points)
     x_adv, succ, q, d, steps, dist_at, (sph, src) = run_boundary(
         query_fn, x, y, key, targeted=targeted, num_steps=num_steps, max_queries=max_queries,
         spherical_step=float(spherical_step), source_step=float(source_step),

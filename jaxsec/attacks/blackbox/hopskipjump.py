@@ -382,6 +382,25 @@ def run_hsja(query_fn, x, y, key, *, norm, targeted, num_iterations, max_queries
   return x_adv, success, st['queries'], dist(x_adv), st['iterations']
 
 
+def check_decision_call(query_fn, x, y, bounds, targeted, starting_points, note=''):
+  """Checks the call of a decision-based attack; returns ``starting_points`` cast to x's
+  dtype and clipped to the box (None stays None). A targeted attack needs them."""
+  common.check_call(x, y, bounds, query_fn)
+  if x.ndim < 2:
+    raise ValueError(f'x has shape {tuple(x.shape)}; expected a batch [B, ...].')
+  if targeted and starting_points is None:
+    raise ValueError(f'targeted=True needs starting_points: images classified as the '
+                     f'target labels{note}.')
+  if starting_points is None:
+    return None
+  _checks.check_array('starting_points', starting_points, dtype_kind='f')
+  if tuple(starting_points.shape) != tuple(x.shape):
+    raise ValueError(f'starting_points has shape {tuple(starting_points.shape)}; '
+                     f'expected the shape of x {tuple(x.shape)}.')
+  _checks.check_in_bounds('starting_points', starting_points, bounds, tol=1e-5)
+  return jnp.clip(starting_points.astype(x.dtype), *bounds)
+
+
 def hop_skip_jump(*, norm: str = 'l2', num_iterations: int = 64, max_queries=None,
                   init_num_evals: int = 100, max_num_evals: int = 10000, gamma: float = 1.0,
                   targeted: bool = False, init_num_tries: int = 100,
@@ -459,19 +478,8 @@ def hop_skip_jump(*, norm: str = 'l2', num_iterations: int = 64, max_queries=Non
   common.check_bool(targeted=targeted)
 
   def attack(query_fn, x, y, key, *, starting_points=None):
-    common.check_call(x, y, bounds, query_fn)
-    if x.ndim < 2:
-      raise ValueError(f'x has shape {tuple(x.shape)}; expected a batch [B, ...].')
-    if targeted and starting_points is None:
-      raise ValueError('targeted=True needs starting_points: images classified as the '
-                       'target labels (HSJA starts a targeted attack from one).')
-    if starting_points is not None:
-      _checks.check_array('starting_points', starting_points, dtype_kind='f')
-      if tuple(starting_points.shape) != tuple(x.shape):
-        raise ValueError(f'starting_points has shape {tuple(starting_points.shape)}; '
-                         f'expected the shape of x {tuple(x.shape)}.')
-      _checks.check_in_bounds('starting_points', starting_points, bounds, tol=1e-5)
-      starting_points = jnp.clip(starting_points.astype(x.dtype), *bounds)
+    starting_points = check_decision_call(query_fn, x, y, bounds, targeted, starting_points,
+                                          ' (HSJA starts a targeted attack from one)')
     x_adv, succ, queries, dist, iters = run_hsja(
         query_fn, x, y, key, norm=norm, targeted=targeted, num_iterations=num_iterations,
         max_queries=max_queries, init_num_evals=init_num_evals,
