@@ -19,6 +19,14 @@ def _params(rng, sizes):
                      for n, a, b in zip(names, sizes[:-1], sizes[1:], strict=True)}}
 
 
+def _mlp_and_inputs(seed, sizes, batch):
+  """A generator seeded ``seed``, a random MLP of ``sizes`` drawn from it and then
+  ``batch`` inputs uniform in [0, 1): (rng, params, x)."""
+  rng = np.random.default_rng(seed)
+  params = _params(rng, sizes)
+  return rng, params, rng.uniform(size=(batch, sizes[0]))
+
+
 def _clean_process(test):
   """Runs ``test`` here, or in a fresh interpreter when this one has imported TensorFlow
   (another test of this worker loaded a dataset): TenSEAL cannot serialise beside it."""
@@ -43,9 +51,7 @@ def context():
 
 @_clean_process
 def test_logits_match_plaintext_polynomial_net(context):
-  rng = np.random.default_rng(0)
-  params = _params(rng, (20, 8, 3))
-  x = rng.uniform(size=(4, 20))
+  _, params, x = _mlp_and_inputs(0, (20, 8, 3), 4)
   out = ckks.encrypted_mlp_logits(params, x, context)
   ref = mlp_export.mlp_forward(mlp_export.mlp_layers(params), x, 'square')
   err = np.abs(out.logits - ref).max()
@@ -77,9 +83,7 @@ def test_context_parameters_and_128_bit_refusal():
 
 
 def test_bad_input(context):
-  rng = np.random.default_rng(1)
-  params = _params(rng, (6, 4, 2))
-  x = rng.uniform(size=(2, 6))
+  rng, params, x = _mlp_and_inputs(1, (6, 4, 2), 2)
   with pytest.raises(ValueError, match="activation='relu'"):
     ckks.encrypted_mlp_logits(params, x, context, activation='relu')
   with pytest.raises(ValueError, match='x has 5 features'):
@@ -95,9 +99,7 @@ def test_bad_input(context):
 @pytest.mark.slow    # a child Python process that imports jaxsec (~10-25 s on 2 busy cores)
 @_clean_process
 def test_isolated_child_process_matches_in_process(context):
-  rng = np.random.default_rng(3)
-  params = _params(rng, (10, 4, 3))
-  x = rng.uniform(size=(2, 10))
+  _, params, x = _mlp_and_inputs(3, (10, 4, 3), 2)
   here = ckks.encrypted_mlp_logits(params, x, context)
   there = ckks.encrypted_mlp_logits_isolated(params, x)
   np.testing.assert_allclose(there.logits, here.logits, atol=1e-4)

@@ -11,16 +11,12 @@ import numpy as np
 import pytest
 
 from jaxsec.attacks import blackbox
-from jaxsec.attacks.evasion import common
-from tests.attacks.blackbox.linear_model import KEY, assert_refuses_bad_input, clean_batch
-from tests.attacks.blackbox.linear_model import minimal_distance, multiclass
+from tests.attacks.blackbox.linear_model import KEY, assert_factory_refuses
+from tests.attacks.blackbox.linear_model import assert_refuses_bad_input, multiclass
+from tests.attacks.blackbox.linear_model import multiclass_batch as _batch
+from tests.attacks.blackbox.linear_model import run_minimal_and_check
 
 boundary_lib = importlib.import_module('jaxsec.attacks.blackbox.boundary')
-
-
-def _batch(b=16, seed=2):
-  x, _ = clean_batch(b=b, seed=seed)
-  return x, common.predict(multiclass(x))
 
 
 def test_proposals_keep_the_sphere_then_step_towards_x():
@@ -95,26 +91,13 @@ def test_step_size_adaptation_follows_foolbox():
 
 @pytest.mark.slow            # ~15 s, mostly XLA:CPU compilation
 def test_distance_approaches_the_closed_form_and_never_beats_it():
-  x, y = _batch()
-  cps = (100, 300, 1000, 3000)
-  out = jax.jit(blackbox.boundary_attack(max_queries=3000, query_checkpoints=cps),
-                static_argnums=0)(multiclass, x, y, KEY)
-  exact = np.asarray(minimal_distance(x, y, 'l2'))
-  dist = np.asarray(out.info['distance'])
-  succ = np.asarray(out.info['success'])
-  assert succ.all() and out.budget == 'minimal'
-  ratio = dist / exact
-  assert np.all(ratio >= 1 - 1e-4)                     # a lower bound, never beaten
+  # All succeed, never below the closed form, checkpoints non-increasing, box, 3000 queries.
+  x, out, ratio, at, exact, dist = run_minimal_and_check(blackbox.boundary_attack, 'l2',
+                                                        (100, 300, 1000, 3000))
   # A local search: on 3 classes an example may settle on a farther class boundary (here
   # one of 16 stays at 1.67 times the optimum); the rest end within 1-7% of it.
   assert np.median(ratio) <= 1.02 and np.mean(ratio <= 1.07) >= 0.9, ratio
-  at = np.asarray(out.info['distance_at_queries'])
-  assert at.shape == (16, 4) and np.all(np.diff(at, axis=1) <= 0)
-  np.testing.assert_allclose(at[:, -1], dist)
   assert np.median(at[:, 1] / exact) > 1.2             # 300 queries: still far
-  assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
-  np.testing.assert_array_equal(succ, np.asarray(common.predict(multiclass(out.x_adv)) != y))
-  np.testing.assert_array_equal(out.info['queries'], 3000)
   np.testing.assert_allclose(dist, np.linalg.norm(np.asarray(out.x_adv - x), axis=1),
                              rtol=1e-5)
 
@@ -142,13 +125,11 @@ def test_adversarial_inputs_cost_one_query_and_failed_starts_are_unchanged():
     (dict(query_checkpoints=(0,)), r'query_checkpoints entry=0 must be >= 1'),
 ])
 def test_bad_hyperparameters_raise_at_factory_time(kw, match):
-  with pytest.raises(ValueError, match=match):
-    blackbox.boundary_attack(**kw)
+  assert_factory_refuses(blackbox.boundary_attack, kw, match)
 
 
 def test_bad_input_raises_before_querying():
-  atk = blackbox.boundary_attack(num_steps=1, init_num_tries=1)
-  assert_refuses_bad_input(atk)
+  assert_refuses_bad_input(blackbox.boundary_attack(num_steps=1, init_num_tries=1))
   x = jnp.full((2, 10), 0.5)
   with pytest.raises(ValueError, match='targeted=True needs starting_points'):
     blackbox.boundary_attack(targeted=True)(multiclass, x, jnp.zeros(2, jnp.int32), KEY)

@@ -13,20 +13,15 @@ import pytest
 from jaxsec.attacks import blackbox
 from jaxsec.attacks.blackbox import estimators
 from jaxsec.attacks.evasion import common
-from tests.attacks.blackbox.linear_model import KEY, assert_refuses_bad_input
-from tests.attacks.blackbox.linear_model import W as _W
+from tests.attacks.blackbox.linear_model import KEY, SCORE_BASED_BAD_HYPERPARAMETERS
+from tests.attacks.blackbox.linear_model import assert_factory_refuses
+from tests.attacks.blackbox.linear_model import assert_linf_fixed_budget_run
+from tests.attacks.blackbox.linear_model import assert_refuses_bad_input, quadratic_loss
 from tests.attacks.blackbox.linear_model import binary as _binary
 from tests.attacks.blackbox.linear_model import clean_batch as _clean_batch
 
 # The package re-exports the factory under the module's name: fetch the module itself.
 nes_lib = importlib.import_module('jaxsec.attacks.blackbox.nes')
-
-
-def _reachable(x, y, eps):
-  """Exact: some point of the L_inf ball ∩ [0, 1] is misclassified (what PGD reaches on
-  this linear model: its sign step is constant)."""
-  s = jnp.where(y[:, None] == 1, -jnp.sign(_W), jnp.sign(_W))
-  return np.asarray(common.margin(_binary(jnp.clip(x + eps * s, 0.0, 1.0)), y) < 0)
 
 
 # --------------------------------------------------------------------------- estimator
@@ -37,18 +32,12 @@ def test_nes_estimate_matches_the_analytic_gradient_of_a_quadratic():
   # untargeted margin = q). Antithetic Gaussian pairs: g = mean (u u') grad, unbiased with
   # coordinate variance ||grad||^2 + grad_k^2.
   rng = np.random.default_rng(0)
-  m = rng.normal(size=(6, 6))
-  a = jnp.asarray(m @ m.T / 6, jnp.float32)
-  c = jnp.asarray(rng.normal(size=6), jnp.float32)
-  q = lambda z: 0.5 * jnp.einsum('...i,ij,...j->...', z, a, z) + z @ c
-  query = lambda z: jnp.stack([q(z), jnp.zeros(z.shape[0])], axis=1)
-  f = estimators.sample_losses(query, estimators.attack_loss('margin', False),
-                               jnp.zeros(2, jnp.int32))
+  f, _, grad_q, _ = quadratic_loss(rng)
   x = jnp.asarray(rng.uniform(size=(2, 6)), jnp.float32)
   n = 20000
   g, _ = jax.jit(lambda z: estimators.nes_gradient(f, z, KEY, sigma=0.01,
                                                    num_samples=n))(x)
-  true = np.asarray(x @ a + c)
+  true = np.asarray(grad_q(x))
   sd = np.sqrt((np.sum(true ** 2, axis=1, keepdims=True) + true ** 2) / n)
   err = np.abs(np.asarray(g) - true)
   np.testing.assert_array_less(err, 5 * sd + 1e-4)
@@ -73,20 +62,8 @@ def test_linf_nes_ball_box_queries_and_success():
   x, y = _clean_batch()
   atk = blackbox.nes(eps=0.1, num_steps=40, num_samples=8)
   out = jax.jit(atk, static_argnums=0)(_binary, x, y, KEY)
-  assert out.budget == 'fixed' and out.x_adv.shape == x.shape
-  assert float(jnp.max(jnp.abs(out.x_adv - x))) <= 0.1 + 1e-6
-  assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
-  succ = np.asarray(out.info['success'])
-  np.testing.assert_array_equal(succ, np.asarray(common.predict(_binary(out.x_adv)) != y))
-  reachable = _reachable(x, y, 0.1)
-  assert 0 < reachable.sum() < len(y)
-  assert not np.any(succ & ~reachable)
-  assert succ.sum() >= reachable.sum() - 1                  # as PGD, up to one example
-  q = np.asarray(out.info['queries'])
-  per_step = 2 * 8 + 1
-  assert np.all((q - 1) % per_step == 0)
-  np.testing.assert_array_equal(q[~succ], 1 + 40 * per_step)
-  np.testing.assert_array_equal(q[np.asarray(common.predict(_binary(x)) != y)], 1)
+  # Success as PGD (up to one example); 1 clean query, then 2 * num_samples + 1 per step.
+  assert_linf_fixed_budget_run(out, x, y, 0.1, num_steps=40, per_step=2 * 8 + 1)
 
 
 def test_l2_nes_projects_and_counts():
@@ -123,9 +100,7 @@ def test_plateau_annealing_lets_the_sign_step_settle():
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize('kw, match', [
-    (dict(eps=-1.0), r'eps=-1.0 must be >= 0'),
-    (dict(eps=0.1, num_steps=0), r'num_steps=0 must be >= 1'),
+@pytest.mark.parametrize('kw, match', SCORE_BASED_BAD_HYPERPARAMETERS + [
     (dict(eps=0.1, num_samples=0), r'num_samples=0 must be >= 1'),
     (dict(eps=0.1, sigma=0.0), r'sigma=0.0 must be > 0'),
     (dict(eps=0.1, step_size=-0.1), r'step_size=-0.1 must be > 0'),
@@ -134,16 +109,12 @@ def test_plateau_annealing_lets_the_sign_step_settle():
     (dict(eps=0.1, momentum=1.0), r'momentum=1.0 must be < 1.0'),
     (dict(eps=0.1, plateau_length=0), r'plateau_length=0 must be >= 1'),
     (dict(eps=0.1, plateau_drop=0.5), r'plateau_drop=0.5 must be >= 1.0'),
-    (dict(eps=0.1, norm='l1'), r"norm='l1' is not one of"),
-    (dict(eps=0.1, loss='cw'), r"loss='cw' is not one of"),
     (dict(eps=0.1, targeted='yes'), r"targeted='yes' must be a bool"),
 ])
 def test_bad_hyperparameters_raise_at_factory_time(kw, match):
-  with pytest.raises(ValueError, match=match):
-    blackbox.nes(**kw)
+  assert_factory_refuses(blackbox.nes, kw, match)
 
 
 def test_bad_input_raises_before_querying():
-  atk = blackbox.nes(eps=0.1, num_steps=1, num_samples=1)
-  assert_refuses_bad_input(atk)
+  assert_refuses_bad_input(blackbox.nes(eps=0.1, num_steps=1, num_samples=1))
   assert nes_lib.NORMS == ('linf', 'l2')

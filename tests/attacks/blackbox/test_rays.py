@@ -11,16 +11,12 @@ import numpy as np
 import pytest
 
 from jaxsec.attacks import blackbox
-from jaxsec.attacks.evasion import common
-from tests.attacks.blackbox.linear_model import KEY, assert_refuses_bad_input, clean_batch
-from tests.attacks.blackbox.linear_model import minimal_distance, multiclass
+from tests.attacks.blackbox.linear_model import KEY, assert_factory_refuses
+from tests.attacks.blackbox.linear_model import assert_refuses_bad_input, multiclass
+from tests.attacks.blackbox.linear_model import multiclass_batch as _batch
+from tests.attacks.blackbox.linear_model import run_minimal_and_check
 
 rays_lib = importlib.import_module('jaxsec.attacks.blackbox.rays')
-
-
-def _batch(b=16, seed=2):
-  x, _ = clean_batch(b=b, seed=seed)
-  return x, common.predict(multiclass(x))
 
 
 def _reference(label, x, y, max_queries, tol=1e-3, lo=0.0, hi=1.0):
@@ -68,29 +64,16 @@ def test_matches_the_official_algorithm_replayed_in_numpy():
 
 
 def test_distance_approaches_the_closed_form_and_never_beats_it():
-  x, y = _batch()
-  cps = (50, 100, 200, 400)
-  out = jax.jit(blackbox.rays(max_queries=400, query_checkpoints=cps),
-                static_argnums=0)(multiclass, x, y, KEY)
-  exact = np.asarray(minimal_distance(x, y, 'linf'))
-  dist = np.asarray(out.info['distance'])
-  succ = np.asarray(out.info['success'])
-  assert succ.all() and out.budget == 'minimal'
-  ratio = dist / exact
-  assert np.all(ratio >= 1 - 1e-4)                   # a lower bound, never beaten
+  # All succeed, never below the closed form, the checkpoints non-increasing and the last
+  # one the result, the box, success at x_adv, the exact budget of 400 queries.
+  x, out, ratio, at, exact, dist = run_minimal_and_check(blackbox.rays, 'linf',
+                                                        (50, 100, 200, 400))
   # RayS is a local search over sign vectors: on 3 classes a ray may settle on a farther
   # class boundary (here one example of 16 stays 20% above the optimum).
   assert np.median(ratio) <= 1.02 and np.mean(ratio <= 1.05) >= 0.8, ratio
   assert ratio.max() <= 1.25, ratio
-  # The checkpoints: non-increasing in the budget, the last one is the result.
-  at = np.asarray(out.info['distance_at_queries'])
-  assert at.shape == (16, 4) and np.all(np.diff(at, axis=1) <= 0)
-  np.testing.assert_allclose(at[:, -1], dist)
   assert np.all(at[:, 0] >= exact * (1 - 1e-4)) and np.median(at[:, 0] / exact) > 1.02
-  # Box, success at x_adv, the exact budget and the L_inf distance reported.
-  assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
-  np.testing.assert_array_equal(succ, np.asarray(common.predict(multiclass(out.x_adv)) != y))
-  np.testing.assert_array_equal(out.info['queries'], 400)
+  # The L_inf distance reported.
   np.testing.assert_allclose(dist, np.abs(np.asarray(out.x_adv - x)).max(axis=1), atol=1e-6)
 
 
@@ -123,8 +106,7 @@ def test_blocks_follow_the_hierarchy():
     (dict(bounds=(1.0, 0.0)), r'bounds'),
 ])
 def test_bad_hyperparameters_raise_at_factory_time(kw, match):
-  with pytest.raises(ValueError, match=match):
-    blackbox.rays(**kw)
+  assert_factory_refuses(blackbox.rays, kw, match)
 
 
 def test_bad_input_raises_before_querying():

@@ -11,7 +11,8 @@ import pytest
 
 from jaxsec.attacks import blackbox
 from jaxsec.attacks.evasion import common
-from tests.attacks.blackbox.linear_model import D, KEY, assert_refuses_bad_input
+from tests.attacks.blackbox.linear_model import D, KEY, assert_factory_refuses
+from tests.attacks.blackbox.linear_model import assert_refuses_bad_input
 from tests.attacks.blackbox.linear_model import W as _W
 from tests.attacks.blackbox.linear_model import binary as _binary
 from tests.attacks.blackbox.linear_model import clean_batch as _clean_batch
@@ -70,11 +71,9 @@ def test_l2_ball_box_and_monotone_loss():
     (dict(eps=0.5, targeted=None), r'targeted=None must be a bool'),
 ])
 def test_bad_hyperparameters_raise_at_factory_time(kw, match):
-  with pytest.raises(ValueError, match=match):
-    blackbox.simba(**kw)
+  assert_factory_refuses(blackbox.simba, kw, match)
 
 
 def test_bad_input_raises_before_querying():
-  atk = blackbox.simba(eps=0.1, num_steps=1)
-  assert_refuses_bad_input(atk)
+  assert_refuses_bad_input(blackbox.simba(eps=0.1, num_steps=1))
   assert simba_lib.NORMS == ('l2', 'linf')

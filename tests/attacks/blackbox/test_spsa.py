@@ -13,7 +13,8 @@ from jaxsec import attacks
 from jaxsec.attacks import blackbox
 from jaxsec.attacks.blackbox import estimators
 from jaxsec.attacks.evasion import common
-from tests.attacks.blackbox.linear_model import KEY, assert_refuses_bad_input
+from tests.attacks.blackbox.linear_model import KEY, assert_factory_refuses
+from tests.attacks.blackbox.linear_model import assert_refuses_bad_input, quadratic_loss
 from tests.attacks.blackbox.linear_model import W as _W
 from tests.attacks.blackbox.linear_model import binary as _binary
 from tests.attacks.blackbox.linear_model import clean_batch as _clean_batch
@@ -33,23 +34,11 @@ def _best_linf_margin(x, y, eps):
 # --------------------------------------------------------------------------- estimator
 
 
-def _quadratic():
-  rng = np.random.default_rng(0)
-  m = rng.normal(size=(6, 6))
-  a = jnp.asarray(m @ m.T / 6, jnp.float32)
-  c = jnp.asarray(rng.normal(size=6), jnp.float32)
-  q = lambda z: 0.5 * jnp.einsum('...i,ij,...j->...', z, a, z) + z @ c
-  return q, lambda z: z @ a + c, a
-
-
 def test_spsa_estimate_matches_the_analytic_gradient_of_a_quadratic():
   # Through the attack's own plumbing: the model [q(x), 0] with y = 0 has the untargeted
   # margin loss q(x). For a quadratic the antithetic quotient is exact, so
   # g_k = grad_k + sum_{j != k} v_k v_j grad_j: unbiased with variance sum_{j != k} grad_j^2.
-  q, grad_q, a = _quadratic()
-  query = lambda z: jnp.stack([q(z), jnp.zeros(z.shape[0])], axis=1)
-  f = estimators.sample_losses(query, estimators.attack_loss('margin', False),
-                               jnp.zeros(2, jnp.int32))
+  f, q, grad_q, a = quadratic_loss(np.random.default_rng(0))
   x = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 6)), jnp.float32)
   n = 20000
   g, mean_loss = jax.jit(lambda z: estimators.spsa_gradient(f, z, KEY, delta=0.05,
@@ -142,11 +131,9 @@ def test_l2_without_early_stop_counts_and_projects():
     (dict(eps=0.1, bounds=(1.0, 0.0)), r'bounds=\(1.0, 0.0\) must satisfy'),
 ])
 def test_bad_hyperparameters_raise_at_factory_time(kw, match):
-  with pytest.raises(ValueError, match=match):
-    blackbox.spsa(**kw)
+  assert_factory_refuses(blackbox.spsa, kw, match)
 
 
 def test_bad_input_raises_before_querying():
-  atk = blackbox.spsa(eps=0.1, num_steps=1, num_samples=1)
-  assert_refuses_bad_input(atk)
+  assert_refuses_bad_input(blackbox.spsa(eps=0.1, num_steps=1, num_samples=1))
   assert spsa_lib.NORMS == ('linf', 'l2')

@@ -5,6 +5,9 @@ that makes class ``j`` beat the label ``y`` is ``(z_y - z_j) / ||w_y - w_j||_q``
 to ``p``: L2 -> L2, L_inf -> L1, L1 -> L_inf), and the minimal untargeted distance is the
 minimum over ``j != y``. For a target ``t`` that formula is a lower bound on the distance
 to the region where ``t`` wins (``t`` must also beat the other classes).
+
+Beside it, a small tanh MLP inside the box [0, 1] for the box and success-at-``x_adv``
+checks, where no closed form is needed.
 """
 import jax
 import jax.numpy as jnp
@@ -55,3 +58,25 @@ def assert_near_minimal(x_adv, x, y, p, factor, target=None):
   if target is None:
     assert np.all(ratio <= factor), ratio
   return ratio
+
+
+def mlp_batch():
+  """A tanh MLP (12 -> 16 -> 4 classes) and 6 inputs [3, 4] uniform in [0, 1] with their
+  predicted labels: (model, x, y)."""
+  k1, k2, k3 = jax.random.split(jax.random.key(7), 3)
+  w1 = jax.random.normal(k1, (12, 16)) / 2
+  w2 = jax.random.normal(k2, (16, 4))
+  f = lambda v: jnp.tanh(v.reshape(v.shape[0], -1) @ w1) @ w2
+  x = jax.random.uniform(k3, (6, 3, 4))
+  return f, x, jnp.argmax(f(x), 1)
+
+
+def assert_box_and_success(out, f, x, y, failures_return_x):
+  """``x_adv`` inside [0, 1], ``success`` equal to misclassification by ``f`` at ``x_adv``,
+  at least one success, and (``failures_return_x``) ``x`` itself where the attack failed."""
+  assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
+  np.testing.assert_array_equal(out.info['success'], jnp.argmax(f(out.x_adv), 1) != y)
+  assert bool(jnp.any(out.info['success']))
+  if failures_return_x:
+    x_back = jnp.where(out.info['success'][:, None, None], x, out.x_adv)
+    np.testing.assert_array_equal(x_back, x)

@@ -39,16 +39,9 @@ def test_norm_follows_the_gamma_rule_while_not_adversarial():
 
 
 def test_box_respected_and_success_on_x_adv():
-  k1, k2, k3 = jax.random.split(jax.random.key(7), 3)
-  w1 = jax.random.normal(k1, (12, 16)) / 2
-  w2 = jax.random.normal(k2, (16, 4))
-  f = lambda v: jnp.tanh(v.reshape(v.shape[0], -1) @ w1) @ w2
-  x = jax.random.uniform(k3, (6, 3, 4))
-  y = jnp.argmax(f(x), 1)
+  f, x, y = lm.mlp_batch()
   out = _run(num_steps=30, bounds=(0.0, 1.0))(f, x, y, KEY)
-  assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
-  np.testing.assert_array_equal(out.info['success'], jnp.argmax(f(out.x_adv), 1) != y)
-  assert bool(jnp.any(out.info['success']))
+  lm.assert_box_and_success(out, f, x, y, failures_return_x=False)
 
 
 def test_targeted_reaches_the_target():

@@ -64,19 +64,11 @@ def test_ista_and_fista_both_succeed_and_fista_is_not_worse_on_average():
 
 
 def test_box_respected_and_success_on_x_adv():
-  k1, k2, k3 = jax.random.split(jax.random.key(7), 3)
-  w1 = jax.random.normal(k1, (12, 16)) / 2
-  w2 = jax.random.normal(k2, (16, 4))
-  f = lambda v: jnp.tanh(v.reshape(v.shape[0], -1) @ w1) @ w2
-  x = jax.random.uniform(k3, (6, 3, 4))
-  y = jnp.argmax(f(x), 1)
+  f, x, y = lm.mlp_batch()
   out = _run(num_steps=50, num_binary_steps=3, initial_const=1.0, bounds=(0.0, 1.0))(
       f, x, y, None)
-  assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
   _check(out, x, y, f)
-  assert bool(jnp.any(out.info['success']))
-  x_back = jnp.where(out.info['success'][:, None, None], x, out.x_adv)
-  np.testing.assert_array_equal(x_back, x)
+  lm.assert_box_and_success(out, f, x, y, failures_return_x=True)
 
 
 def test_targeted_reaches_the_target():
