@@ -69,6 +69,37 @@ def _summary(pred, yt, plain_pred, seconds, logits, ref) -> dict:
           'max_abs_logit': float(np.abs(ref).max())}
 
 
+def _ckks_row(settings, layers, x, yt, plain) -> dict:
+  dc.log(f'{NAME}: CKKS inference on {len(x)} test images')
+  # A child process: TenSEAL crashes beside TensorFlow, which loaded the data here.
+  out = ckks.encrypted_mlp_logits_isolated(layers, x, context_kwargs=settings.to_dict())
+  pred = out.logits.argmax(1)
+  hit = _summary(pred, yt, plain, out.info['seconds'], out.logits,
+                 mlp_export.mlp_forward(layers, x, 'square'))
+  hit.update({
+      'bytes_query': float(np.mean(out.info['bytes_query'])),
+      'bytes_reply': float(np.mean(out.info['bytes_reply'])),
+      'bytes_public_context': int(out.info['bytes_public_context']),
+      'evaluate_seconds_mean': float(np.mean(out.info['evaluate_seconds'])),
+      'prediction': pred.tolist()})
+  return hit
+
+
+def _mpc_row(settings, layers, x, yt, plain) -> dict:
+  dc.log(f'{NAME}: three-party MPC inference on {len(x)} test images')
+  out = mpc_inference.mpc_mlp_logits(layers, x, activation='square', **settings.to_dict())
+  ref = mpc_inference.fixed_point_reference(layers, x, activation='square',
+                                            frac_bits=settings.frac_bits)
+  hit = _summary(out.argmax, yt, plain, out.info['seconds'], out.logits, ref)
+  hit.update({
+      'logits_argmax_agree': bool(np.all(out.logits.argmax(1) == out.argmax)),
+      'bytes_per_query': float(np.mean(out.info['bytes'])),
+      'bytes_model': int(out.info['bytes_model']),
+      'wall_seconds': float(out.info['wall_seconds']),
+      'prediction': out.argmax.tolist()})
+  return hit
+
+
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   (x, y, xt, yt), key, scratch, cache, results, save = dc.start_study(cfg, workdir, NAME,
                                                                      'inference')
@@ -92,46 +123,16 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                           'parameters': int(sum(w.size + b.size for w, b in layers))}
   save()
 
-  n = min(cfg.n_ckks, len(yt))
-  stage_cfg = (base, cfg.ckks.to_dict(), n)
-  hit = cache.get('ckks', stage_cfg)
-  if hit is None:
-    dc.log(f'{NAME}: CKKS inference on {n} test images')
-    # A child process: TenSEAL crashes beside TensorFlow, which loaded the data here.
-    out = ckks.encrypted_mlp_logits_isolated(layers, xt[:n],
-                                             context_kwargs=cfg.ckks.to_dict())
-    ref = mlp_export.mlp_forward(layers, xt[:n], 'square')
-    pred = out.logits.argmax(1)
-    hit = _summary(pred, yt, plain, out.info['seconds'], out.logits, ref)
-    hit.update({
-        'bytes_query': float(np.mean(out.info['bytes_query'])),
-        'bytes_reply': float(np.mean(out.info['bytes_reply'])),
-        'bytes_public_context': int(out.info['bytes_public_context']),
-        'evaluate_seconds_mean': float(np.mean(out.info['evaluate_seconds'])),
-        'prediction': pred.tolist()})
-    cache.put('ckks', stage_cfg, hit)
-  results['inference']['ckks'] = hit
-  save()
-
-  n = min(cfg.n_mpc, len(yt))
-  stage_cfg = (base, cfg.mpc.to_dict(), n)
-  hit = cache.get('mpc', stage_cfg)
-  if hit is None:
-    dc.log(f'{NAME}: three-party MPC inference on {n} test images')
-    out = mpc_inference.mpc_mlp_logits(layers, xt[:n], activation='square',
-                                       **cfg.mpc.to_dict())
-    ref = mpc_inference.fixed_point_reference(layers, xt[:n], activation='square',
-                                              frac_bits=cfg.mpc.frac_bits)
-    hit = _summary(out.argmax, yt, plain, out.info['seconds'], out.logits, ref)
-    hit.update({
-        'logits_argmax_agree': bool(np.all(out.logits.argmax(1) == out.argmax)),
-        'bytes_per_query': float(np.mean(out.info['bytes'])),
-        'bytes_model': int(out.info['bytes_model']),
-        'wall_seconds': float(out.info['wall_seconds']),
-        'prediction': out.argmax.tolist()})
-    cache.put('mpc', stage_cfg, hit)
-  results['inference']['mpc'] = hit
-  save()
+  for name, n_images, settings, infer in (('ckks', cfg.n_ckks, cfg.ckks, _ckks_row),
+                                          ('mpc', cfg.n_mpc, cfg.mpc, _mpc_row)):
+    n = min(n_images, len(yt))
+    stage_cfg = (base, settings.to_dict(), n)
+    hit = cache.get(name, stage_cfg)
+    if hit is None:
+      hit = infer(settings, layers, xt[:n], yt, plain)
+      cache.put(name, stage_cfg, hit)
+    results['inference'][name] = hit
+    save()
   return results
 
 
