@@ -178,7 +178,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                           'nc_batch', 'nc_init_cost'),
                          lambda: _neural_cleanse(cfg, logits_fn, xd,
                                                  jax.random.fold_in(key, 5)))}
-  det_cfg = [base]
+  det_cfg: list = [base]
   det = {}
   for stage, (fields, compute) in stages.items():
     stage_cfg = (base, {k: cfg[k] for k in fields})
