@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from experiments import defense_common as dc
-from jaxsec import models
+from jaxsec import models, plots
 from jaxsec.attacks.evasion import transfer
 
 NAME = 'transferability'
@@ -115,7 +115,17 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       dc.log(f'{NAME}: {aname} crafted on {src}: {rates}')
       results['sources'].setdefault(src, {})[aname] = hit
       save()
+  plot(results, f'{workdir}/{NAME}.png')
   return results
+
+
+def plot(r: dict, path: str) -> None:
+  """The matrices of :func:`render_markdown` as heat maps, one per attack."""
+  names = [n for n in MODELS if n in r['models']]
+  panels = {a: np.array([[r['sources'][s][a]['targets'][t]['success_rate'] for t in names]
+                         for s in names]) for a in r['config']['attacks']}
+  plots.heatmaps(path, panels, names, names, xlabel='target', ylabel='source',
+                 title=f'FMNIST transfer success rate, L_inf eps = {r["config"]["eps"]}')
 
 
 def render_markdown(r: dict) -> str:
@@ -146,4 +156,5 @@ def render_markdown(r: dict) -> str:
       lines.append(f'| {src} | ' + ' | '.join(dc.fmt(v) for v in row)
                    + f' | {dc.fmt(float(np.mean(off)))} | {e["seconds"]:.0f} |')
     lines.append('')
+  lines += [f'![transferability heat maps]({NAME}.png)']
   return '\n'.join(lines).rstrip() + '\n'

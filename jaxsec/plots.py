@@ -77,3 +77,31 @@ def roc_loglog(path: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
   ax.set_title(title, fontsize=9)
   _save(fig, path)
   plt.close(fig)
+
+
+def heatmaps(path: str, panels: Mapping[str, np.ndarray], rows: Sequence[str],
+             cols: Sequence[str], *, xlabel: str = '', ylabel: str = '',
+             title: str = '') -> None:
+  """One annotated heat map per panel (values in [0, 1], shown in %), side by side on a
+  shared 0-100% colour scale: e.g. source x target success-rate matrices."""
+  plt = _fig()
+  n = len(panels)
+  fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 0.6, 2.9), squeeze=False)
+  im = None
+  for ax, (name, m) in zip(axes[0], panels.items(), strict=True):
+    m = 100 * np.asarray(m, float)
+    im = ax.imshow(m, vmin=0, vmax=100, cmap='viridis')
+    for i in range(m.shape[0]):
+      for j in range(m.shape[1]):
+        ax.text(j, i, f'{m[i, j]:.0f}', ha='center', va='center', fontsize=7,
+                color='white' if m[i, j] < 60 else 'black')
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha='right', fontsize=7)
+    ax.set_yticks(range(len(rows)), rows if ax is axes[0][0] else [], fontsize=7)
+    ax.set_title(name, fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=7)
+  axes[0][0].set_ylabel(ylabel, fontsize=7)
+  if im is not None:
+    fig.colorbar(im, ax=list(axes[0]), fraction=0.02, label='%')
+  fig.suptitle(title, fontsize=9)
+  _save(fig, path)
+  plt.close(fig)

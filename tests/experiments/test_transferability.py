@@ -23,6 +23,7 @@ def test_transferability_smoke(tmp_path):
       assert set(e['targets']) == set(names)
       for t in e['targets'].values():
         assert 0.0 <= t['success_rate'] <= 1.0 and t['max_linf'] <= cfg.eps + 1e-5
+  assert os.path.getsize(os.path.join(tmp_path, 'transferability.png')) > 0
   md = transferability.render_markdown(r)
   assert md.count('| source \\ target |') == len(cfg.attacks) and '| cnn_seed2 |' in md
   # resume: the stage cache gives the same numbers without recrafting

@@ -316,6 +316,7 @@ def test_bad_call_inputs():
     attacks.transfer_ifgsm(eps=0.1)(model, X, Y.at[0].set(9), KEY)
 
 
+@pytest.mark.slow
 def test_three_dimensional_images_and_channels_are_supported():
   # [B, H, W] images (no channel axis) give the same result as [B, H, W, 1].
   x3 = X[..., 0]
