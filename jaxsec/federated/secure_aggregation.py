@@ -24,7 +24,8 @@ mask keys and seeds ``b_i`` are Shamir-shared ``t``-of-``n`` over ``GF(2^521 - 1
 for reproducible tests and is NOT secret.
 
 Rounds: :func:`advertise_keys`, :func:`make_roster`, :func:`share_keys`, :func:`route_shares`,
-:func:`masked_input`, :func:`unmask_response`, :func:`unmask`; in one call: :func:`secure_sum`.
+:func:`masked_input`, :func:`unmask_response`, :func:`unmask`; in one call: :func:`secure_sum` (real
+values, fixed point) or :func:`secure_sum_mod2k` (integer residues, wrapping).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ __all__ = [
     'PRIME', 'DEFAULT_MODULUS_BITS', 'DEFAULT_SCALE_BITS', 'encode', 'decode', 'prg',
     'key_agreement', 'KeyAdvertisement', 'Roster', 'ClientState', 'UnmaskResponse',
     'advertise_keys', 'make_roster', 'share_keys', 'route_shares', 'masked_input',
-    'unmask_response', 'unmask', 'secure_sum',
+    'unmask_response', 'unmask', 'secure_sum', 'secure_sum_mod2k',
 ]
 
 PRIME = shamir.BIG_PRIME      # Mersenne prime 2^521 - 1: Shamir field for 256-bit secrets.
@@ -549,22 +550,6 @@ def secure_sum(updates_by_client: Mapping[ClientId, Any], *, threshold: int,
   k = field.check_modulus_bits(modulus_bits)
   s = _check_scale_bits(scale_bits, k)
   n = len(updates_by_client)
-  t = _checks.check_int('threshold', threshold, minimum=2, maximum=n)
-  dropped = list(dropped)
-  unknown = [d for d in dropped if d not in updates_by_client]
-  if unknown:
-    raise ValueError(f'dropped={unknown} are not clients in updates_by_client.')
-  dropped = set(dropped)
-  if n - len(dropped) < t:
-    raise ValueError(f'{len(dropped)} of {n} clients dropped, leaving {n - len(dropped)} '
-                     f'< threshold={t}: secure aggregation recovers from at most n - t = '
-                     f'{n - t} dropouts.')
-  seed = insecure_test_seed
-  if not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))):
-    raise ValueError(f'insecure_test_seed={seed!r} must be None (OS CSPRNG, the default) or '
-                     f'an int (reproducible and NOT secret: tests only).')
-  rng = None if seed is None else np.random.default_rng(seed)
-
   ids = list(updates_by_client)
   # Every client's update must have the first client's structure and shapes.
   first = ids[0]
@@ -579,9 +564,53 @@ def secure_sum(updates_by_client: Mapping[ClientId, Any], *, threshold: int,
       vectors[cid] = encode(vec, scale_bits=s, modulus_bits=k, num_summands=n)
     except ValueError as e:
       raise ValueError(f'client {cid!r}: {e}') from None
+  total = secure_sum_mod2k(vectors, threshold=threshold, dropped=dropped, modulus_bits=k,
+                           insecure_test_seed=insecure_test_seed)
+  return fixed_point.unflatten_real(decode(total, scale_bits=s, modulus_bits=k), treedef,
+                                    shapes)
+
+
+def secure_sum_mod2k(vectors_by_client: Mapping[ClientId, Any], *, threshold: int,
+                     dropped: Iterable[ClientId] = (),
+                     modulus_bits: int = DEFAULT_MODULUS_BITS,
+                     insecure_test_seed: int | None = None) -> np.ndarray:
+  """The whole protocol on already encoded inputs: ``sum_{surviving u} x_u mod 2^k``.
+
+  ``vectors_by_client`` maps ids to 1-D integer vectors of one length with values in
+  ``[0, 2^k)``; nothing is checked for overflow, the sum wraps around modulo ``2^k`` (the
+  modular arithmetic that distributed DP's integer encodings rely on,
+  :mod:`jaxsec.federated.distributed_dp`). Other arguments as in :func:`secure_sum`.
+  Returns the ``uint64`` residues of the sum, the only thing the server learns.
+  """
+  if not isinstance(vectors_by_client, Mapping) or len(vectors_by_client) < 2:
+    raise ValueError('vectors_by_client must be a mapping of at least 2 client ids to '
+                     'encoded vectors.')
+  k = field.check_modulus_bits(modulus_bits)
+  n = len(vectors_by_client)
+  t = _checks.check_int('threshold', threshold, minimum=2, maximum=n)
+  dropped = list(dropped)
+  unknown = [d for d in dropped if d not in vectors_by_client]
+  if unknown:
+    raise ValueError(f'dropped={unknown} are not clients in the inputs.')
+  dropped = set(dropped)
+  if n - len(dropped) < t:
+    raise ValueError(f'{len(dropped)} of {n} clients dropped, leaving {n - len(dropped)} '
+                     f'< threshold={t}: secure aggregation recovers from at most n - t = '
+                     f'{n - t} dropouts.')
+  seed = insecure_test_seed
+  if not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))):
+    raise ValueError(f'insecure_test_seed={seed!r} must be None (OS CSPRNG, the default) or '
+                     f'an int (reproducible and NOT secret: tests only).')
+  rng = None if seed is None else np.random.default_rng(seed)
+  vectors = {cid: field.check_residues_mod2k(f'vectors_by_client[{cid!r}]', v, k)
+             for cid, v in vectors_by_client.items()}
+  lengths = {v.shape for v in vectors.values()}
+  if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+    raise ValueError(f'encoded inputs must be 1-D of one length; got shapes '
+                     f'{sorted(lengths)}.')
 
   states, ads = {}, []
-  for cid in ids:
+  for cid in vectors:
     states[cid], ad = advertise_keys(cid, insecure_test_rng=rng)
     ads.append(ad)
   roster = make_roster(ads, threshold=t, modulus_bits=k,
@@ -596,5 +625,4 @@ def secure_sum(updates_by_client: Mapping[ClientId, Any], *, threshold: int,
       states[cid], masked[cid] = masked_input(states[cid], roster, inboxes[cid],
                                               vectors[cid])
   responses = [unmask_response(states[cid], roster, masked) for cid in masked]
-  total = decode(unmask(roster, outboxes, masked, responses), scale_bits=s, modulus_bits=k)
-  return fixed_point.unflatten_real(total, treedef, shapes)
+  return unmask(roster, outboxes, masked, responses)
