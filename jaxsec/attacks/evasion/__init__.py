@@ -18,7 +18,9 @@ minimal-perturbation and other attacks: :func:`lbfgs`, :func:`jsma` (and :func:`
 :func:`adversarial_patch` (Brown et al. 2017), :func:`rp2` (Eykholt et al. 2018),
 :func:`physical_transform`; transfer-oriented iterative attacks: :func:`transfer_ifgsm`
 (MI-FGSM with DI, TI, SI, NI and VMI, composable; Xie et al. 2019, Dong et al. 2019,
-Lin et al. 2020, Wang & He 2021).
+Lin et al. 2020, Wang & He 2021); gradient-descent evasion with a mimicry (kernel-density)
+term against SVMs and any differentiable discriminant: :func:`mimicry_evasion` (Biggio et
+al., ECML PKDD 2013; L1 / L2 / L_inf budget, box, add-only).
 
 Bad input: every entry point that takes ``(x, y)`` refuses, on concrete (eager) inputs,
 non-finite ``x``, ``x`` outside ``bounds`` and labels outside the model's classes
@@ -40,6 +42,7 @@ from jaxsec.attacks.evasion.gradient import bim, fgm, fgsm, mi_fgsm
 from jaxsec.attacks.evasion.jsma import jsma
 from jaxsec.attacks.evasion.jsma_binary import jsma_add_only
 from jaxsec.attacks.evasion.lbfgs import lbfgs
+from jaxsec.attacks.evasion.mimicry import mimicry_evasion
 from jaxsec.attacks.evasion.pgd import pgd
 from jaxsec.attacks.evasion.physical import adversarial_patch, physical_transform, rp2
 from jaxsec.attacks.evasion.transfer import transfer_ifgsm
@@ -51,4 +54,4 @@ __all__ = ['common', 'fgsm', 'fgm', 'bim', 'mi_fgsm', 'pgd', 'apgd', 'apgd_t',
            'bpda_logits_fn', 'lbfgs', 'jsma', 'jsma_add_only', 'deepfool', 'fab', 'fab_t', 'ead', 'fmn', 'ddn', 'carlini_wagner_l2',
            'carlini_wagner_linf', 'carlini_wagner_l0', 'universal_perturbation',
            'universal_perturbation_sgd', 'adversarial_patch', 'rp2', 'physical_transform',
-           'transfer_ifgsm']
+           'transfer_ifgsm', 'mimicry_evasion']
