@@ -1,4 +1,4 @@
-r"""DP-SGD step time over non-private step time: jaxsec (vmap, ghost) vs Opacus.
+r"""DP-SGD step time over non-private step time: jaxsec (vmap, ghost) vs jax_privacy and Opacus.
 
     python -m experiments.run --config=experiments/configs/benchmarks/dp_speed.py --workdir=docs/results  # full
     python -m experiments.run --config=experiments/configs/benchmarks/dp_speed.py:smoke --workdir=/tmp/s
@@ -11,7 +11,12 @@ time excluded, measured separately), and the ratio DP / non-private of the same 
 jaxsec: ``dpsgd.make_step`` with ``method='vmap'`` (per-example gradients materialised)
 and ``method='ghost'`` (ghost clipping / book-keeping), and the default ``method='auto'``
 (ghost where the model is eligible, as this CNN is; else vmap); Opacus: ``grad_sample_mode='hooks'``
-(per-sample gradients) and ``'ghost'`` (Opacus' ghost clipping). A peer that fails to
+(per-sample gradients) and ``'ghost'`` (Opacus' ghost clipping); jax_privacy 2.0 (the JAX
+anchor): ``jax_privacy.clipping.clipped_grad`` (per-example gradients by vmap; it has no
+ghost clipping) with ``noise_addition.gaussian_privatizer`` and the same optax SGD, on the
+same flax model and weights. The accounted epsilon of the same DP-SGD run (Poisson
+sampling, ``accounting_*`` of the config) from jaxsec's ``PoissonSampler.epsilon`` and from
+jax_privacy's ``DpsgdTrainingAccountant``, PLD and RDP. A peer that fails to
 import or run is recorded with its error. Timings are for whatever machine runs this (the
 JSON records it); on a shared machine they are noisy, so the ratios are the figure.
 """
@@ -78,6 +83,61 @@ def jax_times(c, x, y):
     out[k + '_s'] = _best_time(f, c.repeats)
   for k in ('vmap', 'ghost', 'default'):
     out[k + '_ratio'] = out[k + '_s'] / out['nonprivate_s']
+  return out
+
+
+def jax_privacy_times(c, x, y):
+  """The same step with jax_privacy 2.0's clipping and noise, same model and weights."""
+  from jax_privacy import clipping as jp_clipping  # pylint: disable=g-import-not-at-top
+  from jax_privacy import noise_addition  # pylint: disable=g-import-not-at-top
+  import jax_privacy  # pylint: disable=g-import-not-at-top
+  model = models.get('cnn', features=tuple(c.features), dense=c.dense)
+  params = models.init(model, jax.random.key(0), (1, 28, 28, 1))
+  opt = optax.sgd(c.learning_rate)
+  st = opt.init(params)
+  loss = lambda p, xb, yb: jnp.mean(losses.cross_entropy(model.apply(p, xb), yb))
+  grad_fn = jp_clipping.clipped_grad(loss, l2_clip_norm=c.l2_norm_clip, batch_argnums=(1, 2))
+  privatizer = noise_addition.gaussian_privatizer(
+      stddev=c.noise_multiplier * c.l2_norm_clip, prng_key=jax.random.key(1))
+  nst = privatizer.init(params)
+  n = float(x.shape[0])
+
+  @jax.jit
+  def step(p, s, ns, x, y):
+    g = grad_fn(p, x, y)
+    g, ns = privatizer.update(g, ns)
+    g = jax.tree_util.tree_map(lambda v: v / n, g)
+    u, s = opt.update(g, s, p)
+    return optax.apply_updates(p, u), s, ns
+
+  f = lambda: jax.block_until_ready(step(params, st, nst, x, y))
+  t0 = time.perf_counter()
+  f()
+  out = {'version': getattr(jax_privacy, '__version__', '?'),
+         'clipped_grad_compile_and_first_s': time.perf_counter() - t0}
+  out['clipped_grad_s'] = _best_time(f, c.repeats)
+  return out
+
+
+def epsilons(c) -> dict:
+  """Epsilon of one DP-SGD run (Poisson sampling) from jaxsec and from jax_privacy."""
+  from jaxsec.privacy import sampling  # pylint: disable=g-import-not-at-top
+  n, b, steps, delta = (c.accounting_dataset_size, c.accounting_batch_size,
+                        c.accounting_steps, c.accounting_delta)
+  sampler = sampling.PoissonSampler(dataset_size=n, num_steps=steps, expected_batch_size=b)
+  out = {'dataset_size': n, 'batch_size': b, 'steps': steps, 'delta': delta,
+         'noise_multiplier': c.noise_multiplier}
+  for acc in ('pld', 'rdp'):
+    out[f'jaxsec_{acc}'] = float(sampler.epsilon(c.noise_multiplier, delta, accountant=acc))
+  try:
+    from jax_privacy import accounting as jpa  # pylint: disable=g-import-not-at-top
+    params = jpa.DpParams(noise_multipliers=c.noise_multiplier, num_samples=n, delta=delta,
+                          batch_size=b, sampling_method=jpa.SamplingMethod.POISSON)
+    for acc, conf in (('pld', jpa.PldAccountantConfig()), ('rdp', jpa.RdpAccountantConfig())):
+      out[f'jax_privacy_{acc}'] = float(
+          jpa.DpsgdTrainingAccountant(conf).compute_epsilon(steps, params))
+  except Exception as e:  # pylint: disable=broad-except
+    out['jax_privacy_error'] = f'{type(e).__name__}: {e}'[:500]
   return out
 
 
@@ -160,6 +220,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
          'config': c.to_dict()}
   res['jaxsec'] = jax_times(c, jnp.asarray(x), jnp.asarray(y))
   try:
+    res['jax_privacy'] = jax_privacy_times(c, jnp.asarray(x), jnp.asarray(y))
+    res['jaxsec_vmap_speedup_vs_jax_privacy'] = (res['jax_privacy']['clipped_grad_s']
+                                                 / res['jaxsec']['vmap_s'])
+    res['jaxsec_default_speedup_vs_jax_privacy'] = (res['jax_privacy']['clipped_grad_s']
+                                                    / res['jaxsec']['default_s'])
+  except Exception as e:  # pylint: disable=broad-except
+    res['jax_privacy'] = {'error': f'{type(e).__name__}: {e}'[:500]}
+  res['epsilon'] = epsilons(c)
+  try:
     res['torch'] = torch_times(c, x, y)
   except Exception as e:  # pylint: disable=broad-except
     res['torch'] = {'error': f'{type(e).__name__}: {e}'}
@@ -187,6 +256,12 @@ def render_markdown(r: dict) -> str:
   if 'default_s' in j:
     lines.append(f"| jaxsec | DP-SGD, default (auto: {j['default_method']}) | "
                  f"{j['default_s']:.3f} | {j['default_ratio']:.2f} |")
+  jp = r.get('jax_privacy', {})
+  if 'clipped_grad_s' in jp:
+    lines.append(f"| jax_privacy {jp['version']} | DP-SGD, clipped_grad (vmap) | "
+                 f"{jp['clipped_grad_s']:.3f} | {jp['clipped_grad_s'] / j['nonprivate_s']:.2f} |")
+  elif jp:
+    lines.append(f"| jax_privacy | - | failed: {jp.get('error', '')[:80]} | - |")
   if 'nonprivate_s' in t:
     lines.append(f"| PyTorch {t.get('torch_version', '')} | non-private | "
                  f"{t['nonprivate_s']:.3f} | 1.00 |")
@@ -199,6 +274,18 @@ def render_markdown(r: dict) -> str:
         lines.append(f'| Opacus | DP-SGD, {mode} | failed: {err[:80]} | - |')
   else:
     lines.append(f"| PyTorch | - | failed: {t.get('error', '')[:80]} | - |")
+  for k, what in (('jaxsec_vmap_speedup_vs_jax_privacy', 'vmap'),
+                  ('jaxsec_default_speedup_vs_jax_privacy', 'default')):
+    if k in r:
+      lines.append(f'\njaxsec {what} DP step: {_faster(r[k])} than jax_privacy clipped_grad.')
+  e = r.get('epsilon')
+  if e:
+    lines += ['', f"Accounted epsilon of the same run (Poisson q = {e['batch_size']}/"
+              f"{e['dataset_size']}, sigma {e['noise_multiplier']}, {e['steps']} steps, delta "
+              f"{e['delta']:g}):", '', '| accountant | jaxsec | jax_privacy |', '|---|---|---|']
+    for acc in ('pld', 'rdp'):
+      lines.append(f"| {acc} | {e[f'jaxsec_{acc}']:.4f} | "
+                   f"{e.get(f'jax_privacy_{acc}', float('nan')):.4f} |")
   for mode in r['config']['opacus_modes']:
     k = f'jaxsec_ghost_speedup_vs_opacus_{mode}'
     if k in r:

@@ -22,3 +22,10 @@ def test_smoke_run_writes_json(tmp_path):
     assert f'opacus_{mode}_s' in t or f'opacus_{mode}_error' in t or 'opacus_error' in t \
         or 'error' in t
   assert 'jaxsec' in dp_speed.render_markdown(res)
+  e = saved['epsilon']
+  assert 0 < e['jaxsec_pld'] <= e['jaxsec_rdp']          # PLD is the tighter accountant
+  if 'jax_privacy_pld' in e:       # installed with the bench extra: the same event, same number
+    assert abs(e['jax_privacy_pld'] - e['jaxsec_pld']) <= 1e-3 * e['jaxsec_pld']
+    assert abs(e['jax_privacy_rdp'] - e['jaxsec_rdp']) <= 1e-2 * e['jaxsec_rdp']
+  jp = saved['jax_privacy']
+  assert 'clipped_grad_s' in jp or 'error' in jp           # ran, or its failure is recorded
