@@ -1,6 +1,7 @@
 r"""Deep Partition Aggregation on FMNIST: certified accuracy vs poisoned training points.
 
     python -m experiments.run --config=experiments/configs/dpa.py --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/dpa.py:cpu --workdir=docs/results
     python -m experiments.run --config=experiments/configs/dpa.py:smoke --workdir=/tmp/s
 
 Levine & Feizi (ICLR 2021): the training set is split into ``k`` parts by a hash of each
@@ -132,6 +133,7 @@ def render_markdown(r: dict) -> str:
   cols = sorted({int(b) for b in c['table_budgets']})
   lines = [f'### Deep Partition Aggregation on FMNIST: certified accuracy vs poisoned '
            f'training images (variant {r["variant"]})', '',
+           f'`{common.command(NAME, r["variant"])}`', '',
            f'Levine & Feizi (2021): k base {c["model"]}s, one per hash partition of '
            f'{"all" if not c["n_train"] else c["n_train"]} training images, '
            f'{c["epochs"]} epochs each, all trained as one `fit_many` program; plurality '
