@@ -15,7 +15,11 @@ Two kinds of attack plug into :func:`jaxsec.federated.fedavg.make_fedavg`:
 * Data-poisoning clients ``attack(x, y, key) -> (x', y')`` (``jaxsec.attacks.poisoning``)
   applied to each local minibatch of a Byzantine client, which then trains honestly:
   :func:`label_flip`, :func:`backdoor` (BadNets; with :func:`model_replacement`, Bagdasaryan
-  et al.'s attack).
+  et al.'s attack), :func:`dba` (distributed backdoor, Xie et al. 2020: one piece of the
+  global trigger per attacker).
+
+Optimised model poisoning (Fang et al. 2020; min-max / min-sum of Shejwalkar & Houmansadr
+2021) is in :mod:`jaxsec.federated.model_poisoning`.
 
 ``statistics=``: ``'benign'`` uses the honest clients' updates (omniscient; IPM's setting),
 ``'byzantine'`` the attackers' own honest updates (ALIE's non-omniscient setting). Standard
@@ -35,7 +39,7 @@ from jaxsec import _checks
 from jaxsec.attacks.poisoning import backdoor as backdoor_lib
 
 __all__ = ['sign_flip', 'gaussian_noise', 'alie', 'alie_z_max', 'ipm', 'model_replacement',
-           'label_flip', 'backdoor', 'masked_mean_std', 'STATISTICS']
+           'label_flip', 'backdoor', 'dba', 'masked_mean_std', 'STATISTICS']
 
 STATISTICS = ('benign', 'byzantine')
 
@@ -361,6 +365,72 @@ def backdoor(*, target_label: int, fraction: float, size: int = 3, value: float 
   return _TriggeredAttack(attack, trigger)
 
 
+def _dba_masks(height: int, width: int, num_pieces: int, bar_length: int, gap: int,
+               shift: int) -> np.ndarray:
+  """``[P, H, W]`` bool masks of DBA's local triggers: horizontal bars of ``1 x bar_length``
+  pixels on a grid of 2 rows (``ceil(P / 2)`` per row), ``gap`` pixels apart, the first at
+  ``(shift, shift)``; their union is the global trigger."""
+  cols = -(-num_pieces // 2)
+  masks = np.zeros((num_pieces, height, width), bool)
+  for i in range(num_pieces):
+    r = shift + (i // cols) * (1 + gap)
+    c = shift + (i % cols) * (bar_length + gap)
+    if r >= height or c + bar_length > width:
+      raise ValueError(f'DBA piece {i} at row {r}, columns {c}..{c + bar_length - 1} does '
+                       f'not fit a {height}x{width} image; lower num_pieces, bar_length, gap '
+                       'or shift.')
+    masks[i, r, c:c + bar_length] = True
+  return masks
+
+
+def dba(*, target_label: int, fraction: float, num_pieces: int = 4, bar_length: int = 4,
+        gap: int = 2, shift: int = 0, value: float = 1.0) -> Callable:
+  """Distributed backdoor attack (Xie, Huang, Chen, Li, ICLR 2020).
+
+  The global trigger (``num_pieces`` horizontal bars, :func:`_dba_masks`; the paper's
+  four-bar pattern with its size / gap / location factors) is split into local triggers;
+  the Byzantine client of rank ``attacker`` (0, 1, ... among the Byzantine clients, passed
+  by :func:`~jaxsec.federated.fedavg.make_fedavg`) stamps only piece ``attacker mod
+  num_pieces`` on ``round(fraction * B)`` examples of every local minibatch, relabelled
+  ``target_label``; the rest stay clean. At test time the *global* trigger is used
+  (``attack.trigger(x)``); ``attack.local_trigger(x, i)`` stamps piece ``i``.
+
+  Returns ``attack(x, y, key, *, attacker=0) -> (x', y')`` for images ``[B, H, W(, C)]``.
+  """
+  target_label = _checks.check_int('target_label', target_label, minimum=0)
+  fraction = float(_checks.check_float('fraction', fraction, minimum=0.0, maximum=1.0,
+                                       allow_traced=False))
+  num_pieces = _checks.check_int('num_pieces', num_pieces, minimum=1)
+  bar_length = _checks.check_int('bar_length', bar_length, minimum=1)
+  gap = _checks.check_int('gap', gap, minimum=0)
+  shift = _checks.check_int('shift', shift, minimum=0)
+  value = float(_checks.check_float('value', value, allow_traced=False))
+
+  def masks_for(x):
+    if x.ndim not in (3, 4):
+      raise ValueError(f'DBA stamps images [B, H, W(, C)]; got shape {tuple(x.shape)}.')
+    m = jnp.asarray(_dba_masks(x.shape[1], x.shape[2], num_pieces, bar_length, gap, shift))
+    return m if x.ndim == 3 else m[..., None]
+
+  def stamp(x, mask):
+    return jnp.where(mask[None], jnp.asarray(value, x.dtype), x)
+
+  def trigger(x):
+    return stamp(x, jnp.any(masks_for(x), axis=0))
+
+  def local_trigger(x, piece):
+    return stamp(x, masks_for(x)[jnp.asarray(piece) % num_pieces])
+
+  def attack(x, y, key, *, attacker=0):
+    b = x.shape[0]
+    k = int(math.floor(fraction * b + 0.5))
+    rows = jax.random.permutation(key, b)[:k]
+    mask = jnp.zeros((b,), bool).at[rows].set(True)
+    xt = jnp.where(_rows(mask, x), local_trigger(x, attacker), x)
+    return xt, jnp.where(mask, target_label, y).astype(y.dtype)
+  return _DistributedTriggerAttack(attack, trigger, local_trigger)
+
+
 class _TriggeredAttack:
   """A data attack ``(x, y, key) -> (x', y')`` that also exposes its ``trigger(x)`` (to
   stamp test inputs when measuring the backdoor's success)."""
@@ -371,4 +441,18 @@ class _TriggeredAttack:
 
   def __call__(self, x: jax.Array, y: jax.Array, key: jax.Array) -> Any:
     return self._attack(x, y, key)
+
+
+class _DistributedTriggerAttack(_TriggeredAttack):
+  """:class:`_TriggeredAttack` whose call takes the attacker's rank (DBA's local trigger)
+  and that also exposes ``local_trigger(x, piece)``."""
+
+  def __init__(self, attack: Callable[..., Any], trigger: Callable[[jax.Array], jax.Array],
+               local_trigger: Callable[..., jax.Array]):
+    super().__init__(attack, trigger)
+    self.local_trigger = local_trigger
+
+  def __call__(self, x: jax.Array, y: jax.Array, key: jax.Array, *,  # pyrefly: ignore[bad-override]
+               attacker: Any = 0) -> Any:
+    return self._attack(x, y, key, attacker=attacker)
 

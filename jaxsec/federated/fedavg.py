@@ -174,6 +174,7 @@ class RoundInfo(NamedTuple):
   byzantine: jax.Array      # [K] bool: Byzantine among them
   loss: jax.Array           # [K] mean local training loss of each client (on its own data)
   update_norms: jax.Array   # [K] l2 norms of the submitted updates (after any attack)
+  aggregator_state: Any = ()  # a stateful aggregator's state after the round, else ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,9 +184,12 @@ class FedAvg:
   * ``local_update(params, x, y, index_list, count, key, poisoned) -> (update, loss)``:
     one client's local training from the global ``params`` on ``x[index_list[:count]]``;
     ``update`` is ``local - params``; ``poisoned`` (bool) applies the data attack.
-  * ``round(params, x, y, index_lists, counts, byzantine, key) -> (params, RoundInfo)``:
-    one round over all clients ``[N, W]`` / ``[N]`` (from :func:`client_index_lists`) with
-    ``byzantine [N]`` marking the Byzantine clients; jitted once per shape.
+  * ``round(params, x, y, index_lists, counts, byzantine, key, aggregator_state=())
+    -> (params, RoundInfo)``: one round over all clients ``[N, W]`` / ``[N]`` (from
+    :func:`client_index_lists`) with ``byzantine [N]`` marking the Byzantine clients;
+    jitted once per shape. A stateful aggregator (FoolsGold, centered clipping around the
+    last aggregate) reads ``aggregator_state`` (from :meth:`init_aggregator_state`, then
+    the previous ``RoundInfo.aggregator_state``).
   """
   apply_fn: ApplyFn
   local_update: Callable
@@ -195,6 +199,13 @@ class FedAvg:
   sampling_rate: float | None
   l2_norm_clip: float | None = None
   noise_multiplier: float = 0.0
+  stateful_aggregator: Any = None
+
+  def init_aggregator_state(self, params: Any, num_clients: int) -> Any:
+    """The first ``aggregator_state`` for ``round``: ``()`` for a stateless rule."""
+    if self.stateful_aggregator is None:
+      return ()
+    return self.stateful_aggregator.init(params, num_clients)
 
   def dp_account(self, *, num_clients: int, num_rounds: int, delta: float,
                  accountant: str | None = None) -> dp_fedavg.DPFedAvgAccount:
@@ -217,20 +228,25 @@ def _check_callable(name, fn):
   return fn
 
 
-def _accepts_weights(fn) -> bool:
-  """Whether ``fn`` takes a ``weights=`` keyword (or ``**kwargs``)."""
+def _accepts_keyword(fn, name: str) -> bool:
+  """Whether ``fn`` takes a ``name=`` keyword (or ``**kwargs``)."""
   try:
     params = inspect.signature(fn).parameters.values()
   except (TypeError, ValueError):
     return False
-  return any(p.kind == p.VAR_KEYWORD or (p.name == 'weights' and p.kind in (
+  return any(p.kind == p.VAR_KEYWORD or (p.name == name and p.kind in (
       p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)) for p in params)
+
+
+def _accepts_weights(fn) -> bool:
+  """Whether ``fn`` takes a ``weights=`` keyword (or ``**kwargs``)."""
+  return _accepts_keyword(fn, 'weights')
 
 
 def _resolve_aggregator(aggregator):
   if isinstance(aggregator, str):
     return aggregator, aggregators.aggregator(aggregator)
-  if callable(aggregator):
+  if isinstance(aggregator, aggregators.StatefulAggregator) or callable(aggregator):
     return None, aggregator
   raise ValueError(f'aggregator={aggregator!r} must be a rule name (e.g. "mean", '
                    '"coordinate_median") or a callable updates -> update.')
@@ -254,7 +270,7 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
                 client_weighting: str = 'uniform', loss: Callable | str | None = None,
                 objective: Callable | None = None, update_attack: UpdateAttack | None = None,
                 data_attack: DataAttack | None = None, l2_norm_clip: float | None = None,
-                noise_multiplier: float = 0.0) -> FedAvg:
+                noise_multiplier: float = 0.0, root_data: tuple | None = None) -> FedAvg:
   """FedAvg with a pluggable aggregator, Byzantine clients and DP-FedAvg hooks.
 
   Local training (every sampled client, from the current global model, with a freshly
@@ -279,7 +295,11 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
     local_steps, local_epochs: exactly one of them.
     aggregator: ``'mean'`` (FedAvg), a rule name of ``aggregators.aggregator``
       without required hyperparameters, or any ``fn(updates [K, ...]) -> update``
-      (e.g. ``aggregators.aggregator('krum', num_byzantine=f)``).
+      (e.g. ``aggregators.aggregator('krum', num_byzantine=f)``), or a
+      :class:`~jaxsec.federated.aggregators.StatefulAggregator` (``round`` then carries its
+      state). A rule whose signature takes ``key=`` gets the round's aggregation key
+      (bucketing, FLAME), one that takes ``server_update=`` the server's update on
+      ``root_data`` (FLTrust).
     server_lr: eta; the new global model is ``global + eta * aggregate``.
     clients_per_round: ``uniform`` sampling draws this many distinct clients per round
       (``None``: all clients, every round).
@@ -297,7 +317,13 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       (plain or DP): their example counts under ``'num_examples'``, ones otherwise.
     data_attack: ``attack(x, y, key) -> (x', y')`` or a size-preserving poisoning attack
       of ``jaxsec.attacks.poisoning`` (``PoisonOutput(x', y', info)``), applied to every
-      local minibatch of a Byzantine client (label flipping, backdoors).
+      local minibatch of a Byzantine client (label flipping, backdoors). An attack that
+      takes ``attacker=`` gets the client's rank among the Byzantine clients (0, 1, ...:
+      the distributed backdoor's local trigger, :func:`~jaxsec.federated.byzantine.dba`).
+    root_data: ``(x_root, y_root)``, the server's small clean root data set (FLTrust): each
+      round the server runs the clients' local training on it from the global model and
+      passes that update to the aggregator as ``server_update=``. Required by an
+      aggregator that requires ``server_update``.
     l2_norm_clip, noise_multiplier: DP-FedAvg (McMahan et al. 2018): updates clipped
       to ``S``, summed, ``N(0, (z S)^2)`` added, divided by the expected number of
       clients (``clients_per_round`` or ``sampling_rate * N``); needs ``aggregator='mean'``.
@@ -317,6 +343,22 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
   else:
     local_epochs = _checks.check_int('local_epochs', local_epochs, minimum=1)
   agg_name, agg_fn = _resolve_aggregator(aggregator)
+  stateful = agg_fn if isinstance(agg_fn, aggregators.StatefulAggregator) else None
+  agg_inputs = aggregators.call_inputs(agg_fn.update if stateful else agg_fn)
+  if root_data is not None:
+    if not (isinstance(root_data, (tuple, list)) and len(root_data) == 2):
+      raise ValueError(f'root_data must be a pair (x_root, y_root); got {type(root_data)}.')
+    x_root, y_root = jnp.asarray(root_data[0]), jnp.asarray(root_data[1])
+    if x_root.ndim < 1 or x_root.shape[0] == 0 or y_root.shape != x_root.shape[:1]:
+      raise ValueError(f'root_data has x of shape {tuple(x_root.shape)} and y of shape '
+                       f'{tuple(y_root.shape)}; expected [n, ...] and [n] with n >= 1.')
+    if 'server_update' not in agg_inputs:
+      raise ValueError(f'root_data is given but aggregator={aggregator!r} takes no '
+                       'server_update= (FLTrust does).')
+  elif agg_inputs.get('server_update'):
+    raise ValueError(f'aggregator={aggregator!r} needs the server update: give '
+                     'root_data=(x_root, y_root), the server\'s clean root data set.')
+  attacker_rank = data_attack is not None and _accepts_keyword(data_attack, 'attacker')
   server_lr = float(_checks.check_float('server_lr', server_lr, minimum=0.0, strict_min=True,
                                         allow_traced=False))
   if clients_per_round is not None:
@@ -362,7 +404,7 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
   attack_weights = (update_attack is not None and agg_name == 'mean'
                     and _accepts_weights(update_attack))
 
-  def local_update(params, x, y, index_list, count, key, poisoned):
+  def local_update(params, x, y, index_list, count, key, poisoned, attacker=0):
     width = index_list.shape[0]
     bw = min(batch_size, width)
     if local_steps is not None:
@@ -402,7 +444,9 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       xb, yb = x[idx], y[idx]
       k_obj, k_data = jax.random.split(k)
       if data_attack is not None:
-        xa, ya = tuple(data_attack(xb, yb, k_data))[:2]   # a pair or a PoisonOutput
+        out = (data_attack(xb, yb, k_data, attacker=attacker) if attacker_rank
+               else data_attack(xb, yb, k_data))
+        xa, ya = tuple(out)[:2]   # a pair or a PoisonOutput
         xb = jnp.where(poisoned, xa.astype(xb.dtype), xb)
         yb = jnp.where(poisoned, ya.astype(yb.dtype), yb)
       w = v.astype(jnp.float32)
@@ -423,7 +467,7 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
     update = jax.tree.map(lambda a, b: (a - b).astype(b.dtype), local, params)
     return update, mean_loss
 
-  def round_fn(params, x, y, index_lists, counts, byzantine, key):
+  def round_fn(params, x, y, index_lists, counts, byzantine, key, aggregator_state=()):
     num_clients = index_lists.shape[0]
     k_sample, k_train, k_attack, k_agg = _split_round_key(key)
     if sampling == 'uniform':
@@ -443,10 +487,12 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       sel = jnp.arange(num_clients)
       part = jax.random.bernoulli(k_sample, sampling_rate, (num_clients,))
       expected = sampling_rate * num_clients
-    byz = jnp.asarray(byzantine, bool)[sel]
+    byz_all = jnp.asarray(byzantine, bool)
+    byz = byz_all[sel]
+    ranks = (jnp.cumsum(byz_all.astype(jnp.int32)) - 1)[sel]
     keys = jax.vmap(lambda c: jax.random.fold_in(k_train, c))(sel)
-    updates, losses = jax.vmap(local_update, in_axes=(None, None, None, 0, 0, 0, 0))(
-        params, x, y, index_lists[sel], counts[sel], keys, byz)
+    updates, losses = jax.vmap(local_update, in_axes=(None, None, None, 0, 0, 0, 0, 0))(
+        params, x, y, index_lists[sel], counts[sel], keys, byz, ranks)
     partf = part.astype(jnp.float32)
     if client_weighting == 'num_examples':
       weights = counts[sel].astype(jnp.float32) * partf
@@ -468,17 +514,30 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       w = partf / jnp.maximum(jnp.sum(partf), 1.0)
       agg = jax.tree.map(lambda l: jnp.tensordot(w, l, (0, 0)).astype(l.dtype), updates)
     else:
-      agg = agg_fn(updates)
+      extra = {}
+      if 'key' in agg_inputs:
+        extra['key'] = k_agg
+      if root_data is not None:
+        n_root = x_root.shape[0]
+        extra['server_update'], _ = local_update(
+            params, x_root, y_root, jnp.arange(n_root), jnp.asarray(n_root),
+            jax.random.fold_in(k_agg, 1), jnp.asarray(False))
+      if stateful is not None:
+        agg, aggregator_state = stateful.update(updates, aggregator_state, clients=sel,
+                                                **extra)
+      else:
+        agg = agg_fn(updates, **extra)
     new = jax.tree.map(lambda p, a: (p + server_lr * a).astype(p.dtype), params, agg)
     norms = jax.vmap(lambda u: jnp.sqrt(sum(jnp.sum(jnp.square(l.astype(jnp.float32)))
                                             for l in jax.tree.leaves(u))))(updates)
-    return new, RoundInfo(sel, part, byz, losses, norms)
+    return new, RoundInfo(sel, part, byz, losses, norms, aggregator_state)
 
   return FedAvg(apply_fn=apply_fn, local_update=jax.jit(local_update),
                 round=jax.jit(round_fn), clients_per_round=clients_per_round,
                 sampling=sampling, sampling_rate=sampling_rate,
                 l2_norm_clip=l2_norm_clip if dp else None,
-                noise_multiplier=noise_multiplier if dp else 0.0)
+                noise_multiplier=noise_multiplier if dp else 0.0,
+                stateful_aggregator=stateful)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -548,10 +607,12 @@ def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarra
   lists_j, counts_j, byz_j = jnp.asarray(index_lists), jnp.asarray(counts), jnp.asarray(byz)
   params = jax.tree.map(jnp.asarray, params)
   history = {'loss': [], 'eval_round': [], 'eval_accuracy': [], 'seconds': 0.0}
+  agg_state = fed.init_aggregator_state(params, num_clients)
   t0 = time.time()
   for r in range(num_rounds):
     params, info = fed.round(params, xj, yj, lists_j, counts_j, byz_j,
-                             jax.random.fold_in(key, r))
+                             jax.random.fold_in(key, r), aggregator_state=agg_state)
+    agg_state = info.aggregator_state
     honest = np.asarray(info.participating) & ~np.asarray(info.byzantine)
     lo = np.asarray(info.loss)
     history['loss'].append(float(lo[honest].mean()) if honest.any() else float('nan'))
