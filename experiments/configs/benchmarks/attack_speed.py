@@ -8,13 +8,18 @@ from experiments.configs import base
 from experiments.benchmarks import machine
 
 
-def _default(c: ml_collections.ConfigDict) -> None:
+def briefly_trained_cnn(c: ml_collections.ConfigDict) -> None:
+  """The attacked model of the attack benchmarks: the reference CNN, one FMNIST epoch."""
   c.dataset = 'fashion_mnist'
   c.model_kwargs = ml_collections.ConfigDict({})    # the reference CNN (models.CNN defaults)
   c.train_subset = 10000
   c.train_epochs = 1
   c.train_batch = 128
   c.batch = 256
+
+
+def _default(c: ml_collections.ConfigDict) -> None:
+  briefly_trained_cnn(c)
   c.eps = 0.1
   c.pgd_steps = 10
   c.pgd_rel_step = 2.5

@@ -6,15 +6,11 @@ import ml_collections
 
 from experiments.benchmarks import machine
 from experiments.configs import base
+from experiments.configs.benchmarks import attack_speed
 
 
 def _default(c: ml_collections.ConfigDict) -> None:
-  c.dataset = 'fashion_mnist'
-  c.model_kwargs = ml_collections.ConfigDict({})    # the reference CNN (models.CNN defaults)
-  c.train_subset = 10000
-  c.train_epochs = 1
-  c.train_batch = 128
-  c.batch = 256
+  attack_speed.briefly_trained_cnn(c)
   c.repeats = 3
   # Small radii, so that few examples finish early (see the module docstring).
   c.eps_linf = 0.01
