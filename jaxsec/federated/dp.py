@@ -18,8 +18,9 @@ and is accounted by :func:`account` with the event of the client sampler that ra
   ``2 S``, hence ``z / 2``. RDP only. Replace-one epsilons are not comparable to
   add/remove ones (replacing is removing then adding).
 
-Adaptive clipping of the client norm is ``dpsgd.AdaptiveClipping`` with the client count in
-place of the batch count.
+Adaptive clipping of the client norm (Andrew et al. 2021) is ``dpsgd.AdaptiveClipping`` with
+the client count in place of the batch count (:func:`dp_aggregate`); it leaves the event, hence
+the reported epsilon, unchanged (their Thm. 1).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import optax
 
 from jaxsec import _checks
 from jaxsec.privacy import accounting, clipping, noise
+from jaxsec.privacy.dpsgd import AdaptiveClipping
 
 NR = dp_accounting.NeighboringRelation
 
@@ -46,20 +48,32 @@ def clip_update(update: Any, l2_norm_clip: Any) -> tuple[Any, jax.Array]:
 class AggregateInfo(NamedTuple):
   norms: jax.Array        # [M] client update norms before clipping
   num_clients: jax.Array  # number of participating (unmasked) clients
+  next_l2_norm_clip: jax.Array | None = None   # adaptive clipping: next round's S
 
 
 def dp_aggregate(updates: Any, key: jax.Array, *, l2_norm_clip: Any, noise_multiplier: float,
-                 expected_clients: float, mask: jax.Array | None = None
+                 expected_clients: float, mask: jax.Array | None = None,
+                 adaptive_clipping: AdaptiveClipping | None = None
                  ) -> tuple[Any, AggregateInfo]:
   """Server-side: ``(sum_m clip(update_m) + N(0, (z S)^2)) / (q W)``.
+
+  With ``adaptive_clipping`` (Andrew, Thakkar, McMahan, Ramaswamy 2021, Algorithm 2 at the
+  client level): the update noise multiplier is ``(z^-2 - (2 sigma_b)^-2)^(-1/2)`` and the
+  count of clients with ``||update|| <= S`` is released with ``N(0, sigma_b^2)`` (their
+  Thm. 1: together one Gaussian mechanism of multiplier ``z``, so the accounting of
+  :func:`account` is unchanged); ``AggregateInfo.next_l2_norm_clip`` is the next round's
+  ``S exp(-eta (b - gamma))``, a function of the noised count only. ``z = 0``: no noise on
+  either (no privacy), the update follows the exact count.
 
   Args:
     updates: stacked client deltas, leading axis M (clients of this round).
     key: noise key.
-    l2_norm_clip: S.
+    l2_norm_clip: S (this round's, with adaptive clipping; may be traced).
     noise_multiplier: z.
     expected_clients: q W, the fixed denominator.
     mask: optional [M] 0/1 marking clients that really participate (padding).
+    adaptive_clipping: a :class:`jaxsec.privacy.dpsgd.AdaptiveClipping` (``sigma_b``
+      defaults to ``expected_clients / 20``), or None (fixed S).
   """
   _checks.check_float('noise_multiplier', noise_multiplier, minimum=0.0)
   _checks.check_float('expected_clients', expected_clients, minimum=0.0, strict_min=True)
@@ -69,9 +83,22 @@ def dp_aggregate(updates: Any, key: jax.Array, *, l2_norm_clip: Any, noise_multi
   w = jnp.ones((m,), jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
   summed = jax.tree_util.tree_map(lambda l: jnp.tensordot(w.astype(l.dtype), l, (0, 0)),
                                   clipped)
-  noisy = noise.add_gaussian_noise(summed, key, noise_multiplier * l2_norm_clip)
+  next_clip = None
+  if adaptive_clipping is not None:
+    key, k_count = jax.random.split(key)
+    if noise_multiplier == 0:
+      sigma, count_std = 0.0, 0.0
+    else:
+      sigma = adaptive_clipping.gradient_noise_multiplier(noise_multiplier, expected_clients)
+      count_std = adaptive_clipping.count_std(expected_clients)
+    below = jnp.sum(w * (norms <= l2_norm_clip))
+    next_clip = adaptive_clipping.next_clip(l2_norm_clip, below, jnp.sum(w), expected_clients,
+                                            k_count, count_std)
+  else:
+    sigma = noise_multiplier
+  noisy = noise.add_gaussian_noise(summed, key, sigma * l2_norm_clip)
   return (jax.tree_util.tree_map(lambda l: l / expected_clients, noisy),
-          AggregateInfo(norms * w, jnp.sum(w)))
+          AggregateInfo(norms * w, jnp.sum(w), next_clip))
 
 
 def server_noise(*, noise_multiplier: float, l2_norm_clip: float, expected_clients: float,

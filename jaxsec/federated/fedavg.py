@@ -43,6 +43,7 @@ from jaxsec import train as train_lib
 from jaxsec.data.partition import shards as _data_shards
 from jaxsec.federated import aggregators
 from jaxsec.federated import dp as dp_fedavg
+from jaxsec.privacy import dpsgd
 
 __all__ = ['iid_partition', 'dirichlet_partition', 'label_distribution', 'label_skew',
            'client_index_lists', 'make_fedavg', 'FedAvg', 'RoundInfo', 'FedAvgResult',
@@ -200,9 +201,13 @@ class FedAvg:
   l2_norm_clip: float | None = None
   noise_multiplier: float = 0.0
   stateful_aggregator: Any = None
+  adaptive_clipping: Any = None
 
   def init_aggregator_state(self, params: Any, num_clients: int) -> Any:
-    """The first ``aggregator_state`` for ``round``: ``()`` for a stateless rule."""
+    """The first ``aggregator_state`` for ``round``: ``()`` for a stateless rule; with
+    DP-FedAvg's adaptive clipping the clip norm ``S`` (the initial ``l2_norm_clip``)."""
+    if self.adaptive_clipping is not None:
+      return jnp.asarray(self.l2_norm_clip, jnp.float32)
     if self.stateful_aggregator is None:
       return ()
     return self.stateful_aggregator.init(params, num_clients)
@@ -270,7 +275,8 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
                 client_weighting: str = 'uniform', loss: Callable | str | None = None,
                 objective: Callable | None = None, update_attack: UpdateAttack | None = None,
                 data_attack: DataAttack | None = None, l2_norm_clip: float | None = None,
-                noise_multiplier: float = 0.0, root_data: tuple | None = None) -> FedAvg:
+                noise_multiplier: float = 0.0, root_data: tuple | None = None,
+                adaptive_clipping: dpsgd.AdaptiveClipping | None = None) -> FedAvg:
   """FedAvg with a pluggable aggregator, Byzantine clients and DP-FedAvg hooks.
 
   Local training (every sampled client, from the current global model, with a freshly
@@ -331,6 +337,11 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       sampler used (:meth:`FedAvg.dp_account`): Poisson sampling under add/remove-one-
       client, fixed-size uniform sampling under replace-one-client (its epsilon is not
       comparable to the Poisson one; see :mod:`jaxsec.federated.dp`).
+    adaptive_clipping: DP-FedAvg only: a :class:`~jaxsec.privacy.dpsgd.AdaptiveClipping`
+      (Andrew et al. 2021): ``S`` follows the target quantile of the client update norms
+      through a noised count, the noise split of their Thm. 1 keeps the reported event;
+      ``l2_norm_clip`` is the initial ``S``, carried as ``round``'s ``aggregator_state``
+      (:func:`run`'s ``history['l2_norm_clip']``: the initial and each round's next ``S``).
   """
   if not callable(apply_fn):
     raise ValueError(f'apply_fn={apply_fn!r} must be callable.')
@@ -396,6 +407,13 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
                        'sensitivity of a clipped sum.')
   elif noise_multiplier:
     raise ValueError(f'noise_multiplier={noise_multiplier} needs l2_norm_clip.')
+  if adaptive_clipping is not None:
+    if not dp:
+      raise ValueError(f'adaptive_clipping={adaptive_clipping!r} is DP-FedAvg\'s: it needs '
+                       'l2_norm_clip (the initial clip norm) and noise_multiplier.')
+    if not isinstance(adaptive_clipping, dpsgd.AdaptiveClipping):
+      raise ValueError(f'adaptive_clipping={adaptive_clipping!r} must be a '
+                       'jaxsec.privacy.dpsgd.AdaptiveClipping or None.')
   if client_weighting == 'num_examples' and (agg_name != 'mean' or dp):
     raise ValueError("client_weighting='num_examples' is the weighted FedAvg mean: it needs "
                      f'aggregator="mean" without DP, got aggregator={aggregator!r}, '
@@ -503,9 +521,13 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
     elif update_attack is not None:
       updates = update_attack(updates, byz, k_attack)
     if dp:
-      agg, _ = dp_fedavg.dp_aggregate(updates, k_agg, l2_norm_clip=l2_norm_clip,
-                                      noise_multiplier=noise_multiplier,
-                                      expected_clients=expected, mask=partf)
+      clip = l2_norm_clip if adaptive_clipping is None else aggregator_state
+      agg, dp_info = dp_fedavg.dp_aggregate(updates, k_agg, l2_norm_clip=clip,
+                                            noise_multiplier=noise_multiplier,
+                                            expected_clients=expected, mask=partf,
+                                            adaptive_clipping=adaptive_clipping)
+      if adaptive_clipping is not None:
+        aggregator_state = dp_info.next_l2_norm_clip
     elif client_weighting == 'num_examples':
       w = weights
       agg = jax.tree.map(lambda l: jnp.tensordot(w / jnp.maximum(jnp.sum(w), 1.0), l,
@@ -537,7 +559,8 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
                 sampling=sampling, sampling_rate=sampling_rate,
                 l2_norm_clip=l2_norm_clip if dp else None,
                 noise_multiplier=noise_multiplier if dp else 0.0,
-                stateful_aggregator=stateful)
+                stateful_aggregator=stateful,
+                adaptive_clipping=adaptive_clipping if dp else None)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -545,7 +568,8 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
 class FedAvgResult(NamedTuple):
   params: Any
   history: dict   # per round: 'loss' (mean honest participant loss); 'eval_round' /
-                  # 'eval_accuracy' at evaluation rounds; 'seconds'
+                  # 'eval_accuracy' at evaluation rounds; 'seconds'; 'l2_norm_clip'
+                  # (adaptive clipping: S before round 1 and after each round)
   privacy: dp_fedavg.DPFedAvgAccount | None = None   # DP-FedAvg: user-level (eps, delta)
 
 
@@ -606,13 +630,17 @@ def run(fed: FedAvg, params: Any, x: Any, y: Any, *, clients: Sequence[np.ndarra
   xj, yj = jnp.asarray(x), jnp.asarray(y)
   lists_j, counts_j, byz_j = jnp.asarray(index_lists), jnp.asarray(counts), jnp.asarray(byz)
   params = jax.tree.map(jnp.asarray, params)
-  history = {'loss': [], 'eval_round': [], 'eval_accuracy': [], 'seconds': 0.0}
+  history: dict[str, Any] = {'loss': [], 'eval_round': [], 'eval_accuracy': [], 'seconds': 0.0}
   agg_state = fed.init_aggregator_state(params, num_clients)
+  if fed.adaptive_clipping is not None:
+    history['l2_norm_clip'] = [float(agg_state)]
   t0 = time.time()
   for r in range(num_rounds):
     params, info = fed.round(params, xj, yj, lists_j, counts_j, byz_j,
                              jax.random.fold_in(key, r), aggregator_state=agg_state)
     agg_state = info.aggregator_state
+    if fed.adaptive_clipping is not None:
+      history['l2_norm_clip'].append(float(agg_state))
     honest = np.asarray(info.participating) & ~np.asarray(info.byzantine)
     lo = np.asarray(info.loss)
     history['loss'].append(float(lo[honest].mean()) if honest.any() else float('nan'))

@@ -83,6 +83,14 @@ class AdaptiveClipping:
                        f'{noise_multiplier}: need 2 * count_noise_std > noise_multiplier.')
     return rest ** -0.5
 
+  def next_clip(self, l2_norm_clip: Any, num_below: Any, num: Any, normalizer: float,
+                key: jax.Array, count_std: Any) -> jax.Array:
+    """``C exp(-eta (b - gamma))`` with ``b = (num_below - num / 2 + N(0, count_std^2)) /
+    normalizer + 1/2``, the privatised fraction of contributions with norm ``<= C``."""
+    centred = num_below - 0.5 * num + count_std * jax.random.normal(key, ())
+    frac = centred / normalizer + 0.5
+    return l2_norm_clip * jnp.exp(-self.learning_rate * (frac - self.target_quantile))
+
 
 class StepMetrics(NamedTuple):
   """Per-step values. Only ``l2_norm_clip`` is covered by the DP guarantee (a constant, or
@@ -128,10 +136,8 @@ def make_step(loss_fn: Callable[..., jax.Array], optimizer: optax.GradientTransf
     n = jnp.sum(maskf)
     below = jnp.sum(maskf * (info.norms <= l2_norm_clip))
     if adaptive_clipping is not None:
-      centred = below - 0.5 * n + count_std * jax.random.normal(k_count, ())
-      frac = centred / normalizer + 0.5
-      new_clip = l2_norm_clip * jnp.exp(
-          -adaptive_clipping.learning_rate * (frac - adaptive_clipping.target_quantile))
+      new_clip = adaptive_clipping.next_clip(l2_norm_clip, below, n, normalizer, k_count,
+                                             count_std)
     else:
       new_clip = l2_norm_clip
     # Monitoring only (computed from the private batch; never released by the algorithm).
