@@ -7,6 +7,8 @@
   :class:`AdaptiveClipping`.
 * The one Gaussian noise addition of DP-SGD and DP-FedAvg: :mod:`noise`
   (:func:`add_gaussian_noise`, :func:`gaussian_privatizer`).
+* DP-FTRL (Kairouz et al. 2021): tree-aggregated noise on prefix sums, no sampling or
+  shuffling assumption, accounted with dp_accounting's tree events: :mod:`dpftrl`.
 * Accounting and calibration with ``dp_accounting`` (RDP / PLD): :mod:`accounting`.
 * Input, objective and output perturbation (CMS 2011) and the floating-point-safe
   snapping mechanism (Mironov 2012): :mod:`perturbation`, :func:`snapping_laplace`.
@@ -19,6 +21,7 @@
 from jaxsec.privacy import accounting
 from jaxsec.privacy import audit
 from jaxsec.privacy import clipping
+from jaxsec.privacy import dpftrl
 from jaxsec.privacy import dpsgd
 from jaxsec.privacy import noise
 from jaxsec.privacy import pate
@@ -30,6 +33,8 @@ from jaxsec.privacy.accounting import gaussian_sigma
 from jaxsec.privacy.clipping import ClipInfo
 from jaxsec.privacy.clipping import clipped_grad
 from jaxsec.privacy.clipping import per_example_grads
+from jaxsec.privacy.dpftrl import tree_aggregation_privatizer
+from jaxsec.privacy.dpftrl import train as dpftrl_train
 from jaxsec.privacy.dpsgd import AdaptiveClipping
 from jaxsec.privacy.dpsgd import DPResult
 from jaxsec.privacy.dpsgd import make_step as dpsgd_step
@@ -44,11 +49,11 @@ from jaxsec.privacy.sampling import PoissonSampler
 from jaxsec.privacy.sampling import ShuffleSampler
 
 __all__ = [
-    'accounting', 'audit', 'clipping', 'dpsgd', 'noise', 'pate', 'perturbation',
+    'accounting', 'audit', 'clipping', 'dpftrl', 'dpsgd', 'noise', 'pate', 'perturbation',
     'sampling', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo',
     'clipped_grad',
     'per_example_grads', 'AdaptiveClipping', 'DPResult', 'gaussian_privatizer',
-    'dpsgd_step', 'dpsgd_train', 'secure_key', 'add_gaussian_noise',
+    'dpsgd_step', 'dpsgd_train', 'dpftrl_train', 'tree_aggregation_privatizer', 'secure_key', 'add_gaussian_noise',
     'snapping_epsilon',
     'snapping_laplace', 'FixedSizeSampler', 'PoissonSampler', 'ShuffleSampler',
 ]

@@ -1,0 +1,32 @@
+"""Smoke run of experiments/dp_ftrl.py on real FMNIST (tiny subset, two epochs)."""
+import json
+import os
+
+from experiments import dp_ftrl
+from experiments.configs import dp_ftrl as dp_ftrl_config
+from jaxsec.privacy import dpftrl
+from tests.conftest import requires_fashion_mnist
+
+
+@requires_fashion_mnist
+def test_smoke_run_writes_json_and_resumes(tmp_path):
+  cfg = dp_ftrl_config.get_config('smoke')
+  res = dp_ftrl.run(cfg, str(tmp_path))
+  with open(os.path.join(tmp_path, 'dp_ftrl.json')) as fh:
+    saved = json.load(fh)
+  runs = {r['method']: r for r in saved['runs']}
+  assert set(runs) == {'dp_sgd', 'dp_ftrl'}
+  for r in runs.values():
+    # calibrated: each accountant's epsilon meets the target, not by a wide margin
+    assert 0.95 * cfg.epsilon < r['epsilon'] <= cfg.epsilon
+    assert r['test_accuracy'] > 0.2              # better than chance (10 classes)
+  f = runs['dp_ftrl']
+  assert f['steps_per_epoch'] == 512 // 64 and f['tree_depth'] == 4
+  assert f['epsilon'] == dpftrl.epsilon(f['noise_multiplier'], cfg.delta,
+                                        steps_per_epoch=8, epochs=2)
+  s = runs['dp_sgd']
+  assert s['noise_multiplier'] == s['noise_multiplier_rdp']   # smoke trains with RDP's
+  assert 'DP-FTRL vs DP-SGD' in dp_ftrl.render_markdown(res)
+  again = dp_ftrl.run(cfg, str(tmp_path))        # finished runs are kept
+  assert [r['train_seconds'] for r in again['runs']] == [
+      r['train_seconds'] for r in saved['runs']]
