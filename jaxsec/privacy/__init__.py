@@ -9,6 +9,9 @@
   (:func:`add_gaussian_noise`, :func:`gaussian_privatizer`).
 * DP-FTRL (Kairouz et al. 2021): tree-aggregated noise on prefix sums, no sampling or
   shuffling assumption, accounted with dp_accounting's tree events: :mod:`dpftrl`.
+* Individual (per-example) RDP of DP-SGD from realised norms (Feldman & Zrnic 2021):
+  :mod:`individual`; the privacy cost of hyperparameter tuning, best of a random number of
+  runs (Papernot & Steinke 2022): :mod:`tuning`.
 * Accounting and calibration with ``dp_accounting`` (RDP / PLD): :mod:`accounting`.
 * Input, objective and output perturbation (CMS 2011) and the floating-point-safe
   snapping mechanism (Mironov 2012): :mod:`perturbation`, :func:`snapping_laplace`.
@@ -23,10 +26,12 @@ from jaxsec.privacy import audit
 from jaxsec.privacy import clipping
 from jaxsec.privacy import dpftrl
 from jaxsec.privacy import dpsgd
+from jaxsec.privacy import individual
 from jaxsec.privacy import noise
 from jaxsec.privacy import pate
 from jaxsec.privacy import perturbation
 from jaxsec.privacy import sampling
+from jaxsec.privacy import tuning
 from jaxsec.privacy.accounting import calibrate
 from jaxsec.privacy.accounting import epsilon
 from jaxsec.privacy.accounting import gaussian_sigma
@@ -49,8 +54,8 @@ from jaxsec.privacy.sampling import PoissonSampler
 from jaxsec.privacy.sampling import ShuffleSampler
 
 __all__ = [
-    'accounting', 'audit', 'clipping', 'dpftrl', 'dpsgd', 'noise', 'pate', 'perturbation',
-    'sampling', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo',
+    'accounting', 'audit', 'clipping', 'dpftrl', 'dpsgd', 'individual', 'noise', 'pate',
+    'perturbation', 'sampling', 'tuning', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo',
     'clipped_grad',
     'per_example_grads', 'AdaptiveClipping', 'DPResult', 'gaussian_privatizer',
     'dpsgd_step', 'dpsgd_train', 'dpftrl_train', 'tree_aggregation_privatizer', 'secure_key', 'add_gaussian_noise',
