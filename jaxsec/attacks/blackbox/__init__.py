@@ -41,3 +41,10 @@ __all__ += ['hop_skip_jump', 'substitute_training', 'jacobian_augmentation',
 # cost), acre_boolean (2-approximate minimal Hamming cost); ACREResult(x, cost, queries,
 # info), not AttackOutput (imported above).
 __all__ += ['ACREResult', 'acre_boolean', 'acre_continuous']
+
+# Genetic programming over structured discrete inputs (host code, batched queries): EvadeML
+# (Xu, Qi & Evans, NDSS 2016) on binary features with a functionality oracle; returns
+# EvadeMLResult(x, success, generations, queries, oracle_calls, info), not AttackOutput.
+from jaxsec.attacks.blackbox.evademl import EvadeMLResult, evademl_gp  # noqa: E402
+
+__all__ += ['EvadeMLResult', 'evademl_gp']
