@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -134,7 +135,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   root_idx = np.sort(np.asarray(jax.random.permutation(k_root, n))[:c.root_size])
   needs_root = 'fltrust' in c.aggregators
 
-  parts = {}
+  parts: dict[str, dict[str, Any]] = {}
   for p in c.partitions:
     if p == 'iid':
       clients = fedavg.iid_partition(k_part, n, c.num_clients)

@@ -426,9 +426,13 @@ def fltrust(updates: Any, *, server_update: Any) -> Any:
 
 def _check_tau(tau: Any) -> Any:
   """``tau > 0``, ``+inf`` allowed (no clipping); a traced value passes."""
-  if _checks.is_concrete(tau) and not (isinstance(tau, (numbers.Real, np.ndarray, jax.Array))
-                                       and np.ndim(tau) == 0 and float(tau) > 0):
-    raise ValueError(f'tau={tau!r} must be a positive number (inf: no clipping).')
+  if _checks.is_concrete(tau):
+    try:
+      v = float(tau)
+    except (TypeError, ValueError):
+      v = float('nan')
+    if not v > 0:
+      raise ValueError(f'tau={tau!r} must be a positive number (inf: no clipping).')
   return tau
 
 
@@ -524,7 +528,7 @@ def flame_admitted(flat_updates: Any, min_cluster_size: int | None = None) -> np
   allowed, on the ``[K, K]`` cosine distances ``1 - cos(u_i, u_j)`` of the flattened
   updates ``[K, D]``; returns the ``[K]`` bool mask of the largest cluster. When HDBSCAN
   finds no cluster (every point noise), every client is admitted."""
-  from sklearn.cluster import HDBSCAN  # pylint: disable=g-import-not-at-top
+  from sklearn.cluster import HDBSCAN  # pyrefly: ignore[missing-module-attribute]
   x = np.asarray(flat_updates, np.float64)
   k = x.shape[0]
   if k < 2:

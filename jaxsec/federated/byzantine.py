@@ -384,7 +384,7 @@ def _dba_masks(height: int, width: int, num_pieces: int, bar_length: int, gap: i
 
 
 def dba(*, target_label: int, fraction: float, num_pieces: int = 4, bar_length: int = 4,
-        gap: int = 2, shift: int = 0, value: float = 1.0) -> Callable:
+        gap: int = 2, shift: int = 0, value: float = 1.0) -> _DistributedTriggerAttack:
   """Distributed backdoor attack (Xie, Huang, Chen, Li, ICLR 2020).
 
   The global trigger (``num_pieces`` horizontal bars, :func:`_dba_masks`; the paper's

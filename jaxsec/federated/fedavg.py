@@ -354,8 +354,14 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
   else:
     local_epochs = _checks.check_int('local_epochs', local_epochs, minimum=1)
   agg_name, agg_fn = _resolve_aggregator(aggregator)
-  stateful = agg_fn if isinstance(agg_fn, aggregators.StatefulAggregator) else None
-  agg_inputs = aggregators.call_inputs(agg_fn.update if stateful else agg_fn)
+  stateful: aggregators.StatefulAggregator | None = None
+  plain_agg: Callable[..., Any] | None = None
+  if isinstance(agg_fn, aggregators.StatefulAggregator):
+    stateful = agg_fn
+    agg_inputs = aggregators.call_inputs(agg_fn.update)
+  else:
+    plain_agg = agg_fn
+    agg_inputs = aggregators.call_inputs(agg_fn)
   if root_data is not None:
     if not (isinstance(root_data, (tuple, list)) and len(root_data) == 2):
       raise ValueError(f'root_data must be a pair (x_root, y_root); got {type(root_data)}.')
@@ -462,8 +468,9 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       xb, yb = x[idx], y[idx]
       k_obj, k_data = jax.random.split(k)
       if data_attack is not None:
-        out = (data_attack(xb, yb, k_data, attacker=attacker) if attacker_rank
-               else data_attack(xb, yb, k_data))
+        attack_fn: Callable[..., Any] = data_attack
+        out = (attack_fn(xb, yb, k_data, attacker=attacker) if attacker_rank
+               else attack_fn(xb, yb, k_data))
         xa, ya = tuple(out)[:2]   # a pair or a PoisonOutput
         xb = jnp.where(poisoned, xa.astype(xb.dtype), xb)
         yb = jnp.where(poisoned, ya.astype(yb.dtype), yb)
@@ -547,8 +554,10 @@ def make_fedavg(apply_fn: ApplyFn, *, client_optimizer: optax.GradientTransforma
       if stateful is not None:
         agg, aggregator_state = stateful.update(updates, aggregator_state, clients=sel,
                                                 **extra)
+      elif plain_agg is not None:
+        agg = plain_agg(updates, **extra)
       else:
-        agg = agg_fn(updates, **extra)
+        raise ValueError(f'aggregator={aggregator!r} is neither callable nor stateful.')
     new = jax.tree.map(lambda p, a: (p + server_lr * a).astype(p.dtype), params, agg)
     norms = jax.vmap(lambda u: jnp.sqrt(sum(jnp.sum(jnp.square(l.astype(jnp.float32)))
                                             for l in jax.tree.leaves(u))))(updates)
