@@ -22,7 +22,6 @@ def _updates(n=6, scale=0.3):
 def test_hadamard_is_the_sylvester_matrix_and_the_rotation_inverts():
   v = np.random.default_rng(0).normal(size=(3, 16))
   assert np.allclose(ddp.hadamard(v, np), v @ scipy.linalg.hadamard(16).T)
-  assert np.allclose(ddp.hadamard(jnp.asarray(v, jnp.float32)), ddp.hadamard(v, np), atol=1e-4)
   assert ddp.padded_dim(63) == 64 and ddp.padded_dim(64) == 64 and ddp.padded_dim(65) == 128
   with pytest.raises(ValueError, match='power-of-two'):
     ddp.hadamard(np.ones(6), np)

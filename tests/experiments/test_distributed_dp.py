@@ -1,0 +1,35 @@
+"""Smoke run of experiments/distributed_dp.py on a small synthetic stand-in."""
+import math
+
+import pytest
+
+from experiments import distributed_dp
+from experiments.configs import distributed_dp as distributed_dp_config
+from jaxsec import data
+from tests.experiments import fake_fashion_mnist, run_smoke
+
+
+def _bands(x, y):
+  for k in range(10):                       # class k: a bright band at rows 2k..2k+3
+    x[y == k, 2 * k:2 * k + 4] += 0.8
+
+
+@pytest.mark.slow
+def test_distributed_dp_smoke(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, 'load', fake_fashion_mnist(data.load, sizes=(600, 200), scale=0.2,
+                                                       paint=_bands))
+  cfg, _, saved = run_smoke(distributed_dp, distributed_dp_config, tmp_path)
+  assert saved['variant'] == 'smoke' and saved['num_params'] == 7 * 7 * 10 + 10
+  arms = {(r['arm'], r['epsilon']): r for r in saved['rows']}
+  assert set(arms) == {('none', None), ('central', 8.0), ('distributed', 8.0)}
+  for arm in ('central', 'distributed'):
+    row = arms[(arm, 8.0)]
+    # calibrated to the target, not far below it
+    assert 7.9 < row['epsilon_accounted'] <= 8.0
+    assert 0.0 <= row['accuracy'] <= 1.0
+  dist = arms[('distributed', 8.0)]
+  # the integer-domain noise amounts to about the central z (rounding inflates Delta_2)
+  assert math.isclose(dist['central_z_equivalent'], arms[('central', 8.0)]['noise_multiplier'],
+                      rel_tol=0.1)
+  assert dist['nonprivate_wrapped_coordinates'] == 0
+  assert 'Distributed DP' in distributed_dp.render_markdown(saved)
