@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +47,10 @@ ATTACKS = ('none', 'sign_flip', 'gaussian', 'alie', 'ipm', 'label_flip')
 PARTITIONS = ('iid', 'dirichlet')
 
 
-def _check_config(c):
-  for name, allowed in (('aggregators', AGGREGATORS), ('attacks', ATTACKS),
+def _check_config(c, aggregators=AGGREGATORS, attacks=ATTACKS):
+  """Checks the grid's names (``aggregators``, ``attacks``: the study's allowed ones) and
+  the Byzantine fraction."""
+  for name, allowed in (('aggregators', aggregators), ('attacks', attacks),
                         ('partitions', PARTITIONS)):
     bad = [v for v in c[name] if v not in allowed]
     if bad or not c[name]:
@@ -107,6 +110,39 @@ def _pad_lists(lists, width):
   return out
 
 
+def byzantine_clients(key, num_clients: int, fraction: float
+                      ) -> tuple[int, np.ndarray, np.ndarray]:
+  """``f = floor(fraction * N)`` Byzantine clients drawn by ``key``: ``(f, ids, mask [N])``."""
+  f = int(np.floor(fraction * num_clients + 1e-9))
+  ids = np.sort(np.asarray(jax.random.permutation(key, num_clients))[:f])
+  mask = np.zeros(num_clients, bool)
+  mask[ids] = True
+  return f, ids, mask
+
+
+def client_partitions(c, key, labels, num_classes: int, *, label: str = NAME
+                      ) -> tuple[dict[str, dict[str, Any]], int]:
+  """Each of ``c.partitions`` (IID or Dirichlet(``c.alpha``)) of the ``len(labels)``
+  examples over ``c.num_clients`` clients: ``{name: {lists, counts, label_skew,
+  client_sizes}}`` and the widest index list."""
+  n = len(labels)
+  parts: dict[str, dict[str, Any]] = {}
+  for p in c.partitions:
+    if p == 'iid':
+      clients = fedavg.iid_partition(key, n, c.num_clients)
+    else:
+      clients = fedavg.dirichlet_partition(key, labels, c.num_clients, alpha=c.alpha,
+                                           num_classes=num_classes,
+                                           min_size=min(c.batch_size, n // c.num_clients))
+    lists, counts = fedavg.client_index_lists(clients, n)
+    parts[p] = {'lists': lists, 'counts': counts,
+                'label_skew': fedavg.label_skew(labels, clients, num_classes),
+                'client_sizes': counts.tolist()}
+    print(f'[{label}] {p}: label skew {parts[p]["label_skew"]:.3f}, client sizes '
+          f'{counts.min()}..{counts.max()}', flush=True)
+  return parts, max(v['lists'].shape[1] for v in parts.values())
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   c = config
   _check_config(c)
@@ -117,26 +153,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                            test_subset=c.test_subset)
   num_classes = int(max(ytr.max(), yte.max())) + 1
   n = xtr.shape[0]
-  f = int(np.floor(c.byzantine_fraction * c.num_clients + 1e-9))
-  byz_ids = np.sort(np.asarray(jax.random.permutation(k_byz, c.num_clients))[:f])
-  byz_mask = np.zeros(c.num_clients, bool)
-  byz_mask[byz_ids] = True
-
-  parts = {}
-  for p in c.partitions:
-    if p == 'iid':
-      clients = fedavg.iid_partition(k_part, n, c.num_clients)
-    else:
-      clients = fedavg.dirichlet_partition(k_part, ytr, c.num_clients, alpha=c.alpha,
-                                           num_classes=num_classes,
-                                           min_size=min(c.batch_size, n // c.num_clients))
-    lists, counts = fedavg.client_index_lists(clients, n)
-    parts[p] = {'lists': lists, 'counts': counts,
-                'label_skew': fedavg.label_skew(ytr, clients, num_classes),
-                'client_sizes': counts.tolist()}
-    print(f'[{NAME}] {p}: label skew {parts[p]["label_skew"]:.3f}, client sizes '
-          f'{counts.min()}..{counts.max()}', flush=True)
-  width = max(v['lists'].shape[1] for v in parts.values())
+  f, byz_ids, byz_mask = byzantine_clients(k_byz, c.num_clients, c.byzantine_fraction)
+  parts, width = client_partitions(c, k_part, ytr, num_classes, label=NAME)
 
   model = models.get(c.model, num_classes=num_classes, **c.model_kwargs.to_dict())
   p0 = models.init(model, k_init, (1,) + xtr.shape[1:])

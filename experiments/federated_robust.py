@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +30,7 @@ import numpy as np
 import optax
 
 from experiments import common
+from experiments import federated
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import progress as progress_lib
@@ -46,18 +46,11 @@ AGGREGATORS = ('mean', 'coordinate_median', 'trimmed_mean', 'krum', 'bucketing_k
                'fltrust', 'foolsgold', 'centered_clipping', 'flame')
 ATTACKS = ('none', 'sign_flip', 'alie', 'fang_krum', 'fang_trimmed_mean', 'min_max',
            'min_sum', 'dba')
-PARTITIONS = ('iid', 'dirichlet')
+PARTITIONS = federated.PARTITIONS
 
 
 def _check_config(c):
-  for name, allowed in (('aggregators', AGGREGATORS), ('attacks', ATTACKS),
-                        ('partitions', PARTITIONS)):
-    bad = [v for v in c[name] if v not in allowed]
-    if bad or not c[name]:
-      raise ValueError(f'config {name}={tuple(c[name])} has unknown entries {bad} (or is '
-                       f'empty); allowed: {allowed}.')
-  if not 0.0 < c.byzantine_fraction < 0.5:
-    raise ValueError(f'byzantine_fraction={c.byzantine_fraction} must be in (0, 0.5).')
+  federated._check_config(c, AGGREGATORS, ATTACKS)  # pylint: disable=protected-access
 
 
 def _aggregator(name, c, f):
@@ -128,26 +121,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                            test_subset=c.test_subset)
   num_classes = int(max(ytr.max(), yte.max())) + 1
   n = xtr.shape[0]
-  f = int(np.floor(c.byzantine_fraction * c.num_clients + 1e-9))
-  byz_ids = np.sort(np.asarray(jax.random.permutation(k_byz, c.num_clients))[:f])
-  byz_mask = np.zeros(c.num_clients, bool)
-  byz_mask[byz_ids] = True
+  f, byz_ids, byz_mask = federated.byzantine_clients(k_byz, c.num_clients,
+                                                     c.byzantine_fraction)
   root_idx = np.sort(np.asarray(jax.random.permutation(k_root, n))[:c.root_size])
   needs_root = 'fltrust' in c.aggregators
 
-  parts: dict[str, dict[str, Any]] = {}
-  for p in c.partitions:
-    if p == 'iid':
-      clients = fedavg.iid_partition(k_part, n, c.num_clients)
-    else:
-      clients = fedavg.dirichlet_partition(k_part, ytr, c.num_clients, alpha=c.alpha,
-                                           num_classes=num_classes,
-                                           min_size=min(c.batch_size, n // c.num_clients))
-    lists, counts = fedavg.client_index_lists(clients, n)
-    parts[p] = {'lists': lists, 'counts': counts,
-                'label_skew': fedavg.label_skew(ytr, clients, num_classes),
-                'client_sizes': counts.tolist()}
-  width = max(v['lists'].shape[1] for v in parts.values())
+  parts, width = federated.client_partitions(c, k_part, ytr, num_classes, label=NAME)
 
   model = models.get(c.model, num_classes=num_classes, **c.model_kwargs.to_dict())
   p0 = models.init(model, k_init, (1,) + xtr.shape[1:])

@@ -28,7 +28,6 @@ Determinism: round ``r`` uses ``fold_in(key, r)``, client ``c`` ``client_key(rou
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import sys
 import time
 from typing import Any, Callable, NamedTuple, Sequence
@@ -235,12 +234,7 @@ def _check_callable(name, fn):
 
 def _accepts_keyword(fn, name: str) -> bool:
   """Whether ``fn`` takes a ``name=`` keyword (or ``**kwargs``)."""
-  try:
-    params = inspect.signature(fn).parameters.values()
-  except (TypeError, ValueError):
-    return False
-  return any(p.kind == p.VAR_KEYWORD or (p.name == name and p.kind in (
-      p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)) for p in params)
+  return aggregators._accepts(fn, name)  # pylint: disable=protected-access
 
 
 def _accepts_weights(fn) -> bool:

@@ -62,6 +62,14 @@ def _masked_mean(x, mask):
   return (w @ x) / jnp.maximum(jnp.sum(w), 1.0)
 
 
+def _inputs(updates, byzantine, statistics):
+  """Checked ``byzantine [K]``, the flattened updates ``[K, D]`` and the mask of the rows
+  the attacker's statistics come from."""
+  _, byzantine = byz_lib._check_inputs(updates, byzantine)  # pylint: disable=protected-access
+  x, _ = _flat(updates)
+  return byzantine, x, byz_lib._stat_mask(statistics, byzantine)  # pylint: disable=protected-access
+
+
 def _submit(updates, byzantine, x, mal_rows):
   """Byzantine rows of ``updates`` from ``mal_rows [K, D]`` (or one broadcast ``[D]``)."""
   _, unflat = _flat(updates)
@@ -111,7 +119,6 @@ def fang_krum(*, epsilon: float = 1e-5, statistics: str = 'benign') -> UpdateAtt
   :func:`fang_krum_lambda_bound`, ``lambda`` is halved until Krum picks a Byzantine row or
   ``lambda < epsilon``. Fang et al. make the other ``c - 1`` crafted models close to the
   first; here they are equal to it (as in the re-implementations of their attack).
-  ``info``: the attack stores nothing; :func:`fang_krum_lambda_bound` recomputes the bound.
   """
   epsilon = float(_checks.check_float('epsilon', epsilon, minimum=0.0, strict_min=True,
                                       allow_traced=False))
@@ -119,10 +126,8 @@ def fang_krum(*, epsilon: float = 1e-5, statistics: str = 'benign') -> UpdateAtt
 
   def attack(updates, byzantine, key):
     del key
-    _, byzantine = byz_lib._check_inputs(updates, byzantine)  # pylint: disable=protected-access
-    x, _ = _flat(updates)
+    byzantine, x, stat = _inputs(updates, byzantine, statistics)
     c = jnp.sum(byzantine.astype(jnp.int32))
-    stat = byz_lib._stat_mask(statistics, byzantine)  # pylint: disable=protected-access
     s = jnp.sign(_masked_mean(x, stat))
     lam0 = fang_krum_lambda_bound(x, ~byzantine, c)
 
@@ -149,9 +154,7 @@ def fang_trimmed_mean(*, b: float = 2.0, statistics: str = 'benign') -> UpdateAt
   _checks.check_choice('statistics', statistics, byz_lib.STATISTICS)
 
   def attack(updates, byzantine, key):
-    _, byzantine = byz_lib._check_inputs(updates, byzantine)  # pylint: disable=protected-access
-    x, _ = _flat(updates)
-    stat = byz_lib._stat_mask(statistics, byzantine)  # pylint: disable=protected-access
+    byzantine, x, stat = _inputs(updates, byzantine, statistics)
     s = jnp.sign(_masked_mean(x, stat))
     w_max = jnp.max(jnp.where(stat[:, None], x, -jnp.inf), axis=0)
     w_min = jnp.min(jnp.where(stat[:, None], x, jnp.inf), axis=0)
@@ -230,9 +233,7 @@ def _agr_agnostic(objective, deviation, gamma_init, tol, statistics):
 
   def attack(updates, byzantine, key):
     del key
-    _, byzantine = byz_lib._check_inputs(updates, byzantine)  # pylint: disable=protected-access
-    x, _ = _flat(updates)
-    mask = byz_lib._stat_mask(statistics, byzantine)  # pylint: disable=protected-access
+    byzantine, x, mask = _inputs(updates, byzantine, statistics)
     mu = _masked_mean(x, mask)
     p = _deviation(deviation, x, mask, mu)
     gamma = agr_agnostic_gamma(x, mask, mu, p, objective=objective, gamma_init=gamma_init,
