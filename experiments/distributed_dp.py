@@ -98,13 +98,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def evaluate(params):
     return train.evaluate(model.apply, params, xte, yte)
 
-  runs: list[tuple[str, Any]] = [('none', None)] if 'none' in c.arms else []
+  runs: list[Any] = [('none', None)] if 'none' in c.arms else []
   runs += [(a, e) for e in c.epsilons for a in ('central', 'distributed') if a in c.arms]
+  runs = [(a, e, i) for a, e in runs for i in range(1 if a == 'none' else c.repeats)]
   bar = progress_lib.Progress(NAME, total=len(runs) * rounds, unit='round')
   rows = []
-  for arm, eps in runs:
+  for arm, eps, rep in runs:
     t0 = time.time()
-    row: dict[str, Any] = {'arm': arm, 'epsilon': eps}
+    row: dict[str, Any] = {'arm': arm, 'epsilon': eps, 'repeat': rep}
+    k_run = k_rounds if rep == 0 else jax.random.fold_in(k_rounds, 10 ** 6 + rep)
     params, fed, mech, wrapped = p0, plain, None, 0
     if arm == 'central':
       z = _central_z(eps, c.delta, n_cl, rounds)
@@ -126,7 +128,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       row['central_z_equivalent'] = (mech.variance(dim, n_cl) ** 0.5
                                      / (c.scale * c.l2_norm_clip))
     for r in range(rounds):
-      key = jax.random.fold_in(k_rounds, r)
+      key = jax.random.fold_in(k_run, r)
       if mech is not None:
         upd = client_updates(params, key)
         mean, info = mech.aggregate(upd, jax.random.fold_in(key, 7), secure=c.secure)
@@ -139,15 +141,31 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     row['seconds'] = time.time() - t0
     if arm == 'distributed':
       row['nonprivate_wrapped_coordinates'] = wrapped
-    print(f'[{NAME}] {arm} eps={eps}: acc {row["accuracy"]:.4f} '
+    print(f'[{NAME}] {arm} eps={eps} repeat {rep}: acc {row["accuracy"]:.4f} '
           f'z={row.get("noise_multiplier", 0):.3f} ({row["seconds"]:.0f}s)', flush=True)
     rows.append(row)
 
   out = {'name': NAME, 'variant': c.variant, 'config': c.to_dict(),
          'device': common.device_info(), 'num_train': int(n), 'num_test': int(xte.shape[0]),
          'num_params': dim, 'padded_dim': ddp.padded_dim(dim), 'rows': rows,
-         'seconds': time.time() - t_start}
+         'summary': _summary(rows), 'seconds': time.time() - t_start}
   jio.write_json_atomic(os.path.join(workdir, NAME + '.json'), out)
+  return out
+
+
+def _summary(rows: list) -> list:
+  """Mean and std of the accuracy over repeats (training and noise draws) per arm and
+  epsilon, computed from the rows."""
+  groups: dict[Any, list] = {}
+  for row in rows:
+    groups.setdefault((row['arm'], row['epsilon']), []).append(row)
+  out = []
+  for (arm, eps), rs in groups.items():
+    acc = np.array([x['accuracy'] for x in rs])
+    out.append({'arm': arm, 'epsilon': eps, 'repeats': len(rs),
+                'accuracy_mean': float(acc.mean()), 'accuracy_std': float(acc.std()),
+                **{k: rs[0][k] for k in ('noise_multiplier', 'epsilon_accounted',
+                                         'central_z_equivalent') if k in rs[0]}})
   return out
 
 
@@ -166,16 +184,18 @@ def render_markdown(r: dict) -> str:
            f"{'on' if c['rotate'] else 'off'}, secure aggregation "
            f"{'run (Bonawitz et al.)' if c['secure'] else 'simulated (same modular sum)'}. "
            f"{r['seconds']:.0f} s in all.", '',
-           '| arm | epsilon | accuracy | noise multiplier z | epsilon accounted |',
+           '| arm | epsilon | accuracy (mean +- std over repeats) | noise multiplier z | '
+           'epsilon accounted |',
            '|---|---|---|---|---|']
-  for row in r['rows']:
+  for row in r['summary']:
     eps = '-' if row['epsilon'] is None else f"{row['epsilon']:g}"
     z = f"{row['noise_multiplier']:.3f}" if 'noise_multiplier' in row else '-'
-    acc = f"{100 * row['accuracy']:.1f}%"
+    acc = (f"{100 * row['accuracy_mean']:.1f}% +- {100 * row['accuracy_std']:.1f} "
+           f"({row['repeats']})")
     ea = f"{row['epsilon_accounted']:.3f}" if 'epsilon_accounted' in row else '-'
     lines.append(f"| {row['arm']} | {eps} | {acc} | {z} | {ea} |")
   lines += ['', 'z of the distributed arm is relative to the rounded integer bound '
             'Delta_2; its noise std over S*scale (the central z it amounts to) is '
             + ', '.join(f"{row['central_z_equivalent']:.3f} at eps {row['epsilon']:g}"
-                        for row in r['rows'] if row['arm'] == 'distributed') + '.', '']
+                        for row in r['summary'] if row['arm'] == 'distributed') + '.', '']
   return '\n'.join(lines)

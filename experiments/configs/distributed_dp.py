@@ -39,6 +39,7 @@ def _default(c: ml_collections.ConfigDict) -> None:
   c.beta = math.exp(-0.5)
   c.rotate = True
   c.secure = True               # the real protocol every round (False: the same sum, clear)
+  c.repeats = 3                 # DP arms: independent training and noise draws
 
 
 def _smoke(c: ml_collections.ConfigDict) -> None:
@@ -50,6 +51,7 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   c.local_steps = 2
   c.batch_size = 8
   c.epsilons = (8.0,)
+  c.repeats = 1
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
