@@ -125,15 +125,16 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def render_markdown(r: dict) -> str:
   c = r['config']
-  lines = [dc.heading('EvadeML genetic programming against binary-feature classifiers', r,
-                      NAME), '',
-           f'Xu, Qi & Evans (2016) on simulated PDF-like binary features ({r["n_features"]}: '
+  title = dc.heading('EvadeML genetic programming against binary-feature classifiers', r,
+                     NAME)
+  intro = (f'Xu, Qi & Evans (2016) on simulated PDF-like binary features ({r["n_features"]}: '
            f'{c["n_functional"]} functional, {c["n_malicious_ind"]} malicious-indicative, '
            f'{c["n_benign_ind"]} benign-indicative, {c["n_neutral"]} neutral); oracle: the '
            'seed\'s functional features stay present. Population '
            f'{c["pop_size"]}, up to {c["max_generations"]} generations, mutation rate '
            f'{c["mutation_rate"]}; seeds = detected malicious test files; donors = benign '
-           'training files. Queries and oracle calls include the seed\'s own check.', '']
+           'training files. Queries and oracle calls include the seed\'s own check.')
+  lines = [title, '', intro, '']
   rows = []
   for name, e in r['classifiers'].items():
     med = e['generations_median_evaded']

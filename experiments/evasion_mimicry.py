@@ -159,15 +159,16 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def render_markdown(r: dict) -> str:
   c = r['config']
-  lines = [dc.heading('Gradient-descent evasion with mimicry (Biggio et al. 2013): digits 3 '
-                      'vs 7', r, NAME), '',
-           f'scikit-learn digits (8x8, [0, 1]), 3 = malicious vs 7 = benign; '
+  title = dc.heading('Gradient-descent evasion with mimicry (Biggio et al. 2013): digits 3 '
+                     'vs 7', r, NAME)
+  intro = (f'scikit-learn digits (8x8, [0, 1]), 3 = malicious vs 7 = benign; '
            f'{r["n_attacked"]} malicious test digits attacked with perfect knowledge, L1 '
            f'budget d_max, Gaussian density over {r["n_benign_samples"]} benign training '
            f'digits (h = {c["bandwidth"]}), step {c["step_size"]}, up to {c["max_steps"]} '
            'steps. Evasion rate = fraction classified benign; "looks like 7" = fraction a '
            f'{c["judge_k"]}-NN ten-digit classifier labels 7 (its accuracy on the test 3s '
-           f'and 7s: {dc.fmt(r["judge_accuracy_on_test_7s_and_3s"])}).', '']
+           f'and 7s: {dc.fmt(r["judge_accuracy_on_test_7s_and_3s"])}).')
+  lines = [title, '', intro, '']
   dm = c['d_max']
   for name, e in r['classifiers'].items():
     lines += [f'**{name}** (test accuracy {dc.fmt(e["test_accuracy"])})', '']
