@@ -244,12 +244,14 @@ def render_markdown(r: dict) -> str:
            f"the global trigger's attack success rate. FLTrust root set: {c['root_size']} "
            f"training examples; bucketing s={c['bucket_size']}; centered clipping "
            f"tau={c['cc_tau']}; FLAME lambda={c['flame_lambda']}. {r['seconds']:.0f} s.", '']
-  for p, d in r['partitions'].items():
+  for p in c['partitions']:              # the config's order (the JSON's keys are sorted)
+    d = r['partitions'][p]
     title = 'IID' if p == 'iid' else f"Dirichlet(alpha={c['alpha']:g})"
     res = d['results']
-    attacks = list(next(iter(res.values())).keys())
+    attacks = list(c['attacks'])
     rows = []
-    for agg, row in res.items():
+    for agg in c['aggregators']:
+      row = res[agg]
       cells = []
       for a in attacks:
         v = common.pct(row[a]['accuracy'])
