@@ -16,7 +16,7 @@ def test_fltrust_closed_form():
                        [-4.0, 3.0],                    # orthogonal to g0: weight 0
                        [-3.0, -4.0],                   # opposite: ReLU -> 0
                        [30.0, 40.0]])}                 # cos = 1, rescaled to (3, 4)
-  out = ra.fltrust(u, server_update=g0)['w']
+  out = jax.jit(ra.fltrust)(u, server_update=g0)['w']
   expected = (0.6 * np.array([5.0, 0.0]) + 1.0 * np.array([3.0, 4.0])) / 1.6
   np.testing.assert_allclose(out, expected, rtol=1e-6)
   # every score zero -> zero update; the rule is jittable and a registry entry
@@ -116,8 +116,9 @@ def test_foolsgold_weights_match_the_reference_and_sybils_get_zero():
   fg = ra.foolsgold()
   state = fg.init({'w': jnp.zeros(8)}, 10)
   clients = jnp.array([0, 2, 3, 5, 7, 9])
-  agg, state = fg.update({'w': jnp.asarray(h[:, :8] / 2, jnp.float32)}, state, clients=clients)
-  agg, state = fg.update({'w': jnp.asarray(h[:, :8] / 2, jnp.float32)}, state, clients=clients)
+  update = jax.jit(fg.update)
+  agg, state = update({'w': jnp.asarray(h[:, :8] / 2, jnp.float32)}, state, clients=clients)
+  agg, state = update({'w': jnp.asarray(h[:, :8] / 2, jnp.float32)}, state, clients=clients)
   np.testing.assert_allclose(state[clients], h, rtol=1e-5, atol=1e-6)
   assert float(jnp.abs(state[1]).sum()) == 0.0
   np.testing.assert_allclose(agg['w'], (w @ (h / 2)) / w.sum(), rtol=1e-4, atol=1e-6)
