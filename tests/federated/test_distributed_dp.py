@@ -116,12 +116,25 @@ def test_noise_on_the_decoded_mean_has_the_promised_scale():
   ups = {'w': jax.random.normal(jax.random.key(0), (n, 1000)) * 0.1}    # D = 1024
   cohort = m.encode_cohort(ups, jax.random.key(5))
   noise = np.asarray(cohort.noise, np.float64)
-  assert np.var(noise) == pytest.approx(2 * float(m.client_rate(1000, n)), rel=0.05)
+  assert np.var(noise) == pytest.approx(m.variance(1000, n) / n, rel=0.05)
   decode = lambda v: m.server_decode(m.residues(v, 0).sum(0, dtype=np.uint64)
                                      & np.uint64(2 ** 32 - 1), cohort.signs, 1000, n)
   err = decode(cohort.ints + cohort.noise) - decode(cohort.ints)
   want = (z * m.l2_bound(1000)) ** 2 / (scale * n) ** 2
   assert np.var(err) == pytest.approx(want, rel=0.15) and abs(np.mean(err)) < 0.1 * want ** .5
+
+
+def test_large_poisson_rates_are_split_into_accurate_draws():
+  # jax.random.poisson's float32 sampler has ~8% excess variance at rate 4.9e6; the noise
+  # is a sum of draws of rate <= 2^14, exactly Poisson, with the variance accounted.
+  m = ddp.DistributedSkellam(l2_norm_clip=1.0, noise_multiplier=31.3, scale=1000.0)
+  k, r = m.poisson_draws(1970, 100)
+  assert k > 1 and r <= ddp.MAX_POISSON_RATE
+  assert m.variance(1970, 100) == pytest.approx(2 * 100 * k * float(r), rel=1e-12)
+  assert k * float(r) == pytest.approx(float(m.client_rate(1970, 100)), rel=1e-6)
+  s = np.asarray(jax.jit(ddp.skellam_noise, static_argnums=(1, 3))(
+      jax.random.key(2), (10000,), r, k), np.float64)
+  assert np.var(s) == pytest.approx(2 * k * float(r), rel=0.045)
 
 
 def test_conditional_rounding():
