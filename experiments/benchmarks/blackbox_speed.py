@@ -44,6 +44,7 @@ from experiments.benchmarks.attack_speed import _block, _time, _train
 from jaxsec import attacks
 from jaxsec import data
 from jaxsec import io as jio
+from jaxsec import models
 from jaxsec.attacks import blackbox
 from jaxsec.defenses.inference import smoothing
 
@@ -224,7 +225,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
   model, params = _train(cfg, key)
   train_s = time.perf_counter() - t0
-  logits_fn = lambda z: model.apply(params, z)
+  logits_fn = models.logits_fn(model, params)
   if cfg.dataset == 'synthetic':
     rng = np.random.default_rng(1)
     xt = rng.uniform(size=(cfg.batch, 28, 28, 1)).astype(np.float32)

@@ -33,6 +33,13 @@ def _default(c: ml_collections.ConfigDict) -> None:
   c.n_test = 0                   # the whole test set
   c.eval_batch = 1000
   c.table_budgets = (0, 5, 10, 15, 20, 25, 50, 75, 100, 125)
+  # Bagging (Jia et al. 2021), the paper's MNIST setting: 1,000 models, k = 30 / 100.
+  c.bagging_subsample_sizes = (30, 100)
+  c.bagging_num_models = 1000
+  c.bagging_epochs = 100          # full-bag steps (batch = k)
+  c.bagging_learning_rate = 1e-2
+  c.bagging_alpha = 1e-3          # divided by the number of test points (simultaneous)
+  c.bagging_budgets = (0, 100, 200, 300, 400, 500, 600, 800, 1000)
 
 
 def _smoke(c: ml_collections.ConfigDict) -> None:
@@ -43,6 +50,10 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   c.n_train, c.n_test, c.epochs, c.batch_size = 400, 64, 2, 16
   c.eval_batch = 64
   c.table_budgets = (0, 1, 2, 4)
+  c.bagging_subsample_sizes = (8,)
+  c.bagging_num_models = 16
+  c.bagging_epochs = 2
+  c.bagging_budgets = (0, 1, 5)
 
 
 def _cpu(c: ml_collections.ConfigDict) -> None:

@@ -8,7 +8,9 @@ training objective (``objective(apply_fn, params, x, y, key) -> [B]``, given as
 contractive and input-gradient penalties) and :mod:`distillation` (defensive
 distillation). :mod:`partition_aggregation` (Deep Partition Aggregation, Levine & Feizi
 2021) is a training procedure: ``k`` models trained on content-hash partitions of the data,
-whose plurality vote carries a certified count of tolerated poisoned training points.
+whose plurality vote carries a certified count of tolerated poisoned training points;
+:mod:`bagging` (Jia, Cao & Gong 2021) is its randomised sibling: models on bags drawn with
+replacement, certified by Clopper-Pearson bounds on the vote shares.
 :mod:`ibp` (interval bound propagation, Gowal et al. 2018) bounds a model's logits over an
 L_inf box (verified robustness) and trains against those bounds.
 
@@ -19,6 +21,7 @@ IBP's names are prefixed ``ibp_`` where they could clash (``ibp_worst_case_logit
 affine closed form ``worst_case_logits`` is adversarial training's).
 """
 from jaxsec.defenses.training import adversarial
+from jaxsec.defenses.training import bagging
 from jaxsec.defenses.training import distillation
 from jaxsec.defenses.training import ibp
 from jaxsec.defenses.training import partition_aggregation
