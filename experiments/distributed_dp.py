@@ -199,3 +199,19 @@ def render_markdown(r: dict) -> str:
             + ', '.join(f"{row['central_z_equivalent']:.3f} at eps {row['epsilon']:g}"
                         for row in r['summary'] if row['arm'] == 'distributed') + '.', '']
   return '\n'.join(lines)
+
+
+def headline(r: dict) -> list:
+  """README row: accuracy of central and distributed (Skellam + secure aggregation) DP-FedAvg
+  per epsilon (variant 'full')."""
+  if r.get('variant') != 'full':
+    return []
+  rows = r['summary']
+  none = [s for s in rows if s['arm'] == 'none']
+  cells = [f"no DP {100 * none[0]['accuracy_mean']:.1f}%"] if none else []
+  for eps in sorted({s['epsilon'] for s in rows if s['epsilon'] is not None}):
+    by = {s['arm']: s['accuracy_mean'] for s in rows if s['epsilon'] == eps}
+    cells.append(f"eps {eps:g}: central {100 * by['central']:.1f}% / distributed "
+                 f"{100 * by['distributed']:.1f}%")
+  return [('Distributed DP (Skellam through secure aggregation) vs central DP-FedAvg, '
+           'federated FMNIST', '; '.join(cells))]

@@ -163,3 +163,14 @@ def render_markdown(r: dict) -> str:
               'covered by (epsilon, delta)): mean fraction of clipped examples: '
               + ', '.join(fr) + '.']
   return '\n'.join(lines) + '\n'
+
+
+def headline(r: dict) -> list:
+  """README row: test accuracy of DP-FTRL and DP-SGD at the target epsilon (variant 'full')."""
+  if r.get('variant') != 'full':
+    return []
+  acc = {run['method']: run for run in r['runs']}
+  return [(f"DP-FTRL vs DP-SGD on FMNIST at eps {r['target_epsilon']:g} "
+           f"(delta {r['delta']:g}, {r['epochs']} epochs, cpu)",
+           ', '.join(f"{m.replace('_', '-').upper()} {100 * acc[m]['test_accuracy']:.1f}%"
+                     for m in ('dp_sgd', 'dp_ftrl') if m in acc))]

@@ -224,3 +224,17 @@ def render_markdown(r: dict) -> str:
   lines += ['', f'![certified accuracy vs poisoned images]({NAME}.png)',
             '', 'A budget above k / 2 cannot be certified (its cell is "-").']
   return '\n'.join(lines) + '\n'
+
+
+def headline(r: dict) -> list:
+  """README row: clean and median certified poison count per k (variants 'cpu', 'full')."""
+  if r.get('variant') not in ('cpu', 'full'):
+    return []
+  parts = '; '.join(f"k={k}: {100 * p['ensemble_accuracy']:.1f}% clean, median {p['median_certified']}"
+                    for k, p in sorted(r['partitions'].items(), key=lambda kv: int(kv[0])))
+  bags = '; '.join(f"bagging k={k}: median {b['median_certified']}"
+                   for k, b in sorted(r.get('bagging', {}).items(), key=lambda kv: int(kv[0])))
+  base = r['config']['model']
+  return [(f'Certified poisoning defenses on FMNIST ({base} base models, {r["variant"]}): DPA '
+           'clean accuracy and median certified poisoned-image count', parts
+           + (f'; {bags}' if bags else ''))]

@@ -265,3 +265,19 @@ def render_markdown(r: dict) -> str:
               f"FLTrust loses less than Krum under {sum(v['fltrust_holds'] for v in held.values())}"
               f" of the {len(held)} attacks that cost Krum > 5 points.", '']
   return '\n'.join(lines)
+
+
+def headline(r: dict) -> list:
+  """README row: the two published orderings, IID and Dirichlet (variant 'full')."""
+  if r.get('variant') != 'full':
+    return []
+  o = r['orderings']
+  cells = []
+  for split in sorted(o):
+    fl = o[split]['fltrust_holds_where_krum_falls']
+    drops = ', '.join(f"{a}: Krum -{100 * v['krum_drop']:.1f} / FLTrust -{100 * v['fltrust_drop']:.1f} pt"
+                      for a, v in sorted(fl.items()))
+    cells.append(f"{split}: min-max beats ALIE on trimmed mean "
+                 f"{'yes' if o[split]['min_max_beats_alie_on_trimmed_mean'] else 'no'}; {drops}")
+  return [('Federated FMNIST, attack x aggregator: the published orderings (accuracy drop)',
+           '; '.join(cells))]
