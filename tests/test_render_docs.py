@@ -53,6 +53,7 @@ def test_committed_readme_headline_is_up_to_date():
   import os
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   table = render_docs.headline(os.path.join(root, 'docs', 'results'))
+  assert 'failed to render' not in table, table
   with open(os.path.join(root, 'README.md')) as f:
     assert table in f.read(), 'README headline is stale: run python tools/render_docs.py'
 
