@@ -306,6 +306,17 @@ def headline(r: dict) -> list:
                    _faster(t['opacus_hooks_s'] / r['jaxsec']['default_s']) + note))
     rows.append(('DP-SGD step, per-example gradients: jaxsec vmap vs Opacus hooks (cpu)',
                  _faster(t['opacus_hooks_s'] / r['jaxsec']['vmap_s']) + note))
+  if 'jaxsec_vmap_speedup_vs_jax_privacy' in r:
+    rows.append(('DP-SGD step, per-example gradients: jaxsec vmap vs jax_privacy '
+                 f"{r['jax_privacy']['version']} clipped_grad, defaults (cpu)",
+                 _faster(r['jaxsec_vmap_speedup_vs_jax_privacy']) + note))
+  e = r.get('epsilon', {})
+  if 'jax_privacy_pld' in e:
+    rows.append((f"DP-SGD epsilon, q = {e['batch_size']}/{e['dataset_size']}, sigma = "
+                 f"{e['noise_multiplier']:g}, {e['steps']} steps, delta {e['delta']:g}: "
+                 'jaxsec vs jax_privacy',
+                 f"PLD {e['jaxsec_pld']:.4f} vs {e['jax_privacy_pld']:.4f}; "
+                 f"RDP {e['jaxsec_rdp']:.4f} vs {e['jax_privacy_rdp']:.4f}"))
   return rows
 
 
