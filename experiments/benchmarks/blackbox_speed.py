@@ -288,5 +288,9 @@ def render_markdown(r: dict) -> str:
                    f'{_f(b["seconds"] / a["seconds"])}x |')
     else:
       lines.append(f'| {name} | foolbox | - | - | - | {b["error"][:80]} |')
-  lines += ['', f'ART: {r["art"]}.']
+  lines += ['', 'Early abort differs, so EAD times compare different amounts of work: Foolbox '
+            '(as Carlini & Wagner\'s reference code) ends a round when the '
+            "batch's summed loss stalls; jaxsec ends each example's round when its own loss "
+            'stalls (results independent of the batch), and the round when all have.',
+            '', f'ART: {r["art"]}.']
   return '\n'.join(lines) + '\n'
