@@ -294,3 +294,23 @@ def render_markdown(r: dict) -> str:
             'stalls (results independent of the batch), and the round when all have.',
             '', f'ART: {r["art"]}.']
   return '\n'.join(lines) + '\n'
+
+
+def headline(r: dict) -> list:
+  """README rows: score-based queries/s against the forward limit, certify against the batch
+  loop, and the Foolbox peers."""
+  note = machine.loaded_note(r['machine'])
+  dev = r['machine']['jax_backend']
+  ratios = ', '.join(f'{n} {e["ratio_to_limit"]:.2f}' for n, e in r['score_based'].items())
+  rows = [(f'Score-based attacks, batch {r["config"]["batch"]}: queries/s over the forward-pass '
+           f'limit ({dev})', ratios + note),
+          (f'Randomized-smoothing certify, n = {r["certify"]["n"]}: per-image time of the '
+           f"authors' batch loop / jaxsec ({dev})", f'{r["certify"]["speedup"]:.2f}x' + note)]
+  fb, ours = r['peers'].get('foolbox', {}), r['peers']['jaxsec']
+  for name in ('boundary', 'ead'):
+    if 'seconds' in fb.get(name, {}):
+      why = ("; Foolbox aborts on the batch's summed loss, jaxsec per example"
+             if name == 'ead' else '')
+      rows.append((f'foolbox/{name}: peer time / jaxsec time ({dev}, same JAX model{why})',
+                   f'{fb[name]["seconds"] / ours[name]["seconds"]:.2f}x' + note))
+  return rows
