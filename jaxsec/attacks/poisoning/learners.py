@@ -6,7 +6,9 @@
   selection (Fan, Chen, Lin 2005, the LIBSVM solver) inside one ``lax.while_loop``. It stops
   when the maximal KKT violation ``m(alpha) - M(alpha)`` is below ``tol``, so the solution is
   exact up to ``tol``; it returns the dual variables, which give the margin support vectors
-  that Biggio's attack needs (:func:`svm_kkt_solution`).
+  that Biggio's attack needs (:func:`svm_kkt_solution`). With ``kernel='rbf'`` SMO runs on
+  the Gram matrix ``exp(-gamma ||x_i - x_j||^2)`` (Biggio et al.'s kernel setting;
+  :func:`svm_decision`, :func:`svm_kkt_dual`).
 * :func:`logreg_newton` -- L2-regularised (weights and bias) logistic regression, binary (one
   logit) or multinomial, by damped Newton steps: strongly convex, so its minimiser is unique
   and :func:`implicit_train_fn` can differentiate it by the implicit-function theorem.
@@ -55,12 +57,49 @@ def _flat(x: Array) -> Array:
 
 # ----------------------------------------------------------------------------- SVM (dual)
 
+KERNELS = ('linear', 'rbf')
+
+
+def check_kernel(kernel: str, gamma: float | None) -> float | None:
+  """Validates a kernel spec: ``'linear'`` (``gamma`` unused) or ``'rbf'`` with ``gamma > 0``."""
+  _checks.check_choice('kernel', kernel, KERNELS)
+  if kernel == 'rbf':
+    if gamma is None:
+      raise ValueError("gamma=None: kernel='rbf' needs its width gamma > 0 "
+                       '(K(a, b) = exp(-gamma ||a - b||^2)).')
+    return _checks.check_positive('gamma', gamma)
+  return gamma
+
+
+def kernel_matrix(a: Array, b: Array, *, kernel: str = 'linear',
+                  gamma: float | None = None) -> Array:
+  """Gram matrix ``K[i, j] = k(a_i, b_j)`` ([n, m]; inputs flattened to [n, d], [m, d]).
+
+  ``'linear'``: ``a_i . b_j``; ``'rbf'``: ``exp(-gamma ||a_i - b_j||^2)`` (scikit-learn's
+  ``gamma``). Differentiable in both arguments.
+  """
+  check_kernel(kernel, gamma)
+  af, bf = _flat(a), _flat(b)
+  if kernel == 'linear':
+    return af @ bf.T
+  d2 = jnp.sum(af * af, 1)[:, None] + jnp.sum(bf * bf, 1)[None, :] - 2.0 * af @ bf.T
+  return jnp.exp(-gamma * jnp.maximum(d2, 0.0))
+
+
+def _kernel_diag(xf: Array, kernel: str) -> Array:
+  """``k(x_i, x_i)``: ``||x_i||^2`` (linear), 1 (rbf)."""
+  if kernel == 'linear':
+    return jnp.sum(xf * xf, axis=1)
+  return jnp.ones((xf.shape[0],), xf.dtype)
+
 
 class SVMSolution(NamedTuple):
-  """A solved binary linear SVM.
+  """A solved binary soft-margin SVM.
 
   Attributes:
-    w: weights [d]; ``f(x) = w.x + b``; class 1 when ``f > 0``.
+    w: weights [d] of the linear kernel: ``f(x) = w.x + b``; class 1 when ``f > 0``. A
+      kernel SVM (``'rbf'``) has no finite weights: ``w`` is NaN there; evaluate ``f`` with
+      :func:`svm_decision` (``f(x) = sum_i alpha_i s_i k(x_i, x) + b``).
     b: bias [].
     alpha: dual variables [n], ``0 <= alpha_i <= C_i``, ``sum_i s_i alpha_i = 0``.
     upper: the box ``C_i`` [n] (``C`` times the sample weight).
@@ -83,41 +122,10 @@ def _svm_sign(y: Array, dtype) -> Array:
   return 2.0 * y.astype(dtype) - 1.0
 
 
-def svm_dual(x: Array, y: Array, *, C: float = 1.0, sample_weight: Array | None = None,
-             tol: float = 1e-4, max_iter: int | None = None,
-             alpha0: Array | None = None) -> SVMSolution:
-  """Binary linear soft-margin SVM by SMO (second-order working set; LIBSVM's algorithm).
-
-  Args:
-    x: [n, ...] inputs (flattened to [n, d]).
-    y: [n] int labels in {0, 1}.
-    C: the soft-margin constant (traceable).
-    sample_weight: optional [n] non-negative weights; point i gets box ``C * weight_i``
-      (weight 0 removes the point exactly).
-    tol: stop when the maximal KKT violation is below ``tol`` (LIBSVM's ``eps``).
-    max_iter: SMO iteration cap (default ``max(10_000, 50 n)``). Check ``gap`` against
-      ``tol``: with a large ``C`` on noisy labels SMO needs far more (on a few hundred
-      standardised points with 40% flipped labels, C=100 took ~10^6 iterations here and
-      LIBSVM 2.6-6.3 million), and the capped solution can be far from the optimum.
-    alpha0: feasible warm start (``0 <= alpha0 <= C_i`` and ``sum s_i alpha0_i = 0``);
-      moving the inputs keeps a previous solution feasible, so Biggio's attack warm-starts.
-
-  Returns:
-    :class:`SVMSolution`; jittable, deterministic.
-  """
-  x = _flat(x)
-  n = x.shape[0]
-  dtype = x.dtype
-  s = _svm_sign(y, dtype)
-  upper = jnp.full((n,), C, dtype)
-  if sample_weight is not None:
-    upper = upper * sample_weight.astype(dtype)
-  if max_iter is None:
-    max_iter = max(10_000, 50 * n)
-  kmat = x @ x.T
-  kdiag = jnp.diag(kmat)
-  alpha = jnp.zeros((n,), dtype) if alpha0 is None else jnp.clip(alpha0.astype(dtype), 0.0,
-                                                                    upper)
+def _smo(kmat: Array, kdiag: Array, s: Array, upper: Array, alpha: Array, *, tol,
+         max_iter: int):
+  """LIBSVM's SMO (WSS 2) on the Gram matrix ``kmat``: ``(alpha, bias, gap, iterations)``."""
+  dtype = kmat.dtype
   grad = s * (kmat @ (alpha * s)) - 1.0    # G = Q alpha - 1, Q = s s^T * K
   tau = jnp.asarray(1e-12, dtype)
   big = jnp.asarray(jnp.inf, dtype)
@@ -169,8 +177,61 @@ def svm_dual(x: Array, y: Array, *, C: float = 1.0, sample_weight: Array | None 
   rho = jnp.where(nfree > 0, jnp.sum(jnp.where(free, sg, 0.0)) / jnp.maximum(nfree, 1),
                   0.5 * (jnp.where(jnp.isfinite(ub), ub, lb) +
                          jnp.where(jnp.isfinite(lb), lb, ub)))
-  w = x.T @ (alpha * s)
-  return SVMSolution(w=w, b=-rho, alpha=alpha, upper=upper, gap=gap, iterations=it)
+  return alpha, -rho, gap, it
+
+
+def svm_dual(x: Array, y: Array, *, C: float = 1.0, sample_weight: Array | None = None,
+             tol: float = 1e-4, max_iter: int | None = None,
+             alpha0: Array | None = None, kernel: str = 'linear',
+             gamma: float | None = None) -> SVMSolution:
+  """Binary soft-margin SVM by SMO (second-order working set; LIBSVM's algorithm).
+
+  Args:
+    x: [n, ...] inputs (flattened to [n, d]).
+    y: [n] int labels in {0, 1}.
+    C: the soft-margin constant (traceable).
+    sample_weight: optional [n] non-negative weights; point i gets box ``C * weight_i``
+      (weight 0 removes the point exactly).
+    tol: stop when the maximal KKT violation is below ``tol`` (LIBSVM's ``eps``).
+    max_iter: SMO iteration cap (default ``max(10_000, 50 n)``). Check ``gap`` against
+      ``tol``: with a large ``C`` on noisy labels SMO needs far more (on a few hundred
+      standardised points with 40% flipped labels, C=100 took ~10^6 iterations here and
+      LIBSVM 2.6-6.3 million), and the capped solution can be far from the optimum.
+    alpha0: feasible warm start (``0 <= alpha0 <= C_i`` and ``sum s_i alpha0_i = 0``);
+      moving the inputs keeps a previous solution feasible, so Biggio's attack warm-starts.
+    kernel, gamma: ``'linear'`` (the default) or ``'rbf'`` with width ``gamma``
+      (:func:`kernel_matrix`); SMO runs on the Gram matrix, as LIBSVM / scikit-learn's
+      ``SVC(kernel=..., gamma=...)``.
+
+  Returns:
+    :class:`SVMSolution`; jittable, deterministic.
+  """
+  check_kernel(kernel, gamma)
+  x = _flat(x)
+  n = x.shape[0]
+  dtype = x.dtype
+  s = _svm_sign(y, dtype)
+  upper = jnp.full((n,), C, dtype)
+  if sample_weight is not None:
+    upper = upper * sample_weight.astype(dtype)
+  if max_iter is None:
+    max_iter = max(10_000, 50 * n)
+  kmat = kernel_matrix(x, x, kernel=kernel, gamma=gamma)
+  kdiag = jnp.diag(kmat)
+  alpha = jnp.zeros((n,), dtype) if alpha0 is None else jnp.clip(alpha0.astype(dtype), 0.0,
+                                                                    upper)
+  alpha, b, gap, it = _smo(kmat, kdiag, s, upper, alpha, tol=tol, max_iter=max_iter)
+  w = x.T @ (alpha * s) if kernel == 'linear' else jnp.full((x.shape[1],), jnp.nan, dtype)
+  return SVMSolution(w=w, b=b, alpha=alpha, upper=upper, gap=gap, iterations=it)
+
+
+def svm_decision(alpha: Array, b: Array, x_train: Array, y_train: Array, x: Array, *,
+                 kernel: str = 'linear', gamma: float | None = None) -> Array:
+  """The dual-form discriminant ``f(x) = sum_i alpha_i s_i k(x_i, x) + b`` ([B]) of an SVM
+  trained on ``(x_train, y_train)`` (class 1 when ``f > 0``); differentiable in every
+  argument (Biggio's attack differentiates it through ``x_train`` and ``alpha``)."""
+  s = _svm_sign(y_train, alpha.dtype)
+  return kernel_matrix(x, x_train, kernel=kernel, gamma=gamma) @ (alpha * s) + b
 
 
 def svm_margin_mask(sol: SVMSolution, rtol: float = 1e-5) -> Array:
@@ -179,40 +240,58 @@ def svm_margin_mask(sol: SVMSolution, rtol: float = 1e-5) -> Array:
   return (sol.alpha > eps) & (sol.alpha < sol.upper - eps)
 
 
-def svm_kkt_solution(x: Array, y: Array, sol: SVMSolution, margin: Array | None = None,
-                     ridge: float = 1e-6) -> tuple[Array, Array]:
-  """``(w, b)`` as a differentiable function of ``x`` with the SVM's active sets frozen.
+def svm_kkt_dual(x: Array, y: Array, sol: SVMSolution, margin: Array | None = None,
+                 ridge: float = 1e-6, *, kernel: str = 'linear',
+                 gamma: float | None = None) -> tuple[Array, Array]:
+  """``(alpha, b)`` as a differentiable function of ``x`` with the SVM's active sets frozen.
 
   This is the implicit function of Biggio, Nelson, Laskov (2012), eqs. (7)-(10): for small
   moves of the inputs, the margin support vectors ``S`` (``0 < alpha < C``) stay on the
   margin (``s_k f(x_k) = 1``), error vectors keep ``alpha = C`` and the rest ``alpha = 0``,
-  and ``sum_i s_i alpha_i = 0``. Solving that linear system for ``(b, alpha_S)`` gives the
-  solution; its derivative with respect to ``x`` (by ``jax.grad``) is exactly the paper's
-  ``d alpha / du``, ``d b / du`` (and ``w = sum alpha_i s_i x_i``). At the solver's ``x``
-  the value equals the solver's. A ridge ``ridge * mean(diag K)`` is added to ``Q_SS``
-  (relative error ~1e-6): when ``Q_SS`` is singular (more margin vectors than ``d + 1``
-  in a linear kernel) this Tikhonov solve tends to the minimum-norm ``alpha``.
+  and ``sum_i s_i alpha_i = 0``. Solving that linear system (``Q = s s^T K``, ``K`` the
+  kernel's Gram matrix) for ``(b, alpha_S)`` gives the solution; its derivative with
+  respect to ``x`` (by ``jax.grad``, through ``dK/dx``) is exactly the paper's
+  ``d alpha / du``, ``d b / du``. At the solver's ``x`` the value equals the solver's. A
+  ridge ``ridge * mean(diag K)`` is added to ``Q_SS`` (relative error ~1e-6): when ``Q_SS``
+  is singular (more margin vectors than ``d + 1`` in a linear kernel) this Tikhonov solve
+  tends to the minimum-norm ``alpha``.
 
   Args:
     x: [n, ...] training inputs (the poison point included), differentiable.
     y: [n] labels in {0, 1}.
-    sol: :func:`svm_dual` on ``(x, y)``.
+    sol: :func:`svm_dual` on ``(x, y)`` with the same kernel.
     margin: optional bool [n] margin set; default :func:`svm_margin_mask`.
+    kernel, gamma: as in :func:`svm_dual`.
   """
   xf = _flat(x)
   s = _svm_sign(y, xf.dtype)
   m = (svm_margin_mask(sol) if margin is None else margin).astype(xf.dtype)
   fixed = jnp.where(sol.alpha >= sol.upper * 0.5, sol.upper, 0.0)  # C for error vectors
-  q = (s[:, None] * s[None, :]) * (xf @ xf.T)
+  q = (s[:, None] * s[None, :]) * kernel_matrix(xf, xf, kernel=kernel, gamma=gamma)
   top = jnp.concatenate([jnp.zeros((1,), xf.dtype), s])[None, :]
-  eps = ridge * jnp.mean(jnp.sum(xf * xf, axis=1))
+  eps = ridge * jnp.mean(_kernel_diag(xf, kernel))
   rows = jnp.concatenate([(m * s)[:, None],
                           m[:, None] * q + jnp.diag(1.0 - m + eps * m)], axis=1)
   a = jnp.concatenate([top, rows], axis=0)
   rhs = jnp.concatenate([jnp.zeros((1,), xf.dtype), m + (1.0 - m) * fixed])
   z = jnp.linalg.solve(a, rhs)
-  b, alpha = z[0], z[1:]
-  w = xf.T @ (alpha * s)
+  return z[1:], z[0]
+
+
+def svm_kkt_solution(x: Array, y: Array, sol: SVMSolution, margin: Array | None = None,
+                     ridge: float = 1e-6) -> tuple[Array, Array]:
+  """``(w, b)`` of the linear SVM as a differentiable function of ``x`` with the active
+  sets frozen: :func:`svm_kkt_dual` with ``w = sum_i alpha_i s_i x_i``.
+
+  Args:
+    x: [n, ...] training inputs (the poison point included), differentiable.
+    y: [n] labels in {0, 1}.
+    sol: :func:`svm_dual` on ``(x, y)`` (linear kernel).
+    margin: optional bool [n] margin set; default :func:`svm_margin_mask`.
+  """
+  alpha, b = svm_kkt_dual(x, y, sol, margin, ridge)
+  xf = _flat(x)
+  w = xf.T @ (alpha * _svm_sign(y, xf.dtype))
   return w, b
 
 

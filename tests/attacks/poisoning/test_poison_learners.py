@@ -99,3 +99,44 @@ def test_learner_factories_reject_bad_values():
   with pytest.raises(ValueError, match='momentum'):
     learners.unrolled_gd(learners.linear_apply, lambda k: None, num_steps=3,
                          learning_rate=0.1, momentum=1.0)
+
+
+def test_svm_dual_rbf_matches_sklearn_and_kkt_dual():
+  """The RBF SVM (SMO on the Gram matrix) against scikit-learn's SVC(kernel='rbf'): dual
+  coefficients, intercept and decision function; the frozen-active-set KKT solution
+  reproduces the solver's alpha and b."""
+  x, y = _blobs(n=40, d=3, shift=0.6)
+  xt, _ = _blobs(n=25, d=3, seed=3, shift=0.6)
+  with jax.enable_x64(True):
+    x64, y32 = jnp.asarray(x, jnp.float64), jnp.asarray(y)
+    sol = jax.jit(lambda a, b: learners.svm_dual(a, b, C=2.0, tol=1e-11, kernel='rbf',
+                                                 gamma=0.4))(x64, y32)
+    assert float(sol.gap) <= 1e-11 and bool(jnp.all(jnp.isnan(sol.w)))
+    clf = SVC(kernel='rbf', gamma=0.4, C=2.0, tol=1e-12).fit(x.astype(np.float64), y)
+    coef = np.zeros(40)
+    coef[clf.support_] = clf.dual_coef_[0]
+    s = 2.0 * y - 1
+    np.testing.assert_allclose(np.asarray(sol.alpha) * s, coef, atol=1e-6)  # LIBSVM: float32 Q
+    np.testing.assert_allclose(float(sol.b), clf.intercept_[0], atol=1e-6)
+    f = learners.svm_decision(sol.alpha, sol.b, x64, y32, jnp.asarray(xt, jnp.float64),
+                              kernel='rbf', gamma=0.4)
+    np.testing.assert_allclose(np.asarray(f), clf.decision_function(xt.astype(np.float64)),
+                               atol=1e-6)
+    k = learners.kernel_matrix(x64[:3], x64[:4], kernel='rbf', gamma=0.4)
+    np.testing.assert_allclose(
+        np.asarray(k), np.exp(-0.4 * ((x[:3, None] - x[None, :4]) ** 2).sum(-1)), rtol=1e-12)
+    margin = np.asarray(learners.svm_margin_mask(sol))
+    assert 0 < margin.sum() < 40
+    alpha, b = learners.svm_kkt_dual(x64, y32, sol, ridge=0.0, kernel='rbf', gamma=0.4)
+    np.testing.assert_allclose(np.asarray(alpha), np.asarray(sol.alpha), atol=1e-9)
+    np.testing.assert_allclose(float(b), float(sol.b), atol=1e-9)
+
+
+def test_svm_kernel_validation():
+  x, y = _blobs(n=10)
+  with pytest.raises(ValueError, match="kernel='poly'"):
+    learners.svm_dual(x, y, kernel='poly')
+  with pytest.raises(ValueError, match='gamma=None'):
+    learners.svm_dual(x, y, kernel='rbf')
+  with pytest.raises(ValueError, match='gamma=-1.0'):
+    learners.svm_dual(x, y, kernel='rbf', gamma=-1.0)
