@@ -1,13 +1,17 @@
-r"""Backdoor detection and repair on FMNIST: BadNets against the reference CNN.
+r"""Backdoor detection and repair on FMNIST: BadNets and the clean-label backdoor against the
+reference CNN.
 
     python -m experiments.run --config=experiments/configs/backdoor_detection.py --workdir=docs/results
     python -m experiments.run --config=experiments/configs/backdoor_detection.py:smoke --workdir=/tmp/b
 
-A BadNets backdoor (Gu, Dolan-Gavitt & Garg 2017: a 3x3 white patch in the bottom-right
-corner, a share of the training images relabelled to the target) is planted in the reference
-CNN trained on an FMNIST subset. The test subset is split into the defender's clean data
+Two backdoors are planted, each in its own copy of the reference CNN trained on an FMNIST
+subset: BadNets (Gu, Dolan-Gavitt & Garg 2017: a 3x3 white patch in the bottom-right corner,
+a share of the training images of other classes relabelled to the target) and the
+label-consistent backdoor (Turner, Tsipras & Madry 2019: a share of the *target-class*
+training images made hard by L_inf PGD against a separately trained CNN, then stamped with
+the same patch; labels unchanged). The test subset is split into the defender's clean data
 (``n_defense`` images: Neural Cleanse's optimisation set, STRIP's overlays and threshold
-set, the fine-tuning set) and an evaluation set. Reported:
+set, the fine-tuning set) and an evaluation set. Reported for each backdoor:
 
 * detection of the poisoned *training* points by activation clustering (Chen et al. 2019;
   per-class 2-means on ICA-reduced penultimate activations) and spectral signatures (Tran,
@@ -22,13 +26,16 @@ set, the fine-tuning set) and an evaluation set. Reported:
   Neural Cleanse unlearning with the reversed trigger of the flagged label (of the label with
   the largest anomaly index when none is flagged).
 
-Deviations from the papers, all for a CPU budget (the full run took 14 minutes on a 2-core CPU
-shared with other jobs, the CNN's training restored from its checkpoint): a 20,000-image training
-subset and 3 epochs; STRIP with 20 overlays per input; Neural Cleanse for a fixed 50 x 10
-mini-batch steps of 32 images for all labels at once, from lambda = 1e-2 (the authors: 1e-3
-until an early stop); fine-pruning prunes the penultimate dense units (the paper: the last
-convolutional layer's channels); repairs fine-tune on the defender's 1,000 clean images
-(fine-pruning 10 epochs, unlearning 2). The per-method deviations are in each module's docstring.
+Deviations from the papers, all for a CPU budget: a 20,000-image training subset and 3
+epochs; STRIP with 20 overlays per input; Neural Cleanse for a fixed 50 x 10 mini-batch steps
+of 32 images for all labels at once, from lambda = 1e-2 (the authors: 1e-3 until an early
+stop); fine-pruning prunes the penultimate dense units (the paper: the last convolutional
+layer's channels); repairs fine-tune on the defender's 1,000 clean images (fine-pruning 10
+epochs, unlearning 2). The clean-label backdoor's PGD runs against a standard CNN (Turner et
+al.: an adversarially trained one, whose perturbations transfer better), with BadNets'
+trigger (theirs: a 3x3 black-and-white pattern, ``poisoning.pattern_trigger``, a config
+option) and the same poison count as BadNets (3% of the training set, about 30% of the target
+class). The per-method deviations are in each module's docstring.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ import optax
 from sklearn.metrics import roc_auc_score
 
 from experiments import defense_common as dc
+from jaxsec import attacks
 from jaxsec import models
 from jaxsec.attacks import poisoning
 from jaxsec.defenses.data import activation_clustering_lib as ac
@@ -134,36 +142,101 @@ def _neural_cleanse(cfg, logits_fn, xd, key):
           'seconds': time.time() - t0}
 
 
-def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-  (x, y, xt, yt), key, scratch, cache, results, save = dc.start_study(cfg, workdir, NAME,
-                                                                     'detection')
-  model = models.get('cnn', **cfg.model_kwargs.to_dict())
-  def trigger(z):
-    return np.asarray(poisoning.apply_trigger(jnp.asarray(z), size=cfg.trigger_size))
-  xd, yd = xt[:cfg.n_defense], yt[:cfg.n_defense]
-  xe, ye = xt[cfg.n_defense:], yt[cfg.n_defense:]
-  atk = poisoning.badnets(fraction=cfg.poison_fraction, target_label=cfg.target,
-                          num_classes=10, size=cfg.trigger_size)
-  po = atk(jnp.asarray(x), jnp.asarray(y), jax.random.fold_in(key, 1))
+ATTACKS = ('badnets', 'clean_label')
+_SHARED = ('seed', 'model_kwargs', 'batch_size', 'learning_rate', 'n_train', 'epochs', 'target',
+           'trigger_size')
+_ATTACK_FIELDS = {
+    'badnets': ('poison_fraction',),
+    'clean_label': ('cl_poison_fraction', 'cl_hardening', 'cl_eps', 'cl_norm', 'cl_pgd_steps',
+                    'cl_interpolation', 'cl_trigger', 'cl_amplitude', 'cl_all_corners')}
+
+
+def _trigger_fn(cfg, attack: str):
+  """The attack's trigger as a jnp function (the same at training and test time)."""
+  if attack == 'clean_label' and cfg.cl_trigger == 'pattern':
+    return functools.partial(poisoning.pattern_trigger, amplitude=cfg.cl_amplitude,
+                             all_corners=cfg.cl_all_corners)
+  return functools.partial(poisoning.apply_trigger, size=cfg.trigger_size)
+
+
+def _describe_trigger(cfg, attack: str) -> str:
+  if attack == 'clean_label' and cfg.cl_trigger == 'pattern':
+    return (f'3x3 black-and-white pattern (Turner et al.), amplitude {cfg.cl_amplitude:.3g}, '
+            + ('all four corners' if cfg.cl_all_corners else 'bottom right'))
+  return f'{cfg.trigger_size}x{cfg.trigger_size} white patch, bottom right'
+
+
+def _surrogate(cfg, model, x, y, key, scratch):
+  """The clean-label attacker's own CNN, trained on the clean training subset."""
+  p0 = models.init(model, jax.random.fold_in(key, 8), (1,) + x.shape[1:])
+  shared = {k: cfg[k] for k in _SHARED}
+  params, info = dc.train_timed(
+      model.apply, p0, x, y, optimizer=optax.adam(cfg.learning_rate),
+      key=jax.random.fold_in(key, 9), num_epochs=cfg.epochs, batch_size=cfg.batch_size,
+      checkpoint_dir=dc.ckpt_dir(scratch, NAME, 'surrogate', dc.tag_of(shared)),
+      label='surrogate')
+  return params, info
+
+
+def _poison(cfg, attack, model, x, y, key, scratch):
+  """``(x_p, y_p, poison_mask, summary)`` of one backdoor on the clean subset ``(x, y)``."""
+  trig = _trigger_fn(cfg, attack)
+  summary = {'attack': attack, 'trigger': _describe_trigger(cfg, attack)}
+  if attack == 'badnets':
+    atk = poisoning.badnets(fraction=cfg.poison_fraction, target_label=cfg.target,
+                            num_classes=10, size=cfg.trigger_size)
+    po = atk(jnp.asarray(x), jnp.asarray(y), jax.random.fold_in(key, 1))
+  else:
+    kw = {}
+    if cfg.cl_hardening == 'pgd':
+      sp, sinfo = _surrogate(cfg, model, x, y, key, scratch)
+      kw = {'attack': attacks.pgd(eps=cfg.cl_eps, num_steps=cfg.cl_pgd_steps, norm=cfg.cl_norm),
+            'logits_fn': lambda z: model.apply(sp, z)}
+      summary['surrogate_train'] = sinfo
+    elif cfg.cl_hardening == 'interpolation':
+      kw = {'interpolation': cfg.cl_interpolation}
+    atk = poisoning.clean_label_backdoor(fraction=cfg.cl_poison_fraction,
+                                         target_label=cfg.target, num_classes=10,
+                                         trigger=trig, **kw)
+    t0 = time.time()
+    po = atk(jnp.asarray(x), jnp.asarray(y), jax.random.fold_in(key, 10))
+    idx = np.asarray(po.info['base_index'])
+    d = (np.asarray(po.info['hardened']) - x[idx]).reshape(idx.size, -1)
+    summary.update(hardening=cfg.cl_hardening, hardening_seconds=time.time() - t0,
+                   hardening_linf=float(np.abs(d).max()),
+                   hardening_l2_mean=float(np.sqrt((d ** 2).sum(1)).mean()))
+    if 'hardening_success' in po.info:
+      summary['hardening_success'] = float(np.mean(np.asarray(po.info['hardening_success'])))
   x_p, y_p = np.asarray(po.x), np.asarray(po.y)
   poison = np.asarray(po.info['poison_mask'])
-  results['poison'] = {'n_train': int(y.size), 'n_poison': int(poison.sum()),
-                       'target': cfg.target, 'trigger': f'{cfg.trigger_size}x'
-                       f'{cfg.trigger_size} white patch, bottom right',
-                       'share_of_target_class': float(poison.sum() / np.sum(y_p == cfg.target))}
-  base = {k: cfg[k] for k in ('seed', 'model_kwargs', 'batch_size', 'learning_rate', 'n_train',
-                              'epochs', 'poison_fraction', 'target', 'trigger_size')}
-  dc.log(f'{NAME}: training the CNN on {y.size} images, {int(poison.sum())} poisoned')
+  summary.update(n_train=int(y.size), n_poison=int(poison.sum()), target=cfg.target,
+                 labels_changed=int(np.sum(y_p != y)),
+                 share_of_target_class=float(poison.sum() / np.sum(y_p == cfg.target)))
+  return x_p, y_p, poison, summary
+
+
+def _backdoor(cfg, attack, model, data, key, scratch, cache, out, save):
+  """Plants one backdoor, trains on it, runs the detectors and the repairs; fills ``out``."""
+  x, y, xd, yd, xe, ye = data
+  trig = _trigger_fn(cfg, attack)
+
+  def trigger(z):
+    return np.asarray(trig(jnp.asarray(z)))
+  x_p, y_p, poison, summary = _poison(cfg, attack, model, x, y, key, scratch)
+  out['poison'] = summary
+  base = {k: cfg[k] for k in _SHARED + _ATTACK_FIELDS[attack]}
+  dc.log(f'{NAME}/{attack}: training the CNN on {y.size} images, {int(poison.sum())} poisoned')
   p0 = models.init(model, jax.random.fold_in(key, 2), (1,) + x.shape[1:])
+  stage = 'backdoored' if attack == 'badnets' else f'{attack}-backdoored'
   params, tinfo = dc.train_timed(
       model.apply, p0, x_p, y_p, optimizer=optax.adam(cfg.learning_rate),
       key=jax.random.fold_in(key, 3), num_epochs=cfg.epochs, batch_size=cfg.batch_size,
-      checkpoint_dir=dc.ckpt_dir(scratch, NAME, 'backdoored', dc.tag_of(base)),
-      label='backdoored')
+      checkpoint_dir=dc.ckpt_dir(scratch, NAME, stage, dc.tag_of(base)),
+      label=f'{attack} backdoored')
   logits_fn = lambda z: model.apply(params, z)
-  results['train'] = tinfo
-  results['before'] = _measure(model, params, xe, ye, trigger, cfg.target)
-  dc.log(f'{NAME}: before repair {results["before"]}')
+  out['train'] = tinfo
+  out['before'] = _measure(model, params, xe, ye, trigger, cfg.target)
+  dc.log(f'{NAME}/{attack}: before repair {out["before"]}')
   save()
 
   # one cached stage per detector, each keyed by the settings it depends on
@@ -180,28 +253,28 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                                                  jax.random.fold_in(key, 5)))}
   det_cfg: list = [base]
   det = {}
-  for stage, (fields, compute) in stages.items():
+  for name, (fields, compute) in stages.items():
     stage_cfg = (base, {k: cfg[k] for k in fields})
     det_cfg.append(stage_cfg)
-    hit = cache.get(stage, stage_cfg)
+    hit = cache.get(f'{attack}_{name}', stage_cfg)
     if hit is None:
-      dc.log(f'{NAME}: {stage} detection')
+      dc.log(f'{NAME}/{attack}: {name} detection')
       hit = compute()
-      cache.put(stage, stage_cfg, hit)
-    if stage == 'training_set':
+      cache.put(f'{attack}_{name}', stage_cfg, hit)
+    if name == 'training_set':
       det.update(hit)
     else:
-      det[stage] = hit
-    results['detection'] = det
+      det[name] = hit
+    out['detection'] = det
     save()
 
   rep_cfg = (det_cfg, {k: cfg[k] for k in ('unlearn_epochs', 'unlearn_learning_rate',
                                            'prune_fraction', 'prune_max_drop',
                                            'finetune_epochs', 'finetune_learning_rate')})
-  rep = cache.get('repair', rep_cfg)
+  rep = cache.get(f'{attack}_repair', rep_cfg)
   if rep is None:
     rep = {}
-    dc.log(f'{NAME}: fine-pruning')
+    dc.log(f'{NAME}/{attack}: fine-pruning')
     feats = lambda p, z: model.apply(p, z, penultimate=True)
     t0 = time.time()
     p_fp, info = fine_pruning.fine_prune(
@@ -217,7 +290,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                            'units': int(info['pruned'].size),
                            'prefix_accuracy': info.get('prefix_accuracy'),
                            'seconds': time.time() - t0}
-    dc.log(f'{NAME}: Neural Cleanse unlearning (label {det["neural_cleanse"]["repair_label"]})')
+    label = det['neural_cleanse']['repair_label']
+    dc.log(f'{NAME}/{attack}: Neural Cleanse unlearning (label {label})')
     t0 = time.time()
     p_nc, _ = nc.unlearn(model.apply, params, xd, yd,
                          np.asarray(det['neural_cleanse']['mask'], np.float32),
@@ -226,34 +300,60 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                          optimizer=optax.adam(cfg.unlearn_learning_rate),
                          num_epochs=cfg.unlearn_epochs, batch_size=cfg.batch_size)
     rep['nc_unlearning'] = {**_measure(model, p_nc, xe, ye, trigger, cfg.target),
-                            'label': det['neural_cleanse']['repair_label'],
-                            'seconds': time.time() - t0}
-    cache.put('repair', rep_cfg, rep)
-  results['repair'] = rep
-  dc.log(f'{NAME}: repair {rep}')
+                            'label': label, 'seconds': time.time() - t0}
+    cache.put(f'{attack}_repair', rep_cfg, rep)
+  out['repair'] = rep
+  dc.log(f'{NAME}/{attack}: repair {rep}')
   save()
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+  (x, y, xt, yt), key, scratch, cache, results, save = dc.start_study(cfg, workdir, NAME,
+                                                                     'attacks')
+  for attack in cfg.attacks:
+    if attack not in ATTACKS:
+      raise ValueError(f'attacks contains {attack!r}; expected names from {ATTACKS}.')
+  model = models.get('cnn', **cfg.model_kwargs.to_dict())
+  data = (x, y, xt[:cfg.n_defense], yt[:cfg.n_defense], xt[cfg.n_defense:],
+          yt[cfg.n_defense:])
+  for attack in cfg.attacks:
+    results['attacks'][attack] = {}
+    _backdoor(cfg, attack, model, data, key, scratch, cache, results['attacks'][attack], save)
   return results
 
 
-def render_markdown(r: dict) -> str:
-  c, d, p = r['config'], r['detection'], r['poison']
-  arg = '' if r['variant'] == 'full' else f':{r["variant"]}'
-  a, s, st, ncr = (d['activation_clustering'], d['spectral_signatures'], d['strip'],
-                   d['neural_cleanse'])
-  lines = [f'## Backdoor detection and repair on FMNIST (variant {r["variant"]}; `python -m '
-           f'experiments.run --config=experiments/configs/backdoor_detection.py{arg} '
-           '--workdir=docs/results`)', '',
-           f'BadNets: {p["trigger"]}, target label {p["target"]}, {p["n_poison"]} of '
-           f'{p["n_train"]} training images poisoned ({dc.fmt(p["share_of_target_class"])} of '
-           f'the target class); reference CNN {c["model_kwargs"]["features"]} / '
-           f'{c["model_kwargs"]["dense"]}, {c["epochs"]} epoch(s). Defender: '
-           f'{c["n_defense"]} clean test images; evaluation on the other '
-           f'{c["n_test"] - c["n_defense"]}.', '',
+_TITLES = {'badnets': 'BadNets (Gu et al. 2017)',
+           'clean_label': 'Clean-label backdoor (Turner et al. 2019)'}
+
+
+def _poison_line(c, p) -> str:
+  if p['attack'] == 'badnets':
+    return (f'{_TITLES["badnets"]}: {p["trigger"]}, target label {p["target"]}, '
+            f'{p["n_poison"]} of {p["n_train"]} training images of other classes stamped and '
+            f'relabelled ({dc.fmt(p["share_of_target_class"])} of the target class).')
+  how = {'pgd': (f'L_{c["cl_norm"][1:]} PGD (eps {c["cl_eps"]:.3g}, {c["cl_pgd_steps"]} '
+                 'steps) against a separately trained CNN'
+                 + (f' (which then misclassifies {dc.fmt(p["hardening_success"])} of them)'
+                    if 'hardening_success' in p else '')),
+         'interpolation': f'pixel-space interpolation (tau {c["cl_interpolation"]:g}) towards '
+                          'images of other classes',
+         'none': 'no hardening (the trigger alone)'}[p['hardening']]
+  return (f'{_TITLES["clean_label"]}: {p["n_poison"]} of {p["n_train"]} training images, all '
+          f'of the target class {p["target"]} ({dc.fmt(p["share_of_target_class"])} of it), '
+          f'made hard by {how}, then stamped with the {p["trigger"]}; '
+          f'{p["labels_changed"]} labels changed.')
+
+
+def _section(c, a) -> list:
+  d, p = a['detection'], a['poison']
+  ac_, s, st, ncr = (d['activation_clustering'], d['spectral_signatures'], d['strip'],
+                     d['neural_cleanse'])
+  lines = [f'### {_TITLES[p["attack"]]}', '', _poison_line(c, p), '',
            '| detector | what it scores | ROC AUC | at its threshold |', '|---|---|---|---|',
            f'| activation clustering ({c["ac_reduce"]}, {c["ac_dims"]} dims, '
-           f'{c["ac_criterion"]}) | training points | {a["auc"]:.3f} | precision '
-           f'{dc.fmt(a["precision"])}, recall {dc.fmt(a["recall"])}; flagged classes '
-           f'{a["flagged_classes"]} |',
+           f'{c["ac_criterion"]}) | training points | {ac_["auc"]:.3f} | precision '
+           f'{dc.fmt(ac_["precision"])}, recall {dc.fmt(ac_["recall"])}; flagged classes '
+           f'{ac_["flagged_classes"]} |',
            f'| spectral signatures (remove {dc.fmt(s["removal_fraction"])} per class) | '
            f'training points | {s["auc"]:.3f} | precision {dc.fmt(s["precision"])}, recall '
            f'{dc.fmt(s["recall"])} |',
@@ -263,39 +363,59 @@ def render_markdown(r: dict) -> str:
            f'Neural Cleanse ({c["nc_epochs"]} x {c["nc_steps_per_epoch"]} steps): flagged '
            f'labels {ncr["flagged"]} (infected: {ncr["infected"]}; the largest index is '
            f'label {ncr["repair_label"]}, whose trigger the unlearning uses); its reversed mask '
-           f'(L1 {ncr["l1"][ncr["repair_label"]]:.1f}; the trigger has {c["trigger_size"] ** 2} pixels) puts '
-           f'{dc.fmt(ncr["mask_share_at_trigger"])} of its L1 mass '
-           'on the trigger corner (and one pixel around it).', '',
+           f'(L1 {ncr["l1"][ncr["repair_label"]]:.1f}; the trigger has '
+           f'{c["trigger_size"] ** 2} pixels) puts {dc.fmt(ncr["mask_share_at_trigger"])} of '
+           'its L1 mass on the bottom-right trigger corner (and one pixel around it).', '',
            '| label | ' + ' | '.join(str(i) for i in range(len(ncr['l1']))) + ' |',
            '|---|' + '---|' * len(ncr['l1']),
            '| mask L1 | ' + ' | '.join(f'{v:.1f}' for v in ncr['l1']) + ' |',
            '| anomaly index | ' + ' | '.join(f'{v:.2f}' for v in ncr['anomaly_index']) + ' |',
            '', '| model | clean accuracy | attack success |', '|---|---|---|']
-  rows = [('backdoored', r['before'])]
-  rep = r['repair']
-  rows += [(f'pruning ({rep["pruning"]["units_pruned"]} dormant units)', rep['pruning']),
-           (f'fine-pruning (+ {c["finetune_epochs"]} epoch(s) fine-tuning)',
-            rep['fine_pruning']),
-           (f'Neural Cleanse unlearning (label {rep["nc_unlearning"]["label"]}, '
-            f'{c["unlearn_epochs"]} epoch(s))', rep['nc_unlearning'])]
+  rep = a['repair']
+  rows = [('backdoored', a['before']),
+          (f'pruning ({rep["pruning"]["units_pruned"]} dormant units)', rep['pruning']),
+          (f'fine-pruning (+ {c["finetune_epochs"]} epoch(s) fine-tuning)',
+           rep['fine_pruning']),
+          (f'Neural Cleanse unlearning (label {rep["nc_unlearning"]["label"]}, '
+           f'{c["unlearn_epochs"]} epoch(s))', rep['nc_unlearning'])]
   for name, m in rows:
     lines.append(f'| {name} | {dc.fmt(m["clean_accuracy"])} | {dc.fmt(m["attack_success"])} |')
-  return '\n'.join(lines) + '\n'
+  return lines + ['']
+
+
+def render_markdown(r: dict) -> str:
+  c = r['config']
+  arg = '' if r['variant'] == 'full' else f':{r["variant"]}'
+  lines = [f'## Backdoor detection and repair on FMNIST (variant {r["variant"]}; `python -m '
+           f'experiments.run --config=experiments/configs/backdoor_detection.py{arg} '
+           '--workdir=docs/results`)', '',
+           f'Reference CNN {c["model_kwargs"]["features"]} / {c["model_kwargs"]["dense"]}, '
+           f'{c["epochs"]} epoch(s) on {c["n_train"]} FMNIST training images, one model per '
+           f'backdoor (target label {c["target"]}). Defender: {c["n_defense"]} clean test '
+           f'images; evaluation on the other {c["n_test"] - c["n_defense"]}; attack success = '
+           'triggered evaluation images of other classes classified as the target.', '']
+  for a in r['attacks'].values():
+    lines += _section(c, a)
+  return '\n'.join(lines).rstrip() + '\n'
 
 
 def headline(r: dict) -> list:
-  """README row: detection AUCs and the repairs' attack success (variant 'full')."""
+  """README rows: detection AUCs and the repairs' attack success per backdoor ('full')."""
   if r.get('variant') != 'full':
     return []
-  d, rep = r['detection'], r['repair']
-  return [('Backdoor detection / repair, BadNets on the FMNIST CNN (cpu): AUC of activation '
-           'clustering / spectral signatures / STRIP; attack success and clean accuracy '
-           'before, after fine-pruning, after NC unlearning',
-           f"AUC {d['activation_clustering']['auc']:.2f} / "
-           f"{d['spectral_signatures']['auc']:.2f} / {d['strip']['auc']:.2f}; NC flags "
-           f"{d['neural_cleanse']['flagged']}; ASR {dc.fmt(r['before']['attack_success'])} -> "
-           f"{dc.fmt(rep['fine_pruning']['attack_success'])} / "
-           f"{dc.fmt(rep['nc_unlearning']['attack_success'])} at clean "
-           f"{dc.fmt(r['before']['clean_accuracy'])} -> "
-           f"{dc.fmt(rep['fine_pruning']['clean_accuracy'])} / "
-           f"{dc.fmt(rep['nc_unlearning']['clean_accuracy'])}")]
+  rows = []
+  for name, a in r['attacks'].items():
+    d, rep = a['detection'], a['repair']
+    rows.append((
+        f'Backdoor detection / repair, {_TITLES[name]} on the FMNIST CNN (cpu): AUC of '
+        'activation clustering / spectral signatures / STRIP; attack success and clean '
+        'accuracy before, after fine-pruning, after NC unlearning',
+        f"AUC {d['activation_clustering']['auc']:.2f} / "
+        f"{d['spectral_signatures']['auc']:.2f} / {d['strip']['auc']:.2f}; NC flags "
+        f"{d['neural_cleanse']['flagged']}; ASR {dc.fmt(a['before']['attack_success'])} -> "
+        f"{dc.fmt(rep['fine_pruning']['attack_success'])} / "
+        f"{dc.fmt(rep['nc_unlearning']['attack_success'])} at clean "
+        f"{dc.fmt(a['before']['clean_accuracy'])} -> "
+        f"{dc.fmt(rep['fine_pruning']['clean_accuracy'])} / "
+        f"{dc.fmt(rep['nc_unlearning']['clean_accuracy'])}"))
+  return rows

@@ -1,10 +1,13 @@
 """Config of experiments/backdoor_detection.py. Variants: ``full`` (the default) and ``smoke``.
 
-The full variant takes about 15-20 minutes on a shared 2-core CPU (training about 4, Neural
-Cleanse about 8): the reference CNN trained 3 epochs on a 20,000-image FMNIST subset with 3%
-BadNets poison (a 3x3 white patch, target label 0), Neural Cleanse with 50 epochs of 10
-steps of 32 images from lambda = 1e-2 (the authors: lambda = 1e-3, until their early stop on
-the whole clean set), STRIP with 20 overlays (ART's default; the paper uses up to 100).
+The full variant plants two backdoors, each in its own reference CNN (about 15-20 minutes
+each on a shared 2-core CPU: training about 4, Neural Cleanse about 8): trained 3 epochs on a
+20,000-image FMNIST subset, target label 0, the same 3x3 white patch and the same 600 poison
+images (3%) for BadNets (relabelled images of other classes) and for the clean-label backdoor
+(target-class images, labels kept, first moved by L_inf PGD with eps 32/255 against a
+separately trained CNN). Neural Cleanse with 50 epochs of 10 steps of 32 images from
+lambda = 1e-2 (the authors: lambda = 1e-3, until their early stop on the whole clean set),
+STRIP with 20 overlays (ART's default; the paper uses up to 100).
 """
 import ml_collections
 
@@ -15,10 +18,22 @@ def _default(c: ml_collections.ConfigDict) -> None:
   # training subset (poisoned in place); test subset: the defender's clean data + evaluation
   base.defense_cnn(c, n_train=20_000, n_test=3_000, epochs=3)
   c.n_defense = 1_000               # of n_test: the defender's clean data (NC, STRIP, repair)
-  # BadNets (Gu et al. 2017)
-  c.poison_fraction = 0.03
+  c.attacks = ('badnets', 'clean_label')
   c.target = 0
   c.trigger_size = 3
+  # BadNets (Gu et al. 2017)
+  c.poison_fraction = 0.03
+  # clean-label backdoor (Turner et al. 2019): as many poisons as BadNets, all of the target
+  # class, hardened by L_inf PGD against a CNN trained separately on the clean subset
+  c.cl_poison_fraction = 0.03
+  c.cl_hardening = 'pgd'            # 'pgd', 'interpolation' or 'none'
+  c.cl_eps = 32 / 255
+  c.cl_norm = 'linf'
+  c.cl_pgd_steps = 20
+  c.cl_interpolation = 0.3          # tau, for cl_hardening='interpolation'
+  c.cl_trigger = 'patch'            # BadNets' patch; 'pattern': the authors' 3x3 pattern
+  c.cl_amplitude = 1.0              # of the pattern (the authors' reduced one: 16/255 ...)
+  c.cl_all_corners = False          # the pattern in all four corners
   # activation clustering (Chen et al. 2019) and spectral signatures (Tran et al. 2018)
   c.ac_dims = 10
   c.ac_reduce = 'ica'
@@ -44,7 +59,8 @@ def _default(c: ml_collections.ConfigDict) -> None:
 def _smoke(c: ml_collections.ConfigDict) -> None:
   c.model_kwargs = ml_collections.ConfigDict({'features': (4,), 'dense': 16})
   c.n_train, c.n_test, c.n_defense, c.epochs, c.batch_size = 1024, 300, 100, 1, 64
-  c.poison_fraction = 0.05
+  c.poison_fraction = c.cl_poison_fraction = 0.05
+  c.cl_pgd_steps = 3
   c.ac_dims = 4
   c.strip_samples = 4
   c.nc_epochs, c.nc_steps_per_epoch, c.nc_batch = 2, 2, 16

@@ -2,9 +2,10 @@
 ``(x, y, key) -> PoisonOutput(x', y', info)`` (see :mod:`jaxsec.attacks.poisoning.base`).
 
 Label flips (random, ALFA, farthest/nearest-first) keep the size ``n``; injection attacks
-append ``round(fraction * n)`` poison rows (see each factory). ``learners`` holds the exact,
-differentiable SVM / logistic regression / unrolled-GD learners the gradient attacks go
-through.
+append ``round(fraction * n)`` poison rows (see each factory); Witches' Brew (gradient
+matching) and the label-consistent backdoor perturb training images in place and keep their
+labels. ``learners`` holds the exact, differentiable SVM / logistic regression /
+unrolled-GD learners the gradient attacks go through.
 """
 from jaxsec.attacks.poisoning import learners
 from jaxsec.attacks.poisoning.backdoor import apply_trigger
@@ -21,6 +22,13 @@ from jaxsec.attacks.poisoning.centroid import centroid_poisoning
 from jaxsec.attacks.poisoning.centroid import centroid_stream
 from jaxsec.attacks.poisoning.centroid import centroid_update
 from jaxsec.attacks.poisoning.centroid import greedy_attack_point
+from jaxsec.attacks.poisoning.clean_label import clean_label_backdoor
+from jaxsec.attacks.poisoning.clean_label import pattern_trigger
+from jaxsec.attacks.poisoning.gradient_matching import alignment_loss
+from jaxsec.attacks.poisoning.gradient_matching import brew
+from jaxsec.attacks.poisoning.gradient_matching import gradient_matching_loss
+from jaxsec.attacks.poisoning.gradient_matching import random_translate_flip
+from jaxsec.attacks.poisoning.gradient_matching import witches_brew
 from jaxsec.attacks.poisoning.label_flip import alfa
 from jaxsec.attacks.poisoning.label_flip import distance_label_flip
 from jaxsec.attacks.poisoning.label_flip import random_label_flip
@@ -35,25 +43,32 @@ __all__ = [
     'CentroidState',
     'PoisonOutput',
     'alfa',
+    'alignment_loss',
     'apply_trigger',
     'badnets',
     'bilevel_poisoning',
+    'brew',
     'centroid_init',
     'centroid_poisoning',
     'centroid_stream',
     'centroid_update',
+    'clean_label_backdoor',
     'conjunction_signature',
     'distance_label_flip',
     'feature_collision',
     'feature_collision_point',
     'flipped_copies',
+    'gradient_matching_loss',
     'greedy_attack_point',
     'learners',
     'num_poison',
+    'pattern_trigger',
     'random_label_flip',
+    'random_translate_flip',
     'signature_matches',
     'signature_noise_poisoning',
     'svm_poisoning',
     'svm_poisoning_gradient',
     'validation_hinge',
+    'witches_brew',
 ]

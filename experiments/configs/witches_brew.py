@@ -1,0 +1,35 @@
+"""Config of experiments/witches_brew.py. Variants: ``full`` (the default) and ``smoke``.
+
+The full variant is sized for about 30 minutes on a shared 2-core CPU: the reference CNN at
+half width ((16, 32) / 64) trained 3 epochs on a 10,000-image FMNIST subset; 4 targets, each
+with 100 poisons (the paper's 1% budget) within the paper's eps = 16/255, crafted by 100
+signed-Adam steps (the paper: 250) with 2 restarts (the paper: 8), no augmentation; 2 victim
+seeds per poisoned set plus 2 clean victims, all 10 as one ``fit_many`` program.
+"""
+import ml_collections
+
+from experiments.configs import base
+
+
+def _default(c: ml_collections.ConfigDict) -> None:
+  base.defense_cnn(c, features=(16, 32), dense=64, n_train=10_000, n_test=2_000, epochs=3)
+  c.num_targets = 4
+  c.num_seeds = 2                  # victims retrained from scratch per poisoned set
+  # Witches' Brew (Geiping et al. 2021): the paper's budget and eps
+  c.fraction = 0.01
+  c.eps = 16 / 255
+  c.num_steps = 100
+  c.restarts = 2
+  c.step_size = 0.4 * 16 / 255     # the authors' 0.1 in CIFAR-normalised units (std ~0.25)
+
+
+def _smoke(c: ml_collections.ConfigDict) -> None:
+  c.model_kwargs = ml_collections.ConfigDict({'features': (4,), 'dense': 16})
+  c.n_train, c.n_test, c.epochs, c.batch_size = 600, 100, 1, 64
+  c.num_targets, c.num_seeds = 2, 2
+  c.fraction = 0.02
+  c.num_steps, c.restarts = 4, 2
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return base.build(arg, study='witches_brew', default=_default, variants={'smoke': _smoke})

@@ -1,0 +1,234 @@
+r"""Witches' Brew (gradient matching) on FMNIST: does a victim retrained from scratch on the
+poisoned set put the target image in the adversarial class?
+
+    python -m experiments.run --config=experiments/configs/witches_brew.py --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/witches_brew.py:smoke --workdir=/tmp/w
+
+Geiping et al. (ICLR 2021). A crafting CNN is trained on the clean training subset. For each
+of ``num_targets`` test images (drawn among those the crafting model classifies correctly,
+each with an adversarial label drawn among the other classes), a budget of ``fraction`` of the
+training set, all images of the adversarial class, is perturbed within L_inf ``eps`` by
+``jaxsec.attacks.poisoning.witches_brew`` (signed Adam, the authors' step decay, restarts; labels
+unchanged). Then victims of the same architecture are trained from scratch, from
+``num_seeds`` initialisations, on every poisoned set and on the clean set, all as ONE
+``jaxsec.train.fit_many`` program over one shared array (the clean rows plus every target's
+poisons; each victim's mask selects ``n`` rows). Reported: per target, the share of victims
+that classify it as the adversarial label (poison success), the same share among the clean
+victims (the control), the victims' clean test accuracy and the gradient alignment before and
+after crafting.
+
+Deviations from the paper (CIFAR-10, ResNet-18, 1% budget, eps 16/255, 250 steps, 8 restarts,
+differentiable augmentation, victims trained 40 epochs with augmentation; success over 100
+random targets), for a ~30-minute CPU budget: FMNIST subset, the reference CNN at reduced
+width, fewer steps and restarts, a handful of targets and seeds, short victim training without
+augmentation (so crafting uses none either); budget and eps are the paper's. The values used
+are in the config and in the rendered section.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from experiments import defense_common as dc
+from jaxsec import models
+from jaxsec import progress as progress_lib
+from jaxsec import train as train_lib
+from jaxsec.attacks import poisoning
+
+NAME = 'witches_brew'
+
+
+def _pick_targets(cfg, pred, yt):
+  """``num_targets`` test indices the crafting model gets right, and adversarial labels."""
+  rng = np.random.default_rng(cfg.seed + 1)
+  right = np.flatnonzero(pred == yt)
+  idx = np.sort(rng.choice(right, size=cfg.num_targets, replace=False))
+  adv = (yt[idx] + rng.integers(1, 10, size=idx.size)) % 10
+  return idx, adv.astype(np.int32)
+
+
+def _craft(cfg, model, params, x, y, xt, tidx, adv, key, scratch):
+  """Poisons per target (``base_index``, ``delta``, losses), cached as .npz in scratch."""
+  tag = dc.tag_of({k: cfg[k] for k in ('seed', 'model_kwargs', 'n_train', 'epochs',
+                                      'batch_size', 'learning_rate', 'fraction', 'eps',
+                                      'num_steps', 'restarts', 'step_size')})
+  folder = os.path.join(scratch, 'stages', NAME, f'poisons-{tag}')
+  os.makedirs(folder, exist_ok=True)
+  bar = progress_lib.Progress(f'{NAME} crafting', len(tidx), 'target')
+  out = []
+  for t, (i, a) in enumerate(zip(tidx, adv, strict=True)):
+    path = os.path.join(folder, f'target{t}-{int(i)}-{int(a)}.npz')
+    if os.path.exists(path):
+      with np.load(path) as z:
+        out.append(dict(z))
+      bar.update(1, 'cached')
+      continue
+    t0 = time.time()
+    atk = poisoning.witches_brew(apply_fn=model.apply, params=params, target_x=xt[i],
+                                 adversarial_label=int(a), num_classes=10,
+                                 fraction=cfg.fraction, eps=cfg.eps, step_size=cfg.step_size,
+                                 num_steps=cfg.num_steps, restarts=cfg.restarts)
+    po = atk(jnp.asarray(x), jnp.asarray(y), jax.random.fold_in(key, t))
+    idx = np.asarray(po.info['base_index'])
+    rec = {'base_index': idx, 'delta': np.asarray(po.x)[idx] - x[idx],
+           'passenger_loss': np.asarray(po.info['passenger_loss']),
+           'initial_loss': np.asarray(po.info['initial_loss']),
+           'restart_losses': np.asarray(po.info['restart_losses']),
+           'seconds': np.asarray(time.time() - t0)}
+    np.savez(path, **rec)
+    out.append(rec)
+    bar.update(1, f'loss {float(rec["initial_loss"]):.3f} -> '
+                  f'{float(rec["passenger_loss"]):.3f}')
+  return out
+
+
+def _victims(cfg, model, x, y, poisons, key, scratch):
+  """Every poisoned set and the clean one, ``num_seeds`` victims each, as one ``fit_many``:
+  rows ``[x; poisons of target 0; ...]``, victim ``(t, s)`` (``t = T``: clean) trains on the
+  clean rows minus target ``t``'s bases plus its poisons (``n`` rows each)."""
+  n, big_t, s = x.shape[0], len(poisons), cfg.num_seeds
+  rows_x = [x] + [x[p['base_index']] + p['delta'] for p in poisons]
+  rows_y = [y] + [y[p['base_index']] for p in poisons]
+  xs, ys = np.concatenate(rows_x).astype(np.float32), np.concatenate(rows_y)
+  masks = np.zeros(((big_t + 1) * s, xs.shape[0]), bool)
+  offset = n
+  for t in range(big_t + 1):
+    keep = np.ones(n, bool)
+    if t < big_t:
+      keep[poisons[t]['base_index']] = False
+    for j in range(s):
+      masks[t * s + j, :n] = keep
+      if t < big_t:
+        masks[t * s + j, offset:offset + poisons[t]['base_index'].size] = True
+    if t < big_t:
+      offset += poisons[t]['base_index'].size
+  seeds = jax.random.split(jax.random.fold_in(key, 20), s)
+  init_keys = jnp.concatenate([seeds] * (big_t + 1))
+  train_keys = jax.random.split(jax.random.fold_in(key, 21), (big_t + 1) * s)
+  params = train_lib.init_many(lambda k: models.init(model, k, (1,) + x.shape[1:]), init_keys)
+  tag = dc.tag_of(cfg.to_dict(), [p['passenger_loss'].tolist() for p in poisons])
+  t0 = time.time()
+  fit = train_lib.fit_many(model.apply, params, xs, ys, masks=masks,
+                           optimizer=optax.adam(cfg.learning_rate), keys=train_keys,
+                           batch_size=cfg.batch_size, num_epochs=cfg.epochs,
+                           checkpoint_dir=dc.ckpt_dir(scratch, NAME, 'victims', tag),
+                           progress=True, label=f'{NAME} victims')
+  jax.block_until_ready(fit.params)
+  return fit.params, time.time() - t0
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+  (x, y, xt, yt), key, scratch, _, results, save = dc.start_study(cfg, workdir, NAME,
+                                                                 'targets')
+  model = models.get('cnn', **cfg.model_kwargs.to_dict())
+  shared = {k: cfg[k] for k in ('seed', 'model_kwargs', 'n_train', 'epochs', 'batch_size',
+                                'learning_rate')}
+  p0 = models.init(model, jax.random.fold_in(key, 1), (1,) + x.shape[1:])
+  params, tinfo = dc.train_timed(
+      model.apply, p0, x, y, optimizer=optax.adam(cfg.learning_rate),
+      key=jax.random.fold_in(key, 2), num_epochs=cfg.epochs, batch_size=cfg.batch_size,
+      checkpoint_dir=dc.ckpt_dir(scratch, NAME, 'crafting', dc.tag_of(shared)),
+      label='crafting model')
+  pred = dc.predictions(lambda z: model.apply(params, z), xt)
+  results['crafting_model'] = {**tinfo, 'clean_accuracy': float(np.mean(pred == yt))}
+  tidx, adv = _pick_targets(cfg, pred, yt)
+  n_p = poisoning.num_poison(cfg.fraction, y.size)
+  results['setup'] = {'n_train': int(y.size), 'n_poison': n_p, 'eps': cfg.eps,
+                      'num_targets': int(tidx.size), 'num_seeds': cfg.num_seeds}
+  dc.log(f'{NAME}: crafting {n_p} poisons for each of {tidx.size} targets')
+  t0 = time.time()
+  poisons = _craft(cfg, model, params, x, y, xt, tidx, adv, jax.random.fold_in(key, 3), scratch)
+  results['crafting_seconds'] = time.time() - t0
+  for p in poisons:      # the attack's guarantee, checked on what the victims will see
+    if np.abs(p['delta']).max() > cfg.eps + 1e-5:
+      raise RuntimeError(f'a poison left the eps-ball: {np.abs(p["delta"]).max()} > {cfg.eps}')
+  save()
+  dc.log(f'{NAME}: training {(len(poisons) + 1) * cfg.num_seeds} victims from scratch')
+  vparams, vsec = _victims(cfg, model, x, y, poisons, key, scratch)
+  results['victim_seconds'] = vsec
+  logits_t = train_lib.predict_logits_many(model.apply, vparams, xt[tidx])   # [M, T, 10]
+  acc = (train_lib.predict_logits_many(model.apply, vparams, xt).argmax(-1)
+         == yt[None]).mean(1)
+  s, big_t = cfg.num_seeds, len(poisons)
+  pred_t = logits_t.argmax(-1).reshape(big_t + 1, s, big_t)
+  prob_t = np.asarray(jax.nn.softmax(jnp.asarray(logits_t), -1)).reshape(big_t + 1, s, big_t, 10)
+  rows = []
+  for t, (i, a) in enumerate(zip(tidx, adv, strict=True)):
+    rows.append({
+        'test_index': int(i), 'true_label': int(yt[i]), 'adversarial_label': int(a),
+        'success': (pred_t[t, :, t] == a).tolist(),
+        'adversarial_probability': prob_t[t, :, t, a].tolist(),
+        'clean_control_success': (pred_t[big_t, :, t] == a).tolist(),
+        'clean_control_correct': (pred_t[big_t, :, t] == yt[i]).tolist(),
+        'initial_loss': float(poisons[t]['initial_loss']),
+        'passenger_loss': float(poisons[t]['passenger_loss']),
+        'restart_losses': poisons[t]['restart_losses'].tolist(),
+        'crafting_seconds': float(poisons[t]['seconds']),
+        'max_linf': float(np.abs(poisons[t]['delta']).max()),
+        'victim_accuracy': acc[t * s:(t + 1) * s].tolist()})
+  results['targets'] = rows
+  succ = np.array([r['success'] for r in rows], float)
+  results['summary'] = {
+      'poison_success': float(succ.mean()),
+      'targets_with_any_success': int((succ.max(1) > 0).sum()),
+      'targets_majority_success': int((succ.mean(1) > 0.5).sum()),
+      'clean_control_success': float(np.mean([r['clean_control_success'] for r in rows])),
+      'victim_accuracy_poisoned': float(acc[:big_t * s].mean()),
+      'victim_accuracy_clean': float(acc[big_t * s:].mean())}
+  dc.log(f'{NAME}: {results["summary"]}')
+  save()
+  return results
+
+
+def render_markdown(r: dict) -> str:
+  c, s, st = r['config'], r['summary'], r['setup']
+  lines = [dc.heading("Witches' Brew: gradient-matching poisoning on FMNIST", r, NAME), '',
+           f"Geiping et al. (ICLR 2021). Crafting model and victims: the reference CNN "
+           f"{c['model_kwargs']['features']} / {c['model_kwargs']['dense']}, {c['epochs']} "
+           f"epoch(s) of Adam on {st['n_train']} FMNIST training images (crafting model: "
+           f"{dc.fmt(r['crafting_model']['clean_accuracy'])} test accuracy). Per target: "
+           f"{st['n_poison']} poisons ({dc.fmt(c['fraction'], digits=0)} budget) from the "
+           f"adversarial class, L_inf eps {c['eps'] * 255:.0f}/255, {c['num_steps']} signed-Adam "
+           f"steps, {c['restarts']} restart(s); each poisoned set retrained from scratch with "
+           f"{st['num_seeds']} seeds, plus {st['num_seeds']} clean victims (one `fit_many` "
+           f"program of {(st['num_targets'] + 1) * st['num_seeds']} CNNs). The paper: CIFAR-10, "
+           'ResNet-18, 1% / 16/255, 250 steps, 8 restarts, augmentation, 40 epochs.', '',
+           f"Poison success (target classified as the adversarial label): "
+           f"**{dc.fmt(s['poison_success'])}** of {st['num_targets']} x {st['num_seeds']} "
+           f"victims ({s['targets_with_any_success']} of {st['num_targets']} targets hit at "
+           f"least once, {s['targets_majority_success']} by most seeds); clean victims: "
+           f"{dc.fmt(s['clean_control_success'])}. Victim test accuracy "
+           f"{dc.fmt(s['victim_accuracy_poisoned'])} poisoned vs "
+           f"{dc.fmt(s['victim_accuracy_clean'])} clean.", '',
+           '| target (test index) | true -> adversarial | alignment loss before -> after | '
+           'success per seed | p(adversarial) per seed | clean victims: correct |',
+           '|---|---|---|---|---|---|']
+  for t in r['targets']:
+    lines.append(
+        f"| {t['test_index']} | {t['true_label']} -> {t['adversarial_label']} | "
+        f"{t['initial_loss']:.3f} -> {t['passenger_loss']:.3f} | "
+        f"{''.join('x' if v else '.' for v in t['success'])} | "
+        f"{', '.join(f'{p:.2f}' for p in t['adversarial_probability'])} | "
+        f"{sum(t['clean_control_correct'])}/{len(t['clean_control_correct'])} |")
+  lines += ['', f"Crafting {r['crafting_seconds']:.0f} s, victims {r['victim_seconds']:.0f} s "
+            f"({r['device']['platform']})."]
+  return '\n'.join(lines) + '\n'
+
+
+def headline(r: dict) -> list:
+  """README row (variant 'full'): poison success over targets x seeds and the control."""
+  if r.get('variant') != 'full':
+    return []
+  c, s, st = r['config'], r['summary'], r['setup']
+  return [(f"Witches' Brew on the FMNIST CNN (cpu): poison success of {c['fraction']:.0%} "
+           f"budget, eps {c['eps'] * 255:.0f}/255 over {st['num_targets']} targets x "
+           f"{st['num_seeds']} victims retrained from scratch; clean victims",
+           f"{dc.fmt(s['poison_success'])} (clean victims {dc.fmt(s['clean_control_success'])});"
+           f" victim accuracy {dc.fmt(s['victim_accuracy_poisoned'])} vs "
+           f"{dc.fmt(s['victim_accuracy_clean'])}")]
