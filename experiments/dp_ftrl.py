@@ -1,4 +1,5 @@
-r"""DP-FTRL vs DP-SGD on Fashion-MNIST at one (epsilon, delta), same model, batch, clip, epochs.
+r"""DP-FTRL, BandMF and DP-SGD on Fashion-MNIST at one (epsilon, delta), same model, batch,
+clip, epochs.
 
     python -m experiments.run --config=experiments/configs/dp_ftrl.py --workdir=docs/results
     python -m experiments.run --config=experiments/configs/dp_ftrl.py:smoke --workdir=/tmp/s
@@ -9,9 +10,15 @@ uses ``c.accountant``), add/remove-one adjacency, amplification by sampling. DP-
 (``jaxsec.privacy.dpftrl.train``, Kairouz et al. 2021): one data-independent permutation,
 visited in order every epoch in N // B batches, tree restarted each epoch, the node noise
 multiplier calibrated with dp_accounting's ``SingleEpochTreeAggregationDpEvent`` (RDP),
-replace-with-zero adjacency, no amplification claimed. Both start from the same
-initialisation with the same optimizer (SGD with momentum; for DP-FTRL that is DP-FTRLM).
-The model is the dp_sgd study's (tempered-sigmoid CNN, 26k parameters).
+replace-with-zero adjacency, no amplification claimed. BandMF
+(``jaxsec.privacy.banded_mf.train``, Choquette-Choo et al. 2023): noise ``C^{-1} z`` of a
+b-banded Toeplitz strategy (jax_privacy's optimiser, prefix-sum workload) on batches drawn by
+cyclic Poisson sampling with k = b groups, accounted as DP-SGD over ``ceil(T / b)`` steps
+(their Thm. 4; ``c.accountant``), zero-out adjacency; b is chosen among ``c.mf_bands`` by the
+prefix-sum RMSE at each b's calibrated noise (their Sec. 5), from public quantities only.
+All start from the same initialisation with the same optimizer (SGD with momentum; for
+DP-FTRL that is DP-FTRLM). The model is the dp_sgd study's (tempered-sigmoid CNN, 26k
+parameters).
 
 Published (Kairouz et al. 2021, Fig. 3 / Table): DP-FTRLM is competitive with DP-SGD at
 eps ~ 2-4 on MNIST / EMNIST / CIFAR-10 and better when few epochs are allowed.
@@ -35,13 +42,14 @@ from jaxsec import io as jio
 from jaxsec import losses
 from jaxsec import models
 from jaxsec import train
+from jaxsec.privacy import banded_mf
 from jaxsec.privacy import clipping
 from jaxsec.privacy import dpftrl
 from jaxsec.privacy import dpsgd
 from jaxsec.privacy import sampling
 
 NAME = 'dp_ftrl'
-METHODS = ('dp_sgd', 'dp_ftrl')
+METHODS = ('dp_sgd', 'dp_ftrl', 'banded_mf')
 
 
 def _model(c):
@@ -55,6 +63,8 @@ def _hash(c, method):
                             'accountant', 'batch_size', 'epochs', 'learning_rate',
                             'momentum', 'l2_norm_clip', 'train_subset', 'test_subset')}
   keep.update(method=method, cnn=dict(c.cnn_kwargs), mlp=tuple(c.mlp_hidden))
+  if method == 'banded_mf':           # (the other methods' hashes are unchanged)
+    keep.update(mf_bands=tuple(c.mf_bands), mf_optimizer_steps=c.mf_optimizer_steps)
   return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -102,6 +112,44 @@ def _run_ftrl(c, model, params0, lf, xtr, ytr, xte, yte):
           'nonprivate_diagnostic_mean_clipped_fraction': res.nonprivate_mean_clipped_fraction}
 
 
+def _run_bandmf(c, model, params0, lf, xtr, ytr, xte, yte):
+  n = xtr.shape[0]
+  steps = int(round(c.epochs * n / c.batch_size))     # DP-SGD's number of steps
+  t0 = time.time()
+  choices = banded_mf.select_bands(tuple(c.mf_bands), dataset_size=n, num_steps=steps,
+                                   expected_batch_size=c.batch_size,
+                                   target_epsilon=c.epsilon, delta=c.delta,
+                                   accountant=c.accountant,
+                                   max_optimizer_steps=c.mf_optimizer_steps)
+  best = min(choices, key=lambda ch: ch.rmse)
+  select_seconds = time.time() - t0
+  for ch in choices:
+    print(f'  b={ch.bands}: sigma {ch.noise_multiplier:.3f}, prefix-sum rmse {ch.rmse:.2f}',
+          flush=True)
+  sampler = sampling.CyclicPoissonSampler(dataset_size=n, num_steps=steps,
+                                          cycle_length=best.bands,
+                                          expected_batch_size=c.batch_size)
+  t0 = time.time()
+  res = banded_mf.train(lf, params0, (xtr, ytr),
+                        optimizer=optax.sgd(c.learning_rate, momentum=c.momentum),
+                        sampler=sampler, coef=best.coef, key=jax.random.key(c.seed + 1),
+                        l2_norm_clip=c.l2_norm_clip, delta=c.delta,
+                        noise_multiplier=best.noise_multiplier, accountant=c.accountant,
+                        steps_per_call=c.steps_per_call, verbose=c.variant != 'smoke')
+  return {'method': 'banded_mf', 'epsilon': res.epsilon, 'reported_delta': res.delta,
+          'accountant': c.accountant, 'neighboring_relation': res.neighboring_relation,
+          'noise_multiplier': res.noise_multiplier, 'steps': steps, 'bands': best.bands,
+          'cycle_length': sampler.cycle_length, 'sampling_probability': sampler.q,
+          'participations': sampler.participations(), 'coef': list(res.coef),
+          'band_selection': [{'bands': ch.bands, 'noise_multiplier': ch.noise_multiplier,
+                              'mean_squared_error': ch.mean_squared_error,
+                              'rmse': ch.rmse} for ch in choices],
+          'selection_seconds': select_seconds,
+          'test_accuracy': train.evaluate(model.apply, res.params, xte, yte),
+          'train_seconds': time.time() - t0,
+          'nonprivate_diagnostic_mean_clipped_fraction': res.nonprivate_mean_clipped_fraction}
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   c = config
   out_path = os.path.join(workdir, c.output_name + '.json')
@@ -119,7 +167,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     prev = jio.read_json(out_path)
     results['runs'] = [r for r in prev.get('runs', [])
                        if r.get('config_hash') == _hash(c, r.get('method'))]
-  runners = {'dp_sgd': _run_sgd, 'dp_ftrl': _run_ftrl}
+  runners = {'dp_sgd': _run_sgd, 'dp_ftrl': _run_ftrl, 'banded_mf': _run_bandmf}
   for method in c.methods:
     if any(r['method'] == method for r in results['runs']):
       continue
@@ -136,19 +184,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def render_markdown(r: dict) -> str:
   """The docs section, rendered from the results JSON."""
-  lines = [f"## DP-FTRL vs DP-SGD on {r['dataset']} ({r['model']}, {r['num_params']} "
-           'parameters)', '',
-           f"Target eps = {r['target_epsilon']:g}, delta = {r['delta']:g}; both methods: "
+  mf = [x for x in r['runs'] if x['method'] == 'banded_mf']
+  lines = [f"## DP-FTRL vs DP-SGD{' vs BandMF' if mf else ''} on {r['dataset']} "
+           f"({r['model']}, {r['num_params']} parameters)", '',
+           f"Target eps = {r['target_epsilon']:g}, delta = {r['delta']:g}; all methods: "
            f"batch {r['batch_size']}, {r['epochs']} epochs, the same initialisation and "
            f"optimizer; {r['num_train']} training, {r['num_test']} test examples. DP-SGD: "
            'Poisson sampling, add/remove-one adjacency; DP-FTRL: one fixed order, the tree '
-           'restarted each epoch, replace-with-zero adjacency, no amplification.', '']
+           'restarted each epoch, replace-with-zero adjacency, no amplification.'
+           + (' BandMF (Choquette-Choo et al. 2023): correlated noise of a b-banded '
+              'Toeplitz strategy, cyclic Poisson sampling over k = b groups, accounted as '
+              'DP-SGD over ceil(steps / b) participations (their Thm. 4), zero-out '
+              '(replace-with-zero) adjacency.' if mf else ''), '']
   rows = []
   for x in r['runs']:
     sig = f"{x['noise_multiplier']:.3f}"
     if x['method'] == 'dp_sgd':
       sig += ' (' + ', '.join(f"{a.upper()} {x[f'noise_multiplier_{a}']:.3f}"
                               for a in ('rdp', 'pld') if f'noise_multiplier_{a}' in x) + ')'
+    elif x['method'] == 'banded_mf':
+      sig += (f" (of z; {x['bands']} bands, q = {x['sampling_probability']:.4g}, "
+              f"{x['participations']} participations)")
     else:
       sig += f" (per tree node; depth {x['tree_depth']})"
     rows.append([x['method'], f"{x['epsilon']:.3f}", x['accountant'], sig, x['steps'],
@@ -156,6 +212,11 @@ def render_markdown(r: dict) -> str:
                  x['device']['device_kind']])
   lines += common.md_table(['method', 'accounted eps', 'accountant', 'noise multiplier',
                             'steps', 'test accuracy', 'train time (s)', 'device'], rows)
+  for x in mf:
+    lines += ['', 'BandMF bands chosen before training by the prefix-sum RMSE of the noise '
+              "at each b's calibrated noise multiplier (public quantities only): "
+              + '; '.join(f"b = {ch['bands']}: sigma {ch['noise_multiplier']:.3f}, RMSE "
+                          f"{ch['rmse']:.2f}" for ch in x['band_selection']) + '.']
   fr = [f"{x['method']}: {x['nonprivate_diagnostic_mean_clipped_fraction']:.2f}"
         for x in r['runs']]
   if fr:

@@ -9,6 +9,9 @@
   (:func:`add_gaussian_noise`, :func:`gaussian_privatizer`).
 * DP-FTRL (Kairouz et al. 2021): tree-aggregated noise on prefix sums, no sampling or
   shuffling assumption, accounted with dp_accounting's tree events: :mod:`dpftrl`.
+* BandMF (Choquette-Choo et al. 2023): banded matrix-factorization noise ``C^{-1} z``
+  streamed in O(b d) memory, amplified by cyclic Poisson sampling and accounted as DP-SGD
+  over ``ceil(T / b)`` steps: :mod:`banded_mf`, :class:`CyclicPoissonSampler`.
 * Individual (per-example) RDP of DP-SGD from realised norms (Feldman & Zrnic 2021):
   :mod:`individual`; the privacy cost of hyperparameter tuning, best of a random number of
   runs (Papernot & Steinke 2022): :mod:`tuning`.
@@ -23,6 +26,7 @@
 """
 from jaxsec.privacy import accounting
 from jaxsec.privacy import audit
+from jaxsec.privacy import banded_mf
 from jaxsec.privacy import clipping
 from jaxsec.privacy import dpftrl
 from jaxsec.privacy import dpsgd
@@ -38,6 +42,8 @@ from jaxsec.privacy.accounting import gaussian_sigma
 from jaxsec.privacy.clipping import ClipInfo
 from jaxsec.privacy.clipping import clipped_grad
 from jaxsec.privacy.clipping import per_example_grads
+from jaxsec.privacy.banded_mf import banded_mf_privatizer
+from jaxsec.privacy.banded_mf import train as banded_mf_train
 from jaxsec.privacy.dpftrl import tree_aggregation_privatizer
 from jaxsec.privacy.dpftrl import train as dpftrl_train
 from jaxsec.privacy.dpsgd import AdaptiveClipping
@@ -49,16 +55,20 @@ from jaxsec.privacy.noise import add_gaussian_noise
 from jaxsec.privacy.noise import gaussian_privatizer
 from jaxsec.privacy.perturbation import snapping_epsilon
 from jaxsec.privacy.perturbation import snapping_laplace
+from jaxsec.privacy.sampling import CyclicPoissonSampler
 from jaxsec.privacy.sampling import FixedSizeSampler
 from jaxsec.privacy.sampling import PoissonSampler
 from jaxsec.privacy.sampling import ShuffleSampler
 
 __all__ = [
-    'accounting', 'audit', 'clipping', 'dpftrl', 'dpsgd', 'individual', 'noise', 'pate',
+    'accounting', 'audit', 'banded_mf', 'clipping', 'dpftrl', 'dpsgd', 'individual', 'noise',
+    'pate',
     'perturbation', 'sampling', 'tuning', 'calibrate', 'epsilon', 'gaussian_sigma', 'ClipInfo',
     'clipped_grad',
     'per_example_grads', 'AdaptiveClipping', 'DPResult', 'gaussian_privatizer',
-    'dpsgd_step', 'dpsgd_train', 'dpftrl_train', 'tree_aggregation_privatizer', 'secure_key', 'add_gaussian_noise',
+    'dpsgd_step', 'dpsgd_train', 'dpftrl_train', 'tree_aggregation_privatizer',
+    'banded_mf_train', 'banded_mf_privatizer', 'secure_key', 'add_gaussian_noise',
     'snapping_epsilon',
-    'snapping_laplace', 'FixedSizeSampler', 'PoissonSampler', 'ShuffleSampler',
+    'snapping_laplace', 'CyclicPoissonSampler', 'FixedSizeSampler', 'PoissonSampler',
+    'ShuffleSampler',
 ]

@@ -7,6 +7,9 @@ event of its mechanism, so the two cannot disagree:
 
 * :class:`PoissonSampler` (default; Abadi et al. 2016, Mironov et al. 2019): each example is
   in each batch independently w.p. ``q``; ``PoissonSampledDpEvent`` under add/remove-one.
+* :class:`CyclicPoissonSampler` (Choquette-Choo et al. 2023): the data split once into k
+  groups, step t Poisson-samples group ``t mod k``; DP-SGD's event over ``ceil(T / k)`` steps,
+  valid also for banded matrix-factorization noise (:mod:`~jaxsec.privacy.banded_mf`).
 * :class:`FixedSizeSampler`: ``b`` distinct examples per step; ``SampledWithoutReplacementDpEvent``
   (Wang, Balle, Kasiviswanathan 2019, Thm 27) under replace-one (RDP only).
 * :class:`ShuffleSampler`: shuffle then iterate. No tight analysis is known; accounted
@@ -47,7 +50,8 @@ class BatchSchedule(NamedTuple):
   """Per-step randomness and batch sizes of a whole run (drawn before training)."""
   keys: jax.Array      # [T] typed PRNG keys, one per step
   sizes: jax.Array     # [T] int32 number of real (unmasked) examples per step
-  perms: jax.Array | None = None  # [epochs, N] permutations (ShuffleSampler only)
+  perms: jax.Array | None = None  # [epochs, N] permutations (ShuffleSampler); [1, N]
+  #                                   the split into groups (CyclicPoissonSampler)
 
 
 class _Sampler:
@@ -163,10 +167,11 @@ class PoissonSampler(_Sampler):
                overflow_tolerance: float = 1e-15, normalizer: float | None = None,
                max_overflow_delta_fraction: float = DEFAULT_MAX_OVERFLOW_DELTA_FRACTION):
     _check_common(dataset_size, num_steps)
+    pool = self._pool_size(int(dataset_size))
     if sampling_probability is None and expected_batch_size is not None:
       _checks.check_float('expected_batch_size', expected_batch_size, minimum=0.0,
-                          maximum=dataset_size, strict_min=True)
-      sampling_probability = float(expected_batch_size) / dataset_size
+                          maximum=pool, strict_min=True)
+      sampling_probability = float(expected_batch_size) / pool
     elif sampling_probability is None or expected_batch_size is not None:
       raise ValueError('Give exactly one of expected_batch_size and sampling_probability; '
                        f'got expected_batch_size={expected_batch_size}, '
@@ -180,29 +185,34 @@ class PoissonSampler(_Sampler):
                         minimum=0.0, maximum=1.0)
     self.max_overflow_delta_fraction = float(max_overflow_delta_fraction)
     self.dataset_size = int(dataset_size)
+    self.pool_size = pool
     self.num_steps = int(num_steps)
     self.q = float(sampling_probability)
     self.overflow = overflow
-    binom = stats.binom(self.dataset_size, self.q)
+    binom = stats.binom(self.pool_size, self.q)
     if max_batch_size is None:
       # smallest m with T * P[Bin(N, q) > m] <= tol  (union bound over steps)
       max_batch_size = max(1, self._smallest_size(overflow_tolerance))
-    _checks.check_int('max_batch_size', max_batch_size, minimum=1, maximum=self.dataset_size)
+    _checks.check_int('max_batch_size', max_batch_size, minimum=1, maximum=self.pool_size)
     self.batch_size = int(max_batch_size)
     if normalizer is not None:
       _checks.check_float('normalizer', normalizer, minimum=0.0, strict_min=True)
     self.normalizer = float(normalizer) if normalizer is not None else (
-        self.q * self.dataset_size)
+        self.q * self.pool_size)
     # P[some step overflows] <= T * P[Bin(N,q) > m]
     self.overflow_probability = float(min(1.0, self.num_steps * binom.sf(self.batch_size)))
     self.accountants = ('pld',) if overflow == 'truncate' else ('pld', 'rdp')
 
+  def _pool_size(self, dataset_size: int) -> int:
+    """Examples eligible at each step: all of them (a group of them when cyclic)."""
+    return dataset_size
+
   def _smallest_size(self, run_probability: float) -> int:
     """Smallest m with ``T * P[Bin(N, q) > m] <= run_probability`` (bisection on the
     survival function; scipy's discrete ``isf`` returns N below ~1e-13)."""
-    binom = stats.binom(self.dataset_size, self.q)
+    binom = stats.binom(self.pool_size, self.q)
     target = run_probability / self.num_steps
-    lo, hi = 0, self.dataset_size          # sf(N) = 0 always passes
+    lo, hi = 0, self.pool_size             # sf(N) = 0 always passes
     while lo < hi:
       mid = (lo + hi) // 2
       if binom.sf(mid) <= target:
@@ -251,7 +261,7 @@ class PoissonSampler(_Sampler):
     steps = self._steps(num_steps)
     if self.overflow == 'truncate':
       step_event = dp_accounting.TruncatedSubsampledGaussianDpEvent(
-          dataset_size=self.dataset_size, sampling_probability=self.q,
+          dataset_size=self.pool_size, sampling_probability=self.q,
           truncated_batch_size=self.batch_size, noise_multiplier=float(noise_multiplier))
     else:
       step_event = dp_accounting.PoissonSampledDpEvent(
@@ -260,7 +270,7 @@ class PoissonSampler(_Sampler):
 
   def _draw(self, key):
     k_size, k_steps = jax.random.split(key)
-    sizes = jax.random.binomial(k_size, self.dataset_size, self.q, shape=(self.num_steps,))
+    sizes = jax.random.binomial(k_size, self.pool_size, self.q, shape=(self.num_steps,))
     return jax.random.split(k_steps, self.num_steps), sizes
 
   def _checked(self, sizes):
@@ -289,6 +299,75 @@ class PoissonSampler(_Sampler):
     perm = jax.random.permutation(schedule.keys[step], self.dataset_size)[:self.batch_size]
     mask = jnp.arange(self.batch_size) < schedule.sizes[step]
     return perm.astype(jnp.int32), mask
+
+
+class CyclicPoissonSampler(PoissonSampler):
+  """Cyclic Poisson sampling (Choquette-Choo et al. 2023, arXiv:2306.08153, Alg. 2).
+
+  The dataset is split once, data-independently, into ``cycle_length`` k groups of
+  ``N // k`` examples (the ``N mod k`` left over are never used); step t Poisson-samples
+  group ``t mod k`` with probability ``q = expected_batch_size / (N // k)``. Each example can
+  only take part in steps k apart (k-min-separation), at most ``ceil(T / k)`` times.
+
+  Accounted as DP-SGD with that ``q`` over ``ceil(T / k)`` steps: exact for independent
+  noise, and for the correlated noise of a ``b``-banded matrix factorization with unit
+  columns when ``b <= k`` (their Thm. 4; :mod:`jaxsec.privacy.banded_mf`). The split fixes
+  N, so the adjacency is zero-out (``REPLACE_SPECIAL``; the zeroed example's sum is the
+  remove-one neighbour's, so dp_accounting's add/remove event is the exact curve); with
+  k = 1 there is no split and this is :class:`PoissonSampler` under add/remove-one.
+  Overflow of the static batch is handled and charged as in :class:`PoissonSampler`, with
+  the binomial over one group. Other arguments: see :class:`PoissonSampler`.
+  """
+
+  def __init__(self, *, dataset_size: int, num_steps: int, cycle_length: int,
+               expected_batch_size: float | None = None,
+               sampling_probability: float | None = None,
+               max_batch_size: int | None = None, overflow: str = 'raise',
+               overflow_tolerance: float = 1e-15, normalizer: float | None = None,
+               max_overflow_delta_fraction: float = DEFAULT_MAX_OVERFLOW_DELTA_FRACTION):
+    _check_common(dataset_size, num_steps)
+    self.cycle_length = _checks.check_int('cycle_length', cycle_length, minimum=1,
+                                          maximum=dataset_size)
+    super().__init__(dataset_size=dataset_size, num_steps=num_steps,
+                     expected_batch_size=expected_batch_size,
+                     sampling_probability=sampling_probability,
+                     max_batch_size=max_batch_size, overflow=overflow,
+                     overflow_tolerance=overflow_tolerance, normalizer=normalizer,
+                     max_overflow_delta_fraction=max_overflow_delta_fraction)
+    self.neighboring_relation = (NR.ADD_OR_REMOVE_ONE if self.cycle_length == 1
+                                 else NR.REPLACE_SPECIAL)
+
+  def _pool_size(self, dataset_size: int) -> int:
+    return dataset_size // self.cycle_length
+
+  def participations(self, num_steps: int | None = None) -> int:
+    """Most steps an example can be in: ``ceil(num_steps / cycle_length)``."""
+    return -(-self._steps(num_steps) // self.cycle_length)
+
+  def dp_event(self, noise_multiplier, num_steps=None):
+    return super().dp_event(noise_multiplier, self.participations(num_steps))
+
+  def __repr__(self):
+    return (f'CyclicPoissonSampler(N={self.dataset_size}, k={self.cycle_length}, '
+            f'q={self.q:.6g}, T={self.num_steps}, max_batch_size={self.batch_size}, '
+            f'overflow={self.overflow!r})')
+
+  def schedule(self, key: jax.Array) -> BatchSchedule:
+    """Draws the split (``perms[0]``), all T batch sizes and step keys; checks overflow."""
+    k_split, k_steps = jax.random.split(key)
+    keys, sizes = self._draw(k_steps)
+    split = jax.random.permutation(k_split, self.dataset_size).astype(jnp.int32)
+    return BatchSchedule(keys, self._checked(sizes), split[None])
+
+  def schedules(self, keys: jax.Array) -> BatchSchedule:
+    return _Sampler.schedules(self, keys)
+
+  def indices(self, schedule, step):
+    m = self.pool_size
+    group = jax.lax.dynamic_slice(schedule.perms[0], ((step % self.cycle_length) * m,), (m,))
+    pick = jax.random.permutation(schedule.keys[step], m)[:self.batch_size]
+    mask = jnp.arange(self.batch_size) < schedule.sizes[step]
+    return group[pick], mask
 
 
 class _FixedBatchSampler(_Sampler):
@@ -385,7 +464,9 @@ class ShuffleSampler(_FixedBatchSampler):
 
 
 def get(name: str, **kwargs) -> _Sampler:
-  """Sampler by name: 'poisson', 'fixed' (uniform without replacement), 'shuffle'."""
-  table = {'poisson': PoissonSampler, 'fixed': FixedSizeSampler, 'shuffle': ShuffleSampler}
+  """Sampler by name: 'poisson', 'cyclic_poisson', 'fixed' (uniform without replacement),
+  'shuffle'."""
+  table = {'poisson': PoissonSampler, 'cyclic_poisson': CyclicPoissonSampler,
+           'fixed': FixedSizeSampler, 'shuffle': ShuffleSampler}
   _checks.check_choice('sampler', name, tuple(table))
   return table[name](**kwargs)

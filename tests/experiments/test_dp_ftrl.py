@@ -1,10 +1,11 @@
-"""Smoke run of experiments/dp_ftrl.py on real FMNIST (tiny subset, two epochs)."""
+"""Smoke run of experiments/dp_ftrl.py on real FMNIST (tiny subset, two epochs, three methods)."""
 import json
 import os
 
 from experiments import dp_ftrl
 from experiments.configs import dp_ftrl as dp_ftrl_config
 from jaxsec.privacy import dpftrl
+from jaxsec.privacy import sampling
 from tests.conftest import requires_fashion_mnist
 
 
@@ -15,7 +16,7 @@ def test_smoke_run_writes_json_and_resumes(tmp_path):
   with open(os.path.join(tmp_path, 'dp_ftrl.json')) as fh:
     saved = json.load(fh)
   runs = {r['method']: r for r in saved['runs']}
-  assert set(runs) == {'dp_sgd', 'dp_ftrl'}
+  assert set(runs) == {'dp_sgd', 'dp_ftrl', 'banded_mf'}
   for r in runs.values():
     # calibrated: each accountant's epsilon meets the target, not by a wide margin
     assert 0.95 * cfg.epsilon < r['epsilon'] <= cfg.epsilon
@@ -26,6 +27,13 @@ def test_smoke_run_writes_json_and_resumes(tmp_path):
                                         steps_per_epoch=8, epochs=2)
   s = runs['dp_sgd']
   assert s['noise_multiplier'] == s['noise_multiplier_rdp']   # smoke trains with RDP's
+  m = runs['banded_mf']       # the chosen b is the smallest RMSE; its event is the sampler's
+  best = min(m['band_selection'], key=lambda ch: ch['rmse'])
+  assert (m['bands'], m['noise_multiplier']) == (best['bands'], best['noise_multiplier'])
+  assert m['participations'] == -(-m['steps'] // m['bands'])
+  assert m['epsilon'] == sampling.CyclicPoissonSampler(
+      dataset_size=512, num_steps=m['steps'], cycle_length=m['bands'],
+      expected_batch_size=64).epsilon(m['noise_multiplier'], cfg.delta, accountant='rdp')
   assert 'DP-FTRL vs DP-SGD' in dp_ftrl.render_markdown(res)
   again = dp_ftrl.run(cfg, str(tmp_path))        # finished runs are kept
   assert [r['train_seconds'] for r in again['runs']] == [
