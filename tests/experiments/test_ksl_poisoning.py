@@ -9,7 +9,8 @@ from tests.experiments import run_smoke
 def test_ksl_poisoning_smoke(tmp_path):
   cfg, res, r = run_smoke(ksl_poisoning, ksl_config, tmp_path)
   assert r['name'] == 'ksl_poisoning' and r['variant'] == 'smoke'
-  (split,) = r['splits']
+  (budget,) = r['budgets'].values()
+  (split,) = budget['splits']
   assert split['n_train'] == cfg.n_train and split['n_poison'] == 3
   assert set(split['attacks']) == set(cfg.attacks)
   for name in ('influence', 'kkt', 'minmax'):
@@ -20,8 +21,8 @@ def test_ksl_poisoning_smoke(tmp_path):
   for name in split['attacks']:
     for d in ksl_poisoning.DEFENSES:
       assert 0.0 <= split['attacks'][name][d]['test_error'] <= 1.0
-  assert all(e['below_bound'] for k, e in r['summary'].items() if k != 'clean')
+  assert all(e['below_bound'] for k, e in budget['summary'].items() if k != 'clean')
   md = ksl_poisoning.render_markdown(r)
   assert 'Attacks that break sanitisers' in md and 'improved min-max (KSL)' in md
   assert ksl_poisoning.headline(r) == []
-  assert res['summary'].keys() == r['summary'].keys()
+  assert res['budgets'].keys() == r['budgets'].keys() == {'0.05'}

@@ -33,8 +33,8 @@ from jaxsec import _checks
 
 Array = jax.Array
 
-_BALL_ITERS = 30      # bisection steps on the ball multiplier
-_HALF_ITERS = 30      # bisection steps on the half-space multiplier
+_BALL_ITERS = 40      # at most this many Illinois steps on the ball multiplier
+_HALF_ITERS = 40      # at most this many Illinois steps on the half-space multiplier
 _HALF_DOUBLINGS = 60  # bracket doublings for the half-space multiplier
 
 
@@ -154,11 +154,31 @@ def _box_slab_projection(q, v, m, s, lo, hi):
   return jnp.clip(q - mu * v, lo, hi)
 
 
+def _illinois(lo, f_lo, hi, f_hi, side):
+  """Next point of the Illinois (modified regula falsi) method on a bracket of a
+  non-increasing ``f`` (``f_lo > 0 >= f_hi``), or the midpoint when the secant leaves it."""
+  den = f_lo - f_hi
+  t = hi - f_hi * (hi - lo) / jnp.where(den > 0, den, 1.0)
+  inside = (den > 0) & (t > lo) & (t < hi)
+  return jnp.where(inside, t, 0.5 * (lo + hi))
+
+
+def _illinois_update(good, t, f, lo, f_lo, hi, f_hi, side):
+  """Moves the bracket end on ``t``'s side; halves the other end's value when the same
+  side moved twice in a row (Illinois), which keeps both ends converging."""
+  f_lo = jnp.where(good & (side < 0), 0.5 * f_lo, f_lo)
+  f_hi = jnp.where(~good & (side > 0), 0.5 * f_hi, f_hi)
+  lo, f_lo = jnp.where(good, lo, t), jnp.where(good, f_lo, f)
+  hi, f_hi = jnp.where(good, t, hi), jnp.where(good, f, f_hi)
+  return lo, f_lo, hi, f_hi, jnp.where(good, -1, 1).astype(jnp.int32)
+
+
 def _polytope_projection(q, v, m, s, lo, hi, half):
   """Projection onto box ∩ slab ∩ {a.z <= beta} (``half = (a, beta)`` or None). The
-  half-space multiplier ``lam >= 0`` (``z(lam) = P_{box ∩ slab}(q - lam a)``, ``a.z(lam)``
-  non-increasing) is tried at 0, bracketed by doubling and bisected, the feasible end kept
-  (one loop, one evaluation per step). Returns ``(z, ok)``, ``ok`` False when the
+  half-space multiplier ``lam >= 0`` (``z(lam) = P_{box ∩ slab}(q - lam a)``; the violation
+  ``a.z(lam) - beta`` is non-increasing) is tried at 0, bracketed by doubling and refined
+  by the Illinois method until the feasible end is within ``1e-6 (1 + |beta|)`` of the
+  boundary; the feasible end is returned. Returns ``(z, ok)``, ``ok`` False when the
   half-space misses box ∩ slab (then ``z`` is the last, most pushed, point)."""
   inner = lambda p: _box_slab_projection(p, v, m, s, lo, hi)  # noqa: E731
   if half is None:
@@ -166,54 +186,67 @@ def _polytope_projection(q, v, m, s, lo, hi, half):
   a, beta = half
   dt = q.dtype
   aa = jnp.maximum(a @ a, jnp.asarray(1e-30, dt))
+  tol = 1e-6 * (1.0 + jnp.abs(beta))
 
   def cond(st):
-    _, lam_hi, _, found, it, nb = st
+    _, _, lam_hi, f_hi, _, found, it, _ = st
     return ((~found & (it <= _HALF_DOUBLINGS)) |
-            (found & (lam_hi > 0) & (nb < _HALF_ITERS)))
+            (found & (lam_hi > 0) & (f_hi < -tol) & (it < _HALF_DOUBLINGS + _HALF_ITERS)))
 
   def body(st):
-    lam_lo, lam_hi, z, found, it, nb = st
-    lam = jnp.where(found, 0.5 * (lam_lo + lam_hi), lam_hi)
+    lam_lo, f_lo, lam_hi, f_hi, z, found, it, side = st
+    lam = jnp.where(found, _illinois(lam_lo, f_lo, lam_hi, f_hi, side), lam_hi)
     zc = inner(q - lam * a)
     viol = a @ zc - beta
     good = viol <= 0
-    grown = jnp.where(lam == 0, viol / aa + jnp.asarray(1e-12, dt), 2.0 * lam)
     z = jnp.where(good | ~found, zc, z)
-    lam_hi_new = jnp.where(good, lam, jnp.where(found, lam_hi, grown))
-    lam_lo = jnp.where(good, lam_lo, lam)
-    return lam_lo, lam_hi_new, z, found | good, it + 1, nb + found.astype(jnp.int32)
+    n_lo, nf_lo, n_hi, nf_hi, n_side = _illinois_update(good, lam, viol, lam_lo, f_lo,
+                                                        lam_hi, f_hi, side)
+    grown = jnp.where(lam == 0, viol / aa + jnp.asarray(1e-12, dt), 2.0 * lam)
+    # before a feasible lam is found: lo follows the failures, hi grows
+    n_hi = jnp.where(found | good, n_hi, grown)
+    n_side = jnp.where(found, n_side, 0)
+    return n_lo, nf_lo, n_hi, nf_hi, z, found | good, it + 1, n_side
 
   zero = jnp.asarray(0.0, dt)
-  _, _, z, found, _, _ = jax.lax.while_loop(
-      cond, body, (zero, zero, q, jnp.asarray(False), jnp.asarray(0, jnp.int32),
-                   jnp.asarray(0, jnp.int32)))
-  return z, found
+  init = (zero, zero, zero, zero, q, jnp.asarray(False), jnp.asarray(0, jnp.int32),
+          jnp.asarray(0, jnp.int32))
+  st = jax.lax.while_loop(cond, body, init)
+  return st[4], st[5]
 
 
 def _ball_search(point_at, c, r, proj):
   """Smallest ``t`` in [0, 1] with ``||proj(point_at(t)) - c|| <= r`` (the distance is
-  non-increasing in ``t``): tries ``t = 0`` and ``t = 1``, then bisects, keeping the
-  feasible end (one loop, one evaluation per step). Returns ``(z, ok)``."""
+  non-increasing in ``t``): tries ``t = 0`` and ``t = 1``, then the Illinois method until
+  the feasible end is within ``1e-6 r`` of the sphere; the feasible end is returned (one
+  loop, one evaluation per step). Returns ``(z, ok)``."""
   dt = c.dtype
+  tol = 1e-6 * r
 
   def cond(st):
-    _, t_hi, _, _, have, i = st
-    return (i < _BALL_ITERS + 2) & ~(have & (t_hi == 0)) & ~((i >= 2) & ~have)
+    _, _, t_hi, g_hi, _, _, have, i, _ = st
+    return ((i < _BALL_ITERS + 2) & ~(have & ((t_hi == 0) | ((i >= 2) & (g_hi >= -tol))))
+            & ~((i >= 2) & ~have))
 
   def body(st):
-    t_lo, t_hi, z, ok, have, i = st
-    t = jnp.where(i == 0, 0.0, jnp.where(i == 1, t_hi, 0.5 * (t_lo + t_hi))).astype(dt)
+    t_lo, g_lo, t_hi, g_hi, z, ok, have, i, side = st
+    t = jnp.where(i == 0, 0.0, jnp.where(i == 1, t_hi, _illinois(t_lo, g_lo, t_hi, g_hi,
+                                                                 side))).astype(dt)
     zc, okc = proj(point_at(t))
-    good = jnp.linalg.norm(zc - c) <= r
+    g = jnp.linalg.norm(zc - c) - r
+    good = g <= 0
     z = jnp.where(good | ~have, zc, z)
     ok = jnp.where(good, okc, ok & have)
-    return (jnp.where(good, t_lo, t), jnp.where(good, t, t_hi), z, ok, have | good, i + 1)
+    n_lo, ng_lo, n_hi, ng_hi, n_side = _illinois_update(good, t, g, t_lo, g_lo, t_hi, g_hi,
+                                                        side)
+    n_side = jnp.where(i >= 2, n_side, 0)
+    return n_lo, ng_lo, n_hi, ng_hi, z, ok, have | good, i + 1, n_side
 
-  init = (jnp.asarray(0.0, dt), jnp.asarray(1.0, dt), c, jnp.asarray(False),
-          jnp.asarray(False), jnp.asarray(0, jnp.int32))
-  _, _, z, ok, have, _ = jax.lax.while_loop(cond, body, init)
-  return z, ok & have
+  zero, one = jnp.asarray(0.0, dt), jnp.asarray(1.0, dt)
+  init = (zero, zero, one, zero, c, jnp.asarray(False), jnp.asarray(False),
+          jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32))
+  st = jax.lax.while_loop(cond, body, init)
+  return st[4], st[5] & st[6]
 
 
 def _class_parts(fs: FeasibleSet, y):

@@ -90,22 +90,14 @@ def test_pareto_front():
   np.testing.assert_array_equal(keep, [False, True, True, True, False])
 
 
-def test_attack_contract():
-  x, y = _blob(60, 4)
-  xv, yv = _blob(40, 4, seed=2)
-  atk = kkt.kkt_attack(fraction=0.05, l2=0.05, percentile=85.0, quantiles=(0.2,),
-                       repeats=(2, 6), num_splits=2, num_steps=20)
-  out = atk(x, y, None, x_val=xv, y_val=yv)
-  assert out.x.shape == (63, 4) and out.y.shape == (63,)
-  np.testing.assert_array_equal(np.asarray(out.x[:60]), np.asarray(x))
-  mask = np.asarray(out.info['poison_mask'])
-  assert mask.sum() == 3 and mask[60:].all()
-  fs = out.info['feasible_set']
-  assert bool(jnp.all(fsl.feasible_mask(fs, out.x[60:], out.y[60:])))
-  n_pos = out.info['n_pos']
-  assert int(out.y[60:].sum()) == n_pos
-  assert len({tuple(np.asarray(r).round(6)) for r in out.x[60:60 + n_pos]}) <= 1
+def test_bad_arguments():
   with pytest.raises(ValueError, match='fraction'):
     kkt.kkt_attack(fraction=1.5)
   with pytest.raises(ValueError, match='num_splits'):
     kkt.kkt_attack(fraction=0.1, num_splits=0)
+  with pytest.raises(ValueError, match='percentile'):
+    kkt.kkt_attack(fraction=0.1, percentile=120.0)
+  with pytest.raises(ValueError, match='repeats'):
+    decoy_lib.decoy_parameters(jnp.zeros((4, 2)), jnp.asarray([0, 1, 0, 1]),
+                               jnp.zeros((4, 2)), jnp.asarray([0, 1, 0, 1]), l2=0.1,
+                               repeats=(0,))
