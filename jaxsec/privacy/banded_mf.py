@@ -81,7 +81,8 @@ def inverse_stream(coef: Any, num_steps: int) -> streaming_matrix.StreamingMatri
 def mean_squared_error(coef: Any, num_steps: int) -> float:
   """Mean over t of the squared norm of row t of ``A C^{-1}`` (``A`` the prefix sums): the
   variance of the noise on the prefix sum of the gradients, per unit noise std."""
-  b = streaming_matrix.prefix_sum() @ inverse_stream(coef, num_steps)
+  b = streaming_matrix.multiply_streaming_matrices(streaming_matrix.prefix_sum(),
+                                                   inverse_stream(coef, num_steps))
   return float(jnp.mean(b.row_norms_squared(num_steps)))
 
 
@@ -113,7 +114,7 @@ def select_bands(candidates: Sequence[int], *, dataset_size: int, num_steps: int
     sigma = sampler.calibrate(target_epsilon, delta, accountant=accountant)
     coef = optimize_strategy(num_steps, b, max_optimizer_steps=max_optimizer_steps)
     mse = mean_squared_error(coef, num_steps)
-    out.append(BandsChoice(int(b), _check_coef(coef, num_steps), float(sigma), mse,
+    out.append(BandsChoice(b, _check_coef(coef, num_steps), float(sigma), mse,
                            float(sigma) * math.sqrt(mse)))
   return out
 
@@ -192,15 +193,15 @@ class BandedMFResult(NamedTuple):
   covered by the guarantee."""
   params: Any
   opt_state: Any
-  coef: tuple[float, ...]
-  noise_multiplier: float
   epsilon: float
   delta: float
-  accountant: str
-  neighboring_relation: str
-  sampler: Any
-  nonprivate_mean_clipped_fraction: float
   overflow_delta: float
+  neighboring_relation: str
+  accountant: str
+  sampler: Any
+  coef: tuple[float, ...]
+  noise_multiplier: float
+  nonprivate_mean_clipped_fraction: float
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -284,8 +285,9 @@ def train(loss_fn: Callable[..., jax.Array], params: Any, data: Sequence[Any], *
     t += k
     if bar is not None:
       print(bar.update(k), flush=True)
-  return BandedMFResult(params, opt_state, coef, float(noise_multiplier), float(eps),
-                        sampler.delta_spent(eps, delta), accountant,
-                        sampler.neighboring_relation.name, sampler,
-                        float(np.mean(np.concatenate(clipped))),
-                        float(sampler.overflow_delta(eps)))
+  return BandedMFResult(
+      params, opt_state, epsilon=float(eps), delta=sampler.delta_spent(eps, delta),
+      overflow_delta=float(sampler.overflow_delta(eps)),
+      neighboring_relation=sampler.neighboring_relation.name, accountant=accountant,
+      sampler=sampler, coef=coef, noise_multiplier=float(noise_multiplier),
+      nonprivate_mean_clipped_fraction=float(np.mean(np.concatenate(clipped))))

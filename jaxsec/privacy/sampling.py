@@ -32,7 +32,7 @@ size ``q N`` (a realised-size normaliser is data-dependent and not covered by th
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import dp_accounting
 import jax
@@ -167,7 +167,7 @@ class PoissonSampler(_Sampler):
                overflow_tolerance: float = 1e-15, normalizer: float | None = None,
                max_overflow_delta_fraction: float = DEFAULT_MAX_OVERFLOW_DELTA_FRACTION):
     _check_common(dataset_size, num_steps)
-    pool = self._pool_size(int(dataset_size))
+    pool = self._pool_size(dataset_size)
     if sampling_probability is None and expected_batch_size is not None:
       _checks.check_float('expected_batch_size', expected_batch_size, minimum=0.0,
                           maximum=pool, strict_min=True)
@@ -316,28 +316,24 @@ class CyclicPoissonSampler(PoissonSampler):
   remove-one neighbour's, so dp_accounting's add/remove event is the exact curve); with
   k = 1 there is no split and this is :class:`PoissonSampler` under add/remove-one.
   Overflow of the static batch is handled and charged as in :class:`PoissonSampler`, with
-  the binomial over one group. Other arguments: see :class:`PoissonSampler`.
+  the binomial over one group.
+
+  Args:
+    cycle_length: k, the number of groups (and the least separation of participations).
+    **kwargs: :class:`PoissonSampler`'s arguments; ``expected_batch_size`` /
+      ``sampling_probability`` refer to one group of ``N // k``.
   """
 
-  def __init__(self, *, dataset_size: int, num_steps: int, cycle_length: int,
-               expected_batch_size: float | None = None,
-               sampling_probability: float | None = None,
-               max_batch_size: int | None = None, overflow: str = 'raise',
-               overflow_tolerance: float = 1e-15, normalizer: float | None = None,
-               max_overflow_delta_fraction: float = DEFAULT_MAX_OVERFLOW_DELTA_FRACTION):
-    _check_common(dataset_size, num_steps)
-    self.cycle_length = _checks.check_int('cycle_length', cycle_length, minimum=1,
-                                          maximum=dataset_size)
-    super().__init__(dataset_size=dataset_size, num_steps=num_steps,
-                     expected_batch_size=expected_batch_size,
-                     sampling_probability=sampling_probability,
-                     max_batch_size=max_batch_size, overflow=overflow,
-                     overflow_tolerance=overflow_tolerance, normalizer=normalizer,
-                     max_overflow_delta_fraction=max_overflow_delta_fraction)
+  def __init__(self, *, cycle_length: int, **kwargs: Any):
+    self.cycle_length = _checks.check_int('cycle_length', cycle_length, minimum=1)
+    super().__init__(**kwargs)
     self.neighboring_relation = (NR.ADD_OR_REMOVE_ONE if self.cycle_length == 1
                                  else NR.REPLACE_SPECIAL)
 
   def _pool_size(self, dataset_size: int) -> int:
+    if self.cycle_length > dataset_size:
+      raise ValueError(f'cycle_length={self.cycle_length} must be <= dataset_size='
+                       f'{dataset_size}.')
     return dataset_size // self.cycle_length
 
   def participations(self, num_steps: int | None = None) -> int:

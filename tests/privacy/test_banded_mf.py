@@ -37,6 +37,7 @@ def test_noise_stream_is_the_dense_solve_with_b_minus_1_buffers():
                                         l2_norm_clip=2.0, normalizer=1.0, key=key)
   zeros = {'a': jnp.zeros((2, 3)), 'b': jnp.zeros(())}
   state = priv.init(zeros)
+  assert isinstance(state, banded_mf.BandedNoiseState)
   # O(b d) memory: b - 1 = 2 buffered rows of the d = 7 parameters (plus row counters)
   floats = [l for l in jax.tree_util.tree_leaves(state.stream)
             if jnp.issubdtype(l.dtype, jnp.floating)]
@@ -111,7 +112,7 @@ def test_epsilon_is_jax_privacy_bandmf_accountant(accountant):
                                       expected_batch_size=batch)
   config = (jp_accountants.PldAccountantConfig() if accountant == 'pld' else
             jp_accountants.RdpAccountantConfig(
-                orders=rdp_privacy_accountant.DEFAULT_RDP_ORDERS))
+                orders=rdp_privacy_accountant.DEFAULT_RDP_ORDERS))  # pyrefly: ignore[bad-argument-type]
   theirs = jp_analysis.DpsgdTrainingAccountant(config).compute_epsilon(
       steps, jp_analysis.DpParams(noise_multipliers=sigma, num_samples=n, delta=delta,
                                   batch_size=batch, cycle_length=k))
@@ -125,6 +126,7 @@ def test_cyclic_sampler_separates_participations_by_k():
   cyc = sampling.CyclicPoissonSampler(dataset_size=n, num_steps=steps, cycle_length=k,
                                       expected_batch_size=6)
   sched = cyc.schedule(jax.random.key(4))
+  assert sched.perms is not None
   idx, mask = jax.jit(jax.vmap(lambda t: cyc.indices(sched, t)))(jnp.arange(steps))
   idx, mask = np.asarray(idx), np.asarray(mask)
   split = np.asarray(sched.perms[0])
