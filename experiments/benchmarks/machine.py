@@ -107,3 +107,76 @@ def loaded_note(info: dict | None) -> str:
     return (f" (LOADED machine: load {info['load_average'][0]:.1f} on "
             f"{info.get('cpu_count')} CPUs; not a valid figure)")
   return ''
+
+
+def peak_rss_mib() -> float:
+  """This process's peak resident memory in MiB (``getrusage``; Linux reports KiB)."""
+  import resource  # pylint: disable=g-import-not-at-top
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def spawn(module: str, mode: str, config: dict, *, name: str = 'benchmark') -> dict:
+  """Runs ``python -m <module> <mode> <config as JSON>`` from the repository root (so that
+  its peak memory is its own) and returns the JSON object it prints last on stdout;
+  ``RuntimeError`` with the end of its stderr when it fails."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ)
+  env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
+  p = subprocess.run([sys.executable, '-m', module, mode, json.dumps(config)],
+                     capture_output=True, text=True, cwd=root, env=env, check=False)
+  lines = [l for l in p.stdout.splitlines() if l.startswith('{')]
+  if p.returncode or not lines:
+    raise RuntimeError(f'{mode} run failed (rc {p.returncode}): {p.stderr[-2000:]}')
+  res = json.loads(lines[-1])
+  print(f'[{name}] {mode}: {res["seconds"]:.1f}s, peak RSS {res["peak_rss_mib"]:.0f} MiB',
+        flush=True)
+  return res
+
+
+def child_stats(t0: float) -> dict:
+  """What a benchmark's child process reports at its end: seconds since ``t0``, peak RSS,
+  backend, device kind and (on an accelerator) peak device memory."""
+  import jax  # pylint: disable=g-import-not-at-top
+  out = {'seconds': time.time() - t0, 'peak_rss_mib': peak_rss_mib(),
+         'backend': jax.default_backend(), 'device': str(jax.devices()[0].device_kind)}
+  stats = jax.devices()[0].memory_stats() if jax.default_backend() != 'cpu' else None
+  if stats and 'peak_bytes_in_use' in stats:
+    out['device_peak_mib'] = stats['peak_bytes_in_use'] / 2**20
+  return out
+
+
+def mode_table(r: dict, labels: tuple[str, str, str]) -> list[str]:
+  """The docs table of a fit_many-vs-sequential benchmark (``r['fit_many']``,
+  ``r['sequential_fit']``, ``r['baseline']`` and their RSS above the baseline): wall time
+  and memory per mode, ``labels`` naming the three rows."""
+  nan = float('nan')
+  rows = [('fit_many', r['fit_many_extra_rss_mib']),
+          ('sequential_fit', r['sequential_extra_rss_mib'])]
+  lines = ['| mode | wall time (s) | peak RSS (MiB) | above baseline (MiB) | peak device memory '
+           '(MiB) |', '|---|---|---|---|---|']
+  for (key, extra), label in zip(rows, labels[:2], strict=True):
+    m = r[key]
+    lines.append(f"| {label} | {m['seconds']:.1f} | {m['peak_rss_mib']:.0f} | {extra:.0f} | "
+                 f"{m.get('device_peak_mib', nan):.0f} |")
+  b = r['baseline']
+  return lines + [f"| {labels[2]} | {b['seconds']:.1f} | {b['peak_rss_mib']:.0f} | 0 | - |"]
+
+
+def speedup_headline(what: str, r: dict) -> list:
+  """The README headline row of a benchmark with ``r['speedup']`` of ``r['fit_many']``."""
+  m = r['fit_many']
+  note = loaded_note(r.get('machine') or {'jax_backend': m['backend']})
+  return [(f"{what} ({m.get('device', m['backend'])})", f"{r['speedup']:.2f}x{note}")]
+
+
+def child_main(child) -> None:
+  """A benchmark module's ``__main__`` (see :func:`spawn`): ``child(config, mode)`` with
+  the mode and the JSON config from the command line, its result printed as JSON."""
+  import json  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  print(json.dumps(child(ml_collections.ConfigDict(json.loads(sys.argv[2])), sys.argv[1])),
+        flush=True)

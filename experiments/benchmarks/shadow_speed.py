@@ -15,11 +15,7 @@ sequential mode also reports its first call (compilation + one model) separately
 """
 from __future__ import annotations
 
-import json
 import os
-import resource
-import subprocess
-import sys
 import time
 
 import ml_collections
@@ -28,10 +24,6 @@ from experiments import common
 from experiments.benchmarks import machine
 
 NAME = 'shadow_speed'
-
-
-def _maxrss_mib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def child(cfg: ml_collections.ConfigDict, mode: str) -> dict:
@@ -73,30 +65,12 @@ def child(cfg: ml_collections.ConfigDict, mode: str) -> dict:
     out['final_loss'] = float(np.mean(losses))
   elif mode != 'baseline':
     raise ValueError(f'mode={mode!r} must be many, sequential or baseline.')
-  out['seconds'] = time.time() - t0
-  out['peak_rss_mib'] = _maxrss_mib()
-  out['backend'] = jax.default_backend()
-  out['device'] = str(jax.devices()[0].device_kind)
-  stats = jax.devices()[0].memory_stats() if jax.default_backend() != 'cpu' else None
-  if stats and 'peak_bytes_in_use' in stats:
-    out['device_peak_mib'] = stats['peak_bytes_in_use'] / 2**20
+  out.update(machine.child_stats(t0))
   return out
 
 
 def _spawn(cfg, mode):
-  cmd = [sys.executable, '-m', 'experiments.benchmarks.shadow_speed', mode,
-         json.dumps(cfg.to_dict())]
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env = dict(os.environ)
-  env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
-  p = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, check=False)
-  lines = [l for l in p.stdout.splitlines() if l.startswith('{')]
-  if p.returncode or not lines:
-    raise RuntimeError(f'{mode} run failed (rc {p.returncode}): {p.stderr[-2000:]}')
-  res = json.loads(lines[-1])
-  print(f'[{NAME}] {mode}: {res["seconds"]:.1f}s, peak RSS {res["peak_rss_mib"]:.0f} MiB',
-        flush=True)
-  return res
+  return machine.spawn('experiments.benchmarks.shadow_speed', mode, cfg.to_dict(), name=NAME)
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -132,15 +106,9 @@ def render_markdown(r: dict) -> str:
       f"## Shadow-model training: {r['num_models']} MLPs (hidden {tuple(c['hidden'])}), "
       f"{r['examples_per_model']} examples each, {c['num_epochs']} epochs, "
       f"{m.get('device', m['backend'])} (`{cmd}`)", '',
-      '| mode | wall time (s) | peak RSS (MiB) | above baseline (MiB) | peak device memory (MiB) |',
-      '|---|---|---|---|---|',
-      f"| one `fit_many` program | {m['seconds']:.1f} | {m['peak_rss_mib']:.0f} | "
-      f"{r['fit_many_extra_rss_mib']:.0f} | {m.get('device_peak_mib', float('nan')):.0f} |",
-      f"| {r['num_models']} x `fit`, one after another | {s['seconds']:.1f} | "
-      f"{s['peak_rss_mib']:.0f} | {r['sequential_extra_rss_mib']:.0f} | "
-      f"{s.get('device_peak_mib', float('nan')):.0f} |",
-      f"| baseline (data + model, no training) | {r['baseline']['seconds']:.1f} | "
-      f"{r['baseline']['peak_rss_mib']:.0f} | 0 | - |", '',
+      *machine.mode_table(r, ('one `fit_many` program',
+                              f"{r['num_models']} x `fit`, one after another",
+                              'baseline (data + model, no training)')), '',
       f"Speed-up: **{r['speedup']:.2f}x** ({m['backend']}, {r['nproc']} cores, 1-minute load "
       f"average {r['load_average_1min']:.1f} when it finished). Wall times include "
       f"compilation; the sequential mode's first model took {s['first_model_seconds']:.1f} s."
@@ -150,12 +118,9 @@ def render_markdown(r: dict) -> str:
 
 
 def headline(r: dict) -> list:
-  m = r['fit_many']
-  return [(f"{r['num_models']} LiRA shadow MLPs: one fit_many program vs sequential fits "
-           f"({m.get('device', m['backend'])})",
-           f"{r['speedup']:.2f}x{machine.loaded_note(r.get('machine') or {'jax_backend': m['backend']})}")]
+  return machine.speedup_headline(
+      f"{r['num_models']} LiRA shadow MLPs: one fit_many program vs sequential fits", r)
 
 
 if __name__ == '__main__':  # internal (see _spawn): one mode in its own process
-  print(json.dumps(child(ml_collections.ConfigDict(json.loads(sys.argv[2])), sys.argv[1])),
-        flush=True)
+  machine.child_main(child)

@@ -83,6 +83,7 @@ def kernel_matrix(a: Array, b: Array, *, kernel: str = 'linear',
   if kernel == 'linear':
     return af @ bf.T
   d2 = jnp.sum(af * af, 1)[:, None] + jnp.sum(bf * bf, 1)[None, :] - 2.0 * af @ bf.T
+  assert gamma is not None  # check_kernel raised otherwise
   return jnp.exp(-gamma * jnp.maximum(d2, 0.0))
 
 

@@ -22,7 +22,9 @@ The certificate needs each base model to be a deterministic function of its part
 ``fold_in(key, m)`` only (the authors seed by partition index), and (iii) pads every part to
 a fixed ``capacity`` with zero-weight rows so that the training schedule of ``jaxsec.train.
 fit_many`` (steps per epoch from the smallest part) does not depend on the other parts'
-sizes. All ``k`` models train as ONE vmapped program on one copy of the data.
+sizes. All ``k`` models train as ONE vmapped program on one copy of the data
+(:func:`partition_layout`); :func:`train_part` trains one of them alone, the same model
+(after an insertion or deletion only the touched part's model needs retraining).
 
 Deviations from the paper: the partition hash is SHA-256 of the example's bytes (the
 authors use the pixel sum mod ``k``; both depend on content only; SHA-256 also balances
@@ -120,6 +122,52 @@ def _init_and_keys(init_fn, key, num_partitions):
   return params, jax.vmap(lambda m: jax.random.fold_in(k_fit, m))(parts)
 
 
+class PartitionLayout(NamedTuple):
+  """The training arrays all ``k`` base models share: ``x``, ``y`` ordered by part and by
+  content within a part, then zero-weight padding rows (label ``num_classes``); ``masks``
+  ``[k, rows]`` (row ``m``: part ``m``'s examples plus padding, exactly ``capacity``
+  rows); ``ids`` and ``sizes`` as in :class:`PartitionModels`."""
+  x: Any
+  y: Any
+  masks: np.ndarray
+  ids: np.ndarray
+  sizes: np.ndarray
+  num_classes: int
+
+
+def partition_layout(x: Any, y: Any, *, num_partitions: int, num_classes: int,
+                     capacity: int) -> PartitionLayout:
+  """Partitions ``(x, y)`` by content hash and lays the parts out for :func:`train` /
+  :func:`train_part`: one copy of the data, each part ordered by content and padded to
+  ``capacity`` rows of zero weight (see :func:`train` for the arguments)."""
+  _checks.check_int('num_partitions', num_partitions, minimum=1)
+  _checks.check_int('num_classes', num_classes, minimum=2)
+  _checks.check_int('capacity', capacity, minimum=1)
+  x = np.asarray(x)
+  _checks.check_array('x', x, dtype_kind='f', finite=True)
+  _checks.check_labels('y', y, num_classes=num_classes, batch=x.shape[0])
+  y = np.asarray(y)
+  ids = partition(x, num_partitions=num_partitions)
+  sizes = np.bincount(ids, minlength=num_partitions)
+  if sizes.max() > capacity:
+    raise ValueError(f'capacity={capacity} is smaller than the largest part '
+                     f'({int(sizes.max())} examples, part {int(np.argmax(sizes))}); expected '
+                     'capacity >= every part size.')
+  order = content_order(x, y)
+  order = order[np.argsort(ids[order], kind='stable')]   # by part, content order within
+  n = x.shape[0]
+  # Padding rows are shared by all parts; their number is rounded up so that training
+  # sets of nearby sizes (a sweep over poisoned sets) reuse one compiled program.
+  pad = int(-(n + capacity - sizes.min()) // capacity * -capacity - n)
+  xs = np.concatenate([x[order], np.zeros((pad,) + x.shape[1:], x.dtype)])
+  ys = np.concatenate([y[order].astype(np.int32), np.full((pad,), num_classes, np.int32)])
+  masks = np.zeros((num_partitions, n + pad), bool)
+  masks[ids[order], np.arange(n)] = True
+  for m in range(num_partitions):
+    masks[m, n:n + capacity - sizes[m]] = True
+  return PartitionLayout(xs, ys, masks, ids, sizes, num_classes)
+
+
 def train(apply_fn: train_lib.ApplyFn,
           init_fn: Callable[[jax.Array], Any], x: Any, y: Any, *, num_partitions: int,
           num_classes: int, capacity: int, optimizer: optax.GradientTransformation,
@@ -152,35 +200,37 @@ def train(apply_fn: train_lib.ApplyFn,
   _checks.check_int('num_classes', num_classes, minimum=2)
   _checks.check_int('batch_size', batch_size, minimum=1)
   _checks.check_int('capacity', capacity, minimum=batch_size)
-  x = np.asarray(x)
-  _checks.check_array('x', x, dtype_kind='f', finite=True)
-  _checks.check_labels('y', y, num_classes=num_classes, batch=x.shape[0])
-  y = np.asarray(y)
-  ids = partition(x, num_partitions=num_partitions)
-  sizes = np.bincount(ids, minlength=num_partitions)
-  if sizes.max() > capacity:
-    raise ValueError(f'capacity={capacity} is smaller than the largest part '
-                     f'({int(sizes.max())} examples, part {int(np.argmax(sizes))}); expected '
-                     'capacity >= every part size.')
-  order = content_order(x, y)
-  order = order[np.argsort(ids[order], kind='stable')]   # by part, content order within
-  n = x.shape[0]
-  # Padding rows are shared by all parts; their number is rounded up so that training
-  # sets of nearby sizes (a sweep over poisoned sets) reuse one compiled program.
-  pad = int(-(n + capacity - sizes.min()) // capacity * -capacity - n)
-  xs = np.concatenate([x[order], np.zeros((pad,) + x.shape[1:], x.dtype)])
-  ys = np.concatenate([y[order].astype(np.int32), np.full((pad,), num_classes, np.int32)])
-  masks = np.zeros((num_partitions, n + pad), bool)
-  masks[ids[order], np.arange(n)] = True
-  for m in range(num_partitions):
-    masks[m, n:n + capacity - sizes[m]] = True
+  lay = partition_layout(x, y, num_partitions=num_partitions, num_classes=num_classes,
+                         capacity=capacity)
   params, keys = _init_and_keys(init_fn, key, num_partitions)
-  fit = train_lib.fit_many(apply_fn, params, xs, ys, masks=masks, optimizer=optimizer,
-                           keys=keys, batch_size=batch_size, num_epochs=num_epochs,
-                           num_steps=num_steps, objective=_padded_objective(num_classes),
-                           mesh=mesh, checkpoint_dir=checkpoint_dir, progress=progress,
-                           label='dpa')
-  return PartitionModels(fit.params, ids, sizes, fit.history)
+  fit = train_lib.fit_many(apply_fn, params, lay.x, lay.y, masks=lay.masks,
+                           optimizer=optimizer, keys=keys, batch_size=batch_size,
+                           num_epochs=num_epochs, num_steps=num_steps,
+                           objective=_padded_objective(num_classes), mesh=mesh,
+                           checkpoint_dir=checkpoint_dir, progress=progress, label='dpa')
+  return PartitionModels(fit.params, lay.ids, lay.sizes, fit.history)
+
+
+def train_part(apply_fn: train_lib.ApplyFn, init_fn: Callable[[jax.Array], Any],
+               layout: PartitionLayout, part: int, *, optimizer: optax.GradientTransformation,
+               key: jax.Array, batch_size: int = 128, num_epochs: int | None = None,
+               num_steps: int | None = None) -> train_lib.FitResult:
+  """Trains base model ``part`` alone (``jaxsec.train.fit`` on its rows of ``layout``).
+
+  The same model as ``train(...).params[part]`` with the same arguments (``fit_many`` gives
+  each model what ``fit`` would, all parts having ``capacity`` rows): an insertion or
+  deletion changes one part, and only that part's model needs retraining. Pass the same
+  ``optimizer`` object to every call so that jax reuses one compiled program.
+  """
+  _checks.check_int('part', part, minimum=0, maximum=layout.masks.shape[0] - 1)
+  _checks.check_int('batch_size', batch_size, minimum=1,
+                    maximum=int(layout.masks[part].sum()))
+  k_init, k_fit = jax.random.split(key)
+  return train_lib.fit(apply_fn, init_fn(jax.random.fold_in(k_init, part)), layout.x,
+                       layout.y, indices=np.flatnonzero(layout.masks[part]),
+                       optimizer=optimizer, key=jax.random.fold_in(k_fit, part),
+                       batch_size=batch_size, num_epochs=num_epochs, num_steps=num_steps,
+                       objective=_padded_objective(layout.num_classes))
 
 
 def vote_counts(apply_fn: train_lib.ApplyFn, params: Any, x: Any, *,

@@ -198,3 +198,20 @@ def test_vote_counts_by_hand():
   np.testing.assert_array_equal(cert.radius, [0, 0, 1])
   with pytest.raises(ValueError, match='expected num_classes=4'):
     pa.vote_counts(_apply, params, np.eye(3, dtype=np.float32), num_classes=4)
+
+
+def test_train_part_is_the_ensembles_model():
+  """One base model trained alone on the shared layout (``train_part``: what retraining
+  after an edit of one part needs) equals that model of the ensemble's fit_many program."""
+  x, y, _ = _data()
+  m = pa.train(_apply, _init, x, y, **_KW)
+  kw = {k: v for k, v in _KW.items() if k not in ('num_partitions', 'num_classes', 'capacity')}
+  lay = pa.partition_layout(x, y, num_partitions=PARTS, num_classes=K, capacity=60)
+  assert lay.masks.shape == (PARTS, lay.x.shape[0]) and (lay.masks.sum(1) == 60).all()
+  np.testing.assert_array_equal(lay.ids, m.partition_ids)
+  for part in (0, PARTS - 1):
+    one = pa.train_part(_apply, _init, lay, part, **kw)
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(m.params), strict=True):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b)[part], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='part=5'):
+    pa.train_part(_apply, _init, lay, PARTS, **kw)
