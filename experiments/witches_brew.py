@@ -55,7 +55,7 @@ def _pick_targets(cfg, pred, yt):
 
 def _craft(cfg, model, params, x, y, xt, tidx, adv, key, scratch):
   """Poisons per target (``base_index``, ``delta``, losses), cached as .npz in scratch."""
-  tag = dc.tag_of({k: cfg[k] for k in ('seed', 'model_kwargs', 'n_train', 'epochs',
+  tag = dc.tag_of({k: cfg[k] for k in ('seed', 'model', 'model_kwargs', 'n_train', 'epochs',
                                       'batch_size', 'learning_rate', 'fraction', 'eps',
                                       'num_steps', 'restarts', 'step_size')})
   folder = os.path.join(scratch, 'stages', NAME, f'poisons-{tag}')
@@ -126,9 +126,9 @@ def _victims(cfg, model, x, y, poisons, key, scratch):
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   (x, y, xt, yt), key, scratch, _, results, save = dc.start_study(cfg, workdir, NAME,
                                                                  'targets')
-  model = models.get('cnn', **cfg.model_kwargs.to_dict())
-  shared = {k: cfg[k] for k in ('seed', 'model_kwargs', 'n_train', 'epochs', 'batch_size',
-                                'learning_rate')}
+  model = models.get(cfg.model, **cfg.model_kwargs.to_dict())
+  shared = {k: cfg[k] for k in ('seed', 'model', 'model_kwargs', 'n_train', 'epochs',
+                                'batch_size', 'learning_rate')}
   p0 = models.init(model, jax.random.fold_in(key, 1), (1,) + x.shape[1:])
   params, tinfo = dc.train_timed(
       model.apply, p0, x, y, optimizer=optax.adam(cfg.learning_rate),
@@ -188,16 +188,18 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def render_markdown(r: dict) -> str:
   c, s, st = r['config'], r['summary'], r['setup']
+  mk = c['model_kwargs']
+  arch = (f"the reference CNN {mk['features']} / {mk['dense']}" if 'features' in mk
+          else f"{c.get('model', 'cnn')} {mk}")
   lines = [dc.heading("Witches' Brew: gradient-matching poisoning on FMNIST", r, NAME), '',
-           f"Geiping et al. (ICLR 2021). Crafting model and victims: the reference CNN "
-           f"{c['model_kwargs']['features']} / {c['model_kwargs']['dense']}, {c['epochs']} "
+           f"Geiping et al. (ICLR 2021). Crafting model and victims: {arch}, {c['epochs']} "
            f"epoch(s) of Adam on {st['n_train']} FMNIST training images (crafting model: "
            f"{dc.fmt(r['crafting_model']['clean_accuracy'])} test accuracy). Per target: "
            f"{st['n_poison']} poisons ({dc.fmt(c['fraction'], digits=0)} budget) from the "
            f"adversarial class, L_inf eps {c['eps'] * 255:.0f}/255, {c['num_steps']} signed-Adam "
            f"steps, {c['restarts']} restart(s); each poisoned set retrained from scratch with "
            f"{st['num_seeds']} seeds, plus {st['num_seeds']} clean victims (one `fit_many` "
-           f"program of {(st['num_targets'] + 1) * st['num_seeds']} CNNs). The paper: CIFAR-10, "
+           f"program of {(st['num_targets'] + 1) * st['num_seeds']} models). The paper: CIFAR-10, "
            'ResNet-18, 1% / 16/255, 250 steps, 8 restarts, augmentation, 40 epochs.', '',
            f"Poison success (target classified as the adversarial label): "
            f"**{dc.fmt(s['poison_success'])}** of {st['num_targets']} x {st['num_seeds']} "

@@ -13,6 +13,7 @@ from experiments.configs import base
 
 def _default(c: ml_collections.ConfigDict) -> None:
   base.defense_cnn(c, features=(16, 32), dense=64, n_train=10_000, n_test=2_000, epochs=3)
+  c.model = 'cnn'
   c.num_targets = 4
   c.num_seeds = 2                  # victims retrained from scratch per poisoned set
   # Witches' Brew (Geiping et al. 2021): the paper's budget and eps
@@ -24,9 +25,10 @@ def _default(c: ml_collections.ConfigDict) -> None:
 
 
 def _smoke(c: ml_collections.ConfigDict) -> None:
-  c.model_kwargs = ml_collections.ConfigDict({'features': (4,), 'dense': 16})
+  c.model = 'mlp'                  # no convolutions: one compiled crafting program
+  c.model_kwargs = ml_collections.ConfigDict({'hidden': (16,)})
   c.n_train, c.n_test, c.epochs, c.batch_size = 600, 100, 1, 64
-  c.num_targets, c.num_seeds = 2, 2
+  c.num_targets, c.num_seeds = 2, 1
   c.fraction = 0.02
   c.num_steps, c.restarts = 4, 2
 

@@ -63,31 +63,15 @@ def step_size_at(step: jax.Array, step_size, num_steps: int) -> jax.Array:
   return step_size * 0.1 ** drops
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'loss', 'augment', 'num_steps',
-                                             'restarts', 'bounds'))
-def brew(apply_fn: Callable, params: Any, x_base: jax.Array, y_base: jax.Array,
-         x_target: jax.Array, y_adversarial: jax.Array, key: jax.Array, *, eps, step_size,
-         num_steps: int, restarts: int, loss: Callable, augment: Callable | None,
-         bounds: tuple[float, float]) -> tuple[jax.Array, dict]:
-  """The crafting loop of Witches' Brew as one compiled program: ``restarts`` runs of
-  ``num_steps`` signed-Adam steps on ``Delta`` (all poisons as one batch), each step the
-  exact projection onto ``|Delta| <= eps`` and the box ``bounds``; the run with the lowest
-  final :func:`gradient_matching_loss` is kept.
+_STATIC = ('apply_fn', 'loss', 'augment', 'num_steps', 'bounds')
 
-  As the authors' default (``attackoptim='signAdam'``, ``init='randn'``, scheduling on):
-  ``Delta_0 = clip(eps * N(0, I), -eps, eps)`` (here also projected on the box), Adam
-  (betas 0.9 / 0.999) on ``sign(grad)``, :func:`step_size_at`. ``augment(x, key)``, if given,
-  is a differentiable augmentation drawn afresh at every step (their ``paugment``). The loss
-  that ranks the restarts is evaluated at each run's final ``Delta`` without augmentation
-  (the authors: the last step's loss, before its update).
 
-  Returns:
-    ``(delta, info)``: ``delta`` like ``x_base``; ``info``: ``passenger_loss`` (the kept
-    run's final loss), ``restart_losses`` [restarts], ``initial_loss`` (at ``Delta = 0``),
-    ``loss_trace`` [restarts, num_steps] (the loss at each step, before its update).
-  """
+def _pieces(apply_fn, params, x_base, y_base, target_grad, eps, step_size, *, num_steps, loss,
+            augment, bounds):
+  """The parts of one crafting run: ``init(key) -> (delta, adam_state)``,
+  ``step(delta, state, i, key) -> (delta, state, loss)``, ``final(delta) -> loss``."""
   lo, hi = bounds
-  target_grad = _mean_loss_grad(apply_fn, params, x_target, y_adversarial, loss)
+  adam = optax.scale_by_adam()
 
   def matching(delta, k):
     xp = x_base + delta
@@ -100,31 +84,127 @@ def brew(apply_fn: Callable, params: Any, x_base: jax.Array, y_base: jax.Array,
     delta = jnp.clip(delta, -eps, eps)
     return jnp.clip(delta, lo - x_base, hi - x_base)
 
-  adam = optax.scale_by_adam()
+  def init(k_init):
+    delta = project(jnp.clip(eps * jax.random.normal(k_init, x_base.shape, x_base.dtype),
+                             -eps, eps))
+    return delta, adam.init(delta)
+
+  def step(delta, state, i, k_aug):
+    value, g = jax.value_and_grad(matching)(delta, jax.random.fold_in(k_aug, i))
+    direction, state = adam.update(jnp.sign(g), state)
+    return project(delta - step_size_at(i, step_size, num_steps) * direction), state, value
+
+  def final(delta):
+    return gradient_matching_loss(_mean_loss_grad(apply_fn, params, x_base + delta, y_base,
+                                                  loss), target_grad)
+  return init, step, final
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ('restarts',))
+def _brew_program(apply_fn, params, x_base, y_base, target_grad, key, eps, step_size, *,
+                  num_steps, restarts, loss, augment, bounds):
+  """Every restart and step in one compiled program (``lax.map`` over restarts, ``lax.scan``
+  over steps)."""
+  init, step, final = _pieces(apply_fn, params, x_base, y_base, target_grad, eps, step_size,
+                              num_steps=num_steps, loss=loss, augment=augment, bounds=bounds)
 
   def run(k):
     k_init, k_aug = jax.random.split(k)
-    delta = project(jnp.clip(eps * jax.random.normal(k_init, x_base.shape, x_base.dtype),
-                             -eps, eps))
 
-    def step(carry, i):
-      delta, state = carry
-      value, g = jax.value_and_grad(matching)(delta, jax.random.fold_in(k_aug, i))
-      direction, state = adam.update(jnp.sign(g), state)
-      delta = project(delta - step_size_at(i, step_size, num_steps) * direction)
+    def body(carry, i):
+      delta, state, value = step(*carry, i, k_aug)
       return (delta, state), value
+    (delta, _), trace = jax.lax.scan(body, init(k_init), jnp.arange(num_steps))
+    return delta, final(delta), trace
+  return jax.lax.map(run, jax.random.split(key, restarts))
 
-    (delta, _), trace = jax.lax.scan(step, (delta, adam.init(delta)), jnp.arange(num_steps))
-    final = gradient_matching_loss(_mean_loss_grad(apply_fn, params, x_base + delta, y_base,
-                                                   loss), target_grad)
-    return delta, final, trace
 
-  deltas, finals, traces = jax.lax.map(run, jax.random.split(key, restarts))
+@functools.partial(jax.jit, static_argnames=_STATIC + ('part',))
+def _brew_part(apply_fn, params, x_base, y_base, target_grad, eps, step_size, *args,
+               num_steps, loss, augment, bounds, part):
+  """One piece of :func:`_pieces` as its own compiled call (the CPU host loop)."""
+  init, step, final = _pieces(apply_fn, params, x_base, y_base, target_grad, eps, step_size,
+                              num_steps=num_steps, loss=loss, augment=augment, bounds=bounds)
+  return {'init': init, 'step': step, 'final': final}[part](*args)
+
+
+def _brew_host_loop(apply_fn, params, x_base, y_base, target_grad, key, eps, step_size, *,
+                    num_steps, restarts, loss, augment, bounds):
+  """The iterations of :func:`_brew_program`, each step its own compiled call."""
+  static = dict(num_steps=num_steps, loss=loss, augment=augment, bounds=bounds)
+  part = functools.partial(_brew_part, apply_fn, params, x_base, y_base, target_grad, eps,
+                           step_size, **static)
+  deltas, finals, traces = [], [], []
+  for k in jax.random.split(key, restarts):
+    k_init, k_aug = jax.random.split(k)
+    delta, state = part(k_init, part='init')
+    trace = []
+    for i in range(num_steps):
+      delta, state, value = part(delta, state, jnp.asarray(i, jnp.int32), k_aug, part='step')
+      trace.append(value)
+    deltas.append(delta)
+    finals.append(part(delta, part='final'))
+    traces.append(jnp.stack(trace))
+  return jnp.stack(deltas), jnp.stack(finals), jnp.stack(traces)
+
+
+def _host_loop_pays(apply_fn, params, x_base) -> bool:
+  """True on the CPU backend for a model with convolutions: XLA:CPU runs convolutions inside
+  loop bodies several times slower (jax-ml/jax#12868; about 2.7x for this loop)."""
+  if jax.default_backend() != 'cpu':
+    return False
+  jaxpr = jax.make_jaxpr(apply_fn)(params, jax.ShapeDtypeStruct((1,) + x_base.shape[1:],
+                                                                 x_base.dtype))
+  return 'conv_general_dilated' in str(jaxpr)
+
+
+def brew(apply_fn: Callable, params: Any, x_base: jax.Array, y_base: jax.Array,
+         x_target: jax.Array, y_adversarial: jax.Array, key: jax.Array, *, eps, step_size,
+         num_steps: int, restarts: int, loss: Callable, augment: Callable | None,
+         bounds: tuple[float, float]) -> tuple[jax.Array, dict]:
+  """The crafting loop of Witches' Brew: ``restarts`` runs of ``num_steps`` signed-Adam steps
+  on ``Delta`` (all poisons as one batch), each step the exact projection onto
+  ``|Delta| <= eps`` and the box ``bounds``; the run with the lowest final
+  :func:`gradient_matching_loss` is kept.
+
+  As the authors' default (``attackoptim='signAdam'``, ``init='randn'``, scheduling on):
+  ``Delta_0 = clip(eps * N(0, I), -eps, eps)`` (here also projected on the box), Adam
+  (betas 0.9 / 0.999) on ``sign(grad)``, :func:`step_size_at`. ``augment(x, key)``, if given,
+  is a differentiable augmentation drawn afresh at every step (their ``paugment``). The loss
+  that ranks the restarts is evaluated at each run's final ``Delta`` without augmentation
+  (the authors: the last step's loss, before its update).
+
+  One compiled program (``lax.map`` over restarts, ``lax.scan`` over steps); on the CPU
+  backend, for a model with convolutions, the same steps run as a host loop over compiled
+  steps instead (jax-ml/jax#12868), with the same result.
+
+  Returns:
+    ``(delta, info)``: ``delta`` like ``x_base``; ``info``: ``passenger_loss`` (the kept
+    run's final loss), ``restart_losses`` [restarts], ``initial_loss`` (at ``Delta = 0``),
+    ``loss_trace`` [restarts, num_steps] (the loss at each step, before its update).
+  """
+  _checks.check_hashable('it is a static argument of the compiled crafting loop',
+                         apply_fn=apply_fn, loss=loss, augment=augment, bounds=bounds)
+  target_grad = _target_gradient(apply_fn, params, x_target, y_adversarial, loss=loss)
+  form = (_brew_host_loop if _host_loop_pays(apply_fn, params, x_base) else _brew_program)
+  deltas, finals, traces = form(apply_fn, params, x_base, y_base, target_grad, key, eps,
+                                step_size, num_steps=num_steps, restarts=restarts, loss=loss,
+                                augment=augment, bounds=bounds)
   best = jnp.argmin(finals)
-  initial = gradient_matching_loss(_mean_loss_grad(apply_fn, params, x_base, y_base, loss),
-                                   target_grad)
+  initial = _initial_loss(apply_fn, params, x_base, y_base, target_grad, loss=loss)
   return deltas[best], {'passenger_loss': finals[best], 'restart_losses': finals,
                         'initial_loss': initial, 'loss_trace': traces}
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'loss'))
+def _target_gradient(apply_fn, params, x_target, y_adversarial, *, loss):
+  return _mean_loss_grad(apply_fn, params, x_target, y_adversarial, loss)
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'loss'))
+def _initial_loss(apply_fn, params, x_base, y_base, target_grad, *, loss):
+  return gradient_matching_loss(_mean_loss_grad(apply_fn, params, x_base, y_base, loss),
+                                target_grad)
 
 
 def random_translate_flip(*, max_shift: float = 4.0, flip: bool = True) -> Callable:
