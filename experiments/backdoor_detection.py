@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -187,7 +188,7 @@ def _poison(cfg, attack, model, x, y, key, scratch):
                             num_classes=10, size=cfg.trigger_size)
     po = atk(jnp.asarray(x), jnp.asarray(y), jax.random.fold_in(key, 1))
   else:
-    kw = {}
+    kw: dict[str, Any] = {}
     if cfg.cl_hardening == 'pgd':
       sp, sinfo = _surrogate(cfg, model, x, y, key, scratch)
       kw = {'attack': attacks.pgd(eps=cfg.cl_eps, num_steps=cfg.cl_pgd_steps, norm=cfg.cl_norm),

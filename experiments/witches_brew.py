@@ -139,8 +139,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   results['crafting_model'] = {**tinfo, 'clean_accuracy': float(np.mean(pred == yt))}
   tidx, adv = _pick_targets(cfg, pred, yt)
   n_p = poisoning.num_poison(cfg.fraction, y.size)
-  results['setup'] = {'n_train': int(y.size), 'n_poison': n_p, 'eps': cfg.eps,
-                      'num_targets': int(tidx.size), 'num_seeds': cfg.num_seeds}
+  results['setup'] = {'n_train': y.size, 'n_poison': n_p, 'eps': cfg.eps,
+                      'num_targets': tidx.size, 'num_seeds': cfg.num_seeds}
   dc.log(f'{NAME}: crafting {n_p} poisons for each of {tidx.size} targets')
   t0 = time.time()
   poisons = _craft(cfg, model, params, x, y, xt, tidx, adv, jax.random.fold_in(key, 3), scratch)

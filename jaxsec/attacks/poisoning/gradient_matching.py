@@ -92,7 +92,8 @@ def _pieces(apply_fn, params, x_base, y_base, target_grad, eps, step_size, *, nu
   def step(delta, state, i, k_aug):
     value, g = jax.value_and_grad(matching)(delta, jax.random.fold_in(k_aug, i))
     direction, state = adam.update(jnp.sign(g), state)
-    return project(delta - step_size_at(i, step_size, num_steps) * direction), state, value
+    delta = delta - step_size_at(i, step_size, num_steps) * jnp.asarray(direction)
+    return project(delta), state, value
 
   def final(delta):
     return gradient_matching_loss(_mean_loss_grad(apply_fn, params, x_base + delta, y_base,
@@ -112,7 +113,7 @@ def _brew_program(apply_fn, params, x_base, y_base, target_grad, key, eps, step_
     k_init, k_aug = jax.random.split(k)
 
     def body(carry, i):
-      delta, state, value = step(*carry, i, k_aug)
+      delta, state, value = step(carry[0], carry[1], i, k_aug)
       return (delta, state), value
     (delta, _), trace = jax.lax.scan(body, init(k_init), jnp.arange(num_steps))
     return delta, final(delta), trace
