@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +99,7 @@ def _attack_fns(cfg, n, fraction):
   }
 
 
-def _score(x2, y2, poison, fs, xt, yt, cfg, n):
+def _score(x2, y2, poison, fs, xt, yt, cfg, n) -> dict[str, Any]:
   """Each sanitiser's keep-mask on the poisoned set, and the victim retrained on it."""
   xj, yj = jnp.asarray(x2), jnp.asarray(y2)
   keeps = {
@@ -108,7 +109,7 @@ def _score(x2, y2, poison, fs, xt, yt, cfg, n):
           sanitize.sphere(xj, yj, num_classes=2, fraction=cfg.empirical_fraction)
           & sanitize.slab(xj, yj, num_classes=2, fraction=cfg.empirical_fraction)),
   }
-  out = {}
+  out: dict[str, Any] = {}
   for name, keep in keeps.items():
     err, hinge, obj = _victim(xj, yj, jnp.asarray(keep, jnp.float32), jnp.asarray(xt),
                               jnp.asarray(yt), l2=float(cfg.l2), n=n, tol=float(cfg.tol))
@@ -169,7 +170,7 @@ def _summary(splits, attacks):
     rows = [s['clean'] if name == 'clean' else s['attacks'][name] for s in splits]
     out[name] = {}
     for d in DEFENSES:
-      e = {'test_error': float(np.mean([r[d]['test_error'] for r in rows])),
+      e: dict[str, Any] = {'test_error': float(np.mean([r[d]['test_error'] for r in rows])),
            'test_error_std': float(np.std([r[d]['test_error'] for r in rows])),
            'test_hinge': float(np.mean([r[d]['test_hinge'] for r in rows])),
            'objective': float(np.mean([r[d]['objective'] for r in rows]))}

@@ -135,7 +135,7 @@ def influence_attack(*, fraction: float, l2: float = 0.01, percentile: float = 9
     x_val, y_val = check_validation(x, y, x_val, y_val, num_classes=2, bounds=bounds)
     n = x.shape[0]
     n_p = num_poison(fraction, n)
-    n_pos = int(round(float(jnp.mean(y == 0)) * n_p))
+    n_pos = round(float(jnp.mean(y == 0)) * n_p)
     n_neg = n_p - n_pos
     fs = fs_lib.feasible_set(x, y, percentile=percentile, bounds=bounds)
     weight = fs_lib.feasible_mask(fs, x, y).astype(x.dtype)

@@ -187,6 +187,9 @@ def kkt_attack(*, fraction: float, l2: float = 0.01, percentile: float = 90.0,
       cand = (float(errs[j]), -float(res[j]))
       if best is None or cand > best[0]:
         best = (cand, i, int(splits[j]), jax.tree_util.tree_map(lambda a, j=j: a[j], sols))
+    if best is None:
+      raise ValueError(f'No decoy on the Pareto front (quantiles={quantiles!r}, '
+                       f'repeats={repeats!r}).')
     (err, _), i, n_pos, sol = best
     xp = jnp.concatenate([jnp.broadcast_to(sol.x_pos, (n_pos, x.shape[1])),
                           jnp.broadcast_to(sol.x_neg, (n_p - n_pos, x.shape[1]))])

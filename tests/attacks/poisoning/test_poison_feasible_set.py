@@ -18,12 +18,16 @@ def _data(n=40, d=5, seed=0):
 
 
 def _feasible_points(fs, y, m, seed):
-  """Random points of F_y: convex combinations of the centroid and projected samples."""
+  """Random points of F_y by rejection (independent of the solvers): the centroid plus a
+  random direction scaled into the ball, kept when the sanitiser keeps them."""
   rng = np.random.RandomState(seed)
-  p = fs.centroids[y] + 0.6 * jnp.asarray(rng.randn(m, fs.centroids.shape[1]), jnp.float32)
-  z, _ = fsl.project(fs, p, jnp.full((m,), y, jnp.int32))
-  t = jnp.asarray(rng.rand(m, 1), jnp.float32)
-  return t * z + (1 - t) * fs.centroids[y]
+  d = fs.centroids.shape[1]
+  u = rng.randn(20 * m, d)
+  u /= np.linalg.norm(u, axis=1, keepdims=True)
+  rho = float(fs.sphere_radii[y]) * rng.rand(20 * m, 1) ** (1.0 / 3)
+  q = jnp.asarray(np.asarray(fs.centroids[y]) + rho * u, jnp.float32)
+  keep = np.asarray(fsl.feasible_mask(fs, q, jnp.full((q.shape[0],), y, jnp.int32), rtol=0.0))
+  return q[np.flatnonzero(keep)[:m]]
 
 
 def test_radii_are_clean_percentiles_and_scores_match_the_sanitisers():
