@@ -211,16 +211,19 @@ def render_markdown(r: dict) -> str:
            '| target (test index) | true -> adversarial | alignment loss before -> after | '
            'success per seed | p(adversarial) per seed | clean victims: correct |',
            '|---|---|---|---|---|---|']
-  for t in r['targets']:
-    lines.append(
-        f"| {t['test_index']} | {t['true_label']} -> {t['adversarial_label']} | "
-        f"{t['initial_loss']:.3f} -> {t['passenger_loss']:.3f} | "
-        f"{''.join('x' if v else '.' for v in t['success'])} | "
-        f"{', '.join(f'{p:.2f}' for p in t['adversarial_probability'])} | "
-        f"{sum(t['clean_control_correct'])}/{len(t['clean_control_correct'])} |")
-  lines += ['', f"Crafting {r['crafting_seconds']:.0f} s, victims {r['victim_seconds']:.0f} s "
-            f"({r['device']['platform']})."]
-  return '\n'.join(lines) + '\n'
+  lines += [_target_row(t) for t in r['targets']]
+  timing = (f"Crafting {r['crafting_seconds']:.0f} s, victims {r['victim_seconds']:.0f} s "
+            f"({r['device']['platform']}).")
+  return '\n'.join(lines + ['', timing]) + '\n'
+
+
+def _target_row(t: dict) -> str:
+  cells = [str(t['test_index']), f"{t['true_label']} -> {t['adversarial_label']}",
+           f"{t['initial_loss']:.3f} -> {t['passenger_loss']:.3f}",
+           ''.join('x' if v else '.' for v in t['success']),
+           ', '.join(f'{p:.2f}' for p in t['adversarial_probability']),
+           f"{sum(t['clean_control_correct'])}/{len(t['clean_control_correct'])}"]
+  return '| ' + ' | '.join(cells) + ' |'
 
 
 def headline(r: dict) -> list:
