@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsec import _checks
+from jaxsec.attacks.poisoning.base import check_dataset, check_fraction, check_validation, num_poison
 
 Array = jax.Array
 
@@ -127,6 +128,46 @@ def _feasible_mask(fs, x, y, rtol):
   in_box = jnp.all((xf >= fs.lower[y] - tol[:, None]) & (xf <= fs.upper[y] + tol[:, None]),
                    axis=1)
   return (sph <= fs.sphere_radii[y] + tol) & (slb <= fs.slab_radii[y] + tol) & in_box
+
+
+class ThreatModel(NamedTuple):
+  """The checked settings the three attacks of Koh et al. share (:func:`threat_model`)."""
+  fraction: float
+  l2: float
+  percentile: float
+  bounds: tuple[float, float] | None
+  tol: float
+
+
+def threat_model(*, fraction, l2, percentile, bounds, tol) -> ThreatModel:
+  """Checks the shared factory settings: budget, the victim's weight decay, the
+  defender's percentile, the input box and the SMO tolerance."""
+  return ThreatModel(check_fraction('fraction', fraction),
+                     float(_checks.check_positive('l2', l2)), check_percentile(percentile),
+                     None if bounds is None else _checks.check_bounds(bounds),
+                     float(_checks.check_positive('tol', tol)))
+
+
+class Setup(NamedTuple):
+  """What an attack call starts from: the attacker's validation set, the budget
+  ``n_poison``, the defender's bounds ``fs`` and its keep-weights on the clean points."""
+  x_val: Array
+  y_val: Array
+  n_poison: int
+  fs: FeasibleSet
+  weight: Array
+
+
+def setup(tm: ThreatModel, x, y, x_val, y_val) -> Setup:
+  """Checks a binary data set ``(x [n, d], y)`` and the validation set (default: the
+  training set), and computes the defender's bounds on the clean data."""
+  check_dataset(x, y, num_classes=2)
+  if x.ndim != 2:
+    raise ValueError(f'x has shape {tuple(x.shape)}; expected [n, d] features.')
+  x_val, y_val = check_validation(x, y, x_val, y_val, num_classes=2, bounds=tm.bounds)
+  fs = feasible_set(x, y, percentile=tm.percentile, bounds=tm.bounds)
+  return Setup(x_val, y_val, num_poison(tm.fraction, x.shape[0]), fs,
+               feasible_mask(fs, x, y).astype(x.dtype))
 
 
 # --------------------------------------------------------------------------- solvers

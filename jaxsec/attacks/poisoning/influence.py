@@ -33,7 +33,7 @@ from jaxsec import _checks
 from jaxsec.attacks.poisoning import decoy as decoy_lib
 from jaxsec.attacks.poisoning import feasible_set as fs_lib
 from jaxsec.attacks.poisoning import learners
-from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, check_validation, num_poison
+from jaxsec.attacks.poisoning.base import PoisonOutput
 from jaxsec.attacks.poisoning.svm_gradient import validation_hinge
 
 
@@ -119,26 +119,17 @@ def influence_attack(*, fraction: float, l2: float = 0.01, percentile: float = 9
     ``info``: ``poison_mask``, ``val_loss`` ([num_steps + 1] along the path),
     ``n_pos``, ``feasible_set``.
   """
-  fraction = check_fraction('fraction', fraction)
-  l2 = float(_checks.check_positive('l2', l2))
+  tm = fs_lib.threat_model(fraction=fraction, l2=l2, percentile=percentile, bounds=bounds,
+                           tol=tol)
+  l2, tol = tm.l2, tm.tol
   step_size = _checks.check_positive('step_size', step_size)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=0)
-  tol = float(_checks.check_positive('tol', tol))
-  fs_lib.check_percentile(percentile)
-  if bounds is not None:
-    bounds = _checks.check_bounds(bounds)
 
   def attack(x, y, key, *, x_val=None, y_val=None):
-    check_dataset(x, y, num_classes=2)
-    if x.ndim != 2:
-      raise ValueError(f'x has shape {tuple(x.shape)}; expected [n, d] features.')
-    x_val, y_val = check_validation(x, y, x_val, y_val, num_classes=2, bounds=bounds)
+    x_val, y_val, n_p, fs, weight = fs_lib.setup(tm, x, y, x_val, y_val)
     n = x.shape[0]
-    n_p = num_poison(fraction, n)
     n_pos = round(float(jnp.mean(y == 0)) * n_p)
     n_neg = n_p - n_pos
-    fs = fs_lib.feasible_set(x, y, percentile=percentile, bounds=bounds)
-    weight = fs_lib.feasible_mask(fs, x, y).astype(x.dtype)
     k_pos, k_neg = jax.random.split(key)
     start_pos = x[jax.random.choice(k_pos, jnp.flatnonzero(y == 0))]
     start_neg = x[jax.random.choice(k_neg, jnp.flatnonzero(y == 1))]

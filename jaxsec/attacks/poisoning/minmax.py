@@ -33,7 +33,7 @@ import numpy as np
 from jaxsec import _checks
 from jaxsec.attacks.poisoning import decoy as decoy_lib
 from jaxsec.attacks.poisoning import feasible_set as fs_lib
-from jaxsec.attacks.poisoning.base import PoisonOutput, check_dataset, check_fraction, check_validation, num_poison
+from jaxsec.attacks.poisoning.base import PoisonOutput, check_fraction, num_poison
 
 Array = jax.Array
 
@@ -172,29 +172,20 @@ def minmax_attack(*, fraction: float, l2: float = 0.01, percentile: float = 90.0
     ``val_error``, ``decoy_index`` (-1 without decoys), ``path_loss``, ``bound`` (the
     certificate along the chosen run), ``feasible_set``.
   """
-  fraction = check_fraction('fraction', fraction)
-  l2 = float(_checks.check_positive('l2', l2))
+  tm = fs_lib.threat_model(fraction=fraction, l2=l2, percentile=percentile, bounds=bounds,
+                           tol=tol)
+  l2, tol = tm.l2, tm.tol
   rho_max = _checks.check_positive('rho_max', rho_max)
   num_steps = _checks.check_int('num_steps', num_steps, minimum=1)
   burn_frac = float(_checks.check_float('burn_frac', burn_frac, minimum=0.0, maximum=1.0,
                                         strict_max=True, allow_traced=False))
   eta = _checks.check_positive('eta', eta)
-  tol = float(_checks.check_positive('tol', tol))
-  fs_lib.check_percentile(percentile)
-  if bounds is not None:
-    bounds = _checks.check_bounds(bounds)
 
   def attack(x, y, key=None, *, x_val=None, y_val=None):
     del key
-    check_dataset(x, y, num_classes=2)
-    if x.ndim != 2:
-      raise ValueError(f'x has shape {tuple(x.shape)}; expected [n, d] features.')
-    x_val, y_val = check_validation(x, y, x_val, y_val, num_classes=2, bounds=bounds)
+    x_val, y_val, n_p, fs, weight = fs_lib.setup(tm, x, y, x_val, y_val)
     n = x.shape[0]
-    n_p = num_poison(fraction, n)
     dt = x.dtype
-    fs = fs_lib.feasible_set(x, y, percentile=percentile, bounds=bounds)
-    weight = fs_lib.feasible_mask(fs, x, y).astype(dt)
     s = decoy_lib.fit_svm(x, y, l2=l2, n=n, weight=weight, tol=tol)
     if decoys:
       dec = decoy_lib.decoy_parameters(x, y, x_val, y_val, l2=l2, weight=weight,
