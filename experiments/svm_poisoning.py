@@ -3,18 +3,18 @@ r"""Biggio, Nelson & Laskov (ICML 2012): one poison point against a linear and a
     python -m experiments.run --config=experiments/configs/svm_poisoning.py --workdir=docs/results
     python -m experiments.run --config=experiments/configs/svm_poisoning.py:smoke --workdir=/tmp/s
 
-The paper's protocol: a small training set (100 points), C = 1, one attack point started
-as a copy of a random training point with its label flipped and moved by normalised
-gradient ascent of the validation hinge loss (``jaxsec.attacks.poisoning.svm_poisoning``,
-the gradient through the SVM's KKT conditions, eqs. (7)-(10), with ``dK/dx_c`` of the
-kernel). Along the path the SVM is retrained exactly on ``D u {x_c}`` every
-``eval_every`` steps and scored on the validation and test sets (the paper's Figure 2: the
-validation hinge loss and the test classification error against the iteration), for the
-linear kernel and the RBF kernel side by side. Data: scikit-learn's 8x8 digits on the
-paper's MNIST pairs 7/1, 9/8, 4/0 (MNIST is not on this machine), Fashion-MNIST pairs at
-28x28, and the paper's Figure 1 two-Gaussian problem, where the validation loss of the
-retrained SVM is also computed on a grid of attack points (the surface the gradient ascent
-climbs) to check that the path ends at a local maximum.
+The paper's protocol: a small training set (100 points), C = 1 (and a C = 100 control),
+one attack point started as a copy of a random training point with its label flipped and
+moved by normalised gradient ascent of the validation hinge loss
+(``jaxsec.attacks.poisoning.svm_poisoning``: the gradient through the SVM's KKT conditions,
+eqs. (7)-(10), with ``dK/dx_c`` of the kernel). Along the path the SVM is retrained exactly
+on ``D u {x_c}`` every ``eval_every`` steps and scored on the validation and test sets (the
+paper's Figure 2: the validation hinge loss and the test classification error against the
+iteration), for the linear kernel and the RBF kernel side by side. Data: scikit-learn's
+8x8 digits on the paper's MNIST pairs 7/1, 9/8, 4/0 (MNIST is not on this machine),
+Fashion-MNIST pairs at 28x28, and the paper's Figure 1 two-Gaussian problem, where the
+validation loss of the retrained SVM is also computed on a grid of attack points (the
+surface the gradient ascent climbs) to check that the path ends at a local maximum.
 
 Deviations: digits / Fashion-MNIST instead of MNIST; fixed step counts (the paper stops when
 the loss stops increasing; the attack's kept point is the best one seen); the RBF width is
@@ -24,6 +24,7 @@ Gaussian problem); the hinge loss is the validation mean (the paper sums).
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import time
 
@@ -145,7 +146,7 @@ def _draws(name, cfg, pair, loader, key):
   return out
 
 
-def _surface(cfg, kernel, gamma, draw, yc, bounds):
+def _surface(cfg, kernel, C, gamma, draw, yc, bounds):
   """Validation hinge loss and error of the SVM retrained with the attack point at each
   node of a ``grid x grid`` lattice over ``bounds^2`` (the paper's Figure 1 colours)."""
   _, x, y, xv, yv, xt, yt = draw
@@ -154,7 +155,7 @@ def _surface(cfg, kernel, gamma, draw, yc, bounds):
   for gy in g:                       # one grid row per call: one compiled program
     row = np.stack([g, np.full_like(g, gy)], 1)
     h, e, _ = _retrained_scores(x, y, row, np.ones(len(g), np.float32), yc, xv, yv, xt, yt,
-                                cfg.C, gamma, cfg.tol, kernel=kernel)
+                                C, gamma, cfg.tol, kernel=kernel)
     hinge.append(np.asarray(h))
     verr.append(np.asarray(e))
   return g, np.stack(hinge), np.stack(verr)
@@ -168,8 +169,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   for d in cfg.datasets:
     if d not in DATASETS:
       raise ValueError(f'Unknown dataset {d!r}; expected one of {DATASETS}.')
-  jobs = [(d, pair, kern) for d in cfg.datasets for pair in cfg[d].pairs
-          for kern in cfg.kernels]
+  jobs = [(d, pair, kern, C) for d in cfg.datasets for pair in cfg[d].pairs
+          for kern in cfg.kernels for C in cfg.Cs]
   bar = progress_lib.Progress(NAME, len(jobs), unit='pair x kernel')
   for d in cfg.datasets:
     s = cfg[d]
@@ -179,9 +180,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     dkey = jax.random.fold_in(key, DATASETS.index(d))
     draws = {tuple(p): _draws(d, cfg, tuple(p), loader, dkey) for p in s.pairs}
     idx = sorted(set(range(0, s.steps + 1, cfg.eval_every)) | {s.steps})
-    for kernel in cfg.kernels:
+    for kernel, C in itertools.product(cfg.kernels, cfg.Cs):
       gam = gamma if kernel == 'rbf' else None
-      atk = poisoning.svm_poisoning(num_points=1, C=cfg.C, step_size=s.step_size,
+      atk = poisoning.svm_poisoning(num_points=1, C=C, step_size=s.step_size,
                                     num_steps=s.steps, bounds=tuple(s.bounds), tol=cfg.tol,
                                     kernel=kernel, gamma=gam)
       for pair in s.pairs:
@@ -198,7 +199,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           pts = np.concatenate([path[:1], path[idx]])
           wts = np.concatenate([[0.0], np.ones(len(idx))]).astype(np.float32)
           hinge, verr, terr = (np.asarray(a) for a in _retrained_scores(
-              x, y, pts, wts, yc, xv, yv, xt, yt, cfg.C, gam or 0.0, cfg.tol, kernel=kernel))
+              x, y, pts, wts, yc, xv, yv, xt, yt, C, gam or 0.0, cfg.tol, kernel=kernel))
           cv, ct = verr[0], terr[0]
           hinge, verr, terr = hinge[1:], verr[1:], terr[1:]
           rows['val_hinge'].append(np.asarray(out.info['val_loss'][0]).tolist())
@@ -207,8 +208,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           rows['test_error'].append(np.asarray(terr).tolist())
           rows['clean_val_error'].append(float(cv))
           rows['clean_test_error'].append(float(ct))
-          if d == 'gaussian2d' and d not in results['surfaces'].get(kernel, {}):
-            g, hs, es = _surface(cfg, kernel, gam or 0.0, draw, yc, tuple(s.bounds))
+          if (d == 'gaussian2d' and C == cfg.Cs[0]
+              and d not in results['surfaces'].get(kernel, {})):
+            g, hs, es = _surface(cfg, kernel, C, gam or 0.0, draw, yc, tuple(s.bounds))
             end = path[-1]
             near = (np.abs(g[None, :] - end[0]) <= 2 * (g[1] - g[0]))  # 5x5 nodes around
             near_y = (np.abs(g[:, None] - end[1]) <= 2 * (g[1] - g[0]))
@@ -222,7 +224,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         e = {k2: np.asarray(v) for k2, v in rows.items()}
         _, x, y, xv, yv, xt, yt = draws[tuple(pair)][0]
         te, vh = e['test_error'].mean(0), e['val_hinge'].mean(0)
-        entry = {'dataset': d, 'pair': list(pair), 'kernel': kernel, 'gamma': gam, 'C': cfg.C,
+        entry = {'dataset': d, 'pair': list(pair), 'kernel': kernel, 'gamma': gam, 'C': C,
                  'n_train': int(len(y)), 'n_val': int(len(yv)),
                  'n_test': int(len(yt)), 'n_features': int(x.shape[1]), 'steps': s.steps,
                  'step_size': s.step_size, 'iterations': idx,
@@ -236,9 +238,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                  'runs': {k2: _r(v) for k2, v in e.items() if k2 != 'val_hinge'},
                  'seconds': time.time() - t0}
         results['curves'].append(entry)
-        bar.update(extra=f'{d} {tuple(pair)} {kernel}: test error clean '
+        bar.update(extra=f'{d} {tuple(pair)} {kernel} C={C:g}: test error clean '
                    f'{e["clean_test_error"].mean():.3f} -> start {te[0]:.3f} -> end {te[-1]:.3f}')
-        dc.log(f'{NAME}: {d} {tuple(pair)} {kernel}: val hinge {vh[0]:.3f} -> {vh[-1]:.3f}, '
+        dc.log(f'{NAME}: {d} {tuple(pair)} {kernel} C={C:g}: val hinge {vh[0]:.3f} -> {vh[-1]:.3f}, '
                f'test error {te[0]:.3f} -> {te[-1]:.3f} ({time.time() - t0:.1f} s)')
   results['backend'] = jax.default_backend()
   jio.write_json_atomic(os.path.join(workdir, f'{NAME}.json'), results)
@@ -256,15 +258,17 @@ def render_markdown(r: dict) -> str:
   title = dc.heading('Biggio et al. (2012) poisoning of linear and RBF SVMs, one point',
                      r, NAME)
   intro = ('One attack point (a flipped copy of a training point) moved by gradient ascent '
-           'of the validation hinge loss through the SVM\'s KKT conditions; C = '
-           f'{r["config"]["C"]:g}, mean over {r["config"]["runs"]} train / validation draws '
-           '(gaussian2d: one). Errors are those of the SVM retrained on the training set plus '
-           'the attack point at that iteration. RBF gamma per data set: '
+           'of the validation hinge loss through the SVM\'s KKT conditions; C = 1 is the '
+           'paper\'s setting, a larger C the control (one point\'s weight alpha_c <= C: its '
+           'influence on an RBF SVM, k <= 1, is bounded by C; on a linear one it grows with '
+           f'|x_c|); mean over {r["config"]["runs"]} train / validation draws (gaussian2d: '
+           'one). Errors are those of the SVM retrained on the training set plus the attack '
+           'point at that iteration. RBF gamma per data set: '
            + ', '.join(f'{d} {g:.4g}' for d, g in r['gammas'].items()) + '.')
   rows = []
   for c in r['curves']:
     te = np.asarray(c['test_error'])
-    rows.append([c['dataset'], '/'.join(map(str, c['pair'])), c['kernel'],
+    rows.append([c['dataset'], '/'.join(map(str, c['pair'])), c['kernel'], f"{c['C']:g}",
                  f"{c['n_train']}/{c['n_val']}/{c['n_test']}",
                  dc.fmt(c['clean_test_error']), dc.fmt(float(te[0])),
                  dc.fmt(float(te[-1])), dc.fmt(float(te.max())),
@@ -272,14 +276,14 @@ def render_markdown(r: dict) -> str:
                  f"{c['iterations'][-1]} x {c['step_size']:g}"])
   lines = [title, '', intro, '']
   lines += common.md_table(
-      ['data', 'pair', 'kernel', 'train/val/test', 'clean test error',
+      ['data', 'pair', 'kernel', 'C', 'train/val/test', 'clean test error',
        'test error, flipped copy (it. 0)', 'test error, last iteration', 'max along path',
        'validation hinge, first -> last', 'steps x size'], rows) + ['']
   surf = r.get('surfaces', {})
   if surf:
     lines += ['Two-Gaussian problem (the paper\'s Figure 1): the validation hinge loss of the '
-              'SVM retrained with the attack point at each node of a grid over the box, '
-              'against where the gradient ascent ended.', '']
+              f'SVM (C = {r["config"]["Cs"][0]:g}) retrained with the attack point at each '
+              'node of a grid over the box, against where the gradient ascent ended.', '']
     lines += common.md_table(
         ['kernel', 'grid', 'grid max', 'grid max within 2 nodes of the end',
          'attack\'s last point'],
@@ -301,15 +305,17 @@ def render_plots(r: dict, path: str) -> None:
   ncol = max(len(datasets), len(surf), 1)
   fig, axes = plt.subplots(3, ncol, figsize=(4.5 * ncol, 11), squeeze=False)
   for j, d in enumerate(datasets):
-    for kern, style in (('linear', '-'), ('rbf', '--')):
-      cs = [c for c in r['curves'] if c['dataset'] == d and c['kernel'] == kern]
-      if not cs:
-        continue
+    combos = dict.fromkeys((c['kernel'], c['C']) for c in r['curves'] if c['dataset'] == d)
+    for kern, C in combos:
+      cs = [c for c in r['curves']
+            if c['dataset'] == d and c['kernel'] == kern and c['C'] == C]
+      style = '-' if kern == 'linear' else '--'
+      clean = np.mean([c['clean_test_error'] for c in cs])
       h = np.mean([c['val_hinge'] for c in cs], 0)
-      axes[0, j].plot(np.arange(len(h)), h, style, label=kern)
+      axes[0, j].plot(np.arange(len(h)), h, style, label=f'{kern}, C={C:g}')
       axes[1, j].plot(cs[0]['iterations'], np.mean([c['test_error'] for c in cs], 0),
-                      style, label=f'{kern} (clean {np.mean([c["clean_test_error"] for c in cs]):.3f})')
-    axes[0, j].set_title(f'{d}: validation hinge loss')
+                      style, label=f'{kern}, C={C:g} (clean {clean:.3f})')
+    axes[0, j].set_title(f'{d}: validation hinge loss (mean over pairs)')
     axes[1, j].set_title(f'{d}: test error (retrained)')
     for i in (0, 1):
       axes[i, j].set_xlabel('iteration')
@@ -328,7 +334,7 @@ def render_plots(r: dict, path: str) -> None:
     p = np.asarray(v['path'])
     ax.plot(p[:, 0], p[:, 1], 'w-', lw=1.5)
     ax.plot(p[-1, 0], p[-1, 1], 'w*', ms=10)
-    ax.set_title(f'two Gaussians, {kern}: validation hinge surface + path')
+    ax.set_title(f'two Gaussians, {kern}: val. hinge surface, path')
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path + '.tmp.png', dpi=100)

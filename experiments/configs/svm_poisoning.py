@@ -1,13 +1,14 @@
 """Config of experiments/svm_poisoning.py. Variants: ``full`` (the default), ``smoke``.
 
-Biggio, Nelson & Laskov (ICML 2012): one poison point moved by gradient ascent, C = 1, a
-linear and an RBF SVM. ``digits``: scikit-learn's 8x8 digits in [0, 1] on the paper's
-MNIST pairs (a pair has ~360 images: 100 train / ``val`` / the rest test); ``fashion_mnist``:
-Fashion-MNIST pairs at the paper's 28x28 resolution (100 / 500 from the training split, the
-pair's test split for test); ``gaussian2d``: the paper's Figure 1 (two Gaussians, 25
-training points per class, RBF gamma = 0.5), with the validation-loss surface on a grid.
-``rbf_gamma``: a number, or 'scale' = 1 / (d var(x)) over the data set's pixels
-(scikit-learn's rule, fixed per data set so every draw targets the same kernel).
+Biggio, Nelson & Laskov (ICML 2012): one poison point moved by gradient ascent, a linear
+and an RBF SVM, C = 1 (the paper's) and C = 100 (a control: a point's weight is at most C).
+``digits``: scikit-learn's 8x8 digits in [0, 1] on the paper's MNIST pairs (a pair has ~360
+images: 100 train / ``n_val`` / the rest test); ``fashion_mnist``: Fashion-MNIST pairs at
+the paper's 28x28 resolution (100 / 500 from the training split, the pair's test split for
+test); ``gaussian2d``: the paper's Figure 1 (two Gaussians, 25 training points per class,
+RBF gamma = 0.5), with the validation-loss surface on a grid. ``rbf_gamma``: a number, or
+'scale' = 1 / (d var(x)) over the data set's pixels (scikit-learn's rule, fixed per data
+set so every draw targets the same kernel).
 """
 import ml_collections
 
@@ -17,7 +18,7 @@ from experiments.configs import base
 def _default(c: ml_collections.ConfigDict) -> None:
   c.datasets = ('gaussian2d', 'digits', 'fashion_mnist')
   c.kernels = ('linear', 'rbf')
-  c.C = 1.0
+  c.Cs = (1.0, 100.0)               # 1: the paper's; 100: the bounded-influence control
   c.runs = 5                        # random train / validation draws per pair
   c.n_train = 100
   c.eval_every = 10                 # retrain and score the path every this many steps
@@ -41,6 +42,7 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   # grid row of the 5x5 surface: both share one compiled program.
   c.datasets = ('gaussian2d',)
   c.kernels = ('rbf',)           # the linear attack is tested in tests/attacks
+  c.Cs = (1.0,)
   c.eval_every = 2
   c.gaussian2d.steps = 6
   c.gaussian2d.step_size = 0.5

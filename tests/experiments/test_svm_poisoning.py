@@ -43,5 +43,5 @@ def test_svm_poisoning_smoke(tmp_path):
   assert np.asarray(sf['val_hinge']).shape == (5, 5) and len(sf['path']) == 7
   assert abs(sf['grid_max_val_hinge'] - np.max(sf['val_hinge'])) < 1e-5
   md = svm_poisoning.render_markdown(res)
-  assert '| gaussian2d | 0/1 | rbf |' in md and 'Figure 1' in md
+  assert '| gaussian2d | 0/1 | rbf | 1 |' in md and 'Figure 1' in md
   assert os.path.exists(os.path.join(tmp_path, 'svm_poisoning.png'))
