@@ -13,7 +13,7 @@ the state, O(b d) memory, carried through the training ``lax.scan``.
 Formal guarantee (their Thm. 4): under cyclic Poisson sampling with ``k >= b`` groups
 (:class:`~jaxsec.privacy.sampling.CyclicPoissonSampler`, their Alg. 2) an example's
 participations are at least ``b`` steps apart, so they hit disjoint rows of ``C`` through
-columns of norm 1, and the run is exactly as private as DP-SGD with the group's sampling
+columns of norm 1, and the run has the guarantee of DP-SGD with the group's sampling
 probability over ``ceil(n / k)`` steps: the sampler's own ``dp_accounting`` event, under
 zero-out adjacency. With ``b = k = 1``, ``C = I`` and this is DP-SGD step for step.
 The number of bands is chosen as in their Sec. 5 (:func:`select_bands`): the smallest
