@@ -19,6 +19,7 @@ def _blob(n=40, d=4, seed=0):
   return x.astype(np.float32), y
 
 
+@pytest.mark.slow
 def test_minmax_points_are_feasible_capped_and_below_the_certified_bound():
   x, y = (jnp.asarray(a) for a in _blob(40))
   fs = fsl.feasible_set(x, y, percentile=85.0, bounds=(0.0, 1.0))
