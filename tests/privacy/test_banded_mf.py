@@ -122,7 +122,7 @@ def test_epsilon_is_jax_privacy_bandmf_accountant(accountant):
 
 
 def test_cyclic_sampler_separates_participations_by_k():
-  n, k, steps = 50, 4, 400
+  n, k, steps = 50, 4, 96
   cyc = sampling.CyclicPoissonSampler(dataset_size=n, num_steps=steps, cycle_length=k,
                                       expected_batch_size=6)
   sched = cyc.schedule(jax.random.key(4))
@@ -138,7 +138,7 @@ def test_cyclic_sampler_separates_participations_by_k():
     assert all(group_of.get(int(e)) == t % k for e in real)      # only group t mod k
     sizes.append(len(real))
   np.testing.assert_array_equal(sizes, np.asarray(sched.sizes))
-  assert abs(np.mean(sizes) - 6.0) < 0.5                         # q = 6 / 12
+  assert abs(np.mean(sizes) - 6.0) < 0.7                         # q = 6 / 12, sd 0.18
   assert set(split[48:].tolist()).isdisjoint(idx[mask].tolist())  # N mod k never used
 
 
@@ -164,8 +164,8 @@ def test_train_accounts_with_its_sampler_and_refuses_short_separation():
 
 
 def test_optimized_strategy_beats_identity_and_its_initialisation():
-  n, b = 16, 4
-  coef = banded_mf.optimize_strategy(n, b, max_optimizer_steps=20)
+  n, b = 12, 3
+  coef = banded_mf.optimize_strategy(n, b, max_optimizer_steps=10)
   assert coef.shape == (b,) and np.isclose(np.linalg.norm(coef), 1.0)
   # identity (b = 1, DP-SGD): row t of the prefix-sum matrix has t + 1 ones -> mean (n+1)/2
   assert banded_mf.mean_squared_error([1.0], n) == pytest.approx((n + 1) / 2, rel=1e-6)
