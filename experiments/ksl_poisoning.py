@@ -1,7 +1,7 @@
 r"""Attacks that break sanitisers: Koh, Steinhardt & Liang (Machine Learning 2022) on
 scikit-learn digits 1 vs 7, a linear SVM behind the sphere + slab defense.
 
-    python -m experiments.run --config=experiments/configs/ksl_poisoning.py --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/ksl_poisoning.py --workdir=docs/results  # ~8 min, 2 CPUs
     python -m experiments.run --config=experiments/configs/ksl_poisoning.py:smoke --workdir=/tmp/s
 
 Per random train / test split of the two digits (8x8 pixels in [0, 1]): the victim is the
