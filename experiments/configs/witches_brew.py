@@ -16,6 +16,7 @@ def _default(c: ml_collections.ConfigDict) -> None:
   c.model = 'cnn'
   c.num_targets = 4
   c.num_seeds = 2                  # victims retrained from scratch per poisoned set
+  c.adversarial = 'random'         # adversarial label: 'random' (the paper) or 'runner_up'
   # Witches' Brew (Geiping et al. 2021): the paper's budget and eps
   c.fraction = 0.01
   c.eps = 16 / 255
@@ -33,5 +34,11 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   c.num_steps, c.restarts = 4, 2
 
 
+def _runner_up(c: ml_collections.ConfigDict) -> None:
+  # the closest pairs: each target's adversarial label is the crafting model's runner-up
+  c.adversarial = 'runner_up'
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return base.build(arg, study='witches_brew', default=_default, variants={'smoke': _smoke})
+  return base.build(arg, study='witches_brew', default=_default,
+                    variants={'smoke': _smoke, 'runner_up': _runner_up})
