@@ -1,7 +1,8 @@
 """Config of experiments/backdoor_detection.py. Variants: ``full`` (the default) and ``smoke``.
 
-The full variant plants two backdoors, each in its own reference CNN (about 15-20 minutes
-each on a shared 2-core CPU: training about 4, Neural Cleanse about 8): trained 3 epochs on a
+The full variant plants two backdoors, each in its own reference CNN (about 16 minutes each
+on a shared 2-core CPU at a load of 6-12, the committed run 33 minutes in all; training about
+3, Neural Cleanse about 6, the clean-label attacker's own CNN 4 more): trained 3 epochs on a
 20,000-image FMNIST subset, target label 0, the same 3x3 white patch and the same 600 poison
 images (3%) for BadNets (relabelled images of other classes) and for the clean-label backdoor
 (target-class images, labels kept, first moved by L_inf PGD with eps 32/255 against a
