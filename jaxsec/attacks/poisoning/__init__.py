@@ -4,9 +4,13 @@
 Label flips (random, ALFA, farthest/nearest-first) keep the size ``n``; injection attacks
 append ``round(fraction * n)`` poison rows (see each factory); Witches' Brew (gradient
 matching) and the label-consistent backdoor perturb training images in place and keep their
-labels. ``learners`` holds the exact, differentiable SVM / logistic regression /
+labels. The attacks of Koh, Steinhardt & Liang (influence, KKT, improved min-max) stay inside
+the sphere + slab feasible set (``feasible_set``) of a defender's clean-data bounds, with
+decoy parameters from ``decoy``. ``learners`` holds the exact, differentiable SVM / logistic regression /
 unrolled-GD learners the gradient attacks go through.
 """
+from jaxsec.attacks.poisoning import decoy
+from jaxsec.attacks.poisoning import feasible_set
 from jaxsec.attacks.poisoning import learners
 from jaxsec.attacks.poisoning.backdoor import apply_trigger
 from jaxsec.attacks.poisoning.backdoor import badnets
@@ -29,9 +33,13 @@ from jaxsec.attacks.poisoning.gradient_matching import brew
 from jaxsec.attacks.poisoning.gradient_matching import gradient_matching_loss
 from jaxsec.attacks.poisoning.gradient_matching import random_translate_flip
 from jaxsec.attacks.poisoning.gradient_matching import witches_brew
+from jaxsec.attacks.poisoning.influence import influence_attack
+from jaxsec.attacks.poisoning.kkt import kkt_attack
 from jaxsec.attacks.poisoning.label_flip import alfa
 from jaxsec.attacks.poisoning.label_flip import distance_label_flip
 from jaxsec.attacks.poisoning.label_flip import random_label_flip
+from jaxsec.attacks.poisoning.minmax import certified_bound
+from jaxsec.attacks.poisoning.minmax import minmax_attack
 from jaxsec.attacks.poisoning.signature import conjunction_signature
 from jaxsec.attacks.poisoning.signature import signature_matches
 from jaxsec.attacks.poisoning.signature import signature_noise_poisoning
@@ -52,6 +60,7 @@ __all__ = [
     'centroid_poisoning',
     'centroid_stream',
     'centroid_update',
+    'certified_bound',
     'clean_label_backdoor',
     'conjunction_signature',
     'distance_label_flip',
@@ -60,7 +69,10 @@ __all__ = [
     'flipped_copies',
     'gradient_matching_loss',
     'greedy_attack_point',
+    'influence_attack',
+    'kkt_attack',
     'learners',
+    'minmax_attack',
     'num_poison',
     'pattern_trigger',
     'random_label_flip',
