@@ -15,7 +15,8 @@ def test_witches_brew_smoke(tmp_path):
   assert len(r['targets']) == cfg.num_targets
   for t in r['targets']:
     assert t['adversarial_label'] != t['true_label']
-    assert len(t['success']) == len(t['victim_accuracy']) == cfg.num_seeds
+    assert (len(t['success']) == len(t['victim_accuracy'])
+            == len(t['clean_control_adversarial_probability']) == cfg.num_seeds)
     assert t['max_linf'] <= cfg.eps + 1e-6
     assert t['passenger_loss'] == min(t['restart_losses'])
     assert all(0.0 <= p <= 1.0 for p in t['adversarial_probability'])
