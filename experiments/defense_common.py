@@ -94,10 +94,11 @@ def scratch_dir(workdir: str) -> str:
   return os.path.join(workdir, '.scratch')
 
 
-def start_study(cfg, workdir: str, name: str, section: str):
+def start_study(cfg, workdir: str, name: str, section: str, *, variant_file: bool = False):
   """The set-up the FMNIST defense studies share: the data split, the root key, the scratch
   folder and its stage cache, the result skeleton ``{name, variant, config, device, section:
-  {}}`` and ``save()``, which writes it atomically to ``<workdir>/<name>.json``.
+  {}}`` and ``save()``, which writes it atomically to ``<workdir>/<name>.json`` (with
+  ``variant_file``, a variant other than full / smoke writes ``<name>_<variant>.json``).
 
   Returns ``((x, y, xt, yt), key, scratch, cache, results, save)``.
   """
@@ -106,8 +107,11 @@ def start_study(cfg, workdir: str, name: str, section: str):
   results: dict[str, Any] = {'name': name, 'variant': cfg.variant, 'config': cfg.to_dict(),
                              'device': common_lib.device_info(), section: {}}
 
+  stem = (f'{name}_{cfg.variant}' if variant_file and cfg.variant not in ('full', 'smoke')
+          else name)
+
   def save():
-    jio.write_json_atomic(f'{workdir}/{name}.json', results)
+    jio.write_json_atomic(f'{workdir}/{stem}.json', results)
   return (splits, jax.random.key(cfg.seed), scratch, Cache(scratch, name), results, save)
 
 

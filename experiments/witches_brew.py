@@ -130,7 +130,7 @@ def _victims(cfg, model, x, y, poisons, key, scratch):
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   (x, y, xt, yt), key, scratch, _, results, save = dc.start_study(cfg, workdir, NAME,
-                                                                 'targets')
+                                                                 'targets', variant_file=True)
   model = models.get(cfg.model, **cfg.model_kwargs.to_dict())
   shared = {k: cfg[k] for k in ('seed', 'model', 'model_kwargs', 'n_train', 'epochs',
                                 'batch_size', 'learning_rate')}

@@ -29,3 +29,18 @@ def test_witches_brew_smoke(tmp_path):
   md = witches_brew.render_markdown(r)
   assert "Witches' Brew" in md and md.count('| ') > cfg.num_targets
   assert witches_brew.headline(r) == [] and len(witches_brew.headline({**r, 'variant': 'full'})) == 1
+
+
+def test_a_named_variant_writes_its_own_json(tmp_path, monkeypatch):
+  """witches_brew_runner_up.json is what `:runner_up --workdir=docs/results` writes."""
+  import json
+  from experiments import defense_common as dc
+  monkeypatch.setattr(dc, 'load_fmnist', lambda *a: (None,) * 4)
+  for variant, stem in (('runner_up', 'witches_brew_runner_up'), ('smoke', 'witches_brew')):
+    cfg = witches_brew_config.get_config(variant)
+    *_, results, save = dc.start_study(cfg, str(tmp_path), 'witches_brew', 'targets',
+                                       variant_file=True)
+    save()
+    with open(tmp_path / f'{stem}.json') as f:
+      assert json.load(f)['variant'] == variant
+  assert not (tmp_path / 'witches_brew_full.json').exists()
