@@ -18,6 +18,11 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _cache_dir = tempfile.mkdtemp(prefix='jaxsec-test-xla-cache-')
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache_dir
   atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+# A size bound turns on JAX's file lock around every cache read and write; without it
+# (max size -1) an entry is written in place, and a worker that read another's half-written
+# executable crashed with a segmentation fault (seen once in the full suite). 8 GiB never
+# evicts in one session.
+os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(8 * 2**30))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
@@ -34,6 +39,8 @@ import jax  # noqa: E402
 
 # In case a plugin imported jax before this file set the environment.
 jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_compilation_cache_max_size',
+                  int(os.environ['JAX_COMPILATION_CACHE_MAX_SIZE']))
 jax.config.update('jax_persistent_cache_min_compile_time_secs',
                   float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 jax.config.update('jax_persistent_cache_min_entry_size_bytes',
