@@ -9,20 +9,22 @@ import tempfile
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
-# One persistent XLA compilation cache per session, shared by the xdist workers (they inherit
-# the controller's environment) and by the studies' subprocesses: a program that several tests
-# compile (the same model's step in several smoke runs, a vectorised run checked against its
-# separate runs) compiles once. The cache returns the executable compiled from the same HLO,
-# so results are unchanged. Fresh per session (a new directory, removed at exit).
+# One persistent XLA compilation cache per session and per xdist worker, shared with the
+# studies' subprocesses that worker starts: a program that several tests compile (the same
+# model's step in several smoke runs, a vectorised run checked against its separate runs)
+# compiles once. The cache returns the executable compiled from the same HLO, so results are
+# unchanged. Fresh per session (a new directory, removed at exit). Not shared between
+# workers: JAX writes an entry in place, and a worker that read another's half-written
+# executable crashed with a segmentation fault (seen once in the full suite); JAX's file lock
+# (a size bound) scans the directory on every write: the suite ran at half speed with it.
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _cache_dir = tempfile.mkdtemp(prefix='jaxsec-test-xla-cache-')
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache_dir
   atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
-# A size bound turns on JAX's file lock around every cache read and write; without it
-# (max size -1) an entry is written in place, and a worker that read another's half-written
-# executable crashed with a segmentation fault (seen once in the full suite). 8 GiB never
-# evicts in one session.
-os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(8 * 2**30))
+if os.environ.get('PYTEST_XDIST_WORKER') and not os.environ.get('JAXSEC_TEST_WORKER_CACHE'):
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(
+      os.environ['JAX_COMPILATION_CACHE_DIR'], os.environ['PYTEST_XDIST_WORKER'])
+  os.environ['JAXSEC_TEST_WORKER_CACHE'] = '1'
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
@@ -39,8 +41,6 @@ import jax  # noqa: E402
 
 # In case a plugin imported jax before this file set the environment.
 jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
-jax.config.update('jax_compilation_cache_max_size',
-                  int(os.environ['JAX_COMPILATION_CACHE_MAX_SIZE']))
 jax.config.update('jax_persistent_cache_min_compile_time_secs',
                   float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 jax.config.update('jax_persistent_cache_min_entry_size_bytes',
