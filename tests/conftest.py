@@ -2,6 +2,8 @@
 compilation cache per test session, and XLA's quick (-O0) CPU back end."""
 import atexit
 import contextlib
+import faulthandler
+import glob
 import os
 import shutil
 import tempfile
@@ -84,6 +86,33 @@ _SLOW_LIBRARY_TESTS = frozenset({
     'tests/attacks/evasion/test_apgd_l1.py::test_apgd_l1_feasible_and_not_worse_than_pgd_l1',
     'tests/attacks/evasion/test_apgd.py::test_apgd_l2_vmap_over_eps',
 })
+
+
+# A worker that dies of a signal (segmentation fault) takes its traceback with it: xdist
+# reports only "node down". Each worker writes Python's fault traceback to its own file, and
+# the controller prints any non-empty one in the terminal summary (CI shows it).
+if 'JAXSEC_TEST_FAULT_DIR' not in os.environ:
+  os.environ['JAXSEC_TEST_FAULT_DIR'] = tempfile.mkdtemp(prefix='jaxsec-test-faults-')
+  atexit.register(shutil.rmtree, os.environ['JAXSEC_TEST_FAULT_DIR'], ignore_errors=True)
+
+
+def pytest_sessionstart(session):
+  del session
+  worker = os.environ.get('PYTEST_XDIST_WORKER')
+  if worker:   # after pytest's own faulthandler set-up, which writes to the lost stderr
+    path = os.path.join(os.environ['JAXSEC_TEST_FAULT_DIR'], f'{worker}-{os.getpid()}.log')
+    faulthandler.enable(file=open(path, 'w'), all_threads=True)  # noqa: SIM115 (held open)
+
+
+def pytest_terminal_summary(terminalreporter):
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    return
+  for path in sorted(glob.glob(os.path.join(os.environ['JAXSEC_TEST_FAULT_DIR'], '*.log'))):
+    with open(path) as f:
+      text = f.read()
+    if text.strip():
+      terminalreporter.write_sep('=', f'fault traceback of worker {os.path.basename(path)}')
+      terminalreporter.write_line(text)
 
 
 def pytest_collection_modifyitems(config, items):
