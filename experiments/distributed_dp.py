@@ -70,7 +70,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if bad or not c.arms:
     raise ValueError(f'config arms={tuple(c.arms)} has unknown entries {bad} (or is empty); '
                      f'allowed: {ARMS}.')
-  t_start = time.time()
   k_part, k_init, k_rounds = jax.random.split(jax.random.key(c.seed), 3)
   xtr, ytr, xte, yte = common.load_splits(c.dataset, train_subset=c.train_subset,
                                            test_subset=c.test_subset)
@@ -101,8 +100,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   runs: list[Any] = [('none', None)] if 'none' in c.arms else []
   runs += [(a, e) for e in c.epsilons for a in ('central', 'distributed') if a in c.arms]
   runs = [(a, e, i) for a, e in runs for i in range(1 if a == 'none' else c.repeats)]
+  path = os.path.join(workdir, NAME + '.json')
+  rows = _finished_rows(path, c, runs)
+  if rows:
+    print(f'[{NAME}] resuming: {len(rows)} of {len(runs)} runs finished in {path}', flush=True)
+  done = {(r['arm'], r['epsilon'], r['repeat']) for r in rows}
+  runs = [run for run in runs if run not in done]
   bar = progress_lib.Progress(NAME, total=len(runs) * rounds, unit='round')
-  rows = []
+
+  def write():
+    out = {'name': NAME, 'variant': c.variant, 'config': c.to_dict(),
+           'device': common.device_info(), 'num_train': int(n),
+           'num_test': int(xte.shape[0]), 'num_params': dim,
+           'padded_dim': ddp.padded_dim(dim), 'rows': rows, 'summary': _summary(rows),
+           'seconds': sum(r['seconds'] for r in rows)}
+    jio.write_json_atomic(path, out)
+    return out
+
   for arm, eps, rep in runs:
     t0 = time.time()
     row: dict[str, Any] = {'arm': arm, 'epsilon': eps, 'repeat': rep}
@@ -144,13 +158,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f'[{NAME}] {arm} eps={eps} repeat {rep}: acc {row["accuracy"]:.4f} '
           f'z={row.get("noise_multiplier", 0):.3f} ({row["seconds"]:.0f}s)', flush=True)
     rows.append(row)
+    write()                        # a checkpoint per finished run (atomic)
+  return write()
 
-  out = {'name': NAME, 'variant': c.variant, 'config': c.to_dict(),
-         'device': common.device_info(), 'num_train': int(n), 'num_test': int(xte.shape[0]),
-         'num_params': dim, 'padded_dim': ddp.padded_dim(dim), 'rows': rows,
-         'summary': _summary(rows), 'seconds': time.time() - t_start}
-  jio.write_json_atomic(os.path.join(workdir, NAME + '.json'), out)
-  return out
+
+def _finished_rows(path: str, c: ml_collections.ConfigDict, runs: list) -> list:
+  """Rows of a previous run at ``path`` to keep: its config equals this one in every field
+  but ``repeats`` (more repeats add runs; the first ones are the same), and the row's
+  ``(arm, epsilon, repeat)`` is still asked for."""
+  if not os.path.exists(path):
+    return []
+  prev = jio.read_json(path)
+
+  def strip(d):
+    return {k: v for k, v in d.items() if k != 'repeats'}
+  if strip(prev.get('config', {})) != strip(jio.json_roundtrip(c.to_dict())):
+    return []
+  wanted = set(runs)
+  return [r for r in prev.get('rows', []) if (r['arm'], r['epsilon'], r['repeat']) in wanted]
 
 
 def _summary(rows: list) -> list:

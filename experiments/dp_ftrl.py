@@ -58,17 +58,17 @@ def _model(c):
   return dp_sgd._model(c)         # pylint: disable=protected-access
 
 
-def _hash(c, method):
-  keep = {k: c[k] for k in ('dataset', 'model', 'activation', 'seed', 'delta', 'epsilon',
+def _hash(c, method, seed):
+  keep = {k: c[k] for k in ('dataset', 'model', 'activation', 'delta', 'epsilon',
                             'accountant', 'batch_size', 'epochs', 'learning_rate',
                             'momentum', 'l2_norm_clip', 'train_subset', 'test_subset')}
-  keep.update(method=method, cnn=dict(c.cnn_kwargs), mlp=tuple(c.mlp_hidden))
+  keep.update(seed=seed, method=method, cnn=dict(c.cnn_kwargs), mlp=tuple(c.mlp_hidden))
   if method == 'banded_mf':           # (the other methods' hashes are unchanged)
     keep.update(mf_bands=tuple(c.mf_bands), mf_optimizer_steps=c.mf_optimizer_steps)
   return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _run_sgd(c, model, params0, lf, xtr, ytr, xte, yte):
+def _run_sgd(c, seed, model, params0, lf, xtr, ytr, xte, yte):
   n = xtr.shape[0]
   steps = int(round(c.epochs * n / c.batch_size))
   sampler = sampling.PoissonSampler(dataset_size=n, num_steps=steps,
@@ -78,7 +78,7 @@ def _run_sgd(c, model, params0, lf, xtr, ytr, xte, yte):
   t0 = time.time()
   res = dpsgd.train(lf, params0, (xtr, ytr),
                     optimizer=optax.sgd(c.learning_rate, momentum=c.momentum),
-                    sampler=sampler, key=jax.random.key(c.seed + 1),
+                    sampler=sampler, key=jax.random.key(seed + 1),
                     l2_norm_clip=c.l2_norm_clip, delta=c.delta,
                     noise_multiplier=sigmas[c.accountant], accountant=c.accountant,
                     steps_per_call=c.steps_per_call, verbose=c.variant != 'smoke')
@@ -93,13 +93,13 @@ def _run_sgd(c, model, params0, lf, xtr, ytr, xte, yte):
               np.mean(res.nonprivate_diagnostics['clipped_fraction']))}
 
 
-def _run_ftrl(c, model, params0, lf, xtr, ytr, xte, yte):
+def _run_ftrl(c, seed, model, params0, lf, xtr, ytr, xte, yte):
   spe = xtr.shape[0] // c.batch_size
   sigma = dpftrl.calibrate(c.epsilon, c.delta, steps_per_epoch=spe, epochs=c.epochs)
   t0 = time.time()
   res = dpftrl.train(lf, params0, (xtr, ytr),
                      optimizer=optax.sgd(c.learning_rate, momentum=c.momentum),
-                     batch_size=c.batch_size, epochs=c.epochs, key=jax.random.key(c.seed + 1),
+                     batch_size=c.batch_size, epochs=c.epochs, key=jax.random.key(seed + 1),
                      l2_norm_clip=c.l2_norm_clip, delta=c.delta, noise_multiplier=sigma,
                      steps_per_call=c.steps_per_call, verbose=c.variant != 'smoke')
   return {'method': 'dp_ftrl', 'epsilon': res.epsilon, 'reported_delta': res.delta,
@@ -112,7 +112,7 @@ def _run_ftrl(c, model, params0, lf, xtr, ytr, xte, yte):
           'nonprivate_diagnostic_mean_clipped_fraction': res.nonprivate_mean_clipped_fraction}
 
 
-def _run_bandmf(c, model, params0, lf, xtr, ytr, xte, yte):
+def _run_bandmf(c, seed, model, params0, lf, xtr, ytr, xte, yte):
   n = xtr.shape[0]
   steps = int(round(c.epochs * n / c.batch_size))     # DP-SGD's number of steps
   t0 = time.time()
@@ -132,7 +132,7 @@ def _run_bandmf(c, model, params0, lf, xtr, ytr, xte, yte):
   t0 = time.time()
   res = banded_mf.train(lf, params0, (xtr, ytr),
                         optimizer=optax.sgd(c.learning_rate, momentum=c.momentum),
-                        sampler=sampler, coef=best.coef, key=jax.random.key(c.seed + 1),
+                        sampler=sampler, coef=best.coef, key=jax.random.key(seed + 1),
                         l2_norm_clip=c.l2_norm_clip, delta=c.delta,
                         noise_multiplier=best.noise_multiplier, accountant=c.accountant,
                         steps_per_call=c.steps_per_call, verbose=c.variant != 'smoke')
@@ -152,34 +152,57 @@ def _run_bandmf(c, model, params0, lf, xtr, ytr, xte, yte):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   c = config
+  seeds = tuple(c.seeds)
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f'seeds={seeds!r}: expected one or more distinct integer seeds.')
+  if c.seed != 0:                  # the base config's single seed: this study has seeds
+    raise ValueError(f"seed={c.seed}: this study runs the seeds in 'seeds' (now {seeds}); "
+                     f"set --config.seeds='({c.seed},)' instead.")
   out_path = os.path.join(workdir, c.output_name + '.json')
   xtr, ytr, xte, yte = dp_sgd._load(c)   # pylint: disable=protected-access
   model = _model(c)
-  params0 = models.init(model, jax.random.key(c.seed), (1,) + xtr.shape[1:])
+  init = {s: models.init(model, jax.random.key(s), (1,) + xtr.shape[1:]) for s in seeds}
   lf = clipping.from_model(model.apply, losses.cross_entropy)
   results = {'name': c.output_name, 'variant': c.variant, 'dataset': c.dataset,
              'model': c.model, 'num_params': int(sum(
-                 l.size for l in jax.tree_util.tree_leaves(params0))),
+                 l.size for l in jax.tree_util.tree_leaves(init[seeds[0]]))),
              'num_train': int(xtr.shape[0]), 'num_test': int(xte.shape[0]),
              'target_epsilon': c.epsilon, 'delta': c.delta, 'epochs': c.epochs,
-             'batch_size': c.batch_size, 'config': c.to_dict(), 'runs': []}
-  if os.path.exists(out_path):
+             'batch_size': c.batch_size, 'seeds': list(seeds), 'config': c.to_dict(),
+             'runs': []}
+  if os.path.exists(out_path):     # resume: a finished (method, seed) whose config is unchanged
     prev = jio.read_json(out_path)
-    results['runs'] = [r for r in prev.get('runs', [])
-                       if r.get('config_hash') == _hash(c, r.get('method'))]
+    for r in prev.get('runs', []):
+      seed = r.get('seed', 0)        # (runs written before seeds existed are seed 0)
+      if seed in seeds and r.get('config_hash') == _hash(c, r.get('method'), seed):
+        results['runs'].append({**r, 'seed': seed})
   runners = {'dp_sgd': _run_sgd, 'dp_ftrl': _run_ftrl, 'banded_mf': _run_bandmf}
-  for method in c.methods:
-    if any(r['method'] == method for r in results['runs']):
-      continue
-    print(f'{method} eps={c.epsilon} epochs={c.epochs} batch={c.batch_size}', flush=True)
-    r = runners[method](c, model, params0, lf, xtr, ytr, xte, yte)
-    r.update(config_hash=_hash(c, method), device=common.device_info())
-    print(f'  -> sigma {r["noise_multiplier"]:.3f}, test accuracy {r["test_accuracy"]:.4f}',
-          flush=True)
-    results['runs'].append(r)
-    jio.write_json_atomic(out_path, results)
+  for seed in seeds:               # the initialisation is key(seed), the training key seed + 1
+    for method in c.methods:
+      if any(r['method'] == method and r['seed'] == seed for r in results['runs']):
+        continue
+      print(f'{method} seed={seed} eps={c.epsilon} epochs={c.epochs} batch={c.batch_size}',
+            flush=True)
+      r = runners[method](c, seed, model, init[seed], lf, xtr, ytr, xte, yte)
+      r.update(seed=seed, config_hash=_hash(c, method, seed), device=common.device_info())
+      print(f'  -> sigma {r["noise_multiplier"]:.3f}, test accuracy {r["test_accuracy"]:.4f}',
+            flush=True)
+      results['runs'].append(r)
+      jio.write_json_atomic(out_path, results)
+  results['summary'] = _summary(results['runs'])
   jio.write_json_atomic(out_path, results)
   return results
+
+
+def _summary(runs: list) -> dict:
+  """Per method: test accuracy over the seeds (mean, sample std with n - 1, min, max)."""
+  out = {}
+  for m in dict.fromkeys(r['method'] for r in runs):
+    acc = np.asarray([r['test_accuracy'] for r in runs if r['method'] == m])
+    out[m] = {'seeds': len(acc), 'mean': float(acc.mean()),
+              'std': float(acc.std(ddof=1)) if len(acc) > 1 else None,
+              'min': float(acc.min()), 'max': float(acc.max())}
+  return out
 
 
 def render_markdown(r: dict) -> str:
@@ -207,18 +230,27 @@ def render_markdown(r: dict) -> str:
               f"{x['participations']} participations)")
     else:
       sig += f" (per tree node; depth {x['tree_depth']})"
-    rows.append([x['method'], f"{x['epsilon']:.3f}", x['accountant'], sig, x['steps'],
+    rows.append([x['method'], x.get('seed', 0), f"{x['epsilon']:.3f}", x['accountant'], sig,
+                 x['steps'],
                  common.pct(x['test_accuracy']), f"{x['train_seconds']:.0f}",
                  x['device']['device_kind']])
-  lines += common.md_table(['method', 'accounted eps', 'accountant', 'noise multiplier',
-                            'steps', 'test accuracy', 'train time (s)', 'device'], rows)
+  lines += common.md_table(['method', 'seed', 'accounted eps', 'accountant',
+                            'noise multiplier', 'steps', 'test accuracy', 'train time (s)',
+                            'device'], rows)
+  summ = r.get('summary') or _summary(r['runs'])
+  if any(v['seeds'] > 1 for v in summ.values()):
+    lines += ['', 'Over seeds (initialisation key(seed), training key(seed + 1)): '
+              + '; '.join(f"{m} {100 * v['mean']:.1f}%"
+                          + (f" +- {100 * v['std']:.1f}" if v['std'] is not None else '')
+                          + f" ({v['seeds']} seeds, {100 * v['min']:.1f}-{100 * v['max']:.1f})"
+                          for m, v in summ.items()) + ' (mean +- sample std, range).']
   for x in mf:
     lines += ['', 'BandMF bands chosen before training by the prefix-sum RMSE of the noise '
               "at each b's calibrated noise multiplier (public quantities only): "
               + '; '.join(f"b = {ch['bands']}: sigma {ch['noise_multiplier']:.3f}, RMSE "
                           f"{ch['rmse']:.2f}" for ch in x['band_selection']) + '.']
-  fr = [f"{x['method']}: {x['nonprivate_diagnostic_mean_clipped_fraction']:.2f}"
-        for x in r['runs']]
+  fr = [f"{x['method']} (seed {x.get('seed', 0)}): "
+        f"{x['nonprivate_diagnostic_mean_clipped_fraction']:.2f}" for x in r['runs']]
   if fr:
     lines += ['', 'Non-private diagnostic (from the training batches without noise; not '
               'covered by (epsilon, delta)): mean fraction of clipped examples: '
@@ -230,9 +262,11 @@ def headline(r: dict) -> list:
   """README row: test accuracy of DP-FTRL and DP-SGD at the target epsilon (variant 'full')."""
   if r.get('variant') != 'full':
     return []
-  acc = {run['method']: run for run in r['runs']}
+  summ = r.get('summary') or _summary(r['runs'])
+  n = min(v['seeds'] for v in summ.values())
   return [(f"DP-SGD vs DP-FTRL vs BandMF on FMNIST at eps {r['target_epsilon']:g} "
-           f"(delta {r['delta']:g}, {r['epochs']} epochs, cpu)",
-           ', '.join(f"{label} {100 * acc[m]['test_accuracy']:.1f}%"
+           f"(delta {r['delta']:g}, {r['epochs']} epochs, "
+           f"{n} seed{'s' if n > 1 else ''}{', mean' if n > 1 else ''}, cpu)",
+           ', '.join(f"{label} {100 * summ[m]['mean']:.1f}%"
                      for m, label in (('dp_sgd', 'DP-SGD'), ('dp_ftrl', 'DP-FTRL'),
-                                      ('banded_mf', 'BandMF')) if m in acc))]
+                                      ('banded_mf', 'BandMF')) if m in summ))]

@@ -28,7 +28,6 @@ Writes ``poisoning.json`` and ``poisoning.png`` (rendered from the JSON by
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 
@@ -565,7 +564,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(), 'studies': {}}
   if os.path.exists(path):
     old = jio.read_json(path)
-    new_cfg = jio_roundtrip(cfg.to_dict())
+    new_cfg = jio.json_roundtrip(cfg.to_dict())
     for name, res in old.get('studies', {}).items():   # resume: a study whose own config
       if (name in cfg.studies and old.get('variant') == cfg.variant and      # is unchanged
           study_config(old.get('config', {}), name) == study_config(new_cfg, name)):
@@ -604,11 +603,6 @@ def study_config(config: dict, study: str) -> dict:
   """The part of a config one study depends on (its keys and the seed)."""
   return {k: v for k, v in config.items()
           if k == 'seed' or any(k.startswith(p) for p in _STUDY_KEYS[study])}
-
-
-def jio_roundtrip(obj):
-  """The JSON round trip of a config (tuples become lists) for resume comparisons."""
-  return json.loads(json.dumps(obj, default=list))
 
 
 # ------------------------------------------------------------------------------ render

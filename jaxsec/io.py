@@ -58,3 +58,9 @@ def write_text_atomic(path: str, text: str) -> None:
 def read_json(path: str) -> Any:
   with open(path) as f:
     return json.load(f)
+
+
+def json_roundtrip(obj: Any) -> Any:
+  """``obj`` as it reads back from a results file (tuples become lists, NumPy scalars
+  Python numbers): what a resume compares a saved config with."""
+  return json.loads(json.dumps(obj, default=_default))

@@ -22,6 +22,9 @@ def _default(c: ml_collections.ConfigDict) -> None:
   c.cnn_kwargs = ml_collections.ConfigDict({'features': (16, 32), 'dense': 32})
   c.mlp_hidden = (32,)              # used only with model='mlp' (the smoke variant)
   c.methods = ('dp_ftrl', 'dp_sgd', 'banded_mf')
+  # each seed: its own initialisation (key(seed)) and training randomness (key(seed + 1));
+  # every method of a seed starts from the same weights
+  c.seeds = (0, 1)
   # BandMF: numbers of bands tried (each needs N // b >= batch_size); the one with the
   # smallest prefix-sum RMSE at its calibrated noise is trained (experiments/dp_ftrl.py)
   c.mf_bands = (1, 2, 4, 8, 16, 32, 64, 120)
@@ -53,6 +56,7 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   c.report_accountants = ('rdp',)
   c.mf_bands = (1, 2)
   c.mf_optimizer_steps = 10
+  c.seeds = (0,)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

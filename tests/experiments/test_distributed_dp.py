@@ -33,3 +33,19 @@ def test_distributed_dp_smoke(tmp_path, monkeypatch):
                       rel_tol=0.1)
   assert dist['nonprivate_wrapped_coordinates'] == 0
   assert 'Distributed DP' in distributed_dp.render_markdown(saved)
+  # resume with more repeats: the finished runs are kept as they are, only the new ones run
+  more = distributed_dp.run(distributed_dp_config.get_config('smoke,repeats=2'), str(tmp_path))
+  got = {(r['arm'], r['epsilon'], r['repeat']): r for r in more['rows']}
+  assert sorted(got, key=str) == sorted(
+      [('none', None, 0)] + [(a, 8.0, i) for a in ('central', 'distributed') for i in (0, 1)],
+      key=str)
+  for r in saved['rows']:
+    assert got[(r['arm'], r['epsilon'], r['repeat'])] == r
+  assert {s['repeats'] for s in more['summary'] if s['arm'] != 'none'} == {2}
+  # a changed config (here the clip) keeps nothing
+  path = str(tmp_path / 'distributed_dp.json')
+  runs = list(got)
+  assert len(distributed_dp._finished_rows(
+      path, distributed_dp_config.get_config('smoke,repeats=2'), runs)) == 5
+  assert distributed_dp._finished_rows(
+      path, distributed_dp_config.get_config('smoke,repeats=2,l2_norm_clip=0.5'), runs) == []
