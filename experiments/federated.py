@@ -21,7 +21,6 @@ naive attacks break the plain mean.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -110,6 +109,72 @@ def _pad_lists(lists, width):
   return out
 
 
+def lane_inputs(c, parts: dict[str, dict[str, Any]], width: int, byz_mask: np.ndarray):
+  """The grid's lanes, ``(partition, attack)`` pairs partition-major, and what the vmapped
+  round takes per lane: ``(lanes, which [L] (the attack's index in c.attacks),
+  lists [L, width], counts [L, N], byzantine [L, N])``."""
+  lanes = [(p, a) for p in c.partitions for a in c.attacks]
+  which = jnp.asarray(np.tile(np.arange(len(c.attacks)), len(c.partitions)), jnp.int32)
+  lists = jnp.asarray(np.stack([_pad_lists(parts[p]['lists'], width) for p, _ in lanes]))
+  counts = jnp.asarray(np.stack([parts[p]['counts'] for p, _ in lanes]))
+  byz = jnp.asarray(np.stack([byz_mask] * len(lanes)))
+  return lanes, which, lists, counts, byz
+
+
+def lane_accuracy(apply_fn, params, x, y) -> np.ndarray:
+  """Accuracy ``[L]`` of the lanes' stacked ``params`` on ``x`` (``y``: its labels ``[N]``,
+  or one label for every example)."""
+  return (train.predict_logits_many(apply_fn, params, x).argmax(-1)
+          == np.asarray(y)[None]).mean(1)
+
+
+class LaneCurves:
+  """One aggregator's run over the lanes: the honest clients' loss after every round and
+  the test accuracy after every ``c.eval_every``-th round and the last, logged as it grows."""
+
+  def __init__(self, c, lanes: list[tuple[str, str]], *, label: str, aggregator: str):
+    self.c, self.lanes, self.label, self.aggregator = c, lanes, label, aggregator
+    self.t0 = time.time()
+    self.rounds: list[int] = []
+    self.curves: list[list[float]] = [[] for _ in lanes]
+    self.losses: list[np.ndarray] = []
+
+  def after_round(self, r: int, loss, apply_fn, params, x, y) -> None:
+    """Records round ``r`` (0-based): its honest loss ``[L]``; on an evaluation round the
+    accuracy of ``params`` on ``(x, y)`` too."""
+    self.losses.append(np.asarray(loss))
+    c = self.c
+    if (r + 1) % c.eval_every and r + 1 != c.num_rounds:
+      return
+    acc = lane_accuracy(apply_fn, params, x, y)
+    self.rounds.append(r + 1)
+    for i in range(len(self.lanes)):
+      self.curves[i].append(float(acc[i]))
+    print(f'[{self.label}] {self.aggregator} round {r + 1}/{c.num_rounds} ' + ' '.join(
+        f'{p[:3]}/{a}={acc[i]:.3f}' for i, (p, a) in enumerate(self.lanes)) +
+          f' ({time.time() - self.t0:.0f}s)', flush=True)
+
+  def cell(self, i: int) -> dict[str, Any]:
+    """Lane ``i``'s results: last accuracy, its curve and the last honest loss."""
+    return {'accuracy': self.curves[i][-1], 'curve': self.curves[i],
+            'final_honest_loss': float(self.losses[-1][i])}
+
+
+def grid_results(c, name: str, *, num_train: int, num_test: int, num_params: int,
+                 num_byzantine: int, byz_ids: np.ndarray, eval_rounds: list[int],
+                 parts: dict[str, dict[str, Any]], results: dict, seconds: dict,
+                 t_start: float, **extra: Any) -> dict:
+  """The results JSON of a federated grid study (``extra``: the study's own fields)."""
+  return {'name': name, **extra, 'variant': c.variant, 'config': c.to_dict(),
+          'device': common.device_info(), 'num_train': num_train, 'num_test': num_test,
+          'num_params': num_params, 'num_byzantine': num_byzantine,
+          'byzantine_clients': byz_ids.tolist(), 'eval_rounds': eval_rounds,
+          'partitions': {p: {'label_skew': parts[p]['label_skew'],
+                             'client_sizes': parts[p]['client_sizes'],
+                             'results': results[p]} for p in c.partitions},
+          'seconds_per_aggregator': seconds, 'seconds': time.time() - t_start}
+
+
 def byzantine_clients(key, num_clients: int, fraction: float
                       ) -> tuple[int, np.ndarray, np.ndarray]:
   """``f = floor(fraction * N)`` Byzantine clients drawn by ``key``: ``(f, ids, mask [N])``."""
@@ -161,57 +226,32 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   num_params = int(sum(np.size(l) for l in jax.tree.leaves(p0)))
   branches, flip_lanes, flip = _attacks(c, num_classes)
 
-  # lanes: (partition, attack) pairs, partition-major
-  lanes = [(p, a) for p in c.partitions for a in c.attacks]
-  num_lanes = len(lanes)
-  lane_which = jnp.asarray(np.tile(np.arange(len(c.attacks)), len(c.partitions)), jnp.int32)
+  lanes, lane_which, lane_lists, lane_counts, lane_byz = lane_inputs(c, parts, width, byz_mask)
   lane_flip = jnp.asarray(np.tile(flip_lanes, len(c.partitions)))
-  lane_lists = jnp.asarray(np.stack([_pad_lists(parts[p]['lists'], width) for p, _ in lanes]))
-  lane_counts = jnp.asarray(np.stack([parts[p]['counts'] for p, _ in lanes]))
-  lane_byz = jnp.asarray(np.stack([byz_mask] * num_lanes))
   xj, yj = jnp.asarray(xtr), jnp.asarray(ytr)
 
   results = {p: {} for p in c.partitions}
-  seconds, results_rounds = {}, []
+  seconds, eval_rounds = {}, []
   for agg_name in c.aggregators:
-    t0 = time.time()
+    log = LaneCurves(c, lanes, label=NAME, aggregator=agg_name)
     step = _cell_round(model.apply, c, _aggregator(agg_name, f, c.geometric_median_iters),
                        branches, flip)
-    params = jax.tree.map(lambda a: jnp.stack([a] * num_lanes), p0)
-    curves = [[] for _ in range(num_lanes)]
-    eval_rounds, losses = [], []
+    params = jax.tree.map(lambda a: jnp.stack([a] * len(lanes)), p0)
     for r in range(c.num_rounds):
       params, loss = step(params, lane_which, lane_flip, lane_lists, lane_counts, lane_byz,
                           xj, yj, jax.random.fold_in(k_rounds, r))
-      losses.append(np.asarray(loss))
-      if (r + 1) % c.eval_every == 0 or r + 1 == c.num_rounds:
-        logits = train.predict_logits_many(model.apply, params, xte)
-        acc = (logits.argmax(-1) == yte[None]).mean(1)
-        eval_rounds.append(r + 1)
-        for i in range(num_lanes):
-          curves[i].append(float(acc[i]))
-        print(f'[{NAME}] {agg_name} round {r + 1}/{c.num_rounds} ' + ' '.join(
-            f'{p[:3]}/{a}={acc[i]:.3f}' for i, (p, a) in enumerate(lanes)) +
-              f' ({time.time() - t0:.0f}s)', flush=True)
-    seconds[agg_name] = time.time() - t0
-    loss_arr = np.stack(losses)   # [rounds, lanes]
+      log.after_round(r, loss, model.apply, params, xte, yte)
+    seconds[agg_name] = time.time() - log.t0
     for i, (p, a) in enumerate(lanes):
-      results[p].setdefault(agg_name, {})[a] = {
-          'accuracy': curves[i][-1], 'curve': curves[i],
-          'final_honest_loss': float(loss_arr[-1, i])}
-    results_rounds = eval_rounds
+      results[p].setdefault(agg_name, {})[a] = log.cell(i)
+    eval_rounds = log.rounds
 
-  out = {'name': NAME, 'variant': c.variant, 'config': c.to_dict(),
-         'device': common.device_info(), 'num_train': int(n), 'num_test': int(xte.shape[0]),
-         'num_params': num_params, 'num_byzantine': f, 'byzantine_clients': byz_ids.tolist(),
-         'eval_rounds': results_rounds,
-         'partitions': {p: {'label_skew': parts[p]['label_skew'],
-                            'client_sizes': parts[p]['client_sizes'],
-                            'results': results[p]} for p in c.partitions},
-         'seconds_per_aggregator': seconds, 'seconds': time.time() - t_start}
+  out = grid_results(c, NAME, num_train=int(n), num_test=int(xte.shape[0]),
+                     num_params=num_params, num_byzantine=f, byz_ids=byz_ids,
+                     eval_rounds=eval_rounds, parts=parts, results=results, seconds=seconds,
+                     t_start=t_start)
   out['shape'] = _shape_summary(out)
-  jio.write_json_atomic(os.path.join(workdir, NAME + '.json'), out)
-  return out
+  return jio.save_results(workdir, NAME, out)
 
 
 def _shape_summary(r: dict) -> dict:

@@ -20,7 +20,6 @@ FLTrust keeps its accuracy under attacks that break Krum (Cao et al., Table 2).
 """
 from __future__ import annotations
 
-import os
 import time
 
 import jax
@@ -34,7 +33,6 @@ from experiments import federated
 from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import progress as progress_lib
-from jaxsec import train
 from jaxsec.federated import aggregators as ra
 from jaxsec.federated import byzantine
 from jaxsec.federated import fedavg
@@ -107,10 +105,6 @@ def _lane_round(apply_fn, c, agg, branches, dba, root):
   return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, 0, 0, None, None, None)))
 
 
-def _pad(lists, width):
-  return np.pad(lists, ((0, 0), (0, width - lists.shape[1])))
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   c = config
   _check_config(c)
@@ -138,64 +132,42 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   keep = yte != c.dba_target
   x_trig = np.asarray(dba.trigger(jnp.asarray(xte[keep])))
 
-  lanes = [(p, a) for p in c.partitions for a in c.attacks]
-  num_lanes = len(lanes)
-  lane_which = jnp.asarray(np.tile(np.arange(len(c.attacks)), len(c.partitions)), jnp.int32)
+  lanes, lane_which, lane_lists, lane_counts, lane_byz = federated.lane_inputs(
+      c, parts, width, byz_mask)
   lane_dba = jnp.asarray([a == 'dba' for _, a in lanes])
-  lane_lists = jnp.asarray(np.stack([_pad(parts[p]['lists'], width) for p, _ in lanes]))
-  lane_counts = jnp.asarray(np.stack([parts[p]['counts'] for p, _ in lanes]))
-  lane_byz = jnp.asarray(np.stack([byz_mask] * num_lanes))
   xj, yj = jnp.asarray(xtr), jnp.asarray(ytr)
-  stack = lambda t: jax.tree.map(lambda a: jnp.stack([a] * num_lanes), t)
+  stack = lambda t: jax.tree.map(lambda a: jnp.stack([a] * len(lanes)), t)
 
   results = {p: {} for p in c.partitions}
   seconds, eval_rounds = {}, []
   tick = progress_lib.make(f'{NAME}', len(c.aggregators) * c.num_rounds, 'round')
   for agg_name in c.aggregators:
-    t0 = time.time()
+    log = federated.LaneCurves(c, lanes, label=NAME, aggregator=agg_name)
     agg = _aggregator(agg_name, c, f)
     root = (xtr[root_idx], ytr[root_idx]) if agg_name == 'fltrust' and needs_root else None
     step = _lane_round(model.apply, c, agg, branches, dba, root)
     state0 = (agg.init(p0, c.num_clients) if isinstance(agg, ra.StatefulAggregator) else ())
     params, state = stack(p0), stack(state0)
-    curves = [[] for _ in range(num_lanes)]
-    eval_rounds, losses = [], []
     for r in range(c.num_rounds):
       params, state, loss = step(params, state, lane_which, lane_dba, lane_lists, lane_counts,
                                  lane_byz, xj, yj, jax.random.fold_in(k_rounds, r))
-      losses.append(np.asarray(loss))
       if tick:
         tick(agg_name)
-      if (r + 1) % c.eval_every == 0 or r + 1 == c.num_rounds:
-        acc = (train.predict_logits_many(model.apply, params, xte).argmax(-1)
-               == yte[None]).mean(1)
-        eval_rounds.append(r + 1)
-        for i in range(num_lanes):
-          curves[i].append(float(acc[i]))
-        print(f'[{NAME}] {agg_name} round {r + 1}/{c.num_rounds} ' + ' '.join(
-            f'{p[:3]}/{a}={acc[i]:.3f}' for i, (p, a) in enumerate(lanes)) +
-              f' ({time.time() - t0:.0f}s)', flush=True)
-    asr = (train.predict_logits_many(model.apply, params, x_trig).argmax(-1)
-           == c.dba_target).mean(1)
-    seconds[agg_name] = time.time() - t0
-    loss_arr = np.stack(losses)
+      log.after_round(r, loss, model.apply, params, xte, yte)
+    asr = federated.lane_accuracy(model.apply, params, x_trig, c.dba_target)
+    seconds[agg_name] = time.time() - log.t0
     for i, (p, a) in enumerate(lanes):
-      results[p].setdefault(agg_name, {})[a] = {
-          'accuracy': curves[i][-1], 'curve': curves[i],
-          'backdoor_success': float(asr[i]),
-          'final_honest_loss': float(loss_arr[-1, i])}
+      results[p].setdefault(agg_name, {})[a] = {**log.cell(i),
+                                                'backdoor_success': float(asr[i])}
+    eval_rounds = log.rounds
 
-  out = {'name': NAME, 'module': 'experiments.federated_robust', 'variant': c.variant,
-         'config': c.to_dict(), 'device': common.device_info(), 'num_train': int(n),
-         'num_test': int(xte.shape[0]), 'num_params': num_params, 'num_byzantine': f,
-         'byzantine_clients': byz_ids.tolist(), 'eval_rounds': eval_rounds,
-         'partitions': {p: {'label_skew': parts[p]['label_skew'],
-                            'client_sizes': parts[p]['client_sizes'],
-                            'results': results[p]} for p in c.partitions},
-         'seconds_per_aggregator': seconds, 'seconds': time.time() - t_start}
+  out = federated.grid_results(c, NAME, module='experiments.federated_robust',
+                               num_train=int(n), num_test=int(xte.shape[0]),
+                               num_params=num_params, num_byzantine=f, byz_ids=byz_ids,
+                               eval_rounds=eval_rounds, parts=parts, results=results,
+                               seconds=seconds, t_start=t_start)
   out['orderings'] = orderings(out)
-  jio.write_json_atomic(os.path.join(workdir, NAME + '.json'), out)
-  return out
+  return jio.save_results(workdir, NAME, out)
 
 
 def orderings(r: dict) -> dict:

@@ -38,3 +38,28 @@ def fake_fashion_mnist(real_load: Callable, *, sizes: tuple[int, int], scale: fl
     paint(x, y)
     return np.clip(x, 0, 1).astype(np.float32), y
   return load
+
+
+def paint_bands(x: np.ndarray, y: np.ndarray) -> None:
+  """A ``paint`` for :func:`fake_fashion_mnist`: class ``k`` gets a bright band at rows
+  ``2k..2k+3``."""
+  for k in range(10):
+    x[y == k, 2 * k:2 * k + 4] += 0.8
+
+
+def federated_cells(saved: dict, cfg: Any) -> list[dict]:
+  """The cells of a federated grid study's saved results, after checking that the grid is
+  complete (every partition x aggregator x attack of ``cfg``) and that each cell holds an
+  accuracy in [0, 1], a curve point per evaluated round and a finite honest loss."""
+  cells = []
+  for p in cfg.partitions:
+    rows = saved['partitions'][p]['results']
+    assert set(rows) == set(cfg.aggregators)
+    for row in rows.values():
+      assert set(row) == set(cfg.attacks)
+      cells += row.values()
+  for cell in cells:
+    assert 0.0 <= cell['accuracy'] <= 1.0
+    assert len(cell['curve']) == len(saved['eval_rounds'])
+    assert np.isfinite(cell['final_honest_loss'])
+  return cells

@@ -6,18 +6,13 @@ import pytest
 from experiments import distributed_dp
 from experiments.configs import distributed_dp as distributed_dp_config
 from jaxsec import data
-from tests.experiments import fake_fashion_mnist, run_smoke
-
-
-def _bands(x, y):
-  for k in range(10):                       # class k: a bright band at rows 2k..2k+3
-    x[y == k, 2 * k:2 * k + 4] += 0.8
+from tests.experiments import fake_fashion_mnist, paint_bands, run_smoke
 
 
 @pytest.mark.slow
 def test_distributed_dp_smoke(tmp_path, monkeypatch):
   monkeypatch.setattr(data, 'load', fake_fashion_mnist(data.load, sizes=(600, 200), scale=0.2,
-                                                       paint=_bands))
+                                                       paint=paint_bands))
   cfg, _, saved = run_smoke(distributed_dp, distributed_dp_config, tmp_path)
   assert saved['variant'] == 'smoke' and saved['num_params'] == 7 * 7 * 10 + 10
   arms = {(r['arm'], r['epsilon']): r for r in saved['rows']}
