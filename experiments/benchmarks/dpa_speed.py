@@ -38,17 +38,11 @@ def child(cfg: ml_collections.ConfigDict, mode: str) -> dict:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from jaxsec import data, models  # pylint: disable=g-import-not-at-top
+  from jaxsec import models  # pylint: disable=g-import-not-at-top
   from jaxsec.defenses.training import partition_aggregation as pa  # pylint: disable=g-import-not-at-top
   if mode not in ('many', 'sequential', 'baseline'):
     raise ValueError(f'mode={mode!r} must be many, sequential or baseline.')
-  if cfg.dataset == 'synthetic':
-    rng = np.random.default_rng(cfg.seed)
-    x = rng.uniform(size=(cfg.n_train, 28, 28, 1)).astype(np.float32)
-    y = rng.integers(0, 10, size=cfg.n_train).astype(np.int32)
-  else:
-    x, y = data.load(cfg.dataset, 'train')
-    x, y = x[:cfg.n_train or None], y[:cfg.n_train or None]
+  x, y = machine.train_images(cfg.dataset, cfg.n_train, cfg.seed)
   k = cfg.num_partitions
   capacity = math.ceil(cfg.capacity_factor * x.shape[0] / k)
   model = models.get(cfg.model, num_classes=10, **cfg.model_kwargs.to_dict())
@@ -99,11 +93,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {
       'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
       'num_partitions': cfg.num_partitions, 'capacity': many['capacity'],
-      'layout_mib': base['layout_mib'],
-      'baseline': base, 'fit_many': many, 'sequential_fit': seq,
-      'speedup': seq['seconds'] / many['seconds'],
-      'fit_many_extra_rss_mib': many['peak_rss_mib'] - base['peak_rss_mib'],
-      'sequential_extra_rss_mib': seq['peak_rss_mib'] - base['peak_rss_mib'],
+      'layout_mib': base['layout_mib'], **machine.mode_results(base, many, seq),
       'max_relative_checksum_difference': diff,
       'nproc': os.cpu_count(),
       'machine': machine.finish(info),
@@ -113,11 +103,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         f'{results["fit_many_extra_rss_mib"]:.0f} MiB, sequential '
         f'{results["sequential_extra_rss_mib"]:.0f} MiB, layout {base["layout_mib"]:.0f} MiB',
         flush=True)
-  suffix = '' if cfg.variant in ('full', 'smoke') else f'_{cfg.variant}'
-  from jaxsec import io as jio  # pylint: disable=g-import-not-at-top
-  os.makedirs(workdir, exist_ok=True)
-  jio.write_json_atomic(os.path.join(workdir, f'{NAME}{suffix}.json'), results)
-  return results
+  return machine.save_results(workdir, NAME, cfg.variant, results)
 
 
 def render_markdown(r: dict) -> str:

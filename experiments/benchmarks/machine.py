@@ -8,6 +8,9 @@ bias the ratios against whichever side runs more threads (a README figure of 4.6
 at load 9.4 on 2 cores re-measured as 1.72x idle). ``finish`` records the load after the run
 and a ``loaded`` flag; ``loaded_note`` is what renderers append to a loaded run's figures.
 Smoke variants (the test suite, run under load by design) pass ``max_load_per_cpu=None``.
+The rest is what the benchmarks share: a mode in its own process (``spawn``, ``child_stats``,
+``child_main``), their data (``train_images``), results (``mode_results``, ``save_results``)
+and docs (``mode_table``, ``speedup_headline``).
 """
 from __future__ import annotations
 
@@ -146,6 +149,38 @@ def child_stats(t0: float) -> dict:
   if stats and 'peak_bytes_in_use' in stats:
     out['device_peak_mib'] = stats['peak_bytes_in_use'] / 2**20
   return out
+
+
+def train_images(dataset: str, n: int, seed: int):
+  """``(x, y)``: the first ``n`` training examples of ``dataset`` (``n = 0``: all), or for
+  ``dataset='synthetic'`` ``n`` uniform-noise 28x28x1 images with labels uniform in 0..9
+  drawn by ``seed`` (a lent accelerator has no TFDS; timings do not depend on pixels)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxsec import data  # pylint: disable=g-import-not-at-top
+  if dataset == 'synthetic':
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(n, 28, 28, 1)).astype(np.float32)
+    return x, rng.integers(0, 10, size=n).astype(np.int32)
+  x, y = data.load(dataset, 'train')
+  return x[:n or None], y[:n or None]
+
+
+def mode_results(base: dict, many: dict, seq: dict) -> dict:
+  """The fields of a fit_many-vs-sequential benchmark's results that :func:`mode_table` and
+  :func:`speedup_headline` read: the three modes' reports (:func:`child_stats` and more),
+  the speed-up of ``fit_many`` and each mode's peak RSS above the baseline."""
+  return {'baseline': base, 'fit_many': many, 'sequential_fit': seq,
+          'speedup': seq['seconds'] / many['seconds'],
+          'fit_many_extra_rss_mib': many['peak_rss_mib'] - base['peak_rss_mib'],
+          'sequential_extra_rss_mib': seq['peak_rss_mib'] - base['peak_rss_mib']}
+
+
+def save_results(workdir: str, name: str, variant: str, results: dict) -> dict:
+  """Writes ``results`` to ``workdir/<name>.json`` (``<name>_<variant>.json`` for a variant
+  other than ``full`` and ``smoke``, e.g. ``device``) and returns them."""
+  from jaxsec import io as jio  # pylint: disable=g-import-not-at-top
+  suffix = '' if variant in ('full', 'smoke') else f'_{variant}'
+  return jio.save_results(workdir, f'{name}{suffix}', results)
 
 
 def mode_table(r: dict, labels: tuple[str, str, str]) -> list[str]:

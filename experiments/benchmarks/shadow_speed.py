@@ -31,15 +31,9 @@ def child(cfg: ml_collections.ConfigDict, mode: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from jaxsec import data, models, train  # pylint: disable=g-import-not-at-top
+  from jaxsec import models, train  # pylint: disable=g-import-not-at-top
   from jaxsec.attacks import privacy as priv  # pylint: disable=g-import-not-at-top
-  if cfg.dataset == 'synthetic':
-    rng = np.random.default_rng(cfg.seed)
-    x = rng.uniform(size=(cfg.pool_size, 28, 28, 1)).astype(np.float32)
-    y = rng.integers(0, 10, size=cfg.pool_size).astype(np.int32)
-  else:
-    x, y = data.load(cfg.dataset, 'train')
-    x, y = x[:cfg.pool_size], y[:cfg.pool_size]
+  x, y = machine.train_images(cfg.dataset, cfg.pool_size, cfg.seed)
   model = models.get('mlp', num_classes=10, hidden=tuple(cfg.hidden))
   init_fn = lambda k: models.init(model, k, (1,) + x.shape[1:])
   # Every example IN for half the models, every model on exactly pool_size / 2 examples.
@@ -74,8 +68,6 @@ def _spawn(cfg, mode):
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-  from jaxsec import io as jio  # pylint: disable=g-import-not-at-top
-  os.makedirs(workdir, exist_ok=True)
   info = machine.require_idle(cfg.max_load_per_cpu, name=NAME)
   base = _spawn(cfg, 'baseline')
   many = _spawn(cfg, 'many')
@@ -83,19 +75,14 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {
       'name': NAME, 'variant': cfg.variant, 'config': cfg.to_dict(),
       'num_models': cfg.num_models, 'examples_per_model': cfg.pool_size // 2,
-      'baseline': base, 'fit_many': many, 'sequential_fit': seq,
-      'speedup': seq['seconds'] / many['seconds'],
-      'fit_many_extra_rss_mib': many['peak_rss_mib'] - base['peak_rss_mib'],
-      'sequential_extra_rss_mib': seq['peak_rss_mib'] - base['peak_rss_mib'],
+      **machine.mode_results(base, many, seq),
       'nproc': os.cpu_count(),
       'load_average_1min': os.getloadavg()[0],
       'machine': machine.finish(info),
   }
   print(f'[{NAME}] speed-up of fit_many over sequential fit: {results["speedup"]:.2f}x',
         flush=True)
-  suffix = '' if cfg.variant in ('full', 'smoke') else f'_{cfg.variant}'
-  jio.write_json_atomic(os.path.join(workdir, f'{NAME}{suffix}.json'), results)
-  return results
+  return machine.save_results(workdir, NAME, cfg.variant, results)
 
 
 def render_markdown(r: dict) -> str:

@@ -27,7 +27,6 @@ import numpy as np
 import optax
 
 from jaxsec import data
-from jaxsec import io as jio
 from jaxsec import models
 from jaxsec import train
 
@@ -173,9 +172,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       'fit_many': res['many'], 'sequential_fit': res['sequential'],
       'fit_many_speedup': ratio, 'machine': machine.finish(info),
   }
-  suffix = '' if cfg.variant in ('full', 'smoke') else f'_{cfg.variant}'
-  jio.write_json_atomic(os.path.join(workdir, f'{NAME}{suffix}.json'), results)
-  return results
+  return machine.save_results(workdir, NAME, cfg.variant, results)
 
 
 def render_markdown(r: dict) -> str:

@@ -1,9 +1,11 @@
 """The idle-machine guard every benchmark runs before it times anything."""
+import numpy as np
 import pytest
 
 from experiments.benchmarks import dp_speed
 from experiments.configs.benchmarks import dp_speed as dp_speed_config
 from experiments.benchmarks import machine
+from jaxsec import io as jio
 
 
 def _fake_load(monkeypatch, values):
@@ -52,3 +54,25 @@ def test_the_committed_loaded_dp_speed_figure_is_flagged_in_its_headline():
   assert rows[1][1].startswith('jaxsec 1.59x slower')
   assert dp_speed_config.get_config('full').max_load_per_cpu == machine.DEFAULT_MAX_LOAD_PER_CPU
   assert dp_speed_config.get_config('smoke').max_load_per_cpu is None
+
+
+def test_results_of_a_lent_device_variant_go_to_their_own_file(tmp_path):
+  for variant, name in (('full', 'b.json'), ('smoke', 'b.json'), ('device', 'b_device.json')):
+    assert machine.save_results(str(tmp_path), 'b', variant, {'v': variant}) == {'v': variant}
+    assert (tmp_path / name).exists()
+  assert jio.read_json(str(tmp_path / 'b.json')) == {'v': 'smoke'}
+
+
+def test_mode_results_ratio_and_memory_above_the_baseline():
+  r = machine.mode_results({'seconds': 1.0, 'peak_rss_mib': 100.0},
+                           {'seconds': 2.0, 'peak_rss_mib': 130.0},
+                           {'seconds': 5.0, 'peak_rss_mib': 110.0})
+  assert r['speedup'] == 2.5
+  assert (r['fit_many_extra_rss_mib'], r['sequential_extra_rss_mib']) == (30.0, 10.0)
+
+
+def test_synthetic_train_images_are_seeded_noise_of_fmnist_shape():
+  x, y = machine.train_images('synthetic', 5, 3)
+  x2, _ = machine.train_images('synthetic', 5, 3)
+  assert x.shape == (5, 28, 28, 1) and x.dtype == np.float32 and y.dtype == np.int32
+  assert np.array_equal(x, x2) and 0.0 <= x.min() and x.max() < 1.0 and set(y) <= set(range(10))
