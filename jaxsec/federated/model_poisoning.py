@@ -62,20 +62,20 @@ def _masked_mean(x, mask):
   return (w @ x) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def _inputs(updates, byzantine, statistics):
-  """Checked ``byzantine [K]``, the flattened updates ``[K, D]`` and the mask of the rows
-  the attacker's statistics come from."""
-  _, byzantine = byz_lib._check_inputs(updates, byzantine)  # pylint: disable=protected-access
-  x, _ = _flat(updates)
-  return byzantine, x, byz_lib._stat_mask(statistics, byzantine)  # pylint: disable=protected-access
+def _row_attack(statistics: str, craft: Callable) -> UpdateAttack:
+  """The update attack whose Byzantine rows are ``craft(x [K, D], byzantine [K], stat [K],
+  key)`` (``[K, D]`` or one ``[D]`` for all): ``x`` the flattened updates, ``stat`` the rows
+  the attacker's ``statistics`` come from; honest rows are returned bit for bit."""
+  _checks.check_choice('statistics', statistics, byz_lib.STATISTICS)
 
-
-def _submit(updates, byzantine, x, mal_rows):
-  """Byzantine rows of ``updates`` from ``mal_rows [K, D]`` (or one broadcast ``[D]``)."""
-  _, unflat = _flat(updates)
-  mal = unflat(jnp.broadcast_to(mal_rows, x.shape))
-  return jax.tree.map(lambda u, m: jnp.where(byz_lib._rows(byzantine, u), m, u),  # pylint: disable=protected-access
-                      updates, mal)
+  def attack(updates, byzantine, key):
+    _, byzantine = byz_lib._check_inputs(updates, byzantine)  # pylint: disable=protected-access
+    x, unflat = _flat(updates)
+    stat = byz_lib._stat_mask(statistics, byzantine)  # pylint: disable=protected-access
+    mal = unflat(jnp.broadcast_to(craft(x, byzantine, stat, key), x.shape))
+    return jax.tree.map(lambda u, m: jnp.where(byz_lib._rows(byzantine, u), m, u),  # pylint: disable=protected-access
+                        updates, mal)
+  return attack
 
 
 # ------------------------------------------------------------------------- Fang et al.
@@ -122,11 +122,9 @@ def fang_krum(*, epsilon: float = 1e-5, statistics: str = 'benign') -> UpdateAtt
   """
   epsilon = float(_checks.check_float('epsilon', epsilon, minimum=0.0, strict_min=True,
                                       allow_traced=False))
-  _checks.check_choice('statistics', statistics, byz_lib.STATISTICS)
 
-  def attack(updates, byzantine, key):
+  def craft(x, byzantine, stat, key):
     del key
-    byzantine, x, stat = _inputs(updates, byzantine, statistics)
     c = jnp.sum(byzantine.astype(jnp.int32))
     s = jnp.sign(_masked_mean(x, stat))
     lam0 = fang_krum_lambda_bound(x, ~byzantine, c)
@@ -136,8 +134,8 @@ def fang_krum(*, epsilon: float = 1e-5, statistics: str = 'benign') -> UpdateAtt
 
     lam = jax.lax.while_loop(lambda l: (l >= epsilon) & ~chosen_is_byzantine(l),
                              lambda l: l / 2, lam0)
-    return _submit(updates, byzantine, x, -lam * s)
-  return attack
+    return -lam * s
+  return _row_attack(statistics, craft)
 
 
 def fang_trimmed_mean(*, b: float = 2.0, statistics: str = 'benign') -> UpdateAttack:
@@ -151,10 +149,9 @@ def fang_trimmed_mean(*, b: float = 2.0, statistics: str = 'benign') -> UpdateAt
   paper.
   """
   b = float(_checks.check_float('b', b, minimum=1.0, strict_min=True, allow_traced=False))
-  _checks.check_choice('statistics', statistics, byz_lib.STATISTICS)
 
-  def attack(updates, byzantine, key):
-    byzantine, x, stat = _inputs(updates, byzantine, statistics)
+  def craft(x, byzantine, stat, key):
+    del byzantine
     s = jnp.sign(_masked_mean(x, stat))
     w_max = jnp.max(jnp.where(stat[:, None], x, -jnp.inf), axis=0)
     w_min = jnp.min(jnp.where(stat[:, None], x, jnp.inf), axis=0)
@@ -163,8 +160,8 @@ def fang_trimmed_mean(*, b: float = 2.0, statistics: str = 'benign') -> UpdateAt
     lo = jnp.where(s > 0, dn_lo, up_lo)
     hi = jnp.where(s > 0, dn_hi, up_hi)
     u = jax.random.uniform(key, x.shape, x.dtype)
-    return _submit(updates, byzantine, x, lo + u * (hi - lo))
-  return attack
+    return lo + u * (hi - lo)
+  return _row_attack(statistics, craft)
 
 
 # -------------------------------------------------------------- Shejwalkar & Houmansadr
@@ -229,17 +226,15 @@ def _agr_agnostic(objective, deviation, gamma_init, tol, statistics):
   _checks.check_float('gamma_init', gamma_init, minimum=0.0, strict_min=True)
   tol = float(_checks.check_float('tol', tol, minimum=0.0, strict_min=True,
                                   allow_traced=False))
-  _checks.check_choice('statistics', statistics, byz_lib.STATISTICS)
 
-  def attack(updates, byzantine, key):
-    del key
-    byzantine, x, mask = _inputs(updates, byzantine, statistics)
+  def craft(x, byzantine, mask, key):
+    del byzantine, key
     mu = _masked_mean(x, mask)
     p = _deviation(deviation, x, mask, mu)
     gamma = agr_agnostic_gamma(x, mask, mu, p, objective=objective, gamma_init=gamma_init,
                                tol=tol)
-    return _submit(updates, byzantine, x, mu - gamma * p)
-  return attack
+    return mu - gamma * p
+  return _row_attack(statistics, craft)
 
 
 def min_max(*, deviation: str = 'unit_vec', gamma_init: Any = 10.0, tol: float = 1e-5,
