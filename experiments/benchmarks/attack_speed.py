@@ -39,6 +39,7 @@ from jaxsec.attacks.evasion import common
 
 from experiments import common as exp_common
 from experiments.benchmarks import machine
+from experiments.benchmarks import torch_port
 
 NAME = 'attack_speed'
 
@@ -170,45 +171,16 @@ def _run_jaxsec(cfg, logits_fn, x, y, key):
 # ----------------------------------------------------------------------------- torch
 
 
-def _torch_model(params, cfg, torch):
-  """The same CNN in PyTorch, read off the Flax parameter shapes, weights copied."""
-  del cfg
-  nn = torch.nn
-  p = params['params']
-  layers, cin, side, i = [], 1, 28, 0
-  while f'conv{i}' in p:
-    kern = np.asarray(p[f'conv{i}']['kernel'])          # HWIO
-    ks, f = kern.shape[0], kern.shape[-1]
-    conv = nn.Conv2d(cin, f, ks, padding=ks // 2)       # 'SAME' for odd kernels
-    conv.weight.data = torch.tensor(kern.transpose(3, 2, 0, 1).copy())
-    conv.bias.data = torch.tensor(np.asarray(p[f'conv{i}']['bias']).copy())
-    layers += [conv, nn.ReLU(), nn.MaxPool2d(2)]
-    cin, side, i = f, side // 2, i + 1
-  dk = np.asarray(p['dense']['kernel'])
-  dense = dk.shape[1]
-  fc = nn.Linear(side * side * cin, dense)
-  # Flax flattens NHWC (h, w, c); torch flattens NCHW (c, h, w): permute the rows.
-  k = dk.reshape(side, side, cin, dense).transpose(2, 0, 1, 3)
-  fc.weight.data = torch.tensor(k.reshape(-1, dense).T.copy())
-  fc.bias.data = torch.tensor(np.asarray(p['dense']['bias']).copy())
-  hk = np.asarray(p['head']['kernel'])
-  head = nn.Linear(dense, hk.shape[1])
-  head.weight.data = torch.tensor(hk.T.copy())
-  head.bias.data = torch.tensor(np.asarray(p['head']['bias']).copy())
-  return nn.Sequential(*layers, nn.Flatten(), fc, nn.ReLU(), head).eval()
-
-
 def _run_torchattacks(cfg, params, logits_fn, x, y):
   try:
     import torch
     import torchattacks
   except Exception as e:  # noqa: BLE001 -- record any install / import failure
     return {'error': f'import failed: {type(e).__name__}: {e}'}
-  model = _torch_model(params, cfg, torch)
-  xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
+  model = torch_port.cnn(params)
+  diff = torch_port.check_same_logits(model, logits_fn, x)
+  xt = torch.from_numpy(torch_port.nchw(x))
   yt = torch.tensor(np.asarray(y).astype(np.int64))
-  with torch.no_grad():
-    diff = float(np.abs(model(xt).numpy() - np.asarray(logits_fn(x))).max())
   eps = cfg.eps
   makers = {
       'fgsm': (lambda: torchattacks.FGSM(model, eps=eps), False),

@@ -32,6 +32,10 @@ def _default(c: ml_collections.ConfigDict) -> None:
   c.boundary_steps = 500
   c.ead_beta, c.ead_binary_steps, c.ead_steps = 1e-2, 5, 100
   c.ead_initial_const, c.ead_lr = 1e-3, 1e-2
+  # ART (PyTorch copy of the weights): certify on the certify images above; SimBA (one
+  # image at a time in ART) and Square on the first art_batch images, jaxsec beside them.
+  c.art_batch = 64
+  c.art_simba_step = 0.2     # SimBA's step (the paper's epsilon; ART's ``epsilon``)
   c.max_load_per_cpu = machine.DEFAULT_MAX_LOAD_PER_CPU   # refuse a loaded machine
 
 
@@ -49,6 +53,7 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   c.peer_batch = 4
   c.boundary_steps = 5
   c.ead_binary_steps, c.ead_steps = 1, 3
+  c.art_batch = 2
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
