@@ -1,7 +1,4 @@
 """Smoke run of experiments/dp_ftrl.py on real FMNIST (tiny subset, two epochs, three methods)."""
-import json
-import os
-
 import numpy as np
 import pytest
 
@@ -10,14 +7,12 @@ from experiments.configs import dp_ftrl as dp_ftrl_config
 from jaxsec.privacy import dpftrl
 from jaxsec.privacy import sampling
 from tests.conftest import requires_fashion_mnist
+from tests.experiments import run_smoke
 
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json_and_resumes(tmp_path):
-  cfg = dp_ftrl_config.get_config('smoke')
-  res = dp_ftrl.run(cfg, str(tmp_path))
-  with open(os.path.join(tmp_path, 'dp_ftrl.json')) as fh:
-    saved = json.load(fh)
+  cfg, res, saved = run_smoke(dp_ftrl, dp_ftrl_config, tmp_path)
   runs = {r['method']: r for r in saved['runs']}
   assert [r['seed'] for r in saved['runs']] == [0, 0, 0] and saved['seeds'] == [0]
   assert set(runs) == {'dp_sgd', 'dp_ftrl', 'banded_mf'}

@@ -1,13 +1,12 @@
 """Smoke run of experiments/evasion_min_norm.py on real FMNIST (tiny model, few images)."""
-import json
 import math
-import os
 
 import numpy as np
 
 from experiments import evasion_min_norm
 from experiments.configs import evasion_min_norm as config
 from tests.conftest import requires_fashion_mnist
+from tests.experiments import run_smoke
 
 
 def test_summarise_counts_failures_as_infinite():
@@ -23,10 +22,7 @@ def test_summarise_counts_failures_as_infinite():
 
 @requires_fashion_mnist
 def test_smoke_run_writes_json_and_renders(tmp_path):
-  cfg = config.get_config('smoke')
-  res = evasion_min_norm.run(cfg, str(tmp_path))
-  with open(os.path.join(tmp_path, 'evasion_min_norm.json')) as fh:
-    saved = json.load(fh)
+  cfg, res, saved = run_smoke(evasion_min_norm, config, tmp_path)
   assert saved['name'] == 'evasion_min_norm' and saved['variant'] == 'smoke'
   labels = [a['label'] for a in saved['attacks']]
   assert labels == [a[0] for a in cfg.attacks]
