@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from experiments.configs import base as configs_base
 from jaxsec import io as jio
 from launch import hyper
 
@@ -129,20 +130,11 @@ def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
   if not isinstance(key, str) or not key.startswith('config.') or len(key) <= 7:
     raise ValueError(f'sweep key {key!r} must be "config.<dotted.field>".')
   parts = key[len('config.'):].split('.')
-  node = config
-  for i, part in enumerate(parts):
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      where = '.'.join(['config'] + parts[:i])
-      fields = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-      raise ValueError(f'sweep axis {key!r}: {where} has no field {part!r}'
-                       + (f' (fields: {", ".join(fields)})' if fields else '') + '.')
-    if i < len(parts) - 1:
-      node = node[part]
+  node = configs_base.field_parent(config, parts, lambda i, fields: ValueError(
+      f"sweep axis {key!r}: {'.'.join(['config'] + parts[:i])} has no field {parts[i]!r}"
+      + (f' (fields: {", ".join(fields)})' if fields else '') + '.'))
   old = node[parts[-1]]
-  if isinstance(old, tuple) and isinstance(value, list):
-    value = tuple(value)
-  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-    value = float(value)
+  value = configs_base.coerce(old, value)
   if isinstance(value, tuple) and old is not None and not isinstance(old, tuple):
     raise ValueError(f'sweep axis {key!r}={value!r}: {key} is a {type(old).__name__} '
                      'field; a tuple (h.vectorized) needs a tuple-valued field such as '

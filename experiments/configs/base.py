@@ -126,29 +126,49 @@ def parse_arg(arg: str | None, *, variants: Sequence[str], default: str = 'full'
   return variant or default, overrides
 
 
+def field_parent(c: ml_collections.ConfigDict, parts: Sequence[str],
+                 missing: Callable[[int, list[str]], Exception]) -> ml_collections.ConfigDict:
+  """The node of ``c`` that holds the dotted field ``parts`` (``['a', 'b']`` for ``a.b``).
+
+  Where ``parts[i]`` is not a field of the node reached, raises ``missing(i, known)``,
+  ``known`` that node's sorted field names (``[]`` where it is not a ``ConfigDict``).
+  """
+  node = c
+  for i, p in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+      raise missing(i, sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict)
+                    else [])
+    if i < len(parts) - 1:
+      node = node[p]
+  return node
+
+
+def coerce(old: Any, value: Any) -> Any:
+  """``value`` for a field that holds ``old``: a list becomes a tuple for a tuple field and
+  an int (not a bool) a float for a float field (what JSON and literals give)."""
+  if isinstance(old, tuple) and isinstance(value, list):
+    return tuple(value)
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  return value
+
+
 def apply_overrides(c: ml_collections.ConfigDict, overrides: Mapping[str, Any]
                     ) -> ml_collections.ConfigDict:
   """Sets each dotted ``key`` of ``overrides`` on ``c`` in place; a key that is not in the
   config is a ``ValueError`` naming it and the known keys (a typo must not silently run
   the default)."""
   for key, value in overrides.items():
-    node = c
-    parts = key.split('.')
-    for i, p in enumerate(parts):
-      if not isinstance(node, ml_collections.ConfigDict) or p not in node:
-        known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        raise ValueError(f'Config override {key!r}: field {".".join(parts[:i + 1])!r} is '
-                         f'not in the {c.get("study", "")!r} config; known fields there: '
-                         f'{known}.')
-      if i < len(parts) - 1:
-        node = node[p]
-    old = node[parts[-1]]
-    if isinstance(old, tuple) and isinstance(value, list):
-      value = tuple(value)
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-      value = float(value)
-    node[parts[-1]] = value
+    _override(c, key, value)
   return c
+
+
+def _override(c: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  parts = key.split('.')
+  node = field_parent(c, parts, lambda i, known: ValueError(
+      f'Config override {key!r}: field {".".join(parts[:i + 1])!r} is not in the '
+      f'{c.get("study", "")!r} config; known fields there: {known}.'))
+  node[parts[-1]] = coerce(node[parts[-1]], value)
 
 
 def build(arg: str | None, *, study: str, default: ConfigFn,

@@ -47,6 +47,20 @@ def test_arg_override_of_unknown_key_names_the_field():
     main_config.get_config('nosuch=1')
 
 
+def test_override_helpers_find_the_field_and_take_its_type():
+  # base.coerce is what --config overrides and sweep points (launch.points) both apply
+  assert base.coerce((0,), [1, 2]) == (1, 2) and isinstance(base.coerce((0,), [1]), tuple)
+  assert isinstance(base.coerce(0.5, 1), float) and base.coerce(0.5, True) is True
+  assert base.coerce(None, [1]) == [1] and base.coerce(3, 4) == 4
+  c = ml_collections.ConfigDict({'a': 1, 'b': {'d': 2}})
+  assert base.field_parent(c, ['b', 'd'], KeyError) is c.b
+  for parts, missing in ((['z'], (0, ['a', 'b'])), (['b', 'c'], (1, ['d'])),
+                         (['a', 'c'], (1, []))):          # the index and the fields there
+    with pytest.raises(LookupError) as e:
+      base.field_parent(c, parts, lambda i, known: LookupError(i, known))
+    assert e.value.args == missing
+
+
 def test_main_full_config_is_the_committed_one():
   # docs/results/main/results.json records the config that produced it (the old
   # experiments.main get_config('full')): README command (a) must run exactly that.
