@@ -112,8 +112,6 @@ def render_markdown(r: dict) -> str:
   dev = m.get('device', m['backend'])
   cmd = common.command('benchmarks.dpa_speed', r['variant'])
   k = r['num_partitions']
-  synthetic = (' Synthetic images (no TFDS on the accelerator).'
-               if c.get('dataset') == 'synthetic' else '')
   lines = [
       f"## DPA base models: {k} x {c['model']} {dict(c['model_kwargs'])}, {r['capacity']} "
       f"rows per part, {c['num_epochs']} epochs, {dev} (`{cmd}`)", '',
@@ -126,7 +124,8 @@ def render_markdown(r: dict) -> str:
       f"{k * r['layout_mib']:.0f} MiB. Wall times include compilation and the layout; "
       f"the sequential mode's first model took {s['first_model_seconds']:.1f} s. The same "
       "models either way up to float rounding (largest relative difference of a model's sum "
-      f"|params|: {r['max_relative_checksum_difference']:.1e}).{synthetic}", '']
+      f"|params|: {r['max_relative_checksum_difference']:.1e})."
+      + machine.synthetic_note(c), '']
   return '\n'.join(lines)
 
 

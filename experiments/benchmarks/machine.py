@@ -10,7 +10,7 @@ and a ``loaded`` flag; ``loaded_note`` is what renderers append to a loaded run'
 Smoke variants (the test suite, run under load by design) pass ``max_load_per_cpu=None``.
 The rest is what the benchmarks share: a mode in its own process (``spawn``, ``child_stats``,
 ``child_main``), their data (``train_images``), results (``mode_results``, ``save_results``)
-and docs (``mode_table``, ``speedup_headline``).
+and docs (``mode_table``, ``synthetic_note``, ``speedup_headline``).
 """
 from __future__ import annotations
 
@@ -181,6 +181,12 @@ def save_results(workdir: str, name: str, variant: str, results: dict) -> dict:
   from jaxsec import io as jio  # pylint: disable=g-import-not-at-top
   suffix = '' if variant in ('full', 'smoke') else f'_{variant}'
   return jio.save_results(workdir, f'{name}{suffix}', results)
+
+
+def synthetic_note(config: dict) -> str:
+  """What a docs paragraph appends for a run on :func:`train_images`' synthetic images."""
+  return (' Synthetic images (no TFDS on the accelerator).'
+          if config.get('dataset') == 'synthetic' else '')
 
 
 def mode_table(r: dict, labels: tuple[str, str, str]) -> list[str]:

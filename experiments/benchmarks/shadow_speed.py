@@ -99,8 +99,7 @@ def render_markdown(r: dict) -> str:
       f"Speed-up: **{r['speedup']:.2f}x** ({m['backend']}, {r['nproc']} cores, 1-minute load "
       f"average {r['load_average_1min']:.1f} when it finished). Wall times include "
       f"compilation; the sequential mode's first model took {s['first_model_seconds']:.1f} s."
-      + (' Synthetic images (no TFDS on the accelerator).' if c.get('dataset') == 'synthetic'
-         else ''), '']
+      + machine.synthetic_note(c), '']
   return '\n'.join(lines)
 
 
