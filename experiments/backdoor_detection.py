@@ -2,6 +2,7 @@ r"""Backdoor detection and repair on FMNIST: BadNets and the clean-label backdoo
 reference CNN.
 
     python -m experiments.run --config=experiments/configs/backdoor_detection.py --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/backdoor_detection.py:turner_at --workdir=docs/results
     python -m experiments.run --config=experiments/configs/backdoor_detection.py:smoke --workdir=/tmp/b
 
 Two backdoors are planted, each in its own copy of the reference CNN trained on an FMNIST
@@ -31,8 +32,13 @@ epochs; STRIP with 20 overlays per input; Neural Cleanse for a fixed 50 x 10 min
 of 32 images for all labels at once, from lambda = 1e-2 (the authors: 1e-3 until an early
 stop); fine-pruning prunes the penultimate dense units (the paper: the last convolutional
 layer's channels); repairs fine-tune on the defender's 1,000 clean images (fine-pruning 10
-epochs, unlearning 2). The clean-label backdoor's PGD runs against a standard CNN (Turner et
-al.: an adversarially trained one, whose perturbations transfer better), with BadNets'
+epochs, unlearning 2). The clean-label backdoor's PGD runs against a standard CNN
+(``cl_surrogate='standard'``); Turner et al. attack an adversarially trained one, whose
+perturbations carry features of other classes, so the poisons are hard to learn from their
+content: ``cl_surrogate='adversarial'`` (the variant ``turner_at``, its own JSON
+``backdoor_detection_turner_at.json``) trains it with the library's adversarial training
+(``defenses.training.adversarial``: fast AT or Madry's PGD-AT) and reports its clean and PGD
+accuracy next to the standard CNN's. Both with BadNets'
 trigger (theirs: a 3x3 black-and-white pattern, ``poisoning.pattern_trigger``, a config
 option) and the same poison count as BadNets (3% of the training set, about 30% of the target
 class). The per-method deviations are in each module's docstring.
@@ -52,6 +58,7 @@ from sklearn.metrics import roc_auc_score
 
 from experiments import defense_common as dc
 from jaxsec import attacks
+from jaxsec import evaluate
 from jaxsec import models
 from jaxsec.attacks import poisoning
 from jaxsec.defenses.data import activation_clustering_lib as ac
@@ -59,6 +66,7 @@ from jaxsec.defenses.data import sanitize
 from jaxsec.defenses.inference import strip
 from jaxsec.defenses.model import fine_pruning
 from jaxsec.defenses.model import neural_cleanse as nc
+from jaxsec.defenses.training import adversarial
 
 NAME = 'backdoor_detection'
 _HEAD = ('params', 'head', 'kernel')
@@ -150,6 +158,21 @@ _ATTACK_FIELDS = {
     'badnets': ('poison_fraction',),
     'clean_label': ('cl_poison_fraction', 'cl_hardening', 'cl_eps', 'cl_norm', 'cl_pgd_steps',
                     'cl_interpolation', 'cl_trigger', 'cl_amplitude', 'cl_all_corners')}
+SURROGATES = ('standard', 'adversarial')
+AT_METHODS = ('fast', 'pgd')
+# the adversarial surrogate's settings: part of the clean-label run's keys only when it is
+# used, so that the standard runs keep their checkpoints and cached stages
+_AT_FIELDS = ('cl_surrogate', 'cl_at_method', 'cl_at_eps', 'cl_at_step_size', 'cl_at_steps')
+
+
+def _adversarial(cfg, attack: str) -> bool:
+  return attack == 'clean_label' and cfg.cl_surrogate == 'adversarial'
+
+
+def _run_fields(cfg, attack: str) -> tuple:
+  """The config fields that determine the backdoored model of ``attack``."""
+  extra = _AT_FIELDS if _adversarial(cfg, attack) else ()
+  return _SHARED + _ATTACK_FIELDS[attack] + extra
 
 
 def _trigger_fn(cfg, attack: str):
@@ -167,22 +190,60 @@ def _describe_trigger(cfg, attack: str) -> str:
   return f'{cfg.trigger_size}x{cfg.trigger_size} white patch, bottom right'
 
 
-def _surrogate(cfg, model, x, y, key, scratch):
-  """The clean-label attacker's own CNN, trained on the clean training subset."""
+def _at_objective(cfg):
+  """The surrogate's adversarial-training objective (Madry et al.'s min-max loss): fast AT
+  (FGSM from a random start, Wong et al. 2020) or PGD-AT with ``cl_at_steps`` steps."""
+  if cfg.cl_at_method == 'fast':
+    return adversarial.fast_adversarial_training(eps=cfg.cl_at_eps,
+                                                 step_size=cfg.cl_at_step_size)
+  return adversarial.pgd_adversarial_training(eps=cfg.cl_at_eps, num_steps=cfg.cl_at_steps,
+                                              step_size=cfg.cl_at_step_size)
+
+
+def _surrogate(cfg, model, x, y, key, scratch, kind='standard'):
+  """The clean-label attacker's own CNN, trained on the clean training subset from the same
+  initialisation: plainly (``kind='standard'``, Adam at a constant rate) or adversarially
+  (``'adversarial'``: :func:`_at_objective`, Adam with the one-cycle rate that
+  experiments/defense_adv_training.py uses for every method, Wong et al.'s schedule)."""
   p0 = models.init(model, jax.random.fold_in(key, 8), (1,) + x.shape[1:])
   shared = {k: cfg[k] for k in _SHARED}
+  if kind == 'adversarial':
+    steps = cfg.epochs * (x.shape[0] // cfg.batch_size)
+    opt = optax.adam(optax.cosine_onecycle_schedule(max(steps, 1), cfg.learning_rate))
+    objective, stage = _at_objective(cfg), 'surrogate-at'
+    tag = dc.tag_of(shared, {k: cfg[k] for k in _AT_FIELDS})
+  else:
+    opt, objective, stage, tag = optax.adam(cfg.learning_rate), None, 'surrogate', dc.tag_of(
+        shared)
   params, info = dc.train_timed(
-      model.apply, p0, x, y, optimizer=optax.adam(cfg.learning_rate),
+      model.apply, p0, x, y, optimizer=opt, objective=objective,
       key=jax.random.fold_in(key, 9), num_epochs=cfg.epochs, batch_size=cfg.batch_size,
-      checkpoint_dir=dc.ckpt_dir(scratch, NAME, 'surrogate', dc.tag_of(shared)),
-      label='surrogate')
+      checkpoint_dir=dc.ckpt_dir(scratch, NAME, stage, tag), label=f'{kind} surrogate')
   return params, info
 
 
-def _poison(cfg, attack, model, x, y, key, scratch):
-  """``(x_p, y_p, poison_mask, summary)`` of one backdoor on the clean subset ``(x, y)``."""
+def _robustness(cfg, model, params, x, y, key, label) -> dict:
+  """Clean and L_inf PGD accuracy (``cl_at_eval_steps`` steps of eps / 4 from a random
+  start, at the adversarial training's ``cl_at_eps``) of a surrogate on the first
+  ``cl_at_eval_n`` evaluation images."""
+  n = min(cfg.cl_at_eval_n, int(y.size))
+  logits_fn = lambda z: model.apply(params, z)
+  atk = attacks.pgd(eps=cfg.cl_at_eps, num_steps=cfg.cl_at_eval_steps,
+                    step_size=cfg.cl_at_eps / 4, random_start=True)
+  t0 = time.time()
+  x_adv, _ = evaluate.run_attack(atk, logits_fn, x[:n], y[:n], key, batch_size=min(n, 250),
+                                 progress=f'{NAME}/{label} surrogate PGD')
+  s = dc.attack_summary(logits_fn, x[:n], y[:n], x_adv, eps=cfg.cl_at_eps)
+  return {'clean_accuracy': s['clean_accuracy'], 'pgd_accuracy': s['robust_accuracy'],
+          'eps': float(cfg.cl_at_eps), 'pgd_steps': int(cfg.cl_at_eval_steps), 'n': n,
+          'seconds': time.time() - t0}
+
+
+def _poison(cfg, attack, model, x, y, key, scratch, evaluation):
+  """``(x_p, y_p, poison_mask, summary)`` of one backdoor on the clean subset ``(x, y)``;
+  ``evaluation = (xe, ye)`` scores the clean-label attacker's CNN."""
   trig = _trigger_fn(cfg, attack)
-  summary = {'attack': attack, 'trigger': _describe_trigger(cfg, attack)}
+  summary: dict[str, Any] = {'attack': attack, 'trigger': _describe_trigger(cfg, attack)}
   if attack == 'badnets':
     atk = poisoning.badnets(fraction=cfg.poison_fraction, target_label=cfg.target,
                             num_classes=10, size=cfg.trigger_size)
@@ -190,10 +251,18 @@ def _poison(cfg, attack, model, x, y, key, scratch):
   else:
     kw: dict[str, Any] = {}
     if cfg.cl_hardening == 'pgd':
-      sp, sinfo = _surrogate(cfg, model, x, y, key, scratch)
+      sp, sinfo = _surrogate(cfg, model, x, y, key, scratch, cfg.cl_surrogate)
       kw = {'attack': attacks.pgd(eps=cfg.cl_eps, num_steps=cfg.cl_pgd_steps, norm=cfg.cl_norm),
             'logits_fn': lambda z: model.apply(sp, z)}
-      summary['surrogate_train'] = sinfo
+      xe, ye = evaluation
+      k_eval = jax.random.fold_in(key, 11)
+      summary.update(surrogate=cfg.cl_surrogate, surrogate_train=sinfo,
+                     surrogate_robustness=_robustness(cfg, model, sp, xe, ye, k_eval,
+                                                      cfg.cl_surrogate))
+      if cfg.cl_surrogate == 'adversarial':   # the standard CNN, for comparison
+        ref, _ = _surrogate(cfg, model, x, y, key, scratch, 'standard')
+        summary['standard_surrogate_robustness'] = _robustness(cfg, model, ref, xe, ye, k_eval,
+                                                               'standard')
     elif cfg.cl_hardening == 'interpolation':
       kw = {'interpolation': cfg.cl_interpolation}
     atk = poisoning.clean_label_backdoor(fraction=cfg.cl_poison_fraction,
@@ -223,9 +292,10 @@ def _backdoor(cfg, attack, model, data, key, scratch, cache, out, save):
 
   def trigger(z):
     return np.asarray(trig(jnp.asarray(z)))
-  x_p, y_p, poison, summary = _poison(cfg, attack, model, x, y, key, scratch)
+  x_p, y_p, poison, summary = _poison(cfg, attack, model, x, y, key, scratch, (xe, ye))
   out['poison'] = summary
-  base = {k: cfg[k] for k in _SHARED + _ATTACK_FIELDS[attack]}
+  base = {k: cfg[k] for k in _run_fields(cfg, attack)}
+  prefix = f'{attack}_at' if _adversarial(cfg, attack) else attack   # stage-cache names
   dc.log(f'{NAME}/{attack}: training the CNN on {y.size} images, {int(poison.sum())} poisoned')
   p0 = models.init(model, jax.random.fold_in(key, 2), (1,) + x.shape[1:])
   stage = 'backdoored' if attack == 'badnets' else f'{attack}-backdoored'
@@ -257,11 +327,11 @@ def _backdoor(cfg, attack, model, data, key, scratch, cache, out, save):
   for name, (fields, compute) in stages.items():
     stage_cfg = (base, {k: cfg[k] for k in fields})
     det_cfg.append(stage_cfg)
-    hit = cache.get(f'{attack}_{name}', stage_cfg)
+    hit = cache.get(f'{prefix}_{name}', stage_cfg)
     if hit is None:
       dc.log(f'{NAME}/{attack}: {name} detection')
       hit = compute()
-      cache.put(f'{attack}_{name}', stage_cfg, hit)
+      cache.put(f'{prefix}_{name}', stage_cfg, hit)
     if name == 'training_set':
       det.update(hit)
     else:
@@ -272,7 +342,7 @@ def _backdoor(cfg, attack, model, data, key, scratch, cache, out, save):
   rep_cfg = (det_cfg, {k: cfg[k] for k in ('unlearn_epochs', 'unlearn_learning_rate',
                                            'prune_fraction', 'prune_max_drop',
                                            'finetune_epochs', 'finetune_learning_rate')})
-  rep = cache.get(f'{attack}_repair', rep_cfg)
+  rep = cache.get(f'{prefix}_repair', rep_cfg)
   if rep is None:
     rep = {}
     dc.log(f'{NAME}/{attack}: fine-pruning')
@@ -302,18 +372,26 @@ def _backdoor(cfg, attack, model, data, key, scratch, cache, out, save):
                          num_epochs=cfg.unlearn_epochs, batch_size=cfg.batch_size)
     rep['nc_unlearning'] = {**_measure(model, p_nc, xe, ye, trigger, cfg.target),
                             'label': label, 'seconds': time.time() - t0}
-    cache.put(f'{attack}_repair', rep_cfg, rep)
+    cache.put(f'{prefix}_repair', rep_cfg, rep)
   out['repair'] = rep
   dc.log(f'{NAME}/{attack}: repair {rep}')
   save()
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-  (x, y, xt, yt), key, scratch, cache, results, save = dc.start_study(cfg, workdir, NAME,
-                                                                     'attacks')
   for attack in cfg.attacks:
     if attack not in ATTACKS:
       raise ValueError(f'attacks contains {attack!r}; expected names from {ATTACKS}.')
+  if cfg.cl_surrogate not in SURROGATES:
+    raise ValueError(f'cl_surrogate={cfg.cl_surrogate!r}; expected one of {SURROGATES}.')
+  if cfg.cl_at_method not in AT_METHODS:
+    raise ValueError(f'cl_at_method={cfg.cl_at_method!r}; expected one of {AT_METHODS}.')
+  if cfg.cl_surrogate == 'adversarial' and cfg.cl_hardening != 'pgd':
+    raise ValueError(f"cl_surrogate='adversarial' needs cl_hardening='pgd' (the surrogate is "
+                     f'what PGD attacks); got cl_hardening={cfg.cl_hardening!r}.')
+  # a variant other than full / smoke (turner_at) writes backdoor_detection_<variant>.json
+  (x, y, xt, yt), key, scratch, cache, results, save = dc.start_study(
+      cfg, workdir, NAME, 'attacks', variant_file=True)
   model = models.get('cnn', **cfg.model_kwargs.to_dict())
   data = (x, y, xt[:cfg.n_defense], yt[:cfg.n_defense], xt[cfg.n_defense:],
           yt[cfg.n_defense:])
@@ -327,13 +405,44 @@ _TITLES = {'badnets': 'BadNets (Gu et al. 2017)',
            'clean_label': 'Clean-label backdoor (Turner et al. 2019)'}
 
 
+_AT_WORDS = {'fast': 'fast adversarial training (FGSM from a random start, step {step:.3g}; Wong '
+                     'et al. 2020)',
+             'pgd': 'PGD adversarial training ({steps} steps of {step:.3g}; Madry et al. 2018)'}
+
+
+def _title(p) -> str:
+  t = _TITLES[p['attack']]
+  return t + (', adversarially trained attacker CNN' if p.get('surrogate') == 'adversarial'
+              else '')
+
+
+def _surrogate_line(c, p) -> str:
+  """The clean-label attacker's CNN and its clean / PGD accuracy (absent in older JSON)."""
+  if 'surrogate_robustness' not in p:
+    return ''
+  r = p['surrogate_robustness']
+
+  def acc(m):
+    return (f'clean accuracy {dc.fmt(m["clean_accuracy"])}, PGD-{m["pgd_steps"]} accuracy '
+            f'{dc.fmt(m["pgd_accuracy"])} at L_inf eps {m["eps"]:.3g}')
+  if p.get('surrogate') == 'adversarial':
+    how = _AT_WORDS[c['cl_at_method']].format(step=c['cl_at_step_size'], steps=c['cl_at_steps'])
+    line = (f"The attacker's CNN, trained {c['epochs']} epoch(s) by {how} at L_inf eps "
+            f"{c['cl_at_eps']:.3g}: {acc(r)} on {r['n']} evaluation images")
+    ref = p.get('standard_surrogate_robustness')
+    return line + (f' (the standard CNN: {acc(ref)}).' if ref else '.')
+  return f"The attacker's (standard) CNN: {acc(r)} on {r['n']} evaluation images."
+
+
 def _poison_line(c, p) -> str:
   if p['attack'] == 'badnets':
     return (f'{_TITLES["badnets"]}: {p["trigger"]}, target label {p["target"]}, '
             f'{p["n_poison"]} of {p["n_train"]} training images of other classes stamped and '
             f'relabelled ({dc.fmt(p["share_of_target_class"])} of the target class).')
   how = {'pgd': (f'L_{c["cl_norm"][1:]} PGD (eps {c["cl_eps"]:.3g}, {c["cl_pgd_steps"]} '
-                 'steps) against a separately trained CNN'
+                 'steps) against '
+                 + ('an adversarially trained' if p.get('surrogate') == 'adversarial'
+                    else 'a separately trained') + ' CNN'
                  + (f' (which then misclassifies {dc.fmt(p["hardening_success"])} of them)'
                     if 'hardening_success' in p else '')),
          'interpolation': f'pixel-space interpolation (tau {c["cl_interpolation"]:g}) towards '
@@ -349,7 +458,8 @@ def _section(c, a) -> list:
   d, p = a['detection'], a['poison']
   ac_, s, st, ncr = (d['activation_clustering'], d['spectral_signatures'], d['strip'],
                      d['neural_cleanse'])
-  lines = [f'### {_TITLES[p["attack"]]}', '', _poison_line(c, p), '',
+  sur = _surrogate_line(c, p)
+  lines = [f'### {_title(p)}', '', _poison_line(c, p) + (f' {sur}' if sur else ''), '',
            '| detector | what it scores | ROC AUC | at its threshold |', '|---|---|---|---|',
            f'| activation clustering ({c["ac_reduce"]}, {c["ac_dims"]} dims, '
            f'{c["ac_criterion"]}) | training points | {ac_["auc"]:.3f} | precision '
