@@ -3,6 +3,7 @@ compilation cache per test session, and XLA's quick (-O0) CPU back end."""
 import atexit
 import contextlib
 import faulthandler
+import gc
 import glob
 import os
 import shutil
@@ -104,6 +105,44 @@ def pytest_sessionstart(session):
     faulthandler.enable(file=open(path, 'w'), all_threads=True)  # noqa: SIM115 (held open)
 
 
+# Every live XLA:CPU executable holds about 8 memory mappings, and a process may hold at most
+# vm.max_map_count (65,530 by default) of them. A worker that runs ~700 tests keeps thousands of
+# executables in JAX's caches and reached the limit in the compile-heavy poisoning smoke test:
+# mmap fails inside XLA, which then dies of a segmentation fault (reproduced by pre-filling a
+# process's mappings: it crashes at 62,500, passes at 35,500). So after each test, when the
+# process holds more than half the limit, JAX's in-memory caches are dropped (later tests
+# recompile, mostly from the persistent cache).
+def _max_map_count() -> int:
+  try:
+    with open('/proc/sys/vm/max_map_count') as f:
+      return int(f.read())
+  except (OSError, ValueError):
+    return 0
+
+
+_MAP_LIMIT = _max_map_count() // 2
+
+
+def _mapped_regions() -> int:
+  try:
+    with open('/proc/self/maps') as f:
+      return sum(1 for _ in f)
+  except OSError:
+    return 0
+
+
+@pytest.fixture(autouse=True)
+def _bounded_memory_mappings():
+  yield
+  if _MAP_LIMIT and (n := _mapped_regions()) > _MAP_LIMIT:
+    jax.clear_caches()
+    gc.collect()
+    worker = os.environ.get('PYTEST_XDIST_WORKER', 'main')
+    with open(os.path.join(os.environ['JAXSEC_TEST_FAULT_DIR'], f'maps-{worker}.txt'), 'a') as f:
+      f.write(f'{worker}: {n} memory mappings > {_MAP_LIMIT}: JAX caches cleared, '
+              f'{_mapped_regions()} left\n')
+
+
 def pytest_terminal_summary(terminalreporter):
   if os.environ.get('PYTEST_XDIST_WORKER'):
     return
@@ -113,6 +152,10 @@ def pytest_terminal_summary(terminalreporter):
     if text.strip():
       terminalreporter.write_sep('=', f'fault traceback of worker {os.path.basename(path)}')
       terminalreporter.write_line(text)
+  for path in sorted(glob.glob(os.path.join(os.environ['JAXSEC_TEST_FAULT_DIR'], 'maps-*.txt'))):
+    with open(path) as f:
+      lines = f.read().splitlines()
+    terminalreporter.write_line(f'{len(lines)} clearing(s) of JAX caches; last: {lines[-1]}')
 
 
 def pytest_collection_modifyitems(config, items):

@@ -27,19 +27,6 @@ def test_pool_is_a_block_mean():
 
 def test_poisoning_smoke(tmp_path, monkeypatch):
   monkeypatch.setattr(poisoning.data, 'load', _fake_fashion_mnist(poisoning.data.load))
-  # Two full-suite runs crashed (segmentation fault) in this test while JAX wrote one of its
-  # executables to the session's persistent compilation cache; alone it passes. Until that is
-  # understood, this test writes nothing to the cache (a threshold no compile reaches).
-  import jax
-  before = jax.config.jax_persistent_cache_min_compile_time_secs
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1e9)
-  try:
-    _poisoning_smoke(tmp_path)
-  finally:
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', before)
-
-
-def _poisoning_smoke(tmp_path):
   cfg, res, saved = run_smoke(poisoning, poisoning_config, tmp_path)
   assert saved['variant'] == 'smoke'
   s = saved['studies']
