@@ -238,5 +238,7 @@ def headline(r: dict) -> list:
     by = {s['arm']: s['accuracy_mean'] for s in rows if s['epsilon'] == eps}
     cells.append(f"eps {eps:g}: central {100 * by['central']:.1f}% / distributed "
                  f"{100 * by['distributed']:.1f}%")
+  reps = min((s['repeats'] for s in rows if s['epsilon'] is not None), default=1)
   return [('Distributed DP (Skellam through secure aggregation) vs central DP-FedAvg, '
-           'federated FMNIST', '; '.join(cells))]
+           f"federated FMNIST ({reps} repeat{'s, mean' if reps > 1 else ''})",
+           '; '.join(cells))]

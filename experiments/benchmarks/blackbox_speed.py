@@ -268,12 +268,14 @@ def _timed(run, repeats):
 def _best_of(run, repeats):
   """``(result of the last call, best-of-repeats seconds)``: for ART, which compiles nothing
   (the logit check before it has run the PyTorch model once)."""
-  ts, out = [], None
-  for _ in range(repeats):
+  if repeats < 1:
+    raise ValueError(f'peer_repeats={repeats}: expected at least 1.')
+  def timed():
     t0 = time.perf_counter()
     out = run()
-    ts.append(time.perf_counter() - t0)
-  return out, min(ts)
+    return out, time.perf_counter() - t0
+  calls = [timed() for _ in range(repeats)]
+  return calls[-1][0], min(t for _, t in calls)
 
 
 def _art_certify(cfg, art_rs, model, certify, seed):
