@@ -20,7 +20,8 @@ def _experiment_modules():
 
 
 _HELPERS = {'experiments.common', 'experiments.defense_common', 'experiments.run',
-            'experiments.benchmarks.machine', 'experiments.configs.base'}
+            'experiments.benchmarks.machine', 'experiments.benchmarks.torch_port',
+            'experiments.configs.base'}
 
 
 def test_all_experiment_modules_import_together():
