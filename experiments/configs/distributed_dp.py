@@ -39,7 +39,7 @@ def _default(c: ml_collections.ConfigDict) -> None:
   c.beta = math.exp(-0.5)
   c.rotate = True
   c.secure = True               # the real protocol every round (False: the same sum, clear)
-  c.repeats = 3                 # DP arms: independent runs (training and noise draws); each
+  c.repeats = 5                 # DP arms: independent runs (training and noise draws); each
                                 # finished run is checkpointed, a rerun with more repeats
                                 # runs only the new ones (a distributed run: 1-6 min here)
 
