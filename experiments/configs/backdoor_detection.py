@@ -1,5 +1,5 @@
-"""Config of experiments/backdoor_detection.py. Variants: ``full`` (the default), ``turner_at``
-and ``smoke``.
+"""Config of experiments/backdoor_detection.py. Variants: ``full`` (the default), ``turner_at``,
+``turner_pgd_at`` and ``smoke``.
 
 The full variant plants two backdoors, each in its own reference CNN (about 16 minutes each
 on a shared 2-core CPU at a load of 6-12, the committed run 33 minutes in all; training about
@@ -98,6 +98,16 @@ def _turner_at(c: ml_collections.ConfigDict) -> None:
   c.cl_surrogate = 'adversarial'
 
 
+def _turner_pgd_at(c: ml_collections.ConfigDict) -> None:
+  # the same with Madry et al.'s PGD-AT (7 steps of 2.5 eps / 7, random start), the kind of
+  # robust model Turner et al. used, in place of fast AT
+  _turner_at(c)
+  c.cl_at_method = 'pgd'
+  c.cl_at_steps = 7
+  c.cl_at_step_size = 2.5 * 0.1 / 7
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return base.build(arg, study='backdoor_detection', default=_default,
-                    variants={'smoke': _smoke, 'turner_at': _turner_at})
+                    variants={'smoke': _smoke, 'turner_at': _turner_at,
+                              'turner_pgd_at': _turner_pgd_at})

@@ -1,4 +1,4 @@
-"""Config of experiments/witches_brew.py. Variants: ``full`` (the default), ``runner_up``
+"""Config of experiments/witches_brew.py. Variants: ``full`` (the default), ``budget5`` (5% budget), ``runner_up``
 (each target's adversarial label is the crafting model's runner-up class, the closest pair,
 instead of the paper's random class) and ``smoke`` (an MLP, seconds).
 
@@ -42,6 +42,11 @@ def _runner_up(c: ml_collections.ConfigDict) -> None:
   c.adversarial = 'runner_up'
 
 
+def _budget5(c: ml_collections.ConfigDict) -> None:
+  # five times the paper's budget: 500 poisons, half of the adversarial class in the subset
+  c.fraction = 0.05
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return base.build(arg, study='witches_brew', default=_default,
-                    variants={'smoke': _smoke, 'runner_up': _runner_up})
+                    variants={'smoke': _smoke, 'runner_up': _runner_up, 'budget5': _budget5})
