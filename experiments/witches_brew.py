@@ -26,6 +26,7 @@ are in the config and in the rendered section.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -36,6 +37,7 @@ import numpy as np
 import optax
 
 from experiments import defense_common as dc
+from jaxsec import losses as losses_lib
 from jaxsec import models
 from jaxsec import progress as progress_lib
 from jaxsec import train as train_lib
@@ -57,11 +59,65 @@ def _pick_targets(cfg, logits, yt):
   return idx, adv.astype(np.int32)
 
 
+SCENARIOS = ('from-scratch', 'finetuning', 'transfer')
+
+
+def _head_apply(hp, f):
+  """The classification head on penultimate features (``model``'s last dense layer)."""
+  return f @ hp['kernel'] + hp['bias']
+
+
+def _transfer_apply(feature, hp, x):
+  return _head_apply(hp, feature(x))
+
+
+def _features(model, params, xq):
+  """The crafting model's penultimate features of ``xq`` (jitted batches)."""
+  return train_lib.predict_logits(lambda p, q: model.apply(p, q, penultimate=True), params, xq)
+
+
+def _scenario(cfg) -> str:
+  scenario = cfg.get('scenario', 'from-scratch')
+  if scenario not in SCENARIOS:
+    raise ValueError(f'scenario={scenario!r}; expected one of {SCENARIOS}.')
+  return scenario
+
+
+def _crafting_fn(cfg, model, params):
+  """``(apply_fn, params)`` whose parameter gradient the poisons match: the whole model, or
+  for ``scenario='transfer'`` (the authors' frozen feature extractor) the head alone, on the
+  crafting model's features (the same logits)."""
+  if _scenario(cfg) != 'transfer':
+    return model.apply, params
+  feature = jax.jit(models.feature_fn(model, params))
+  return functools.partial(_transfer_apply, feature), params['params']['head']
+
+
+def _descent_probe(cfg, apply_fn, params, xs, ys, x_target, adv):
+  """The target's adversarial probability after ``probe_steps`` plain gradient steps
+  (``probe_learning_rate``) on the mean cross-entropy of ``(xs, ys)`` alone, from the
+  crafting parameters: what the images push the model towards, undiluted by clean data."""
+  def mean_loss(p):
+    return jnp.mean(losses_lib.cross_entropy(apply_fn(p, xs), ys))
+
+  @jax.jit
+  def descend(p):
+    def body(p, _):
+      g = jax.grad(mean_loss)(p)
+      return jax.tree.map(lambda a, b: a - cfg.probe_learning_rate * b, p, g), None
+    p, _ = jax.lax.scan(body, p, None, length=cfg.probe_steps)
+    return jax.nn.softmax(apply_fn(p, x_target[None]))[0, adv]
+  return float(descend(params))
+
+
 def _craft(cfg, model, params, x, y, xt, tidx, adv, key, scratch):
   """Poisons per target (``base_index``, ``delta``, losses), cached as .npz in scratch."""
-  tag = dc.tag_of({k: cfg[k] for k in ('seed', 'model', 'model_kwargs', 'n_train', 'epochs',
-                                      'batch_size', 'learning_rate', 'fraction', 'eps',
-                                      'num_steps', 'restarts', 'step_size', 'adversarial')})
+  fields = ('seed', 'model', 'model_kwargs', 'n_train', 'epochs', 'batch_size',
+            'learning_rate', 'fraction', 'eps', 'num_steps', 'restarts', 'step_size',
+            'adversarial')
+  tag = dc.tag_of({k: cfg[k] for k in fields}
+                  | ({'scenario': 'transfer'} if _scenario(cfg) == 'transfer' else {}))
+  apply_fn, craft_params = _crafting_fn(cfg, model, params)
   folder = os.path.join(scratch, 'stages', NAME, f'poisons-{tag}')
   os.makedirs(folder, exist_ok=True)
   bar = progress_lib.Progress(f'{NAME} crafting', len(tidx), 'target')
@@ -74,7 +130,7 @@ def _craft(cfg, model, params, x, y, xt, tidx, adv, key, scratch):
       bar.update(1, 'cached')
       continue
     t0 = time.time()
-    atk = poisoning.witches_brew(apply_fn=model.apply, params=params, target_x=xt[i],
+    atk = poisoning.witches_brew(apply_fn=apply_fn, params=craft_params, target_x=xt[i],
                                  adversarial_label=int(a), num_classes=10,
                                  fraction=cfg.fraction, eps=cfg.eps, step_size=cfg.step_size,
                                  num_steps=cfg.num_steps, restarts=cfg.restarts)
@@ -92,11 +148,11 @@ def _craft(cfg, model, params, x, y, xt, tidx, adv, key, scratch):
   return out
 
 
-def _victims(cfg, model, x, y, poisons, key, scratch):
-  """Every poisoned set and the clean one, ``num_seeds`` victims each, as one ``fit_many``:
-  rows ``[x; poisons of target 0; ...]``, victim ``(t, s)`` (``t = T``: clean) trains on the
-  clean rows minus target ``t``'s bases plus its poisons (``n`` rows each)."""
-  n, big_t, s = x.shape[0], len(poisons), cfg.num_seeds
+def _layout(x, y, poisons, s):
+  """The shared rows ``[x; poisons of target 0; ...]`` and the ``[(T + 1) s, rows]`` masks:
+  victim ``(t, j)`` (``t = T``: clean) trains on the clean rows minus target ``t``'s bases
+  plus its poisons (``n`` rows each)."""
+  n, big_t = x.shape[0], len(poisons)
   rows_x = [x] + [x[p['base_index']] + p['delta'] for p in poisons]
   rows_y = [y] + [y[p['base_index']] for p in poisons]
   xs, ys = np.concatenate(rows_x).astype(np.float32), np.concatenate(rows_y)
@@ -112,23 +168,60 @@ def _victims(cfg, model, x, y, poisons, key, scratch):
         masks[t * s + j, offset:offset + poisons[t]['base_index'].size] = True
     if t < big_t:
       offset += poisons[t]['base_index'].size
+  return xs, ys, masks
+
+
+def _victims(cfg, model, params, x, y, poisons, key, scratch):
+  """Every poisoned set and the clean one, ``num_seeds`` victims each, as one ``fit_many``
+  over :func:`_layout`'s shared rows. ``scenario`` (the authors' three): ``'from-scratch'``
+  (fresh initialisations, ``epochs`` epochs), ``'finetuning'`` (every victim starts from the
+  crafting model, ``victim_epochs`` epochs at ``victim_learning_rate``; seeds change the batch
+  order) or ``'transfer'`` (the crafting model's features frozen, a fresh head per victim
+  trained ``victim_epochs`` epochs at ``victim_learning_rate`` on them).
+
+  Returns ``(logits_many, seconds)``: ``logits_many(xq) -> [M, len(xq), 10]``; seconds is None
+  when the victims were restored from a checkpoint."""
+  scenario, s = _scenario(cfg), cfg.num_seeds
+  xs, ys, masks = _layout(x, y, poisons, s)
+  m = masks.shape[0]
   seeds = jax.random.split(jax.random.fold_in(key, 20), s)
-  init_keys = jnp.concatenate([seeds] * (big_t + 1))
-  train_keys = jax.random.split(jax.random.fold_in(key, 21), (big_t + 1) * s)
-  params = train_lib.init_many(lambda k: models.init(model, k, (1,) + x.shape[1:]), init_keys)
+  init_keys = jnp.concatenate([seeds] * (len(poisons) + 1))
+  train_keys = jax.random.split(jax.random.fold_in(key, 21), m)
+  epochs, lr = cfg.epochs, cfg.learning_rate
+  if scenario != 'from-scratch':
+    epochs, lr = cfg.victim_epochs, cfg.victim_learning_rate
+  if scenario == 'transfer':
+    xs = _features(model, params, xs)                                   # frozen features
+    head = params['params']['head']
+    init = jax.nn.initializers.lecun_normal()     # flax Dense's default, as the CNN's head
+    vparams = {'kernel': jax.vmap(lambda k: init(k, head['kernel'].shape))(init_keys),
+               'bias': jnp.zeros((m,) + head['bias'].shape)}
+    apply_fn = _head_apply
+  elif scenario == 'finetuning':
+    vparams = jax.tree.map(lambda a: jnp.broadcast_to(a, (m,) + a.shape), params)
+    apply_fn = model.apply
+  else:
+    vparams = train_lib.init_many(lambda k: models.init(model, k, (1,) + x.shape[1:]),
+                                  init_keys)
+    apply_fn = model.apply
   tag = dc.tag_of(cfg.to_dict(), [p['passenger_loss'].tolist() for p in poisons])
   ckpt = dc.ckpt_dir(scratch, NAME, 'victims', tag)
   resumed = os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt))
   t0 = time.time()
-  fit = train_lib.fit_many(model.apply, params, xs, ys, masks=masks,
-                           optimizer=optax.adam(cfg.learning_rate), keys=train_keys,
-                           batch_size=cfg.batch_size, num_epochs=cfg.epochs,
+  fit = train_lib.fit_many(apply_fn, vparams, xs, ys, masks=masks,
+                           optimizer=optax.adam(lr), keys=train_keys,
+                           batch_size=cfg.batch_size, num_epochs=epochs,
                            checkpoint_dir=ckpt, progress=True, label=f'{NAME} victims')
   jax.block_until_ready(fit.params)
-  return fit.params, None if resumed else time.time() - t0
+  seconds = None if resumed else time.time() - t0
+  if scenario == 'transfer':
+    return (lambda xq: train_lib.predict_logits_many(
+        _head_apply, fit.params, _features(model, params, xq)), seconds)
+  return (lambda xq: train_lib.predict_logits_many(model.apply, fit.params, xq)), seconds
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+  _scenario(cfg)
   (x, y, xt, yt), key, scratch, _, results, save = dc.start_study(cfg, workdir, NAME,
                                                                  'targets', variant_file=True)
   model = models.get(cfg.model, **cfg.model_kwargs.to_dict())
@@ -149,16 +242,22 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                       'num_targets': tidx.size, 'num_seeds': cfg.num_seeds}
   dc.log(f'{NAME}: crafting {n_p} poisons for each of {tidx.size} targets')
   poisons = _craft(cfg, model, params, x, y, xt, tidx, adv, jax.random.fold_in(key, 3), scratch)
-  for p in poisons:      # the attack's guarantee, checked on what the victims will see
-    if np.abs(p['delta']).max() > cfg.eps + 1e-5:
+  apply_fn, craft_params = _crafting_fn(cfg, model, params)
+  for p, i, a in zip(poisons, tidx, adv, strict=True):
+    if np.abs(p['delta']).max() > cfg.eps + 1e-5:  # the guarantee, on what victims will see
       raise RuntimeError(f'a poison left the eps-ball: {np.abs(p["delta"]).max()} > {cfg.eps}')
+    b = p['base_index']
+    p['probe'] = {'poisons': _descent_probe(cfg, apply_fn, craft_params, x[b] + p['delta'],
+                                            y[b], xt[i], int(a)),
+                  'bases': _descent_probe(cfg, apply_fn, craft_params, x[b], y[b], xt[i],
+                                          int(a))}
   save()
-  dc.log(f'{NAME}: training {(len(poisons) + 1) * cfg.num_seeds} victims from scratch')
-  vparams, vsec = _victims(cfg, model, x, y, poisons, key, scratch)
+  dc.log(f'{NAME}: training {(len(poisons) + 1) * cfg.num_seeds} victims '
+         f'({_scenario(cfg)})')
+  logits_many, vsec = _victims(cfg, model, params, x, y, poisons, key, scratch)
   results['victim_seconds'] = vsec
-  logits_t = train_lib.predict_logits_many(model.apply, vparams, xt[tidx])   # [M, T, 10]
-  acc = (train_lib.predict_logits_many(model.apply, vparams, xt).argmax(-1)
-         == yt[None]).mean(1)
+  logits_t = logits_many(xt[tidx])                                         # [M, T, 10]
+  acc = (logits_many(xt).argmax(-1) == yt[None]).mean(1)
   s, big_t = cfg.num_seeds, len(poisons)
   pred_t = logits_t.argmax(-1).reshape(big_t + 1, s, big_t)
   prob_t = np.asarray(jax.nn.softmax(jnp.asarray(logits_t), -1)).reshape(big_t + 1, s, big_t, 10)
@@ -176,6 +275,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         'restart_losses': poisons[t]['restart_losses'].tolist(),
         'crafting_seconds': float(poisons[t]['seconds']),
         'max_linf': float(np.abs(poisons[t]['delta']).max()),
+        'crafting_probability': float(jax.nn.softmax(logits[i])[a]),
+        'descent_probe': poisons[t]['probe'],
         'victim_accuracy': acc[t * s:(t + 1) * s].tolist()})
   results['targets'] = rows
   succ = np.array([r['success'] for r in rows], float)
@@ -191,6 +292,13 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
+_SCENARIO_WORDS = {
+    'from-scratch': 'retrained from scratch',
+    'finetuning': ('fine-tuned from the crafting model ({victim_epochs} epoch(s), learning rate '
+                   '{victim_learning_rate:g})'),
+    'transfer': ("learnt by a fresh head on the crafting model's frozen features "
+                 '({victim_epochs} epoch(s), learning rate {victim_learning_rate:g}; the poisons '
+                 "match the head's gradient)")}
 _RULES = {'random': 'drawn uniformly among the other classes, as the paper',
           'runner_up': "the crafting model's runner-up class for the target"}
 
@@ -206,7 +314,8 @@ def render_markdown(r: dict) -> str:
            f"{dc.fmt(r['crafting_model']['clean_accuracy'])} test accuracy). Per target: "
            f"{st['n_poison']} poisons ({dc.fmt(c['fraction'], digits=0)} budget) from the "
            f"adversarial class ({_RULES[c.get('adversarial', 'random')]}), L_inf eps {c['eps'] * 255:.0f}/255, {c['num_steps']} signed-Adam "
-           f"steps, {c['restarts']} restart(s); each poisoned set retrained from scratch with "
+           f"steps, {c['restarts']} restart(s); each poisoned set "
+           f"{_SCENARIO_WORDS[c.get('scenario', 'from-scratch')].format(**c)} with "
            f"{st['num_seeds']} seeds, plus {st['num_seeds']} clean victims (one `fit_many` "
            f"program of {(st['num_targets'] + 1) * st['num_seeds']} models). The paper: CIFAR-10, "
            'ResNet-18, 1% / 16/255, 250 steps, 8 restarts, augmentation, 40 epochs.', '',
@@ -219,8 +328,9 @@ def render_markdown(r: dict) -> str:
            f"{dc.fmt(s['victim_accuracy_clean'])} clean.", '',
            '| target (test index) | true -> adversarial | alignment loss before -> after | '
            'success per seed | p(adversarial) per seed | clean victims: correct, '
-           'p(adversarial) |',
-           '|---|---|---|---|---|---|']
+           'p(adversarial) | crafting model: p(adversarial); after '
+           f"{c.get('probe_steps', '-')} GD steps on the poisons alone / their clean bases |",
+           '|---|---|---|---|---|---|---|']
   lines += [_target_row(t) for t in r['targets']]
   vsec = r['victim_seconds']
   timing = (f"Crafting {sum(t['crafting_seconds'] for t in r['targets']):.0f} s, victims "
@@ -235,7 +345,9 @@ def _target_row(t: dict) -> str:
            ''.join('x' if v else '.' for v in t['success']),
            ', '.join(f'{p:.2f}' for p in t['adversarial_probability']),
            f"{sum(t['clean_control_correct'])}/{len(t['clean_control_correct'])}, "
-           + ', '.join(f'{p:.2f}' for p in t.get('clean_control_adversarial_probability', []))]
+           + ', '.join(f'{p:.2f}' for p in t.get('clean_control_adversarial_probability', [])),
+           (f"{t['crafting_probability']:.3f}; {t['descent_probe']['poisons']:.3f} / "
+            f"{t['descent_probe']['bases']:.3f}" if 'descent_probe' in t else 'not run')]
   return '| ' + ' | '.join(cells) + ' |'
 
 

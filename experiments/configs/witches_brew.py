@@ -1,4 +1,5 @@
-"""Config of experiments/witches_brew.py. Variants: ``full`` (the default), ``budget5`` (5% budget), ``runner_up``
+"""Config of experiments/witches_brew.py. Variants: ``full`` (the default), ``budget5`` (5% budget), ``finetuning`` and ``transfer``
+(the authors' other two victim scenarios), ``runner_up``
 (each target's adversarial label is the crafting model's runner-up class, the closest pair,
 instead of the paper's random class) and ``smoke`` (an MLP, seconds).
 
@@ -26,6 +27,17 @@ def _default(c: ml_collections.ConfigDict) -> None:
   c.num_steps = 100
   c.restarts = 2
   c.step_size = 0.4 * 16 / 255     # the authors' 0.1 in CIFAR-normalised units (std ~0.25)
+  # the victims (the authors' --scenario): 'from-scratch' (the paper's headline setting),
+  # 'finetuning' (start from the crafting model) or 'transfer' (its features frozen, a fresh
+  # head; the poisons then match the head's gradient); the last two train victim_epochs
+  # epochs at victim_learning_rate
+  c.scenario = 'from-scratch'
+  # diagnostic: the target's p(adversarial) after probe_steps plain GD steps on the poisons
+  # alone vs on their clean bases, from the crafting model (what the poisons carry, undiluted)
+  c.probe_steps = 20
+  c.probe_learning_rate = 0.01
+  c.victim_epochs = 1
+  c.victim_learning_rate = 1e-4
 
 
 def _smoke(c: ml_collections.ConfigDict) -> None:
@@ -47,6 +59,17 @@ def _budget5(c: ml_collections.ConfigDict) -> None:
   c.fraction = 0.05
 
 
+def _finetuning(c: ml_collections.ConfigDict) -> None:
+  c.scenario = 'finetuning'        # one epoch at a tenth of the training learning rate
+
+
+def _transfer(c: ml_collections.ConfigDict) -> None:
+  c.scenario = 'transfer'
+  c.victim_epochs = 10             # a linear head on 64 features: converged in 10 epochs
+  c.victim_learning_rate = 1e-3
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return base.build(arg, study='witches_brew', default=_default,
-                    variants={'smoke': _smoke, 'runner_up': _runner_up, 'budget5': _budget5})
+                    variants={'smoke': _smoke, 'runner_up': _runner_up, 'budget5': _budget5,
+                              'finetuning': _finetuning, 'transfer': _transfer})
