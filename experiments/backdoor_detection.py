@@ -3,6 +3,7 @@ reference CNN.
 
     python -m experiments.run --config=experiments/configs/backdoor_detection.py --workdir=docs/results
     python -m experiments.run --config=experiments/configs/backdoor_detection.py:turner_at --workdir=docs/results
+    python -m experiments.run --config=experiments/configs/backdoor_detection.py:turner_pgd_at --workdir=docs/results
     python -m experiments.run --config=experiments/configs/backdoor_detection.py:smoke --workdir=/tmp/b
 
 Two backdoors are planted, each in its own copy of the reference CNN trained on an FMNIST
@@ -37,8 +38,8 @@ epochs, unlearning 2). The clean-label backdoor's PGD runs against a standard CN
 perturbations carry features of other classes, so the poisons are hard to learn from their
 content: ``cl_surrogate='adversarial'`` (the variant ``turner_at``, its own JSON
 ``backdoor_detection_turner_at.json``) trains it with the library's adversarial training
-(``defenses.training.adversarial``: fast AT or Madry's PGD-AT) and reports its clean and PGD
-accuracy next to the standard CNN's. Both with BadNets'
+(``defenses.training.adversarial``: fast AT, or Madry's PGD-AT in the variant
+``turner_pgd_at``) and reports its clean and PGD accuracy next to the standard CNN's. Both with BadNets'
 trigger (theirs: a 3x3 black-and-white pattern, ``poisoning.pattern_trigger``, a config
 option) and the same poison count as BadNets (3% of the training set, about 30% of the target
 class). The per-method deviations are in each module's docstring.

@@ -22,8 +22,10 @@ al.'s robust CIFAR model (8/255) is below their poisons' 16 and 32/255. Fast AT 
 cheaper of the library's two (Madry's PGD-AT: ``cl_at_method='pgd'``, ``cl_at_steps=3``,
 ``cl_at_step_size=0.0833``, about 2x a standard CNN's training here against about 1.5x). The
 standard CNN is trained too (restored from the full run's checkpoint when there is one) to
-report both models' clean and PGD-10 accuracy. Estimated (not yet run): the adversarial CNN 6-8
-minutes, the whole variant 20-25 minutes on the shared 2-core CPU.
+report both models' clean and PGD-10 accuracy. ``turner_pgd_at`` is the same with Madry's
+PGD-AT (7 steps of 2.5 eps / 7) and writes backdoor_detection_turner_pgd_at.json. Measured
+on the shared 2-core CPU: ``turner_at`` about 5 minutes at a light load, ``turner_pgd_at``
+20 minutes at a load of 5-7 (its adversarial CNN 7 of them).
 """
 import ml_collections
 
