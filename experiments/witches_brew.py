@@ -67,8 +67,11 @@ def _head_apply(hp, f):
   return f @ hp['kernel'] + hp['bias']
 
 
-def _transfer_apply(feature, hp, x):
-  return _head_apply(hp, feature(x))
+def _frozen_features_apply(model, p, x):
+  """``model``'s logits with its feature extractor ``p['body']`` frozen (no gradient) and the
+  head ``p['head']``."""
+  f = model.apply(jax.lax.stop_gradient(p['body']), x, penultimate=True)
+  return _head_apply(p['head'], f)
 
 
 def _features(model, params, xq):
@@ -85,29 +88,33 @@ def _scenario(cfg) -> str:
 
 def _crafting_fn(cfg, model, params):
   """``(apply_fn, params)`` whose parameter gradient the poisons match: the whole model, or
-  for ``scenario='transfer'`` (the authors' frozen feature extractor) the head alone, on the
-  crafting model's features (the same logits)."""
+  for ``scenario='transfer'`` (the authors' frozen feature extractor) the head alone: the
+  same logits, with the body's gradient stopped."""
   if _scenario(cfg) != 'transfer':
     return model.apply, params
-  feature = jax.jit(models.feature_fn(model, params))
-  return functools.partial(_transfer_apply, feature), params['params']['head']
+  return (functools.partial(_frozen_features_apply, model),
+          {'body': params, 'head': params['params']['head']})
 
 
 def _descent_probe(cfg, apply_fn, params, xs, ys, x_target, adv):
   """The target's adversarial probability after ``probe_steps`` plain gradient steps
   (``probe_learning_rate``) on the mean cross-entropy of ``(xs, ys)`` alone, from the
   crafting parameters: what the images push the model towards, undiluted by clean data."""
+  return float(_descend(apply_fn, params, jnp.asarray(xs), jnp.asarray(ys),
+                        jnp.asarray(x_target), adv, cfg.probe_learning_rate,
+                        steps=cfg.probe_steps))
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'steps'))
+def _descend(apply_fn, params, xs, ys, x_target, adv, lr, *, steps):
   def mean_loss(p):
     return jnp.mean(losses_lib.cross_entropy(apply_fn(p, xs), ys))
 
-  @jax.jit
-  def descend(p):
-    def body(p, _):
-      g = jax.grad(mean_loss)(p)
-      return jax.tree.map(lambda a, b: a - cfg.probe_learning_rate * b, p, g), None
-    p, _ = jax.lax.scan(body, p, None, length=cfg.probe_steps)
-    return jax.nn.softmax(apply_fn(p, x_target[None]))[0, adv]
-  return float(descend(params))
+  def body(p, _):
+    g = jax.grad(mean_loss)(p)
+    return jax.tree.map(lambda a, b: a - lr * b, p, g), None
+  p, _ = jax.lax.scan(body, params, None, length=steps)
+  return jax.nn.softmax(apply_fn(p, x_target[None]))[0, adv]
 
 
 def _craft(cfg, model, params, x, y, xt, tidx, adv, key, scratch):

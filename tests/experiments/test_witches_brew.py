@@ -94,10 +94,12 @@ def test_transfer_crafts_on_the_head_and_victims_use_the_frozen_features(tmp_pat
   import jax
   cfg, model, params, x, y, poisons = _tiny_study('transfer', victim_learning_rate=0.0,
                                                   batch_size=8)
-  apply_fn, head = witches_brew._crafting_fn(cfg, model, params)
-  assert set(head) == {'kernel', 'bias'}                  # the head's parameters only
-  np.testing.assert_allclose(apply_fn(head, x[:5]), model.apply(params, x[:5]), rtol=1e-5,
+  apply_fn, cp = witches_brew._crafting_fn(cfg, model, params)
+  np.testing.assert_allclose(apply_fn(cp, x[:5]), model.apply(params, x[:5]), rtol=1e-5,
                              atol=1e-5)                   # the same logits as the model
+  g = jax.grad(lambda p: apply_fn(p, x[:5])[:, 3].sum())(cp)
+  assert all(not np.any(np.asarray(a)) for a in jax.tree.leaves(g['body']))  # body frozen
+  assert np.any(np.asarray(g['head']['kernel']))          # the head's gradient is matched
   logits_many, _ = witches_brew._victims(cfg, model, params, x, y, poisons,
                                          jax.random.key(1), str(tmp_path))
   feats = np.asarray(model.apply(params, x, penultimate=True))
