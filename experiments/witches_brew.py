@@ -258,7 +258,6 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                                             y[b], xt[i], int(a)),
                   'bases': _descent_probe(cfg, apply_fn, craft_params, x[b], y[b], xt[i],
                                           int(a))}
-  save()
   dc.log(f'{NAME}: training {(len(poisons) + 1) * cfg.num_seeds} victims '
          f'({_scenario(cfg)})')
   logits_many, vsec = _victims(cfg, model, params, x, y, poisons, key, scratch)
