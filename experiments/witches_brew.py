@@ -361,15 +361,20 @@ def render_markdown(r: dict) -> str:
   return '\n'.join(lines + ['', timing]) + '\n'
 
 
+def _prob(p: float) -> str:
+  """A probability: two decimals, or one significant digit below 0.01 (``3e-05``)."""
+  return f'{p:.2f}' if p >= 0.01 or p == 0 else f'{p:.0e}'
+
+
 def _target_row(t: dict) -> str:
   cells = [str(t['test_index']), f"{t['true_label']} -> {t['adversarial_label']}",
            f"{t['initial_loss']:.3f} -> {t['passenger_loss']:.3f}",
            ''.join('x' if v else '.' for v in t['success']),
-           ', '.join(f'{p:.2f}' for p in t['adversarial_probability']),
+           ', '.join(_prob(p) for p in t['adversarial_probability']),
            f"{sum(t['clean_control_correct'])}/{len(t['clean_control_correct'])}, "
-           + ', '.join(f'{p:.2f}' for p in t.get('clean_control_adversarial_probability', [])),
-           (f"{t['crafting_probability']:.3f}; {t['descent_probe']['poisons']:.3f} / "
-            f"{t['descent_probe']['bases']:.3f}" if 'descent_probe' in t else 'not run')]
+           + ', '.join(_prob(p) for p in t.get('clean_control_adversarial_probability', [])),
+           (f"{_prob(t['crafting_probability'])}; {_prob(t['descent_probe']['poisons'])} / "
+            f"{_prob(t['descent_probe']['bases'])}" if 'descent_probe' in t else 'not run')]
   return '| ' + ' | '.join(cells) + ' |'
 
 
