@@ -2,7 +2,7 @@ r"""Attacks that break sanitisers: Koh, Steinhardt & Liang (Machine Learning 202
 scikit-learn digits 1 vs 7, a linear SVM behind the sphere + slab defense.
 
     python -m experiments.run --config=experiments/configs/ksl_poisoning.py --workdir=docs/results  # ~8 min, 2 CPUs
-    python -m experiments.run --config=experiments/configs/ksl_poisoning.py:fmnist --workdir=docs/results  # ~30 min
+    python -m experiments.run --config=experiments/configs/ksl_poisoning.py:fmnist --workdir=docs/results  # ~40 min
     python -m experiments.run --config=experiments/configs/ksl_poisoning.py:smoke --workdir=/tmp/s
 
 Per random train / test split of the two digits (8x8 pixels in [0, 1]): the victim is the
@@ -31,8 +31,8 @@ the bundled 8x8 digits (~240 training images, 7 poison points), so every number 
 and the min-max attack runs a fixed number of steps (see :mod:`minmax`). MNIST is not on
 this machine; variant ``fmnist`` (``ksl_poisoning_fmnist.json``) runs at the paper's scale
 on Fashion-MNIST T-shirt/top vs Trouser (12,000 train / 2,000 test images, 784 pixels, 360
-poison points at 3%), one run on the official split, with fewer decoys and KKT / influence
-steps and without Biggio's attack and the 10% budget (measured costs in its config).
+poison points at 3%), one run on the official split, with fewer decoys, KKT splits and
+influence steps, and without Biggio's attack (measured costs in its config).
 """
 from __future__ import annotations
 
