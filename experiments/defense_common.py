@@ -94,6 +94,12 @@ def scratch_dir(workdir: str) -> str:
   return os.path.join(workdir, '.scratch')
 
 
+def result_stem(name: str, variant: str) -> str:
+  """A study's result file stem: ``name`` for the ``full`` and ``smoke`` variants, else
+  ``name_<variant>`` (a variant never overwrites the committed default)."""
+  return name if variant in ('full', 'smoke') else f'{name}_{variant}'
+
+
 def start_study(cfg, workdir: str, name: str, section: str, *, variant_file: bool = False):
   """The set-up the FMNIST defense studies share: the data split, the root key, the scratch
   folder and its stage cache, the result skeleton ``{name, variant, config, device, section:
@@ -107,8 +113,7 @@ def start_study(cfg, workdir: str, name: str, section: str, *, variant_file: boo
   results: dict[str, Any] = {'name': name, 'variant': cfg.variant, 'config': cfg.to_dict(),
                              'device': common_lib.device_info(), section: {}}
 
-  stem = (f'{name}_{cfg.variant}' if variant_file and cfg.variant not in ('full', 'smoke')
-          else name)
+  stem = result_stem(name, cfg.variant) if variant_file else name
 
   def save():
     jio.write_json_atomic(f'{workdir}/{stem}.json', results)

@@ -257,9 +257,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def result_stem(variant: str) -> str:
-  """The JSON's file stem: ``ksl_poisoning`` for ``full`` / ``smoke``, else
-  ``ksl_poisoning_<variant>`` (so that a variant never overwrites the committed default)."""
-  return NAME if variant in ('full', 'smoke') else f'{NAME}_{variant}'
+  """The JSON's file stem (:func:`defense_common.result_stem`)."""
+  return dc.result_stem(NAME, variant)
 
 
 def data_label(c: dict) -> str:
